@@ -1,0 +1,675 @@
+//! The job spec: what a client may send, how it is checked, and the normalised form we store.
+//!
+//! Parsing goes through `serde_path_to_error`, so a type error deep inside the body is reported
+//! with its full path (`retry_policy.retry_codes[2]`). Unknown fields are refused (they are
+//! usually typos such as `webhook_url`), and every field also accepts its camelCase spelling,
+//! because the hosted Node and Go SDKs send that.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::DurationIn;
+use crate::error::FieldError;
+use crate::retry::RetryPolicy;
+use crate::ssrf::{self, SsrfPolicy, TargetUrl};
+
+/// Methods a job may use.
+pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// Headers the executor sets itself; a job may not override them.
+const RESERVED_HEADERS: [&str; 8] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+];
+
+/// Size limits on a job (defaults from the API contract; operators may change them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest job `body`, bytes.
+    pub max_body_bytes: usize,
+    /// Most headers on one job.
+    pub max_headers: usize,
+    /// Largest header (name + value), bytes.
+    pub max_header_bytes: usize,
+    /// Longest `url`, bytes.
+    pub max_url_bytes: usize,
+    /// Most metadata keys.
+    pub max_metadata_keys: usize,
+    /// Largest metadata key or value, bytes.
+    pub max_metadata_value_bytes: usize,
+    /// Longest `idempotent_key`, bytes.
+    pub max_idempotent_key_bytes: usize,
+    /// Longest `timeout`, ms.
+    pub max_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            max_headers: 64,
+            max_header_bytes: 8 * 1024,
+            max_url_bytes: 8 * 1024,
+            max_metadata_keys: 32,
+            max_metadata_value_bytes: 1024,
+            max_idempotent_key_bytes: 256,
+            max_timeout_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// Retry policy as a client sends it; absent fields take the defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicyIn {
+    #[serde(alias = "maxRetries")]
+    max_retries: Option<u32>,
+    #[serde(alias = "maxReroutes")]
+    max_reroutes: Option<u32>,
+    #[serde(alias = "retryCodes")]
+    retry_codes: Option<Vec<u16>>,
+    #[serde(alias = "rerouteCodes")]
+    reroute_codes: Option<Vec<u16>>,
+}
+
+/// A webhook as a client sends it (delivery arrives with the webhooks issue).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookIn {
+    url: String,
+    regions: Option<Vec<String>>,
+    #[serde(alias = "hasQuorumVote")]
+    has_quorum_vote: Option<bool>,
+}
+
+/// The body of `POST /api/v1/jobs`, exactly as received.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpecIn {
+    url: Option<String>,
+    method: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    body: Option<String>,
+    metadata: Option<BTreeMap<String, String>>,
+    webhooks: Option<Vec<WebhookIn>>,
+    #[serde(alias = "webhookQuorum")]
+    webhook_quorum: Option<u32>,
+    regions: Option<Vec<String>>,
+    #[serde(alias = "regionPolicy")]
+    region_policy: Option<String>,
+    #[serde(alias = "executionMode")]
+    execution_mode: Option<String>,
+    #[serde(alias = "retryPolicy")]
+    retry_policy: Option<RetryPolicyIn>,
+    timeout: Option<DurationIn>,
+    #[serde(alias = "retryAt")]
+    retry_at: Option<u64>,
+    #[serde(alias = "idempotentKey")]
+    idempotent_key: Option<String>,
+    #[serde(alias = "fallbackJob")]
+    fallback_job: Option<serde_json::Value>,
+    #[serde(alias = "onSuccess")]
+    on_success: Option<serde_json::Value>,
+    #[serde(alias = "onFailure")]
+    on_failure: Option<serde_json::Value>,
+    #[serde(alias = "onFailureTimeoutMs")]
+    on_failure_timeout_ms: Option<u64>,
+}
+
+/// The normalised, validated job: what the store keeps and the executor runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Target URL (normalised by the WHATWG parser).
+    pub url: String,
+    /// Upper-case HTTP method.
+    pub method: String,
+    /// Headers sent to the target, in the order given (names as given).
+    pub headers: Vec<(String, String)>,
+    /// Request body, sent as is.
+    pub body: Option<String>,
+    /// Echoed in views and webhooks.
+    pub metadata: BTreeMap<String, String>,
+    /// Regions allowed to make the call.
+    pub regions: Vec<String>,
+    /// Retry behaviour.
+    pub retry_policy: RetryPolicy,
+    /// How long to keep trying, from submission.
+    pub timeout_ms: u64,
+    /// Earliest first attempt (ms since epoch), if delayed.
+    pub retry_at: Option<u64>,
+}
+
+/// Default `timeout`: 24 h.
+pub const DEFAULT_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
+/// Parses a job from JSON bytes, naming the path of any bad field.
+pub fn parse(bytes: &[u8]) -> Result<JobSpecIn, FieldError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let res = serde_path_to_error::deserialize(de);
+    res.map_err(|e| map_serde_error(e.path().to_string(), e.inner()))
+}
+
+/// Parses a job from an already-parsed JSON value (batch elements).
+pub fn from_value(value: serde_json::Value) -> Result<JobSpecIn, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        map_serde_error(path, &inner)
+    })
+}
+
+/// Turns a serde error into the API's field error.
+pub fn map_serde_error(path: String, e: &serde_json::Error) -> FieldError {
+    use serde_json::error::Category;
+    let path = if path == "." { String::new() } else { path };
+    let msg = e.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    if matches!(
+        e.classify(),
+        Category::Syntax | Category::Eof | Category::Io
+    ) {
+        return FieldError {
+            code: "invalid_json",
+            field: String::new(),
+            message: msg,
+        };
+    }
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or("");
+        let field = if path.is_empty() {
+            name.to_string()
+        } else {
+            path.clone()
+        };
+        let field = if field.ends_with(name) {
+            field
+        } else {
+            format!("{field}.{name}")
+        };
+        return FieldError {
+            code: "unknown_field",
+            field,
+            message: format!("unknown field; {msg}"),
+        };
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or("");
+        let field = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
+        return FieldError::missing(field);
+    }
+    FieldError::invalid(path, msg)
+}
+
+/// What validation needs to know about this node.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// Size limits.
+    pub limits: &'a Limits,
+    /// SSRF allow-list.
+    pub ssrf: &'a SsrfPolicy,
+    /// This node's region.
+    pub local_region: &'a str,
+    /// Now, ms since epoch.
+    pub now_ms: u64,
+}
+
+/// A valid job plus what admission needs next.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// The normalised spec.
+    pub spec: JobSpec,
+    /// The parsed target (domains still to be resolved and checked).
+    pub target: TargetUrl,
+    /// The caller's idempotency key, if given.
+    pub idempotent_key: Option<String>,
+}
+
+fn check_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl JobSpecIn {
+    /// Checks every field and normalises the job. Fields whose feature has not landed yet are
+    /// answered `not_supported` rather than silently ignored.
+    pub fn validate(self, cx: &Context<'_>) -> Result<Validated, FieldError> {
+        let l = cx.limits;
+        // Features of later issues: refuse loudly.
+        if self.webhooks.as_ref().is_some_and(|w| !w.is_empty()) {
+            let w = self.webhooks.as_ref().expect("checked");
+            if w.len() > 10 {
+                return Err(FieldError::invalid("webhooks", "at most 10 webhooks"));
+            }
+            for (i, h) in w.iter().enumerate() {
+                ssrf::parse_target_url(&h.url).map_err(|e| {
+                    FieldError::invalid(format!("webhooks[{i}].url"), e.to_string())
+                })?;
+                let _ = (&h.regions, h.has_quorum_vote);
+            }
+            return Err(FieldError::not_supported(
+                "webhooks",
+                "webhook delivery is not available on this server yet",
+            ));
+        }
+        if let Some(q) = self.webhook_quorum {
+            if !(1..=10).contains(&q) {
+                return Err(FieldError::invalid(
+                    "webhook_quorum",
+                    "must be between 1 and 10",
+                ));
+            }
+        }
+        for (name, v) in [
+            ("fallback_job", &self.fallback_job),
+            ("on_success", &self.on_success),
+            ("on_failure", &self.on_failure),
+        ] {
+            match v {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::Object(_)) => {
+                    return Err(FieldError::not_supported(
+                        name,
+                        "workflows are not available on this server yet",
+                    ))
+                }
+                Some(_) => return Err(FieldError::invalid(name, "must be a job object")),
+            }
+        }
+        if self.on_failure_timeout_ms.is_some() {
+            return Err(FieldError::not_supported(
+                "on_failure_timeout_ms",
+                "workflows are not available on this server yet",
+            ));
+        }
+        match self.execution_mode.as_deref() {
+            None | Some("race") => {}
+            Some("fanout") => {
+                return Err(FieldError::not_supported(
+                    "execution_mode",
+                    "fanout needs cluster mode, not available yet",
+                ))
+            }
+            Some(_) => {
+                return Err(FieldError::invalid(
+                    "execution_mode",
+                    "must be \"race\" or \"fanout\"",
+                ))
+            }
+        }
+        let strict = match self.region_policy.as_deref() {
+            None | Some("fallback") => false,
+            Some("strict") => true,
+            Some(_) => {
+                return Err(FieldError::invalid(
+                    "region_policy",
+                    "must be \"fallback\" or \"strict\"",
+                ))
+            }
+        };
+        let regions = self.regions.unwrap_or_default();
+        for (i, r) in regions.iter().enumerate() {
+            if r.is_empty()
+                || r.len() > 64
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(FieldError::invalid(
+                    format!("regions[{i}]"),
+                    "region names are 1-64 letters, digits, '-' or '_'",
+                ));
+            }
+        }
+        if strict && !regions.is_empty() && !regions.iter().any(|r| r == cx.local_region) {
+            return Err(FieldError::not_supported(
+                "regions",
+                format!("region_policy strict needs a node in {regions:?}; this node is {:?} and cluster mode is not available yet", cx.local_region),
+            ));
+        }
+
+        let url = self.url.ok_or_else(|| FieldError::missing("url"))?;
+        if url.len() > l.max_url_bytes {
+            return Err(FieldError::invalid(
+                "url",
+                format!("longer than {} bytes", l.max_url_bytes),
+            ));
+        }
+        let target = ssrf::check_url(cx.ssrf, &url).map_err(|e| match e {
+            ssrf::SsrfError::Url(u) => FieldError::invalid("url", u.to_string()),
+            ssrf::SsrfError::Denied { addr, class } => FieldError::ssrf(
+                "url",
+                format!("address {addr} is {} and not allowed", class.as_str()),
+            ),
+        })?;
+
+        let method = self
+            .method
+            .unwrap_or_else(|| "GET".into())
+            .to_ascii_uppercase();
+        if !METHODS.contains(&method.as_str()) {
+            return Err(FieldError::invalid(
+                "method",
+                format!("must be one of {}", METHODS.join(" ")),
+            ));
+        }
+
+        let headers_in = self.headers.unwrap_or_default();
+        if headers_in.len() > l.max_headers {
+            return Err(FieldError::invalid(
+                "headers",
+                format!("at most {} headers", l.max_headers),
+            ));
+        }
+        let mut headers = Vec::with_capacity(headers_in.len());
+        for (name, value) in headers_in {
+            let field = format!("headers.{name}");
+            if !check_token(&name) {
+                return Err(FieldError::invalid(field, "not a valid header name"));
+            }
+            if RESERVED_HEADERS
+                .iter()
+                .any(|r| name.eq_ignore_ascii_case(r))
+            {
+                return Err(FieldError::invalid(
+                    field,
+                    "set by EZThrottle; may not be overridden",
+                ));
+            }
+            if name.len() + value.len() > l.max_header_bytes {
+                return Err(FieldError::invalid(
+                    field,
+                    format!("header larger than {} bytes", l.max_header_bytes),
+                ));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(FieldError::invalid(
+                    field,
+                    "value may not contain CR, LF or NUL",
+                ));
+            }
+            headers.push((name, value));
+        }
+
+        if let Some(b) = &self.body {
+            if b.len() > l.max_body_bytes {
+                return Err(FieldError {
+                    code: "payload_too_large",
+                    field: "body".into(),
+                    message: format!("job body larger than {} bytes", l.max_body_bytes),
+                });
+            }
+        }
+
+        let metadata = self.metadata.unwrap_or_default();
+        if metadata.len() > l.max_metadata_keys {
+            return Err(FieldError::invalid(
+                "metadata",
+                format!("at most {} keys", l.max_metadata_keys),
+            ));
+        }
+        for (k, v) in &metadata {
+            if k.len() > l.max_metadata_value_bytes || v.len() > l.max_metadata_value_bytes {
+                return Err(FieldError::invalid(
+                    format!("metadata.{k}"),
+                    format!(
+                        "keys and values are at most {} bytes",
+                        l.max_metadata_value_bytes
+                    ),
+                ));
+            }
+        }
+
+        let rp = self.retry_policy.unwrap_or_default();
+        let d = RetryPolicy::default();
+        let retry_policy = RetryPolicy {
+            max_retries: rp.max_retries.unwrap_or(d.max_retries),
+            max_reroutes: rp.max_reroutes.unwrap_or(d.max_reroutes),
+            retry_codes: rp.retry_codes.unwrap_or(d.retry_codes),
+            reroute_codes: rp.reroute_codes.unwrap_or(d.reroute_codes),
+        };
+        if retry_policy.max_retries > 100 {
+            return Err(FieldError::invalid(
+                "retry_policy.max_retries",
+                "must be between 0 and 100",
+            ));
+        }
+        if retry_policy.max_reroutes > 100 {
+            return Err(FieldError::invalid(
+                "retry_policy.max_reroutes",
+                "must be between 0 and 100",
+            ));
+        }
+        for (name, codes) in [
+            ("retry_codes", &retry_policy.retry_codes),
+            ("reroute_codes", &retry_policy.reroute_codes),
+        ] {
+            if codes.len() > 100 {
+                return Err(FieldError::invalid(
+                    format!("retry_policy.{name}"),
+                    "at most 100 codes",
+                ));
+            }
+            for (i, c) in codes.iter().enumerate() {
+                if !(100..=599).contains(c) || (200..300).contains(c) {
+                    return Err(FieldError::invalid(
+                        format!("retry_policy.{name}[{i}]"),
+                        "must be an HTTP status 100-599 outside 2xx",
+                    ));
+                }
+            }
+        }
+
+        let timeout_ms = match &self.timeout {
+            None => DEFAULT_TIMEOUT_MS,
+            Some(t) => t
+                .to_millis()
+                .map_err(|m| FieldError::invalid("timeout", m))?,
+        };
+        if timeout_ms < 1 || timeout_ms > l.max_timeout_ms {
+            return Err(FieldError::invalid(
+                "timeout",
+                format!("must be between 1ms and {}ms", l.max_timeout_ms),
+            ));
+        }
+        if let Some(at) = self.retry_at {
+            if at > cx.now_ms.saturating_add(365 * 24 * 3600 * 1000) {
+                return Err(FieldError::invalid(
+                    "retry_at",
+                    "more than a year away (it is milliseconds since the epoch)",
+                ));
+            }
+        }
+
+        if let Some(k) = &self.idempotent_key {
+            if k.is_empty()
+                || k.len() > l.max_idempotent_key_bytes
+                || k.chars().any(char::is_control)
+            {
+                return Err(FieldError::invalid(
+                    "idempotent_key",
+                    format!(
+                        "must be 1-{} printable characters",
+                        l.max_idempotent_key_bytes
+                    ),
+                ));
+            }
+        }
+
+        Ok(Validated {
+            spec: JobSpec {
+                url: target.url.to_string(),
+                method,
+                headers,
+                body: self.body,
+                metadata,
+                regions,
+                retry_policy,
+                timeout_ms,
+                retry_at: self.retry_at.filter(|&at| at > cx.now_ms),
+            },
+            target,
+            idempotent_key: self.idempotent_key,
+        })
+    }
+}
+
+impl JobSpec {
+    /// The spec as shown to clients: credential header values replaced by `[redacted]`.
+    pub fn redacted(&self, extra_credential_headers: &[String]) -> JobSpec {
+        let mut out = self.clone();
+        for (n, v) in out.headers.iter_mut() {
+            if crate::lane::is_credential_header(n, extra_credential_headers)
+                || n.eq_ignore_ascii_case("cookie")
+            {
+                *v = "[redacted]".into();
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx_validate(json: &str) -> Result<Validated, FieldError> {
+        let limits = Limits::default();
+        let policy = SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let cx = Context {
+            limits: &limits,
+            ssrf: &policy,
+            local_region: "local",
+            now_ms: 1_000,
+        };
+        parse(json.as_bytes())?.validate(&cx)
+    }
+
+    fn err(json: &str) -> FieldError {
+        cx_validate(json).expect_err(json)
+    }
+
+    #[test]
+    fn minimal_job_gets_defaults() {
+        let v = cx_validate(r#"{"url":"http://127.0.0.1:9/x"}"#).unwrap();
+        assert_eq!(v.spec.method, "GET");
+        assert_eq!(v.spec.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(v.spec.retry_policy, RetryPolicy::default());
+    }
+
+    #[test]
+    fn camel_case_aliases_at_every_level() {
+        let v = cx_validate(r#"{"url":"http://127.0.0.1/","retryPolicy":{"maxRetries":7,"retryCodes":[500]},"idempotentKey":"k","retryAt":5000}"#).unwrap();
+        assert_eq!(v.spec.retry_policy.max_retries, 7);
+        assert_eq!(v.spec.retry_policy.retry_codes, vec![500]);
+        assert_eq!(v.idempotent_key.as_deref(), Some("k"));
+        assert_eq!(v.spec.retry_at, Some(5000));
+    }
+
+    #[test]
+    fn errors_name_field_and_code() {
+        let e = err(r#"{"url":"http://127.0.0.1/","webhook_url":"x"}"#);
+        assert_eq!((e.code, e.field.as_str()), ("unknown_field", "webhook_url"));
+        let e = err(r#"{"url":"http://127.0.0.1/","retry_policy":{"max_retries":101}}"#);
+        assert_eq!(
+            (e.code, e.field.as_str()),
+            ("invalid_field", "retry_policy.max_retries")
+        );
+        let e = err(r#"{"url":"http://127.0.0.1/","retry_policy":{"retry_codes":[429,"x"]}}"#);
+        assert_eq!(
+            (e.code, e.field.as_str()),
+            ("invalid_field", "retry_policy.retry_codes[1]")
+        );
+        let e = err(r#"{"url":"http://127.0.0.1/","retry_policy":{"bogus":1}}"#);
+        assert_eq!(
+            (e.code, e.field.as_str()),
+            ("unknown_field", "retry_policy.bogus")
+        );
+        let e = err(r#"{"method":"GET"}"#);
+        assert_eq!((e.code, e.field.as_str()), ("missing_field", "url"));
+        let e = err(r#"{"url":"http://127.0.0.1/","method":"FETCH"}"#);
+        assert_eq!(e.field, "method");
+        let e = err(r#"{"url":"http://127.0.0.1/","timeout":"soon"}"#);
+        assert_eq!(e.field, "timeout");
+        let e = err(r#"{"url": "#);
+        assert_eq!(e.code, "invalid_json");
+        let e = err(r#"{"url":"http://127.0.0.1/","headers":{"Host":"x"}}"#);
+        assert_eq!(e.field, "headers.Host");
+        let e = err(r#"{"url":"ftp://127.0.0.1/"}"#);
+        assert_eq!((e.code, e.field.as_str()), ("invalid_field", "url"));
+        let e = err(r#"{"url":"http://10.0.0.1/"}"#);
+        assert_eq!((e.code, e.field.as_str()), ("ssrf_denied", "url"));
+        assert!(e.message.contains("private"), "{}", e.message);
+    }
+
+    #[test]
+    fn later_features_are_refused_not_ignored() {
+        for (json, field) in [
+            (
+                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"https://example.com/h"}]}"#,
+                "webhooks",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","fallback_job":{"url":"https://example.com"}}"#,
+                "fallback_job",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","on_success":{"url":"https://example.com"}}"#,
+                "on_success",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","on_failure":{"url":"https://example.com"}}"#,
+                "on_failure",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","on_failure_timeout_ms":5}"#,
+                "on_failure_timeout_ms",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","execution_mode":"fanout"}"#,
+                "execution_mode",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","regions":["fra"],"region_policy":"strict"}"#,
+                "regions",
+            ),
+        ] {
+            let e = err(json);
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                ("not_supported", field),
+                "{json}"
+            );
+        }
+        assert!(
+            cx_validate(r#"{"url":"http://127.0.0.1/","webhooks":[],"regions":["fra"]}"#).is_ok(),
+            "empty/fallback is fine"
+        );
+    }
+
+    #[test]
+    fn redaction_hides_credentials() {
+        let v = cx_validate(
+            r#"{"url":"http://127.0.0.1/","headers":{"Authorization":"Bearer s","X-Other":"ok"}}"#,
+        )
+        .unwrap();
+        let r = v.spec.redacted(&[]);
+        assert!(r
+            .headers
+            .contains(&("Authorization".into(), "[redacted]".into())));
+        assert!(r.headers.contains(&("X-Other".into(), "ok".into())));
+    }
+}

@@ -1,0 +1,26 @@
+//! Pure domain logic of EZThrottle.
+//!
+//! Nothing in this crate performs I/O or reads the clock: time, randomness and inputs are passed
+//! in, decisions come out. That keeps the rules that matter most (what a valid job is, which lane
+//! it joins, when the limiter lets it go, who goes next, when it is retried) deterministic and
+//! testable with plain unit and property tests.
+#![warn(missing_docs)]
+
+pub mod api_key;
+pub mod duration;
+pub mod error;
+pub mod fair_queue;
+pub mod gcra;
+pub mod idempotency;
+pub mod ids;
+pub mod job;
+pub mod lane;
+pub mod ratelimit_headers;
+pub mod retry;
+pub mod ssrf;
+pub mod state;
+pub mod tier;
+
+pub use error::FieldError;
+pub use ids::{ApiKeyId, JobId, TenantId};
+pub use state::JobState;

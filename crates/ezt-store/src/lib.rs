@@ -1,0 +1,1 @@
+//! ezt-store

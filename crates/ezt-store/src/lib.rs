@@ -1,1 +1,91 @@
-//! ezt-store
+//! Storage for EZThrottle: the `Store` trait every backend implements, the records it speaks,
+//! the in-memory backend, and (behind the `testing` feature) the conformance suite that every
+//! backend runs, so SQLite, PostgreSQL and memory cannot drift apart.
+//!
+//! Atomicity lives here, never in handlers: "insert job + claim idempotency key" and "finish
+//! attempt + schedule the next step" are each one call and one transaction.
+#![warn(missing_docs)]
+
+mod error;
+mod memory;
+mod records;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+pub use error::{Error, Result};
+pub use memory::MemoryStore;
+pub use records::*;
+
+use async_trait::async_trait;
+use ezt_core::{ApiKeyId, JobId, TenantId};
+
+/// Everything the server needs from durable storage.
+///
+/// Times are passed in (ms since the epoch) by the caller's clock, so tests are deterministic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a tenant; `Conflict` if the name is taken.
+    async fn create_tenant(&self, tenant: Tenant) -> Result<Tenant>;
+    /// All tenants, oldest first.
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+    /// One tenant by name.
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
+    /// Stores a new key (its digest only).
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<()>;
+    /// Keys, all or of one tenant, oldest first.
+    async fn list_api_keys(&self, tenant: Option<TenantId>) -> Result<Vec<ApiKeyRecord>>;
+    /// Revokes a key; `NotFound` if there is none with that id.
+    async fn revoke_api_key(&self, id: ApiKeyId, now_ms: u64) -> Result<()>;
+    /// The tenant of an active (unrevoked) key with this digest.
+    async fn authenticate(&self, digest: [u8; 32]) -> Result<Option<(Tenant, ApiKeyId)>>;
+    /// A value from the installation's small key/value table (e.g. the fingerprint secret),
+    /// set to `init` atomically if absent.
+    async fn meta_get_or_init(&self, key: &str, init: Vec<u8>) -> Result<Vec<u8>>;
+
+    /// Admits jobs in one transaction: each either inserted, or a duplicate of a live job with
+    /// the same idempotency key (alive, or final for less than `dedup_window_ms`).
+    async fn insert_jobs(&self, jobs: Vec<NewJob>, dedup_window_ms: u64) -> Result<Vec<Admission>>;
+    /// One job of one tenant, with its attempts.
+    async fn get_job(&self, tenant: Option<TenantId>, id: JobId) -> Result<Option<JobRecord>>;
+    /// Jobs newest first, filtered; attempts are not loaded.
+    async fn list_jobs(
+        &self,
+        tenant: Option<TenantId>,
+        filter: &JobFilter,
+    ) -> Result<Vec<JobRecord>>;
+    /// Jobs not yet final, for rebuilding the scheduler's index at start-up. Leases held by a
+    /// previous run of this node (which is dead: the data dir is locked) are released first.
+    async fn recover(&self, now_ms: u64) -> Result<Vec<PendingJob>>;
+    /// Starts an attempt: a queued/scheduled job becomes running under `lease`. `None` when the
+    /// job is gone, final or running elsewhere (e.g. cancelled while it waited).
+    async fn lease(&self, id: JobId, lease: Lease) -> Result<Option<LeasedJob>>;
+    /// Records an attempt and the job's next state, only if `lease_token` still holds the job (a
+    /// fencing token: a zombie's late result is discarded). Returns whether it was applied.
+    async fn complete_attempt(&self, done: AttemptDone) -> Result<bool>;
+    /// Ends a non-final job `expired` (deadline passed while it waited).
+    async fn expire(&self, id: JobId, now_ms: u64) -> Result<bool>;
+    /// Cancels a non-final job.
+    async fn cancel(
+        &self,
+        tenant: Option<TenantId>,
+        id: JobId,
+        now_ms: u64,
+    ) -> Result<CancelOutcome>;
+    /// Re-queues a failed or expired job as a new attempt series, and records a wakeup so a
+    /// server sharing the store picks it up (see `take_wakeups`).
+    async fn replay(
+        &self,
+        tenant: Option<TenantId>,
+        id: JobId,
+        now_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<ReplayOutcome>;
+    /// Job ids that an out-of-process writer (the CLI) asked the running server to pick up,
+    /// removed as they are returned.
+    async fn take_wakeups(&self) -> Result<Vec<JobId>>;
+    /// Counts of jobs by state (for metrics).
+    async fn count_by_state(&self) -> Result<Vec<(ezt_core::JobState, u64)>>;
+    /// Cheap liveness probe of the storage.
+    async fn ping(&self) -> Result<()>;
+}

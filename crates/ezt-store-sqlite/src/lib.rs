@@ -1,1 +1,590 @@
-//! ezt-store-sqlite
+//! The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! Every write goes through one writer thread that practises group commit: it takes whatever
+//! writes are waiting (up to `MAX_BATCH`), runs each inside its own SAVEPOINT in one transaction,
+//! and commits once, so a single fsync acknowledges many concurrent submissions. A write's
+//! caller is answered only after that commit returns, which is what lets a 202 mean "on disk".
+//! Reads use a small pool of separate connections (WAL lets them run beside the writer).
+#![warn(missing_docs)]
+
+mod codec;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use ezt_core::{ApiKeyId, JobId, JobState, TenantId};
+use ezt_store::*;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use codec::*;
+use writer::Writer;
+
+const READERS: usize = 4;
+
+/// The SQLite store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and migrates it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let conn = schema::open(&path, true)?;
+        let writer = Writer::start(conn);
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(schema::open(&path, false)?);
+        }
+        Ok(Self {
+            writer,
+            readers: Arc::new(Mutex::new(readers)),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => schema::open(&path, false)?,
+            };
+            let res = f(&conn);
+            let mut pool = readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+            res
+        })
+        .await
+        .map_err(|e| Error::Other(format!("reader task: {e}")))?
+    }
+
+    async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        self.writer.write(f).await
+    }
+}
+
+fn load_attempts(conn: &Connection, id: JobId) -> Result<Vec<Attempt>> {
+    let mut st = conn
+        .prepare_cached("SELECT data FROM attempts WHERE job_id = ?1 ORDER BY n")
+        .map_err(map_err)?;
+    let rows = st
+        .query_map(params![id_blob(id.0)], |r| r.get::<_, String>(0))
+        .map_err(map_err)?;
+    rows.map(|r| json_decode(&r.map_err(map_err)?)).collect()
+}
+
+fn tenant_clause(tenant: Option<TenantId>) -> (&'static str, Vec<u8>) {
+    match tenant {
+        Some(t) => (" AND tenant_id = ?2", id_blob(t.0).to_vec()),
+        None => (" AND ?2 IS NOT NULL", vec![0]),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_tenant(&self, tenant: Tenant) -> Result<Tenant> {
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO tenants (id, name, tier, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id_blob(tenant.id.0),
+                    tenant.name,
+                    tenant.tier.as_str(),
+                    tenant.created_at as i64
+                ])
+            })
+            .map_err(|e| match map_err(e) {
+                Error::Other(m) if m.contains("UNIQUE") => {
+                    Error::Conflict(format!("tenant {:?} exists", tenant.name))
+                }
+                other => other,
+            })?;
+            Ok(tenant)
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, name, tier, created_at FROM tenants ORDER BY created_at, name",
+                )
+                .map_err(map_err)?;
+            let rows = st.query_map([], tenant_row).map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)).collect()
+        })
+        .await
+    }
+
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT id, name, tier, created_at FROM tenants WHERE name = ?1",
+                params![name],
+                tenant_row,
+            )
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, key: ApiKeyRecord) -> Result<()> {
+        self.write(move |c| {
+            c.prepare_cached("INSERT INTO api_keys (id, tenant_id, digest, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .and_then(|mut st| {
+                    st.execute(params![id_blob(key.id.0), id_blob(key.tenant_id.0), key.digest.to_vec(), key.prefix, key.created_at as i64])
+                })
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self, tenant: Option<TenantId>) -> Result<Vec<ApiKeyRecord>> {
+        self.read(move |c| {
+            let (clause, t) = tenant_clause(tenant);
+            let sql = format!(
+                "SELECT id, tenant_id, digest, prefix, created_at, revoked_at FROM api_keys WHERE ?1 = 1{clause} ORDER BY created_at, id"
+            );
+            let mut st = c.prepare_cached(&sql).map_err(map_err)?;
+            let rows = st.query_map(params![1, t], key_row).map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)).collect()
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: ApiKeyId, now_ms: u64) -> Result<()> {
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                    params![id_blob(id.0), now_ms as i64],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                Err(Error::NotFound)
+            } else {
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn authenticate(&self, digest: [u8; 32]) -> Result<Option<(Tenant, ApiKeyId)>> {
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT k.digest, k.id, t.id, t.name, t.tier, t.created_at FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+                     WHERE k.digest = ?1 AND k.revoked_at IS NULL",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![digest.to_vec()], |r| {
+                        let stored: Vec<u8> = r.get(0)?;
+                        let key_id = ApiKeyId(blob_id(&r.get::<_, Vec<u8>>(1)?));
+                        let tenant = Tenant {
+                            id: TenantId(blob_id(&r.get::<_, Vec<u8>>(2)?)),
+                            name: r.get(3)?,
+                            tier: parse_tier(&r.get::<_, String>(4)?),
+                            created_at: r.get::<_, i64>(5)? as u64,
+                        };
+                        Ok((stored, tenant, key_id))
+                    })
+                    .optional()
+                })
+                .map_err(map_err)?;
+            Ok(row.and_then(|(stored, tenant, key_id)| {
+                let stored: [u8; 32] = stored.try_into().ok()?;
+                ezt_core::api_key::digests_match(&stored, &digest).then_some((tenant, key_id))
+            }))
+        })
+        .await
+    }
+
+    async fn meta_get_or_init(&self, key: &str, init: Vec<u8>) -> Result<Vec<u8>> {
+        let key = key.to_string();
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, init],
+            )
+            .map_err(map_err)?;
+            c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn insert_jobs(&self, jobs: Vec<NewJob>, dedup_window_ms: u64) -> Result<Vec<Admission>> {
+        self.write(move |c| {
+            let mut out = Vec::with_capacity(jobs.len());
+            let mut find = c
+                .prepare_cached(
+                    "SELECT id, state, finished_at FROM jobs WHERE tenant_id = ?1 AND idempotent_key = ?2 ORDER BY id DESC LIMIT 1",
+                )
+                .map_err(map_err)?;
+            let mut insert = c
+                .prepare_cached(
+                    "INSERT INTO jobs (id, tenant_id, lane, state, spec, idempotent_key, created_at, updated_at, run_at, deadline_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
+                )
+                .map_err(map_err)?;
+            for j in jobs {
+                let tenant = id_blob(j.tenant_id.0);
+                let existing = find
+                    .query_row(params![tenant, j.idempotent_key], |r| {
+                        Ok((blob_id(&r.get::<_, Vec<u8>>(0)?), r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+                    })
+                    .optional()
+                    .map_err(map_err)?;
+                if let Some((id, state, finished)) = existing {
+                    let state = parse_state(&state)?;
+                    if ezt_store::dedups(state, finished.map(|f| f as u64), j.created_at, dedup_window_ms) {
+                        out.push(Admission::Duplicate { existing: JobId(id) });
+                        continue;
+                    }
+                }
+                let state = if j.run_at > j.created_at { JobState::Scheduled } else { JobState::Queued };
+                insert
+                    .execute(params![
+                        id_blob(j.id.0),
+                        tenant,
+                        j.lane.0,
+                        state.as_str(),
+                        json_encode(&j.spec)?,
+                        j.idempotent_key,
+                        j.created_at as i64,
+                        j.run_at as i64,
+                        j.deadline_at as i64
+                    ])
+                    .map_err(map_err)?;
+                out.push(Admission::Inserted);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_job(&self, tenant: Option<TenantId>, id: JobId) -> Result<Option<JobRecord>> {
+        self.read(move |c| {
+            let (clause, t) = tenant_clause(tenant);
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1{clause}");
+            let job = c
+                .prepare_cached(&sql)
+                .and_then(|mut st| st.query_row(params![id_blob(id.0), t], job_row).optional())
+                .map_err(map_err)?;
+            match job {
+                Some(j) => {
+                    let mut j = j?;
+                    j.attempts = load_attempts(c, id)?;
+                    Ok(Some(j))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, tenant: Option<TenantId>, f: &JobFilter) -> Result<Vec<JobRecord>> {
+        let f = f.clone();
+        self.read(move |c| {
+            let (clause, t) = tenant_clause(tenant);
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE id < ?1{clause}
+                 AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR lane = ?4) AND (?5 IS NULL OR created_at > ?5)
+                 ORDER BY id DESC LIMIT ?6"
+            );
+            let before = f.before.map_or([0xffu8; 16], |b| id_blob(b.0));
+            let mut st = c.prepare_cached(&sql).map_err(map_err)?;
+            let rows = st
+                .query_map(
+                    params![before, t, f.state.map(|s| s.as_str()), f.lane, f.created_after.map(|v| v as i64), f.limit as i64],
+                    job_row,
+                )
+                .map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)?).collect()
+        })
+        .await
+    }
+
+    async fn recover(&self, now_ms: u64) -> Result<Vec<PendingJob>> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE jobs SET state = CASE WHEN run_at > ?1 THEN 'scheduled' ELSE 'queued' END, lease_token = NULL, lease_expires_at = NULL
+                 WHERE state = 'running'",
+                params![now_ms as i64],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await?;
+        self.read(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT id, tenant_id, lane, run_at, deadline_at FROM jobs WHERE state IN ('queued', 'scheduled', 'running') ORDER BY id",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(PendingJob {
+                        id: JobId(blob_id(&r.get::<_, Vec<u8>>(0)?)),
+                        tenant_id: TenantId(blob_id(&r.get::<_, Vec<u8>>(1)?)),
+                        lane: ezt_core::lane::LaneKey(r.get(2)?),
+                        run_at: r.get::<_, i64>(3)? as u64,
+                        deadline_at: r.get::<_, i64>(4)? as u64,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)).collect()
+        })
+        .await
+    }
+
+    async fn lease(&self, id: JobId, lease: Lease) -> Result<Option<LeasedJob>> {
+        self.write(move |c| {
+            let row = c
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'running', attempt_count = attempt_count + 1, lease_token = ?2, lease_expires_at = ?3, updated_at = ?4
+                     WHERE id = ?1 AND state IN ('queued', 'scheduled')
+                     RETURNING spec, tenant_id, idempotent_key, attempt_count, series, retries, reroutes, deadline_at",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![id_blob(id.0), lease.token as i64, lease.expires_at as i64, lease.now_ms as i64], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            blob_id(&r.get::<_, Vec<u8>>(1)?),
+                            r.get::<_, String>(2)?,
+                            r.get::<_, u32>(3)?,
+                            r.get::<_, u32>(4)?,
+                            r.get::<_, u32>(5)?,
+                            r.get::<_, u32>(6)?,
+                            r.get::<_, i64>(7)? as u64,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(map_err)?;
+            let Some((spec, tenant, key, attempt_no, series, retries, reroutes, deadline_at)) = row else { return Ok(None) };
+            Ok(Some(LeasedJob {
+                spec: json_decode(&spec)?,
+                tenant_id: TenantId(tenant),
+                idempotent_key: key,
+                attempt_no,
+                series,
+                counters: ezt_core::retry::Counters { retries, reroutes },
+                deadline_at,
+            }))
+        })
+        .await
+    }
+
+    async fn complete_attempt(&self, done: AttemptDone) -> Result<bool> {
+        self.write(move |c| {
+            let id = id_blob(done.id.0);
+            let now = done.now_ms as i64;
+            let n = match &done.next {
+                Next::Final { state, response, error } => c
+                    .prepare_cached(
+                        "UPDATE jobs SET state = ?3, response = COALESCE(?4, response), error = ?5, finished_at = ?6, updated_at = ?6,
+                         lease_token = NULL, lease_expires_at = NULL
+                         WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![
+                            id,
+                            done.lease_token as i64,
+                            state.as_str(),
+                            response.as_ref().map(json_encode).transpose().ok().flatten(),
+                            error.as_ref().map(json_encode).transpose().ok().flatten(),
+                            now
+                        ])
+                    }),
+                Next::Retry { run_at, counters, response } => c
+                    .prepare_cached(
+                        "UPDATE jobs SET state = 'scheduled', run_at = ?3, retries = ?4, reroutes = ?5, response = COALESCE(?6, response),
+                         updated_at = ?7, lease_token = NULL, lease_expires_at = NULL
+                         WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![
+                            id,
+                            done.lease_token as i64,
+                            *run_at as i64,
+                            counters.retries,
+                            counters.reroutes,
+                            response.as_ref().map(json_encode).transpose().ok().flatten(),
+                            now
+                        ])
+                    }),
+            }
+            .map_err(map_err)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            c.prepare_cached("INSERT OR REPLACE INTO attempts (job_id, n, data) VALUES (?1, ?2, ?3)")
+                .and_then(|mut st| st.execute(params![id, done.attempt.n, json_encode(&done.attempt).unwrap_or_default()]))
+                .map_err(map_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn expire(&self, id: JobId, now_ms: u64) -> Result<bool> {
+        self.write(move |c| {
+            let err = json_encode(&JobError { code: "deadline".into(), message: "the job's timeout passed before it succeeded".into() })?;
+            let n = c
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'expired', error = ?3, finished_at = ?2, updated_at = ?2
+                     WHERE id = ?1 AND state IN ('queued', 'scheduled')",
+                )
+                .and_then(|mut st| st.execute(params![id_blob(id.0), now_ms as i64, err]))
+                .map_err(map_err)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn cancel(
+        &self,
+        tenant: Option<TenantId>,
+        id: JobId,
+        now_ms: u64,
+    ) -> Result<CancelOutcome> {
+        self.write(move |c| {
+            let (clause, t) = tenant_clause(tenant);
+            let state: Option<String> = c
+                .query_row(&format!("SELECT state FROM jobs WHERE id = ?1{clause}"), params![id_blob(id.0), t], |r| r.get(0))
+                .optional()
+                .map_err(map_err)?;
+            let Some(state) = state else { return Ok(CancelOutcome::NotFound) };
+            let state = parse_state(&state)?;
+            if state.is_final() {
+                return Ok(CancelOutcome::AlreadyFinal(state));
+            }
+            let err = json_encode(&JobError { code: "cancelled".into(), message: "cancelled by the caller".into() })?;
+            c.execute(
+                "UPDATE jobs SET state = 'cancelled', error = ?3, finished_at = ?2, updated_at = ?2, lease_token = NULL, lease_expires_at = NULL
+                 WHERE id = ?1",
+                params![id_blob(id.0), now_ms as i64, err],
+            )
+            .map_err(map_err)?;
+            Ok(CancelOutcome::Cancelled)
+        })
+        .await
+    }
+
+    async fn replay(
+        &self,
+        tenant: Option<TenantId>,
+        id: JobId,
+        now_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<ReplayOutcome> {
+        self.write(move |c| {
+            let (clause, t) = tenant_clause(tenant);
+            let row: Option<(String, Vec<u8>, String)> = c
+                .query_row(&format!("SELECT state, tenant_id, lane FROM jobs WHERE id = ?1{clause}"), params![id_blob(id.0), t], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+                .map_err(map_err)?;
+            let Some((state, tenant_id, lane)) = row else { return Ok(ReplayOutcome::NotFound) };
+            let state = parse_state(&state)?;
+            if !state.can_retry() {
+                return Ok(ReplayOutcome::NotReplayable(state));
+            }
+            c.execute(
+                "UPDATE jobs SET state = 'queued', series = series + 1, retries = 0, reroutes = 0, run_at = ?2, deadline_at = ?3,
+                 finished_at = NULL, error = NULL, updated_at = ?2 WHERE id = ?1",
+                params![id_blob(id.0), now_ms as i64, deadline_ms as i64],
+            )
+            .map_err(map_err)?;
+            c.execute("INSERT INTO wakeups (job_id) VALUES (?1)", params![id_blob(id.0)]).map_err(map_err)?;
+            Ok(ReplayOutcome::Requeued(PendingJob {
+                id,
+                tenant_id: TenantId(blob_id(&tenant_id)),
+                lane: ezt_core::lane::LaneKey(lane),
+                run_at: now_ms,
+                deadline_at: deadline_ms,
+            }))
+        })
+        .await
+    }
+
+    async fn take_wakeups(&self) -> Result<Vec<JobId>> {
+        // Read first: an empty table (the common case) costs no write transaction.
+        let any: bool = self
+            .read(|c| {
+                c.query_row("SELECT EXISTS (SELECT 1 FROM wakeups)", [], |r| r.get(0))
+                    .map_err(map_err)
+            })
+            .await?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        self.write(|c| {
+            let mut st = c
+                .prepare_cached("DELETE FROM wakeups RETURNING job_id")
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| Ok(JobId(blob_id(&r.get::<_, Vec<u8>>(0)?))))
+                .map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)).collect()
+        })
+        .await
+    }
+
+    async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(map_err)?;
+            let mut counts: Vec<(JobState, u64)> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+            for r in rows {
+                let (s, n) = r.map_err(map_err)?;
+                let s = parse_state(&s)?;
+                if let Some(slot) = counts.iter_mut().find(|(st, _)| *st == s) {
+                    slot.1 = n as u64;
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+            .await
+    }
+}

@@ -277,3 +277,9 @@ pub enum ReplayOutcome {
     /// Not failed or expired.
     NotReplayable(JobState),
 }
+
+/// True if an existing job still claims its idempotency key: it is alive, or final for less
+/// than the dedup window.
+pub fn dedups(state: JobState, finished_at: Option<u64>, now_ms: u64, window_ms: u64) -> bool {
+    !state.is_final() || finished_at.is_some_and(|f| now_ms.saturating_sub(f) < window_ms)
+}

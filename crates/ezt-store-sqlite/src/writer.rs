@@ -1,0 +1,119 @@
+//! The writer thread and its group commit.
+
+use std::sync::mpsc;
+use std::thread;
+
+use ezt_store::{Error, Result};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::codec::map_err;
+
+/// Most writes folded into one transaction.
+const MAX_BATCH: usize = 2048;
+
+type Reply = Box<dyn FnOnce(Option<&Error>) + Send>;
+/// Runs against the open transaction, or (given `None`) only builds the reply when no
+/// transaction could be opened.
+type Op = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+
+/// Handle to the writer thread. Dropping every handle stops the thread.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Op>,
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Connection) -> Self {
+        let (tx, rx) = mpsc::channel::<Op>();
+        thread::Builder::new()
+            .name("ezt-sqlite-writer".into())
+            .spawn(move || run(conn, rx))
+            .expect("spawn writer thread");
+        Self { tx }
+    }
+
+    /// Runs `f` inside the next group transaction and answers once it is durably committed.
+    pub(crate) async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let (tx, rx) = oneshot::channel();
+        let op: Op = Box::new(move |conn| {
+            let res = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(Error::Unavailable {
+                    message: "no transaction".into(),
+                }),
+            };
+            Box::new(move |commit_err: Option<&Error>| {
+                let out = match (commit_err, res) {
+                    (Some(e), _) => Err(clone_err(e)),
+                    (None, r) => r,
+                };
+                let _ = tx.send(out);
+            })
+        });
+        self.tx.send(op).map_err(|_| Error::Unavailable {
+            message: "writer stopped".into(),
+        })?;
+        rx.await.map_err(|_| Error::Unavailable {
+            message: "writer stopped".into(),
+        })?
+    }
+}
+
+fn clone_err(e: &Error) -> Error {
+    match e {
+        Error::NotFound => Error::NotFound,
+        Error::Conflict(m) => Error::Conflict(m.clone()),
+        Error::Unavailable { message } => Error::Unavailable {
+            message: message.clone(),
+        },
+        Error::Other(m) => Error::Other(m.clone()),
+    }
+}
+
+/// One write's failure rolls back only that write, not its batch-mates.
+fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
+    conn.execute_batch("SAVEPOINT op").map_err(map_err)?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE op").map_err(map_err)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO op; RELEASE op");
+            Err(e)
+        }
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err) {
+            tracing::warn!(error = %e, "store: cannot begin a write transaction");
+            for op in batch {
+                op(None)(Some(&e));
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|op| op(Some(&conn))).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(map_err);
+        if let Err(e) = &commit {
+            tracing::warn!(error = %e, writes = replies.len(), "store: commit failed; the batch is rolled back");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let err = commit.err();
+        for reply in replies {
+            reply(err.as_ref());
+        }
+    }
+}

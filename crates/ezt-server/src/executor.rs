@@ -1,0 +1,501 @@
+//! The executor: makes one attempt of one job and records what happened.
+//!
+//! Every attempt runs under a lease whose fencing token must match when the result is written,
+//! carries `Idempotency-Key: <job key>`, never follows redirects, and connects only to addresses
+//! that pass the SSRF rules at connect time (the resolver filters what it returns, so a name
+//! that rebinds to a private address after admission is still refused).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ezt_core::lane::LaneKey;
+use ezt_core::ratelimit_headers::{self, LimitChange};
+use ezt_core::retry::{plan_next, Outcome, Plan, Verdict};
+use ezt_core::ssrf::{DenyClass, SsrfPolicy, TargetHost};
+use ezt_core::{JobId, JobState};
+use ezt_store::{Attempt, AttemptDone, JobError, Lease, LeasedJob, Next, Response, Store};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::config::ExecutorConfig;
+use crate::events::{Events, JobEvent};
+use crate::metrics::Metrics;
+use crate::scheduler::{now_ms, AttemptEnd};
+
+/// A name that resolved only to refused addresses.
+#[derive(Debug, thiserror::Error)]
+#[error("ssrf_denied: {host} resolves only to refused addresses ({addr} is {class})")]
+pub struct SsrfBlocked {
+    host: String,
+    addr: std::net::IpAddr,
+    class: DenyClass,
+}
+
+/// DNS resolution for outbound calls that drops refused addresses (pinning: the client connects
+/// to what this returns, so there is no second lookup to rebind).
+#[derive(Debug, Clone)]
+pub struct SsrfResolver {
+    policy: SsrfPolicy,
+}
+
+impl SsrfResolver {
+    /// A resolver enforcing `policy`.
+    pub fn new(policy: SsrfPolicy) -> Self {
+        Self { policy }
+    }
+
+    /// Resolves and filters; an error names the refused class when nothing is left.
+    pub async fn resolve_checked(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        let mut ok = Vec::with_capacity(addrs.len());
+        let mut refused = None;
+        for a in addrs {
+            match self.policy.check_ip(a.ip()) {
+                Ok(()) => ok.push(a),
+                Err(class) => refused = Some((a.ip(), class)),
+            }
+        }
+        match (ok.is_empty(), refused) {
+            (true, Some((addr, class))) => Err(Box::new(SsrfBlocked {
+                host: host.into(),
+                addr,
+                class,
+            })),
+            (true, None) => Err(format!("{host} did not resolve").into()),
+            _ => Ok(ok),
+        }
+    }
+}
+
+impl reqwest::dns::Resolve for SsrfResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let this = self.clone();
+        Box::pin(async move {
+            let addrs = this.resolve_checked(name.as_str(), 0).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// What the call produced.
+struct CallResult {
+    outcome: Outcome,
+    response: Option<Response>,
+    error: Option<String>,
+    ssrf: bool,
+}
+
+/// Runs attempts.
+pub struct Executor {
+    store: Arc<dyn Store>,
+    client: reqwest::Client,
+    cfg: ExecutorConfig,
+    region: String,
+    policy: SsrfPolicy,
+    events: Arc<Events>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Builds the shared HTTP client (rustls, pooled, HTTP/2 where offered, no redirects).
+    pub fn new(
+        store: Arc<dyn Store>,
+        cfg: ExecutorConfig,
+        region: String,
+        policy: SsrfPolicy,
+        events: Arc<Events>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .dns_resolver(Arc::new(SsrfResolver::new(policy.clone())))
+            .user_agent(concat!("ezthrottle/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            store,
+            client,
+            cfg,
+            region,
+            policy,
+            events,
+            metrics,
+        })
+    }
+
+    /// Ends a job whose deadline passed while it waited.
+    pub async fn expire(&self, id: JobId) {
+        match self.store.expire(id, now_ms()).await {
+            Ok(true) => {
+                tracing::info!(job_id = %id, "job expired while waiting");
+                self.publish_final(id).await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %e, "could not record expiry; it is retried at the next start")
+            }
+        }
+    }
+
+    /// Sends the final event with the job's view to watchers.
+    pub async fn publish_final(&self, id: JobId) {
+        if let Ok(Some(job)) = self.store.get_job(None, id).await {
+            let view = crate::http::v1::jobs::JobView::from_record(&job, &[]);
+            self.events.publish(
+                id,
+                JobEvent {
+                    event: job.state.as_str().into(),
+                    data: serde_json::to_value(view).unwrap_or_default(),
+                    terminal: true,
+                },
+            );
+        }
+    }
+
+    /// Makes one attempt of `id` in `lane`.
+    #[tracing::instrument(skip_all, name = "attempt", fields(job_id = %id, lane = %lane))]
+    pub async fn run(&self, id: JobId, lane: &LaneKey) -> (AttemptEnd, Option<LimitChange>) {
+        let now = now_ms();
+        let token = rand::random::<u64>() >> 1;
+        let lease = Lease {
+            token,
+            now_ms: now,
+            expires_at: now + self.cfg.attempt_timeout_ms + 30_000,
+        };
+        let leased = match self.store.lease(id, lease).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return (AttemptEnd::Finished, None), // cancelled or already final
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lease; retrying in 1 s");
+                return (AttemptEnd::RetryAt(now + 1000), None);
+            }
+        };
+        self.events.publish(
+            id,
+            JobEvent {
+                event: "dispatching".into(),
+                data: json!({"job_id": id, "attempt": leased.attempt_no}),
+                terminal: false,
+            },
+        );
+        let started_ms = now_ms();
+        let left = leased.deadline_at.saturating_sub(started_ms);
+        let (call, latency_ms, change) = if left == 0 {
+            let r = CallResult {
+                outcome: Outcome::NetworkError,
+                response: None,
+                error: Some("deadline passed".into()),
+                ssrf: false,
+            };
+            (r, 0, None)
+        } else {
+            let timeout = Duration::from_millis(self.cfg.attempt_timeout_ms.min(left));
+            let t0 = Instant::now();
+            let r = self.call(&leased, timeout).await;
+            let latency = t0.elapsed().as_millis() as u64;
+            let change = r
+                .response
+                .as_ref()
+                .map(|resp| ratelimit_headers::parse(&resp.headers, resp.status_code, now_ms()));
+            (r, latency, change)
+        };
+        let policy = &leased.spec.retry_policy;
+        let verdict = if call.ssrf {
+            Verdict::Fail
+        } else {
+            policy.judge(&call.outcome)
+        };
+        let done_ms = now_ms();
+        let pause = change.as_ref().and_then(|c| c.pause_for_ms);
+        let plan = if left == 0 {
+            Plan::Expire
+        } else {
+            plan_next(
+                policy,
+                verdict,
+                leased.counters,
+                pause,
+                done_ms,
+                leased.deadline_at,
+                &mut rand::thread_rng(),
+            )
+        };
+        match (&call.outcome, verdict) {
+            (Outcome::NetworkError, _) => self.metrics.attempts_network_error.inc(),
+            (_, Verdict::Success) => self.metrics.attempts_success.inc(),
+            (_, Verdict::Retry) => self.metrics.attempts_retry.inc(),
+            (_, Verdict::Reroute) => self.metrics.attempts_reroute.inc(),
+            (_, Verdict::Fail) => self.metrics.attempts_fail.inc(),
+        }
+        let wait_ms = match plan {
+            Plan::RetryAt { at, .. } => Some(at.saturating_sub(done_ms)),
+            _ => None,
+        };
+        let attempt = Attempt {
+            n: leased.attempt_no,
+            series: leased.series,
+            at: started_ms,
+            region: self.region.clone(),
+            status_code: match call.outcome {
+                Outcome::Status(s) => Some(s),
+                Outcome::NetworkError => None,
+            },
+            error: call.error.clone(),
+            latency_ms,
+            decision: verdict,
+            wait_ms,
+        };
+        let (next, end) = self.next_state(plan, &call, verdict, leased.counters);
+        tracing::info!(attempt = leased.attempt_no, status = ?attempt.status_code, error = ?attempt.error, decision = ?verdict, wait_ms = ?wait_ms, "attempt finished");
+        let done = AttemptDone {
+            id,
+            lease_token: token,
+            attempt: attempt.clone(),
+            next,
+            now_ms: done_ms,
+        };
+        let applied = self.record(done).await;
+        if !applied {
+            tracing::info!(
+                "attempt result discarded: the job was cancelled or re-leased meanwhile"
+            );
+            return (AttemptEnd::Finished, change);
+        }
+        self.events.publish(
+            id,
+            JobEvent {
+                event: "attempt".into(),
+                data: serde_json::to_value(&attempt).unwrap_or_default(),
+                terminal: false,
+            },
+        );
+        if matches!(end, AttemptEnd::Finished) {
+            self.publish_final(id).await;
+        }
+        (end, change)
+    }
+
+    fn next_state(
+        &self,
+        plan: Plan,
+        call: &CallResult,
+        verdict: Verdict,
+        _c: ezt_core::retry::Counters,
+    ) -> (Next, AttemptEnd) {
+        let response = call.response.clone();
+        let fail_error = || {
+            if call.ssrf {
+                JobError {
+                    code: "ssrf_denied".into(),
+                    message: call.error.clone().unwrap_or_default(),
+                }
+            } else if let Some(r) = &call.response {
+                let code = if verdict == Verdict::Fail {
+                    "http_status"
+                } else {
+                    "retries_exhausted"
+                };
+                JobError {
+                    code: code.into(),
+                    message: format!("target answered {}", r.status_code),
+                }
+            } else {
+                JobError {
+                    code: "retries_exhausted".into(),
+                    message: call.error.clone().unwrap_or_else(|| "network error".into()),
+                }
+            }
+        };
+        match plan {
+            Plan::Succeed => (
+                Next::Final {
+                    state: JobState::Succeeded,
+                    response,
+                    error: None,
+                },
+                AttemptEnd::Finished,
+            ),
+            Plan::Fail => (
+                Next::Final {
+                    state: JobState::Failed,
+                    response,
+                    error: Some(fail_error()),
+                },
+                AttemptEnd::Finished,
+            ),
+            Plan::Expire => (
+                Next::Final {
+                    state: JobState::Expired,
+                    response,
+                    error: Some(JobError {
+                        code: "deadline".into(),
+                        message: "the job's timeout passed before it succeeded".into(),
+                    }),
+                },
+                AttemptEnd::Finished,
+            ),
+            Plan::RetryAt { at, counters } => (
+                Next::Retry {
+                    run_at: at,
+                    counters,
+                    response,
+                },
+                AttemptEnd::RetryAt(at),
+            ),
+        }
+    }
+
+    /// Writes the attempt, retrying while the store is unavailable (e.g. disk full): the job
+    /// stays leased meanwhile, and a restart would rescue it.
+    async fn record(&self, done: AttemptDone) -> bool {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.store.complete_attempt(done.clone()).await {
+                Ok(applied) => return applied,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record the attempt; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn call(&self, job: &LeasedJob, timeout: Duration) -> CallResult {
+        let net_err = |msg: String, ssrf: bool| CallResult {
+            outcome: Outcome::NetworkError,
+            response: None,
+            error: Some(msg),
+            ssrf,
+        };
+        let target = match ezt_core::ssrf::check_url(&self.policy, &job.spec.url) {
+            Ok(t) => t,
+            Err(e) => return net_err(format!("ssrf_denied: {e}"), true),
+        };
+        if let TargetHost::Ip(ip) = target.host {
+            if let Err(class) = self.policy.check_ip(ip) {
+                return net_err(format!("ssrf_denied: {ip} is {class}"), true);
+            }
+        }
+        let method =
+            reqwest::Method::from_bytes(job.spec.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut req = self.client.request(method, target.url).timeout(timeout);
+        let mut has_key = false;
+        for (n, v) in &job.spec.headers {
+            has_key |= n.eq_ignore_ascii_case("idempotency-key");
+            req = req.header(n.as_str(), v.as_str());
+        }
+        if !has_key {
+            req = req.header("Idempotency-Key", job.idempotent_key.as_str());
+        }
+        if let Some(b) = &job.spec.body {
+            req = req.body(b.clone());
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let ssrf = error_chain_has::<SsrfBlocked>(&e);
+                return net_err(describe(&e), ssrf);
+            }
+        };
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        let mut truncated = false;
+        let mut read_error = None;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.cfg.max_response_bytes.saturating_sub(body.len());
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        truncated = true;
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    read_error = Some(describe(&e));
+                    break;
+                }
+            }
+        }
+        let response = Response {
+            status_code: status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            body_truncated: truncated,
+        };
+        if let Some(err) = read_error {
+            // The head arrived but the body did not: the call did not complete.
+            return CallResult {
+                outcome: Outcome::NetworkError,
+                response: Some(response),
+                error: Some(err),
+                ssrf: false,
+            };
+        }
+        CallResult {
+            outcome: Outcome::Status(status),
+            response: Some(response),
+            error: None,
+            ssrf: false,
+        }
+    }
+}
+
+fn error_chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    };
+    let mut msg = format!("{kind}: {e}");
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        cur = s.source();
+    }
+    msg
+}

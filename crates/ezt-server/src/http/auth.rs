@@ -1,0 +1,77 @@
+//! Bearer-key authentication with a short-lived cache.
+//!
+//! Admission runs tens of thousands of times a second; looking the key up in the store each time
+//! would put a read on the hot path. Digests are cached for `TTL`, so a revocation (which may come
+//! from the CLI in another process) takes effect within that bound.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use ezt_store::Tenant;
+
+use crate::http::error::ApiError;
+use crate::AppState;
+
+const TTL: Duration = Duration::from_secs(1);
+
+/// Recently verified keys.
+#[derive(Debug, Default)]
+pub struct AuthCache {
+    entries: Mutex<HashMap<[u8; 32], (Tenant, Instant)>>,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Their tenant.
+    pub tenant: Tenant,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(ApiError::unauthorized)?;
+        if !ezt_core::api_key::looks_valid(key) {
+            return Err(ApiError::unauthorized());
+        }
+        let digest = ezt_core::api_key::digest(key);
+        if let Some((t, at)) = state
+            .auth
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            if at.elapsed() < TTL {
+                return Ok(Caller { tenant: t.clone() });
+            }
+        }
+        let (tenant, _key_id) = state
+            .store
+            .authenticate(digest)
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        let mut g = state.auth.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() > 100_000 {
+            g.clear();
+        }
+        g.insert(digest, (tenant.clone(), Instant::now()));
+        Ok(Caller { tenant })
+    }
+}

@@ -1,0 +1,93 @@
+//! `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+use crate::AppState;
+
+/// Routes of the operations endpoints.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+}
+
+async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    match st.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "reason": e.to_string()})),
+        ),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let states = st.store.count_by_state().await.unwrap_or_default();
+    let lanes = st.scheduler.lanes().await;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(&states, &lanes),
+    )
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, generated from the handler and DTO types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "EZThrottle", description = "Durable, rate-limited, retried HTTP calls (STREAM)."),
+    paths(
+        crate::http::v1::jobs::submit,
+        crate::http::v1::jobs::submit_batch,
+        crate::http::v1::jobs::list,
+        crate::http::v1::jobs::get_one,
+        crate::http::v1::jobs::wait,
+        crate::http::v1::jobs::events,
+        crate::http::v1::jobs::cancel,
+        crate::http::v1::jobs::retry,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `openapi.json` at the repository root is what the code generates; regenerate with
+    /// `EZT_UPDATE_OPENAPI=1 cargo test -p ezt-server openapi`.
+    #[test]
+    fn openapi_json_is_in_sync() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.json");
+        let generated = ApiDoc::openapi().to_pretty_json().expect("serialises") + "\n";
+        if std::env::var_os("EZT_UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).expect("write openapi.json");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "openapi.json is stale: run EZT_UPDATE_OPENAPI=1 cargo test -p ezt-server openapi"
+        );
+    }
+}

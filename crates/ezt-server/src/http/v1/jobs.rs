@@ -1,0 +1,697 @@
+//! `/api/v1/jobs`: STREAM admission, views, waiting, events, cancel and replay.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ezt_core::job::{self, JobSpecIn};
+use ezt_core::ssrf::TargetHost;
+use ezt_core::{FieldError, JobId, JobState, TenantId};
+use ezt_store::{Admission, Attempt, CancelOutcome, JobFilter, JobRecord, NewJob, ReplayOutcome};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::events::JobEvent;
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::scheduler::{now_ms, Enqueue};
+use crate::AppState;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/jobs", post(submit).get(list))
+        .route("/api/v1/jobs/batch", post(submit_batch))
+        .route("/api/v1/jobs/{id}", get(get_one))
+        .route("/api/v1/jobs/{id}/wait", get(wait))
+        .route("/api/v1/jobs/{id}/events", get(events))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel))
+        .route("/api/v1/jobs/{id}/retry", post(retry))
+}
+
+/// The body of `POST /api/v1/jobs` (see API.md; camelCase aliases are accepted too).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct JobIn {
+    /// http(s) target; checked against the SSRF rules.
+    pub url: String,
+    /// GET POST PUT PATCH DELETE HEAD OPTIONS (default GET).
+    pub method: Option<String>,
+    /// Sent to the target; Authorization / API-key headers also pick the lane.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Sent as is.
+    pub body: Option<String>,
+    /// Echoed in views.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Webhooks (arrive with the webhooks issue: non-empty is answered 422 not_supported).
+    pub webhooks: Option<Vec<serde_json::Value>>,
+    /// Voting webhooks that must acknowledge (1-10).
+    pub webhook_quorum: Option<u32>,
+    /// Regions allowed to make the call.
+    pub regions: Option<Vec<String>>,
+    /// `fallback` or `strict`.
+    pub region_policy: Option<String>,
+    /// `race` (default) or `fanout`.
+    pub execution_mode: Option<String>,
+    /// {max_retries, max_reroutes, retry_codes, reroute_codes}.
+    pub retry_policy: Option<serde_json::Value>,
+    /// How long to keep trying: humantime string or integer ms (default 24h).
+    pub timeout: Option<serde_json::Value>,
+    /// Earliest first attempt, ms since epoch.
+    pub retry_at: Option<u64>,
+    /// Dedup key (default: SHA-256 of tenant, method, url, body).
+    pub idempotent_key: Option<String>,
+}
+
+/// Answer to a submission.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubmitOut {
+    /// The job (or the existing job, for a duplicate).
+    pub job_id: String,
+    /// `queued` or `duplicate`.
+    pub status: String,
+    /// The dedup key in force.
+    pub idempotent_key: String,
+}
+
+/// Batch body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchIn {
+    /// Up to 1,000 job specs.
+    pub jobs: Vec<serde_json::Value>,
+}
+
+/// A job as shown to its owner.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    /// Id.
+    pub job_id: String,
+    /// queued scheduled running succeeded failed expired cancelled.
+    pub state: String,
+    /// The lane it runs in.
+    pub lane: String,
+    /// Dedup key.
+    pub idempotent_key: String,
+    /// The spec, credentials redacted.
+    #[schema(value_type = Object)]
+    pub spec: ezt_core::job::JobSpec,
+    /// Metadata (also in spec).
+    pub metadata: BTreeMap<String, String>,
+    /// Times, ms since epoch.
+    pub created_at: u64,
+    /// Last change.
+    pub updated_at: u64,
+    /// Next attempt not before.
+    pub run_at: u64,
+    /// Expiry.
+    pub deadline_at: u64,
+    /// When it became final.
+    pub finished_at: Option<u64>,
+    /// Attempts made (all series).
+    pub attempt_count: u32,
+    /// Attempt series (1 + replays).
+    pub series: u32,
+    /// Every attempt (empty in lists).
+    #[schema(value_type = Vec<Object>)]
+    pub attempts: Vec<Attempt>,
+    /// Final (or last) response.
+    #[schema(value_type = Option<Object>)]
+    pub response: Option<ezt_store::Response>,
+    /// Why it failed.
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<ezt_store::JobError>,
+    /// Webhook deliveries (arrive with the webhooks issue).
+    #[schema(value_type = Vec<Object>)]
+    pub webhooks: Vec<serde_json::Value>,
+    /// Parent job in a workflow.
+    pub parent_id: Option<String>,
+    /// Child jobs.
+    pub children: Vec<String>,
+}
+
+impl JobView {
+    /// The view of a stored job.
+    pub fn from_record(j: &JobRecord, credential_headers: &[String]) -> Self {
+        Self {
+            job_id: j.id.to_string(),
+            state: j.state.as_str().into(),
+            lane: j.lane.0.clone(),
+            idempotent_key: j.idempotent_key.clone(),
+            spec: j.spec.redacted(credential_headers),
+            metadata: j.spec.metadata.clone(),
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            run_at: j.run_at,
+            deadline_at: j.deadline_at,
+            finished_at: j.finished_at,
+            attempt_count: j.attempt_count,
+            series: j.series,
+            attempts: j.attempts.clone(),
+            response: j.response.clone(),
+            error: j.error.clone(),
+            webhooks: Vec::new(),
+            parent_id: None,
+            children: Vec::new(),
+        }
+    }
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `?wait=` on submit.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct WaitQuery {
+    /// Hold the answer until the job is final or this long passed (humantime, max 5m).
+    pub wait: Option<String>,
+    /// Same, for `/wait`.
+    pub timeout: Option<String>,
+}
+
+/// List filters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only this lane.
+    pub lane: Option<String>,
+    /// Only jobs created after (ms since epoch).
+    pub created_after: Option<u64>,
+    /// Page size, 1-100 (default 20).
+    pub limit: Option<usize>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+fn parse_wait(v: Option<&str>, field: &str) -> Result<Option<Duration>, ApiError> {
+    v.map(|s| {
+        ezt_core::duration::parse_millis(s)
+            .map(|ms| Duration::from_millis(ms).min(MAX_WAIT))
+            .map_err(|m| ApiError::from(FieldError::invalid(field, m)))
+    })
+    .transpose()
+}
+
+fn parse_id(id: &str) -> Result<JobId, ApiError> {
+    id.parse().map_err(|_| ApiError::not_found("job"))
+}
+
+async fn read_body(st: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
+    let limit = st.cfg.limits.max_request_bytes;
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))
+}
+
+/// Validates one spec and builds the job to store.
+async fn prepare(
+    st: &AppState,
+    tenant: TenantId,
+    input: JobSpecIn,
+    now: u64,
+) -> Result<NewJob, ApiError> {
+    let cx = job::Context {
+        limits: &st.cfg.limits.job,
+        ssrf: &st.ssrf,
+        local_region: &st.cfg.region,
+        now_ms: now,
+    };
+    let v = input.validate(&cx)?;
+    if let TargetHost::Domain(host) = &v.target.host {
+        // Admission check of the resolved addresses; the connect-time check repeats it.
+        if let Err(e) = st.resolver.resolve_checked(host, v.target.port).await {
+            if let Some(b) = e.downcast_ref::<crate::executor::SsrfBlocked>() {
+                return Err(FieldError::ssrf("url", b.to_string()).into());
+            }
+        }
+    }
+    let lane = ezt_core::lane::lane_for(
+        &v.target.authority(),
+        &v.spec.headers,
+        &st.cfg.lanes.credential_headers,
+        &st.fingerprint_key,
+    );
+    let idempotent_key = v.idempotent_key.clone().unwrap_or_else(|| {
+        ezt_core::idempotency::default_key(
+            tenant,
+            &v.spec.method,
+            &v.spec.url,
+            v.spec.body.as_deref(),
+        )
+    });
+    let run_at = v.spec.retry_at.unwrap_or(now).max(now);
+    Ok(NewJob {
+        id: JobId::new(now, rand::random()),
+        tenant_id: tenant,
+        lane,
+        deadline_at: now.saturating_add(v.spec.timeout_ms),
+        spec: v.spec,
+        idempotent_key,
+        created_at: now,
+        run_at,
+    })
+}
+
+fn pending(j: &NewJob) -> ezt_store::PendingJob {
+    ezt_store::PendingJob {
+        id: j.id,
+        tenant_id: j.tenant_id,
+        lane: j.lane.clone(),
+        run_at: j.run_at,
+        deadline_at: j.deadline_at,
+    }
+}
+
+/// Stores jobs durably (one transaction, group-committed) and hands the new ones to the scheduler.
+async fn admit(
+    st: &AppState,
+    caller: &Caller,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<SubmitOut>, ApiError> {
+    let outcomes = st
+        .store
+        .insert_jobs(jobs.clone(), st.cfg.dedup_window_ms)
+        .await?;
+    let weight = st.cfg.tiers.weight(caller.tenant.tier);
+    let mut fresh = Vec::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for (j, o) in jobs.iter().zip(outcomes) {
+        match o {
+            Admission::Inserted => {
+                tracing::debug!(job_id = %j.id, lane = %j.lane, "job admitted");
+                fresh.push(Enqueue {
+                    job: pending(j),
+                    weight,
+                });
+                out.push(SubmitOut {
+                    job_id: j.id.to_string(),
+                    status: "queued".into(),
+                    idempotent_key: j.idempotent_key.clone(),
+                });
+            }
+            Admission::Duplicate { existing } => {
+                st.metrics.duplicates.inc();
+                out.push(SubmitOut {
+                    job_id: existing.to_string(),
+                    status: "duplicate".into(),
+                    idempotent_key: j.idempotent_key.clone(),
+                });
+            }
+        }
+    }
+    st.metrics.admitted.add(fresh.len() as u64);
+    st.scheduler.enqueue(fresh);
+    Ok(out)
+}
+
+/// Submit one job.
+#[utoipa::path(post, path = "/api/v1/jobs", request_body = JobIn, params(WaitQuery),
+    responses((status = 202, body = SubmitOut), (status = 200, description = "duplicate, or final within ?wait", body = SubmitOut),
+              (status = 400, description = "bad field"), (status = 401), (status = 413), (status = 422), (status = 503)),
+    security(("bearer" = [])))]
+async fn submit(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<WaitQuery>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let t0 = std::time::Instant::now();
+    let wait = parse_wait(q.wait.as_deref(), "wait")?;
+    let bytes = read_body(&st, body).await?;
+    let now = now_ms();
+    let job = match job::parse(&bytes) {
+        Ok(input) => prepare(&st, caller.tenant.id, input, now).await,
+        Err(e) => Err(e.into()),
+    };
+    let job = job.inspect_err(|_| st.metrics.rejected.inc())?;
+    let id = job.id;
+    let rx = wait.map(|_| st.events.subscribe(id));
+    let out = admit(&st, &caller, vec![job]).await?.remove(0);
+    st.metrics.admission_latency.observe(t0.elapsed());
+    if out.status == "duplicate" {
+        return Ok((StatusCode::OK, Json(out)).into_response());
+    }
+    if let (Some(wait), Some(rx)) = (wait, rx) {
+        if let Some(job) = wait_final(&st, caller.tenant.id, id, wait, Some(rx)).await? {
+            return Ok((
+                StatusCode::OK,
+                Json(JobView::from_record(&job, &st.cfg.lanes.credential_headers)),
+            )
+                .into_response());
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(out)).into_response())
+}
+
+/// Submit up to 1,000 jobs in one transaction.
+#[utoipa::path(post, path = "/api/v1/jobs/batch", request_body = BatchIn,
+    responses((status = 202, description = "{results: [...]} in request order"), (status = 400), (status = 401), (status = 413), (status = 503)),
+    security(("bearer" = [])))]
+async fn submit_batch(
+    State(st): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(&st, body).await?;
+    let batch: BatchIn =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
+            .map_err(|e| ApiError::from(job::map_serde_error(e.path().to_string(), e.inner())))?;
+    let max = st.cfg.limits.max_batch_jobs;
+    if batch.jobs.is_empty() || batch.jobs.len() > max {
+        return Err(FieldError::invalid("jobs", format!("must hold 1 to {max} jobs")).into());
+    }
+    let now = now_ms();
+    let mut results: Vec<Option<serde_json::Value>> = Vec::with_capacity(batch.jobs.len());
+    let mut valid = Vec::new();
+    for (i, v) in batch.jobs.into_iter().enumerate() {
+        let prepared = match job::from_value(v) {
+            Ok(input) => prepare(&st, caller.tenant.id, input, now).await,
+            Err(e) => Err(e.into()),
+        };
+        match prepared {
+            Ok(j) => {
+                valid.push((i, j));
+                results.push(None);
+            }
+            Err(e) => {
+                st.metrics.rejected.inc();
+                results.push(Some(e.body()));
+            }
+        }
+    }
+    let (idx, jobs): (Vec<usize>, Vec<NewJob>) = valid.into_iter().unzip();
+    if !jobs.is_empty() {
+        for (i, out) in idx.into_iter().zip(admit(&st, &caller, jobs).await?) {
+            results[i] = Some(serde_json::to_value(out).unwrap_or_default());
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "results": results }))).into_response())
+}
+
+async fn load(st: &AppState, tenant: TenantId, id: JobId) -> Result<JobRecord, ApiError> {
+    st.store
+        .get_job(Some(tenant), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))
+}
+
+/// One job with its attempts.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404)), security(("bearer" = [])))]
+async fn get_one(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = load(&st, caller.tenant.id, parse_id(&id)?).await?;
+    Ok(Json(JobView::from_record(
+        &job,
+        &st.cfg.lanes.credential_headers,
+    )))
+}
+
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", params(ListQuery),
+    responses((status = 200, body = JobList), (status = 400)), security(("bearer" = [])))]
+async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| JobState::parse(s).ok_or_else(|| FieldError::invalid("state", "not a job state")))
+        .transpose()?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(FieldError::invalid("limit", "must be between 1 and 100").into());
+    }
+    let before = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<JobId>()
+                .map_err(|_| FieldError::invalid("cursor", "not a cursor from a previous page"))
+        })
+        .transpose()?;
+    let filter = JobFilter {
+        state,
+        lane: q.lane,
+        created_after: q.created_after,
+        before,
+        limit,
+    };
+    let jobs = st.store.list_jobs(Some(caller.tenant.id), &filter).await?;
+    let next_cursor = (jobs.len() == limit)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
+    let jobs = jobs
+        .iter()
+        .map(|j| JobView::from_record(j, &st.cfg.lanes.credential_headers))
+        .collect();
+    Ok(Json(JobList { jobs, next_cursor }))
+}
+
+/// Waits until the job is final or `wait` passes; `None` when it is still going.
+async fn wait_final(
+    st: &AppState,
+    tenant: TenantId,
+    id: JobId,
+    wait: Duration,
+    rx: Option<tokio::sync::broadcast::Receiver<JobEvent>>,
+) -> Result<Option<JobRecord>, ApiError> {
+    let mut rx = rx.unwrap_or_else(|| st.events.subscribe(id));
+    let deadline = tokio::time::Instant::now() + wait;
+    let job = load(st, tenant, id).await?;
+    if job.state.is_final() {
+        return Ok(Some(job));
+    }
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => return Ok(None),
+            Ok(Ok(ev)) if !ev.terminal => continue,
+            Ok(Ok(_)) | Ok(Err(RecvError::Closed)) => break,
+            Ok(Err(RecvError::Lagged(_))) => {
+                let job = load(st, tenant, id).await?;
+                if job.state.is_final() {
+                    return Ok(Some(job));
+                }
+            }
+        }
+    }
+    let job = load(st, tenant, id).await?;
+    Ok(job.state.is_final().then_some(job))
+}
+
+/// Long-poll until the job is final.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/wait", params(("id" = String, Path), WaitQuery),
+    responses((status = 200, description = "final", body = JobView), (status = 202, description = "still going", body = JobView), (status = 404)),
+    security(("bearer" = [])))]
+async fn wait(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let wait = parse_wait(q.timeout.as_deref().or(q.wait.as_deref()), "timeout")?
+        .unwrap_or(Duration::from_secs(30));
+    let creds = &st.cfg.lanes.credential_headers;
+    match wait_final(&st, caller.tenant.id, id, wait, None).await? {
+        Some(job) => Ok((StatusCode::OK, Json(JobView::from_record(&job, creds))).into_response()),
+        None => {
+            let job = load(&st, caller.tenant.id, id).await?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(JobView::from_record(&job, creds)),
+            )
+                .into_response())
+        }
+    }
+}
+
+fn attempt_events(a: &Attempt, job: JobId) -> [JobEvent; 2] {
+    [
+        JobEvent {
+            event: "dispatching".into(),
+            data: json!({"job_id": job, "attempt": a.n}),
+            terminal: false,
+        },
+        JobEvent {
+            event: "attempt".into(),
+            data: serde_json::to_value(a).unwrap_or_default(),
+            terminal: false,
+        },
+    ]
+}
+
+fn sse(ev: &JobEvent) -> Event {
+    Event::default()
+        .event(ev.event.clone())
+        .data(ev.data.to_string())
+}
+
+/// Server-Sent Events until the job is final; late subscribers first get what they missed.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", params(("id" = String, Path)),
+    responses((status = 200, description = "text/event-stream: queued, position, dispatching, attempt, then the final state"), (status = 404)),
+    security(("bearer" = [])))]
+async fn events(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let mut rx = st.events.subscribe(id);
+    let job = load(&st, caller.tenant.id, id).await?;
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
+    let creds = st.cfg.lanes.credential_headers.clone();
+    tokio::spawn(async move {
+        let mut backlog = vec![JobEvent {
+            event: "queued".into(),
+            data: json!({"job_id": id, "at": job.created_at}),
+            terminal: false,
+        }];
+        for a in &job.attempts {
+            backlog.extend(attempt_events(a, id));
+        }
+        let seen = job.attempts.last().map_or(0, |a| a.n);
+        if job.state.is_final() {
+            let view = JobView::from_record(&job, &creds);
+            backlog.push(JobEvent {
+                event: job.state.as_str().into(),
+                data: serde_json::to_value(view).unwrap_or_default(),
+                terminal: true,
+            });
+        }
+        for ev in &backlog {
+            if tx.send(Ok(sse(ev))).await.is_err() {
+                return;
+            }
+        }
+        if job.state.is_final() {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(ev) => {
+                        let n = ev.data.get("attempt").or_else(|| ev.data.get("n")).and_then(|v| v.as_u64()).unwrap_or(u64::MAX);
+                        if (ev.event == "attempt" || ev.event == "dispatching") && n <= u64::from(seen) {
+                            continue; // already sent from the backlog
+                        }
+                        if tx.send(Ok(sse(&ev))).await.is_err() || ev.terminal {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                },
+                _ = tick.tick() => {
+                    if let Some(pos) = st.scheduler.position(id).await {
+                        let ev = JobEvent { event: "position".into(), data: json!({"job_id": id, "position": pos}), terminal: false };
+                        if tx.send(Ok(sse(&ev))).await.is_err() {
+                            return;
+                        }
+                    } else if tx.is_closed() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(out);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Cancel a job that is not final.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404), (status = 409, description = "already final")), security(("bearer" = [])))]
+async fn cancel(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_id(&id)?;
+    match st
+        .store
+        .cancel(Some(caller.tenant.id), id, now_ms())
+        .await?
+    {
+        CancelOutcome::NotFound => Err(ApiError::not_found("job")),
+        CancelOutcome::AlreadyFinal(s) => {
+            Err(ApiError::conflict(format!("job is already {}", s.as_str())))
+        }
+        CancelOutcome::Cancelled => {
+            tracing::info!(job_id = %id, "job cancelled");
+            st.scheduler.remove(id);
+            st.executor.publish_final(id).await;
+            let job = load(&st, caller.tenant.id, id).await?;
+            Ok(Json(JobView::from_record(
+                &job,
+                &st.cfg.lanes.credential_headers,
+            )))
+        }
+    }
+}
+
+/// Replay a failed or expired job as a new attempt series.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", params(("id" = String, Path)),
+    responses((status = 202, body = JobView), (status = 404), (status = 409, description = "not failed or expired")), security(("bearer" = [])))]
+async fn retry(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let job = load(&st, caller.tenant.id, id).await?;
+    let now = now_ms();
+    match st
+        .store
+        .replay(
+            Some(caller.tenant.id),
+            id,
+            now,
+            now.saturating_add(job.spec.timeout_ms),
+        )
+        .await?
+    {
+        ReplayOutcome::NotFound => Err(ApiError::not_found("job")),
+        ReplayOutcome::NotReplayable(s) => Err(ApiError::conflict(format!(
+            "only failed or expired jobs can be retried; this one is {}",
+            s.as_str()
+        ))),
+        ReplayOutcome::Requeued(p) => {
+            tracing::info!(job_id = %id, "job replayed");
+            st.scheduler.enqueue(vec![Enqueue {
+                job: p,
+                weight: st.cfg.tiers.weight(caller.tenant.tier),
+            }]);
+            let job = load(&st, caller.tenant.id, id).await?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(JobView::from_record(&job, &st.cfg.lanes.credential_headers)),
+            )
+                .into_response())
+        }
+    }
+}

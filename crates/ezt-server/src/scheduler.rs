@@ -1,0 +1,534 @@
+//! The scheduler: one task that owns every lane, its limiter and its fair queue.
+//!
+//! It keeps a small in-memory index of waiting jobs (id, lane, tenant, times; bodies stay in
+//! the store), rebuilt from the store at start-up. Lanes become due when a job arrives, an
+//! in-flight slot frees or the limiter's wait ends; the scheduler then pops jobs by weighted
+//! round robin and hands each to the executor. Owning all of this in one task means no locks on
+//! the dispatch path and a single, easily-reasoned order of events.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use ezt_core::fair_queue::FairQueue;
+use ezt_core::gcra::{Gcra, Nanos};
+use ezt_core::lane::LaneKey;
+use ezt_core::ratelimit_headers::LimitChange;
+use ezt_core::{JobId, TenantId};
+use ezt_store::PendingJob;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{LaneLimit, LanesConfig};
+use crate::executor::Executor;
+use crate::metrics::Metrics;
+
+/// A job the scheduler should run, with its tenant's weight.
+#[derive(Debug, Clone)]
+pub struct Enqueue {
+    /// The job.
+    pub job: PendingJob,
+    /// Its tenant's fair-share weight.
+    pub weight: u32,
+}
+
+/// How an attempt ended, as far as the scheduler cares.
+#[derive(Debug, Clone)]
+pub enum AttemptEnd {
+    /// The job is final (or was never leased): forget it.
+    Finished,
+    /// Try again not before this time (ms since epoch).
+    RetryAt(u64),
+}
+
+/// Messages to the scheduler.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Enqueue(Vec<Enqueue>),
+    Done {
+        id: JobId,
+        lane: usize,
+        end: AttemptEnd,
+        change: Option<LimitChange>,
+        at: Instant,
+    },
+    Remove(JobId),
+    Position(JobId, oneshot::Sender<Option<usize>>),
+    Lanes(oneshot::Sender<Vec<LaneView>>),
+}
+
+/// A lane as shown to operators and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LaneView {
+    /// Lane key.
+    pub lane: String,
+    /// Requests per second now in force.
+    pub rate: f64,
+    /// Burst.
+    pub burst: u32,
+    /// In-flight cap.
+    pub max_in_flight: u32,
+    /// In flight now.
+    pub in_flight: u32,
+    /// Jobs waiting for the limiter.
+    pub queued: usize,
+    /// Paused until (ms since epoch), after a Retry-After or exhausted quota.
+    pub paused_until: Option<u64>,
+    /// Whether the limit was pinned by the operator.
+    pub pinned: bool,
+    /// Calls dispatched since start.
+    pub dispatched: u64,
+}
+
+/// Cheap handle for talking to the scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl SchedulerHandle {
+    /// Hands newly admitted (or replayed) jobs to the scheduler.
+    pub fn enqueue(&self, jobs: Vec<Enqueue>) {
+        if !jobs.is_empty() {
+            let _ = self.tx.send(Command::Enqueue(jobs));
+        }
+    }
+    /// Drops a cancelled job from its queue.
+    pub fn remove(&self, id: JobId) {
+        let _ = self.tx.send(Command::Remove(id));
+    }
+    pub(crate) fn done(
+        &self,
+        id: JobId,
+        lane: usize,
+        end: AttemptEnd,
+        change: Option<LimitChange>,
+    ) {
+        let _ = self.tx.send(Command::Done {
+            id,
+            lane,
+            end,
+            change,
+            at: Instant::now(),
+        });
+    }
+    /// The job's place in its lane (0 = next), if it is waiting there.
+    pub async fn position(&self, id: JobId) -> Option<usize> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Position(id, tx)).ok()?;
+        rx.await.ok().flatten()
+    }
+    /// Every lane's state.
+    pub async fn lanes(&self) -> Vec<LaneView> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Lanes(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Where {
+    Delayed,
+    Queued,
+    Running,
+}
+
+#[derive(Debug)]
+struct Entry {
+    lane: usize,
+    tenant: TenantId,
+    weight: u32,
+    deadline_at: u64,
+    at: Where,
+}
+
+#[derive(Debug)]
+struct Lane {
+    key: LaneKey,
+    gcra: Gcra,
+    limit: LaneLimit,
+    pinned: bool,
+    in_flight: u32,
+    queue: FairQueue<TenantId, JobId>,
+    wake_at: Option<Instant>,
+    paused_until_ms: Option<u64>,
+    dispatched: u64,
+}
+
+/// The scheduler's state; runs as one task.
+pub(crate) struct Scheduler {
+    rx: mpsc::UnboundedReceiver<Command>,
+    handle: SchedulerHandle,
+    lanes_cfg: LanesConfig,
+    lane_ids: HashMap<LaneKey, usize>,
+    lanes: Vec<Lane>,
+    jobs: HashMap<JobId, Entry>,
+    delayed: BinaryHeap<Reverse<(u64, JobId)>>,
+    deadlines: BinaryHeap<Reverse<(u64, JobId)>>,
+    wakeups: BinaryHeap<Reverse<(Instant, usize)>>,
+    due: Vec<usize>,
+    origin: Instant,
+    executor: Arc<Executor>,
+    metrics: Arc<Metrics>,
+}
+
+/// Wall-clock ms since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        lanes_cfg: LanesConfig,
+        executor: Arc<Executor>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, SchedulerHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = SchedulerHandle { tx };
+        let s = Self {
+            rx,
+            handle: handle.clone(),
+            lanes_cfg,
+            lane_ids: HashMap::new(),
+            lanes: Vec::new(),
+            jobs: HashMap::new(),
+            delayed: BinaryHeap::new(),
+            deadlines: BinaryHeap::new(),
+            wakeups: BinaryHeap::new(),
+            due: Vec::new(),
+            origin: Instant::now(),
+            executor,
+            metrics,
+        };
+        (s, handle)
+    }
+
+    fn nanos(&self, t: Instant) -> Nanos {
+        t.saturating_duration_since(self.origin).as_nanos() as Nanos
+    }
+
+    fn lane_index(&mut self, key: &LaneKey) -> usize {
+        if let Some(&i) = self.lane_ids.get(key) {
+            return i;
+        }
+        let authority = key.authority();
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        let pinned = self
+            .lanes_cfg
+            .hosts
+            .get(authority)
+            .or_else(|| self.lanes_cfg.hosts.get(host))
+            .copied();
+        let limit = pinned.unwrap_or(self.lanes_cfg.default);
+        let i = self.lanes.len();
+        self.lanes.push(Lane {
+            key: key.clone(),
+            gcra: Gcra::new(limit.rate, limit.burst),
+            limit,
+            pinned: pinned.is_some(),
+            in_flight: 0,
+            queue: FairQueue::new(),
+            wake_at: None,
+            paused_until_ms: None,
+            dispatched: 0,
+        });
+        self.lane_ids.insert(key.clone(), i);
+        i
+    }
+
+    fn admit(&mut self, e: Enqueue, now: u64) {
+        if self.jobs.contains_key(&e.job.id) {
+            return; // already known (e.g. a wakeup for a job the API already handed us)
+        }
+        let lane = self.lane_index(&e.job.lane);
+        let at = if e.job.run_at > now {
+            Where::Delayed
+        } else {
+            Where::Queued
+        };
+        self.jobs.insert(
+            e.job.id,
+            Entry {
+                lane,
+                tenant: e.job.tenant_id,
+                weight: e.weight,
+                deadline_at: e.job.deadline_at,
+                at,
+            },
+        );
+        self.deadlines.push(Reverse((e.job.deadline_at, e.job.id)));
+        match at {
+            Where::Delayed => self.delayed.push(Reverse((e.job.run_at, e.job.id))),
+            _ => {
+                self.lanes[lane]
+                    .queue
+                    .push(e.job.tenant_id, e.weight, e.job.id);
+                self.due.push(lane);
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        let now = now_ms();
+        match cmd {
+            Command::Enqueue(jobs) => {
+                for e in jobs {
+                    self.admit(e, now);
+                }
+            }
+            Command::Done {
+                id,
+                lane,
+                end,
+                change,
+                at,
+            } => {
+                let l = &mut self.lanes[lane];
+                l.in_flight = l.in_flight.saturating_sub(1);
+                if let Some(c) = change {
+                    self.learn(lane, &c, at);
+                }
+                self.due.push(lane);
+                match end {
+                    AttemptEnd::Finished => {
+                        self.jobs.remove(&id);
+                    }
+                    AttemptEnd::RetryAt(t) => {
+                        if let Some(e) = self.jobs.get_mut(&id) {
+                            e.at = Where::Delayed;
+                            self.delayed.push(Reverse((t, id)));
+                        }
+                    }
+                }
+            }
+            Command::Remove(id) => {
+                if let Some(e) = self.jobs.get(&id) {
+                    if e.at != Where::Running {
+                        let (lane, tenant) = (e.lane, e.tenant);
+                        self.jobs.remove(&id);
+                        // Removing from the lane's queue keeps positions right; cost is O(tenant's queue).
+                        let _ = tenant;
+                        self.lanes[lane].queue.remove_where(|j| *j == id);
+                    }
+                }
+            }
+            Command::Position(id, reply) => {
+                let pos = self
+                    .jobs
+                    .get(&id)
+                    .filter(|e| e.at == Where::Queued)
+                    .and_then(|e| self.lanes[e.lane].queue.position(&e.tenant, |j| *j == id));
+                let _ = reply.send(pos);
+            }
+            Command::Lanes(reply) => {
+                let views = self
+                    .lanes
+                    .iter()
+                    .map(|l| LaneView {
+                        lane: l.key.0.clone(),
+                        rate: l.limit.rate,
+                        burst: l.limit.burst,
+                        max_in_flight: l.limit.max_in_flight,
+                        in_flight: l.in_flight,
+                        queued: l.queue.len(),
+                        paused_until: l.paused_until_ms.filter(|&p| p > now),
+                        pinned: l.pinned,
+                        dispatched: l.dispatched,
+                    })
+                    .collect();
+                let _ = reply.send(views);
+            }
+        }
+    }
+
+    /// Applies what a response taught: a pause for the whole lane, and (unless pinned) a new
+    /// rate, burst or concurrency.
+    fn learn(&mut self, lane: usize, c: &LimitChange, at: Instant) {
+        let at_n = self.nanos(at);
+        let l = &mut self.lanes[lane];
+        if !l.pinned {
+            let mut limit = l.limit;
+            if let Some(r) = c.rate_per_sec.filter(|r| r.is_finite() && *r > 0.0) {
+                limit.rate = r;
+            }
+            if let Some(b) = c.burst.filter(|b| *b >= 1) {
+                limit.burst = b;
+            }
+            if let Some(m) = c.max_in_flight.filter(|m| *m >= 1) {
+                limit.max_in_flight = m;
+            }
+            if limit != l.limit {
+                tracing::info!(lane = %l.key, rate = limit.rate, burst = limit.burst, max_in_flight = limit.max_in_flight, "lane limit learned");
+                l.gcra.set_limit(limit.rate, limit.burst);
+                l.limit = limit;
+            }
+        }
+        if let Some(p) = c.pause_for_ms.filter(|p| *p > 0) {
+            l.gcra.pause_until(at_n + p * 1_000_000);
+            l.paused_until_ms = Some(now_ms() + p);
+            tracing::info!(lane = %l.key, pause_ms = p, "lane paused by the target");
+        }
+    }
+
+    /// Moves due delayed jobs into their lanes and expires jobs whose deadline passed while
+    /// they waited.
+    fn promote_and_expire(&mut self, now: u64) {
+        while let Some(Reverse((t, id))) = self.delayed.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.delayed.pop();
+            if let Some(e) = self.jobs.get_mut(&id) {
+                if e.at == Where::Delayed {
+                    e.at = Where::Queued;
+                    let (lane, tenant, weight) = (e.lane, e.tenant, e.weight);
+                    self.lanes[lane].queue.push(tenant, weight, id);
+                    self.due.push(lane);
+                }
+            }
+        }
+        while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(e) = self.jobs.get(&id) else {
+                continue;
+            };
+            if e.deadline_at != t || e.at == Where::Running {
+                continue; // a replay moved the deadline, or the attempt will decide
+            }
+            let lane = e.lane;
+            let was_queued = e.at == Where::Queued;
+            self.jobs.remove(&id);
+            if was_queued {
+                self.lanes[lane].queue.remove_where(|j| *j == id);
+            }
+            let ex = self.executor.clone();
+            tokio::spawn(async move { ex.expire(id).await });
+        }
+    }
+
+    fn dispatch_due(&mut self, now_i: Instant) {
+        let now_n = self.nanos(now_i);
+        let origin = self.origin;
+        let mut due = std::mem::take(&mut self.due);
+        due.sort_unstable();
+        due.dedup();
+        for lane in due {
+            loop {
+                let l = &mut self.lanes[lane];
+                if l.queue.is_empty() || l.in_flight >= l.limit.max_in_flight {
+                    break;
+                }
+                let ready = l.gcra.ready_at(now_n);
+                if ready > now_n {
+                    let at = origin + std::time::Duration::from_nanos(ready);
+                    if l.wake_at.is_none_or(|w| w > at || w <= now_i) {
+                        l.wake_at = Some(at);
+                        self.wakeups.push(Reverse((at, lane)));
+                    }
+                    break;
+                }
+                let Some((_, id)) = l.queue.pop() else { break };
+                let allowed = l.gcra.check(now_n);
+                debug_assert_eq!(allowed, ezt_core::gcra::Decision::Allow);
+                l.in_flight += 1;
+                l.dispatched += 1;
+                let key = l.key.clone();
+                if let Some(e) = self.jobs.get_mut(&id) {
+                    e.at = Where::Running;
+                }
+                self.metrics.dispatched.inc();
+                self.metrics.in_flight.inc();
+                let ex = self.executor.clone();
+                let handle = self.handle.clone();
+                let metrics = self.metrics.clone();
+                tokio::spawn(async move {
+                    let (end, change) = ex.run(id, &key).await;
+                    handle.done(id, lane, end, change);
+                    metrics.in_flight.dec();
+                });
+            }
+        }
+    }
+
+    fn next_timer(&mut self) -> Option<Instant> {
+        let now_i = Instant::now();
+        let now = now_ms();
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        // Discard stale lane wakeups (an earlier one replaced them).
+        while let Some(Reverse((t, lane))) = self.wakeups.peek().copied() {
+            if self.lanes[lane].wake_at == Some(t) {
+                break;
+            }
+            self.wakeups.pop();
+        }
+        if let Some(Reverse((t, _))) = self.wakeups.peek() {
+            consider(*t);
+        }
+        for heap in [&self.delayed, &self.deadlines] {
+            if let Some(Reverse((t, _))) = heap.peek() {
+                consider(now_i + std::time::Duration::from_millis(t.saturating_sub(now)));
+            }
+        }
+        next
+    }
+
+    fn fire_wakeups(&mut self, now_i: Instant) {
+        while let Some(Reverse((t, lane))) = self.wakeups.peek().copied() {
+            if t > now_i {
+                break;
+            }
+            self.wakeups.pop();
+            if self.lanes[lane].wake_at == Some(t) {
+                self.lanes[lane].wake_at = None;
+                self.due.push(lane);
+            }
+        }
+    }
+
+    /// Runs until `shutdown` fires; then stops dispatching (in-flight attempts finish on their own).
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let timer = self.next_timer();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                cmd = self.rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.handle(cmd);
+                    // Drain whatever else is waiting before dispatching, so a burst of
+                    // submissions is scheduled in one pass.
+                    for _ in 0..4096 {
+                        match self.rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep_until_opt(timer) => {}
+            }
+            let now_i = Instant::now();
+            self.fire_wakeups(now_i);
+            self.promote_and_expire(now_ms());
+            self.dispatch_due(now_i);
+            self.metrics
+                .queued_in_lanes
+                .set(self.lanes.iter().map(|l| l.queue.len() as u64).sum());
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

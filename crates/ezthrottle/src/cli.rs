@@ -1,0 +1,385 @@
+//! Command-line interface (a contract: scripts use these names; see API.md "Operations").
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use ezt_core::tier::Tier;
+use ezt_core::{ApiKeyId, JobId, JobState};
+use ezt_server::CancellationToken;
+use ezt_server::Config;
+use ezt_store::{CancelOutcome, JobFilter, ReplayOutcome, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ezthrottle",
+    version,
+    about = "EZThrottle: durable, rate-limited, retried HTTP calls"
+)]
+pub struct Args {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, ClapArgs)]
+struct Global {
+    /// TOML configuration file.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite file and lock).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// This node's region (default "local").
+        #[arg(long)]
+        region: Option<String>,
+        /// CIDR exempt from the SSRF deny list (repeatable).
+        #[arg(long = "allow-cidr")]
+        allow_cidr: Vec<String>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Tenants.
+    #[command(subcommand)]
+    Tenants(TenantsCmd),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Jobs.
+    #[command(subcommand)]
+    Jobs(JobsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCmd {
+    /// Create a tenant.
+    Create {
+        /// Unique name.
+        name: String,
+        /// reserved, paid or free.
+        #[arg(long, default_value = "paid")]
+        tier: String,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Create a key; prints the key alone on stdout (shown once).
+    Create {
+        /// Tenant name.
+        #[arg(long)]
+        tenant: String,
+        /// Print a JSON object instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// Key id (key_…).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCmd {
+    /// List jobs, newest first.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one job as JSON.
+    Get {
+        /// Job id.
+        id: String,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// Job id.
+        id: String,
+    },
+    /// Re-queue a failed or expired job (a running server picks it up within a second).
+    Retry {
+        /// Job id.
+        id: String,
+    },
+}
+
+fn load_config(g: &Global) -> Result<Config> {
+    let mut cfg = Config::from_file(g.config.as_deref())?;
+    cfg.apply_env(std::env::vars())?;
+    if let Some(d) = &g.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    Ok(cfg)
+}
+
+fn open(cfg: &Config) -> Result<Arc<dyn Store>> {
+    ezt_server::open_store(cfg)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("opening {}", cfg.db_path().display()))
+}
+
+async fn tenant_id(store: &dyn Store, name: &str) -> Result<ezt_core::TenantId> {
+    Ok(store
+        .tenant_by_name(name)
+        .await?
+        .with_context(|| format!("no tenant named {name:?}"))?
+        .id)
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let mut cfg = load_config(&args.global)?;
+    match args.cmd {
+        Cmd::Serve {
+            listen,
+            region,
+            allow_cidr,
+            log_json,
+        } => {
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(r) = region {
+                cfg.region = r;
+            }
+            if !allow_cidr.is_empty() {
+                cfg.allow_cidrs =
+                    ezt_server::config::parse_cidrs(allow_cidr.iter().map(String::as_str))
+                        .map_err(anyhow::Error::msg)?;
+            }
+            serve(cfg, log_json).await
+        }
+        Cmd::Tenants(c) => {
+            let store = open(&cfg)?;
+            match c {
+                TenantsCmd::Create { name, tier } => {
+                    let tier = Tier::parse(&tier)
+                        .with_context(|| format!("tier {tier:?}: use reserved, paid or free"))?;
+                    let t = ezt_server::admin::create_tenant(store.as_ref(), &name, tier).await?;
+                    print_json(&t)
+                }
+                TenantsCmd::List => print_json(&store.list_tenants().await?),
+            }
+        }
+        Cmd::Keys(c) => {
+            let store = open(&cfg)?;
+            match c {
+                KeysCmd::Create { tenant, json } => {
+                    let t = tenant_id(store.as_ref(), &tenant).await?;
+                    let (key, rec) = ezt_server::admin::create_key(store.as_ref(), t).await?;
+                    if json {
+                        print_json(
+                            &serde_json::json!({"key": key, "id": rec.id, "tenant": tenant, "prefix": rec.prefix}),
+                        )?;
+                    } else {
+                        eprintln!(
+                            "created key {} for tenant {tenant}; it is shown once, store it now",
+                            rec.id
+                        );
+                        println!("{key}");
+                    }
+                    Ok(())
+                }
+                KeysCmd::List { tenant } => {
+                    let t = match tenant {
+                        Some(n) => Some(tenant_id(store.as_ref(), &n).await?),
+                        None => None,
+                    };
+                    print_json(&store.list_api_keys(t).await?)
+                }
+                KeysCmd::Revoke { id } => {
+                    let id: ApiKeyId = id.parse()?;
+                    store
+                        .revoke_api_key(id, ezt_server::scheduler::now_ms())
+                        .await
+                        .with_context(|| format!("revoking {id}"))?;
+                    eprintln!("revoked {id}");
+                    Ok(())
+                }
+            }
+        }
+        Cmd::Jobs(c) => {
+            let store = open(&cfg)?;
+            match c {
+                JobsCmd::List {
+                    tenant,
+                    state,
+                    limit,
+                } => {
+                    let t = match tenant {
+                        Some(n) => Some(tenant_id(store.as_ref(), &n).await?),
+                        None => None,
+                    };
+                    let state = state
+                        .map(|s| {
+                            JobState::parse(&s).with_context(|| format!("unknown state {s:?}"))
+                        })
+                        .transpose()?;
+                    let jobs = store
+                        .list_jobs(
+                            t,
+                            &JobFilter {
+                                state,
+                                limit,
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                    let views: Vec<_> = jobs
+                        .iter()
+                        .map(|j| {
+                            ezt_server::http::v1::jobs::JobView::from_record(
+                                j,
+                                &cfg.lanes.credential_headers,
+                            )
+                        })
+                        .collect();
+                    print_json(&views)
+                }
+                JobsCmd::Get { id } => {
+                    let id: JobId = id.parse()?;
+                    let job = store
+                        .get_job(None, id)
+                        .await?
+                        .with_context(|| format!("no job {id}"))?;
+                    print_json(&ezt_server::http::v1::jobs::JobView::from_record(
+                        &job,
+                        &cfg.lanes.credential_headers,
+                    ))
+                }
+                JobsCmd::Cancel { id } => {
+                    let id: JobId = id.parse()?;
+                    match store
+                        .cancel(None, id, ezt_server::scheduler::now_ms())
+                        .await?
+                    {
+                        CancelOutcome::Cancelled => {
+                            eprintln!("cancelled {id}");
+                            Ok(())
+                        }
+                        CancelOutcome::NotFound => bail!("no job {id}"),
+                        CancelOutcome::AlreadyFinal(s) => {
+                            bail!("job {id} is already {}", s.as_str())
+                        }
+                    }
+                }
+                JobsCmd::Retry { id } => {
+                    let id: JobId = id.parse()?;
+                    let job = store
+                        .get_job(None, id)
+                        .await?
+                        .with_context(|| format!("no job {id}"))?;
+                    let now = ezt_server::scheduler::now_ms();
+                    match store
+                        .replay(None, id, now, now + job.spec.timeout_ms)
+                        .await?
+                    {
+                        ReplayOutcome::Requeued(_) => {
+                            eprintln!("re-queued {id}");
+                            Ok(())
+                        }
+                        ReplayOutcome::NotFound => bail!("no job {id}"),
+                        ReplayOutcome::NotReplayable(s) => bail!(
+                            "job {id} is {}; only failed or expired jobs can be retried",
+                            s.as_str()
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EZTHROTTLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn serve(cfg: Config, log_json: bool) -> Result<()> {
+    init_logs(log_json);
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let lock_path = cfg.data_dir.join("ezthrottle.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "{} is in use by another ezthrottle server",
+            cfg.data_dir.display()
+        );
+    }
+    let store = open(&cfg)?;
+    if let Some(key) = ezt_server::admin::bootstrap(store.as_ref()).await? {
+        eprintln!("first start: created tenant \"default\" and this API key. It is shown once; store it now:");
+        println!("{key}");
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let (state, sched) = ezt_server::start(cfg.clone(), store, shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(%addr, data = %cfg.db_path().display(), region = %cfg.region, "listening on http://{addr}");
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: finishing in-flight calls");
+        token.cancel();
+    });
+    ezt_server::serve(listener, state, sched, shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop(lock);
+    Ok(())
+}

@@ -54,10 +54,14 @@ impl Gcra {
         (interval, tolerance)
     }
 
-    /// Changes rate and burst, keeping the already-granted requests on the books so a limit
-    /// change can never let a burst through.
+    /// Changes rate and burst at once: the last granted request is re-spaced at the new
+    /// interval (a faster limit applies to the very next request, a slower one delays it), and
+    /// the other granted requests stay on the books, so a change never lets a burst through.
     pub fn set_limit(&mut self, rate_per_sec: f64, burst: u32) {
         let (interval, tolerance) = Self::params(rate_per_sec, burst);
+        if self.tat > 0 {
+            self.tat = self.tat.saturating_sub(self.interval) + interval;
+        }
         self.interval = interval;
         self.tolerance = tolerance;
     }
@@ -120,6 +124,16 @@ mod tests {
             matches!(g.check(S), Decision::Wait { .. }),
             "sixth call waits"
         );
+    }
+
+    #[test]
+    fn faster_limit_applies_to_the_next_request() {
+        let mut g = Gcra::new(2.0, 1);
+        assert_eq!(g.check(0), Decision::Allow);
+        g.set_limit(10.0, 1);
+        assert_eq!(g.check(S / 20), Decision::Wait { until: S / 10 }, "next request 100ms after the last");
+        g.set_limit(1.0, 1);
+        assert_eq!(g.check(S / 10), Decision::Wait { until: S }, "a slower limit delays it");
     }
 
     #[test]

@@ -1,0 +1,256 @@
+//! Test support: the real `ezthrottle` binary as a child process, and a local mock target.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as AxPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::any;
+use axum::Router;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ezthrottle");
+
+/// Runs the CLI against a data dir; returns stdout (panics on failure).
+pub fn cli(data_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).arg("--data-dir").arg(data_dir).output().expect("run cli");
+    assert!(out.status.success(), "ezthrottle {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// A running server process.
+pub struct TestServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub key: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// A fresh server on a new data dir, allowing calls to 127.0.0.1 only.
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Same, with extra TOML config.
+    pub fn start_with(config: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::spawn(&dir, config, None);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts (or restarts) a server on `dir`; `key` is reused when the store already has one.
+    pub fn spawn(dir: &Path, config: &str, key: Option<String>) -> Self {
+        let cfg = dir.join("config.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let log = dir.join(format!("server-{n}.log"));
+        let out = dir.join(format!("server-{n}.out"));
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--allow-cidr", "127.0.0.1/32", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir)
+            .env("NO_COLOR", "1")
+            .env("EZTHROTTLE_LOG", "info,ezt_server=debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("out file"))
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn server");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(i) = text.find("listening on http://") {
+                let rest = &text[i + "listening on http://".len()..];
+                let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).unwrap_or(rest.len());
+                break rest[..end].parse::<SocketAddr>().expect("address");
+            }
+            assert!(Instant::now() < deadline, "server did not start:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let printed = std::fs::read_to_string(&out).unwrap_or_default().trim().to_string();
+        let key = if printed.is_empty() { key.expect("no key printed and none given") } else { printed };
+        Self { child, addr, key, dir: dir.to_path_buf(), log, _tmp: None, http: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_as(&self.key.clone(), path, body).await
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(self.url(path)).bearer_auth(key).json(&body).send().await.expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_as(&self.key.clone(), path).await
+    }
+
+    pub async fn get_as(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).bearer_auth(key).send().await.expect("get");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits a job and returns its id (asserting 202).
+    pub async fn submit(&self, job: Value) -> String {
+        let (s, b) = self.post("/api/v1/jobs", job).await;
+        assert_eq!(s, 202, "submit: {b}");
+        b["job_id"].as_str().expect("job_id").to_string()
+    }
+
+    /// Long-polls until the job is final; returns the view.
+    pub async fn wait_final(&self, id: &str, secs: u64) -> Value {
+        let (s, b) = self.get(&format!("/api/v1/jobs/{id}/wait?timeout={secs}s")).await;
+        assert_eq!(s, 200, "job {id} not final within {secs}s: {b}");
+        b
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request the target saw.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub at: Instant,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+}
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub delay_ms: u64,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self { status, headers: vec![], delay_ms: 0 }
+    }
+    pub fn header(mut self, n: &str, v: &str) -> Self {
+        self.headers.push((n.into(), v.into()));
+        self
+    }
+}
+
+#[derive(Default)]
+struct TargetState {
+    arrivals: Mutex<Vec<Arrival>>,
+    scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
+    defaults: Mutex<HashMap<String, Reply>>,
+    notify: Notify,
+}
+
+/// A local mock of a third-party API: `/<name>` answers from its script, then its default
+/// (200 unless set), and records every arrival.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    state: Arc<TargetState>,
+}
+
+impl Target {
+    pub async fn start() -> Self {
+        let state = Arc::new(TargetState::default());
+        let app = Router::new().route("/{name}", any(handle)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind target");
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, state }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{}", self.addr, name)
+    }
+
+    /// Queues scripted replies for `/name`.
+    pub fn script(&self, name: &str, replies: Vec<Reply>) {
+        self.state.scripts.lock().unwrap().entry(name.into()).or_default().extend(replies);
+    }
+
+    /// What `/name` answers once its script is used up.
+    pub fn default_reply(&self, name: &str, r: Reply) {
+        self.state.defaults.lock().unwrap().insert(name.into(), r);
+    }
+
+    pub fn arrivals(&self, name: &str) -> Vec<Arrival> {
+        self.state.arrivals.lock().unwrap().iter().filter(|a| a.path == format!("/{name}")).cloned().collect()
+    }
+
+    pub fn all_arrivals(&self) -> Vec<Arrival> {
+        self.state.arrivals.lock().unwrap().clone()
+    }
+
+    /// Waits (on arrival events, not a sleep loop) until `/name` saw `n` calls.
+    pub async fn wait_for(&self, name: &str, n: usize, timeout: Duration) -> Vec<Arrival> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            let got = self.arrivals(name);
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("/{name}: expected {n} arrivals, saw {} within {timeout:?}", self.arrivals(name).len());
+            }
+        }
+    }
+}
+
+async fn handle(State(st): State<Arc<TargetState>>, AxPath(name): AxPath<String>, headers: HeaderMap) -> impl IntoResponse {
+    let hdrs = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+    st.arrivals.lock().unwrap().push(Arrival { at: Instant::now(), path: format!("/{name}"), headers: hdrs });
+    st.notify.notify_waiters();
+    let reply = {
+        let scripted = st.scripts.lock().unwrap().get_mut(&name).and_then(|q| q.pop_front());
+        scripted.or_else(|| st.defaults.lock().unwrap().get(&name).cloned()).unwrap_or(Reply::status(200))
+    };
+    if reply.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
+    }
+    let mut h = HeaderMap::new();
+    for (n, v) in &reply.headers {
+        h.insert(axum::http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    (StatusCode::from_u16(reply.status).unwrap(), h, format!("{{\"path\":\"/{name}\"}}"))
+}

@@ -131,9 +131,17 @@ mod tests {
         let mut g = Gcra::new(2.0, 1);
         assert_eq!(g.check(0), Decision::Allow);
         g.set_limit(10.0, 1);
-        assert_eq!(g.check(S / 20), Decision::Wait { until: S / 10 }, "next request 100ms after the last");
+        assert_eq!(
+            g.check(S / 20),
+            Decision::Wait { until: S / 10 },
+            "next request 100ms after the last"
+        );
         g.set_limit(1.0, 1);
-        assert_eq!(g.check(S / 10), Decision::Wait { until: S }, "a slower limit delays it");
+        assert_eq!(
+            g.check(S / 10),
+            Decision::Wait { until: S },
+            "a slower limit delays it"
+        );
     }
 
     #[test]

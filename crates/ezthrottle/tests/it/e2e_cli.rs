@@ -9,36 +9,62 @@ use crate::support::{cli, Reply, Target, TestServer, BIN};
 #[tokio::test]
 async fn cli_manages_tenants_keys_and_jobs_beside_the_server() {
     let target = Target::start().await;
-    let server = TestServer::start_with("[lanes.default]\nrate = 50.0\nburst = 1\nmax_in_flight = 2\n");
-    let t: Value = serde_json::from_str(&cli(&server.dir, &["tenants", "create", "acme", "--tier", "reserved"])).unwrap();
+    let server =
+        TestServer::start_with("[lanes.default]\nrate = 50.0\nburst = 1\nmax_in_flight = 2\n");
+    let t: Value = serde_json::from_str(&cli(
+        &server.dir,
+        &["tenants", "create", "acme", "--tier", "reserved"],
+    ))
+    .unwrap();
     assert_eq!(t["tier"], "reserved");
     let tenants: Value = serde_json::from_str(&cli(&server.dir, &["tenants", "list"])).unwrap();
     assert_eq!(tenants.as_array().unwrap().len(), 2, "default + acme");
-    let created: Value = serde_json::from_str(&cli(&server.dir, &["keys", "create", "--tenant", "acme", "--json"])).unwrap();
+    let created: Value = serde_json::from_str(&cli(
+        &server.dir,
+        &["keys", "create", "--tenant", "acme", "--json"],
+    ))
+    .unwrap();
     let key = created["key"].as_str().unwrap().to_string();
     assert!(key.starts_with("ezt_live_"));
     let keys = cli(&server.dir, &["keys", "list", "--tenant", "acme"]);
     assert!(!keys.contains(&key), "keys are never listed in clear");
 
     target.script("cli", vec![Reply::status(400)]);
-    let (s, b) = server.post_as(&key, "/api/v1/jobs", json!({"url": target.url("cli")})).await;
+    let (s, b) = server
+        .post_as(&key, "/api/v1/jobs", json!({"url": target.url("cli")}))
+        .await;
     assert_eq!(s, 202, "{b}");
     let id = b["job_id"].as_str().unwrap().to_string();
-    let (_, job) = server.get_as(&key, &format!("/api/v1/jobs/{id}/wait?timeout=20s")).await;
+    let (_, job) = server
+        .get_as(&key, &format!("/api/v1/jobs/{id}/wait?timeout=20s"))
+        .await;
     assert_eq!(job["state"], "failed");
     let got: Value = serde_json::from_str(&cli(&server.dir, &["jobs", "get", &id])).unwrap();
     assert_eq!(got["state"], "failed");
-    let listed: Value = serde_json::from_str(&cli(&server.dir, &["jobs", "list", "--tenant", "acme", "--state", "failed"])).unwrap();
+    let listed: Value = serde_json::from_str(&cli(
+        &server.dir,
+        &["jobs", "list", "--tenant", "acme", "--state", "failed"],
+    ))
+    .unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     cli(&server.dir, &["jobs", "retry", &id]);
-    let (_, job) = server.get_as(&key, &format!("/api/v1/jobs/{id}/wait?timeout=20s")).await;
-    assert_eq!((job["state"].as_str(), job["series"].as_u64()), (Some("succeeded"), Some(2)), "the server ran the CLI's replay: {job}");
+    let (_, job) = server
+        .get_as(&key, &format!("/api/v1/jobs/{id}/wait?timeout=20s"))
+        .await;
+    assert_eq!(
+        (job["state"].as_str(), job["series"].as_u64()),
+        (Some("succeeded"), Some(2)),
+        "the server ran the CLI's replay: {job}"
+    );
 
-    let later = json!({"url": target.url("cli"), "retry_at": 4_000_000_000_000u64});
+    let later =
+        json!({"url": target.url("cli"), "body": "later", "retry_at": crate::support::in_days(30)});
     let (_, b) = server.post_as(&key, "/api/v1/jobs", later).await;
     let waiting = b["job_id"].as_str().unwrap().to_string();
     cli(&server.dir, &["jobs", "cancel", &waiting]);
-    let (_, job) = server.get_as(&key, &format!("/api/v1/jobs/{waiting}")).await;
+    let (_, job) = server
+        .get_as(&key, &format!("/api/v1/jobs/{waiting}"))
+        .await;
     assert_eq!(job["state"], "cancelled");
 
     let key_id = created["id"].as_str().unwrap();
@@ -49,7 +75,10 @@ async fn cli_manages_tenants_keys_and_jobs_beside_the_server() {
         if s == 401 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "revoked key still accepted after 5 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "revoked key still accepted after 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -73,14 +102,29 @@ async fn quick_start_defaults() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     let key = line.trim().to_string();
-    assert!(key.starts_with("ezt_live_"), "first start prints a key: {line:?}");
-    assert!(cwd.path().join("ezthrottle-data/ezthrottle.db").exists(), "default data dir");
+    assert!(
+        key.starts_with("ezt_live_"),
+        "first start prints a key: {line:?}"
+    );
+    assert!(
+        cwd.path().join("ezthrottle-data/ezthrottle.db").exists(),
+        "default data dir"
+    );
     let http = reqwest::Client::new();
     let mut ok = false;
     for _ in 0..100 {
-        if http.get("http://127.0.0.1:8080/healthz").send().await.is_ok() {
+        if http
+            .get("http://127.0.0.1:8080/healthz")
+            .send()
+            .await
+            .is_ok()
+        {
             ok = true;
             break;
         }

@@ -18,14 +18,31 @@ async fn kill_9_loses_nothing_and_repeats_only_in_flight_jobs() {
     let dir = server.dir.clone();
     let key = server.key.clone();
     let _tmp = tempfile::tempdir().unwrap(); // server owns its own temp dir; keep it alive below
-    target.default_reply("work", Reply { status: 200, headers: vec![], delay_ms: 20 });
+    target.default_reply(
+        "work",
+        Reply {
+            status: 200,
+            headers: vec![],
+            delay_ms: 20,
+        },
+    );
 
     let mut accepted: Vec<String> = Vec::new();
     for batch in 0..3 {
-        let jobs: Vec<_> = (0..1000).map(|i| json!({"url": target.url("work"), "idempotent_key": format!("k-{batch}-{i}")})).collect();
-        let (s, b) = server.post("/api/v1/jobs/batch", json!({ "jobs": jobs })).await;
+        let jobs: Vec<_> = (0..1000)
+            .map(|i| json!({"url": target.url("work"), "idempotent_key": format!("k-{batch}-{i}")}))
+            .collect();
+        let (s, b) = server
+            .post("/api/v1/jobs/batch", json!({ "jobs": jobs }))
+            .await;
         assert_eq!(s, 202);
-        accepted.extend(b["results"].as_array().unwrap().iter().map(|r| r["job_id"].as_str().unwrap().to_string()));
+        accepted.extend(
+            b["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["job_id"].as_str().unwrap().to_string()),
+        );
     }
     assert_eq!(accepted.len(), 3000);
     target.wait_for("work", 400, Duration::from_secs(60)).await;
@@ -37,10 +54,19 @@ async fn kill_9_loses_nothing_and_repeats_only_in_flight_jobs() {
     let mut pending: HashSet<String> = accepted.iter().cloned().collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while !pending.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "{} jobs never finished after restart", pending.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} jobs never finished after restart",
+            pending.len()
+        );
         let id = pending.iter().next().unwrap().clone();
-        let (s, job) = server2.get(&format!("/api/v1/jobs/{id}/wait?timeout=30s")).await;
-        assert_eq!(s, 200, "job {id} accepted before the kill is unknown or unfinished: {job}");
+        let (s, job) = server2
+            .get(&format!("/api/v1/jobs/{id}/wait?timeout=30s"))
+            .await;
+        assert_eq!(
+            s, 200,
+            "job {id} accepted before the kill is unknown or unfinished: {job}"
+        );
         assert_eq!(job["state"], "succeeded", "{job}");
         pending.remove(&id);
         // Sweep finished jobs in pages to avoid one request per job.
@@ -51,8 +77,13 @@ async fn kill_9_loses_nothing_and_repeats_only_in_flight_jobs() {
         if pending.len() > 100 {
             let mut cursor: Option<String> = None;
             loop {
-                let q = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
-                let (_, page) = server2.get(&format!("/api/v1/jobs?state=succeeded&limit=100{q}")).await;
+                let q = cursor
+                    .as_ref()
+                    .map(|c| format!("&cursor={c}"))
+                    .unwrap_or_default();
+                let (_, page) = server2
+                    .get(&format!("/api/v1/jobs?state=succeeded&limit=100{q}"))
+                    .await;
                 for j in page["jobs"].as_array().unwrap() {
                     pending.remove(j["job_id"].as_str().unwrap());
                 }
@@ -65,7 +96,9 @@ async fn kill_9_loses_nothing_and_repeats_only_in_flight_jobs() {
     }
     let mut calls: HashMap<String, usize> = HashMap::new();
     for a in target.arrivals("work") {
-        *calls.entry(a.headers["idempotency-key"].clone()).or_default() += 1;
+        *calls
+            .entry(a.headers["idempotency-key"].clone())
+            .or_default() += 1;
     }
     assert_eq!(calls.len(), 3000, "every job called the target");
     let extra: usize = calls.values().map(|c| c - 1).sum();

@@ -14,19 +14,33 @@ async fn retries_429_and_503_then_succeeds() {
     let target = Target::start().await;
     let server = TestServer::start_with(FAST_LANE);
     target.script("flaky", vec![Reply::status(429), Reply::status(503)]);
-    let id = server.submit(json!({"url": target.url("flaky"), "method": "POST", "body": "{\"x\":1}"})).await;
+    let id = server
+        .submit(json!({"url": target.url("flaky"), "method": "POST", "body": "{\"x\":1}"}))
+        .await;
     let job = server.wait_final(&id, 30).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     let attempts = job["attempts"].as_array().unwrap();
-    let codes: Vec<_> = attempts.iter().map(|a| a["status_code"].as_u64().unwrap()).collect();
+    let codes: Vec<_> = attempts
+        .iter()
+        .map(|a| a["status_code"].as_u64().unwrap())
+        .collect();
     assert_eq!(codes, vec![429, 503, 200]);
-    let decisions: Vec<_> = attempts.iter().map(|a| a["decision"].as_str().unwrap().to_string()).collect();
+    let decisions: Vec<_> = attempts
+        .iter()
+        .map(|a| a["decision"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(decisions, vec!["retry", "retry", "success"]);
     assert_eq!(job["response"]["status_code"], 200);
     let seen = target.arrivals("flaky");
     assert_eq!(seen.len(), 3, "the target saw exactly three calls");
-    let keys: Vec<_> = seen.iter().map(|a| a.headers["idempotency-key"].clone()).collect();
-    assert!(keys.iter().all(|k| k == &job["idempotent_key"]), "every attempt carries the job's Idempotency-Key");
+    let keys: Vec<_> = seen
+        .iter()
+        .map(|a| a.headers["idempotency-key"].clone())
+        .collect();
+    assert!(
+        keys.iter().all(|k| k == &job["idempotent_key"]),
+        "every attempt carries the job's Idempotency-Key"
+    );
 }
 
 #[tokio::test]
@@ -47,7 +61,9 @@ async fn retries_run_out_then_fail() {
     let target = Target::start().await;
     let server = TestServer::start_with(FAST_LANE);
     target.default_reply("down", Reply::status(503));
-    let id = server.submit(json!({"url": target.url("down"), "retry_policy": {"max_retries": 1}})).await;
+    let id = server
+        .submit(json!({"url": target.url("down"), "retry_policy": {"max_retries": 1}}))
+        .await;
     let job = server.wait_final(&id, 30).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "retries_exhausted");
@@ -58,13 +74,21 @@ async fn retries_run_out_then_fail() {
 async fn network_errors_are_retried() {
     let server = TestServer::start_with(FAST_LANE);
     // A port nobody listens on: connection refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let id = server.submit(json!({"url": format!("http://127.0.0.1:{port}/x"), "retry_policy": {"max_retries": 1}})).await;
     let job = server.wait_final(&id, 30).await;
     assert_eq!(job["state"], "failed", "{job}");
     let attempts = job["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "one retry after a network error: {job}");
-    assert!(attempts[0]["status_code"].is_null() && attempts[0]["error"].as_str().unwrap().contains("connect"), "{job}");
+    assert!(
+        attempts[0]["status_code"].is_null()
+            && attempts[0]["error"].as_str().unwrap().contains("connect"),
+        "{job}"
+    );
 }
 
 #[tokio::test]
@@ -78,7 +102,11 @@ async fn deadline_expires_the_job() {
     assert_eq!(job["error"]["code"], "deadline");
     let finished = job["finished_at"].as_u64().unwrap();
     let created = job["created_at"].as_u64().unwrap();
-    assert!(finished - created <= 3_500, "expired at its deadline, not long after: {}ms", finished - created);
+    assert!(
+        finished - created <= 3_500,
+        "expired at its deadline, not long after: {}ms",
+        finished - created
+    );
 }
 
 #[tokio::test]
@@ -93,8 +121,17 @@ async fn duplicates_return_the_existing_job() {
     assert_eq!(a["job_id"], b["job_id"], "HASH key dedups identical calls");
     let custom = json!({"url": target.url("once"), "idempotent_key": "order-42"});
     let (_, c) = server.post("/api/v1/jobs", custom.clone()).await;
-    let (s4, d) = server.post("/api/v1/jobs", json!({"url": target.url("other"), "idempotentKey": "order-42"})).await;
-    assert_eq!((s4, &c["job_id"]), (200, &d["job_id"]), "custom key (camelCase alias too)");
+    let (s4, d) = server
+        .post(
+            "/api/v1/jobs",
+            json!({"url": target.url("other"), "idempotentKey": "order-42"}),
+        )
+        .await;
+    assert_eq!(
+        (s4, &c["job_id"]),
+        (200, &d["job_id"]),
+        "custom key (camelCase alias too)"
+    );
     assert_eq!(d["idempotent_key"], "order-42");
 }
 
@@ -102,13 +139,23 @@ async fn duplicates_return_the_existing_job() {
 async fn cancel_stops_a_waiting_job() {
     let target = Target::start().await;
     let server = TestServer::start_with(FAST_LANE);
-    let later = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 60_000;
-    let id = server.submit(json!({"url": target.url("never-called"), "retry_at": later})).await;
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 60_000;
+    let id = server
+        .submit(json!({"url": target.url("never-called"), "retry_at": later}))
+        .await;
     let (_, job) = server.get(&format!("/api/v1/jobs/{id}")).await;
     assert_eq!(job["state"], "scheduled");
-    let (s, job) = server.post(&format!("/api/v1/jobs/{id}/cancel"), json!({})).await;
+    let (s, job) = server
+        .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!((s, job["state"].as_str()), (200, Some("cancelled")));
-    let (s, err) = server.post(&format!("/api/v1/jobs/{id}/cancel"), json!({})).await;
+    let (s, err) = server
+        .post(&format!("/api/v1/jobs/{id}/cancel"), json!({}))
+        .await;
     assert_eq!((s, err["error"]["code"].as_str()), (409, Some("conflict")));
     assert!(target.arrivals("never-called").is_empty());
 }
@@ -120,11 +167,19 @@ async fn replay_runs_a_failed_job_again() {
     target.script("later-ok", vec![Reply::status(400)]);
     let id = server.submit(json!({"url": target.url("later-ok")})).await;
     assert_eq!(server.wait_final(&id, 30).await["state"], "failed");
-    let (s, v) = server.post(&format!("/api/v1/jobs/{id}/retry"), json!({})).await;
+    let (s, v) = server
+        .post(&format!("/api/v1/jobs/{id}/retry"), json!({}))
+        .await;
     assert_eq!(s, 202, "{v}");
     let job = server.wait_final(&id, 30).await;
-    assert_eq!((job["state"].as_str(), job["series"].as_u64()), (Some("succeeded"), Some(2)), "{job}");
-    let (s, _) = server.post(&format!("/api/v1/jobs/{id}/retry"), json!({})).await;
+    assert_eq!(
+        (job["state"].as_str(), job["series"].as_u64()),
+        (Some("succeeded"), Some(2)),
+        "{job}"
+    );
+    let (s, _) = server
+        .post(&format!("/api/v1/jobs/{id}/retry"), json!({}))
+        .await;
     assert_eq!(s, 409, "a succeeded job is not replayed");
 }
 
@@ -132,8 +187,14 @@ async fn replay_runs_a_failed_job_again() {
 async fn submit_can_wait_for_the_result() {
     let target = Target::start().await;
     let server = TestServer::start_with(FAST_LANE);
-    let (s, job) = server.post("/api/v1/jobs?wait=20s", json!({"url": target.url("sync")})).await;
-    assert_eq!((s, job["state"].as_str()), (200, Some("succeeded")), "{job}");
+    let (s, job) = server
+        .post("/api/v1/jobs?wait=20s", json!({"url": target.url("sync")}))
+        .await;
+    assert_eq!(
+        (s, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job}"
+    );
     assert_eq!(job["response"]["body"], "{\"path\":\"/sync\"}");
 }
 
@@ -143,7 +204,13 @@ async fn events_stream_the_life_of_a_job() {
     let server = TestServer::start_with(FAST_LANE);
     target.script("sse", vec![Reply::status(503)]);
     let id = server.submit(json!({"url": target.url("sse")})).await;
-    let resp = server.http.get(server.url(&format!("/api/v1/jobs/{id}/events"))).bearer_auth(&server.key).send().await.unwrap();
+    let resp = server
+        .http
+        .get(server.url(&format!("/api/v1/jobs/{id}/events")))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = String::new();
     let mut stream = resp.bytes_stream();
@@ -156,16 +223,46 @@ async fn events_stream_the_life_of_a_job() {
         }
     });
     read.await.expect("stream ends with the final state");
-    let events: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    let events: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
     assert_eq!(events.first(), Some(&"queued"), "{events:?}");
-    assert_eq!(events.iter().filter(|e| **e == "attempt").count(), 2, "{events:?}");
-    assert_eq!(events.iter().filter(|e| **e == "dispatching").count(), 2, "{events:?}");
+    assert_eq!(
+        events.iter().filter(|e| **e == "attempt").count(),
+        2,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| **e == "dispatching").count(),
+        2,
+        "{events:?}"
+    );
     assert_eq!(events.last(), Some(&"succeeded"), "{events:?}");
     // A late subscriber gets the whole story at once.
-    let late = server.http.get(server.url(&format!("/api/v1/jobs/{id}/events"))).bearer_auth(&server.key).send().await.unwrap();
-    let text = tokio::time::timeout(Duration::from_secs(10), late.text()).await.unwrap().unwrap();
-    let replayed: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
-    assert_eq!(replayed, events.iter().filter(|e| **e != "position").copied().collect::<Vec<_>>());
+    let late = server
+        .http
+        .get(server.url(&format!("/api/v1/jobs/{id}/events")))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(10), late.text())
+        .await
+        .unwrap()
+        .unwrap();
+    let replayed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        replayed,
+        events
+            .iter()
+            .filter(|e| **e != "position")
+            .copied()
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -184,7 +281,9 @@ async fn batch_admits_in_order_with_per_item_errors() {
     assert_eq!(r[0]["status"], "queued");
     assert_eq!(r[1]["error"]["field"], "url");
     assert_eq!(r[2]["status"], "queued");
-    server.wait_final(r[2]["job_id"].as_str().unwrap(), 30).await;
+    server
+        .wait_final(r[2]["job_id"].as_str().unwrap(), 30)
+        .await;
     let (s, e) = server.post("/api/v1/jobs/batch", json!({"jobs": []})).await;
     assert_eq!((s, e["error"]["field"].as_str()), (400, Some("jobs")));
 }
@@ -195,14 +294,30 @@ async fn lists_are_newest_first_with_cursor() {
     let server = TestServer::start_with(FAST_LANE);
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(server.submit(json!({"url": target.url("list"), "body": i.to_string()})).await);
+        ids.push(
+            server
+                .submit(json!({"url": target.url("list"), "body": i.to_string()}))
+                .await,
+        );
     }
     let (_, p1) = server.get("/api/v1/jobs?limit=3").await;
-    let got: Vec<_> = p1["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_string()).collect();
+    let got: Vec<_> = p1["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(got, vec![ids[4].clone(), ids[3].clone(), ids[2].clone()]);
     let cursor = p1["next_cursor"].as_str().unwrap();
-    let (_, p2) = server.get(&format!("/api/v1/jobs?limit=3&cursor={cursor}")).await;
-    let got: Vec<_> = p2["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_string()).collect();
+    let (_, p2) = server
+        .get(&format!("/api/v1/jobs?limit=3&cursor={cursor}"))
+        .await;
+    let got: Vec<_> = p2["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(got, vec![ids[1].clone(), ids[0].clone()]);
     assert!(p2["next_cursor"].is_null());
     let (s, e) = server.get("/api/v1/jobs?state=done").await;

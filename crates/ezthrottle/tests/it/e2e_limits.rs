@@ -13,18 +13,35 @@ const JITTER: Duration = Duration::from_millis(15);
 async fn default_lane_makes_two_calls_per_second() {
     let target = Target::start().await;
     let server = TestServer::start();
-    let jobs: Vec<_> = (0..80).map(|i| json!({"url": target.url("rate"), "body": i.to_string()})).collect();
-    let (s, _) = server.post("/api/v1/jobs/batch", json!({ "jobs": jobs })).await;
+    let jobs: Vec<_> = (0..80)
+        .map(|i| json!({"url": target.url("rate"), "body": i.to_string()}))
+        .collect();
+    let (s, _) = server
+        .post("/api/v1/jobs/batch", json!({ "jobs": jobs }))
+        .await;
     assert_eq!(s, 202);
     let first = target.wait_for("rate", 1, Duration::from_secs(10)).await[0].at;
     // Wait for the 62nd call (or the window end); count what fell in the first 30 s.
-    let _ = tokio::time::timeout(Duration::from_secs(31), target.wait_for("rate", 62, Duration::from_secs(31))).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(31),
+        target.wait_for("rate", 62, Duration::from_secs(31)),
+    )
+    .await;
     let seen = target.arrivals("rate");
-    let in_window = seen.iter().filter(|a| a.at.duration_since(first) < Duration::from_secs(30)).count();
-    assert!((58..=62).contains(&in_window), "2 req/s over 30 s should be 60±2 calls, saw {in_window}");
+    let in_window = seen
+        .iter()
+        .filter(|a| a.at.duration_since(first) < Duration::from_secs(30))
+        .count();
+    assert!(
+        (58..=62).contains(&in_window),
+        "2 req/s over 30 s should be 60±2 calls, saw {in_window}"
+    );
     for w in seen.windows(2) {
         let gap = w[1].at.duration_since(w[0].at);
-        assert!(gap + JITTER >= Duration::from_millis(500), "calls {gap:?} apart; GCRA at 2/s burst 1 allows 500ms");
+        assert!(
+            gap + JITTER >= Duration::from_millis(500),
+            "calls {gap:?} apart; GCRA at 2/s burst 1 allows 500ms"
+        );
     }
 }
 
@@ -32,15 +49,37 @@ async fn default_lane_makes_two_calls_per_second() {
 async fn learned_rate_applies_from_the_next_call() {
     let target = Target::start().await;
     let server = TestServer::start();
-    target.default_reply("learn", Reply::status(200).header("X-EZTHROTTLE-RPS", "10").header("X-EZTHROTTLE-MAX-CONCURRENT", "4"));
-    let jobs: Vec<_> = (0..12).map(|i| json!({"url": target.url("learn"), "body": i.to_string()})).collect();
-    server.post("/api/v1/jobs/batch", json!({ "jobs": jobs })).await;
+    target.default_reply(
+        "learn",
+        Reply::status(200)
+            .header("X-EZTHROTTLE-RPS", "10")
+            .header("X-EZTHROTTLE-MAX-CONCURRENT", "4"),
+    );
+    let jobs: Vec<_> = (0..12)
+        .map(|i| json!({"url": target.url("learn"), "body": i.to_string()}))
+        .collect();
+    server
+        .post("/api/v1/jobs/batch", json!({ "jobs": jobs }))
+        .await;
     let seen = target.wait_for("learn", 12, Duration::from_secs(20)).await;
-    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].at.duration_since(w[0].at)).collect();
-    assert!(gaps[0] < Duration::from_millis(400), "second call at the learned 10/s, not the default 2/s: {gaps:?}");
-    assert!(gaps.iter().all(|g| *g + JITTER >= Duration::from_millis(100)), "never faster than learned 10/s: {gaps:?}");
+    let gaps: Vec<Duration> = seen
+        .windows(2)
+        .map(|w| w[1].at.duration_since(w[0].at))
+        .collect();
+    assert!(
+        gaps[0] < Duration::from_millis(400),
+        "second call at the learned 10/s, not the default 2/s: {gaps:?}"
+    );
+    assert!(
+        gaps.iter()
+            .all(|g| *g + JITTER >= Duration::from_millis(100)),
+        "never faster than learned 10/s: {gaps:?}"
+    );
     let total = seen.last().unwrap().at.duration_since(seen[0].at);
-    assert!(total < Duration::from_millis(2_500), "12 calls at 10/s take ~1.1 s, took {total:?}");
+    assert!(
+        total < Duration::from_millis(2_500),
+        "12 calls at 10/s take ~1.1 s, took {total:?}"
+    );
     let (_, lanes) = server.get("/metrics").await;
     let _ = lanes; // metrics are text; checked in e2e_security
 }
@@ -48,14 +87,26 @@ async fn learned_rate_applies_from_the_next_call() {
 #[tokio::test]
 async fn retry_after_pauses_the_whole_lane() {
     let target = Target::start().await;
-    let server = TestServer::start_with("[lanes.default]\nrate = 50.0\nburst = 1\nmax_in_flight = 1\n");
-    target.script("limited", vec![Reply::status(429).header("Retry-After", "2")]);
-    let a = server.submit(json!({"url": target.url("limited"), "body": "a"})).await;
+    let server =
+        TestServer::start_with("[lanes.default]\nrate = 50.0\nburst = 1\nmax_in_flight = 1\n");
+    target.script(
+        "limited",
+        vec![Reply::status(429).header("Retry-After", "2")],
+    );
+    let a = server
+        .submit(json!({"url": target.url("limited"), "body": "a"}))
+        .await;
     let first = target.wait_for("limited", 1, Duration::from_secs(10)).await[0].at;
-    let b = server.submit(json!({"url": target.url("limited"), "body": "b"})).await;
+    let b = server
+        .submit(json!({"url": target.url("limited"), "body": "b"}))
+        .await;
     let seen = target.wait_for("limited", 3, Duration::from_secs(15)).await;
     for later in &seen[1..] {
-        assert!(later.at.duration_since(first) >= Duration::from_secs(2), "a call {:?} after the 429, before Retry-After: 2", later.at.duration_since(first));
+        assert!(
+            later.at.duration_since(first) >= Duration::from_secs(2),
+            "a call {:?} after the 429, before Retry-After: 2",
+            later.at.duration_since(first)
+        );
     }
     for id in [a, b] {
         assert_eq!(server.wait_final(&id, 15).await["state"], "succeeded");
@@ -65,13 +116,20 @@ async fn retry_after_pauses_the_whole_lane() {
 #[tokio::test]
 async fn retry_after_http_date_is_honoured() {
     let target = Target::start().await;
-    let server = TestServer::start_with("[lanes.default]\nrate = 50.0\nburst = 1\nmax_in_flight = 1\n");
+    let server =
+        TestServer::start_with("[lanes.default]\nrate = 50.0\nburst = 1\nmax_in_flight = 1\n");
     let when = httpdate_in(3);
-    target.script("dated", vec![Reply::status(503).header("Retry-After", &when)]);
+    target.script(
+        "dated",
+        vec![Reply::status(503).header("Retry-After", &when)],
+    );
     let id = server.submit(json!({"url": target.url("dated")})).await;
     let seen = target.wait_for("dated", 2, Duration::from_secs(15)).await;
     let gap = seen[1].at.duration_since(seen[0].at);
-    assert!(gap >= Duration::from_millis(1_900), "HTTP-date Retry-After ~3 s (1 s resolution) honoured, got {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(1_900),
+        "HTTP-date Retry-After ~3 s (1 s resolution) honoured, got {gap:?}"
+    );
     assert_eq!(server.wait_final(&id, 10).await["state"], "succeeded");
 }
 
@@ -83,7 +141,9 @@ fn httpdate_in(secs: u64) -> String {
     let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
     let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
     let (y, mo, da) = civil(days as i64);
-    let mon = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][mo as usize - 1];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][mo as usize - 1];
     format!("{wd}, {da:02} {mon} {y} {h:02}:{m:02}:{s:02} GMT")
 }
 
@@ -102,30 +162,56 @@ fn civil(z: i64) -> (i64, u32, u32) {
 #[tokio::test]
 async fn a_quiet_tenant_is_not_stuck_behind_a_noisy_one() {
     let target = Target::start().await;
-    let server = TestServer::start_with("[lanes.default]\nrate = 20.0\nburst = 1\nmax_in_flight = 2\n");
-    cli(&server.dir, &["tenants", "create", "quiet", "--tier", "paid"]);
-    let quiet_key = cli(&server.dir, &["keys", "create", "--tenant", "quiet"]).trim().to_string();
+    let server =
+        TestServer::start_with("[lanes.default]\nrate = 20.0\nburst = 1\nmax_in_flight = 2\n");
+    cli(
+        &server.dir,
+        &["tenants", "create", "quiet", "--tier", "paid"],
+    );
+    let quiet_key = cli(&server.dir, &["keys", "create", "--tenant", "quiet"])
+        .trim()
+        .to_string();
     let noisy: Vec<_> = (0..400).map(|i| json!({"url": target.url("shared"), "body": format!("n{i}"), "headers": {"X-Who": "noisy"}})).collect();
-    let (s, _) = server.post("/api/v1/jobs/batch", json!({ "jobs": noisy })).await;
+    let (s, _) = server
+        .post("/api/v1/jobs/batch", json!({ "jobs": noisy }))
+        .await;
     assert_eq!(s, 202);
     target.wait_for("shared", 5, Duration::from_secs(10)).await;
     let before = target.arrivals("shared").len();
     let quiet: Vec<_> = (0..10).map(|i| json!({"url": target.url("shared"), "body": format!("q{i}"), "headers": {"X-Who": "quiet"}})).collect();
-    let (s, _) = server.post_as(&quiet_key, "/api/v1/jobs/batch", json!({ "jobs": quiet })).await;
+    let (s, _) = server
+        .post_as(&quiet_key, "/api/v1/jobs/batch", json!({ "jobs": quiet }))
+        .await;
     assert_eq!(s, 202);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let seen = target.arrivals("shared");
         let after = &seen[before.min(seen.len())..];
-        let quiet_done = after.iter().filter(|a| a.headers.get("x-who").map(String::as_str) == Some("quiet")).count();
+        let quiet_done = after
+            .iter()
+            .filter(|a| a.headers.get("x-who").map(String::as_str) == Some("quiet"))
+            .count();
         if quiet_done == 10 {
-            let last_quiet = after.iter().rposition(|a| a.headers["x-who"] == "quiet").unwrap();
+            let last_quiet = after
+                .iter()
+                .rposition(|a| a.headers["x-who"] == "quiet")
+                .unwrap();
             // Equal weights: turns alternate in runs of 4, so 10 quiet calls are done within
             // ~10 + 12 noisy ones (plus those already in flight when they arrived).
-            assert!(last_quiet < 26, "quiet tenant's 10 calls took {} slots behind a 400-job backlog", last_quiet + 1);
+            assert!(
+                last_quiet < 26,
+                "quiet tenant's 10 calls took {} slots behind a 400-job backlog",
+                last_quiet + 1
+            );
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "quiet tenant starved: {quiet_done}/10 after {} calls", after.len());
-        target.wait_for("shared", seen.len() + 1, Duration::from_secs(5)).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "quiet tenant starved: {quiet_done}/10 after {} calls",
+            after.len()
+        );
+        target
+            .wait_for("shared", seen.len() + 1, Duration::from_secs(5))
+            .await;
     }
 }

@@ -20,10 +20,28 @@ use tokio::sync::Notify;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ezthrottle");
 
+/// Milliseconds since the epoch, `days` from now (for delayed jobs that must not run).
+pub fn in_days(days: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    now + days * 86_400_000
+}
+
 /// Runs the CLI against a data dir; returns stdout (panics on failure).
 pub fn cli(data_dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).arg("--data-dir").arg(data_dir).output().expect("run cli");
-    assert!(out.status.success(), "ezthrottle {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run cli");
+    assert!(
+        out.status.success(),
+        "ezthrottle {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf8")
 }
 
@@ -61,7 +79,14 @@ impl TestServer {
         let log = dir.join(format!("server-{n}.log"));
         let out = dir.join(format!("server-{n}.out"));
         let child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--allow-cidr", "127.0.0.1/32", "--config"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-cidr",
+                "127.0.0.1/32",
+                "--config",
+            ])
             .arg(&cfg)
             .arg("--data-dir")
             .arg(dir)
@@ -77,15 +102,32 @@ impl TestServer {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if let Some(i) = text.find("listening on http://") {
                 let rest = &text[i + "listening on http://".len()..];
-                let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).unwrap_or(rest.len());
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                    .unwrap_or(rest.len());
                 break rest[..end].parse::<SocketAddr>().expect("address");
             }
             assert!(Instant::now() < deadline, "server did not start:\n{text}");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let printed = std::fs::read_to_string(&out).unwrap_or_default().trim().to_string();
-        let key = if printed.is_empty() { key.expect("no key printed and none given") } else { printed };
-        Self { child, addr, key, dir: dir.to_path_buf(), log, _tmp: None, http: reqwest::Client::new() }
+        let printed = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let key = if printed.is_empty() {
+            key.expect("no key printed and none given")
+        } else {
+            printed
+        };
+        Self {
+            child,
+            addr,
+            key,
+            dir: dir.to_path_buf(),
+            log,
+            _tmp: None,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -97,7 +139,14 @@ impl TestServer {
     }
 
     pub async fn post_as(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(self.url(path)).bearer_auth(key).json(&body).send().await.expect("post");
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -107,7 +156,13 @@ impl TestServer {
     }
 
     pub async fn get_as(&self, key: &str, path: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).bearer_auth(key).send().await.expect("get");
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("get");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -121,7 +176,9 @@ impl TestServer {
 
     /// Long-polls until the job is final; returns the view.
     pub async fn wait_final(&self, id: &str, secs: u64) -> Value {
-        let (s, b) = self.get(&format!("/api/v1/jobs/{id}/wait?timeout={secs}s")).await;
+        let (s, b) = self
+            .get(&format!("/api/v1/jobs/{id}/wait?timeout={secs}s"))
+            .await;
         assert_eq!(s, 200, "job {id} not final within {secs}s: {b}");
         b
     }
@@ -165,7 +222,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, headers: vec![], delay_ms: 0 }
+        Self {
+            status,
+            headers: vec![],
+            delay_ms: 0,
+        }
     }
     pub fn header(mut self, n: &str, v: &str) -> Self {
         self.headers.push((n.into(), v.into()));
@@ -192,8 +253,12 @@ pub struct Target {
 impl Target {
     pub async fn start() -> Self {
         let state = Arc::new(TargetState::default());
-        let app = Router::new().route("/{name}", any(handle)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind target");
+        let app = Router::new()
+            .route("/{name}", any(handle))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind target");
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self { addr, state }
@@ -205,7 +270,13 @@ impl Target {
 
     /// Queues scripted replies for `/name`.
     pub fn script(&self, name: &str, replies: Vec<Reply>) {
-        self.state.scripts.lock().unwrap().entry(name.into()).or_default().extend(replies);
+        self.state
+            .scripts
+            .lock()
+            .unwrap()
+            .entry(name.into())
+            .or_default()
+            .extend(replies);
     }
 
     /// What `/name` answers once its script is used up.
@@ -214,7 +285,14 @@ impl Target {
     }
 
     pub fn arrivals(&self, name: &str) -> Vec<Arrival> {
-        self.state.arrivals.lock().unwrap().iter().filter(|a| a.path == format!("/{name}")).cloned().collect()
+        self.state
+            .arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.path == format!("/{name}"))
+            .cloned()
+            .collect()
     }
 
     pub fn all_arrivals(&self) -> Vec<Arrival> {
@@ -231,26 +309,54 @@ impl Target {
                 return got;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("/{name}: expected {n} arrivals, saw {} within {timeout:?}", self.arrivals(name).len());
+                panic!(
+                    "/{name}: expected {n} arrivals, saw {} within {timeout:?}",
+                    self.arrivals(name).len()
+                );
             }
         }
     }
 }
 
-async fn handle(State(st): State<Arc<TargetState>>, AxPath(name): AxPath<String>, headers: HeaderMap) -> impl IntoResponse {
-    let hdrs = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
-    st.arrivals.lock().unwrap().push(Arrival { at: Instant::now(), path: format!("/{name}"), headers: hdrs });
+async fn handle(
+    State(st): State<Arc<TargetState>>,
+    AxPath(name): AxPath<String>,
+    headers: HeaderMap,
+) -> impl IntoResponse {
+    let hdrs = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    st.arrivals.lock().unwrap().push(Arrival {
+        at: Instant::now(),
+        path: format!("/{name}"),
+        headers: hdrs,
+    });
     st.notify.notify_waiters();
     let reply = {
-        let scripted = st.scripts.lock().unwrap().get_mut(&name).and_then(|q| q.pop_front());
-        scripted.or_else(|| st.defaults.lock().unwrap().get(&name).cloned()).unwrap_or(Reply::status(200))
+        let scripted = st
+            .scripts
+            .lock()
+            .unwrap()
+            .get_mut(&name)
+            .and_then(|q| q.pop_front());
+        scripted
+            .or_else(|| st.defaults.lock().unwrap().get(&name).cloned())
+            .unwrap_or(Reply::status(200))
     };
     if reply.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
     }
     let mut h = HeaderMap::new();
     for (n, v) in &reply.headers {
-        h.insert(axum::http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+        h.insert(
+            axum::http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
-    (StatusCode::from_u16(reply.status).unwrap(), h, format!("{{\"path\":\"/{name}\"}}"))
+    (
+        StatusCode::from_u16(reply.status).unwrap(),
+        h,
+        format!("{{\"path\":\"/{name}\"}}"),
+    )
 }

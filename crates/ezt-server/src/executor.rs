@@ -169,7 +169,12 @@ impl Executor {
 
     /// Makes one attempt of `id` in `lane`.
     #[tracing::instrument(skip_all, name = "attempt", fields(job_id = %id, lane = %lane))]
-    pub async fn run(&self, id: JobId, lane: &LaneKey) -> (AttemptEnd, Option<LimitChange>) {
+    pub async fn run(
+        &self,
+        id: JobId,
+        lane: &LaneKey,
+        gate: &crate::scheduler::SendGate,
+    ) -> (AttemptEnd, Option<LimitChange>) {
         let now = now_ms();
         let token = rand::random::<u64>() >> 1;
         let lease = Lease {
@@ -205,6 +210,7 @@ impl Executor {
             (r, 0, None)
         } else {
             let timeout = Duration::from_millis(self.cfg.attempt_timeout_ms.min(left));
+            gate.pass().await;
             let t0 = Instant::now();
             let r = self.call(&leased, timeout).await;
             let latency = t0.elapsed().as_millis() as u64;
@@ -212,6 +218,9 @@ impl Executor {
                 .response
                 .as_ref()
                 .map(|resp| ratelimit_headers::parse(&resp.headers, resp.status_code, now_ms()));
+            if let Some(c) = &change {
+                gate.apply(c, Instant::now());
+            }
             (r, latency, change)
         };
         let policy = &leased.spec.retry_policy;

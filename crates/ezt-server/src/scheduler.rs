@@ -145,10 +145,76 @@ struct Entry {
     at: Where,
 }
 
+/// The lane's limiter as seen at the moment of sending.
+///
+/// The scheduler paces dispatch with its own GCRA, but between that decision and the bytes
+/// leaving there is a lease write whose latency varies; two calls could then leave closer
+/// together than the limit allows. Each attempt therefore passes this gate (same limit, same
+/// pauses) right before sending, so the spacing holds where the target sees it.
+#[derive(Debug)]
+pub struct SendGate {
+    state: std::sync::Mutex<(Gcra, f64, u32)>,
+    origin: Instant,
+    pinned: bool,
+}
+
+impl SendGate {
+    fn new(limit: LaneLimit, origin: Instant, pinned: bool) -> Self {
+        let g = Gcra::new(limit.rate, limit.burst);
+        Self {
+            state: std::sync::Mutex::new((g, limit.rate, limit.burst)),
+            origin,
+            pinned,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut (Gcra, f64, u32)) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies what a response taught at once, so calls already dispatched in this lane wait
+    /// for a Retry-After too (the scheduler applies the same change to its own pacing).
+    pub fn apply(&self, c: &LimitChange, at: Instant) {
+        let at_n = at.saturating_duration_since(self.origin).as_nanos() as Nanos;
+        self.with(|(g, rate, burst)| {
+            if !self.pinned {
+                let r = c
+                    .rate_per_sec
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .unwrap_or(*rate);
+                let b = c.burst.filter(|b| *b >= 1).unwrap_or(*burst);
+                if (r, b) != (*rate, *burst) {
+                    g.set_limit(r, b);
+                    (*rate, *burst) = (r, b);
+                }
+            }
+            if let Some(p) = c.pause_for_ms.filter(|p| *p > 0) {
+                g.pause_until(at_n + p * 1_000_000);
+            }
+        });
+    }
+
+    /// Waits until the limiter lets one request leave now, and counts it.
+    pub async fn pass(&self) {
+        loop {
+            let now = Instant::now();
+            let n = now.saturating_duration_since(self.origin).as_nanos() as Nanos;
+            match self.with(|(g, _, _)| g.check(n)) {
+                ezt_core::gcra::Decision::Allow => return,
+                ezt_core::gcra::Decision::Wait { until } => {
+                    tokio::time::sleep_until(self.origin + std::time::Duration::from_nanos(until))
+                        .await
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Lane {
     key: LaneKey,
     gcra: Gcra,
+    gate: Arc<SendGate>,
     limit: LaneLimit,
     pinned: bool,
     in_flight: u32,
@@ -229,6 +295,7 @@ impl Scheduler {
         self.lanes.push(Lane {
             key: key.clone(),
             gcra: Gcra::new(limit.rate, limit.burst),
+            gate: Arc::new(SendGate::new(limit, self.origin, pinned.is_some())),
             limit,
             pinned: pinned.is_some(),
             in_flight: 0,
@@ -441,6 +508,7 @@ impl Scheduler {
                 l.in_flight += 1;
                 l.dispatched += 1;
                 let key = l.key.clone();
+                let gate = l.gate.clone();
                 if let Some(e) = self.jobs.get_mut(&id) {
                     e.at = Where::Running;
                 }
@@ -450,7 +518,7 @@ impl Scheduler {
                 let handle = self.handle.clone();
                 let metrics = self.metrics.clone();
                 tokio::spawn(async move {
-                    let (end, change) = ex.run(id, &key).await;
+                    let (end, change) = ex.run(id, &key, &gate).await;
                     handle.done(id, lane, end, change);
                     metrics.in_flight.dec();
                 });

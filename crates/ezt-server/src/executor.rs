@@ -508,3 +508,30 @@ fn describe(e: &reqwest::Error) -> String {
     }
     msg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn resolver_refuses_names_that_resolve_to_denied_addresses() {
+        let strict = SsrfResolver::new(SsrfPolicy::default());
+        let err = strict
+            .resolve_checked("localhost", 80)
+            .await
+            .expect_err("localhost is loopback");
+        let blocked = err
+            .downcast_ref::<SsrfBlocked>()
+            .expect("an SSRF refusal, not a DNS failure");
+        assert_eq!(blocked.class, DenyClass::Loopback, "{blocked}");
+        let allowing = SsrfResolver::new(SsrfPolicy::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ]));
+        let addrs = allowing
+            .resolve_checked("localhost", 80)
+            .await
+            .expect("allowed by the operator");
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+    }
+}

@@ -178,41 +178,38 @@ impl Metrics {
         for (s, n) in states {
             let _ = writeln!(out, "ezthrottle_jobs{{state=\"{}\"}} {n}", s.as_str());
         }
-        let _ = writeln!(out, "# HELP ezthrottle_lane_queue_depth Jobs waiting in a lane.\n# TYPE ezthrottle_lane_queue_depth gauge");
-        for l in lanes {
-            let _ = writeln!(
-                out,
-                "ezthrottle_lane_queue_depth{{lane=\"{}\"}} {}",
-                esc(&l.lane),
-                l.queued
-            );
-        }
-        let _ = writeln!(out, "# HELP ezthrottle_lane_rate Requests per second allowed in a lane.\n# TYPE ezthrottle_lane_rate gauge");
-        for l in lanes {
-            let _ = writeln!(
-                out,
-                "ezthrottle_lane_rate{{lane=\"{}\"}} {}",
-                esc(&l.lane),
-                l.rate
-            );
-        }
-        let _ = writeln!(out, "# HELP ezthrottle_lane_in_flight Requests in flight in a lane.\n# TYPE ezthrottle_lane_in_flight gauge");
-        for l in lanes {
-            let _ = writeln!(
-                out,
-                "ezthrottle_lane_in_flight{{lane=\"{}\"}} {}",
-                esc(&l.lane),
-                l.in_flight
-            );
-        }
-        let _ = writeln!(out, "# HELP ezthrottle_lane_dispatched_total Calls dispatched in a lane.\n# TYPE ezthrottle_lane_dispatched_total counter");
-        for l in lanes {
-            let _ = writeln!(
-                out,
-                "ezthrottle_lane_dispatched_total{{lane=\"{}\"}} {}",
-                esc(&l.lane),
-                l.dispatched
-            );
+        type LaneValue = fn(&crate::scheduler::LaneView) -> f64;
+        let per_lane: [(&str, &str, &str, LaneValue); 4] = [
+            (
+                "ezthrottle_lane_queue_depth",
+                "gauge",
+                "Jobs waiting in a lane.",
+                |l| l.queued as f64,
+            ),
+            (
+                "ezthrottle_lane_rate",
+                "gauge",
+                "Requests per second allowed in a lane.",
+                |l| l.rate,
+            ),
+            (
+                "ezthrottle_lane_in_flight",
+                "gauge",
+                "Requests in flight in a lane.",
+                |l| f64::from(l.in_flight),
+            ),
+            (
+                "ezthrottle_lane_dispatched_total",
+                "counter",
+                "Calls dispatched in a lane.",
+                |l| l.dispatched as f64,
+            ),
+        ];
+        for (name, kind, help, value) in per_lane {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for l in lanes {
+                let _ = writeln!(out, "{name}{{lane=\"{}\"}} {}", esc(&l.lane), value(l));
+            }
         }
         let _ = writeln!(out, "# HELP ezthrottle_in_flight Attempts in flight.\n# TYPE ezthrottle_in_flight gauge\nezthrottle_in_flight {}", self.in_flight.get());
         self.admission_latency.render(

@@ -145,6 +145,9 @@ struct Entry {
     at: Where,
 }
 
+/// How much timer lateness a lane may make up (tokio's timer wheel has 1 ms ticks).
+const CATCH_UP: Nanos = 2_000_000;
+
 /// The lane's limiter as seen at the moment of sending.
 ///
 /// The scheduler paces dispatch with its own GCRA, but between that decision and the bytes
@@ -199,7 +202,7 @@ impl SendGate {
         loop {
             let now = Instant::now();
             let n = now.saturating_duration_since(self.origin).as_nanos() as Nanos;
-            match self.with(|(g, _, _)| g.check(n)) {
+            match self.with(|(g, _, _)| g.check_catching_up(n, CATCH_UP)) {
                 ezt_core::gcra::Decision::Allow => return,
                 ezt_core::gcra::Decision::Wait { until } => {
                     tokio::time::sleep_until(self.origin + std::time::Duration::from_nanos(until))
@@ -503,7 +506,7 @@ impl Scheduler {
                     break;
                 }
                 let Some((_, id)) = l.queue.pop() else { break };
-                let allowed = l.gcra.check(now_n);
+                let allowed = l.gcra.check_catching_up(now_n, CATCH_UP);
                 debug_assert_eq!(allowed, ezt_core::gcra::Decision::Allow);
                 l.in_flight += 1;
                 l.dispatched += 1;

@@ -4,6 +4,11 @@
 //! picks whose job it is: tenants take turns, and on its turn a tenant may send as many jobs as
 //! its weight. A tenant with 10,000 queued jobs therefore delays another tenant's 10 jobs by at
 //! most its own weight per turn, never by its backlog.
+//!
+//! Like FQ-CoDel's "new flows" list, a tenant whose queue was empty goes to the front when it
+//! gets a job, interrupting (not resetting) the current turn: a sparse tenant's occasional job
+//! waits for the next free slot rather than for every backlogged tenant's turn. A tenant that
+//! stays backlogged is an old flow and takes turns at the back like everyone else.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -52,7 +57,7 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
             });
         q.weight = weight.max(1);
         if q.items.is_empty() {
-            self.active.push_back(tenant);
+            self.active.push_front(tenant);
         }
         q.items.push_back(item);
         self.len += 1;
@@ -173,6 +178,30 @@ mod tests {
             order.len() <= 21,
             "quiet's 10 jobs done within 21 pops, took {}",
             order.len()
+        );
+    }
+
+    #[test]
+    fn a_sparse_tenant_is_served_next() {
+        let mut q = FairQueue::new();
+        for i in 0..100 {
+            q.push("noisy", 8, i);
+        }
+        assert_eq!(q.pop().map(|(t, _)| t), Some("noisy"));
+        q.push("sparse", 1, 0);
+        assert_eq!(
+            q.pop().map(|(t, _)| t),
+            Some("sparse"),
+            "a newly active tenant goes first"
+        );
+        let rest: Vec<_> = std::iter::from_fn(|| q.pop())
+            .take(7)
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(
+            rest,
+            vec!["noisy"; 7],
+            "the interrupted turn resumes with its remaining deficit"
         );
     }
 

@@ -76,10 +76,15 @@ fn clone_err(e: &Error) -> Error {
 
 /// One write's failure rolls back only that write, not its batch-mates.
 fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
-    conn.execute_batch("SAVEPOINT op").map_err(map_err)?;
+    // Cached statements: these run once per write on the admission hot path.
+    conn.prepare_cached("SAVEPOINT op")
+        .and_then(|mut s| s.execute([]))
+        .map_err(map_err)?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE op").map_err(map_err)?;
+            conn.prepare_cached("RELEASE op")
+                .and_then(|mut s| s.execute([]))
+                .map_err(map_err)?;
             Ok(v)
         }
         Err(e) => {

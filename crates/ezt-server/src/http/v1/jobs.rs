@@ -284,33 +284,31 @@ async fn admit(
     caller: &Caller,
     jobs: Vec<NewJob>,
 ) -> Result<Vec<SubmitOut>, ApiError> {
-    let outcomes = st
-        .store
-        .insert_jobs(jobs.clone(), st.cfg.dedup_window_ms)
-        .await?;
+    let summaries: Vec<(ezt_store::PendingJob, String)> = jobs
+        .iter()
+        .map(|j| (pending(j), j.idempotent_key.clone()))
+        .collect();
+    let outcomes = st.store.insert_jobs(jobs, st.cfg.dedup_window_ms).await?;
     let weight = st.cfg.tiers.weight(caller.tenant.tier);
     let mut fresh = Vec::new();
-    let mut out = Vec::with_capacity(jobs.len());
-    for (j, o) in jobs.iter().zip(outcomes) {
+    let mut out = Vec::with_capacity(summaries.len());
+    for ((job, idempotent_key), o) in summaries.into_iter().zip(outcomes) {
         match o {
             Admission::Inserted => {
-                tracing::debug!(job_id = %j.id, lane = %j.lane, "job admitted");
-                fresh.push(Enqueue {
-                    job: pending(j),
-                    weight,
-                });
+                tracing::debug!(job_id = %job.id, lane = %job.lane, "job admitted");
                 out.push(SubmitOut {
-                    job_id: j.id.to_string(),
+                    job_id: job.id.to_string(),
                     status: "queued".into(),
-                    idempotent_key: j.idempotent_key.clone(),
+                    idempotent_key,
                 });
+                fresh.push(Enqueue { job, weight });
             }
             Admission::Duplicate { existing } => {
                 st.metrics.duplicates.inc();
                 out.push(SubmitOut {
                     job_id: existing.to_string(),
                     status: "duplicate".into(),
-                    idempotent_key: j.idempotent_key.clone(),
+                    idempotent_key,
                 });
             }
         }

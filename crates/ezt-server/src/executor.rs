@@ -173,7 +173,7 @@ impl Executor {
         &self,
         id: JobId,
         lane: &LaneKey,
-        gate: &crate::scheduler::SendGate,
+        gate: &mut crate::scheduler::GateTicket,
     ) -> (AttemptEnd, Option<LimitChange>) {
         let now = now_ms();
         let token = rand::random::<u64>() >> 1;

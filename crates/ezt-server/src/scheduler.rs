@@ -56,6 +56,7 @@ pub(crate) enum Command {
     Remove(JobId),
     Position(JobId, oneshot::Sender<Option<usize>>),
     Lanes(oneshot::Sender<Vec<LaneView>>),
+    Kick(usize),
 }
 
 /// A lane as shown to operators and metrics.
@@ -157,6 +158,7 @@ const CATCH_UP: Nanos = 2_000_000;
 #[derive(Debug)]
 pub struct SendGate {
     state: std::sync::Mutex<(Gcra, f64, u32)>,
+    waiting: std::sync::atomic::AtomicU32,
     origin: Instant,
     pinned: bool,
 }
@@ -166,6 +168,7 @@ impl SendGate {
         let g = Gcra::new(limit.rate, limit.burst);
         Self {
             state: std::sync::Mutex::new((g, limit.rate, limit.burst)),
+            waiting: Default::default(),
             origin,
             pinned,
         }
@@ -198,7 +201,7 @@ impl SendGate {
     }
 
     /// Waits until the limiter lets one request leave now, and counts it.
-    pub async fn pass(&self) {
+    async fn pass(&self) {
         loop {
             let now = Instant::now();
             let n = now.saturating_duration_since(self.origin).as_nanos() as Nanos;
@@ -210,6 +213,50 @@ impl SendGate {
                 }
             }
         }
+    }
+}
+
+/// Jobs dispatched but not yet past the send gate, per lane. Keeping this pipeline short means
+/// the gate never holds a queue of its own (which would be FIFO and undo the fair queue's order:
+/// a sparse tenant's job would wait behind every noisy job already at the gate), while still
+/// hiding the lease write behind the limiter's wait.
+const GATE_PIPELINE: u32 = 2;
+
+/// One dispatched attempt's place at its lane's send gate. Passing the gate (or dropping the
+/// ticket unsent, e.g. when the job was cancelled meanwhile) frees the place and wakes the lane.
+#[derive(Debug)]
+pub struct GateTicket {
+    gate: Arc<SendGate>,
+    lane: usize,
+    handle: SchedulerHandle,
+    held: bool,
+}
+
+impl GateTicket {
+    /// Waits for the limiter, then frees the pipeline place.
+    pub async fn pass(&mut self) {
+        self.gate.pass().await;
+        self.release();
+    }
+
+    /// What a response taught, applied at once to the lane's send gate.
+    pub fn apply(&self, c: &LimitChange, at: Instant) {
+        self.gate.apply(c, at);
+    }
+
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.gate
+                .waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            let _ = self.handle.tx.send(Command::Kick(self.lane));
+        }
+    }
+}
+
+impl Drop for GateTicket {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -387,6 +434,7 @@ impl Scheduler {
                     }
                 }
             }
+            Command::Kick(lane) => self.due.push(lane),
             Command::Position(id, reply) => {
                 let pos = self
                     .jobs
@@ -493,7 +541,10 @@ impl Scheduler {
         for lane in due {
             loop {
                 let l = &mut self.lanes[lane];
-                if l.queue.is_empty() || l.in_flight >= l.limit.max_in_flight {
+                if l.queue.is_empty()
+                    || l.in_flight >= l.limit.max_in_flight
+                    || l.gate.waiting.load(std::sync::atomic::Ordering::Acquire) >= GATE_PIPELINE
+                {
                     break;
                 }
                 let ready = l.gcra.ready_at(now_n);
@@ -511,7 +562,15 @@ impl Scheduler {
                 l.in_flight += 1;
                 l.dispatched += 1;
                 let key = l.key.clone();
-                let gate = l.gate.clone();
+                l.gate
+                    .waiting
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let mut ticket = GateTicket {
+                    gate: l.gate.clone(),
+                    lane,
+                    handle: self.handle.clone(),
+                    held: true,
+                };
                 if let Some(e) = self.jobs.get_mut(&id) {
                     e.at = Where::Running;
                 }
@@ -521,7 +580,8 @@ impl Scheduler {
                 let handle = self.handle.clone();
                 let metrics = self.metrics.clone();
                 tokio::spawn(async move {
-                    let (end, change) = ex.run(id, &key, &gate).await;
+                    let (end, change) = ex.run(id, &key, &mut ticket).await;
+                    drop(ticket);
                     handle.done(id, lane, end, change);
                     metrics.in_flight.dec();
                 });

@@ -7,8 +7,16 @@ set -euo pipefail
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH")
-QUICK=0
-[[ "${1:-}" == "--quick" ]] && QUICK=1
+QUICK=0; ONLY="1 2 3 4 5"
+while (($#)); do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --only) ONLY=${2//,/ }; shift ;;   # e.g. --only 3,4
+    *) echo "usage: $0 [--quick] [--only 1,2,3,4,5]" >&2; exit 2 ;;
+  esac
+  shift
+done
+want() { [[ " $ONLY " == *" $1 "* ]]; }
 
 if ((QUICK)); then
   ADMIT_N=20000; SERIAL_N=500; BATCH_N=50000; SQLITE_N=3000; PICKUP_N=300
@@ -21,11 +29,15 @@ fi
 echo "== building (release)" >&2
 (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q -p ezthrottle)
 (cd "$BENCH/loadgen" && CARGO_TARGET_DIR="$BENCH/loadgen/target" cargo build --release -q)
-EZT="$ROOT/target/release/ezthrottle"
-LG="$BENCH/loadgen/target/release/ezt-loadgen"
+# What was built: the shared target/ may be rebuilt by someone else mid-run, so run private copies.
+SHA=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo nogit)
+DIRTY=$( (git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null || true) | (grep -v '^.. bench/' || true) | wc -l)
 
 # Data dirs live on the real disk (/tmp is the root ext4 here), never tmpfs: fsync must be real.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ezt-bench.XXXXXX")
+cp "$ROOT/target/release/ezthrottle" "$BENCH/loadgen/target/release/ezt-loadgen" "$WORK/"
+EZT="$WORK/ezthrottle"
+LG="$WORK/ezt-loadgen"
 OUT="$WORK/out"; mkdir -p "$OUT"
 SRV_PORT=${EZT_BENCH_PORT:-18480}
 SRV="http://127.0.0.1:$SRV_PORT"
@@ -54,9 +66,9 @@ write_config() {
     done; } >"$f"
 }
 
-# start_server NAME CONFIG [reuse]  -> sets SRV_PID, KEY (first-start key, if printed)
+# start_server NAME CONFIG [reuse [DATA_NAME]]  -> sets SRV_PID, KEY (first-start key, if printed)
 start_server() {
-  local name=$1 cfg=$2 data="$WORK/data-$1"
+  local name=$1 cfg=$2 data="$WORK/data-${4:-$1}"
   if [[ "${3:-}" != reuse ]]; then rm -rf "$data"; mkdir -p "$data"; fi
   "$EZT" serve --listen "127.0.0.1:$SRV_PORT" --data-dir "$data" --allow-cidr 127.0.0.1/32 \
     --config "$cfg" >"$WORK/$name.stdout" 2>>"$WORK/$name.log" &
@@ -82,6 +94,7 @@ stop_server() {
 procstat() { "$LG" procstat --pid "$SRV_PID"; }
 
 # ------------------------------------------------------------------------------------------
+if want 1; then
 log "scenario 1: admission (jobs scheduled 1 h ahead, so the lane never dispatches)"
 write_config "$WORK/s1.toml"
 start_server s1 "$WORK/s1.toml"
@@ -102,6 +115,8 @@ log "scenario 1: bare SQLite baseline"
 "$LG" sqlite-baseline --dir "$WORK" --n "$((SQLITE_N * 10))" --rows-per-txn 1000 >"$OUT/s1_sqlite_1000.json"
 
 # ------------------------------------------------------------------------------------------
+fi
+if want 2; then
 log "scenario 2: pickup latency"
 write_config "$WORK/s2.toml" "$PICKUP_PORT" 1000000.0 1000 1000
 start_server s2 "$WORK/s2.toml"
@@ -109,11 +124,15 @@ start_server s2 "$WORK/s2.toml"
 stop_server
 
 # ------------------------------------------------------------------------------------------
-log "scenario 3: limiter accuracy (${LIM_DUR}s)"
-write_config "$WORK/s3.toml" "${LIM_PORTS[0]}" 10.0 1 64 "${LIM_PORTS[1]}" 100.0 1 64 "${LIM_PORTS[2]}" 1000.0 1 64
+fi
+if want 3 || want 4; then
 "$LG" target --ports "$(IFS=,; echo "${LIM_PORTS[*]}"),$FAIR_PORT" --out "$WORK/arrivals.tsv" 2>"$WORK/target.log" >/dev/null &
 TGT_PID=$!
 sleep 0.5
+fi
+if want 3; then
+log "scenario 3: limiter accuracy (${LIM_DUR}s)"
+write_config "$WORK/s3.toml" "${LIM_PORTS[0]}" 10.0 1 64 "${LIM_PORTS[1]}" 100.0 1 64 "${LIM_PORTS[2]}" 1000.0 1 64
 start_server s3 "$WORK/s3.toml"
 "$LG" limiter --server "$SRV" --key "$KEY" --ports "$(IFS=,; echo "${LIM_PORTS[*]}")" --rates 10,100,1000 \
   --burst 1 --duration "$LIM_DUR" >"$OUT/s3_limiter.json"
@@ -121,6 +140,8 @@ procstat >"$OUT/s3_proc.json"
 stop_server
 
 # ------------------------------------------------------------------------------------------
+fi
+if want 4; then
 log "scenario 4: fairness (${FAIR_DUR}s per phase)"
 write_config "$WORK/s4.toml" "$FAIR_PORT" 200.0 1 64
 fair_server() { # fresh server with 10 paid tenants t0..t9 -> KEYS
@@ -139,9 +160,11 @@ for mode in backlog wait solo; do
   "$LG" fair --server "$SRV" --keys "$KEYS" --port "$FAIR_PORT" --rate 200 --duration "$FAIR_DUR" --mode "$mode" >"$OUT/s4_$mode.json"
   stop_server
 done
-kill -TERM "$TGT_PID" 2>/dev/null || true; wait "$TGT_PID" 2>/dev/null || true; TGT_PID=""
+fi
+if [[ -n "$TGT_PID" ]]; then kill -TERM "$TGT_PID" 2>/dev/null || true; wait "$TGT_PID" 2>/dev/null || true; TGT_PID=""; fi
 
 # ------------------------------------------------------------------------------------------
+if want 5; then
 log "scenario 5: footprint, $BIG_N scheduled jobs over $BIG_LANES lanes, kill -9 and restart"
 write_config "$WORK/s5.toml"
 start_server s5 "$WORK/s5.toml"
@@ -154,14 +177,14 @@ procstat >"$OUT/s5_loaded.json"
 DBSIZE=$(du -sm "$WORK/data-s5" | cut -f1)
 kill -9 "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true; SRV_PID=""
 T0=$(date +%s%N)
-start_server s5 "$WORK/s5.toml" reuse
+start_server s5r "$WORK/s5.toml" reuse s5
 READY=""
 for _ in $(seq 1 6000); do
   if curl -fsS -o /dev/null "$SRV/readyz" 2>/dev/null; then READY=$(date +%s%N); break; fi
   sleep 0.01
 done
 T_LOG=$(date +%s%N)
-RECOVERED=$(grep "recovered waiting jobs" "$WORK/s5.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' || true)
+RECOVERED=$(grep "recovered waiting jobs" "$WORK/s5r.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' || true)
 sleep 3
 procstat >"$OUT/s5_restarted.json"
 RSS_SERIES=$(for _ in 1 2 3; do "$LG" procstat --pid "$SRV_PID" | jq -c .rss_mb; sleep 1; done | paste -sd, -)
@@ -175,11 +198,11 @@ json.dump({"ready_s": (int(ready) - int(t0)) / 1e9 if int(ready) else None,
            "rss_mb_series_after": [float(x) for x in series.split(",") if x]}, open(out, "w"))
 EOF
 stop_server
+fi
 
 # ------------------------------------------------------------------------------------------
-SHA=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo nogit)
-DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | grep -v '^.. bench/' | wc -l)
 mkdir -p "$BENCH/results"
-RESULT="$BENCH/results/$(date -u +%Y-%m-%d)-$SHA$( ((QUICK)) && echo -quick).json"
+SUFFIX=""; ((QUICK)) && SUFFIX="-quick"; [[ "$ONLY" != "1 2 3 4 5" ]] && SUFFIX="$SUFFIX-only${ONLY// /}"
+RESULT="$BENCH/results/$(date -u +%Y-%m-%d)-$SHA$SUFFIX.json"
 python3 "$BENCH/summarize.py" "$OUT" "$RESULT" "$QUICK" "$SHA" "$DIRTY"
 log "wrote $RESULT"

@@ -697,7 +697,7 @@ async fn fair_wait(server: &str, keys: &[String], port: u16, rate: f64, duration
                 let t = mono_ns();
                 let r = request(&client, "POST", &format!("{server}/api/v1/jobs"), Some(&k), Some(Bytes::from(serde_json::to_vec(&spec).unwrap()))).await;
                 if matches!(r, Ok((202, _))) {
-                    subs.push((key, t));
+                    subs.push((key, (t, mono_ns())));
                 } else {
                     eprintln!("quiet submit failed: {:?}", r.map(|x| x.0));
                 }
@@ -705,7 +705,7 @@ async fn fair_wait(server: &str, keys: &[String], port: u16, rate: f64, duration
             subs
         }));
     }
-    let mut subs: HashMap<String, u64> = HashMap::new();
+    let mut subs: HashMap<String, (u64, u64)> = HashMap::new();
     for t in tasks {
         subs.extend(t.await?);
     }
@@ -719,10 +719,12 @@ async fn fair_wait(server: &str, keys: &[String], port: u16, rate: f64, duration
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let mut waits = Vec::new();
+    let (mut waits, mut acks, mut after_ack) = (Vec::new(), Vec::new(), Vec::new());
     for a in &log {
-        if let Some(&t) = subs.get(&a.key) {
+        if let Some(&(t, t_ack)) = subs.get(&a.key) {
             waits.push(a.t.saturating_sub(t));
+            acks.push(t_ack - t);
+            after_ack.push(a.t.saturating_sub(t_ack));
         }
     }
     let noisy_in_period = log.iter().filter(|a| a.tenant == "t0").count();
@@ -730,7 +732,8 @@ async fn fair_wait(server: &str, keys: &[String], port: u16, rate: f64, duration
     Ok(json!({
         "solo": solo, "quiet_tenants": quiet.len(), "quiet_rate_each": r3(qrate), "quiet_submitted": subs.len(),
         "quiet_arrived": arrived, "noisy_backlog": if solo { 0 } else { noisy_n },
-        "noisy_arrivals_seen": noisy_in_period, "quiet_wait": lat_ms(waits), "noisy_submit": noisy_submit,
+        "noisy_arrivals_seen": noisy_in_period, "quiet_wait": lat_ms(waits), "quiet_submit_ack": lat_ms(acks),
+        "quiet_ack_to_arrival": lat_ms(after_ack), "noisy_submit": noisy_submit,
     }))
 }
 

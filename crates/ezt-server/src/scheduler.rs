@@ -219,8 +219,12 @@ impl SendGate {
 /// Jobs dispatched but not yet past the send gate, per lane. Keeping this pipeline short means
 /// the gate never holds a queue of its own (which would be FIFO and undo the fair queue's order:
 /// a sparse tenant's job would wait behind every noisy job already at the gate), while still
-/// hiding the lease write behind the limiter's wait.
-const GATE_PIPELINE: u32 = 2;
+/// hiding the lease write behind the limiter's wait: the pipeline covers `LEASE_COVER` worth of
+/// slots (1 at 200/s, 4 at 1000/s).
+fn gate_pipeline(rate: f64) -> u32 {
+    const LEASE_COVER_S: f64 = 0.004;
+    (rate * LEASE_COVER_S).ceil().clamp(1.0, 64.0) as u32
+}
 
 /// One dispatched attempt's place at its lane's send gate. Passing the gate (or dropping the
 /// ticket unsent, e.g. when the job was cancelled meanwhile) frees the place and wakes the lane.
@@ -543,7 +547,8 @@ impl Scheduler {
                 let l = &mut self.lanes[lane];
                 if l.queue.is_empty()
                     || l.in_flight >= l.limit.max_in_flight
-                    || l.gate.waiting.load(std::sync::atomic::Ordering::Acquire) >= GATE_PIPELINE
+                    || l.gate.waiting.load(std::sync::atomic::Ordering::Acquire)
+                        >= gate_pipeline(l.limit.rate)
                 {
                     break;
                 }

@@ -138,17 +138,13 @@ impl Executor {
         })
     }
 
-    /// Ends a job whose deadline passed while it waited.
+    /// Ends a job whose deadline passed while it waited. The scheduler has already dropped it,
+    /// so this keeps trying while the store is unavailable: giving up would leave the job
+    /// queued on disk but unknown to the scheduler until the next restart.
     pub async fn expire(&self, id: JobId) {
-        match self.store.expire(id, now_ms()).await {
-            Ok(true) => {
-                tracing::info!(job_id = %id, "job expired while waiting");
-                self.publish_final(id).await;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(job_id = %id, error = %e, "could not record expiry; it is retried at the next start")
-            }
+        if until_stored("expiry", || self.store.expire(id, now_ms())).await {
+            tracing::info!(job_id = %id, "job expired while waiting");
+            self.publish_final(id).await;
         }
     }
 
@@ -372,17 +368,7 @@ impl Executor {
     /// Writes the attempt, retrying while the store is unavailable (e.g. disk full): the job
     /// stays leased meanwhile, and a restart would rescue it.
     async fn record(&self, done: AttemptDone) -> bool {
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match self.store.complete_attempt(done.clone()).await {
-                Ok(applied) => return applied,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot record the attempt; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
+        until_stored("attempt", || self.store.complete_attempt(done.clone())).await
     }
 
     async fn call(&self, job: &LeasedJob, timeout: Duration) -> CallResult {
@@ -474,6 +460,26 @@ impl Executor {
             response: Some(response),
             error: None,
             ssrf: false,
+        }
+    }
+}
+
+/// Repeats a store write with capped exponential backoff until the store answers: used where
+/// giving up would strand a job (recorded nowhere but in a scheduler that already let it go).
+async fn until_stored<T, F, Fut>(what: &str, mut write: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ezt_store::Result<T>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the {what}; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
         }
     }
 }

@@ -570,6 +570,17 @@ async fn events(
             backlog.extend(attempt_events(a, id));
         }
         let seen = job.attempts.last().map_or(0, |a| a.n);
+        // An attempt in flight now was dispatched before we subscribed: tell it from here.
+        let dispatched = if job.state == JobState::Running {
+            backlog.push(JobEvent {
+                event: "dispatching".into(),
+                data: json!({"job_id": id, "attempt": job.attempt_count}),
+                terminal: false,
+            });
+            job.attempt_count
+        } else {
+            seen
+        };
         if job.state.is_final() {
             let view = JobView::from_record(&job, &creds);
             backlog.push(JobEvent {
@@ -592,7 +603,12 @@ async fn events(
                 ev = rx.recv() => match ev {
                     Ok(ev) => {
                         let n = ev.data.get("attempt").or_else(|| ev.data.get("n")).and_then(|v| v.as_u64()).unwrap_or(u64::MAX);
-                        if (ev.event == "attempt" || ev.event == "dispatching") && n <= u64::from(seen) {
+                        let already = match ev.event.as_str() {
+                            "attempt" => n <= u64::from(seen),
+                            "dispatching" => n <= u64::from(dispatched),
+                            _ => false,
+                        };
+                        if already {
                             continue; // already sent from the backlog
                         }
                         if tx.send(Ok(sse(&ev))).await.is_err() || ev.terminal {

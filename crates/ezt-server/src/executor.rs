@@ -265,7 +265,7 @@ impl Executor {
             decision: verdict,
             wait_ms,
         };
-        let (next, end) = self.next_state(plan, &call, verdict, leased.counters);
+        let (next, end) = self.next_state(plan, &call, verdict);
         tracing::info!(attempt = leased.attempt_no, status = ?attempt.status_code, error = ?attempt.error, decision = ?verdict, wait_ms = ?wait_ms, "attempt finished");
         let done = AttemptDone {
             id,
@@ -295,13 +295,7 @@ impl Executor {
         (end, change)
     }
 
-    fn next_state(
-        &self,
-        plan: Plan,
-        call: &CallResult,
-        verdict: Verdict,
-        _c: ezt_core::retry::Counters,
-    ) -> (Next, AttemptEnd) {
+    fn next_state(&self, plan: Plan, call: &CallResult, verdict: Verdict) -> (Next, AttemptEnd) {
         let response = call.response.clone();
         let fail_error = || {
             if call.ssrf {

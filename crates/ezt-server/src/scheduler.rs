@@ -430,10 +430,9 @@ impl Scheduler {
             Command::Remove(id) => {
                 if let Some(e) = self.jobs.get(&id) {
                     if e.at != Where::Running {
-                        let (lane, tenant) = (e.lane, e.tenant);
+                        let lane = e.lane;
                         self.jobs.remove(&id);
-                        // Removing from the lane's queue keeps positions right; cost is O(tenant's queue).
-                        let _ = tenant;
+                        // Removing from the lane's queue keeps positions right; cost is O(queue).
                         self.lanes[lane].queue.remove_where(|j| *j == id);
                     }
                 }

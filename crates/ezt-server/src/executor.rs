@@ -12,7 +12,7 @@ use std::time::Duration;
 use ezt_core::lane::LaneKey;
 use ezt_core::ratelimit_headers::{self, LimitChange};
 use ezt_core::retry::{plan_next, Outcome, Plan, Verdict};
-use ezt_core::ssrf::{DenyClass, SsrfPolicy, TargetHost};
+use ezt_core::ssrf::{DenyClass, SsrfError, SsrfPolicy};
 use ezt_core::{JobId, JobState};
 use ezt_store::{Attempt, AttemptDone, JobError, Lease, LeasedJob, Next, Response, Store};
 use serde_json::json;
@@ -52,23 +52,24 @@ impl SsrfResolver {
         port: u16,
     ) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-        let mut ok = Vec::with_capacity(addrs.len());
-        let mut refused = None;
-        for a in addrs {
-            match self.policy.check_ip(a.ip()) {
-                Ok(()) => ok.push(a),
-                Err(class) => refused = Some((a.ip(), class)),
-            }
+        let allowed = self
+            .policy
+            .filter_resolved(addrs.iter().map(SocketAddr::ip))
+            .map_err(|e| match e {
+                SsrfError::Denied { addr, class } => Box::new(SsrfBlocked {
+                    host: host.into(),
+                    addr,
+                    class,
+                }) as Box<_>,
+                other => Box::new(other) as Box<dyn std::error::Error + Send + Sync>,
+            })?;
+        if allowed.is_empty() {
+            return Err(format!("{host} did not resolve").into());
         }
-        match (ok.is_empty(), refused) {
-            (true, Some((addr, class))) => Err(Box::new(SsrfBlocked {
-                host: host.into(),
-                addr,
-                class,
-            })),
-            (true, None) => Err(format!("{host} did not resolve").into()),
-            _ => Ok(ok),
-        }
+        Ok(allowed
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect())
     }
 }
 
@@ -376,11 +377,7 @@ impl Executor {
             Ok(t) => t,
             Err(e) => return net_err(format!("ssrf_denied: {e}"), true),
         };
-        if let TargetHost::Ip(ip) = target.host {
-            if let Err(class) = self.policy.check_ip(ip) {
-                return net_err(format!("ssrf_denied: {ip} is {class}"), true);
-            }
-        }
+        // check_url refused a denied IP literal; names are filtered by the resolver at connect time.
         let method =
             reqwest::Method::from_bytes(job.spec.method.as_bytes()).unwrap_or(reqwest::Method::GET);
         let mut req = self.client.request(method, target.url).timeout(timeout);

@@ -37,10 +37,20 @@ impl Events {
             .subscribe()
     }
 
-    /// Sends an event to whoever watches `id`.
-    pub fn publish(&self, id: JobId, event: JobEvent) {
+    /// Whether anyone watches `id` (so callers can skip building an event nobody reads).
+    pub fn is_watched(&self, id: JobId) -> bool {
+        self.subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+    }
+
+    /// Sends an event to whoever watches `id`; `make` runs only when someone does, which keeps
+    /// serialisation off the dispatch path of unwatched jobs.
+    pub fn publish(&self, id: JobId, make: impl FnOnce() -> JobEvent) {
         let mut g = self.subs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = g.get(&id) {
+            let event = make();
             let terminal = event.terminal;
             let _ = tx.send(event);
             if terminal || tx.receiver_count() == 0 {

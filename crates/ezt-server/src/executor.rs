@@ -18,7 +18,6 @@ use ezt_store::{Attempt, AttemptDone, JobError, Lease, LeasedJob, Next, Response
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::config::ExecutorConfig;
 use crate::events::{Events, JobEvent};
 use crate::metrics::Metrics;
 use crate::scheduler::{now_ms, AttemptEnd};
@@ -95,8 +94,9 @@ struct CallResult {
 pub struct Executor {
     store: Arc<dyn Store>,
     client: reqwest::Client,
-    cfg: ExecutorConfig,
+    cfg: crate::config::ExecutorConfig,
     region: String,
+    credential_headers: Vec<String>,
     policy: SsrfPolicy,
     events: Arc<Events>,
     metrics: Arc<Metrics>,
@@ -114,12 +114,12 @@ impl Executor {
     /// Builds the shared HTTP client (rustls, pooled, HTTP/2 where offered, no redirects).
     pub fn new(
         store: Arc<dyn Store>,
-        cfg: ExecutorConfig,
-        region: String,
+        config: &crate::Config,
         policy: SsrfPolicy,
         events: Arc<Events>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
+        let cfg = config.executor.clone();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
@@ -132,7 +132,8 @@ impl Executor {
             store,
             client,
             cfg,
-            region,
+            region: config.region.clone(),
+            credential_headers: config.lanes.credential_headers.clone(),
             policy,
             events,
             metrics,
@@ -149,18 +150,22 @@ impl Executor {
         }
     }
 
-    /// Sends the final event with the job's view to watchers.
+    /// Sends the final event with the job's view to watchers (reading the job only if anyone
+    /// watches it).
     pub async fn publish_final(&self, id: JobId) {
+        if !self.events.is_watched(id) {
+            return;
+        }
         if let Ok(Some(job)) = self.store.get_job(None, id).await {
-            let view = crate::http::v1::jobs::JobView::from_record(&job, &[]);
-            self.events.publish(
-                id,
-                JobEvent {
-                    event: job.state.as_str().into(),
-                    data: serde_json::to_value(view).unwrap_or_default(),
-                    terminal: true,
-                },
-            );
+            self.events.publish(id, || JobEvent {
+                event: job.state.as_str().into(),
+                data: serde_json::to_value(crate::http::v1::jobs::JobView::from_record(
+                    &job,
+                    &self.credential_headers,
+                ))
+                .unwrap_or_default(),
+                terminal: true,
+            });
         }
     }
 
@@ -187,14 +192,11 @@ impl Executor {
                 return (AttemptEnd::RetryAt(now + 1000), None);
             }
         };
-        self.events.publish(
-            id,
-            JobEvent {
-                event: "dispatching".into(),
-                data: json!({"job_id": id, "attempt": leased.attempt_no}),
-                terminal: false,
-            },
-        );
+        self.events.publish(id, || JobEvent {
+            event: "dispatching".into(),
+            data: json!({"job_id": id, "attempt": leased.attempt_no}),
+            terminal: false,
+        });
         let started_ms = now_ms();
         let left = leased.deadline_at.saturating_sub(started_ms);
         let (call, latency_ms, change) = if left == 0 {
@@ -282,14 +284,11 @@ impl Executor {
             );
             return (AttemptEnd::Finished, change);
         }
-        self.events.publish(
-            id,
-            JobEvent {
-                event: "attempt".into(),
-                data: serde_json::to_value(&attempt).unwrap_or_default(),
-                terminal: false,
-            },
-        );
+        self.events.publish(id, || JobEvent {
+            event: "attempt".into(),
+            data: serde_json::to_value(&attempt).unwrap_or_default(),
+            terminal: false,
+        });
         if matches!(end, AttemptEnd::Finished) {
             self.publish_final(id).await;
         }

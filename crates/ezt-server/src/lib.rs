@@ -82,8 +82,7 @@ pub async fn start(
         .await?;
     let executor = Arc::new(executor::Executor::new(
         store.clone(),
-        cfg.executor.clone(),
-        cfg.region.clone(),
+        &cfg,
         ssrf.clone(),
         events.clone(),
         metrics.clone(),

@@ -30,10 +30,6 @@ impl Counter {
 pub struct Gauge(AtomicU64);
 
 impl Gauge {
-    /// Sets the value.
-    pub fn set(&self, v: u64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
     /// Adds one.
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
@@ -111,8 +107,6 @@ pub struct Metrics {
     pub attempts_fail: Counter,
     /// Attempts without an answer (network errors, timeouts).
     pub attempts_network_error: Counter,
-    /// Jobs waiting in lanes.
-    pub queued_in_lanes: Gauge,
     /// Attempts in flight.
     pub in_flight: Gauge,
     /// Time from request to durable ack.

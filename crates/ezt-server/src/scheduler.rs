@@ -654,9 +654,6 @@ impl Scheduler {
             self.fire_wakeups(now_i);
             self.promote_and_expire(now_ms());
             self.dispatch_due(now_i);
-            self.metrics
-                .queued_in_lanes
-                .set(self.lanes.iter().map(|l| l.queue.len() as u64).sum());
         }
     }
 }

@@ -98,9 +98,14 @@ async fn quick_start_defaults() {
         .env("EZTHROTTLE_ALLOW_CIDRS", "127.0.0.1/32")
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let addr = crate::support::await_listening(
+        child.stderr.take().unwrap(),
+        cwd.path().join("server.log"),
+    );
+    assert_eq!(addr.to_string(), "127.0.0.1:8080", "default listen address");
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.take().unwrap()),
@@ -117,20 +122,6 @@ async fn quick_start_defaults() {
         "default data dir"
     );
     let http = reqwest::Client::new();
-    let mut ok = false;
-    for _ in 0..100 {
-        if http
-            .get("http://127.0.0.1:8080/healthz")
-            .send()
-            .await
-            .is_ok()
-        {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "listening on 127.0.0.1:8080");
     let r: Value = http
         .post("http://127.0.0.1:8080/api/v1/jobs?wait=10s")
         .bearer_auth(&key)

@@ -45,6 +45,31 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf8")
 }
 
+/// Copies a server's stderr to `log` on a thread and returns the address from its
+/// "listening on http://ADDR" line as soon as it is written (an event, not a poll).
+pub fn await_listening(stderr: std::process::ChildStderr, log: PathBuf) -> SocketAddr {
+    use std::io::{BufRead, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut file = std::fs::File::create(&log).expect("log file");
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = writeln!(file, "{line}");
+            if let Some(i) = line.find("listening on http://") {
+                let rest = &line[i + "listening on http://".len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                    .unwrap_or(rest.len());
+                let _ = tx.send(rest[..end].parse::<SocketAddr>().expect("address"));
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("server did not print its address within 30 s")
+}
+
 /// A running server process.
 pub struct TestServer {
     pub child: Child,
@@ -78,7 +103,7 @@ impl TestServer {
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let log = dir.join(format!("server-{n}.log"));
         let out = dir.join(format!("server-{n}.out"));
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args([
                 "serve",
                 "--listen",
@@ -94,22 +119,10 @@ impl TestServer {
             .env("EZTHROTTLE_LOG", "info,ezt_server=debug")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("out file"))
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(i) = text.find("listening on http://") {
-                let rest = &text[i + "listening on http://".len()..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                    .unwrap_or(rest.len());
-                break rest[..end].parse::<SocketAddr>().expect("address");
-            }
-            assert!(Instant::now() < deadline, "server did not start:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let addr = await_listening(child.stderr.take().expect("stderr"), log.clone());
         let printed = std::fs::read_to_string(&out)
             .unwrap_or_default()
             .trim()

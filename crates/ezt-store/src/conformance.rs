@@ -72,6 +72,21 @@ fn attempt(n: u32, decision: Verdict) -> Attempt {
     }
 }
 
+/// A successful first attempt, completed under `token` at `now`.
+fn succeeded(id: JobId, token: u64, now: u64) -> AttemptDone {
+    AttemptDone {
+        id,
+        lease_token: token,
+        attempt: attempt(1, Verdict::Success),
+        next: Next::Final {
+            state: JobState::Succeeded,
+            response: None,
+            error: None,
+        },
+        now_ms: now,
+    }
+}
+
 fn ok_response() -> Response {
     Response {
         status_code: 200,
@@ -340,17 +355,7 @@ pub async fn cancel_wins_over_late_completion<S: Store>(s: S) {
         s.cancel(Some(TenantId(1)), b.id, 170).await.unwrap(),
         CancelOutcome::Cancelled
     );
-    let late = AttemptDone {
-        id: b.id,
-        lease_token: 2,
-        attempt: attempt(1, Verdict::Success),
-        next: Next::Final {
-            state: JobState::Succeeded,
-            response: None,
-            error: None,
-        },
-        now_ms: 180,
-    };
+    let late = succeeded(b.id, 2, 180);
     assert!(
         !s.complete_attempt(late).await.unwrap(),
         "cancel fenced the running attempt"
@@ -384,17 +389,7 @@ pub async fn recover_releases_running<S: Store>(s: S) {
         s.get_job(None, a.id).await.unwrap().unwrap().state,
         JobState::Queued
     );
-    let late = AttemptDone {
-        id: a.id,
-        lease_token: 1,
-        attempt: attempt(1, Verdict::Success),
-        next: Next::Final {
-            state: JobState::Succeeded,
-            response: None,
-            error: None,
-        },
-        now_ms: 140,
-    };
+    let late = succeeded(a.id, 1, 140);
     assert!(
         !s.complete_attempt(late).await.unwrap(),
         "the dead run's lease is void"

@@ -95,6 +95,8 @@ fn load_attempts(conn: &Connection, id: JobId) -> Result<Vec<Attempt>> {
     rows.map(|r| json_decode(&r.map_err(map_err)?)).collect()
 }
 
+/// The tenant filter as SQL bound to `?2`. Unscoped callers (the CLI, the executor) bind a
+/// placeholder that always passes, so every query keeps one shape and one parameter numbering.
 fn tenant_clause(tenant: Option<TenantId>) -> (&'static str, Vec<u8>) {
     match tenant {
         Some(t) => (" AND tenant_id = ?2", id_blob(t.0).to_vec()),

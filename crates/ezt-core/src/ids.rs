@@ -120,6 +120,12 @@ id_type!(
     ApiKeyId,
     "key_"
 );
+id_type!(
+    /// One webhook delivery: a job outcome to one URL. Stable across retries and redeliveries
+    /// (sent as `X-EZThrottle-Delivery-Id` and `webhook-id`), so receivers can de-duplicate.
+    DeliveryId,
+    "dlv_"
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ use crate::duration::DurationIn;
 use crate::error::FieldError;
 use crate::retry::RetryPolicy;
 use crate::ssrf::{self, SsrfPolicy, TargetUrl};
+use crate::webhook::Webhook;
 
 /// Methods a job may use.
 pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
@@ -49,6 +50,8 @@ pub struct Limits {
     pub max_idempotent_key_bytes: usize,
     /// Longest `timeout`, ms.
     pub max_timeout_ms: u64,
+    /// Most webhooks on one job.
+    pub max_webhooks: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +65,7 @@ impl Default for Limits {
             max_metadata_value_bytes: 1024,
             max_idempotent_key_bytes: 256,
             max_timeout_ms: 30 * 24 * 3600 * 1000,
+            max_webhooks: 10,
         }
     }
 }
@@ -80,7 +84,7 @@ pub struct RetryPolicyIn {
     reroute_codes: Option<Vec<u16>>,
 }
 
-/// A webhook as a client sends it (delivery arrives with the webhooks issue).
+/// A webhook as a client sends it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookIn {
@@ -145,6 +149,16 @@ pub struct JobSpec {
     pub timeout_ms: u64,
     /// Earliest first attempt (ms since epoch), if delayed.
     pub retry_at: Option<u64>,
+    /// Where the outcome is delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<Webhook>,
+    /// Voting webhooks that must acknowledge for the outcome to count as delivered.
+    #[serde(default = "default_quorum")]
+    pub webhook_quorum: u32,
+}
+
+fn default_quorum() -> u32 {
+    1
 }
 
 /// Default `timeout`: 24 h.
@@ -234,6 +248,8 @@ pub struct Validated {
     pub target: TargetUrl,
     /// The caller's idempotency key, if given.
     pub idempotent_key: Option<String>,
+    /// The parsed webhook URLs, in order (domains still to be resolved and checked).
+    pub webhook_targets: Vec<TargetUrl>,
 }
 
 fn check_token(name: &str) -> bool {
@@ -248,31 +264,27 @@ impl JobSpecIn {
     /// answered `not_supported` rather than silently ignored.
     pub fn validate(self, cx: &Context<'_>) -> Result<Validated, FieldError> {
         let l = cx.limits;
-        // Features of later issues: refuse loudly.
-        if self.webhooks.as_ref().is_some_and(|w| !w.is_empty()) {
-            let w = self.webhooks.as_ref().expect("checked");
-            if w.len() > 10 {
-                return Err(FieldError::invalid("webhooks", "at most 10 webhooks"));
-            }
-            for (i, h) in w.iter().enumerate() {
-                ssrf::parse_target_url(&h.url).map_err(|e| {
-                    FieldError::invalid(format!("webhooks[{i}].url"), e.to_string())
-                })?;
-                let _ = (&h.regions, h.has_quorum_vote);
-            }
-            return Err(FieldError::not_supported(
-                "webhooks",
-                "webhook delivery is not available on this server yet",
-            ));
-        }
-        if let Some(q) = self.webhook_quorum {
-            if !(1..=10).contains(&q) {
+        let (webhooks, webhook_targets) = validate_webhooks(self.webhooks, cx)?;
+        let voters = webhooks.iter().filter(|w| w.has_quorum_vote).count() as u32;
+        let webhook_quorum = match self.webhook_quorum {
+            None => voters.min(1),
+            Some(q) if !(1..=l.max_webhooks as u32).contains(&q) => {
                 return Err(FieldError::invalid(
                     "webhook_quorum",
-                    "must be between 1 and 10",
-                ));
+                    format!("must be between 1 and {}", l.max_webhooks),
+                ))
             }
-        }
+            // A quorum with no webhooks at all is ignored (SDKs send the default).
+            Some(_) if webhooks.is_empty() => 0,
+            Some(q) if q > voters => {
+                return Err(FieldError::invalid(
+                    "webhook_quorum",
+                    format!("is {q} but only {voters} webhooks have has_quorum_vote"),
+                ))
+            }
+            Some(q) => q,
+        };
+        // Features of later issues: refuse loudly.
         for (name, v) in [
             ("fallback_job", &self.fallback_job),
             ("on_success", &self.on_success),
@@ -321,19 +333,7 @@ impl JobSpecIn {
             }
         };
         let regions = self.regions.unwrap_or_default();
-        for (i, r) in regions.iter().enumerate() {
-            if r.is_empty()
-                || r.len() > 64
-                || !r
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(FieldError::invalid(
-                    format!("regions[{i}]"),
-                    "region names are 1-64 letters, digits, '-' or '_'",
-                ));
-            }
-        }
+        check_regions(&regions, "regions")?;
         if strict && !regions.is_empty() && !regions.iter().any(|r| r == cx.local_region) {
             return Err(FieldError::not_supported(
                 "regions",
@@ -342,19 +342,7 @@ impl JobSpecIn {
         }
 
         let url = self.url.ok_or_else(|| FieldError::missing("url"))?;
-        if url.len() > l.max_url_bytes {
-            return Err(FieldError::invalid(
-                "url",
-                format!("longer than {} bytes", l.max_url_bytes),
-            ));
-        }
-        let target = ssrf::check_url(cx.ssrf, &url).map_err(|e| match e {
-            ssrf::SsrfError::Url(u) => FieldError::invalid("url", u.to_string()),
-            ssrf::SsrfError::Denied { addr, class } => FieldError::ssrf(
-                "url",
-                format!("address {addr} is {} and not allowed", class.as_str()),
-            ),
-        })?;
+        let target = check_outbound_url(&url, "url", cx)?;
 
         let method = self
             .method
@@ -520,11 +508,83 @@ impl JobSpecIn {
                 retry_policy,
                 timeout_ms,
                 retry_at: self.retry_at.filter(|&at| at > cx.now_ms),
+                webhooks,
+                webhook_quorum,
             },
             target,
             idempotent_key: self.idempotent_key,
+            webhook_targets,
         })
     }
+}
+
+fn check_regions(regions: &[String], field: &str) -> Result<(), FieldError> {
+    for (i, r) in regions.iter().enumerate() {
+        if r.is_empty()
+            || r.len() > 64
+            || !r
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(FieldError::invalid(
+                format!("{field}[{i}]"),
+                "region names are 1-64 letters, digits, '-' or '_'",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a URL the server will call (a job's target or a webhook) against the size limit and
+/// the SSRF rules for IP literals; names are resolved and checked by the caller.
+fn check_outbound_url(url: &str, field: &str, cx: &Context<'_>) -> Result<TargetUrl, FieldError> {
+    if url.len() > cx.limits.max_url_bytes {
+        return Err(FieldError::invalid(
+            field,
+            format!("longer than {} bytes", cx.limits.max_url_bytes),
+        ));
+    }
+    ssrf::check_url(cx.ssrf, url).map_err(|e| match e {
+        ssrf::SsrfError::Url(u) => FieldError::invalid(field, u.to_string()),
+        ssrf::SsrfError::Denied { addr, class } => FieldError::ssrf(
+            field,
+            format!("address {addr} is {} and not allowed", class.as_str()),
+        ),
+    })
+}
+
+fn validate_webhooks(
+    input: Option<Vec<WebhookIn>>,
+    cx: &Context<'_>,
+) -> Result<(Vec<Webhook>, Vec<TargetUrl>), FieldError> {
+    let input = input.unwrap_or_default();
+    if input.len() > cx.limits.max_webhooks {
+        return Err(FieldError::invalid(
+            "webhooks",
+            format!("at most {} webhooks", cx.limits.max_webhooks),
+        ));
+    }
+    let mut hooks: Vec<Webhook> = Vec::with_capacity(input.len());
+    let mut targets = Vec::with_capacity(input.len());
+    for (i, h) in input.into_iter().enumerate() {
+        let target = check_outbound_url(&h.url, &format!("webhooks[{i}].url"), cx)?;
+        let url = target.url.to_string();
+        if let Some(j) = hooks.iter().position(|o| o.url == url) {
+            return Err(FieldError::invalid(
+                format!("webhooks[{i}].url"),
+                format!("same URL as webhooks[{j}]"),
+            ));
+        }
+        let regions = h.regions.unwrap_or_default();
+        check_regions(&regions, &format!("webhooks[{i}].regions"))?;
+        hooks.push(Webhook {
+            url,
+            regions,
+            has_quorum_vote: h.has_quorum_vote.unwrap_or(true),
+        });
+        targets.push(target);
+    }
+    Ok((hooks, targets))
 }
 
 impl JobSpec {
@@ -619,10 +679,6 @@ mod tests {
     fn later_features_are_refused_not_ignored() {
         for (json, field) in [
             (
-                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"https://example.com/h"}]}"#,
-                "webhooks",
-            ),
-            (
                 r#"{"url":"http://127.0.0.1/","fallback_job":{"url":"https://example.com"}}"#,
                 "fallback_job",
             ),
@@ -658,6 +714,74 @@ mod tests {
             cx_validate(r#"{"url":"http://127.0.0.1/","webhooks":[],"regions":["fra"]}"#).is_ok(),
             "empty/fallback is fine"
         );
+    }
+
+    #[test]
+    fn webhooks_are_validated_with_field_paths() {
+        let v = cx_validate(
+            r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1:9/a"},{"url":"https://example.com/h","hasQuorumVote":false,"regions":["fra"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(v.spec.webhooks.len(), 2);
+        assert!(v.spec.webhooks[0].has_quorum_vote && !v.spec.webhooks[1].has_quorum_vote);
+        assert_eq!(v.spec.webhook_quorum, 1, "default: one voting webhook");
+        assert_eq!(v.webhook_targets.len(), 2);
+        for (json, code, field) in [
+            (
+                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1/"},{"url":"http://10.1.2.3/h"}]}"#,
+                "ssrf_denied",
+                "webhooks[1].url",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"ftp://127.0.0.1/"}]}"#,
+                "invalid_field",
+                "webhooks[0].url",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1/a"},{"url":"http://127.0.0.1/a"}]}"#,
+                "invalid_field",
+                "webhooks[1].url",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1/a","regions":["a b"]}]}"#,
+                "invalid_field",
+                "webhooks[0].regions[0]",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1/a","secret":"x"}]}"#,
+                "unknown_field",
+                "webhooks[0].secret",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1/a"},{"url":"http://127.0.0.1/b","has_quorum_vote":false}],"webhook_quorum":2}"#,
+                "invalid_field",
+                "webhook_quorum",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","webhook_quorum":0}"#,
+                "invalid_field",
+                "webhook_quorum",
+            ),
+        ] {
+            let e = err(json);
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                (code, field),
+                "{json}: {}",
+                e.message
+            );
+        }
+        let many: Vec<String> = (0..11)
+            .map(|i| format!(r#"{{"url":"http://127.0.0.1/{i}"}}"#))
+            .collect();
+        let e = err(&format!(
+            r#"{{"url":"http://127.0.0.1/","webhooks":[{}]}}"#,
+            many.join(",")
+        ));
+        assert_eq!(e.field, "webhooks");
+        // SDKs send the default quorum even without webhooks.
+        let v = cx_validate(r#"{"url":"http://127.0.0.1/","webhook_quorum":1}"#).unwrap();
+        assert_eq!(v.spec.webhook_quorum, 0);
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub mod retry;
 pub mod ssrf;
 pub mod state;
 pub mod tier;
+pub mod webhook;
 
 pub use error::FieldError;
-pub use ids::{ApiKeyId, JobId, TenantId};
+pub use ids::{ApiKeyId, DeliveryId, JobId, TenantId};
 pub use state::JobState;

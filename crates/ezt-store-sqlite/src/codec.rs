@@ -119,6 +119,7 @@ pub(crate) fn job_row(r: &Row<'_>) -> rusqlite::Result<Result<JobRecord>> {
             error: error.as_deref().map(json_decode).transpose()?,
             finished_at: nums.8,
             attempts: Vec::new(),
+            deliveries: Vec::new(),
         })
     })())
 }

@@ -9,13 +9,14 @@
 
 mod codec;
 mod schema;
+mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use ezt_core::{ApiKeyId, JobId, JobState, TenantId};
+use ezt_core::{ApiKeyId, DeliveryId, JobId, JobState, TenantId};
 use ezt_store::*;
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -97,7 +98,7 @@ fn load_attempts(conn: &Connection, id: JobId) -> Result<Vec<Attempt>> {
 
 /// The tenant filter as SQL bound to `?2`. Unscoped callers (the CLI, the executor) bind a
 /// placeholder that always passes, so every query keeps one shape and one parameter numbering.
-fn tenant_clause(tenant: Option<TenantId>) -> (&'static str, Vec<u8>) {
+pub(crate) fn tenant_clause(tenant: Option<TenantId>) -> (&'static str, Vec<u8>) {
     match tenant {
         Some(t) => (" AND tenant_id = ?2", id_blob(t.0).to_vec()),
         None => (" AND ?2 IS NOT NULL", vec![0]),
@@ -307,6 +308,7 @@ impl Store for SqliteStore {
                 Some(j) => {
                     let mut j = j?;
                     j.attempts = load_attempts(c, id)?;
+                    j.deliveries = webhooks::latest_deliveries(c, id)?;
                     Ok(Some(j))
                 }
                 None => Ok(None),
@@ -337,18 +339,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn recover(&self, now_ms: u64) -> Result<Vec<PendingJob>> {
-        self.write(move |c| {
-            c.execute(
-                "UPDATE jobs SET state = CASE WHEN run_at > ?1 THEN 'scheduled' ELSE 'queued' END, lease_token = NULL, lease_expires_at = NULL
-                 WHERE state = 'running'",
-                params![now_ms as i64],
-            )
-            .map_err(map_err)?;
-            Ok(())
-        })
-        .await?;
-        self.read(|c| {
+    async fn recover(&self, now_ms: u64) -> Result<Recovered> {
+        let deliveries = self
+            .write(move |c| {
+                c.execute(
+                    "UPDATE jobs SET state = CASE WHEN run_at > ?1 THEN 'scheduled' ELSE 'queued' END, lease_token = NULL, lease_expires_at = NULL
+                     WHERE state = 'running'",
+                    params![now_ms as i64],
+                )
+                .map_err(map_err)?;
+                webhooks::recover(c)
+            })
+            .await?;
+        let jobs = self.read(|c| {
             let mut st = c
                 .prepare(
                     "SELECT id, tenant_id, lane, run_at, deadline_at FROM jobs WHERE state IN ('queued', 'scheduled', 'running') ORDER BY id",
@@ -367,7 +370,8 @@ impl Store for SqliteStore {
                 .map_err(map_err)?;
             rows.map(|r| r.map_err(map_err)).collect()
         })
-        .await
+        .await?;
+        Ok(Recovered { jobs, deliveries })
     }
 
     async fn lease(&self, id: JobId, lease: Lease) -> Result<Option<LeasedJob>> {
@@ -408,29 +412,46 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn complete_attempt(&self, done: AttemptDone) -> Result<bool> {
+    async fn complete_attempt(&self, done: AttemptDone) -> Result<Option<Vec<PendingDelivery>>> {
         self.write(move |c| {
             let id = id_blob(done.id.0);
             let now = done.now_ms as i64;
-            let n = match &done.next {
-                Next::Final { state, response, error } => c
-                    .prepare_cached(
+            let mut deliveries = Vec::new();
+            let applied = match &done.next {
+                Next::Final { state, response, error } => {
+                    let sql = format!(
                         "UPDATE jobs SET state = ?3, response = COALESCE(?4, response), error = ?5, finished_at = ?6, updated_at = ?6,
                          lease_token = NULL, lease_expires_at = NULL
-                         WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
-                    )
-                    .and_then(|mut st| {
-                        st.execute(params![
-                            id,
-                            done.lease_token as i64,
-                            state.as_str(),
-                            response.as_ref().map(json_encode).transpose().ok().flatten(),
-                            error.as_ref().map(json_encode).transpose().ok().flatten(),
-                            now
-                        ])
-                    }),
-                Next::Retry { run_at, counters, response } => c
-                    .prepare_cached(
+                         WHERE id = ?1 AND lease_token = ?2 AND state = 'running' RETURNING {}",
+                        webhooks::ENDING_COLUMNS
+                    );
+                    let row = c
+                        .prepare_cached(&sql)
+                        .and_then(|mut st| {
+                            st.query_row(
+                                params![
+                                    id,
+                                    done.lease_token as i64,
+                                    state.as_str(),
+                                    response.as_ref().map(json_encode).transpose().ok().flatten(),
+                                    error.as_ref().map(json_encode).transpose().ok().flatten(),
+                                    now
+                                ],
+                                webhooks::EndingRow::from_row,
+                            )
+                            .optional()
+                        })
+                        .map_err(map_err)?;
+                    match row {
+                        Some(row) => {
+                            deliveries = webhooks::record_outcome(c, done.id, row, &done.attempt.region, done.now_ms)?;
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                Next::Retry { run_at, counters, response } => {
+                    c.prepare_cached(
                         "UPDATE jobs SET state = 'scheduled', run_at = ?3, retries = ?4, reroutes = ?5, response = COALESCE(?6, response),
                          updated_at = ?7, lease_token = NULL, lease_expires_at = NULL
                          WHERE id = ?1 AND lease_token = ?2 AND state = 'running'",
@@ -445,31 +466,36 @@ impl Store for SqliteStore {
                             response.as_ref().map(json_encode).transpose().ok().flatten(),
                             now
                         ])
-                    }),
-            }
-            .map_err(map_err)?;
-            if n == 0 {
-                return Ok(false);
+                    })
+                    .map_err(map_err)?
+                        > 0
+                }
+            };
+            if !applied {
+                return Ok(None);
             }
             c.prepare_cached("INSERT OR REPLACE INTO attempts (job_id, n, data) VALUES (?1, ?2, ?3)")
                 .and_then(|mut st| st.execute(params![id, done.attempt.n, json_encode(&done.attempt).unwrap_or_default()]))
                 .map_err(map_err)?;
-            Ok(true)
+            Ok(Some(deliveries))
         })
         .await
     }
 
-    async fn expire(&self, id: JobId, now_ms: u64) -> Result<bool> {
+    async fn expire(&self, id: JobId, now_ms: u64, region: &str) -> Result<Option<Vec<PendingDelivery>>> {
+        let region = region.to_string();
         self.write(move |c| {
             let err = json_encode(&JobError { code: "deadline".into(), message: "the job's timeout passed before it succeeded".into() })?;
-            let n = c
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'expired', error = ?3, finished_at = ?2, updated_at = ?2
-                     WHERE id = ?1 AND state IN ('queued', 'scheduled')",
-                )
-                .and_then(|mut st| st.execute(params![id_blob(id.0), now_ms as i64, err]))
+            let sql = format!(
+                "UPDATE jobs SET state = 'expired', error = ?3, finished_at = ?2, updated_at = ?2
+                 WHERE id = ?1 AND state IN ('queued', 'scheduled') RETURNING {}",
+                webhooks::ENDING_COLUMNS
+            );
+            let row = c
+                .prepare_cached(&sql)
+                .and_then(|mut st| st.query_row(params![id_blob(id.0), now_ms as i64, err], webhooks::EndingRow::from_row).optional())
                 .map_err(map_err)?;
-            Ok(n > 0)
+            row.map(|row| webhooks::record_outcome(c, id, row, &region, now_ms)).transpose()
         })
         .await
     }
@@ -479,7 +505,9 @@ impl Store for SqliteStore {
         tenant: Option<TenantId>,
         id: JobId,
         now_ms: u64,
+        region: &str,
     ) -> Result<CancelOutcome> {
+        let region = region.to_string();
         self.write(move |c| {
             let (clause, t) = tenant_clause(tenant);
             let state: Option<String> = c
@@ -492,13 +520,18 @@ impl Store for SqliteStore {
                 return Ok(CancelOutcome::AlreadyFinal(state));
             }
             let err = json_encode(&JobError { code: "cancelled".into(), message: "cancelled by the caller".into() })?;
-            c.execute(
-                "UPDATE jobs SET state = 'cancelled', error = ?3, finished_at = ?2, updated_at = ?2, lease_token = NULL, lease_expires_at = NULL
-                 WHERE id = ?1",
-                params![id_blob(id.0), now_ms as i64, err],
-            )
-            .map_err(map_err)?;
-            Ok(CancelOutcome::Cancelled)
+            let row = c
+                .query_row(
+                    &format!(
+                        "UPDATE jobs SET state = 'cancelled', error = ?3, finished_at = ?2, updated_at = ?2, lease_token = NULL, lease_expires_at = NULL
+                         WHERE id = ?1 RETURNING {}",
+                        webhooks::ENDING_COLUMNS
+                    ),
+                    params![id_blob(id.0), now_ms as i64, err],
+                    webhooks::EndingRow::from_row,
+                )
+                .map_err(map_err)?;
+            Ok(CancelOutcome::Cancelled(webhooks::record_outcome(c, id, row, &region, now_ms)?))
         })
         .await
     }
@@ -562,6 +595,52 @@ impl Store for SqliteStore {
             rows.map(|r| r.map_err(map_err)).collect()
         })
         .await
+    }
+
+    async fn lease_delivery(&self, id: DeliveryId, lease: Lease) -> Result<Option<LeasedDelivery>> {
+        self.write(move |c| webhooks::lease(c, id, lease)).await
+    }
+
+    async fn complete_delivery(&self, done: DeliveryDone) -> Result<bool> {
+        self.write(move |c| webhooks::complete(c, &done)).await
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: Option<TenantId>,
+        job: JobId,
+        now_ms: u64,
+    ) -> Result<RedeliverOutcome> {
+        self.write(move |c| webhooks::redeliver(c, tenant, job, now_ms))
+            .await
+    }
+
+    async fn oldest_pending_delivery(&self) -> Result<Option<u64>> {
+        self.read(webhooks::oldest_pending).await
+    }
+
+    async fn put_webhook_secrets(&self, tenant: TenantId, secrets: WebhookSecrets) -> Result<()> {
+        self.write(move |c| webhooks::put_secrets(c, tenant, &secrets))
+            .await
+    }
+
+    async fn webhook_secrets(&self, tenant: TenantId) -> Result<Option<WebhookSecrets>> {
+        self.read(move |c| webhooks::secrets(c, tenant)).await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        tenant: TenantId,
+        primary: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Option<WebhookSecrets>> {
+        self.write(move |c| webhooks::rotate(c, tenant, &primary, now_ms))
+            .await
+    }
+
+    async fn delete_webhook_secrets(&self, tenant: TenantId) -> Result<bool> {
+        self.write(move |c| webhooks::delete_secrets(c, tenant))
+            .await
     }
 
     async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {

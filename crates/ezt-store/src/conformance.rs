@@ -7,6 +7,7 @@ use ezt_core::job::JobSpec;
 use ezt_core::lane::LaneKey;
 use ezt_core::retry::{Counters, RetryPolicy, Verdict};
 use ezt_core::tier::Tier;
+use ezt_core::webhook::{DeliveryState, Webhook};
 use ezt_core::{ApiKeyId, JobId, JobState, TenantId};
 
 use crate::*;
@@ -33,6 +34,8 @@ fn spec(url: &str) -> JobSpec {
         retry_policy: RetryPolicy::default(),
         timeout_ms: 60_000,
         retry_at: None,
+        webhooks: vec![],
+        webhook_quorum: 0,
     }
 }
 
@@ -180,7 +183,7 @@ pub async fn jobs_are_tenant_scoped<S: Store>(s: S) {
     assert_eq!(s.list_jobs(Some(TenantId(2)), &f).await.unwrap().len(), 0);
     assert_eq!(s.list_jobs(Some(TenantId(1)), &f).await.unwrap().len(), 1);
     assert_eq!(
-        s.cancel(Some(TenantId(2)), id, 5).await.unwrap(),
+        s.cancel(Some(TenantId(2)), id, 5, "local").await.unwrap(),
         CancelOutcome::NotFound
     );
     assert_eq!(
@@ -216,8 +219,8 @@ pub async fn idempotency_dedups<S: Store>(s: S) {
         "across transactions"
     );
     assert_eq!(
-        s.cancel(None, a.id, 300).await.unwrap(),
-        CancelOutcome::Cancelled
+        s.cancel(None, a.id, 300, "local").await.unwrap(),
+        CancelOutcome::Cancelled(vec![])
     );
     let res = s
         .insert_jobs(vec![new_job(5, 1, "same", 400)], WINDOW)
@@ -279,12 +282,12 @@ pub async fn lease_fences_completion<S: Store>(s: S) {
         now_ms: 300,
     };
     assert!(
-        !s.complete_attempt(done(99)).await.unwrap(),
+        s.complete_attempt(done(99)).await.unwrap().is_none(),
         "zombie token is discarded"
     );
-    assert!(s.complete_attempt(done(11)).await.unwrap());
+    assert_eq!(s.complete_attempt(done(11)).await.unwrap(), Some(vec![]));
     assert!(
-        !s.complete_attempt(done(11)).await.unwrap(),
+        s.complete_attempt(done(11)).await.unwrap().is_none(),
         "completes once"
     );
     let got = s.get_job(None, j.id).await.unwrap().unwrap();
@@ -293,7 +296,7 @@ pub async fn lease_fences_completion<S: Store>(s: S) {
     assert_eq!(got.response, Some(ok_response()));
     assert_eq!(got.attempts, vec![attempt(1, Verdict::Success)]);
     assert_eq!(
-        s.cancel(None, j.id, 400).await.unwrap(),
+        s.cancel(None, j.id, 400, "local").await.unwrap(),
         CancelOutcome::AlreadyFinal(JobState::Succeeded)
     );
 }
@@ -321,7 +324,7 @@ pub async fn retry_schedules_next_attempt<S: Store>(s: S) {
         })
         .await
         .unwrap();
-    assert!(applied);
+    assert_eq!(applied, Some(vec![]), "applied, and a retry delivers nothing");
     let got = s.get_job(None, j.id).await.unwrap().unwrap();
     assert_eq!(
         (got.state, got.run_at, got.retries),
@@ -343,8 +346,8 @@ pub async fn cancel_wins_over_late_completion<S: Store>(s: S) {
         .await
         .unwrap();
     assert_eq!(
-        s.cancel(Some(TenantId(1)), a.id, 150).await.unwrap(),
-        CancelOutcome::Cancelled
+        s.cancel(Some(TenantId(1)), a.id, 150, "local").await.unwrap(),
+        CancelOutcome::Cancelled(vec![])
     );
     assert!(
         s.lease(a.id, lease(1, 160)).await.unwrap().is_none(),
@@ -352,12 +355,12 @@ pub async fn cancel_wins_over_late_completion<S: Store>(s: S) {
     );
     s.lease(b.id, lease(2, 160)).await.unwrap().unwrap();
     assert_eq!(
-        s.cancel(Some(TenantId(1)), b.id, 170).await.unwrap(),
-        CancelOutcome::Cancelled
+        s.cancel(Some(TenantId(1)), b.id, 170, "local").await.unwrap(),
+        CancelOutcome::Cancelled(vec![])
     );
     let late = succeeded(b.id, 2, 180);
     assert!(
-        !s.complete_attempt(late).await.unwrap(),
+        s.complete_attempt(late).await.unwrap().is_none(),
         "cancel fenced the running attempt"
     );
     assert_eq!(
@@ -375,11 +378,12 @@ pub async fn recover_releases_running<S: Store>(s: S) {
         .await
         .unwrap();
     s.lease(a.id, lease(1, 110)).await.unwrap().unwrap();
-    s.cancel(None, c.id, 120).await.unwrap();
+    s.cancel(None, c.id, 120, "local").await.unwrap();
     let mut pending: Vec<JobId> = s
         .recover(130)
         .await
         .unwrap()
+        .jobs
         .into_iter()
         .map(|p| p.id)
         .collect();
@@ -391,7 +395,7 @@ pub async fn recover_releases_running<S: Store>(s: S) {
     );
     let late = succeeded(a.id, 1, 140);
     assert!(
-        !s.complete_attempt(late).await.unwrap(),
+        s.complete_attempt(late).await.unwrap().is_none(),
         "the dead run's lease is void"
     );
     assert_eq!(
@@ -416,8 +420,11 @@ pub async fn replay_and_expire<S: Store>(s: S) {
         s.replay(None, a.id, 110, 999).await.unwrap(),
         ReplayOutcome::NotReplayable(JobState::Queued)
     );
-    assert!(s.expire(a.id, 120).await.unwrap());
-    assert!(!s.expire(a.id, 121).await.unwrap(), "expires once");
+    assert_eq!(s.expire(a.id, 120, "local").await.unwrap(), Some(vec![]));
+    assert!(
+        s.expire(a.id, 121, "local").await.unwrap().is_none(),
+        "expires once"
+    );
     let got = s.get_job(None, a.id).await.unwrap().unwrap();
     assert_eq!(
         (got.state, got.error.as_ref().map(|e| e.code.as_str())),
@@ -450,7 +457,7 @@ pub async fn list_paginates_and_filters<S: Store>(s: S) {
         .map(|i| new_job(i, 1, &format!("k{i}"), 100 + i as u64))
         .collect();
     s.insert_jobs(jobs.clone(), WINDOW).await.unwrap();
-    s.cancel(None, jobs[1].id, 200).await.unwrap();
+    s.cancel(None, jobs[1].id, 200, "local").await.unwrap();
     let page1 = s
         .list_jobs(
             Some(TenantId(1)),
@@ -521,6 +528,223 @@ pub async fn list_paginates_and_filters<S: Store>(s: S) {
     assert!(lane.is_empty());
 }
 
+fn hooked_job(id: u128, tenant: u128, key: &str, now: u64, urls: &[(&str, bool)], quorum: u32) -> NewJob {
+    let mut j = new_job(id, tenant, key, now);
+    j.spec.metadata.insert("order".into(), "42".into());
+    j.spec.webhooks = urls
+        .iter()
+        .map(|(u, vote)| Webhook {
+            url: (*u).into(),
+            regions: vec![],
+            has_quorum_vote: *vote,
+        })
+        .collect();
+    j.spec.webhook_quorum = quorum;
+    j
+}
+
+fn delivery_attempt(n: u32, status: u16, outcome: &str) -> DeliveryAttempt {
+    DeliveryAttempt {
+        n,
+        at: 1,
+        status_code: Some(status),
+        error: None,
+        latency_ms: 1,
+        outcome: outcome.into(),
+        wait_ms: None,
+    }
+}
+
+/// Every way a job ends (success, expiry, cancel) creates its deliveries in the same call, with
+/// one payload; deliveries are fenced by their lease and survive a restart.
+pub async fn final_states_create_webhook_deliveries<S: Store>(s: S) {
+    let hooks = [("http://127.0.0.1:7/a", true), ("http://127.0.0.1:7/b", false)];
+    let a = hooked_job(1, 1, "a", 100, &hooks, 1);
+    let b = hooked_job(2, 1, "b", 100, &hooks[..1], 1);
+    let c = hooked_job(3, 1, "c", 100, &hooks[..1], 1);
+    let plain = new_job(4, 1, "plain", 100);
+    s.insert_jobs(vec![a.clone(), b.clone(), c.clone(), plain.clone()], WINDOW)
+        .await
+        .unwrap();
+    s.lease(a.id, lease(1, 110)).await.unwrap().unwrap();
+    let mut done = succeeded(a.id, 1, 120);
+    done.next = Next::Final {
+        state: JobState::Succeeded,
+        response: Some(ok_response()),
+        error: None,
+    };
+    let created = s.complete_attempt(done).await.unwrap().expect("applied");
+    assert_eq!(created.len(), 2, "one delivery per webhook");
+    assert_eq!(
+        (created[0].url.as_str(), created[0].next_at, created[0].tenant_id),
+        ("http://127.0.0.1:7/a", 120, TenantId(1))
+    );
+    let view = s.get_job(Some(TenantId(1)), a.id).await.unwrap().unwrap();
+    assert_eq!(view.deliveries.len(), 2);
+    assert_eq!(
+        (view.deliveries[0].index, view.deliveries[0].has_quorum_vote, view.deliveries[1].has_quorum_vote),
+        (0, true, false)
+    );
+    assert!(view.deliveries.iter().all(|d| d.state == DeliveryState::Pending));
+
+    let expired = s.expire(b.id, 130, "local").await.unwrap().expect("expired");
+    assert_eq!(expired.len(), 1);
+    let CancelOutcome::Cancelled(cancelled) = s.cancel(None, c.id, 140, "local").await.unwrap() else {
+        panic!("cancels")
+    };
+    assert_eq!(cancelled.len(), 1);
+    s.lease(plain.id, lease(2, 150)).await.unwrap().unwrap();
+    assert_eq!(
+        s.complete_attempt(succeeded(plain.id, 2, 160)).await.unwrap(),
+        Some(vec![]),
+        "no webhooks, no deliveries"
+    );
+
+    // The payload: API.md's shape, fixed when the job ended.
+    let d = s
+        .lease_delivery(created[0].id, lease(7, 200))
+        .await
+        .unwrap()
+        .expect("pending delivery leases");
+    assert!(
+        s.lease_delivery(created[0].id, lease(8, 200)).await.unwrap().is_none(),
+        "not twice"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+    assert_eq!(body["job_id"], a.id.to_string());
+    assert_eq!(body["idempotent_key"], "a");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["response"]["status_code"], 200);
+    assert_eq!(body["response"]["body"], "ok");
+    assert_eq!(body["metadata"]["order"], "42");
+    assert_eq!((body["attempts"].as_u64(), body["completed_at"].as_u64()), (Some(1), Some(120)));
+    assert_eq!(body["region"], "local");
+    assert!(body.get("error").is_none());
+    let eb = s.lease_delivery(expired[0].id, lease(9, 200)).await.unwrap().unwrap();
+    let eb: serde_json::Value = serde_json::from_slice(&eb.payload).unwrap();
+    assert_eq!((eb["status"].as_str(), eb["error"]["code"].as_str()), (Some("failed"), Some("deadline")));
+    assert!(eb["response"].is_null());
+    let cb = s.lease_delivery(cancelled[0].id, lease(10, 200)).await.unwrap().unwrap();
+    let cb: serde_json::Value = serde_json::from_slice(&cb.payload).unwrap();
+    assert_eq!(cb["error"]["code"], "cancelled");
+
+    // Fencing, then a retry.
+    let retry = |token| DeliveryDone {
+        id: created[0].id,
+        lease_token: token,
+        attempt: delivery_attempt(1, 503, "retry"),
+        next: DeliveryNext::RetryAt(5_000),
+        now_ms: 210,
+    };
+    assert!(!s.complete_delivery(retry(99)).await.unwrap(), "zombie discarded");
+    assert!(s.complete_delivery(retry(7)).await.unwrap());
+    assert!(!s.complete_delivery(retry(7)).await.unwrap(), "once");
+
+    // Restart: leases are void, every pending delivery comes back with its next time.
+    let rec = s.recover(300).await.unwrap();
+    let mut ids: Vec<_> = rec.deliveries.iter().map(|d| (d.id, d.next_at)).collect();
+    ids.sort();
+    let mut want = vec![
+        (created[0].id, 5_000),
+        (created[1].id, 120),
+        (expired[0].id, 130),
+        (cancelled[0].id, 140),
+    ];
+    want.sort();
+    assert_eq!(ids, want);
+    let again = s.lease_delivery(expired[0].id, lease(11, 310)).await.unwrap();
+    assert!(again.is_some(), "the dead run's lease was released");
+    let d0 = s.lease_delivery(created[0].id, lease(12, 5_000)).await.unwrap().unwrap();
+    assert_eq!((d0.attempt_no, d0.failed_in_run), (2, 1));
+}
+
+/// Delivered and failed deliveries end; quorum facts (acked) survive a redelivery, which
+/// restarts the schedule for the job's latest deliveries and is tenant-scoped.
+pub async fn deliveries_end_and_redeliver<S: Store>(s: S) {
+    let hooks = [("http://127.0.0.1:7/a", true), ("http://127.0.0.1:7/b", true)];
+    let a = hooked_job(1, 1, "a", 100, &hooks, 2);
+    s.insert_jobs(vec![a.clone()], WINDOW).await.unwrap();
+    assert_eq!(
+        s.redeliver(Some(TenantId(1)), a.id, 105).await.unwrap(),
+        RedeliverOutcome::NoDeliveries,
+        "not final yet"
+    );
+    s.lease(a.id, lease(1, 110)).await.unwrap().unwrap();
+    let created = s.complete_attempt(succeeded(a.id, 1, 120)).await.unwrap().unwrap();
+    let (d0, d1) = (created[0].id, created[1].id);
+    s.lease_delivery(d0, lease(2, 130)).await.unwrap().unwrap();
+    s.lease_delivery(d1, lease(3, 130)).await.unwrap().unwrap();
+    assert!(s
+        .complete_delivery(DeliveryDone {
+            id: d0,
+            lease_token: 2,
+            attempt: delivery_attempt(1, 200, "delivered"),
+            next: DeliveryNext::Delivered,
+            now_ms: 140,
+        })
+        .await
+        .unwrap());
+    assert!(s
+        .complete_delivery(DeliveryDone {
+            id: d1,
+            lease_token: 3,
+            attempt: delivery_attempt(1, 410, "failed"),
+            next: DeliveryNext::Failed,
+            now_ms: 141,
+        })
+        .await
+        .unwrap());
+    assert_eq!(s.oldest_pending_delivery().await.unwrap(), None);
+    let j = s.get_job(None, a.id).await.unwrap().unwrap();
+    assert_eq!(
+        j.deliveries.iter().map(|d| (d.state, d.acked_at)).collect::<Vec<_>>(),
+        vec![(DeliveryState::Delivered, Some(140)), (DeliveryState::Failed, None)]
+    );
+    assert_eq!(j.deliveries[0].attempts, vec![delivery_attempt(1, 200, "delivered")]);
+    assert!(s.lease_delivery(d0, lease(4, 150)).await.unwrap().is_none(), "delivered is final");
+    assert!(s.lease_delivery(d1, lease(4, 150)).await.unwrap().is_none(), "failed is final");
+
+    assert_eq!(
+        s.redeliver(Some(TenantId(2)), a.id, 200).await.unwrap(),
+        RedeliverOutcome::NotFound,
+        "another tenant's job"
+    );
+    let RedeliverOutcome::Requeued(again) = s.redeliver(Some(TenantId(1)), a.id, 200).await.unwrap()
+    else {
+        panic!("redelivers")
+    };
+    let mut again_ids: Vec<_> = again.iter().map(|p| (p.id, p.next_at)).collect();
+    again_ids.sort();
+    let mut want = vec![(d0, 200), (d1, 200)];
+    want.sort();
+    assert_eq!(again_ids, want);
+    let j = s.get_job(None, a.id).await.unwrap().unwrap();
+    assert!(j.deliveries.iter().all(|d| d.state == DeliveryState::Pending && d.failed_in_run == 0));
+    assert_eq!(j.deliveries[0].acked_at, Some(140), "a cast vote stays cast");
+    assert_eq!(s.oldest_pending_delivery().await.unwrap(), Some(120));
+    let l = s.lease_delivery(d1, lease(5, 210)).await.unwrap().unwrap();
+    assert_eq!((l.attempt_no, l.failed_in_run, l.acked_before), (2, 0, false));
+}
+
+/// Secrets are per tenant; rotation moves the primary to secondary atomically.
+pub async fn webhook_secrets_rotate<S: Store>(s: S) {
+    let t1 = TenantId(1);
+    assert!(s.webhook_secrets(t1).await.unwrap().is_none());
+    assert!(s.rotate_webhook_secret(t1, vec![9], 5).await.unwrap().is_none(), "nothing to rotate");
+    s.put_webhook_secrets(t1, WebhookSecrets { primary: vec![1], secondary: None, updated_at: 1 })
+        .await
+        .unwrap();
+    assert!(s.webhook_secrets(TenantId(2)).await.unwrap().is_none(), "per tenant");
+    let r = s.rotate_webhook_secret(t1, vec![2], 6).await.unwrap().unwrap();
+    assert_eq!((r.primary, r.secondary, r.updated_at), (vec![2], Some(vec![1]), 6));
+    let r = s.rotate_webhook_secret(t1, vec![3], 7).await.unwrap().unwrap();
+    assert_eq!((r.primary, r.secondary), (vec![3], Some(vec![2])), "the oldest is dropped");
+    assert_eq!(s.webhook_secrets(t1).await.unwrap().unwrap().primary, vec![3]);
+    assert!(s.delete_webhook_secrets(t1).await.unwrap());
+    assert!(!s.delete_webhook_secrets(t1).await.unwrap());
+    assert!(s.webhook_secrets(t1).await.unwrap().is_none());
+}
+
 /// Expands to one `#[tokio::test]` per conformance case for the store made by `$make`
 /// (an async expression evaluated afresh for each case).
 #[macro_export]
@@ -528,7 +752,8 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@case $make; tenants_and_keys, jobs_are_tenant_scoped, idempotency_dedups,
             lease_fences_completion, retry_schedules_next_attempt, cancel_wins_over_late_completion,
-            recover_releases_running, replay_and_expire, list_paginates_and_filters);
+            recover_releases_running, replay_and_expire, list_paginates_and_filters,
+            final_states_create_webhook_deliveries, deliveries_end_and_redeliver, webhook_secrets_rotate);
     };
     (@case $make:expr; $($case:ident),*) => {
         $(

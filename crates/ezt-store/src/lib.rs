@@ -3,7 +3,8 @@
 //! backend runs, so SQLite, PostgreSQL and memory cannot drift apart.
 //!
 //! Atomicity lives here, never in handlers: "insert job + claim idempotency key" and "finish
-//! attempt + schedule the next step" are each one call and one transaction.
+//! attempt + schedule the next step (+ create the job's webhook deliveries)" are each one call
+//! and one transaction.
 #![warn(missing_docs)]
 
 mod error;
@@ -18,7 +19,7 @@ pub use memory::MemoryStore;
 pub use records::*;
 
 use async_trait::async_trait;
-use ezt_core::{ApiKeyId, JobId, TenantId};
+use ezt_core::{ApiKeyId, DeliveryId, JobId, TenantId};
 
 /// Everything the server needs from durable storage.
 ///
@@ -54,23 +55,32 @@ pub trait Store: Send + Sync + 'static {
         tenant: Option<TenantId>,
         filter: &JobFilter,
     ) -> Result<Vec<JobRecord>>;
-    /// Jobs not yet final, for rebuilding the scheduler's index at start-up. Leases held by a
-    /// previous run of this node (which is dead: the data dir is locked) are released first.
-    async fn recover(&self, now_ms: u64) -> Result<Vec<PendingJob>>;
+    /// Jobs not yet final and deliveries not yet done, for rebuilding the schedulers' indexes at
+    /// start-up. Leases held by a previous run of this node (which is dead: the data dir is
+    /// locked) are released first.
+    async fn recover(&self, now_ms: u64) -> Result<Recovered>;
     /// Starts an attempt: a queued/scheduled job becomes running under `lease`. `None` when the
     /// job is gone, final or running elsewhere (e.g. cancelled while it waited).
     async fn lease(&self, id: JobId, lease: Lease) -> Result<Option<LeasedJob>>;
     /// Records an attempt and the job's next state, only if `lease_token` still holds the job (a
-    /// fencing token: a zombie's late result is discarded). Returns whether it was applied.
-    async fn complete_attempt(&self, done: AttemptDone) -> Result<bool>;
-    /// Ends a non-final job `expired` (deadline passed while it waited).
-    async fn expire(&self, id: JobId, now_ms: u64) -> Result<bool>;
-    /// Cancels a non-final job.
+    /// fencing token: a zombie's late result is discarded). `None` if it was not applied; else
+    /// the webhook deliveries created with a final state (`region` is the attempt's).
+    async fn complete_attempt(&self, done: AttemptDone) -> Result<Option<Vec<PendingDelivery>>>;
+    /// Ends a non-final job `expired` (deadline passed while it waited); `None` if it was not
+    /// waiting any more, else its new webhook deliveries.
+    async fn expire(
+        &self,
+        id: JobId,
+        now_ms: u64,
+        region: &str,
+    ) -> Result<Option<Vec<PendingDelivery>>>;
+    /// Cancels a non-final job (its webhooks are told, like for any other end).
     async fn cancel(
         &self,
         tenant: Option<TenantId>,
         id: JobId,
         now_ms: u64,
+        region: &str,
     ) -> Result<CancelOutcome>;
     /// Re-queues a failed or expired job as a new attempt series, and records a wakeup so a
     /// server sharing the store picks it up (see `take_wakeups`).
@@ -84,6 +94,33 @@ pub trait Store: Send + Sync + 'static {
     /// Job ids that an out-of-process writer (the CLI) asked the running server to pick up,
     /// removed as they are returned.
     async fn take_wakeups(&self) -> Result<Vec<JobId>>;
+    /// Starts a delivery attempt: only a pending delivery that no one else holds.
+    async fn lease_delivery(&self, id: DeliveryId, lease: Lease) -> Result<Option<LeasedDelivery>>;
+    /// Records a delivery attempt if `lease_token` still holds it. Returns whether it applied.
+    async fn complete_delivery(&self, done: DeliveryDone) -> Result<bool>;
+    /// Starts the schedule again for every delivery of the job's latest outcome (on demand).
+    async fn redeliver(
+        &self,
+        tenant: Option<TenantId>,
+        job: JobId,
+        now_ms: u64,
+    ) -> Result<RedeliverOutcome>;
+    /// Creation time of the oldest pending delivery (for metrics).
+    async fn oldest_pending_delivery(&self) -> Result<Option<u64>>;
+    /// Sets a tenant's signing secrets (sealed by the caller), replacing any.
+    async fn put_webhook_secrets(&self, tenant: TenantId, secrets: WebhookSecrets) -> Result<()>;
+    /// A tenant's signing secrets.
+    async fn webhook_secrets(&self, tenant: TenantId) -> Result<Option<WebhookSecrets>>;
+    /// Atomically makes `primary` the primary secret and the old primary the secondary; `None`
+    /// when the tenant has no secrets yet.
+    async fn rotate_webhook_secret(
+        &self,
+        tenant: TenantId,
+        primary: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Option<WebhookSecrets>>;
+    /// Deletes a tenant's secrets (webhooks go unsigned); whether there were any.
+    async fn delete_webhook_secrets(&self, tenant: TenantId) -> Result<bool>;
     /// Counts of jobs by state (for metrics).
     async fn count_by_state(&self) -> Result<Vec<(ezt_core::JobState, u64)>>;
     /// Cheap liveness probe of the storage.

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use ezt_core::{ApiKeyId, JobId, JobState, TenantId};
+use ezt_core::webhook::DeliveryState;
+use ezt_core::{ApiKeyId, DeliveryId, JobId, JobState, TenantId};
 
 use crate::records::*;
 use crate::{Error, Result, Store};
@@ -19,6 +20,71 @@ struct Inner {
     leases: HashMap<JobId, u64>,
     by_key: HashMap<(TenantId, String), JobId>,
     wakeups: Vec<JobId>,
+    payloads: HashMap<(JobId, u32), Vec<u8>>,
+    deliveries: BTreeMap<DeliveryId, DeliveryRecord>,
+    delivery_leases: HashMap<DeliveryId, u64>,
+    secrets: HashMap<TenantId, WebhookSecrets>,
+}
+
+impl Inner {
+    /// Stores the webhook outcome of a job that has just become final (same critical section).
+    fn record_outcome(&mut self, id: JobId, region: &str, now_ms: u64) -> Vec<PendingDelivery> {
+        let j = &self.jobs[&id];
+        let ending = Ending {
+            id,
+            spec: &j.spec,
+            idempotent_key: &j.idempotent_key,
+            state: j.state,
+            response: j.response.as_ref(),
+            error: j.error.as_ref(),
+            attempts: j.attempt_count,
+            region,
+            now_ms,
+        };
+        let Some(outcome) = ending.outcome() else {
+            return Vec::new();
+        };
+        let (tenant_id, series) = (j.tenant_id, j.series);
+        let pending = outcome.pending(tenant_id, now_ms);
+        self.payloads.insert((id, series), outcome.payload);
+        for (did, index, url, voting) in outcome.deliveries {
+            self.deliveries.insert(
+                did,
+                DeliveryRecord {
+                    id: did,
+                    job_id: id,
+                    tenant_id,
+                    series,
+                    index,
+                    url,
+                    has_quorum_vote: voting,
+                    state: DeliveryState::Pending,
+                    attempts: Vec::new(),
+                    created_at: now_ms,
+                    next_at: Some(now_ms),
+                    acked_at: None,
+                    failed_in_run: 0,
+                },
+            );
+        }
+        pending
+    }
+
+    /// The deliveries of a job's latest outcome, in webhook order.
+    fn latest_deliveries(&self, job: JobId) -> Vec<DeliveryRecord> {
+        let mine: Vec<&DeliveryRecord> =
+            self.deliveries.values().filter(|d| d.job_id == job).collect();
+        let Some(series) = mine.iter().map(|d| d.series).max() else {
+            return Vec::new();
+        };
+        let mut out: Vec<DeliveryRecord> = mine
+            .into_iter()
+            .filter(|d| d.series == series)
+            .cloned()
+            .collect();
+        out.sort_by_key(|d| d.index);
+        out
+    }
 }
 
 /// A store that keeps everything in process memory.
@@ -158,6 +224,7 @@ impl Store for MemoryStore {
                     error: None,
                     finished_at: None,
                     attempts: Vec::new(),
+                    deliveries: Vec::new(),
                 },
             );
             out.push(Admission::Inserted);
@@ -166,12 +233,12 @@ impl Store for MemoryStore {
     }
 
     async fn get_job(&self, tenant: Option<TenantId>, id: JobId) -> Result<Option<JobRecord>> {
-        Ok(self
-            .lock()
-            .jobs
-            .get(&id)
-            .filter(|j| owned(j, tenant))
-            .cloned())
+        let g = self.lock();
+        Ok(g.jobs.get(&id).filter(|j| owned(j, tenant)).map(|j| {
+            let mut j = j.clone();
+            j.deliveries = g.latest_deliveries(id);
+            j
+        }))
     }
 
     async fn list_jobs(&self, tenant: Option<TenantId>, f: &JobFilter) -> Result<Vec<JobRecord>> {
@@ -192,9 +259,21 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn recover(&self, _now_ms: u64) -> Result<Vec<PendingJob>> {
+    async fn recover(&self, _now_ms: u64) -> Result<Recovered> {
         let mut g = self.lock();
         g.leases.clear();
+        g.delivery_leases.clear();
+        let deliveries = g
+            .deliveries
+            .values()
+            .filter(|d| d.state == DeliveryState::Pending)
+            .map(|d| PendingDelivery {
+                id: d.id,
+                tenant_id: d.tenant_id,
+                url: d.url.clone(),
+                next_at: d.next_at.unwrap_or(d.created_at),
+            })
+            .collect();
         let mut out = Vec::new();
         for j in g.jobs.values_mut() {
             if j.state == JobState::Running {
@@ -210,7 +289,10 @@ impl Store for MemoryStore {
                 });
             }
         }
-        Ok(out)
+        Ok(Recovered {
+            jobs: out,
+            deliveries,
+        })
     }
 
     async fn lease(&self, id: JobId, lease: Lease) -> Result<Option<LeasedJob>> {
@@ -240,17 +322,19 @@ impl Store for MemoryStore {
         Ok(Some(leased))
     }
 
-    async fn complete_attempt(&self, done: AttemptDone) -> Result<bool> {
+    async fn complete_attempt(&self, done: AttemptDone) -> Result<Option<Vec<PendingDelivery>>> {
         let mut g = self.lock();
         if g.leases.get(&done.id) != Some(&done.lease_token) {
-            return Ok(false);
+            return Ok(None);
         }
         let Some(j) = g.jobs.get_mut(&done.id) else {
-            return Ok(false);
+            return Ok(None);
         };
         if j.state != JobState::Running {
-            return Ok(false);
+            return Ok(None);
         }
+        let region = done.attempt.region.clone();
+        let is_final = matches!(done.next, Next::Final { .. });
         j.attempts.push(done.attempt);
         j.updated_at = done.now_ms;
         match done.next {
@@ -279,16 +363,25 @@ impl Store for MemoryStore {
             }
         }
         g.leases.remove(&done.id);
-        Ok(true)
+        Ok(Some(if is_final {
+            g.record_outcome(done.id, &region, done.now_ms)
+        } else {
+            Vec::new()
+        }))
     }
 
-    async fn expire(&self, id: JobId, now_ms: u64) -> Result<bool> {
+    async fn expire(
+        &self,
+        id: JobId,
+        now_ms: u64,
+        region: &str,
+    ) -> Result<Option<Vec<PendingDelivery>>> {
         let mut g = self.lock();
         let Some(j) = g.jobs.get_mut(&id) else {
-            return Ok(false);
+            return Ok(None);
         };
         if !matches!(j.state, JobState::Queued | JobState::Scheduled) {
-            return Ok(false);
+            return Ok(None);
         }
         j.state = JobState::Expired;
         j.finished_at = Some(now_ms);
@@ -297,7 +390,7 @@ impl Store for MemoryStore {
             code: "deadline".into(),
             message: "the job's timeout passed before it succeeded".into(),
         });
-        Ok(true)
+        Ok(Some(g.record_outcome(id, region, now_ms)))
     }
 
     async fn cancel(
@@ -305,6 +398,7 @@ impl Store for MemoryStore {
         tenant: Option<TenantId>,
         id: JobId,
         now_ms: u64,
+        region: &str,
     ) -> Result<CancelOutcome> {
         let mut g = self.lock();
         let Some(j) = g.jobs.get_mut(&id).filter(|j| owned(j, tenant)) else {
@@ -321,7 +415,7 @@ impl Store for MemoryStore {
             message: "cancelled by the caller".into(),
         });
         g.leases.remove(&id);
-        Ok(CancelOutcome::Cancelled)
+        Ok(CancelOutcome::Cancelled(g.record_outcome(id, region, now_ms)))
     }
 
     async fn replay(
@@ -360,6 +454,135 @@ impl Store for MemoryStore {
 
     async fn take_wakeups(&self) -> Result<Vec<JobId>> {
         Ok(std::mem::take(&mut self.lock().wakeups))
+    }
+
+    async fn lease_delivery(&self, id: DeliveryId, lease: Lease) -> Result<Option<LeasedDelivery>> {
+        let mut g = self.lock();
+        if g.delivery_leases.contains_key(&id) {
+            return Ok(None);
+        }
+        let Some(d) = g.deliveries.get(&id) else {
+            return Ok(None);
+        };
+        if d.state != DeliveryState::Pending {
+            return Ok(None);
+        }
+        let Some(payload) = g.payloads.get(&(d.job_id, d.series)).cloned() else {
+            return Err(Error::Other(format!("delivery {id} has no payload")));
+        };
+        let leased = LeasedDelivery {
+            id,
+            job_id: d.job_id,
+            tenant_id: d.tenant_id,
+            url: d.url.clone(),
+            payload,
+            attempt_no: d.attempts.len() as u32 + 1,
+            failed_in_run: d.failed_in_run,
+            created_at: d.created_at,
+            acked_before: d.acked_at.is_some(),
+        };
+        g.delivery_leases.insert(id, lease.token);
+        Ok(Some(leased))
+    }
+
+    async fn complete_delivery(&self, done: DeliveryDone) -> Result<bool> {
+        let mut g = self.lock();
+        if g.delivery_leases.get(&done.id) != Some(&done.lease_token) {
+            return Ok(false);
+        }
+        g.delivery_leases.remove(&done.id);
+        let Some(d) = g.deliveries.get_mut(&done.id) else {
+            return Ok(false);
+        };
+        d.attempts.push(done.attempt);
+        match done.next {
+            DeliveryNext::Delivered => {
+                d.state = DeliveryState::Delivered;
+                d.next_at = None;
+                d.acked_at.get_or_insert(done.now_ms);
+            }
+            DeliveryNext::RetryAt(t) => {
+                d.next_at = Some(t);
+                d.failed_in_run += 1;
+            }
+            DeliveryNext::Failed => {
+                d.state = DeliveryState::Failed;
+                d.next_at = None;
+                d.failed_in_run += 1;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: Option<TenantId>,
+        job: JobId,
+        now_ms: u64,
+    ) -> Result<RedeliverOutcome> {
+        let mut g = self.lock();
+        if !g.jobs.get(&job).is_some_and(|j| owned(j, tenant)) {
+            return Ok(RedeliverOutcome::NotFound);
+        }
+        let latest = g.latest_deliveries(job);
+        if latest.is_empty() {
+            return Ok(RedeliverOutcome::NoDeliveries);
+        }
+        let mut out = Vec::new();
+        for d in latest {
+            if g.delivery_leases.contains_key(&d.id) {
+                continue; // in flight: that attempt is the redelivery
+            }
+            let r = g.deliveries.get_mut(&d.id).expect("listed");
+            r.state = DeliveryState::Pending;
+            r.next_at = Some(now_ms);
+            r.failed_in_run = 0;
+            out.push(PendingDelivery {
+                id: r.id,
+                tenant_id: r.tenant_id,
+                url: r.url.clone(),
+                next_at: now_ms,
+            });
+        }
+        Ok(RedeliverOutcome::Requeued(out))
+    }
+
+    async fn oldest_pending_delivery(&self) -> Result<Option<u64>> {
+        Ok(self
+            .lock()
+            .deliveries
+            .values()
+            .filter(|d| d.state == DeliveryState::Pending)
+            .map(|d| d.created_at)
+            .min())
+    }
+
+    async fn put_webhook_secrets(&self, tenant: TenantId, secrets: WebhookSecrets) -> Result<()> {
+        self.lock().secrets.insert(tenant, secrets);
+        Ok(())
+    }
+
+    async fn webhook_secrets(&self, tenant: TenantId) -> Result<Option<WebhookSecrets>> {
+        Ok(self.lock().secrets.get(&tenant).cloned())
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        tenant: TenantId,
+        primary: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Option<WebhookSecrets>> {
+        let mut g = self.lock();
+        let Some(s) = g.secrets.get_mut(&tenant) else {
+            return Ok(None);
+        };
+        s.secondary = Some(std::mem::replace(&mut s.primary, primary));
+        s.updated_at = now_ms;
+        Ok(Some(s.clone()))
+    }
+
+    async fn delete_webhook_secrets(&self, tenant: TenantId) -> Result<bool> {
+        Ok(self.lock().secrets.remove(&tenant).is_some())
     }
 
     async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {

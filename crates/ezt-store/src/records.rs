@@ -4,7 +4,8 @@ use ezt_core::job::JobSpec;
 use ezt_core::lane::LaneKey;
 use ezt_core::retry::{Counters, Verdict};
 use ezt_core::tier::Tier;
-use ezt_core::{ApiKeyId, JobId, JobState, TenantId};
+use ezt_core::webhook::{DeliveryState, Payload, PayloadError, PayloadResponse};
+use ezt_core::{ApiKeyId, DeliveryId, JobId, JobState, TenantId};
 use serde::{Deserialize, Serialize};
 
 /// A tenant.
@@ -156,6 +157,8 @@ pub struct JobRecord {
     pub finished_at: Option<u64>,
     /// Every attempt (empty in lists).
     pub attempts: Vec<Attempt>,
+    /// Webhook deliveries of the latest outcome, in webhook order (empty in lists).
+    pub deliveries: Vec<DeliveryRecord>,
 }
 
 /// List filters.
@@ -257,10 +260,10 @@ pub struct AttemptDone {
 }
 
 /// Result of a cancel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// Now cancelled.
-    Cancelled,
+    /// Now cancelled; its webhook deliveries (if any) were created in the same transaction.
+    Cancelled(Vec<PendingDelivery>),
     /// No such job (for this tenant).
     NotFound,
     /// Already in a final state.
@@ -282,4 +285,244 @@ pub enum ReplayOutcome {
 /// than the dedup window.
 pub fn dedups(state: JobState, finished_at: Option<u64>, now_ms: u64, window_ms: u64) -> bool {
     !state.is_final() || finished_at.is_some_and(|f| now_ms.saturating_sub(f) < window_ms)
+}
+
+/// Jobs and webhook deliveries that were waiting when the store was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Jobs not yet final.
+    pub jobs: Vec<PendingJob>,
+    /// Deliveries not yet delivered or failed.
+    pub deliveries: Vec<PendingDelivery>,
+}
+
+/// One webhook delivery: a job outcome to one URL, retried on its schedule until a 2xx.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// Id (stable across retries and redeliveries).
+    pub id: DeliveryId,
+    /// The job whose outcome it carries.
+    pub job_id: JobId,
+    /// Owner.
+    pub tenant_id: TenantId,
+    /// The job's attempt series that produced the outcome.
+    pub series: u32,
+    /// Position in the job's `webhooks`.
+    pub index: u32,
+    /// Receiver.
+    pub url: String,
+    /// Counts towards the quorum.
+    pub has_quorum_vote: bool,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<DeliveryAttempt>,
+    /// When the outcome happened, ms.
+    pub created_at: u64,
+    /// Next attempt not before, ms (pending only).
+    pub next_at: Option<u64>,
+    /// First acknowledgement, ms (kept across redeliveries: a vote once cast stays cast).
+    pub acked_at: Option<u64>,
+    /// Failed attempts since the schedule (re)started: the schedule's step.
+    pub failed_in_run: u32,
+}
+
+/// One attempt to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// 1-based over the delivery's life.
+    pub n: u32,
+    /// Start, ms.
+    pub at: u64,
+    /// Receiver's status, when it answered.
+    pub status_code: Option<u16>,
+    /// Network error text, when it did not.
+    pub error: Option<String>,
+    /// Call latency, ms.
+    pub latency_ms: u64,
+    /// What followed: `delivered`, `retry` or `failed`.
+    pub outcome: String,
+    /// Wait before the next attempt, ms.
+    pub wait_ms: Option<u64>,
+}
+
+/// What the webhook scheduler keeps of a waiting delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    /// Id.
+    pub id: DeliveryId,
+    /// Owner (for fair sharing of a receiver between tenants).
+    pub tenant_id: TenantId,
+    /// Receiver (its host picks the lane).
+    pub url: String,
+    /// Not before, ms.
+    pub next_at: u64,
+}
+
+/// What one delivery attempt needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedDelivery {
+    /// Id.
+    pub id: DeliveryId,
+    /// The job.
+    pub job_id: JobId,
+    /// Owner (whose secrets sign it).
+    pub tenant_id: TenantId,
+    /// Receiver.
+    pub url: String,
+    /// The exact body, as serialised when the job ended.
+    pub payload: Vec<u8>,
+    /// Number of this attempt (1-based).
+    pub attempt_no: u32,
+    /// Failed attempts in this run before this one.
+    pub failed_in_run: u32,
+    /// When the outcome happened, ms.
+    pub created_at: u64,
+    /// Whether it was acknowledged before (a redelivery).
+    pub acked_before: bool,
+}
+
+/// After a delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryNext {
+    /// Acknowledged.
+    Delivered,
+    /// Try again not before, ms.
+    RetryAt(u64),
+    /// Given up.
+    Failed,
+}
+
+/// A finished delivery attempt to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryDone {
+    /// Delivery.
+    pub id: DeliveryId,
+    /// The lease's fencing token.
+    pub lease_token: u64,
+    /// The attempt.
+    pub attempt: DeliveryAttempt,
+    /// What follows.
+    pub next: DeliveryNext,
+    /// Now, ms.
+    pub now_ms: u64,
+}
+
+/// Result of a redelivery request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedeliverOutcome {
+    /// These deliveries start their schedule again now (in-flight ones are left to finish).
+    Requeued(Vec<PendingDelivery>),
+    /// No such job (for this tenant).
+    NotFound,
+    /// The job has no deliveries (no webhooks, or not final yet).
+    NoDeliveries,
+}
+
+/// A tenant's webhook signing secrets, encrypted by the server (the store never sees them in
+/// clear).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSecrets {
+    /// Primary secret, sealed.
+    pub primary: Vec<u8>,
+    /// Secondary (previous) secret, sealed.
+    pub secondary: Option<Vec<u8>>,
+    /// Last change, ms.
+    pub updated_at: u64,
+}
+
+/// What a job's end produces for its webhooks: the payload (serialised once) and one delivery
+/// per webhook. Every store calls this inside the transaction that makes the job final, so no
+/// crash can finish a job and forget its webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The body every delivery sends.
+    pub payload: Vec<u8>,
+    /// New deliveries, in webhook order: (id, index, url, has_quorum_vote).
+    pub deliveries: Vec<(DeliveryId, u32, String, bool)>,
+}
+
+/// The facts of a job that has just become final.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    /// The job.
+    pub id: JobId,
+    /// Its spec (webhooks, metadata).
+    pub spec: &'a JobSpec,
+    /// Its dedup key.
+    pub idempotent_key: &'a str,
+    /// The final state.
+    pub state: JobState,
+    /// Final response, if any.
+    pub response: Option<&'a Response>,
+    /// Why, if not succeeded.
+    pub error: Option<&'a JobError>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Region of the node ending it.
+    pub region: &'a str,
+    /// Now, ms.
+    pub now_ms: u64,
+}
+
+impl Ending<'_> {
+    /// The webhook outcome, or `None` when the job has no webhooks.
+    pub fn outcome(&self) -> Option<Outcome> {
+        if self.spec.webhooks.is_empty() {
+            return None;
+        }
+        let payload = Payload {
+            job_id: self.id.to_string(),
+            idempotent_key: self.idempotent_key.to_string(),
+            status: if self.state == JobState::Succeeded {
+                "success"
+            } else {
+                "failed"
+            },
+            response: self
+                .response
+                .map(|r| PayloadResponse::new(r.status_code, &r.headers, r.body.clone())),
+            metadata: self.spec.metadata.clone(),
+            error: self.error.map(|e| PayloadError {
+                code: e.code.clone(),
+                message: e.message.clone(),
+            }),
+            attempts: self.attempts,
+            region: self.region.to_string(),
+            completed_at: self.now_ms,
+        };
+        let deliveries = self
+            .spec
+            .webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                (
+                    DeliveryId::new(self.now_ms, rand::random()),
+                    i as u32,
+                    w.url.clone(),
+                    w.has_quorum_vote,
+                )
+            })
+            .collect();
+        Some(Outcome {
+            payload: payload.to_bytes(),
+            deliveries,
+        })
+    }
+}
+
+impl Outcome {
+    /// The new deliveries as the webhook scheduler needs them.
+    pub fn pending(&self, tenant_id: TenantId, now_ms: u64) -> Vec<PendingDelivery> {
+        self.deliveries
+            .iter()
+            .map(|(id, _, url, _)| PendingDelivery {
+                id: *id,
+                tenant_id,
+                url: url.clone(),
+                next_at: now_ms,
+            })
+            .collect()
+    }
 }

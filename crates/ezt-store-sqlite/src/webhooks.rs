@@ -1,0 +1,367 @@
+//! Webhook deliveries and signing secrets in SQLite. Each function runs on a connection the
+//! caller holds (the writer's transaction, or a reader), so "job final + deliveries created" is
+//! one transaction.
+
+use ezt_core::webhook::DeliveryState;
+use ezt_core::{DeliveryId, JobId, TenantId};
+use ezt_store::*;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::codec::*;
+
+pub(crate) const MIGRATION: &str = r#"
+CREATE TABLE webhook_payloads (
+    job_id BLOB NOT NULL, series INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (job_id, series)
+) WITHOUT ROWID;
+CREATE TABLE webhook_deliveries (
+    id BLOB PRIMARY KEY, job_id BLOB NOT NULL, tenant_id BLOB NOT NULL, series INTEGER NOT NULL, idx INTEGER NOT NULL,
+    url TEXT NOT NULL, voting INTEGER NOT NULL, state TEXT NOT NULL, attempts TEXT NOT NULL DEFAULT '[]',
+    created_at INTEGER NOT NULL, next_at INTEGER, acked_at INTEGER, failed_in_run INTEGER NOT NULL DEFAULT 0,
+    lease_token INTEGER
+);
+CREATE INDEX deliveries_by_job ON webhook_deliveries (job_id, series, idx);
+CREATE INDEX deliveries_pending ON webhook_deliveries (created_at) WHERE state = 'pending';
+CREATE TABLE webhook_secrets (
+    tenant_id BLOB PRIMARY KEY, primary_secret BLOB NOT NULL, secondary_secret BLOB, updated_at INTEGER NOT NULL
+);
+"#;
+
+/// Creates the payload and deliveries of a job that this transaction has just made final.
+/// `row` is what the finishing UPDATE returned (see `ENDING_COLUMNS`).
+pub(crate) fn record_outcome(
+    c: &Connection,
+    id: JobId,
+    row: EndingRow,
+    region: &str,
+    now_ms: u64,
+) -> Result<Vec<PendingDelivery>> {
+    // Most jobs have no webhooks: skip decoding their spec (it omits an empty list).
+    if !row.spec.contains("\"webhooks\"") {
+        return Ok(Vec::new());
+    }
+    let spec: ezt_core::job::JobSpec = json_decode(&row.spec)?;
+    let response: Option<Response> = row.response.as_deref().map(json_decode).transpose()?;
+    let error: Option<JobError> = row.error.as_deref().map(json_decode).transpose()?;
+    let ending = Ending {
+        id,
+        spec: &spec,
+        idempotent_key: &row.idempotent_key,
+        state: parse_state(&row.state)?,
+        response: response.as_ref(),
+        error: error.as_ref(),
+        attempts: row.attempt_count,
+        region,
+        now_ms,
+    };
+    let Some(outcome) = ending.outcome() else {
+        return Ok(Vec::new());
+    };
+    let job = id_blob(id.0);
+    let tenant = TenantId(blob_id(&row.tenant_id));
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO webhook_payloads (job_id, series, payload) VALUES (?1, ?2, ?3)",
+    )
+    .and_then(|mut st| st.execute(params![job, row.series, outcome.payload]))
+    .map_err(map_err)?;
+    let mut insert = c
+        .prepare_cached(
+            "INSERT INTO webhook_deliveries (id, job_id, tenant_id, series, idx, url, voting, state, created_at, next_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+        )
+        .map_err(map_err)?;
+    for (did, idx, url, voting) in &outcome.deliveries {
+        insert
+            .execute(params![
+                id_blob(did.0),
+                job,
+                row.tenant_id,
+                row.series,
+                idx,
+                url,
+                voting,
+                now_ms as i64
+            ])
+            .map_err(map_err)?;
+    }
+    Ok(outcome.pending(tenant, now_ms))
+}
+
+/// Columns a finishing `UPDATE … RETURNING` yields for `EndingRow::from_row`.
+pub(crate) const ENDING_COLUMNS: &str =
+    "tenant_id, series, spec, idempotent_key, state, response, error, attempt_count";
+
+/// What `record_outcome` needs of the finished job.
+pub(crate) struct EndingRow {
+    tenant_id: Vec<u8>,
+    series: u32,
+    spec: String,
+    idempotent_key: String,
+    state: String,
+    response: Option<String>,
+    error: Option<String>,
+    attempt_count: u32,
+}
+
+impl EndingRow {
+    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            tenant_id: r.get(0)?,
+            series: r.get(1)?,
+            spec: r.get(2)?,
+            idempotent_key: r.get(3)?,
+            state: r.get(4)?,
+            response: r.get(5)?,
+            error: r.get(6)?,
+            attempt_count: r.get(7)?,
+        })
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, job_id, tenant_id, series, idx, url, voting, state, attempts, created_at, next_at, acked_at, failed_in_run";
+
+fn delivery_row(r: &Row<'_>) -> rusqlite::Result<Result<DeliveryRecord>> {
+    let state: String = r.get(7)?;
+    let attempts: String = r.get(8)?;
+    let rec = (
+        DeliveryId(blob_id(&r.get::<_, Vec<u8>>(0)?)),
+        JobId(blob_id(&r.get::<_, Vec<u8>>(1)?)),
+        TenantId(blob_id(&r.get::<_, Vec<u8>>(2)?)),
+        r.get::<_, u32>(3)?,
+        r.get::<_, u32>(4)?,
+        r.get::<_, String>(5)?,
+        r.get::<_, bool>(6)?,
+        r.get::<_, i64>(9)? as u64,
+        r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        r.get::<_, Option<i64>>(11)?.map(|v| v as u64),
+        r.get::<_, u32>(12)?,
+    );
+    Ok((|| {
+        Ok(DeliveryRecord {
+            id: rec.0,
+            job_id: rec.1,
+            tenant_id: rec.2,
+            series: rec.3,
+            index: rec.4,
+            url: rec.5,
+            has_quorum_vote: rec.6,
+            state: DeliveryState::parse(&state)
+                .ok_or_else(|| Error::Other(format!("corrupt row: delivery state {state:?}")))?,
+            attempts: json_decode(&attempts)?,
+            created_at: rec.7,
+            next_at: rec.8,
+            acked_at: rec.9,
+            failed_in_run: rec.10,
+        })
+    })())
+}
+
+/// The deliveries of a job's latest outcome, in webhook order.
+pub(crate) fn latest_deliveries(c: &Connection, job: JobId) -> Result<Vec<DeliveryRecord>> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = ?1
+         AND series = (SELECT MAX(series) FROM webhook_deliveries WHERE job_id = ?1) ORDER BY idx"
+    );
+    let mut st = c.prepare_cached(&sql).map_err(map_err)?;
+    let rows = st
+        .query_map(params![id_blob(job.0)], delivery_row)
+        .map_err(map_err)?;
+    rows.map(|r| r.map_err(map_err)?).collect()
+}
+
+/// Releases delivery leases of a dead run and lists what is still pending.
+pub(crate) fn recover(c: &Connection) -> Result<Vec<PendingDelivery>> {
+    c.execute(
+        "UPDATE webhook_deliveries SET lease_token = NULL WHERE state = 'pending' AND lease_token IS NOT NULL",
+        [],
+    )
+    .map_err(map_err)?;
+    let mut st = c
+        .prepare("SELECT id, tenant_id, url, COALESCE(next_at, created_at) FROM webhook_deliveries WHERE state = 'pending' ORDER BY id")
+        .map_err(map_err)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(PendingDelivery {
+                id: DeliveryId(blob_id(&r.get::<_, Vec<u8>>(0)?)),
+                tenant_id: TenantId(blob_id(&r.get::<_, Vec<u8>>(1)?)),
+                url: r.get(2)?,
+                next_at: r.get::<_, i64>(3)? as u64,
+            })
+        })
+        .map_err(map_err)?;
+    rows.map(|r| r.map_err(map_err)).collect()
+}
+
+pub(crate) fn lease(c: &Connection, id: DeliveryId, lease: Lease) -> Result<Option<LeasedDelivery>> {
+    let row = c
+        .prepare_cached(
+            "UPDATE webhook_deliveries SET lease_token = ?2 WHERE id = ?1 AND state = 'pending' AND lease_token IS NULL
+             RETURNING job_id, tenant_id, series, url, json_array_length(attempts), failed_in_run, created_at, acked_at IS NOT NULL",
+        )
+        .and_then(|mut st| {
+            st.query_row(params![id_blob(id.0), lease.token as i64], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, u32>(5)?,
+                    r.get::<_, i64>(6)? as u64,
+                    r.get::<_, bool>(7)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(map_err)?;
+    let Some((job, tenant, series, url, made, failed_in_run, created_at, acked_before)) = row else {
+        return Ok(None);
+    };
+    let payload: Vec<u8> = c
+        .prepare_cached("SELECT payload FROM webhook_payloads WHERE job_id = ?1 AND series = ?2")
+        .and_then(|mut st| st.query_row(params![job, series], |r| r.get(0)))
+        .map_err(map_err)?;
+    Ok(Some(LeasedDelivery {
+        id,
+        job_id: JobId(blob_id(&job)),
+        tenant_id: TenantId(blob_id(&tenant)),
+        url,
+        payload,
+        attempt_no: made + 1,
+        failed_in_run,
+        created_at,
+        acked_before,
+    }))
+}
+
+pub(crate) fn complete(c: &Connection, done: &DeliveryDone) -> Result<bool> {
+    let (state, next_at, failed) = match done.next {
+        DeliveryNext::Delivered => (DeliveryState::Delivered, None, 0),
+        DeliveryNext::RetryAt(t) => (DeliveryState::Pending, Some(t as i64), 1),
+        DeliveryNext::Failed => (DeliveryState::Failed, None, 1),
+    };
+    let acked = (done.next == DeliveryNext::Delivered).then_some(done.now_ms as i64);
+    let n = c
+        .prepare_cached(
+            "UPDATE webhook_deliveries SET state = ?3, next_at = ?4, failed_in_run = failed_in_run + ?5,
+             acked_at = COALESCE(acked_at, ?6), attempts = json_insert(attempts, '$[#]', json(?7)), lease_token = NULL
+             WHERE id = ?1 AND lease_token = ?2",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id_blob(done.id.0),
+                done.lease_token as i64,
+                state.as_str(),
+                next_at,
+                failed,
+                acked,
+                json_encode(&done.attempt).unwrap_or_default()
+            ])
+        })
+        .map_err(map_err)?;
+    Ok(n > 0)
+}
+
+pub(crate) fn redeliver(
+    c: &Connection,
+    tenant: Option<TenantId>,
+    job: JobId,
+    now_ms: u64,
+) -> Result<RedeliverOutcome> {
+    let (clause, t) = crate::tenant_clause(tenant);
+    let exists: bool = c
+        .query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1{clause})"),
+            params![id_blob(job.0), t],
+            |r| r.get(0),
+        )
+        .map_err(map_err)?;
+    if !exists {
+        return Ok(RedeliverOutcome::NotFound);
+    }
+    let latest = latest_deliveries(c, job)?;
+    if latest.is_empty() {
+        return Ok(RedeliverOutcome::NoDeliveries);
+    }
+    let mut st = c
+        .prepare_cached(
+            "UPDATE webhook_deliveries SET state = 'pending', next_at = ?2, failed_in_run = 0
+             WHERE id = ?1 AND lease_token IS NULL",
+        )
+        .map_err(map_err)?;
+    let mut out = Vec::new();
+    for d in latest {
+        if st.execute(params![id_blob(d.id.0), now_ms as i64]).map_err(map_err)? > 0 {
+            out.push(PendingDelivery {
+                id: d.id,
+                tenant_id: d.tenant_id,
+                url: d.url,
+                next_at: now_ms,
+            });
+        }
+    }
+    Ok(RedeliverOutcome::Requeued(out))
+}
+
+pub(crate) fn oldest_pending(c: &Connection) -> Result<Option<u64>> {
+    c.query_row(
+        "SELECT MIN(created_at) FROM webhook_deliveries WHERE state = 'pending'",
+        [],
+        |r| r.get::<_, Option<i64>>(0),
+    )
+    .map(|v| v.map(|v| v as u64))
+    .map_err(map_err)
+}
+
+pub(crate) fn put_secrets(c: &Connection, tenant: TenantId, s: &WebhookSecrets) -> Result<()> {
+    c.execute(
+        "INSERT OR REPLACE INTO webhook_secrets (tenant_id, primary_secret, secondary_secret, updated_at) VALUES (?1, ?2, ?3, ?4)",
+        params![id_blob(tenant.0), s.primary, s.secondary, s.updated_at as i64],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub(crate) fn secrets(c: &Connection, tenant: TenantId) -> Result<Option<WebhookSecrets>> {
+    c.prepare_cached(
+        "SELECT primary_secret, secondary_secret, updated_at FROM webhook_secrets WHERE tenant_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row(params![id_blob(tenant.0)], |r| {
+            Ok(WebhookSecrets {
+                primary: r.get(0)?,
+                secondary: r.get(1)?,
+                updated_at: r.get::<_, i64>(2)? as u64,
+            })
+        })
+        .optional()
+    })
+    .map_err(map_err)
+}
+
+pub(crate) fn rotate(
+    c: &Connection,
+    tenant: TenantId,
+    primary: &[u8],
+    now_ms: u64,
+) -> Result<Option<WebhookSecrets>> {
+    let n = c
+        .execute(
+            "UPDATE webhook_secrets SET secondary_secret = primary_secret, primary_secret = ?2, updated_at = ?3 WHERE tenant_id = ?1",
+            params![id_blob(tenant.0), primary, now_ms as i64],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    secrets(c, tenant)
+}
+
+pub(crate) fn delete_secrets(c: &Connection, tenant: TenantId) -> Result<bool> {
+    let n = c
+        .execute(
+            "DELETE FROM webhook_secrets WHERE tenant_id = ?1",
+            params![id_blob(tenant.0)],
+        )
+        .map_err(map_err)?;
+    Ok(n > 0)
+}

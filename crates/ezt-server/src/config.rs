@@ -32,6 +32,83 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// How long a final job keeps its idempotency key, ms.
     pub dedup_window_ms: u64,
+    /// Webhook delivery.
+    pub webhooks: WebhooksConfig,
+    /// Key that seals webhook secrets at rest (base64 of 32 bytes). Without it, a key file
+    /// `secret.key` is created in the data dir (mode 0600) on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<SecretKey>,
+}
+
+/// A key that must never reach a log: `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretKey(pub String);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey([redacted])")
+    }
+}
+
+/// How job outcomes are delivered to webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// TCP+TLS connect timeout, ms.
+    pub connect_timeout_ms: u64,
+    /// Whole-attempt timeout, ms: a receiver slower than this has failed the attempt.
+    pub timeout_ms: u64,
+    /// Waits after each failed attempt (humantime); when they run out the delivery is failed.
+    pub retry_schedule: Vec<String>,
+    /// Relative jitter applied to each wait (0.2 = ±20 %).
+    pub jitter: f64,
+    /// Per-receiver-host limit (every host gets its own lane, shared fairly by tenants).
+    pub default: LaneLimit,
+    /// Pinned limits by receiver `host` or `host:port`.
+    pub hosts: BTreeMap<String, LaneLimit>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 5_000,
+            timeout_ms: 15_000,
+            retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "10h", "14h", "20h"]
+                .map(String::from)
+                .to_vec(),
+            jitter: 0.2,
+            default: LaneLimit {
+                rate: 50.0,
+                burst: 10,
+                max_in_flight: 8,
+            },
+            hosts: BTreeMap::new(),
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The retry schedule in the core's terms (`validate` has checked every entry).
+    pub fn schedule(&self) -> ezt_core::webhook::RetrySchedule {
+        ezt_core::webhook::RetrySchedule {
+            delays_ms: self
+                .retry_schedule
+                .iter()
+                .filter_map(|d| ezt_core::duration::parse_millis(d).ok())
+                .collect(),
+            jitter: self.jitter,
+        }
+    }
+
+    /// The lanes of the webhook scheduler.
+    pub fn lanes(&self) -> LanesConfig {
+        LanesConfig {
+            default: self.default,
+            hosts: self.hosts.clone(),
+            credential_headers: Vec::new(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -46,6 +123,8 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             limits: LimitsConfig::default(),
             dedup_window_ms: 24 * 3600 * 1000,
+            webhooks: WebhooksConfig::default(),
+            secret_key: None,
         }
     }
 }
@@ -198,6 +277,7 @@ impl Config {
                 }
                 "EZTHROTTLE_DATA_DIR" => self.data_dir = v.into(),
                 "EZTHROTTLE_REGION" => self.region = v,
+                "EZTHROTTLE_SECRET_KEY" if !v.is_empty() => self.secret_key = Some(SecretKey(v)),
                 "EZTHROTTLE_ALLOW_CIDRS" => {
                     self.allow_cidrs = parse_cidrs(v.split(',').filter(|s| !s.trim().is_empty()))
                         .map_err(|m| bad(&k, m))?
@@ -228,6 +308,24 @@ impl Config {
         lim("lanes.default", &self.lanes.default)?;
         for (h, l) in &self.lanes.hosts {
             lim(&format!("lanes.hosts.{h}"), l)?;
+        }
+        let w = &self.webhooks;
+        lim("webhooks.default", &w.default)?;
+        for (h, l) in &w.hosts {
+            lim(&format!("webhooks.hosts.{h}"), l)?;
+        }
+        for d in &w.retry_schedule {
+            ezt_core::duration::parse_millis(d).map_err(|m| {
+                ConfigError::Invalid(format!("webhooks.retry_schedule: {d:?}: {m}"))
+            })?;
+        }
+        if !(0.0..=1.0).contains(&w.jitter) {
+            return Err(ConfigError::Invalid(
+                "webhooks.jitter must be between 0 and 1".into(),
+            ));
+        }
+        if w.timeout_ms == 0 || w.connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("webhooks timeouts must be > 0".into()));
         }
         if self.region.is_empty() {
             return Err(ConfigError::Invalid("region may not be empty".into()));

@@ -20,12 +20,13 @@ use tokio::time::Instant;
 
 use crate::events::{Events, JobEvent};
 use crate::metrics::Metrics;
-use crate::scheduler::{now_ms, AttemptEnd};
+use crate::scheduler::{now_ms, AttemptEnd, GateTicket, Ran, Runner};
+use crate::webhooks::Deliveries;
 
 /// A name that resolved only to refused addresses.
 #[derive(Debug, thiserror::Error)]
 #[error("ssrf_denied: {host} resolves only to refused addresses ({addr} is {class})")]
-pub struct SsrfBlocked {
+pub(crate) struct SsrfBlocked {
     host: String,
     addr: std::net::IpAddr,
     class: DenyClass,
@@ -100,6 +101,7 @@ pub struct Executor {
     policy: SsrfPolicy,
     events: Arc<Events>,
     metrics: Arc<Metrics>,
+    deliveries: Deliveries,
 }
 
 impl std::fmt::Debug for Executor {
@@ -118,6 +120,7 @@ impl Executor {
         policy: SsrfPolicy,
         events: Arc<Events>,
         metrics: Arc<Metrics>,
+        deliveries: Deliveries,
     ) -> Result<Self, reqwest::Error> {
         let cfg = config.executor.clone();
         let client = reqwest::Client::builder()
@@ -137,6 +140,7 @@ impl Executor {
             policy,
             events,
             metrics,
+            deliveries,
         })
     }
 
@@ -144,8 +148,11 @@ impl Executor {
     /// so this keeps trying while the store is unavailable: giving up would leave the job
     /// queued on disk but unknown to the scheduler until the next restart.
     pub async fn expire(&self, id: JobId) {
-        if until_stored("expiry", || self.store.expire(id, now_ms())).await {
+        let expired =
+            until_stored("expiry", || self.store.expire(id, now_ms(), &self.region)).await;
+        if let Some(deliveries) = expired {
             tracing::info!(job_id = %id, "job expired while waiting");
+            crate::webhooks::enqueue(&self.deliveries, deliveries);
             self.publish_final(id).await;
         }
     }
@@ -171,11 +178,11 @@ impl Executor {
 
     /// Makes one attempt of `id` in `lane`.
     #[tracing::instrument(skip_all, name = "attempt", fields(job_id = %id, lane = %lane))]
-    pub async fn run(
+    pub async fn attempt(
         &self,
         id: JobId,
         lane: &LaneKey,
-        gate: &mut crate::scheduler::GateTicket,
+        gate: &mut GateTicket,
     ) -> (AttemptEnd, Option<LimitChange>) {
         let now = now_ms();
         let token = rand::random::<u64>() >> 1;
@@ -277,13 +284,13 @@ impl Executor {
             next,
             now_ms: done_ms,
         };
-        let applied = self.record(done).await;
-        if !applied {
+        let Some(deliveries) = self.record(done).await else {
             tracing::info!(
                 "attempt result discarded: the job was cancelled or re-leased meanwhile"
             );
             return (AttemptEnd::Finished, change);
-        }
+        };
+        crate::webhooks::enqueue(&self.deliveries, deliveries);
         self.events.publish(id, || JobEvent {
             event: "attempt".into(),
             data: serde_json::to_value(&attempt).unwrap_or_default(),
@@ -361,7 +368,7 @@ impl Executor {
 
     /// Writes the attempt, retrying while the store is unavailable (e.g. disk full): the job
     /// stays leased meanwhile, and a restart would rescue it.
-    async fn record(&self, done: AttemptDone) -> bool {
+    async fn record(&self, done: AttemptDone) -> Option<Vec<ezt_store::PendingDelivery>> {
         until_stored("attempt", || self.store.complete_attempt(done.clone())).await
     }
 
@@ -454,9 +461,26 @@ impl Executor {
     }
 }
 
+impl Runner for Executor {
+    type Id = JobId;
+
+    async fn run(&self, id: JobId, lane: &LaneKey, gate: &mut GateTicket) -> Ran {
+        let (end, change) = self.attempt(id, lane, gate).await;
+        Ran {
+            end,
+            change,
+            healthy: None,
+        }
+    }
+
+    async fn expire(&self, id: JobId) {
+        Executor::expire(self, id).await
+    }
+}
+
 /// Repeats a store write with capped exponential backoff until the store answers: used where
 /// giving up would strand a job (recorded nowhere but in a scheduler that already let it go).
-async fn until_stored<T, F, Fut>(what: &str, mut write: F) -> T
+pub(crate) async fn until_stored<T, F, Fut>(what: &str, mut write: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ezt_store::Result<T>>,
@@ -474,7 +498,9 @@ where
     }
 }
 
-fn error_chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn error_chain_has<E: std::error::Error + 'static>(
+    e: &(dyn std::error::Error + 'static),
+) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.is::<E>() {
@@ -485,7 +511,7 @@ fn error_chain_has<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 
     false
 }
 
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

@@ -11,6 +11,8 @@ pub mod executor;
 pub mod http;
 pub mod metrics;
 pub mod scheduler;
+pub mod sealing;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,8 +33,12 @@ pub struct AppState {
     pub cfg: Arc<Config>,
     /// Durable storage.
     pub store: Arc<dyn Store>,
-    /// The scheduler.
+    /// The job scheduler.
     pub scheduler: scheduler::SchedulerHandle,
+    /// The webhook delivery scheduler.
+    pub deliveries: webhooks::Deliveries,
+    /// Seals webhook secrets at rest.
+    pub sealer: Arc<sealing::Sealer>,
     /// The executor (for final events).
     pub executor: Arc<executor::Executor>,
     /// SSRF allow-list.
@@ -66,8 +72,8 @@ pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, BoxError> {
 /// Start-up errors come from several layers (store, TLS client, socket); the binary adds context.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Builds the state, recovers waiting jobs and starts the scheduler; returns the state and the
-/// scheduler's join handle.
+/// Builds the state, recovers waiting jobs and deliveries and starts both schedulers; returns
+/// the state and the schedulers' join handle.
 pub async fn start(
     cfg: Config,
     store: Arc<dyn Store>,
@@ -80,23 +86,49 @@ pub async fn start(
     let fingerprint_key = store
         .meta_get_or_init("lane_fingerprint_key", rand::random::<[u8; 32]>().to_vec())
         .await?;
+    let sealer = Arc::new(sealing::Sealer::load(
+        cfg.secret_key.as_ref().map(|k| k.0.as_str()),
+        &cfg.data_dir,
+    )?);
+    let deliverer = Arc::new(webhooks::Deliverer::new(
+        store.clone(),
+        &cfg.webhooks,
+        executor::SsrfResolver::new(ssrf.clone()),
+        sealer.clone(),
+        metrics.clone(),
+    )?);
+    let (webhook_sched, deliveries) = scheduler::Scheduler::new(
+        cfg.webhooks.lanes(),
+        deliverer,
+        metrics.clone(),
+        metrics::of_webhooks,
+    );
     let executor = Arc::new(executor::Executor::new(
         store.clone(),
         &cfg,
         ssrf.clone(),
         events.clone(),
         metrics.clone(),
+        deliveries.clone(),
     )?);
-    let (sched, handle) =
-        scheduler::Scheduler::new(cfg.lanes.clone(), executor.clone(), metrics.clone());
+    let (sched, handle) = scheduler::Scheduler::new(
+        cfg.lanes.clone(),
+        executor.clone(),
+        metrics.clone(),
+        metrics::of_jobs,
+    );
 
-    // Rebuild the index: every job not final goes back to its lane.
+    // Rebuild the indexes: every job not final goes back to its lane, every pending delivery
+    // to its receiver's lane.
     let t0 = std::time::Instant::now();
-    let pending = store.recover(scheduler::now_ms()).await?;
+    let recovered = store.recover(scheduler::now_ms()).await?;
     let weights = tenant_weights(&cfg, store.as_ref()).await?;
-    let n = pending.len();
+    let n = recovered.jobs.len();
+    let n_deliveries = recovered.deliveries.len();
+    webhooks::enqueue(&deliveries, recovered.deliveries);
     handle.enqueue(
-        pending
+        recovered
+            .jobs
             .into_iter()
             .map(|job| scheduler::Enqueue {
                 weight: weights.get(&job.tenant_id).copied().unwrap_or(1),
@@ -106,17 +138,22 @@ pub async fn start(
     );
     tracing::info!(
         jobs = n,
+        deliveries = n_deliveries,
         ms = t0.elapsed().as_millis() as u64,
         "recovered waiting jobs"
     );
 
-    let token = shutdown.clone();
-    let sched_task = tokio::spawn(sched.run(token));
+    let (t1, t2) = (shutdown.clone(), shutdown.clone());
+    let sched_task = tokio::spawn(async move {
+        tokio::join!(sched.run(t1), webhook_sched.run(t2));
+    });
     let state = AppState {
         resolver: executor::SsrfResolver::new(ssrf.clone()),
         cfg,
         store,
         scheduler: handle,
+        deliveries,
+        sealer,
         executor,
         ssrf,
         fingerprint_key: Arc::new(fingerprint_key),
@@ -140,7 +177,8 @@ async fn tenant_weights(
         .collect())
 }
 
-/// Picks up jobs re-queued by another process (the CLI's `jobs retry`).
+/// Picks up jobs re-queued by another process (the CLI's `jobs retry`) and deliveries it
+/// created (the CLI's `jobs cancel`).
 async fn poll_wakeups(st: AppState, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -160,6 +198,21 @@ async fn poll_wakeups(st: AppState, shutdown: CancellationToken) {
         let mut jobs = Vec::new();
         for id in ids {
             if let Ok(Some(j)) = st.store.get_job(None, id).await {
+                let pending = j
+                    .deliveries
+                    .iter()
+                    .filter(|d| d.state == ezt_core::webhook::DeliveryState::Pending);
+                webhooks::enqueue(
+                    &st.deliveries,
+                    pending
+                        .map(|d| ezt_store::PendingDelivery {
+                            id: d.id,
+                            tenant_id: d.tenant_id,
+                            url: d.url.clone(),
+                            next_at: d.next_at.unwrap_or(d.created_at),
+                        })
+                        .collect(),
+                );
                 if !j.state.is_final() {
                     let job = ezt_store::PendingJob {
                         id,
@@ -193,11 +246,12 @@ pub async fn serve(
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await?;
     let _ = sched.await;
-    // In-flight attempts hold leases; wait for them to record their outcome.
+    // In-flight attempts and deliveries hold leases; wait for them to record their outcome.
+    let busy = || state.metrics.in_flight.get() + state.metrics.webhook_in_flight.get();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline && state.metrics.in_flight.get() > 0 {
+    while tokio::time::Instant::now() < deadline && busy() > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    tracing::info!(left_in_flight = state.metrics.in_flight.get(), "stopped");
+    tracing::info!(left_in_flight = busy(), "stopped");
     Ok(())
 }

@@ -44,23 +44,45 @@ impl Gauge {
     }
 }
 
-const BUCKETS_S: [f64; 12] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
-];
+/// Bucket bounds of a histogram, seconds.
+pub trait Buckets {
+    /// Upper bounds, ascending (at most 16).
+    const BOUNDS: &'static [f64];
+}
+
+/// Sub-millisecond to one second: request paths.
+#[derive(Debug, Default)]
+pub struct Fast;
+impl Buckets for Fast {
+    const BOUNDS: &'static [f64] = &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+    ];
+}
+
+/// Milliseconds to days: deliveries that may wait out retries.
+#[derive(Debug, Default)]
+pub struct Slow;
+impl Buckets for Slow {
+    const BOUNDS: &'static [f64] = &[
+        0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0, 1800.0, 7200.0, 36000.0, 86400.0,
+        259200.0,
+    ];
+}
 
 /// A latency histogram with fixed buckets (seconds).
 #[derive(Debug, Default)]
-pub struct Histogram {
-    counts: [AtomicU64; 12],
+pub struct Histogram<B: Buckets = Fast> {
+    counts: [AtomicU64; 16],
     count: AtomicU64,
     sum_us: AtomicU64,
+    _bounds: std::marker::PhantomData<B>,
 }
 
-impl Histogram {
+impl<B: Buckets> Histogram<B> {
     /// Records one observation.
     pub fn observe(&self, d: std::time::Duration) {
         let s = d.as_secs_f64();
-        if let Some(i) = BUCKETS_S.iter().position(|b| s <= *b) {
+        if let Some(i) = B::BOUNDS.iter().position(|b| s <= *b) {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -71,7 +93,7 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cum = 0;
-        for (i, b) in BUCKETS_S.iter().enumerate() {
+        for (i, b) in B::BOUNDS.iter().enumerate() {
             cum += self.counts[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
         }
@@ -111,15 +133,49 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Time from request to durable ack.
     pub admission_latency: Histogram,
+    /// Delivery attempts handed to the deliverer.
+    pub webhook_dispatched: Counter,
+    /// Delivery attempts in flight.
+    pub webhook_in_flight: Gauge,
+    /// Delivery attempts acknowledged with a 2xx.
+    pub deliveries_delivered: Counter,
+    /// Delivery attempts answered with a non-2xx, to be retried.
+    pub deliveries_retry: Counter,
+    /// Delivery attempts without an answer, to be retried.
+    pub deliveries_network_error: Counter,
+    /// Deliveries given up (schedule exhausted, 410 Gone, refused address).
+    pub deliveries_failed: Counter,
+    /// Time from a job's end to its webhook's first acknowledgement.
+    pub delivery_latency: Histogram<Slow>,
+}
+
+/// The job scheduler's dispatch counters.
+pub fn of_jobs(m: &Metrics) -> (&Counter, &Gauge) {
+    (&m.dispatched, &m.in_flight)
+}
+
+/// The webhook scheduler's dispatch counters.
+pub fn of_webhooks(m: &Metrics) -> (&Counter, &Gauge) {
+    (&m.webhook_dispatched, &m.webhook_in_flight)
+}
+
+/// What the scrape reads from elsewhere.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Jobs by state, from the store.
+    pub states: Vec<(ezt_core::JobState, u64)>,
+    /// Job lanes, from the scheduler.
+    pub lanes: Vec<crate::scheduler::LaneView>,
+    /// Webhook lanes, from the webhook scheduler.
+    pub webhook_lanes: Vec<crate::scheduler::LaneView>,
+    /// Age of the oldest pending delivery, seconds.
+    pub oldest_pending_delivery_s: Option<f64>,
 }
 
 impl Metrics {
-    /// Renders everything; `states` and `lanes` come from the store and the scheduler.
-    pub fn render(
-        &self,
-        states: &[(ezt_core::JobState, u64)],
-        lanes: &[crate::scheduler::LaneView],
-    ) -> String {
+    /// Renders everything, with what the store and the schedulers report.
+    pub fn render(&self, snap: &Snapshot) -> String {
+        let (states, lanes) = (&snap.states, &snap.lanes);
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(
@@ -200,9 +256,19 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, value) in per_lane {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for l in lanes {
-                let _ = writeln!(out, "{name}{{lane=\"{}\"}} {}", esc(&l.lane), value(l));
+            for (prefix, what, lanes) in [
+                ("ezthrottle_lane", "", lanes),
+                (
+                    "ezthrottle_webhook_lane",
+                    " (webhook receivers)",
+                    &snap.webhook_lanes,
+                ),
+            ] {
+                let name = name.replacen("ezthrottle_lane", prefix, 1);
+                let _ = writeln!(out, "# HELP {name} {help}{what}\n# TYPE {name} {kind}");
+                for l in lanes {
+                    let _ = writeln!(out, "{name}{{lane=\"{}\"}} {}", esc(&l.lane), value(l));
+                }
             }
         }
         let _ = writeln!(out, "# HELP ezthrottle_in_flight Attempts in flight.\n# TYPE ezthrottle_in_flight gauge\nezthrottle_in_flight {}", self.in_flight.get());
@@ -210,6 +276,30 @@ impl Metrics {
             &mut out,
             "ezthrottle_admission_seconds",
             "Time from request to durable ack.",
+        );
+        let _ = writeln!(out, "# HELP ezthrottle_webhook_deliveries_total Delivery attempts by outcome.\n# TYPE ezthrottle_webhook_deliveries_total counter");
+        for (o, c) in [
+            ("delivered", &self.deliveries_delivered),
+            ("retry", &self.deliveries_retry),
+            ("network_error", &self.deliveries_network_error),
+            ("failed", &self.deliveries_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "ezthrottle_webhook_deliveries_total{{outcome=\"{o}\"}} {}",
+                c.get()
+            );
+        }
+        let _ = writeln!(out, "# HELP ezthrottle_webhook_in_flight Delivery attempts in flight.\n# TYPE ezthrottle_webhook_in_flight gauge\nezthrottle_webhook_in_flight {}", self.webhook_in_flight.get());
+        let _ = writeln!(
+            out,
+            "# HELP ezthrottle_webhook_oldest_pending_seconds Age of the oldest delivery not yet acknowledged or failed (0 when none).\n# TYPE ezthrottle_webhook_oldest_pending_seconds gauge\nezthrottle_webhook_oldest_pending_seconds {}",
+            snap.oldest_pending_delivery_s.unwrap_or(0.0)
+        );
+        self.delivery_latency.render(
+            &mut out,
+            "ezthrottle_webhook_delivery_seconds",
+            "Time from a job's end to its webhook's first acknowledgement.",
         );
         out
     }

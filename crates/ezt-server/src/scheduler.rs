@@ -1,13 +1,20 @@
 //! The scheduler: one task that owns every lane, its limiter and its fair queue.
 //!
-//! It keeps a small in-memory index of waiting jobs (id, lane, tenant, times; bodies stay in
-//! the store), rebuilt from the store at start-up. Lanes become due when a job arrives, an
-//! in-flight slot frees or the limiter's wait ends; the scheduler then pops jobs by weighted
-//! round robin and hands each to the executor. Owning all of this in one task means no locks on
+//! It keeps a small in-memory index of waiting work (id, lane, tenant, times; bodies stay in
+//! the store), rebuilt from the store at start-up. Lanes become due when work arrives, an
+//! in-flight slot frees or the limiter's wait ends; the scheduler then pops items by weighted
+//! round robin and hands each to its `Runner`. Owning all of this in one task means no locks on
 //! the dispatch path and a single, easily-reasoned order of events.
+//!
+//! Two schedulers run: one for jobs (the executor) and one for webhook deliveries (the
+//! deliverer), because deliveries are calls too and need the same per-host limits and fairness;
+//! keeping them apart means a slow receiver never holds up jobs, and the reverse.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use ezt_core::fair_queue::FairQueue;
@@ -21,8 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{LaneLimit, LanesConfig};
-use crate::executor::Executor;
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Gauge, Metrics};
 
 /// A job the scheduler should run, with its tenant's weight.
 #[derive(Debug, Clone)]
@@ -32,6 +38,68 @@ pub struct Enqueue {
     /// Its tenant's fair-share weight.
     pub weight: u32,
 }
+
+/// A piece of work as the scheduler indexes it.
+#[derive(Debug, Clone)]
+pub struct Item<Id> {
+    /// Its id.
+    pub id: Id,
+    /// Owner, for fair sharing.
+    pub tenant: TenantId,
+    /// The tenant's weight.
+    pub weight: u32,
+    /// Lane it runs in.
+    pub lane: LaneKey,
+    /// Not before, ms since epoch.
+    pub run_at: u64,
+    /// Expiry, ms since epoch (`u64::MAX`: never).
+    pub deadline_at: u64,
+}
+
+impl From<Enqueue> for Item<JobId> {
+    fn from(e: Enqueue) -> Self {
+        Self {
+            id: e.job.id,
+            tenant: e.job.tenant_id,
+            weight: e.weight,
+            lane: e.job.lane,
+            run_at: e.job.run_at,
+            deadline_at: e.job.deadline_at,
+        }
+    }
+}
+
+/// What an attempt reports back to its scheduler.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// Finished, or when to try again.
+    pub end: AttemptEnd,
+    /// What the response taught about the lane's limits.
+    pub change: Option<LimitChange>,
+    /// Whether the far end answered well (`Some(true)`), badly (`Some(false)`) or this says
+    /// nothing about it. When a lane that was failing answers well again, its delayed items
+    /// are run at once instead of waiting out their backoff (used for webhook receivers that
+    /// come back).
+    pub healthy: Option<bool>,
+}
+
+/// Runs the work a scheduler dispatches.
+pub trait Runner: Send + Sync + 'static {
+    /// Id of one piece of work.
+    type Id: Copy + Eq + Hash + Ord + Debug + Display + Send + Sync + 'static;
+    /// Makes one attempt; `gate` must be passed right before sending.
+    fn run<'a>(
+        &'a self,
+        id: Self::Id,
+        lane: &'a LaneKey,
+        gate: &'a mut GateTicket<Self::Id>,
+    ) -> impl Future<Output = Ran> + Send + 'a;
+    /// Ends work whose deadline passed while it waited.
+    fn expire(&self, id: Self::Id) -> impl Future<Output = ()> + Send + '_;
+}
+
+/// Which metrics a scheduler counts into.
+pub type MetricsOf = fn(&Metrics) -> (&Counter, &Gauge);
 
 /// How an attempt ended, as far as the scheduler cares.
 #[derive(Debug, Clone)]
@@ -44,17 +112,16 @@ pub enum AttemptEnd {
 
 /// Messages to the scheduler.
 #[derive(Debug)]
-pub(crate) enum Command {
-    Enqueue(Vec<Enqueue>),
+pub(crate) enum Command<Id> {
+    Enqueue(Vec<Item<Id>>),
     Done {
-        id: JobId,
+        id: Id,
         lane: usize,
-        end: AttemptEnd,
-        change: Option<LimitChange>,
+        ran: Ran,
         at: Instant,
     },
-    Remove(JobId),
-    Position(JobId, oneshot::Sender<Option<usize>>),
+    Remove(Id),
+    Position(Id, oneshot::Sender<Option<usize>>),
     Lanes(oneshot::Sender<Vec<LaneView>>),
     Kick(usize),
 }
@@ -82,40 +149,42 @@ pub struct LaneView {
     pub dispatched: u64,
 }
 
-/// Cheap handle for talking to the scheduler.
-#[derive(Debug, Clone)]
-pub struct SchedulerHandle {
-    tx: mpsc::UnboundedSender<Command>,
+/// Cheap handle for talking to a scheduler.
+#[derive(Debug)]
+pub struct SchedulerHandle<Id = JobId> {
+    tx: mpsc::UnboundedSender<Command<Id>>,
 }
 
-impl SchedulerHandle {
-    /// Hands newly admitted (or replayed) jobs to the scheduler.
-    pub fn enqueue(&self, jobs: Vec<Enqueue>) {
-        if !jobs.is_empty() {
-            let _ = self.tx.send(Command::Enqueue(jobs));
+impl<Id> Clone for SchedulerHandle<Id> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
         }
     }
-    /// Drops a cancelled job from its queue.
-    pub fn remove(&self, id: JobId) {
+}
+
+impl<Id: Debug> SchedulerHandle<Id> {
+    /// Hands newly admitted (or replayed) work to the scheduler.
+    pub fn enqueue<I: Into<Item<Id>>>(&self, items: Vec<I>) {
+        if !items.is_empty() {
+            let items = items.into_iter().map(Into::into).collect();
+            let _ = self.tx.send(Command::Enqueue(items));
+        }
+    }
+    /// Drops cancelled work from its queue.
+    pub fn remove(&self, id: Id) {
         let _ = self.tx.send(Command::Remove(id));
     }
-    pub(crate) fn done(
-        &self,
-        id: JobId,
-        lane: usize,
-        end: AttemptEnd,
-        change: Option<LimitChange>,
-    ) {
+    pub(crate) fn done(&self, id: Id, lane: usize, ran: Ran) {
         let _ = self.tx.send(Command::Done {
             id,
             lane,
-            end,
-            change,
+            ran,
             at: Instant::now(),
         });
     }
-    /// The job's place in its lane (0 = next), if it is waiting there.
-    pub async fn position(&self, id: JobId) -> Option<usize> {
+    /// The item's place in its lane (0 = next), if it is waiting there.
+    pub async fn position(&self, id: Id) -> Option<usize> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Command::Position(id, tx)).ok()?;
         rx.await.ok().flatten()
@@ -142,6 +211,7 @@ struct Entry {
     lane: usize,
     tenant: TenantId,
     weight: u32,
+    run_at: u64,
     deadline_at: u64,
     at: Where,
 }
@@ -229,14 +299,14 @@ fn gate_pipeline(rate: f64) -> u32 {
 /// One dispatched attempt's place at its lane's send gate. Passing the gate (or dropping the
 /// ticket unsent, e.g. when the job was cancelled meanwhile) frees the place and wakes the lane.
 #[derive(Debug)]
-pub struct GateTicket {
+pub struct GateTicket<Id = JobId> {
     gate: Arc<SendGate>,
     lane: usize,
-    handle: SchedulerHandle,
+    handle: SchedulerHandle<Id>,
     held: bool,
 }
 
-impl GateTicket {
+impl<Id> GateTicket<Id> {
     /// Waits for the limiter, then frees the pipeline place.
     pub async fn pass(&mut self) {
         self.gate.pass().await;
@@ -258,41 +328,43 @@ impl GateTicket {
     }
 }
 
-impl Drop for GateTicket {
+impl<Id> Drop for GateTicket<Id> {
     fn drop(&mut self) {
         self.release();
     }
 }
 
 #[derive(Debug)]
-struct Lane {
+struct Lane<Id> {
     key: LaneKey,
     gcra: Gcra,
     gate: Arc<SendGate>,
     limit: LaneLimit,
     pinned: bool,
     in_flight: u32,
-    queue: FairQueue<TenantId, JobId>,
+    queue: FairQueue<TenantId, Id>,
     wake_at: Option<Instant>,
     paused_until_ms: Option<u64>,
     dispatched: u64,
+    failing: bool,
 }
 
 /// The scheduler's state; runs as one task.
-pub(crate) struct Scheduler {
-    rx: mpsc::UnboundedReceiver<Command>,
-    handle: SchedulerHandle,
+pub(crate) struct Scheduler<R: Runner> {
+    rx: mpsc::UnboundedReceiver<Command<R::Id>>,
+    handle: SchedulerHandle<R::Id>,
     lanes_cfg: LanesConfig,
     lane_ids: HashMap<LaneKey, usize>,
-    lanes: Vec<Lane>,
-    jobs: HashMap<JobId, Entry>,
-    delayed: BinaryHeap<Reverse<(u64, JobId)>>,
-    deadlines: BinaryHeap<Reverse<(u64, JobId)>>,
+    lanes: Vec<Lane<R::Id>>,
+    jobs: HashMap<R::Id, Entry>,
+    delayed: BinaryHeap<Reverse<(u64, R::Id)>>,
+    deadlines: BinaryHeap<Reverse<(u64, R::Id)>>,
     wakeups: BinaryHeap<Reverse<(Instant, usize)>>,
     due: Vec<usize>,
     origin: Instant,
-    executor: Arc<Executor>,
+    runner: Arc<R>,
     metrics: Arc<Metrics>,
+    metrics_of: MetricsOf,
 }
 
 /// Wall-clock ms since the epoch.
@@ -302,12 +374,13 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-impl Scheduler {
+impl<R: Runner> Scheduler<R> {
     pub(crate) fn new(
         lanes_cfg: LanesConfig,
-        executor: Arc<Executor>,
+        runner: Arc<R>,
         metrics: Arc<Metrics>,
-    ) -> (Self, SchedulerHandle) {
+        metrics_of: MetricsOf,
+    ) -> (Self, SchedulerHandle<R::Id>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = SchedulerHandle { tx };
         let s = Self {
@@ -322,8 +395,9 @@ impl Scheduler {
             wakeups: BinaryHeap::new(),
             due: Vec::new(),
             origin: Instant::now(),
-            executor,
+            runner,
             metrics,
+            metrics_of,
         };
         (s, handle)
     }
@@ -357,44 +431,69 @@ impl Scheduler {
             wake_at: None,
             paused_until_ms: None,
             dispatched: 0,
+            failing: false,
         });
         self.lane_ids.insert(key.clone(), i);
         i
     }
 
-    fn admit(&mut self, e: Enqueue, now: u64) {
-        if self.jobs.contains_key(&e.job.id) {
+    fn admit(&mut self, e: Item<R::Id>, now: u64) {
+        if self.jobs.contains_key(&e.id) {
             return; // already known (e.g. a wakeup for a job the API already handed us)
         }
-        let lane = self.lane_index(&e.job.lane);
-        let at = if e.job.run_at > now {
+        let lane = self.lane_index(&e.lane);
+        let at = if e.run_at > now {
             Where::Delayed
         } else {
             Where::Queued
         };
         self.jobs.insert(
-            e.job.id,
+            e.id,
             Entry {
                 lane,
-                tenant: e.job.tenant_id,
+                tenant: e.tenant,
                 weight: e.weight,
-                deadline_at: e.job.deadline_at,
+                run_at: e.run_at,
+                deadline_at: e.deadline_at,
                 at,
             },
         );
-        self.deadlines.push(Reverse((e.job.deadline_at, e.job.id)));
+        if e.deadline_at != u64::MAX {
+            self.deadlines.push(Reverse((e.deadline_at, e.id)));
+        }
         match at {
-            Where::Delayed => self.delayed.push(Reverse((e.job.run_at, e.job.id))),
+            Where::Delayed => self.delayed.push(Reverse((e.run_at, e.id))),
             _ => {
-                self.lanes[lane]
-                    .queue
-                    .push(e.job.tenant_id, e.weight, e.job.id);
+                self.lanes[lane].queue.push(e.tenant, e.weight, e.id);
                 self.due.push(lane);
             }
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
+    /// A lane whose far end failed answers well again: everything waiting out a backoff in it
+    /// runs now, oldest id first.
+    fn hasten(&mut self, lane: usize) {
+        let mut ids: Vec<R::Id> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.lane == lane && e.at == Where::Delayed)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort_unstable();
+        tracing::info!(lane = %self.lanes[lane].key, items = ids.len(), "lane answers again: running its delayed items now");
+        for id in ids {
+            let e = self.jobs.get_mut(&id).expect("listed");
+            e.at = Where::Queued;
+            let (tenant, weight) = (e.tenant, e.weight);
+            self.lanes[lane].queue.push(tenant, weight, id);
+        }
+        self.due.push(lane);
+    }
+
+    fn handle(&mut self, cmd: Command<R::Id>) {
         let now = now_ms();
         match cmd {
             Command::Enqueue(jobs) => {
@@ -402,29 +501,32 @@ impl Scheduler {
                     self.admit(e, now);
                 }
             }
-            Command::Done {
-                id,
-                lane,
-                end,
-                change,
-                at,
-            } => {
+            Command::Done { id, lane, ran, at } => {
                 let l = &mut self.lanes[lane];
                 l.in_flight = l.in_flight.saturating_sub(1);
-                if let Some(c) = change {
+                if let Some(c) = ran.change {
                     self.learn(lane, &c, at);
                 }
                 self.due.push(lane);
-                match end {
+                match ran.end {
                     AttemptEnd::Finished => {
                         self.jobs.remove(&id);
                     }
                     AttemptEnd::RetryAt(t) => {
                         if let Some(e) = self.jobs.get_mut(&id) {
                             e.at = Where::Delayed;
+                            e.run_at = t;
                             self.delayed.push(Reverse((t, id)));
                         }
                     }
+                }
+                match ran.healthy {
+                    Some(false) => self.lanes[lane].failing = true,
+                    Some(true) if self.lanes[lane].failing => {
+                        self.lanes[lane].failing = false;
+                        self.hasten(lane);
+                    }
+                    _ => {}
                 }
             }
             Command::Remove(id) => {
@@ -505,7 +607,8 @@ impl Scheduler {
             }
             self.delayed.pop();
             if let Some(e) = self.jobs.get_mut(&id) {
-                if e.at == Where::Delayed {
+                // A stale entry (the item was hastened and re-scheduled since) is skipped.
+                if e.at == Where::Delayed && e.run_at == t {
                     e.at = Where::Queued;
                     let (lane, tenant, weight) = (e.lane, e.tenant, e.weight);
                     self.lanes[lane].queue.push(tenant, weight, id);
@@ -530,8 +633,8 @@ impl Scheduler {
             if was_queued {
                 self.lanes[lane].queue.remove_where(|j| *j == id);
             }
-            let ex = self.executor.clone();
-            tokio::spawn(async move { ex.expire(id).await });
+            let runner = self.runner.clone();
+            tokio::spawn(async move { runner.expire(id).await });
         }
     }
 
@@ -578,16 +681,18 @@ impl Scheduler {
                 if let Some(e) = self.jobs.get_mut(&id) {
                     e.at = Where::Running;
                 }
-                self.metrics.dispatched.inc();
-                self.metrics.in_flight.inc();
-                let ex = self.executor.clone();
+                let (dispatched, in_flight) = (self.metrics_of)(&self.metrics);
+                dispatched.inc();
+                in_flight.inc();
+                let runner = self.runner.clone();
                 let handle = self.handle.clone();
                 let metrics = self.metrics.clone();
+                let metrics_of = self.metrics_of;
                 tokio::spawn(async move {
-                    let (end, change) = ex.run(id, &key, &mut ticket).await;
+                    let ran = runner.run(id, &key, &mut ticket).await;
                     drop(ticket);
-                    handle.done(id, lane, end, change);
-                    metrics.in_flight.dec();
+                    handle.done(id, lane, ran);
+                    metrics_of(&metrics).1.dec();
                 });
             }
         }

@@ -482,10 +482,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn expire(&self, id: JobId, now_ms: u64, region: &str) -> Result<Option<Vec<PendingDelivery>>> {
+    async fn expire(
+        &self,
+        id: JobId,
+        now_ms: u64,
+        region: &str,
+    ) -> Result<Option<Vec<PendingDelivery>>> {
         let region = region.to_string();
         self.write(move |c| {
-            let err = json_encode(&JobError { code: "deadline".into(), message: "the job's timeout passed before it succeeded".into() })?;
+            let err = json_encode(&JobError {
+                code: "deadline".into(),
+                message: "the job's timeout passed before it succeeded".into(),
+            })?;
             let sql = format!(
                 "UPDATE jobs SET state = 'expired', error = ?3, finished_at = ?2, updated_at = ?2
                  WHERE id = ?1 AND state IN ('queued', 'scheduled') RETURNING {}",
@@ -493,9 +501,16 @@ impl Store for SqliteStore {
             );
             let row = c
                 .prepare_cached(&sql)
-                .and_then(|mut st| st.query_row(params![id_blob(id.0), now_ms as i64, err], webhooks::EndingRow::from_row).optional())
+                .and_then(|mut st| {
+                    st.query_row(
+                        params![id_blob(id.0), now_ms as i64, err],
+                        webhooks::EndingRow::from_row,
+                    )
+                    .optional()
+                })
                 .map_err(map_err)?;
-            row.map(|row| webhooks::record_outcome(c, id, row, &region, now_ms)).transpose()
+            row.map(|row| webhooks::record_outcome(c, id, row, &region, now_ms))
+                .transpose()
         })
         .await
     }
@@ -531,7 +546,11 @@ impl Store for SqliteStore {
                     webhooks::EndingRow::from_row,
                 )
                 .map_err(map_err)?;
-            Ok(CancelOutcome::Cancelled(webhooks::record_outcome(c, id, row, &region, now_ms)?))
+            let deliveries = webhooks::record_outcome(c, id, row, &region, now_ms)?;
+            if !deliveries.is_empty() {
+                c.execute("INSERT INTO wakeups (job_id) VALUES (?1)", params![id_blob(id.0)]).map_err(map_err)?;
+            }
+            Ok(CancelOutcome::Cancelled(deliveries))
         })
         .await
     }

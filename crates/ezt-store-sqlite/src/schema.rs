@@ -7,7 +7,8 @@ use rusqlite::Connection;
 
 use crate::codec::map_err;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE tenants (
     id BLOB PRIMARY KEY, name TEXT NOT NULL UNIQUE, tier TEXT NOT NULL, created_at INTEGER NOT NULL
@@ -28,7 +29,9 @@ CREATE INDEX jobs_by_key ON jobs (tenant_id, idempotent_key, id);
 CREATE INDEX jobs_pending ON jobs (id) WHERE state IN ('queued', 'scheduled', 'running');
 CREATE TABLE attempts (job_id BLOB NOT NULL, n INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job_id, n)) WITHOUT ROWID;
 CREATE TABLE wakeups (job_id BLOB NOT NULL);
-"#, crate::webhooks::MIGRATION];
+"#,
+    crate::webhooks::MIGRATION,
+];
 
 /// Opens a connection with the durability settings a 202 relies on. The writer connection
 /// also migrates the schema.

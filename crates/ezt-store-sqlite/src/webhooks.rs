@@ -191,7 +191,11 @@ pub(crate) fn recover(c: &Connection) -> Result<Vec<PendingDelivery>> {
     rows.map(|r| r.map_err(map_err)).collect()
 }
 
-pub(crate) fn lease(c: &Connection, id: DeliveryId, lease: Lease) -> Result<Option<LeasedDelivery>> {
+pub(crate) fn lease(
+    c: &Connection,
+    id: DeliveryId,
+    lease: Lease,
+) -> Result<Option<LeasedDelivery>> {
     let row = c
         .prepare_cached(
             "UPDATE webhook_deliveries SET lease_token = ?2 WHERE id = ?1 AND state = 'pending' AND lease_token IS NULL
@@ -213,7 +217,8 @@ pub(crate) fn lease(c: &Connection, id: DeliveryId, lease: Lease) -> Result<Opti
             .optional()
         })
         .map_err(map_err)?;
-    let Some((job, tenant, series, url, made, failed_in_run, created_at, acked_before)) = row else {
+    let Some((job, tenant, series, url, made, failed_in_run, created_at, acked_before)) = row
+    else {
         return Ok(None);
     };
     let payload: Vec<u8> = c
@@ -290,7 +295,11 @@ pub(crate) fn redeliver(
         .map_err(map_err)?;
     let mut out = Vec::new();
     for d in latest {
-        if st.execute(params![id_blob(d.id.0), now_ms as i64]).map_err(map_err)? > 0 {
+        if st
+            .execute(params![id_blob(d.id.0), now_ms as i64])
+            .map_err(map_err)?
+            > 0
+        {
             out.push(PendingDelivery {
                 id: d.id,
                 tenant_id: d.tenant_id,

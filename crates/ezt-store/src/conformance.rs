@@ -324,7 +324,11 @@ pub async fn retry_schedules_next_attempt<S: Store>(s: S) {
         })
         .await
         .unwrap();
-    assert_eq!(applied, Some(vec![]), "applied, and a retry delivers nothing");
+    assert_eq!(
+        applied,
+        Some(vec![]),
+        "applied, and a retry delivers nothing"
+    );
     let got = s.get_job(None, j.id).await.unwrap().unwrap();
     assert_eq!(
         (got.state, got.run_at, got.retries),
@@ -346,7 +350,9 @@ pub async fn cancel_wins_over_late_completion<S: Store>(s: S) {
         .await
         .unwrap();
     assert_eq!(
-        s.cancel(Some(TenantId(1)), a.id, 150, "local").await.unwrap(),
+        s.cancel(Some(TenantId(1)), a.id, 150, "local")
+            .await
+            .unwrap(),
         CancelOutcome::Cancelled(vec![])
     );
     assert!(
@@ -355,7 +361,9 @@ pub async fn cancel_wins_over_late_completion<S: Store>(s: S) {
     );
     s.lease(b.id, lease(2, 160)).await.unwrap().unwrap();
     assert_eq!(
-        s.cancel(Some(TenantId(1)), b.id, 170, "local").await.unwrap(),
+        s.cancel(Some(TenantId(1)), b.id, 170, "local")
+            .await
+            .unwrap(),
         CancelOutcome::Cancelled(vec![])
     );
     let late = succeeded(b.id, 2, 180);
@@ -528,7 +536,14 @@ pub async fn list_paginates_and_filters<S: Store>(s: S) {
     assert!(lane.is_empty());
 }
 
-fn hooked_job(id: u128, tenant: u128, key: &str, now: u64, urls: &[(&str, bool)], quorum: u32) -> NewJob {
+fn hooked_job(
+    id: u128,
+    tenant: u128,
+    key: &str,
+    now: u64,
+    urls: &[(&str, bool)],
+    quorum: u32,
+) -> NewJob {
     let mut j = new_job(id, tenant, key, now);
     j.spec.metadata.insert("order".into(), "42".into());
     j.spec.webhooks = urls
@@ -558,7 +573,10 @@ fn delivery_attempt(n: u32, status: u16, outcome: &str) -> DeliveryAttempt {
 /// Every way a job ends (success, expiry, cancel) creates its deliveries in the same call, with
 /// one payload; deliveries are fenced by their lease and survive a restart.
 pub async fn final_states_create_webhook_deliveries<S: Store>(s: S) {
-    let hooks = [("http://127.0.0.1:7/a", true), ("http://127.0.0.1:7/b", false)];
+    let hooks = [
+        ("http://127.0.0.1:7/a", true),
+        ("http://127.0.0.1:7/b", false),
+    ];
     let a = hooked_job(1, 1, "a", 100, &hooks, 1);
     let b = hooked_job(2, 1, "b", 100, &hooks[..1], 1);
     let c = hooked_job(3, 1, "c", 100, &hooks[..1], 1);
@@ -576,26 +594,49 @@ pub async fn final_states_create_webhook_deliveries<S: Store>(s: S) {
     let created = s.complete_attempt(done).await.unwrap().expect("applied");
     assert_eq!(created.len(), 2, "one delivery per webhook");
     assert_eq!(
-        (created[0].url.as_str(), created[0].next_at, created[0].tenant_id),
+        (
+            created[0].url.as_str(),
+            created[0].next_at,
+            created[0].tenant_id
+        ),
         ("http://127.0.0.1:7/a", 120, TenantId(1))
     );
     let view = s.get_job(Some(TenantId(1)), a.id).await.unwrap().unwrap();
     assert_eq!(view.deliveries.len(), 2);
     assert_eq!(
-        (view.deliveries[0].index, view.deliveries[0].has_quorum_vote, view.deliveries[1].has_quorum_vote),
+        (
+            view.deliveries[0].index,
+            view.deliveries[0].has_quorum_vote,
+            view.deliveries[1].has_quorum_vote
+        ),
         (0, true, false)
     );
-    assert!(view.deliveries.iter().all(|d| d.state == DeliveryState::Pending));
+    assert!(view
+        .deliveries
+        .iter()
+        .all(|d| d.state == DeliveryState::Pending));
 
-    let expired = s.expire(b.id, 130, "local").await.unwrap().expect("expired");
+    let expired = s
+        .expire(b.id, 130, "local")
+        .await
+        .unwrap()
+        .expect("expired");
     assert_eq!(expired.len(), 1);
-    let CancelOutcome::Cancelled(cancelled) = s.cancel(None, c.id, 140, "local").await.unwrap() else {
+    let CancelOutcome::Cancelled(cancelled) = s.cancel(None, c.id, 140, "local").await.unwrap()
+    else {
         panic!("cancels")
     };
     assert_eq!(cancelled.len(), 1);
+    assert_eq!(
+        s.take_wakeups().await.unwrap(),
+        vec![c.id],
+        "a cancel that creates deliveries wakes a server sharing the store"
+    );
     s.lease(plain.id, lease(2, 150)).await.unwrap().unwrap();
     assert_eq!(
-        s.complete_attempt(succeeded(plain.id, 2, 160)).await.unwrap(),
+        s.complete_attempt(succeeded(plain.id, 2, 160))
+            .await
+            .unwrap(),
         Some(vec![]),
         "no webhooks, no deliveries"
     );
@@ -607,7 +648,10 @@ pub async fn final_states_create_webhook_deliveries<S: Store>(s: S) {
         .unwrap()
         .expect("pending delivery leases");
     assert!(
-        s.lease_delivery(created[0].id, lease(8, 200)).await.unwrap().is_none(),
+        s.lease_delivery(created[0].id, lease(8, 200))
+            .await
+            .unwrap()
+            .is_none(),
         "not twice"
     );
     let body: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
@@ -617,14 +661,28 @@ pub async fn final_states_create_webhook_deliveries<S: Store>(s: S) {
     assert_eq!(body["response"]["status_code"], 200);
     assert_eq!(body["response"]["body"], "ok");
     assert_eq!(body["metadata"]["order"], "42");
-    assert_eq!((body["attempts"].as_u64(), body["completed_at"].as_u64()), (Some(1), Some(120)));
+    assert_eq!(
+        (body["attempts"].as_u64(), body["completed_at"].as_u64()),
+        (Some(1), Some(120))
+    );
     assert_eq!(body["region"], "local");
     assert!(body.get("error").is_none());
-    let eb = s.lease_delivery(expired[0].id, lease(9, 200)).await.unwrap().unwrap();
+    let eb = s
+        .lease_delivery(expired[0].id, lease(9, 200))
+        .await
+        .unwrap()
+        .unwrap();
     let eb: serde_json::Value = serde_json::from_slice(&eb.payload).unwrap();
-    assert_eq!((eb["status"].as_str(), eb["error"]["code"].as_str()), (Some("failed"), Some("deadline")));
+    assert_eq!(
+        (eb["status"].as_str(), eb["error"]["code"].as_str()),
+        (Some("failed"), Some("deadline"))
+    );
     assert!(eb["response"].is_null());
-    let cb = s.lease_delivery(cancelled[0].id, lease(10, 200)).await.unwrap().unwrap();
+    let cb = s
+        .lease_delivery(cancelled[0].id, lease(10, 200))
+        .await
+        .unwrap()
+        .unwrap();
     let cb: serde_json::Value = serde_json::from_slice(&cb.payload).unwrap();
     assert_eq!(cb["error"]["code"], "cancelled");
 
@@ -636,7 +694,10 @@ pub async fn final_states_create_webhook_deliveries<S: Store>(s: S) {
         next: DeliveryNext::RetryAt(5_000),
         now_ms: 210,
     };
-    assert!(!s.complete_delivery(retry(99)).await.unwrap(), "zombie discarded");
+    assert!(
+        !s.complete_delivery(retry(99)).await.unwrap(),
+        "zombie discarded"
+    );
     assert!(s.complete_delivery(retry(7)).await.unwrap());
     assert!(!s.complete_delivery(retry(7)).await.unwrap(), "once");
 
@@ -652,16 +713,26 @@ pub async fn final_states_create_webhook_deliveries<S: Store>(s: S) {
     ];
     want.sort();
     assert_eq!(ids, want);
-    let again = s.lease_delivery(expired[0].id, lease(11, 310)).await.unwrap();
+    let again = s
+        .lease_delivery(expired[0].id, lease(11, 310))
+        .await
+        .unwrap();
     assert!(again.is_some(), "the dead run's lease was released");
-    let d0 = s.lease_delivery(created[0].id, lease(12, 5_000)).await.unwrap().unwrap();
+    let d0 = s
+        .lease_delivery(created[0].id, lease(12, 5_000))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((d0.attempt_no, d0.failed_in_run), (2, 1));
 }
 
 /// Delivered and failed deliveries end; quorum facts (acked) survive a redelivery, which
 /// restarts the schedule for the job's latest deliveries and is tenant-scoped.
 pub async fn deliveries_end_and_redeliver<S: Store>(s: S) {
-    let hooks = [("http://127.0.0.1:7/a", true), ("http://127.0.0.1:7/b", true)];
+    let hooks = [
+        ("http://127.0.0.1:7/a", true),
+        ("http://127.0.0.1:7/b", true),
+    ];
     let a = hooked_job(1, 1, "a", 100, &hooks, 2);
     s.insert_jobs(vec![a.clone()], WINDOW).await.unwrap();
     assert_eq!(
@@ -670,7 +741,11 @@ pub async fn deliveries_end_and_redeliver<S: Store>(s: S) {
         "not final yet"
     );
     s.lease(a.id, lease(1, 110)).await.unwrap().unwrap();
-    let created = s.complete_attempt(succeeded(a.id, 1, 120)).await.unwrap().unwrap();
+    let created = s
+        .complete_attempt(succeeded(a.id, 1, 120))
+        .await
+        .unwrap()
+        .unwrap();
     let (d0, d1) = (created[0].id, created[1].id);
     s.lease_delivery(d0, lease(2, 130)).await.unwrap().unwrap();
     s.lease_delivery(d1, lease(3, 130)).await.unwrap().unwrap();
@@ -697,19 +772,35 @@ pub async fn deliveries_end_and_redeliver<S: Store>(s: S) {
     assert_eq!(s.oldest_pending_delivery().await.unwrap(), None);
     let j = s.get_job(None, a.id).await.unwrap().unwrap();
     assert_eq!(
-        j.deliveries.iter().map(|d| (d.state, d.acked_at)).collect::<Vec<_>>(),
-        vec![(DeliveryState::Delivered, Some(140)), (DeliveryState::Failed, None)]
+        j.deliveries
+            .iter()
+            .map(|d| (d.state, d.acked_at))
+            .collect::<Vec<_>>(),
+        vec![
+            (DeliveryState::Delivered, Some(140)),
+            (DeliveryState::Failed, None)
+        ]
     );
-    assert_eq!(j.deliveries[0].attempts, vec![delivery_attempt(1, 200, "delivered")]);
-    assert!(s.lease_delivery(d0, lease(4, 150)).await.unwrap().is_none(), "delivered is final");
-    assert!(s.lease_delivery(d1, lease(4, 150)).await.unwrap().is_none(), "failed is final");
+    assert_eq!(
+        j.deliveries[0].attempts,
+        vec![delivery_attempt(1, 200, "delivered")]
+    );
+    assert!(
+        s.lease_delivery(d0, lease(4, 150)).await.unwrap().is_none(),
+        "delivered is final"
+    );
+    assert!(
+        s.lease_delivery(d1, lease(4, 150)).await.unwrap().is_none(),
+        "failed is final"
+    );
 
     assert_eq!(
         s.redeliver(Some(TenantId(2)), a.id, 200).await.unwrap(),
         RedeliverOutcome::NotFound,
         "another tenant's job"
     );
-    let RedeliverOutcome::Requeued(again) = s.redeliver(Some(TenantId(1)), a.id, 200).await.unwrap()
+    let RedeliverOutcome::Requeued(again) =
+        s.redeliver(Some(TenantId(1)), a.id, 200).await.unwrap()
     else {
         panic!("redelivers")
     };
@@ -719,27 +810,71 @@ pub async fn deliveries_end_and_redeliver<S: Store>(s: S) {
     want.sort();
     assert_eq!(again_ids, want);
     let j = s.get_job(None, a.id).await.unwrap().unwrap();
-    assert!(j.deliveries.iter().all(|d| d.state == DeliveryState::Pending && d.failed_in_run == 0));
-    assert_eq!(j.deliveries[0].acked_at, Some(140), "a cast vote stays cast");
+    assert!(j
+        .deliveries
+        .iter()
+        .all(|d| d.state == DeliveryState::Pending && d.failed_in_run == 0));
+    assert_eq!(
+        j.deliveries[0].acked_at,
+        Some(140),
+        "a cast vote stays cast"
+    );
     assert_eq!(s.oldest_pending_delivery().await.unwrap(), Some(120));
     let l = s.lease_delivery(d1, lease(5, 210)).await.unwrap().unwrap();
-    assert_eq!((l.attempt_no, l.failed_in_run, l.acked_before), (2, 0, false));
+    assert_eq!(
+        (l.attempt_no, l.failed_in_run, l.acked_before),
+        (2, 0, false)
+    );
 }
 
 /// Secrets are per tenant; rotation moves the primary to secondary atomically.
 pub async fn webhook_secrets_rotate<S: Store>(s: S) {
     let t1 = TenantId(1);
     assert!(s.webhook_secrets(t1).await.unwrap().is_none());
-    assert!(s.rotate_webhook_secret(t1, vec![9], 5).await.unwrap().is_none(), "nothing to rotate");
-    s.put_webhook_secrets(t1, WebhookSecrets { primary: vec![1], secondary: None, updated_at: 1 })
+    assert!(
+        s.rotate_webhook_secret(t1, vec![9], 5)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing to rotate"
+    );
+    s.put_webhook_secrets(
+        t1,
+        WebhookSecrets {
+            primary: vec![1],
+            secondary: None,
+            updated_at: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.webhook_secrets(TenantId(2)).await.unwrap().is_none(),
+        "per tenant"
+    );
+    let r = s
+        .rotate_webhook_secret(t1, vec![2], 6)
         .await
+        .unwrap()
         .unwrap();
-    assert!(s.webhook_secrets(TenantId(2)).await.unwrap().is_none(), "per tenant");
-    let r = s.rotate_webhook_secret(t1, vec![2], 6).await.unwrap().unwrap();
-    assert_eq!((r.primary, r.secondary, r.updated_at), (vec![2], Some(vec![1]), 6));
-    let r = s.rotate_webhook_secret(t1, vec![3], 7).await.unwrap().unwrap();
-    assert_eq!((r.primary, r.secondary), (vec![3], Some(vec![2])), "the oldest is dropped");
-    assert_eq!(s.webhook_secrets(t1).await.unwrap().unwrap().primary, vec![3]);
+    assert_eq!(
+        (r.primary, r.secondary, r.updated_at),
+        (vec![2], Some(vec![1]), 6)
+    );
+    let r = s
+        .rotate_webhook_secret(t1, vec![3], 7)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.primary, r.secondary),
+        (vec![3], Some(vec![2])),
+        "the oldest is dropped"
+    );
+    assert_eq!(
+        s.webhook_secrets(t1).await.unwrap().unwrap().primary,
+        vec![3]
+    );
     assert!(s.delete_webhook_secrets(t1).await.unwrap());
     assert!(!s.delete_webhook_secrets(t1).await.unwrap());
     assert!(s.webhook_secrets(t1).await.unwrap().is_none());

@@ -74,7 +74,9 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         region: &str,
     ) -> Result<Option<Vec<PendingDelivery>>>;
-    /// Cancels a non-final job (its webhooks are told, like for any other end).
+    /// Cancels a non-final job (its webhooks are told, like for any other end). When that
+    /// creates deliveries it also records a wakeup, so a server sharing the store (the CLI
+    /// cancelled) sends them.
     async fn cancel(
         &self,
         tenant: Option<TenantId>,
@@ -91,8 +93,8 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
         deadline_ms: u64,
     ) -> Result<ReplayOutcome>;
-    /// Job ids that an out-of-process writer (the CLI) asked the running server to pick up,
-    /// removed as they are returned.
+    /// Job ids that an out-of-process writer (the CLI) asked the running server to pick up
+    /// (a replayed job, or a cancelled job's deliveries), removed as they are returned.
     async fn take_wakeups(&self) -> Result<Vec<JobId>>;
     /// Starts a delivery attempt: only a pending delivery that no one else holds.
     async fn lease_delivery(&self, id: DeliveryId, lease: Lease) -> Result<Option<LeasedDelivery>>;

@@ -72,8 +72,11 @@ impl Inner {
 
     /// The deliveries of a job's latest outcome, in webhook order.
     fn latest_deliveries(&self, job: JobId) -> Vec<DeliveryRecord> {
-        let mine: Vec<&DeliveryRecord> =
-            self.deliveries.values().filter(|d| d.job_id == job).collect();
+        let mine: Vec<&DeliveryRecord> = self
+            .deliveries
+            .values()
+            .filter(|d| d.job_id == job)
+            .collect();
         let Some(series) = mine.iter().map(|d| d.series).max() else {
             return Vec::new();
         };
@@ -415,7 +418,11 @@ impl Store for MemoryStore {
             message: "cancelled by the caller".into(),
         });
         g.leases.remove(&id);
-        Ok(CancelOutcome::Cancelled(g.record_outcome(id, region, now_ms)))
+        let deliveries = g.record_outcome(id, region, now_ms);
+        if !deliveries.is_empty() {
+            g.wakeups.push(id);
+        }
+        Ok(CancelOutcome::Cancelled(deliveries))
     }
 
     async fn replay(

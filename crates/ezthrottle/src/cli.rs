@@ -282,10 +282,10 @@ pub async fn run(args: Args) -> Result<()> {
                 JobsCmd::Cancel { id } => {
                     let id: JobId = id.parse()?;
                     match store
-                        .cancel(None, id, ezt_server::scheduler::now_ms())
+                        .cancel(None, id, ezt_server::scheduler::now_ms(), &cfg.region)
                         .await?
                     {
-                        CancelOutcome::Cancelled => {
+                        CancelOutcome::Cancelled(_) => {
                             eprintln!("cancelled {id}");
                             Ok(())
                         }

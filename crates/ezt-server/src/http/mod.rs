@@ -13,6 +13,7 @@ use crate::AppState;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(v1::jobs::router())
+        .merge(v1::webhook_secrets::router())
         .merge(ops::router())
         .fallback(|| async { error::ApiError::not_found("route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -32,11 +32,22 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    let states = st.store.count_by_state().await.unwrap_or_default();
-    let lanes = st.scheduler.lanes().await;
+    let now = crate::scheduler::now_ms();
+    let snap = crate::metrics::Snapshot {
+        states: st.store.count_by_state().await.unwrap_or_default(),
+        lanes: st.scheduler.lanes().await,
+        webhook_lanes: st.deliveries.lanes().await,
+        oldest_pending_delivery_s: st
+            .store
+            .oldest_pending_delivery()
+            .await
+            .ok()
+            .flatten()
+            .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(&states, &lanes),
+        st.metrics.render(&snap),
     )
 }
 
@@ -66,6 +77,11 @@ impl utoipa::Modify for BearerAuth {
         crate::http::v1::jobs::events,
         crate::http::v1::jobs::cancel,
         crate::http::v1::jobs::retry,
+        crate::http::v1::jobs::redeliver,
+        crate::http::v1::webhook_secrets::create,
+        crate::http::v1::webhook_secrets::get_masked,
+        crate::http::v1::webhook_secrets::rotate,
+        crate::http::v1::webhook_secrets::delete,
     ),
     modifiers(&BearerAuth)
 )]

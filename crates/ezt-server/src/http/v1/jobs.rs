@@ -36,6 +36,18 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/jobs/{id}/events", get(events))
         .route("/api/v1/jobs/{id}/cancel", post(cancel))
         .route("/api/v1/jobs/{id}/retry", post(retry))
+        .route("/api/v1/jobs/{id}/webhooks/redeliver", post(redeliver))
+}
+
+/// A webhook on a job.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct WebhookIn {
+    /// Receiver; checked against the SSRF rules at submit and at connect time.
+    pub url: String,
+    /// Regions allowed to deliver it (one node delivers from its own).
+    pub regions: Option<Vec<String>>,
+    /// Counts towards `webhook_quorum` (default true).
+    pub has_quorum_vote: Option<bool>,
 }
 
 /// The body of `POST /api/v1/jobs` (see API.md; camelCase aliases are accepted too).
@@ -51,9 +63,10 @@ pub struct JobIn {
     pub body: Option<String>,
     /// Echoed in views.
     pub metadata: Option<BTreeMap<String, String>>,
-    /// Webhooks (arrive with the webhooks issue: non-empty is answered 422 not_supported).
-    pub webhooks: Option<Vec<serde_json::Value>>,
-    /// Voting webhooks that must acknowledge (1-10).
+    /// Where the outcome is POSTed, signed (up to 10).
+    pub webhooks: Option<Vec<WebhookIn>>,
+    /// Voting webhooks that must acknowledge (1-10, at most the number of voting webhooks;
+    /// default 1 when there is one).
     pub webhook_quorum: Option<u32>,
     /// Regions allowed to make the call.
     pub regions: Option<Vec<String>>,
@@ -128,9 +141,10 @@ pub struct JobView {
     /// Why it failed.
     #[schema(value_type = Option<Object>)]
     pub error: Option<ezt_store::JobError>,
-    /// Webhook deliveries (arrive with the webhooks issue).
-    #[schema(value_type = Vec<Object>)]
-    pub webhooks: Vec<serde_json::Value>,
+    /// Deliveries of the latest outcome to each webhook, in the job's webhook order.
+    pub webhooks: Vec<DeliveryView>,
+    /// Whether enough voting webhooks acknowledged (absent for jobs without webhooks).
+    pub webhook_quorum: Option<QuorumView>,
     /// Parent job in a workflow.
     pub parent_id: Option<String>,
     /// Child jobs.
@@ -157,10 +171,89 @@ impl JobView {
             attempts: j.attempts.clone(),
             response: j.response.clone(),
             error: j.error.clone(),
-            webhooks: Vec::new(),
+            webhooks: j.deliveries.iter().map(DeliveryView::from).collect(),
+            webhook_quorum: QuorumView::of(j),
             parent_id: None,
             children: Vec::new(),
         }
+    }
+}
+
+/// One delivery of a job's outcome to one webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// Sent as `X-EZThrottle-Delivery-Id` and `webhook-id`; the same on every retry.
+    pub delivery_id: String,
+    /// Receiver.
+    pub url: String,
+    /// Counts towards the quorum.
+    pub has_quorum_vote: bool,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    /// The job's attempt series whose outcome it carries.
+    pub series: u32,
+    /// When the outcome happened (ms).
+    pub created_at: u64,
+    /// Next attempt not before (ms), while pending.
+    pub next_attempt_at: Option<u64>,
+    /// First 2xx (ms).
+    pub acknowledged_at: Option<u64>,
+    /// Every attempt: at, status_code or error, latency_ms, outcome, wait_ms.
+    #[schema(value_type = Vec<Object>)]
+    pub attempts: Vec<ezt_store::DeliveryAttempt>,
+}
+
+impl From<&ezt_store::DeliveryRecord> for DeliveryView {
+    fn from(d: &ezt_store::DeliveryRecord) -> Self {
+        Self {
+            delivery_id: d.id.to_string(),
+            url: d.url.clone(),
+            has_quorum_vote: d.has_quorum_vote,
+            state: d.state.as_str().into(),
+            series: d.series,
+            created_at: d.created_at,
+            next_attempt_at: d.next_at,
+            acknowledged_at: d.acked_at,
+            attempts: d.attempts.clone(),
+        }
+    }
+}
+
+/// The webhook quorum of a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuorumView {
+    /// Voting webhooks that must acknowledge.
+    pub required: u32,
+    /// Voting webhooks that have acknowledged.
+    pub acknowledged: u32,
+    /// `pending`, `met` or `failed`.
+    #[schema(value_type = String)]
+    pub state: ezt_core::webhook::QuorumState,
+}
+
+impl QuorumView {
+    fn of(j: &JobRecord) -> Option<Self> {
+        if j.spec.webhooks.is_empty() {
+            return None;
+        }
+        let required = j.spec.webhook_quorum;
+        let votes: Vec<_> = j
+            .deliveries
+            .iter()
+            .filter(|d| d.has_quorum_vote)
+            .map(|d| (d.acked_at.is_some(), d.state))
+            .collect();
+        let acknowledged = votes.iter().filter(|(acked, _)| *acked).count() as u32;
+        let state = if j.deliveries.is_empty() && required > 0 {
+            ezt_core::webhook::QuorumState::Pending // the job has not ended yet
+        } else {
+            ezt_core::webhook::quorum(required, votes)
+        };
+        Some(Self {
+            required,
+            acknowledged,
+            state,
+        })
     }
 }
 
@@ -233,11 +326,16 @@ async fn prepare(
         now_ms: now,
     };
     let v = input.validate(&cx)?;
-    if let TargetHost::Domain(host) = &v.target.host {
-        // Admission check of the resolved addresses; the connect-time check repeats it.
-        if let Err(e) = st.resolver.resolve_checked(host, v.target.port).await {
-            if let Some(b) = e.downcast_ref::<crate::executor::SsrfBlocked>() {
-                return Err(FieldError::ssrf("url", b.to_string()).into());
+    // Admission check of the resolved addresses; the connect-time check repeats it.
+    let hooks = v.webhook_targets.iter().enumerate();
+    for (field, target) in std::iter::once(("url".to_string(), &v.target))
+        .chain(hooks.map(|(i, t)| (format!("webhooks[{i}].url"), t)))
+    {
+        if let TargetHost::Domain(host) = &target.host {
+            if let Err(e) = st.resolver.resolve_checked(host, target.port).await {
+                if let Some(b) = e.downcast_ref::<crate::executor::SsrfBlocked>() {
+                    return Err(FieldError::ssrf(field, b.to_string()).into());
+                }
             }
         }
     }
@@ -648,16 +746,17 @@ async fn cancel(
     let id = parse_id(&id)?;
     match st
         .store
-        .cancel(Some(caller.tenant.id), id, now_ms())
+        .cancel(Some(caller.tenant.id), id, now_ms(), &st.cfg.region)
         .await?
     {
         CancelOutcome::NotFound => Err(ApiError::not_found("job")),
         CancelOutcome::AlreadyFinal(s) => {
             Err(ApiError::conflict(format!("job is already {}", s.as_str())))
         }
-        CancelOutcome::Cancelled => {
+        CancelOutcome::Cancelled(deliveries) => {
             tracing::info!(job_id = %id, "job cancelled");
             st.scheduler.remove(id);
+            crate::webhooks::enqueue(&st.deliveries, deliveries);
             st.executor.publish_final(id).await;
             let job = load(&st, caller.tenant.id, id).await?;
             Ok(Json(JobView::from_record(
@@ -704,6 +803,40 @@ async fn retry(
             Ok((
                 StatusCode::ACCEPTED,
                 Json(JobView::from_record(&job, &st.cfg.lanes.credential_headers)),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// Re-send the job's latest outcome to every webhook now, restarting their retry schedules
+/// (deliveries keep their ids, so receivers can de-duplicate).
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/webhooks/redeliver", params(("id" = String, Path)),
+    responses((status = 202, description = "{job_id, deliveries: [delivery ids re-sent]}"), (status = 404),
+              (status = 409, description = "the job has no deliveries yet (no webhooks, or not final)")),
+    security(("bearer" = [])))]
+async fn redeliver(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    match st
+        .store
+        .redeliver(Some(caller.tenant.id), id, now_ms())
+        .await?
+    {
+        ezt_store::RedeliverOutcome::NotFound => Err(ApiError::not_found("job")),
+        ezt_store::RedeliverOutcome::NoDeliveries => Err(ApiError::conflict(
+            "the job has no webhook deliveries yet: it has no webhooks or is not final",
+        )),
+        ezt_store::RedeliverOutcome::Requeued(pending) => {
+            tracing::info!(job_id = %id, deliveries = pending.len(), "redelivery requested");
+            let ids: Vec<String> = pending.iter().map(|p| p.id.to_string()).collect();
+            crate::webhooks::enqueue(&st.deliveries, pending);
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "job_id": id.to_string(), "deliveries": ids })),
             )
                 .into_response())
         }

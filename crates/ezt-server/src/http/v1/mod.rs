@@ -1,3 +1,4 @@
 //! Version 1 of the public API.
 
 pub mod jobs;
+pub mod webhook_secrets;

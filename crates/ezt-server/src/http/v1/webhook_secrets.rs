@@ -1,0 +1,225 @@
+//! `/api/v1/webhook-secrets`: the tenant's signing secrets (primary, and the previous one kept
+//! as secondary during a rotation). They are sealed at rest and never shown again in full.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use ezt_core::webhook::{MAX_SECRET_LEN, MIN_SECRET_LEN};
+use ezt_core::FieldError;
+use ezt_store::WebhookSecrets;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::auth::Caller;
+use crate::http::error::ApiError;
+use crate::scheduler::now_ms;
+use crate::AppState;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/webhook-secrets",
+            post(create).get(get_masked).delete(delete),
+        )
+        .route("/api/v1/webhook-secrets/rotate", post(rotate))
+}
+
+/// Body of `POST /api/v1/webhook-secrets`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsIn {
+    /// Signs every delivery (16-256 characters).
+    #[serde(alias = "primarySecret")]
+    pub primary_secret: String,
+    /// Also signs every delivery, second (e.g. the old secret while receivers switch).
+    #[serde(alias = "secondarySecret")]
+    pub secondary_secret: Option<String>,
+}
+
+/// Body of `POST /api/v1/webhook-secrets/rotate`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIn {
+    /// Becomes the primary; the old primary becomes the secondary.
+    #[serde(alias = "newSecret")]
+    pub new_secret: String,
+}
+
+/// The secrets as shown: masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretsView {
+    /// First and last four characters, e.g. `abcd****wxyz`.
+    pub primary_secret: String,
+    /// Masked secondary, if any.
+    pub secondary_secret: Option<String>,
+    /// Whether a secondary is set (deliveries then carry two signatures).
+    pub has_secondary: bool,
+    /// Last change, ms since epoch.
+    pub updated_at: u64,
+}
+
+fn mask(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let head: String = chars.iter().take(4).collect();
+    let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+fn check(field: &str, s: &str) -> Result<(), ApiError> {
+    let n = s.chars().count();
+    if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&n) {
+        return Err(FieldError::invalid(
+            field,
+            format!("must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters (got {n})"),
+        )
+        .into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err(FieldError::invalid(field, "may not contain control characters").into());
+    }
+    Ok(())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+        .map_err(|e| ezt_core::job::map_serde_error(e.path().to_string(), e.inner()).into())
+}
+
+fn view(st: &AppState, caller: &Caller, s: &WebhookSecrets) -> Result<SecretsView, ApiError> {
+    let open = |sealed: &[u8]| {
+        st.sealer.open(caller.tenant.id, sealed).map_err(|e| {
+            tracing::error!(tenant_id = %caller.tenant.id, error = %e, "cannot open a webhook secret");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the stored secret does not open with this server's key",
+            )
+        })
+    };
+    let primary = open(&s.primary)?;
+    let secondary = s.secondary.as_deref().map(open).transpose()?;
+    Ok(SecretsView {
+        primary_secret: mask(&primary),
+        has_secondary: secondary.is_some(),
+        secondary_secret: secondary.as_deref().map(mask),
+        updated_at: s.updated_at,
+    })
+}
+
+/// Set the tenant's secrets (replacing any).
+#[utoipa::path(post, path = "/api/v1/webhook-secrets", request_body = SecretsIn,
+    responses((status = 201, description = "created", body = SecretsView), (status = 200, description = "replaced", body = SecretsView),
+              (status = 400, description = "bad field"), (status = 401)),
+    security(("bearer" = [])))]
+async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let input: SecretsIn = parse(&body)?;
+    check("primary_secret", &input.primary_secret)?;
+    if let Some(s) = &input.secondary_secret {
+        check("secondary_secret", s)?;
+        if *s == input.primary_secret {
+            return Err(
+                FieldError::invalid("secondary_secret", "is the same as primary_secret").into(),
+            );
+        }
+    }
+    let tenant = caller.tenant.id;
+    let existed = st.store.webhook_secrets(tenant).await?.is_some();
+    let sealed = WebhookSecrets {
+        primary: st.sealer.seal(tenant, &input.primary_secret),
+        secondary: input
+            .secondary_secret
+            .as_deref()
+            .map(|s| st.sealer.seal(tenant, s)),
+        updated_at: now_ms(),
+    };
+    st.store.put_webhook_secrets(tenant, sealed.clone()).await?;
+    tracing::info!(tenant_id = %tenant, replaced = existed, "webhook secrets set");
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(view(&st, &caller, &sealed)?)).into_response())
+}
+
+/// The tenant's secrets, masked.
+#[utoipa::path(get, path = "/api/v1/webhook-secrets",
+    responses((status = 200, body = SecretsView), (status = 404, description = "no secrets: webhooks go unsigned")),
+    security(("bearer" = [])))]
+async fn get_masked(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SecretsView>, ApiError> {
+    let s = st
+        .store
+        .webhook_secrets(caller.tenant.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook secret"))?;
+    Ok(Json(view(&st, &caller, &s)?))
+}
+
+/// Make a new secret primary; the old primary stays as secondary, so receivers that still
+/// verify with it keep accepting deliveries until they switch.
+#[utoipa::path(post, path = "/api/v1/webhook-secrets/rotate", request_body = RotateIn,
+    responses((status = 200, body = SecretsView), (status = 400), (status = 404, description = "no secret to rotate yet")),
+    security(("bearer" = [])))]
+async fn rotate(
+    State(st): State<AppState>,
+    caller: Caller,
+    body: axum::body::Bytes,
+) -> Result<Json<SecretsView>, ApiError> {
+    let input: RotateIn = parse(&body)?;
+    check("new_secret", &input.new_secret)?;
+    let tenant = caller.tenant.id;
+    if let Some(current) = st.store.webhook_secrets(tenant).await? {
+        if st.sealer.open(tenant, &current.primary).ok().as_deref()
+            == Some(input.new_secret.as_str())
+        {
+            return Err(FieldError::invalid("new_secret", "is already the primary secret").into());
+        }
+    }
+    let sealed = st.sealer.seal(tenant, &input.new_secret);
+    let s = st
+        .store
+        .rotate_webhook_secret(tenant, sealed, now_ms())
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no webhook secret to rotate: create one with POST /api/v1/webhook-secrets",
+            )
+        })?;
+    tracing::info!(tenant_id = %tenant, "webhook secret rotated");
+    Ok(Json(view(&st, &caller, &s)?))
+}
+
+/// Delete the tenant's secrets: webhooks go unsigned from then on.
+#[utoipa::path(delete, path = "/api/v1/webhook-secrets",
+    responses((status = 200, description = "{\"deleted\": true}"), (status = 404)),
+    security(("bearer" = [])))]
+async fn delete(State(st): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    if !st.store.delete_webhook_secrets(caller.tenant.id).await? {
+        return Err(ApiError::not_found("webhook secret"));
+    }
+    tracing::info!(tenant_id = %caller.tenant.id, "webhook secrets deleted");
+    Ok(Json(serde_json::json!({ "deleted": true })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn masks_keep_four_characters_each_side() {
+        assert_eq!(mask("abcdefghijklmnopwxyz"), "abcd****wxyz");
+        assert_eq!(mask("ключ-секрет-0123456"), "ключ****3456");
+    }
+}

@@ -1,0 +1,295 @@
+//! The deliverer: sends job outcomes to webhooks, signed, and retries them on a schedule of
+//! days until a 2xx.
+//!
+//! Deliveries are created by the store in the transaction that ends a job; this module only
+//! runs them. They go through their own scheduler (one lane per receiver host, fair between
+//! tenants, rate and concurrency capped) so a slow or dead receiver cannot hold up jobs or other
+//! receivers. When a receiver that was failing answers 2xx again, its deliveries waiting out a
+//! backoff are sent at once (the scheduler's `healthy` signal), so a receiver that was down for
+//! an hour gets everything soon after it is back, without anyone acting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ezt_core::lane::LaneKey;
+use ezt_core::ratelimit_headers;
+use ezt_core::webhook::{self, DeliveryPlan, RetrySchedule};
+use ezt_core::DeliveryId;
+use ezt_store::{
+    DeliveryAttempt, DeliveryDone, DeliveryNext, Lease, LeasedDelivery, PendingDelivery, Store,
+};
+use tokio::time::Instant;
+
+use crate::executor::{describe, error_chain_has, until_stored, SsrfBlocked, SsrfResolver};
+use crate::metrics::Metrics;
+use crate::scheduler::{now_ms, AttemptEnd, GateTicket, Item, Ran, Runner, SchedulerHandle};
+use crate::sealing::Sealer;
+
+/// Handle of the webhook scheduler.
+pub type Deliveries = SchedulerHandle<DeliveryId>;
+
+/// The scheduler item for a pending delivery: its lane is the receiver's host and port; every
+/// tenant has the same weight at a receiver.
+pub fn item(p: PendingDelivery) -> Item<DeliveryId> {
+    let lane = ezt_core::ssrf::parse_target_url(&p.url)
+        .map(|t| t.authority())
+        .unwrap_or_else(|_| p.url.clone());
+    Item {
+        id: p.id,
+        tenant: p.tenant_id,
+        weight: 1,
+        lane: LaneKey(lane),
+        run_at: p.next_at,
+        deadline_at: u64::MAX,
+    }
+}
+
+/// Hands new or recovered deliveries to the webhook scheduler.
+pub fn enqueue(deliveries: &Deliveries, pending: Vec<PendingDelivery>) {
+    deliveries.enqueue(pending.into_iter().map(item).collect::<Vec<_>>());
+}
+
+/// Runs delivery attempts.
+pub struct Deliverer {
+    store: Arc<dyn Store>,
+    client: reqwest::Client,
+    timeout: Duration,
+    schedule: RetrySchedule,
+    sealer: Arc<Sealer>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Deliverer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer").finish_non_exhaustive()
+    }
+}
+
+/// What one POST produced.
+struct Sent {
+    status: Option<u16>,
+    error: Option<String>,
+    ssrf: bool,
+    retry_after_ms: Option<u64>,
+    change: Option<ratelimit_headers::LimitChange>,
+}
+
+impl Deliverer {
+    /// Builds the deliverer's HTTP client: rustls, pooled, no redirects (a 3xx is a failure, as
+    /// Standard Webhooks says), connecting only to addresses the SSRF rules allow.
+    pub fn new(
+        store: Arc<dyn Store>,
+        cfg: &crate::config::WebhooksConfig,
+        resolver: SsrfResolver,
+        sealer: Arc<Sealer>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .dns_resolver(Arc::new(resolver))
+            .user_agent(concat!("ezthrottle-webhooks/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            store,
+            client,
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            schedule: cfg.schedule(),
+            sealer,
+            metrics,
+        })
+    }
+
+    /// The tenant's secrets in clear, primary first; none when the tenant has not set any
+    /// (webhooks then go unsigned) or they cannot be opened (logged, never the secret itself).
+    async fn secrets(&self, d: &LeasedDelivery) -> Result<Vec<String>, ezt_store::Error> {
+        let Some(s) = self.store.webhook_secrets(d.tenant_id).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(2);
+        for sealed in std::iter::once(&s.primary).chain(s.secondary.as_ref()) {
+            match self.sealer.open(d.tenant_id, sealed) {
+                Ok(plain) => out.push(plain),
+                Err(e) => {
+                    tracing::error!(tenant_id = %d.tenant_id, error = %e, "cannot open a webhook secret; was the server key changed?")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn send(&self, d: &LeasedDelivery, secrets: &[String]) -> Sent {
+        let t = now_ms() / 1000;
+        let id = d.id.to_string();
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let mut req = self
+            .client
+            .post(&d.url)
+            .timeout(self.timeout)
+            .header("content-type", "application/json")
+            .header("x-ezthrottle-job-id", d.job_id.to_string())
+            .header("x-ezthrottle-delivery-id", &id)
+            .header("x-ezthrottle-delivery-attempt", d.attempt_no.to_string())
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", t.to_string());
+        if !refs.is_empty() {
+            req = req
+                .header(
+                    "x-ezthrottle-signature",
+                    webhook::ezthrottle_signature(&refs, t, &d.payload),
+                )
+                .header(
+                    "webhook-signature",
+                    webhook::standard_signature(&refs, &id, t, &d.payload),
+                );
+        }
+        match req.body(d.payload.clone()).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let headers: Vec<(String, String)> = resp
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                let change = ratelimit_headers::parse(&headers, status, now_ms());
+                Sent {
+                    status: Some(status),
+                    error: None,
+                    ssrf: false,
+                    retry_after_ms: change.pause_for_ms,
+                    change: Some(change),
+                }
+            }
+            Err(e) => Sent {
+                status: None,
+                ssrf: error_chain_has::<SsrfBlocked>(&e),
+                error: Some(describe(&e)),
+                retry_after_ms: None,
+                change: None,
+            },
+        }
+    }
+}
+
+impl Runner for Deliverer {
+    type Id = DeliveryId;
+
+    #[tracing::instrument(skip_all, name = "delivery", fields(delivery_id = %id, lane = %lane))]
+    async fn run(&self, id: DeliveryId, lane: &LaneKey, gate: &mut GateTicket<DeliveryId>) -> Ran {
+        let now = now_ms();
+        let token = rand::random::<u64>() >> 1;
+        let lease = Lease {
+            token,
+            now_ms: now,
+            expires_at: now + self.timeout.as_millis() as u64 + 30_000,
+        };
+        let finished = Ran {
+            end: AttemptEnd::Finished,
+            change: None,
+            healthy: None,
+        };
+        let d = match self.store.lease_delivery(id, lease).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return finished, // delivered, failed, or held elsewhere
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lease a delivery; retrying in 1 s");
+                return Ran {
+                    end: AttemptEnd::RetryAt(now + 1000),
+                    ..finished
+                };
+            }
+        };
+        let secrets = match self.secrets(&d).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Sending unsigned because the store hiccuped would surprise a verifying
+                // receiver; try again soon instead (the lease lapses with the restart rescue).
+                tracing::warn!(error = %e, "cannot read webhook secrets; retrying in 1 s");
+                return Ran {
+                    end: AttemptEnd::RetryAt(now + 1000),
+                    ..finished
+                };
+            }
+        };
+        gate.pass().await;
+        let started = now_ms();
+        let t0 = Instant::now();
+        let sent = self.send(&d, &secrets).await;
+        let latency_ms = t0.elapsed().as_millis() as u64;
+        if let Some(c) = &sent.change {
+            gate.apply(c, Instant::now());
+        }
+        let done_ms = now_ms();
+        let plan = if sent.ssrf {
+            DeliveryPlan::Failed
+        } else {
+            self.schedule.plan(
+                sent.status,
+                d.failed_in_run,
+                sent.retry_after_ms,
+                done_ms,
+                &mut rand::thread_rng(),
+            )
+        };
+        let (outcome, next, end) = match plan {
+            DeliveryPlan::Delivered => ("delivered", DeliveryNext::Delivered, AttemptEnd::Finished),
+            DeliveryPlan::RetryAt(t) => ("retry", DeliveryNext::RetryAt(t), AttemptEnd::RetryAt(t)),
+            DeliveryPlan::Failed => ("failed", DeliveryNext::Failed, AttemptEnd::Finished),
+        };
+        let attempt = DeliveryAttempt {
+            n: d.attempt_no,
+            at: started,
+            status_code: sent.status,
+            error: sent.error.clone(),
+            latency_ms,
+            outcome: outcome.into(),
+            wait_ms: match next {
+                DeliveryNext::RetryAt(t) => Some(t.saturating_sub(done_ms)),
+                _ => None,
+            },
+        };
+        tracing::info!(job_id = %d.job_id, attempt = d.attempt_no, status = ?sent.status, error = ?sent.error, outcome, "delivery attempt");
+        let done = DeliveryDone {
+            id,
+            lease_token: token,
+            attempt,
+            next,
+            now_ms: done_ms,
+        };
+        let applied = until_stored("delivery", || self.store.complete_delivery(done.clone())).await;
+        let m = &self.metrics;
+        match (plan, sent.status) {
+            (DeliveryPlan::Delivered, _) => {
+                m.deliveries_delivered.inc();
+                if !d.acked_before {
+                    m.delivery_latency
+                        .observe(Duration::from_millis(done_ms.saturating_sub(d.created_at)));
+                }
+            }
+            (DeliveryPlan::Failed, _) => m.deliveries_failed.inc(),
+            (DeliveryPlan::RetryAt(_), None) => m.deliveries_network_error.inc(),
+            (DeliveryPlan::RetryAt(_), Some(_)) => m.deliveries_retry.inc(),
+        }
+        let healthy = match sent.status {
+            Some(s) if (200..300).contains(&s) => Some(true),
+            None | Some(429) | Some(500..=599) => Some(false),
+            Some(_) => None, // up, but refusing this one: says nothing about the others
+        };
+        Ran {
+            end: if applied { end } else { AttemptEnd::Finished },
+            change: sent.change,
+            healthy,
+        }
+    }
+
+    async fn expire(&self, _id: DeliveryId) {
+        // Deliveries have no deadline: their schedule ends them.
+    }
+}

@@ -177,10 +177,10 @@ async fn bad_fields_are_named() {
             "timeout",
         ),
         (
-            json!({"url": url, "webhooks": [{"url": "https://example.com/h"}]}),
+            json!({"url": url, "webhooks": [{"url": "http://10.0.0.1/h"}]}),
             422,
-            "not_supported",
-            "webhooks",
+            "ssrf_denied",
+            "webhooks[0].url",
         ),
         (
             json!({"url": url, "on_success": {"url": url}}),

@@ -7,3 +7,4 @@ mod e2e_crash;
 mod e2e_jobs;
 mod e2e_limits;
 mod e2e_security;
+mod e2e_webhooks;

@@ -180,6 +180,24 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn delete_req(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .delete(self.url(path))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("delete");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(self.url(path)).send().await.expect("get");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
     /// Submits a job and returns its id (asserting 202).
     pub async fn submit(&self, job: Value) -> String {
         let (s, b) = self.post("/api/v1/jobs", job).await;
@@ -223,6 +241,7 @@ pub struct Arrival {
     pub at: Instant,
     pub path: String,
     pub headers: HashMap<String, String>,
+    pub body: String,
 }
 
 /// A scripted answer.
@@ -335,6 +354,7 @@ async fn handle(
     State(st): State<Arc<TargetState>>,
     AxPath(name): AxPath<String>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> impl IntoResponse {
     let hdrs = headers
         .iter()
@@ -344,6 +364,7 @@ async fn handle(
         at: Instant::now(),
         path: format!("/{name}"),
         headers: hdrs,
+        body: String::from_utf8_lossy(&body).into_owned(),
     });
     st.notify.notify_waiters();
     let reply = {
@@ -372,4 +393,74 @@ async fn handle(
         h,
         format!("{{\"path\":\"/{name}\"}}"),
     )
+}
+
+/// The Python webhook receiver (`webhook_receiver.py`), verifying with Python's hmac and the
+/// `standardwebhooks` package. Its request log arrives line by line on a channel.
+pub struct PyReceiver {
+    child: Child,
+    pub port: u16,
+    lines: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Value>>,
+}
+
+impl PyReceiver {
+    /// Starts a receiver that accepts deliveries signed with any of `secrets` (unsigned ones
+    /// when empty); `port` 0 picks a free port.
+    pub fn start(secrets: &[&str], port: u16) -> Self {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/webhook_receiver.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg("--port").arg(port.to_string());
+        for s in secrets {
+            cmd.arg("--secret").arg(s);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3 (with the standardwebhooks package: pip install standardwebhooks)");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = out
+            .next()
+            .expect("receiver exited: is the standardwebhooks package installed?")
+            .unwrap();
+        let port = first
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected receiver output {first:?}"));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in out.map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Self {
+            child,
+            port,
+            lines: tokio::sync::Mutex::new(rx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// The next request it received (waits for it).
+    pub async fn next(&self, timeout: Duration) -> Value {
+        tokio::time::timeout(timeout, self.lines.lock().await.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no webhook arrived within {timeout:?}"))
+            .expect("receiver stopped")
+    }
+}
+
+impl Drop for PyReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

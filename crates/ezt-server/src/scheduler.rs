@@ -38,8 +38,9 @@ pub struct Enqueue {
 pub enum AttemptEnd {
     /// The job is final (or was never leased): forget it.
     Finished,
-    /// Try again not before this time (ms since epoch).
-    RetryAt(u64),
+    /// Try again after this relative wait (backoff or Retry-After). It is measured on the
+    /// monotonic clock, so a step of the wall clock neither shortens nor stretches it.
+    RetryAfter(std::time::Duration),
 }
 
 /// Messages to the scheduler.
@@ -143,6 +144,9 @@ struct Entry {
     tenant: TenantId,
     weight: u32,
     deadline_at: u64,
+    /// Wall-clock lower bound (ms since epoch) of a delayed job's start: its `run_at` when the
+    /// scheduler learned it as an absolute time (admission, recovery), 0 for relative waits.
+    not_before_ms: u64,
     at: Where,
 }
 
@@ -286,7 +290,8 @@ pub(crate) struct Scheduler {
     lane_ids: HashMap<LaneKey, usize>,
     lanes: Vec<Lane>,
     jobs: HashMap<JobId, Entry>,
-    delayed: BinaryHeap<Reverse<(u64, JobId)>>,
+    /// Delayed jobs by monotonic due time (see `promote_and_expire` for the clock rules).
+    delayed: BinaryHeap<Reverse<(Instant, JobId)>>,
     deadlines: BinaryHeap<Reverse<(u64, JobId)>>,
     wakeups: BinaryHeap<Reverse<(Instant, usize)>>,
     due: Vec<usize>,
@@ -362,7 +367,7 @@ impl Scheduler {
         i
     }
 
-    fn admit(&mut self, e: Enqueue, now: u64) {
+    fn admit(&mut self, e: Enqueue, now: u64, now_i: Instant) {
         if self.jobs.contains_key(&e.job.id) {
             return; // already known (e.g. a wakeup for a job the API already handed us)
         }
@@ -379,12 +384,16 @@ impl Scheduler {
                 tenant: e.job.tenant_id,
                 weight: e.weight,
                 deadline_at: e.job.deadline_at,
+                not_before_ms: e.job.run_at,
                 at,
             },
         );
         self.deadlines.push(Reverse((e.job.deadline_at, e.job.id)));
         match at {
-            Where::Delayed => self.delayed.push(Reverse((e.job.run_at, e.job.id))),
+            Where::Delayed => {
+                let wait = std::time::Duration::from_millis(e.job.run_at - now);
+                self.delayed.push(Reverse((now_i + wait, e.job.id)));
+            }
             _ => {
                 self.lanes[lane]
                     .queue
@@ -396,10 +405,11 @@ impl Scheduler {
 
     fn handle(&mut self, cmd: Command) {
         let now = now_ms();
+        let now_i = Instant::now();
         match cmd {
             Command::Enqueue(jobs) => {
                 for e in jobs {
-                    self.admit(e, now);
+                    self.admit(e, now, now_i);
                 }
             }
             Command::Done {
@@ -419,10 +429,11 @@ impl Scheduler {
                     AttemptEnd::Finished => {
                         self.jobs.remove(&id);
                     }
-                    AttemptEnd::RetryAt(t) => {
+                    AttemptEnd::RetryAfter(wait) => {
                         if let Some(e) = self.jobs.get_mut(&id) {
                             e.at = Where::Delayed;
-                            self.delayed.push(Reverse((t, id)));
+                            e.not_before_ms = 0;
+                            self.delayed.push(Reverse((at + wait, id)));
                         }
                     }
                 }
@@ -498,14 +509,28 @@ impl Scheduler {
 
     /// Moves due delayed jobs into their lanes and expires jobs whose deadline passed while
     /// they waited.
-    fn promote_and_expire(&mut self, now: u64) {
+    ///
+    /// Clock rules (a wall-clock step, e.g. NTP or an operator, must never start work early):
+    /// a relative wait (backoff, Retry-After) is due when that much monotonic time has passed. A
+    /// job delayed to an absolute `run_at` (the API's `retry_at`, or any delay read back from the
+    /// store) is due when both clocks agree: the monotonic delay it implied when the scheduler
+    /// learned it has passed, and the wall clock has reached `run_at`. A step forward therefore
+    /// does not start it early, and a step back makes it wait for the wall clock again (checked
+    /// every second). Deadlines (`timeout`) stay absolute wall-clock times.
+    fn promote_and_expire(&mut self, now: u64, now_i: Instant) {
         while let Some(Reverse((t, id))) = self.delayed.peek().copied() {
-            if t > now {
+            if t > now_i {
                 break;
             }
             self.delayed.pop();
             if let Some(e) = self.jobs.get_mut(&id) {
                 if e.at == Where::Delayed {
+                    if e.not_before_ms > now {
+                        let wait = (e.not_before_ms - now).min(1000);
+                        let due = now_i + std::time::Duration::from_millis(wait);
+                        self.delayed.push(Reverse((due, id)));
+                        continue;
+                    }
                     e.at = Where::Queued;
                     let (lane, tenant, weight) = (e.lane, e.tenant, e.weight);
                     self.lanes[lane].queue.push(tenant, weight, id);
@@ -608,10 +633,11 @@ impl Scheduler {
         if let Some(Reverse((t, _))) = self.wakeups.peek() {
             consider(*t);
         }
-        for heap in [&self.delayed, &self.deadlines] {
-            if let Some(Reverse((t, _))) = heap.peek() {
-                consider(now_i + std::time::Duration::from_millis(t.saturating_sub(now)));
-            }
+        if let Some(Reverse((t, _))) = self.delayed.peek() {
+            consider(*t);
+        }
+        if let Some(Reverse((t, _))) = self.deadlines.peek() {
+            consider(now_i + std::time::Duration::from_millis(t.saturating_sub(now)));
         }
         next
     }
@@ -652,7 +678,7 @@ impl Scheduler {
             }
             let now_i = Instant::now();
             self.fire_wakeups(now_i);
-            self.promote_and_expire(now_ms());
+            self.promote_and_expire(now_ms(), now_i);
             self.dispatch_due(now_i);
         }
     }

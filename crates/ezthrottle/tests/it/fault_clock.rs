@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::fault_common::{record, skip_privileged};
 use crate::support::{Reply, Target, TestServer};
@@ -100,73 +100,102 @@ fn lib_or_skip() -> Option<PathBuf> {
     lib
 }
 
-/// A job whose first attempt gets 503 + `Retry-After: secs`, then 200.
-fn retry_after_target(t: &Target, secs: u64) -> Value {
-    t.script(
-        "ra",
-        vec![Reply::status(503).header("Retry-After", &secs.to_string())],
-    );
-    json!({"url": t.url("ra")})
+/// What runs across the step: a call in flight (5 s), a job waiting out a `Retry-After`
+/// (relative), and a job delayed by `retry_at` (absolute), each on its own target (own lane, so
+/// the Retry-After pause holds back only its own job).
+struct Scene {
+    fs: FakedServer,
+    slow: Target,
+    ra: Target,
+    delayed: Target,
+    inflight_id: String,
+    delayed_id: String,
+    /// When the Retry-After job's first call arrived.
+    ra_first: Instant,
+    /// Just before `retry_at` was computed.
+    t_sub: Instant,
 }
 
-fn slow_target(t: &Target, ms: u64) -> Value {
-    t.default_reply(
-        "inflight",
-        Reply {
-            status: 200,
-            headers: vec![],
-            delay_ms: ms,
-        },
-    );
-    json!({"url": t.url("inflight")})
-}
+impl Scene {
+    async fn start(lib: &Path, retry_after_s: u64, retry_at_in_ms: i64) -> Self {
+        let fs = FakedServer::start(lib).await;
+        let (slow, ra, delayed) = (
+            Target::start().await,
+            Target::start().await,
+            Target::start().await,
+        );
+        slow.default_reply(
+            "inflight",
+            Reply {
+                status: 200,
+                headers: vec![],
+                delay_ms: 5000,
+            },
+        );
+        let inflight_id = fs.server.submit(json!({"url": slow.url("inflight")})).await;
+        slow.wait_for("inflight", 1, Duration::from_secs(10)).await;
+        ra.script(
+            "ra",
+            vec![Reply::status(503).header("Retry-After", &retry_after_s.to_string())],
+        );
+        fs.server.submit(json!({"url": ra.url("ra")})).await;
+        let ra_first = ra.wait_for("ra", 1, Duration::from_secs(10)).await[0].at;
+        let t_sub = Instant::now();
+        let retry_at = real_now_ms() + retry_at_in_ms;
+        let delayed_id = fs
+            .server
+            .submit(json!({"url": delayed.url("d"), "retry_at": retry_at}))
+            .await;
+        Self {
+            fs,
+            slow,
+            ra,
+            delayed,
+            inflight_id,
+            delayed_id,
+            ra_first,
+            t_sub,
+        }
+    }
 
-/// The call in flight across the step ran once and its job succeeded with one attempt.
-async fn assert_ran_once(fs: &FakedServer, id: &str, t: &Target) {
-    let v = fs.server.wait_final(id, 30).await;
-    assert_eq!(v["state"], "succeeded", "{v}");
-    assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{v}");
-    assert_eq!(
-        t.arrivals("inflight").len(),
-        1,
-        "a call in flight across the clock step was started again"
-    );
+    /// How long after its first call the Retry-After job's second call came.
+    async fn retry_after_wait(&self) -> Duration {
+        let second = self.ra.wait_for("ra", 2, Duration::from_secs(15)).await[1].at;
+        second.duration_since(self.ra_first)
+    }
+
+    /// The call in flight across the step ran once and its job succeeded with one attempt.
+    async fn assert_in_flight_ran_once(&self) {
+        let v = self.fs.server.wait_final(&self.inflight_id, 30).await;
+        assert_eq!(v["state"], "succeeded", "{v}");
+        assert_eq!(v["attempts"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(
+            self.slow.arrivals("inflight").len(),
+            1,
+            "a call in flight across the clock step was started again"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_clock_step_forward_starts_nothing_early() {
     let Some(lib) = lib_or_skip() else { return };
-    let fs = FakedServer::start(&lib).await;
-    let (slow, ra, delayed) = (
-        Target::start().await,
-        Target::start().await,
-        Target::start().await,
-    );
-    let inflight_id = fs.server.submit(slow_target(&slow, 5000)).await;
-    slow.wait_for("inflight", 1, Duration::from_secs(10)).await;
-    fs.server.submit(retry_after_target(&ra, 4)).await;
-    let first = ra.wait_for("ra", 1, Duration::from_secs(10)).await[0].at;
-    let t_sub = Instant::now();
-    let retry_at = real_now_ms() + 4000;
-    fs.server
-        .submit(json!({"url": delayed.url("d"), "retry_at": retry_at}))
-        .await;
+    let sc = Scene::start(&lib, 4, 4000).await;
 
-    fs.step_to(STEP_S).await;
+    sc.fs.step_to(STEP_S).await;
 
-    let d_at = delayed.wait_for("d", 1, Duration::from_secs(15)).await[0].at;
-    let d_wait = d_at.duration_since(t_sub);
+    let d_at = sc.delayed.wait_for("d", 1, Duration::from_secs(15)).await[0].at;
+    let d_wait = d_at.duration_since(sc.t_sub);
     assert!(
         d_wait >= Duration::from_millis(3900),
         "retry_at 4 s ahead ran after {d_wait:?}: the step forward started it early"
     );
-    let second = ra.wait_for("ra", 2, Duration::from_secs(15)).await[1].at;
-    let ra_wait = second.duration_since(first);
+    let ra_wait = sc.retry_after_wait().await;
     assert!(
         ra_wait >= Duration::from_millis(3900),
         "Retry-After: 4 honoured for {ra_wait:?} only"
     );
-    assert_ran_once(&fs, &inflight_id, &slow).await;
+    sc.assert_in_flight_ran_once().await;
     record(
         "clock_step_forward",
         json!({"step_s": STEP_S, "retry_at_wait_ms": d_wait.as_millis() as u64,
@@ -177,42 +206,31 @@ async fn fault_clock_step_forward_starts_nothing_early() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_clock_step_back_keeps_relative_waits_and_retry_at() {
     let Some(lib) = lib_or_skip() else { return };
-    let fs = FakedServer::start(&lib).await;
-    let (slow, ra, delayed) = (
-        Target::start().await,
-        Target::start().await,
-        Target::start().await,
-    );
-    let inflight_id = fs.server.submit(slow_target(&slow, 5000)).await;
-    slow.wait_for("inflight", 1, Duration::from_secs(10)).await;
-    fs.server.submit(retry_after_target(&ra, 3)).await;
-    let first = ra.wait_for("ra", 1, Duration::from_secs(10)).await[0].at;
-    let retry_at = real_now_ms() + 2000;
-    let delayed_id = fs
-        .server
-        .submit(json!({"url": delayed.url("d"), "retry_at": retry_at}))
-        .await;
+    let sc = Scene::start(&lib, 3, 2000).await;
 
-    fs.step_to(-STEP_S).await;
+    sc.fs.step_to(-STEP_S).await;
 
     // The relative wait is not stretched by the step back...
-    let second = ra.wait_for("ra", 2, Duration::from_secs(15)).await[1].at;
-    let ra_wait = second.duration_since(first);
+    let ra_wait = sc.retry_after_wait().await;
     assert!(
         (Duration::from_millis(2900)..Duration::from_secs(7)).contains(&ra_wait),
         "Retry-After: 3 waited {ra_wait:?} across a {STEP_S} s step back"
     );
     // ...while retry_at (now 10 min ahead on the server's clock, 1+ s past in real time) waits.
     assert!(
-        delayed.arrivals("d").is_empty(),
+        sc.delayed.arrivals("d").is_empty(),
         "retry_at ran before the server's clock reached it"
     );
-    let (_, v) = fs.server.get(&format!("/api/v1/jobs/{delayed_id}")).await;
+    let (_, v) = sc
+        .fs
+        .server
+        .get(&format!("/api/v1/jobs/{}", sc.delayed_id))
+        .await;
     assert_eq!(v["state"], "scheduled", "{v}");
 
-    fs.step_to(0).await;
-    delayed.wait_for("d", 1, Duration::from_secs(10)).await;
-    assert_ran_once(&fs, &inflight_id, &slow).await;
+    sc.fs.step_to(0).await;
+    sc.delayed.wait_for("d", 1, Duration::from_secs(10)).await;
+    sc.assert_in_flight_ran_once().await;
     record(
         "clock_step_back",
         json!({"step_s": -STEP_S, "retry_after_wait_ms": ra_wait.as_millis() as u64,

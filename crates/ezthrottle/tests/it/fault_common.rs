@@ -120,13 +120,13 @@ pub fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// Jobs in `state` as the CLI sees them in a (stopped or running) server's data dir.
-pub fn cli_jobs(dir: &Path, state: &str) -> Vec<Value> {
-    let out = cli(
-        dir,
-        &["jobs", "list", "--state", state, "--limit", "1000000"],
-    );
-    serde_json::from_str::<Vec<Value>>(&out).expect("jobs list JSON")
+/// Jobs (in `state`, or all) as the CLI sees them in a (stopped or running) server's data dir.
+pub fn cli_jobs(dir: &Path, state: Option<&str>) -> Vec<Value> {
+    let mut args = vec!["jobs", "list", "--limit", "1000000"];
+    if let Some(s) = state {
+        args.extend(["--state", s]);
+    }
+    serde_json::from_str::<Vec<Value>>(&cli(dir, &args)).expect("jobs list JSON")
 }
 
 /// Waits until every job in `ids` is final. Returns each job's final view, and the ids the

@@ -79,7 +79,7 @@ async fn fault_kill9_during_admission_loses_no_acked_job() {
             assert_eq!(v["state"], "succeeded", "{v}");
         }
         // Jobs the server stored but whose 202 never reached the client: allowed ("recovered").
-        let stored = cli_jobs(&dir, "succeeded").len();
+        let stored = cli_jobs(&dir, None).len();
         let recovered = stored.saturating_sub(acked.len());
         eprintln!(
             "admission trial {trial}: killed after {kill_after} acks; acked {}, lost {}, recovered {recovered}",
@@ -146,7 +146,7 @@ async fn fault_kill9_during_drain_repeats_only_in_flight_calls() {
         server.kill9();
         let seen_at_kill = target.arrivals("drain").len();
         // In flight at the kill = leased and not recorded: `running` in the store.
-        let running: HashSet<String> = cli_jobs(&dir, "running")
+        let running: HashSet<String> = cli_jobs(&dir, Some("running"))
             .iter()
             .map(|j| j["idempotent_key"].as_str().unwrap().to_string())
             .collect();

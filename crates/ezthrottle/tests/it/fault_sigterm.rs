@@ -55,7 +55,7 @@ async fn fault_sigterm_finishes_in_flight_calls_and_exits_0() {
 
     // The store, read by the CLI with the server stopped.
     assert!(
-        cli_jobs(&dir, "running").is_empty(),
+        cli_jobs(&dir, Some("running")).is_empty(),
         "jobs left running after a graceful stop"
     );
     let in_flight: Vec<String> = started
@@ -74,7 +74,7 @@ async fn fault_sigterm_finishes_in_flight_calls_and_exits_0() {
             "the call ran to its end: {job}"
         );
     }
-    let queued = cli_jobs(&dir, "queued");
+    let queued = cli_jobs(&dir, Some("queued"));
     assert_eq!(
         queued.len(),
         JOBS - IN_FLIGHT,

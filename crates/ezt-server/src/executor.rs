@@ -196,7 +196,7 @@ impl Executor {
             Ok(None) => return (AttemptEnd::Finished, None), // cancelled or already final
             Err(e) => {
                 tracing::warn!(error = %e, "cannot lease; retrying in 1 s");
-                return (AttemptEnd::RetryAt(now + 1000), None);
+                return (AttemptEnd::RetryAfter(Duration::from_secs(1)), None);
             }
         };
         self.events.publish(id, || JobEvent {
@@ -275,7 +275,7 @@ impl Executor {
             decision: verdict,
             wait_ms,
         };
-        let (next, end) = self.next_state(plan, &call, verdict);
+        let (next, end) = self.next_state(plan, &call, verdict, done_ms);
         tracing::info!(attempt = leased.attempt_no, status = ?attempt.status_code, error = ?attempt.error, decision = ?verdict, wait_ms = ?wait_ms, "attempt finished");
         let done = AttemptDone {
             id,
@@ -302,7 +302,13 @@ impl Executor {
         (end, change)
     }
 
-    fn next_state(&self, plan: Plan, call: &CallResult, verdict: Verdict) -> (Next, AttemptEnd) {
+    fn next_state(
+        &self,
+        plan: Plan,
+        call: &CallResult,
+        verdict: Verdict,
+        done_ms: u64,
+    ) -> (Next, AttemptEnd) {
         let response = call.response.clone();
         let fail_error = || {
             if call.ssrf {
@@ -361,7 +367,9 @@ impl Executor {
                     counters,
                     response,
                 },
-                AttemptEnd::RetryAt(at),
+                // The store keeps the absolute time (for restarts); the scheduler waits the
+                // relative part on the monotonic clock.
+                AttemptEnd::RetryAfter(Duration::from_millis(at.saturating_sub(done_ms))),
             ),
         }
     }

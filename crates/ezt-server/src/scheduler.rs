@@ -106,8 +106,9 @@ pub type MetricsOf = fn(&Metrics) -> (&Counter, &Gauge);
 pub enum AttemptEnd {
     /// The job is final (or was never leased): forget it.
     Finished,
-    /// Try again not before this time (ms since epoch).
-    RetryAt(u64),
+    /// Try again after this relative wait (backoff or Retry-After). It is measured on the
+    /// monotonic clock, so a step of the wall clock neither shortens nor stretches it.
+    RetryAfter(std::time::Duration),
 }
 
 /// Messages to the scheduler.
@@ -211,8 +212,12 @@ struct Entry {
     lane: usize,
     tenant: TenantId,
     weight: u32,
-    run_at: u64,
+    /// When a delayed item is due (monotonic); older heap entries for it are stale.
+    due: Instant,
     deadline_at: u64,
+    /// Wall-clock lower bound (ms since epoch) of a delayed job's start: its `run_at` when the
+    /// scheduler learned it as an absolute time (admission, recovery), 0 for relative waits.
+    not_before_ms: u64,
     at: Where,
 }
 
@@ -357,7 +362,8 @@ pub(crate) struct Scheduler<R: Runner> {
     lane_ids: HashMap<LaneKey, usize>,
     lanes: Vec<Lane<R::Id>>,
     jobs: HashMap<R::Id, Entry>,
-    delayed: BinaryHeap<Reverse<(u64, R::Id)>>,
+    /// Delayed items by monotonic due time (see `promote_and_expire` for the clock rules).
+    delayed: BinaryHeap<Reverse<(Instant, R::Id)>>,
     deadlines: BinaryHeap<Reverse<(u64, R::Id)>>,
     wakeups: BinaryHeap<Reverse<(Instant, usize)>>,
     due: Vec<usize>,
@@ -437,7 +443,7 @@ impl<R: Runner> Scheduler<R> {
         i
     }
 
-    fn admit(&mut self, e: Item<R::Id>, now: u64) {
+    fn admit(&mut self, e: Item<R::Id>, now: u64, now_i: Instant) {
         if self.jobs.contains_key(&e.id) {
             return; // already known (e.g. a wakeup for a job the API already handed us)
         }
@@ -453,8 +459,9 @@ impl<R: Runner> Scheduler<R> {
                 lane,
                 tenant: e.tenant,
                 weight: e.weight,
-                run_at: e.run_at,
+                due: now_i + std::time::Duration::from_millis(e.run_at.saturating_sub(now)),
                 deadline_at: e.deadline_at,
+                not_before_ms: e.run_at,
                 at,
             },
         );
@@ -462,7 +469,7 @@ impl<R: Runner> Scheduler<R> {
             self.deadlines.push(Reverse((e.deadline_at, e.id)));
         }
         match at {
-            Where::Delayed => self.delayed.push(Reverse((e.run_at, e.id))),
+            Where::Delayed => self.delayed.push(Reverse((self.jobs[&e.id].due, e.id))),
             _ => {
                 self.lanes[lane].queue.push(e.tenant, e.weight, e.id);
                 self.due.push(lane);
@@ -495,10 +502,11 @@ impl<R: Runner> Scheduler<R> {
 
     fn handle(&mut self, cmd: Command<R::Id>) {
         let now = now_ms();
+        let now_i = Instant::now();
         match cmd {
             Command::Enqueue(jobs) => {
                 for e in jobs {
-                    self.admit(e, now);
+                    self.admit(e, now, now_i);
                 }
             }
             Command::Done { id, lane, ran, at } => {
@@ -512,11 +520,12 @@ impl<R: Runner> Scheduler<R> {
                     AttemptEnd::Finished => {
                         self.jobs.remove(&id);
                     }
-                    AttemptEnd::RetryAt(t) => {
+                    AttemptEnd::RetryAfter(wait) => {
                         if let Some(e) = self.jobs.get_mut(&id) {
                             e.at = Where::Delayed;
-                            e.run_at = t;
-                            self.delayed.push(Reverse((t, id)));
+                            e.not_before_ms = 0;
+                            e.due = at + wait;
+                            self.delayed.push(Reverse((e.due, id)));
                         }
                     }
                 }
@@ -600,15 +609,29 @@ impl<R: Runner> Scheduler<R> {
 
     /// Moves due delayed jobs into their lanes and expires jobs whose deadline passed while
     /// they waited.
-    fn promote_and_expire(&mut self, now: u64) {
+    ///
+    /// Clock rules (a wall-clock step, e.g. NTP or an operator, must never start work early):
+    /// a relative wait (backoff, Retry-After) is due when that much monotonic time has passed. A
+    /// job delayed to an absolute `run_at` (the API's `retry_at`, or any delay read back from the
+    /// store) is due when both clocks agree: the monotonic delay it implied when the scheduler
+    /// learned it has passed, and the wall clock has reached `run_at`. A step forward therefore
+    /// does not start it early, and a step back makes it wait for the wall clock again (checked
+    /// every second). Deadlines (`timeout`) stay absolute wall-clock times.
+    fn promote_and_expire(&mut self, now: u64, now_i: Instant) {
         while let Some(Reverse((t, id))) = self.delayed.peek().copied() {
-            if t > now {
+            if t > now_i {
                 break;
             }
             self.delayed.pop();
             if let Some(e) = self.jobs.get_mut(&id) {
                 // A stale entry (the item was hastened and re-scheduled since) is skipped.
-                if e.at == Where::Delayed && e.run_at == t {
+                if e.at == Where::Delayed && e.due == t {
+                    if e.not_before_ms > now {
+                        let wait = (e.not_before_ms - now).min(1000);
+                        e.due = now_i + std::time::Duration::from_millis(wait);
+                        self.delayed.push(Reverse((e.due, id)));
+                        continue;
+                    }
                     e.at = Where::Queued;
                     let (lane, tenant, weight) = (e.lane, e.tenant, e.weight);
                     self.lanes[lane].queue.push(tenant, weight, id);
@@ -713,10 +736,11 @@ impl<R: Runner> Scheduler<R> {
         if let Some(Reverse((t, _))) = self.wakeups.peek() {
             consider(*t);
         }
-        for heap in [&self.delayed, &self.deadlines] {
-            if let Some(Reverse((t, _))) = heap.peek() {
-                consider(now_i + std::time::Duration::from_millis(t.saturating_sub(now)));
-            }
+        if let Some(Reverse((t, _))) = self.delayed.peek() {
+            consider(*t);
+        }
+        if let Some(Reverse((t, _))) = self.deadlines.peek() {
+            consider(now_i + std::time::Duration::from_millis(t.saturating_sub(now)));
         }
         next
     }
@@ -757,7 +781,7 @@ impl<R: Runner> Scheduler<R> {
             }
             let now_i = Instant::now();
             self.fire_wakeups(now_i);
-            self.promote_and_expire(now_ms());
+            self.promote_and_expire(now_ms(), now_i);
             self.dispatch_due(now_i);
         }
     }

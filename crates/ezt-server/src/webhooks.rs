@@ -201,7 +201,7 @@ impl Runner for Deliverer {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot lease a delivery; retrying in 1 s");
                 return Ran {
-                    end: AttemptEnd::RetryAt(now + 1000),
+                    end: AttemptEnd::RetryAfter(Duration::from_secs(1)),
                     ..finished
                 };
             }
@@ -213,7 +213,7 @@ impl Runner for Deliverer {
                 // receiver; try again soon instead (the lease lapses with the restart rescue).
                 tracing::warn!(error = %e, "cannot read webhook secrets; retrying in 1 s");
                 return Ran {
-                    end: AttemptEnd::RetryAt(now + 1000),
+                    end: AttemptEnd::RetryAfter(Duration::from_secs(1)),
                     ..finished
                 };
             }
@@ -240,7 +240,11 @@ impl Runner for Deliverer {
         };
         let (outcome, next, end) = match plan {
             DeliveryPlan::Delivered => ("delivered", DeliveryNext::Delivered, AttemptEnd::Finished),
-            DeliveryPlan::RetryAt(t) => ("retry", DeliveryNext::RetryAt(t), AttemptEnd::RetryAt(t)),
+            DeliveryPlan::RetryAt(t) => (
+                "retry",
+                DeliveryNext::RetryAt(t),
+                AttemptEnd::RetryAfter(Duration::from_millis(t.saturating_sub(done_ms))),
+            ),
             DeliveryPlan::Failed => ("failed", DeliveryNext::Failed, AttemptEnd::Finished),
         };
         let attempt = DeliveryAttempt {

@@ -685,6 +685,19 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<()> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
-            .await
+            .await?;
+        if self.writer.failing() {
+            // The last write failed for lack of space or I/O (reads still work): ready again
+            // only once a write lands. The probe dirties a page and leaves no row behind.
+            self.write(|c| {
+                c.execute_batch(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('ready_probe', x'00');
+                     DELETE FROM meta WHERE key = 'ready_probe';",
+                )
+                .map_err(map_err)
+            })
+            .await?;
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The writer thread and its group commit.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 
 use ezt_store::{Error, Result};
@@ -21,16 +22,34 @@ type Op = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Op>,
+    /// Set while the last transaction failed because the store could not take writes (disk
+    /// full, I/O error); cleared by the next commit that lands.
+    failing: Arc<AtomicBool>,
+    /// Set by a write whose own statements hit an unavailable store, even if its batch-mates
+    /// committed; folded into `failing` after the batch.
+    op_unavailable: Arc<AtomicBool>,
 }
 
 impl Writer {
     pub(crate) fn start(conn: Connection) -> Self {
         let (tx, rx) = mpsc::channel::<Op>();
+        let failing = Arc::new(AtomicBool::new(false));
+        let op_unavailable = Arc::new(AtomicBool::new(false));
+        let flags = (failing.clone(), op_unavailable.clone());
         thread::Builder::new()
             .name("ezt-sqlite-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, &flags.0, &flags.1))
             .expect("spawn writer thread");
-        Self { tx }
+        Self {
+            tx,
+            failing,
+            op_unavailable,
+        }
+    }
+
+    /// Whether the last write transaction failed for lack of space or I/O.
+    pub(crate) fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
     }
 
     /// Runs `f` inside the next group transaction and answers once it is durably committed.
@@ -39,9 +58,14 @@ impl Writer {
         f: impl FnOnce(&Connection) -> Result<R> + Send + 'static,
     ) -> Result<R> {
         let (tx, rx) = oneshot::channel();
+        let op_unavailable = self.op_unavailable.clone();
         let op: Op = Box::new(move |conn| {
             let res = match conn {
-                Some(conn) => in_savepoint(conn, f),
+                Some(conn) => in_savepoint(conn, f).inspect_err(|e| {
+                    if matches!(e, Error::Unavailable { .. }) {
+                        op_unavailable.store(true, Ordering::Release);
+                    }
+                }),
                 None => Err(Error::Unavailable {
                     message: "no transaction".into(),
                 }),
@@ -94,7 +118,12 @@ fn in_savepoint<R>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<R>) 
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Op>) {
+fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    failing: &AtomicBool,
+    op_unavailable: &AtomicBool,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -105,17 +134,45 @@ fn run(conn: Connection, rx: mpsc::Receiver<Op>) {
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err) {
             tracing::warn!(error = %e, "store: cannot begin a write transaction");
+            failing.store(matches!(e, Error::Unavailable { .. }), Ordering::Release);
             for op in batch {
                 op(None)(Some(&e));
             }
             continue;
         }
-        let replies: Vec<Reply> = batch.into_iter().map(|op| op(Some(&conn))).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(map_err);
+        // On SQLITE_FULL or an I/O error SQLite may roll the whole transaction back by itself.
+        // The writes after that point would then run in autocommit mode, each committed alone
+        // while the batch is answered with the commit's error: stop feeding the batch instead,
+        // and fail all of it.
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let mut aborted = false;
+        for op in batch {
+            if aborted {
+                replies.push(op(None));
+                continue;
+            }
+            replies.push(op(Some(&conn)));
+            aborted = conn.is_autocommit();
+        }
+        let commit = if aborted {
+            Err(Error::Unavailable {
+                message: "the write transaction was rolled back by SQLite (disk full or I/O error)"
+                    .into(),
+            })
+        } else {
+            conn.execute_batch("COMMIT").map_err(map_err)
+        };
         if let Err(e) = &commit {
             tracing::warn!(error = %e, writes = replies.len(), "store: commit failed; the batch is rolled back");
-            let _ = conn.execute_batch("ROLLBACK");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         }
+        let op_failed = op_unavailable.swap(false, Ordering::AcqRel);
+        failing.store(
+            op_failed || matches!(commit, Err(Error::Unavailable { .. })),
+            Ordering::Release,
+        );
         let err = commit.err();
         for reply in replies {
             reply(err.as_ref());

@@ -98,6 +98,11 @@ impl TestServer {
 
     /// Starts (or restarts) a server on `dir`; `key` is reused when the store already has one.
     pub fn spawn(dir: &Path, config: &str, key: Option<String>) -> Self {
+        Self::spawn_env(dir, config, key, &[])
+    }
+
+    /// Same, with extra environment variables for the server process.
+    pub fn spawn_env(dir: &Path, config: &str, key: Option<String>, env: &[(&str, &str)]) -> Self {
         let cfg = dir.join("config.toml");
         std::fs::write(&cfg, config).expect("write config");
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
@@ -117,6 +122,7 @@ impl TestServer {
             .arg(dir)
             .env("NO_COLOR", "1")
             .env("EZTHROTTLE_LOG", "info,ezt_server=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("out file"))
             .stderr(Stdio::piped())

@@ -41,7 +41,7 @@ pub fn skip_privileged(why: &str) {
 
 /// A small xorshift generator: seeded from `EZT_FAULT_SEED` or the clock, and printed, so a
 /// failing trial can be replayed.
-pub struct Rng(u64);
+pub struct Rng(u64, u64);
 
 impl Rng {
     pub fn new(test: &str) -> Self {
@@ -55,7 +55,12 @@ impl Rng {
                     .as_nanos() as u64
             });
         eprintln!("{test}: EZT_FAULT_SEED={seed}");
-        Self(seed | 1)
+        Self(seed | 1, seed)
+    }
+
+    /// The seed (to record with the results).
+    pub fn seed(&self) -> u64 {
+        self.1
     }
 
     /// Uniform in `lo..=hi`.

@@ -99,7 +99,7 @@ async fn fault_kill9_during_admission_loses_no_acked_job() {
     record(
         "kill9_admission",
         json!({"trials": trials, "acked": total_acked, "lost": total_lost,
-               "recovered": total_recovered, "per_trial": per_trial}),
+               "recovered": total_recovered, "seed": rng.seed(), "per_trial": per_trial}),
     );
 }
 
@@ -194,6 +194,7 @@ async fn fault_kill9_during_drain_repeats_only_in_flight_calls() {
     record(
         "kill9_drain",
         json!({"trials": trials, "acked": total_acked, "lost": total_lost,
-               "duplicates": total_dups, "max_in_flight": max_in_flight, "per_trial": per_trial}),
+               "duplicates": total_dups, "max_in_flight": max_in_flight, "seed": rng.seed(),
+               "per_trial": per_trial}),
     );
 }

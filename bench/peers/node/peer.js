@@ -28,6 +28,11 @@ const num = (k, d) => (args[k] === undefined ? d : Number(args[k]));
 const REDIS_PORT = Number(process.env.REDIS_PORT || 18491);
 const PG_URL = process.env.PG_URL || 'postgres://postgres@127.0.0.1:18492/bench';
 
+const CRASH = process.env.BENCH_CRASH === '1'; // B7: shorter stall/expiry timeouts so recovery fits the trial
+// Store crashes (B7) surface as errors from idle pool clients; keep going like a long-lived service would.
+process.on('uncaughtException', (e) => console.error('uncaught:', e.message));
+process.on('unhandledRejection', (e) => console.error('unhandled rejection:', e && e.message));
+
 const monoNs = () => process.hrtime.bigint();
 function payload(i) {
   let s = `{"order_id":${i},"customer":"cust-${String(i % 997331).padStart(6, '0')}","currency":"EUR","amount_cents":${(i * 7919) % 100000},"items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}],"note":"`;
@@ -88,6 +93,7 @@ async function backend() {
       async work(names, concurrency, limits) {
         const ws = names.map((n, i) => {
           const opts = { connection, concurrency };
+          if (CRASH) Object.assign(opts, { lockDuration: 10000, stalledInterval: 5000 }); // defaults 30 s / 30 s
           if (limits && limits[i]) opts.limiter = { max: limits[i], duration: 1000 };
           const w = new Worker(n, async (job) => post(job.data), opts);
           w.on('error', (e) => console.error('worker error', e.message));
@@ -101,14 +107,15 @@ async function backend() {
   }
   if (system === 'pgboss') {
     const PgBoss = require('pg-boss');
-    const boss = new PgBoss({ connectionString: PG_URL, max: num('pool', 70), schema: 'pgboss', supervise: cmd === 'work', schedule: false, migrate: true });
+    const boss = new PgBoss({ connectionString: PG_URL, max: num('pool', 70), schema: 'pgboss', supervise: cmd === 'work', schedule: false, migrate: true,
+      ...(CRASH ? { maintenanceIntervalSeconds: 2 } : {}) });
     boss.on('error', (e) => console.error('pg-boss error', e.message));
     await boss.start();
     const created = new Set();
     const ensure = async (name) => { if (!created.has(name)) { await boss.createQueue(name, { name, retryLimit: 3 }); created.add(name); } };
     return {
       async setup(names) { for (const n of names) { await ensure(n); await boss.purgeQueue(n); } },
-      async add(name, data) { await ensure(name); const id = await boss.send(name, data, { retryLimit: 3 }); if (!id) throw new Error('send returned null'); return id; },
+      async add(name, data) { await ensure(name); const id = await boss.send(name, data, { retryLimit: 3, ...(CRASH ? { expireInSeconds: 10 } : {}) }); if (!id) throw new Error('send returned null'); return id; },
       async addBulk(name, datas) { await ensure(name); return boss.insert(datas.map((data) => ({ name, data, retryLimit: 3 }))); },
       async work(names, concurrency) {
         // pg-boss 10 has no per-worker concurrency: each work() loop fetches batchSize jobs, runs the

@@ -325,7 +325,12 @@ func main() {
 		}
 		// FetchCooldown: River's default (100 ms) caps a queue at MaxWorkers jobs per 100 ms (1k/s at
 		// 100 workers); 10 ms is what a user tuning for throughput would set. Poll interval: default.
-		client, err := river.NewClient(driver, &river.Config{Queues: qs, Workers: workers, FetchCooldown: 10 * time.Millisecond})
+		cfg := &river.Config{Queues: qs, Workers: workers, FetchCooldown: 10 * time.Millisecond}
+		if os.Getenv("BENCH_CRASH") == "1" { // B7: rescue jobs left running by a crash sooner (default 1 h)
+			cfg.JobTimeout = 5 * time.Second
+			cfg.RescueStuckJobsAfter = 10 * time.Second
+		}
+		client, err := river.NewClient(driver, cfg)
 		must(err)
 		must(client.Start(bg))
 		fmt.Println(`{"ready":true}`)

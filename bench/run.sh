@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# EZThrottle on-demand benchmark suite. Usage: bench/run.sh [--quick]
-# Builds the server and the load generator (release), runs scenarios 1-5 against a server on a
-# fresh data directory each time (all traffic on 127.0.0.1), and writes
-# bench/results/<UTC date>-<git short sha>[-quick].json. See bench/README.md.
+# EZThrottle on-demand benchmark suite, side by side with BullMQ+Redis, pg-boss+PostgreSQL and
+# River+PostgreSQL. Usage: bench/run.sh [--quick] [--only 1,2,...,8] [--peers bullmq,pgboss,river|none]
+# Builds the server and the load generator (release), installs the peers (bench/peers/setup.sh),
+# runs scenarios 1-5 against a server on a fresh data directory each time, then the side-by-side
+# scenarios (bench/sides.py: 6 = B2 drain, 7 = B3 steady state, 8 = B7 crash; and the peers' B1/B4/B5
+# with scenarios 1/3/4). All traffic on 127.0.0.1. Writes
+# bench/results/<UTC date>-<git short sha>[-quick][-onlyN].json, a Markdown table next to it, charts
+# under bench/results/charts/, and (full runs of every scenario) the table in bench/README.md.
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH")
-QUICK=0; ONLY="1 2 3 4 5"
+ALL="1 2 3 4 5 6 7 8"
+QUICK=0; ONLY="$ALL"; PEERS="bullmq,pgboss,river"
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
     --only) ONLY=${2//,/ }; shift ;;   # e.g. --only 3,4
-    *) echo "usage: $0 [--quick] [--only 1,2,3,4,5]" >&2; exit 2 ;;
+    --peers) PEERS=$2; shift ;;        # e.g. --peers bullmq, or none
+    *) echo "usage: $0 [--quick] [--only 1,2,3,4,5,6,7,8] [--peers bullmq,pgboss,river|none]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -26,6 +32,8 @@ else
   LIM_DUR=60; FAIR_DUR=30; BIG_N=1000000; BIG_LANES=10000
 fi
 
+echo "== peers: install if missing (bench/peers/setup.sh)" >&2
+"$BENCH/peers/setup.sh"
 echo "== building (release)" >&2
 (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q -p ezthrottle)
 (cd "$BENCH/loadgen" && CARGO_TARGET_DIR="$BENCH/loadgen/target" cargo build --release -q)
@@ -201,8 +209,25 @@ stop_server
 fi
 
 # ------------------------------------------------------------------------------------------
+# Side by side: B2 drain (6), B3 steady state (7), B7 crash (8) for EZThrottle and the peers; the
+# peers' B1 (with 1), B4 (with 3) and B5 (with 4). EZThrottle's B1/B4/B5 are scenarios 1/3/4 above.
+SC=""
+want 1 && SC+=",b1"; want 6 && SC+=",b2"; want 7 && SC+=",b3"; want 3 && SC+=",b4"; want 4 && SC+=",b5"; want 8 && SC+=",b7"
+SYSTEMS="ezt"; [[ "$PEERS" != none ]] && SYSTEMS+=",$PEERS"
+if [[ -n "$SC" ]]; then
+  log "side by side: ${SC#,} for $SYSTEMS"
+  python3 "$BENCH/sides.py" --work "$WORK" --out "$OUT" --ezt "$EZT" --lg "$LG" --systems "$SYSTEMS" \
+    --scenarios "${SC#,}" $( ((QUICK)) && echo --quick)
+fi
+
+# ------------------------------------------------------------------------------------------
 mkdir -p "$BENCH/results"
-SUFFIX=""; ((QUICK)) && SUFFIX="-quick"; [[ "$ONLY" != "1 2 3 4 5" ]] && SUFFIX="$SUFFIX-only${ONLY// /}"
+SUFFIX=""; ((QUICK)) && SUFFIX="-quick"; [[ "$ONLY" != "$ALL" ]] && SUFFIX="$SUFFIX-only${ONLY// /}"
 RESULT="$BENCH/results/$(date -u +%Y-%m-%d)-$SHA$SUFFIX.json"
 python3 "$BENCH/summarize.py" "$OUT" "$RESULT" "$QUICK" "$SHA" "$DIRTY"
 log "wrote $RESULT"
+# Side-by-side table + charts; a full run of every scenario also refreshes bench/README.md.
+RARGS=()
+((QUICK == 0)) && [[ "$ONLY" == "$ALL" && "$PEERS" == "bullmq,pgboss,river" ]] && RARGS=(--readme "$BENCH/README.md")
+"$BENCH/.venv/bin/python" "$BENCH/report.py" "$RESULT" "${RARGS[@]}" >"${RESULT%.json}.md"
+log "wrote ${RESULT%.json}.md and charts in $BENCH/results/charts/"

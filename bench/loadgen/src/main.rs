@@ -658,7 +658,7 @@ async fn fair_backlog(server: &str, keys: &[String], port: u16, rate: f64, durat
         "jain_mean": r3(jains.iter().sum::<f64>() / jains.len().max(1) as f64),
         "jain_median": r3(jains.get(jains.len() / 2).copied().unwrap_or(0.0)),
         "jain_min": r3(jains.first().copied().unwrap_or(0.0)),
-        "jain_per_window": per_window,
+        "jain_per_window": per_window, "counts_per_window": counts,
         "completions_per_tenant": totals, "noisy_share": r3(totals[0] / all.max(1.0)),
         "achieved_rate": r3(all / duration), "submit": submits,
     }))
@@ -735,6 +735,104 @@ async fn fair_wait(server: &str, keys: &[String], port: u16, rate: f64, duration
         "noisy_arrivals_seen": noisy_in_period, "quiet_wait": lat_ms(waits), "quiet_submit_ack": lat_ms(acks),
         "quiet_ack_to_arrival": lat_ms(after_ack), "noisy_submit": noisy_submit,
     }))
+}
+
+/// Open loop: job i is due at t0 + i/rate; at most `inflight` submissions outstanding.
+async fn steady(server: &str, key: &str, rate: f64, duration: f64, target_url: &str, prefix: &str, inflight: usize) -> Result<Value> {
+    let client = http_client(inflight);
+    let url = Arc::new(format!("{server}/api/v1/jobs"));
+    let sem = Arc::new(tokio::sync::Semaphore::new(inflight));
+    let lats = Arc::new(Mutex::new(Vec::new()));
+    let (acked, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let total = (rate * duration).round() as u64;
+    let t0 = Instant::now();
+    let mut late = 0u64;
+    let mut handles = Vec::new();
+    let deadline = t0 + Duration::from_secs_f64(duration * 1.25 + 1.0); // cannot keep up: stop offering
+    let mut sent = 0u64;
+    for i in 0..total {
+        if Instant::now() > deadline {
+            break;
+        }
+        sent += 1;
+        let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep_until(due.into()).await;
+        } else if now - due > Duration::from_millis(50) {
+            late += 1;
+        }
+        let permit = sem.clone().acquire_owned().await?;
+        let (client, url, key, lats, acked, errors) =
+            (client.clone(), url.clone(), key.to_string(), lats.clone(), acked.clone(), errors.clone());
+        let k = format!("{prefix}.{i}.{}", mono_ns());
+        let spec = job_spec(&Spec { target_url, key: k, tenant: "t0", retry_at: None, lane_auth: None, body_bytes: 300, i });
+        let body = Bytes::from(serde_json::to_vec(&spec)?);
+        handles.push(tokio::spawn(async move {
+            let s = Instant::now();
+            match request(&client, "POST", &url, Some(&key), Some(body)).await {
+                Ok((202, _)) => {
+                    lats.lock().unwrap().push(s.elapsed().as_nanos() as u64);
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                r => {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("steady submit failed: {:?}", r.map(|x| x.0));
+                    }
+                }
+            }
+            drop(permit);
+        }));
+    }
+    for h in handles {
+        h.await?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let ok = acked.load(Ordering::Relaxed);
+    let l = std::mem::take(&mut *lats.lock().unwrap());
+    Ok(json!({"offered_rate": rate, "duration_s": duration, "sent": sent, "acked": ok,
+        "errors": errors.load(Ordering::Relaxed), "late_over_50ms": late, "secs": r3(secs),
+        "achieved_rate": (ok as f64 / secs).round(), "ack": lat_ms(l)}))
+}
+
+/// Submits until the server dies (each client stops at its first transport error), then writes
+/// the acknowledged keys.
+async fn crash_admit(server: &str, key: &str, c: usize, n: u64, target_url: &str, prefix: &str, acked_path: &str) -> Result<Value> {
+    let client = http_client(c);
+    let next = Arc::new(AtomicU64::new(0));
+    let url = format!("{server}/api/v1/jobs");
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (client, next, url, key, target_url, prefix) =
+            (client.clone(), next.clone(), url.clone(), key.to_string(), target_url.to_string(), prefix.to_string());
+        tasks.push(tokio::spawn(async move {
+            let (mut keys, mut other) = (Vec::new(), 0u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let k = format!("{prefix}.{i}.{}", mono_ns());
+                let spec = job_spec(&Spec { target_url: &target_url, key: k.clone(), tenant: "t0", retry_at: None, lane_auth: None, body_bytes: 300, i });
+                match request(&client, "POST", &url, Some(&key), Some(Bytes::from(serde_json::to_vec(&spec).unwrap()))).await {
+                    Ok((202, _)) => keys.push(k),
+                    Ok(_) => other += 1,
+                    Err(_) => break,
+                }
+            }
+            (keys, other)
+        }));
+    }
+    let (mut keys, mut other) = (Vec::new(), 0);
+    for t in tasks {
+        let (k, o) = t.await?;
+        keys.extend(k);
+        other += o;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    std::fs::write(acked_path, keys.join("\n") + "\n")?;
+    Ok(json!({"acked": keys.len(), "non_202": other, "secs": r3(secs), "jobs_per_s": (keys.len() as f64 / secs).round()}))
 }
 
 fn sqlite_baseline(dir: &str, n: u64, rows_per_txn: u64) -> Result<Value> {
@@ -859,6 +957,44 @@ enum Cmd {
         prefix: String,
         #[arg(long, default_value_t = 300)]
         body_bytes: usize,
+        /// Absolute first-call time (ms since the epoch); overrides --retry-in-s.
+        #[arg(long)]
+        retry_at_ms: Option<u64>,
+    },
+    /// Open-loop single submissions at a fixed rate (dispatch now); keys "<prefix>.<i>.<mono ns>".
+    Steady {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        rate: f64,
+        #[arg(long)]
+        duration: f64,
+        #[arg(long)]
+        target_url: String,
+        #[arg(long, default_value = "st")]
+        prefix: String,
+        #[arg(long, default_value_t = 256)]
+        inflight: usize,
+    },
+    /// Crash trial producer: C clients submit (dispatch now) until the server goes away; writes
+    /// the acknowledged keys ("<prefix>.<i>.<mono ns>") to --acked, one per line.
+    CrashAdmit {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value_t = 64)]
+        c: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        n: u64,
+        #[arg(long)]
+        target_url: String,
+        #[arg(long, default_value = "crash")]
+        prefix: String,
+        #[arg(long)]
+        acked: String,
     },
     /// Bare SQLite WAL synchronous=FULL inserts.
     SqliteBaseline {
@@ -946,8 +1082,15 @@ fn main() -> Result<()> {
             Cmd::Admit { server, key, n, c, target_url, retry_in_s, prefix } => {
                 run_admit(&server, &key, n, c, &target_url, retry(retry_in_s), &prefix, 300).await
             }
-            Cmd::Batch { server, key, n, batch, c, target_url, retry_in_s, lanes, prefix, body_bytes } => {
-                run_batch(&server, &key, n, batch, c, &target_url, retry(retry_in_s), lanes, &prefix, "t0", body_bytes).await
+            Cmd::Batch { server, key, n, batch, c, target_url, retry_in_s, lanes, prefix, body_bytes, retry_at_ms } => {
+                let ra = retry_at_ms.or(retry(retry_in_s));
+                run_batch(&server, &key, n, batch, c, &target_url, ra, lanes, &prefix, "t0", body_bytes).await
+            }
+            Cmd::Steady { server, key, rate, duration, target_url, prefix, inflight } => {
+                steady(&server, &key, rate, duration, &target_url, &prefix, inflight).await
+            }
+            Cmd::CrashAdmit { server, key, c, n, target_url, prefix, acked } => {
+                crash_admit(&server, &key, c, n, &target_url, &prefix, &acked).await
             }
             Cmd::SqliteBaseline { dir, n, rows_per_txn } => sqlite_baseline(&dir, n, rows_per_txn),
             Cmd::Direct { port, n } => {

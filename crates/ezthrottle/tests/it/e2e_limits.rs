@@ -6,8 +6,11 @@ use serde_json::json;
 
 use crate::support::{cli, Reply, Target, TestServer};
 
-/// Network jitter on loopback between the limiter's decision and the target's clock.
-const JITTER: Duration = Duration::from_millis(15);
+/// Jitter between the limiter's decision and the mock target's arrival stamp: loopback plus the
+/// test process's own scheduling, which on 2 cores shared with the fault suite's servers was
+/// seen at 15 ms (a stamp taken late makes the next gap look short). A limiter fault shows as
+/// gaps far below the interval (a burst) and in the 30 s window count, which stays exact.
+const JITTER: Duration = Duration::from_millis(40);
 
 #[tokio::test]
 async fn default_lane_makes_two_calls_per_second() {

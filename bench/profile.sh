@@ -29,8 +29,8 @@ sleep 1.5
 perf record -F 999 -g --call-graph dwarf,16384 -p "$SRV" -o "$W/perf.data" -- sleep 6 2>/dev/null >/dev/null
 wait $L; cat "$W/load.json"
 OUT=/tmp/ezt-profile-$MODE.txt
-{ echo "# self time"; perf report -i "$W/perf.data" --no-children --sort comm,dso,symbol --stdio 2>/dev/null | grep -v '^$' | grep '%' | head -60
-  echo "# by thread"; perf report -i "$W/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep '%' | head -12
-  echo "# children (inclusive)"; perf report -i "$W/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | grep '%' | head -60
+{ echo "# CPU by thread (share of samples)"; perf report -i "$W/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null | grep '%' | head -12
+  echo "# self time, flat"; perf report -i "$W/perf.data" --no-children --sort comm,symbol --stdio -g none 2>/dev/null | grep '%' | head -45
+  echo "# inclusive (children), EZThrottle and SQLite frames"; perf report -i "$W/perf.data" --children --sort comm,symbol --stdio -g none 2>/dev/null | grep '%' | grep -E 'ezt_|sqlite3|rusqlite|hyper|serde|axum|walFrames|savepoint|Savepoint|subjournal|fdatasync|tokio::runtime::task' | head -60
 } >"$OUT"
 echo "profile: $OUT" >&2

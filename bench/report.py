@@ -39,6 +39,8 @@ def fmt(x):
         return x
     if isinstance(x, bool):
         return "yes" if x else "no"
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 10):
+        return f"{x:,.0f}"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
     if abs(x) >= 100:

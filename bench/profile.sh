@@ -12,7 +12,7 @@ MODE=${1:-admit}; RATE=${2:-5000}
 command -v perf >/dev/null || { apt-get install -y -qq linux-perf >/dev/null; }
 EZT="$ROOT/target/release/ezthrottle"; LG="$BENCH/loadgen/target/release/ezt-loadgen"
 W=$(mktemp -d /tmp/ezt-prof.XXXXXX); PORT=18470; TPORT=18471
-trap 'kill $SRV $TGT 2>/dev/null || true; rm -rf "$W"' EXIT
+trap 'kill $SRV $TGT 2>/dev/null || true; [[ -n "${KEEP:-}" ]] && echo "kept $W" >&2 || rm -rf "$W"' EXIT
 printf '[lanes.default]\nrate = 2.0\nburst = 1\nmax_in_flight = 2\n[lanes.hosts."127.0.0.1:%s"]\nrate = 1000000.0\nburst = 1000\nmax_in_flight = 100\n' "$TPORT" >"$W/c.toml"
 "$LG" target --ports "$TPORT" >/dev/null 2>&1 & TGT=$!
 "$EZT" serve --listen "127.0.0.1:$PORT" --data-dir "$W/data" --allow-cidr 127.0.0.1/32 --config "$W/c.toml" >"$W/out" 2>"$W/log" & SRV=$!

@@ -473,6 +473,7 @@ class Ezt:
             shutil.rmtree(data, ignore_errors=True)
             data.mkdir(parents=True)
         logf = self.ctx.work / f"sides-{name}.log"
+        skip = logf.stat().st_size if logf.exists() else 0  # a restart appends: look only at new lines
         self.p = subprocess.Popen([self.ctx.ezt, "serve", "--listen", f"127.0.0.1:{EZT_PORT}", "--data-dir", str(data),
                                    "--allow-cidr", "127.0.0.1/32", "--config", str(self.config(port))],
                                   stdout=subprocess.PIPE, stderr=open(logf, "a"), text=True)
@@ -480,7 +481,7 @@ class Ezt:
             self.key = self.p.stdout.readline().strip()
         t = time.time() + 120
         while time.time() < t:
-            if "listening on http://" in logf.read_text(errors="replace"):
+            if "listening on http://" in logf.read_text(errors="replace")[skip:]:
                 return
             if self.p.poll() is not None:
                 raise RuntimeError(f"ezthrottle {name} died: {logf.read_text()[-500:]}")

@@ -39,6 +39,8 @@ def fmt(x):
         return x
     if isinstance(x, bool):
         return "yes" if x else "no"
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 10):
+        return f"{x:,.0f}"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
     if abs(x) >= 100:
@@ -58,12 +60,12 @@ def ratio(a, b):
 rows = []
 
 
-def row(label, ezt, peers, better=""):
+def row(label, ezt, peers, better="", ratios=True):
     """peers: {system: value or str}; better: 'higher'/'lower' (for the reader)."""
     cells = [fmt(ezt)]
     for s, _ in PEERS:
         v = peers.get(s)
-        cells += [fmt(v), ratio(ezt, v)]
+        cells += [fmt(v), ratio(ezt, v) if ratios else ""]
     rows.append(f"| {label}{' ↑' if better == 'higher' else ' ↓' if better == 'lower' else ''} | " + " | ".join(cells) + " |")
 
 
@@ -72,25 +74,35 @@ def section(title):
 
 
 # ---- B1 admission
-section("B1 admission (no workers running)")
-row("serial ack p50 (ms)", g(raw, "s1_serial", "ack", "p50_ms"), {s: P(s, "b1", "serial", "ack", "p50_ms") for s, _ in PEERS}, "lower")
-row("serial ack p99 (ms)", g(raw, "s1_serial", "ack", "p99_ms"), {s: P(s, "b1", "serial", "ack", "p99_ms") for s, _ in PEERS}, "lower")
-row("serial ack p99.9 (ms)", g(raw, "s1_serial", "ack", "p999_ms"), {s: P(s, "b1", "serial", "ack", "p999_ms") for s, _ in PEERS}, "lower")
-row("64 concurrent: jobs/s", g(raw, "s1_admit", "jobs_per_s"), {s: P(s, "b1", "c64", "jobs_per_s") for s, _ in PEERS}, "higher")
-row("64 concurrent: ack p50 (ms)", g(raw, "s1_admit", "ack", "p50_ms"), {s: P(s, "b1", "c64", "ack", "p50_ms") for s, _ in PEERS}, "lower")
-row("64 concurrent: ack p99 (ms)", g(raw, "s1_admit", "ack", "p99_ms"), {s: P(s, "b1", "c64", "ack", "p99_ms") for s, _ in PEERS}, "lower")
+# EZThrottle: sides.py's B1 (run next to the peers' in time) when present, else scenario 1.
+SIDE_B1 = raw.get("p_ezt_b1") is not None and "error" not in raw.get("p_ezt_b1", {})
 eb = max([x for x in (g(raw, "s1_batch_c1", "jobs_per_s"), g(raw, "s1_batch_c2", "jobs_per_s")) if x] or [None])
-row("bulk 1000/call, best of 1-2 callers: jobs/s", eb, {s: P(s, "b1", "bulk_best_jobs_per_s") for s, _ in PEERS}, "higher")
-row("CPU-s per 1k (server / store, 64 conc.)", g(R, "derived", "admission_cpu_s_per_1k"),
-    {s: P(s, "b1", "store_cpu_s_per_1k") for s, _ in PEERS}, "lower")
-row("client CPU-s per 1k (peer's producer lib)", None, {s: P(s, "b1", "client_cpu_s_per_1k") for s, _ in PEERS}, "lower")
-row("peak memory MB (EZT/Redis VmHWM; PG peak PSS sum)", g(raw, "s1_proc_after", "hwm_mb"),
+E1 = {
+    "serial": lambda k: P("ezt", "b1", "serial", "ack", k) if SIDE_B1 else g(raw, "s1_serial", "ack", k),
+    "c64": lambda k: P("ezt", "b1", "c64", "ack", k) if SIDE_B1 else g(raw, "s1_admit", "ack", k),
+    "c64rate": (P("ezt", "b1", "c64", "jobs_per_s") if SIDE_B1 else g(raw, "s1_admit", "jobs_per_s")),
+    "bulk": (P("ezt", "b1", "bulk_best_jobs_per_s") if SIDE_B1 else eb),
+    "cpu": (P("ezt", "b1", "store_cpu_s_per_1k") if SIDE_B1 else g(R, "derived", "admission_cpu_s_per_1k")),
+    "ccpu": P("ezt", "b1", "client_cpu_s_per_1k") if SIDE_B1 else None,
+    "hwm": (P("ezt", "b1", "store_hwm_mb") if SIDE_B1 else g(raw, "s1_proc_after", "hwm_mb")),
+}
+section("B1 admission (no workers running)")
+row("serial ack p50 (ms)", E1["serial"]("p50_ms"), {s: P(s, "b1", "serial", "ack", "p50_ms") for s, _ in PEERS}, "lower")
+row("serial ack p99 (ms)", E1["serial"]("p99_ms"), {s: P(s, "b1", "serial", "ack", "p99_ms") for s, _ in PEERS}, "lower")
+row("serial ack p99.9 (ms)", E1["serial"]("p999_ms"), {s: P(s, "b1", "serial", "ack", "p999_ms") for s, _ in PEERS}, "lower")
+row("64 concurrent: jobs/s", E1["c64rate"], {s: P(s, "b1", "c64", "jobs_per_s") for s, _ in PEERS}, "higher")
+row("64 concurrent: ack p50 (ms)", E1["c64"]("p50_ms"), {s: P(s, "b1", "c64", "ack", "p50_ms") for s, _ in PEERS}, "lower")
+row("64 concurrent: ack p99 (ms)", E1["c64"]("p99_ms"), {s: P(s, "b1", "c64", "ack", "p99_ms") for s, _ in PEERS}, "lower")
+row("bulk 1000/call, best of 1-2 callers: jobs/s", E1["bulk"], {s: P(s, "b1", "bulk_best_jobs_per_s") for s, _ in PEERS}, "higher")
+row("CPU-s per 1k, 64 conc. (EZT server; peer's store)", E1["cpu"], {s: P(s, "b1", "store_cpu_s_per_1k") for s, _ in PEERS}, "lower")
+row("CPU-s per 1k, 64 conc. (client: loadgen; peer's producer)", E1["ccpu"], {s: P(s, "b1", "client_cpu_s_per_1k") for s, _ in PEERS}, "lower")
+row("peak memory MB (EZT/Redis VmHWM; PG peak PSS sum)", E1["hwm"],
     {"bullmq": P("bullmq", "b1", "store_hwm_mb"), "pgboss": P("pgboss", "b1", "store_peak_pss_mb"),
      "river": P("river", "b1", "store_peak_pss_mb")}, "lower")
 
 # ---- B2 drain
 section("B2 drain (preloaded, concurrency 100, no rate limit)")
-row("jobs", P("ezt", "b2", "n"), {s: P(s, "b2", "n") for s, _ in PEERS})
+row("jobs", P("ezt", "b2", "n"), {s: P(s, "b2", "n") for s, _ in PEERS}, ratios=False)
 row("time to last arrival (s)", P("ezt", "b2", "secs_to_last_arrival"), {s: P(s, "b2", "secs_to_last_arrival") for s, _ in PEERS}, "lower")
 row("jobs/s", P("ezt", "b2", "jobs_per_s"), {s: P(s, "b2", "jobs_per_s") for s, _ in PEERS}, "higher")
 row("CPU-s per 1k (server; store + worker)", P("ezt", "b2", "cpu_s_per_1k"), {s: P(s, "b2", "cpu_s_per_1k") for s, _ in PEERS}, "lower")
@@ -152,10 +164,15 @@ for k, lab in (("p50_ms", "p50"), ("p95_ms", "p95")):
 
 # ---- B7 crash
 section("B7 kill -9 during admission (workers dispatching)")
-row("trials", P("ezt", "b7", "trials"), {s: P(s, "b7", "trials") for s, _ in PEERS})
-row("acked jobs (all trials)", P("ezt", "b7", "total_acked"), {s: P(s, "b7", "total_acked") for s, _ in PEERS})
+row("trials", P("ezt", "b7", "trials"), {s: P(s, "b7", "trials") for s, _ in PEERS}, ratios=False)
+row("acked jobs (all trials)", P("ezt", "b7", "total_acked"), {s: P(s, "b7", "total_acked") for s, _ in PEERS}, ratios=False)
 row("acked but lost", P("ezt", "b7", "total_lost_acked"), {s: P(s, "b7", "total_lost_acked") for s, _ in PEERS}, "lower")
 row("duplicate deliveries", P("ezt", "b7", "total_duplicates"), {s: P(s, "b7", "total_duplicates") for s, _ in PEERS}, "lower")
+
+section("context: other engineers' CPU use on the 2 cores just before each phase (B1 / B2 / B3 / B7)")
+for sc in ("b1", "b2", "b3", "b7"):
+    row(f"{sc.upper()}: busy share of the CPUs before the phase", P("ezt", sc, "quiet_gate", "busy_fraction_before"),
+        {s: P(s, sc, "quiet_gate", "busy_fraction_before") for s, _ in PEERS}, ratios=False)
 
 head = ("| metric (↑ higher is better, ↓ lower) | EZThrottle | " + " | ".join(f"{n} | ours ÷ {n.split(' ')[0]}" for _, n in PEERS) + " |\n"
         + "|---" * (2 + 2 * len(PEERS)) + "|\n")

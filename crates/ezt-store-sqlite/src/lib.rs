@@ -423,9 +423,9 @@ impl Store for SqliteStore {
                         "UPDATE jobs SET state = ?3, response = COALESCE(?4, response), error = ?5, finished_at = ?6, updated_at = ?6,
                          lease_token = NULL, lease_expires_at = NULL
                          WHERE id = ?1 AND lease_token = ?2 AND state = 'running' RETURNING {}",
-                        webhooks::ENDING_COLUMNS
+                        webhooks::HOOKED
                     );
-                    let row = c
+                    let hooked = c
                         .prepare_cached(&sql)
                         .and_then(|mut st| {
                             st.query_row(
@@ -437,14 +437,14 @@ impl Store for SqliteStore {
                                     error.as_ref().map(json_encode).transpose().ok().flatten(),
                                     now
                                 ],
-                                webhooks::EndingRow::from_row,
+                                |r| r.get::<_, bool>(0),
                             )
                             .optional()
                         })
                         .map_err(map_err)?;
-                    match row {
-                        Some(row) => {
-                            deliveries = webhooks::record_outcome(c, done.id, row, &done.attempt.region, done.now_ms)?;
+                    match hooked {
+                        Some(hooked) => {
+                            deliveries = webhooks::record_outcome(c, done.id, hooked, &done.attempt.region, done.now_ms)?;
                             true
                         }
                         None => false,
@@ -497,19 +497,19 @@ impl Store for SqliteStore {
             let sql = format!(
                 "UPDATE jobs SET state = 'expired', error = ?3, finished_at = ?2, updated_at = ?2
                  WHERE id = ?1 AND state IN ('queued', 'scheduled') RETURNING {}",
-                webhooks::ENDING_COLUMNS
+                webhooks::HOOKED
             );
-            let row = c
+            let hooked = c
                 .prepare_cached(&sql)
                 .and_then(|mut st| {
-                    st.query_row(
-                        params![id_blob(id.0), now_ms as i64, err],
-                        webhooks::EndingRow::from_row,
-                    )
+                    st.query_row(params![id_blob(id.0), now_ms as i64, err], |r| {
+                        r.get::<_, bool>(0)
+                    })
                     .optional()
                 })
                 .map_err(map_err)?;
-            row.map(|row| webhooks::record_outcome(c, id, row, &region, now_ms))
+            hooked
+                .map(|hooked| webhooks::record_outcome(c, id, hooked, &region, now_ms))
                 .transpose()
         })
         .await
@@ -535,18 +535,18 @@ impl Store for SqliteStore {
                 return Ok(CancelOutcome::AlreadyFinal(state));
             }
             let err = json_encode(&JobError { code: "cancelled".into(), message: "cancelled by the caller".into() })?;
-            let row = c
+            let hooked = c
                 .query_row(
                     &format!(
                         "UPDATE jobs SET state = 'cancelled', error = ?3, finished_at = ?2, updated_at = ?2, lease_token = NULL, lease_expires_at = NULL
                          WHERE id = ?1 RETURNING {}",
-                        webhooks::ENDING_COLUMNS
+                        webhooks::HOOKED
                     ),
                     params![id_blob(id.0), now_ms as i64, err],
-                    webhooks::EndingRow::from_row,
+                    |r| r.get::<_, bool>(0),
                 )
                 .map_err(map_err)?;
-            let deliveries = webhooks::record_outcome(c, id, row, &region, now_ms)?;
+            let deliveries = webhooks::record_outcome(c, id, hooked, &region, now_ms)?;
             if !deliveries.is_empty() {
                 c.execute("INSERT INTO wakeups (job_id) VALUES (?1)", params![id_blob(id.0)]).map_err(map_err)?;
             }

@@ -26,19 +26,29 @@ CREATE TABLE webhook_secrets (
 );
 "#;
 
-/// Creates the payload and deliveries of a job that this transaction has just made final.
-/// `row` is what the finishing UPDATE returned (see `ENDING_COLUMNS`).
+/// What a finishing `UPDATE … RETURNING` yields: whether the job has webhooks. The spec omits
+/// an empty `webhooks` list, so most jobs answer false without their spec (whose body may be
+/// 256 KiB) being copied out of SQLite on the dispatch path.
+pub(crate) const HOOKED: &str = "instr(spec, '\"webhooks\":') > 0";
+
+/// Creates the payload and deliveries of a job that this transaction has just made final;
+/// `hooked` is what the finishing UPDATE returned as `HOOKED`.
 pub(crate) fn record_outcome(
     c: &Connection,
     id: JobId,
-    row: EndingRow,
+    hooked: bool,
     region: &str,
     now_ms: u64,
 ) -> Result<Vec<PendingDelivery>> {
-    // Most jobs have no webhooks: skip decoding their spec (it omits an empty list).
-    if !row.spec.contains("\"webhooks\"") {
+    if !hooked {
         return Ok(Vec::new());
     }
+    let row = c
+        .prepare_cached(
+            "SELECT tenant_id, series, spec, idempotent_key, state, response, error, attempt_count FROM jobs WHERE id = ?1",
+        )
+        .and_then(|mut st| st.query_row(params![id_blob(id.0)], EndingRow::from_row))
+        .map_err(map_err)?;
     let spec: ezt_core::job::JobSpec = json_decode(&row.spec)?;
     let response: Option<Response> = row.response.as_deref().map(json_decode).transpose()?;
     let error: Option<JobError> = row.error.as_deref().map(json_decode).transpose()?;
@@ -86,12 +96,8 @@ pub(crate) fn record_outcome(
     Ok(outcome.pending(tenant, now_ms))
 }
 
-/// Columns a finishing `UPDATE … RETURNING` yields for `EndingRow::from_row`.
-pub(crate) const ENDING_COLUMNS: &str =
-    "tenant_id, series, spec, idempotent_key, state, response, error, attempt_count";
-
 /// What `record_outcome` needs of the finished job.
-pub(crate) struct EndingRow {
+struct EndingRow {
     tenant_id: Vec<u8>,
     series: u32,
     spec: String,
@@ -103,7 +109,7 @@ pub(crate) struct EndingRow {
 }
 
 impl EndingRow {
-    pub(crate) fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             tenant_id: r.get(0)?,
             series: r.get(1)?,

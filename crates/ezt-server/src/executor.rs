@@ -123,14 +123,11 @@ impl Executor {
         deliveries: Deliveries,
     ) -> Result<Self, reqwest::Error> {
         let cfg = config.executor.clone();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .dns_resolver(Arc::new(SsrfResolver::new(policy.clone())))
-            .user_agent(concat!("ezthrottle/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()?;
+        let client = outbound_client(
+            cfg.connect_timeout_ms,
+            SsrfResolver::new(policy.clone()),
+            concat!("ezthrottle/", env!("CARGO_PKG_VERSION")),
+        )?;
         Ok(Self {
             store,
             client,
@@ -414,16 +411,7 @@ impl Executor {
             }
         };
         let status = resp.status().as_u16();
-        let headers: Vec<(String, String)> = resp
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = header_pairs(resp.headers());
         let mut body = Vec::new();
         let mut truncated = false;
         let mut read_error = None;
@@ -484,6 +472,37 @@ impl Runner for Executor {
     async fn expire(&self, id: JobId) {
         Executor::expire(self, id).await
     }
+}
+
+/// The HTTP client for calls we make (jobs and webhook deliveries alike): rustls, pooled,
+/// HTTP/2 where offered, never following redirects, connecting only to addresses `resolver`
+/// lets through.
+pub(crate) fn outbound_client(
+    connect_timeout_ms: u64,
+    resolver: SsrfResolver,
+    user_agent: &'static str,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_millis(connect_timeout_ms))
+        .dns_resolver(Arc::new(resolver))
+        .user_agent(user_agent)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+}
+
+/// Response headers as (name, value) pairs, values decoded lossily.
+pub(crate) fn header_pairs(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Repeats a store write with capped exponential backoff until the store answers: used where

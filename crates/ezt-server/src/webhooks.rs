@@ -20,7 +20,10 @@ use ezt_store::{
 };
 use tokio::time::Instant;
 
-use crate::executor::{describe, error_chain_has, until_stored, SsrfBlocked, SsrfResolver};
+use crate::executor::{
+    describe, error_chain_has, header_pairs, outbound_client, until_stored, SsrfBlocked,
+    SsrfResolver,
+};
 use crate::metrics::Metrics;
 use crate::scheduler::{now_ms, AttemptEnd, GateTicket, Item, Ran, Runner, SchedulerHandle};
 use crate::sealing::Sealer;
@@ -70,7 +73,6 @@ struct Sent {
     status: Option<u16>,
     error: Option<String>,
     ssrf: bool,
-    retry_after_ms: Option<u64>,
     change: Option<ratelimit_headers::LimitChange>,
 }
 
@@ -84,14 +86,11 @@ impl Deliverer {
         sealer: Arc<Sealer>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .dns_resolver(Arc::new(resolver))
-            .user_agent(concat!("ezthrottle-webhooks/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()?;
+        let client = outbound_client(
+            cfg.connect_timeout_ms,
+            resolver,
+            concat!("ezthrottle-webhooks/", env!("CARGO_PKG_VERSION")),
+        )?;
         Ok(Self {
             store,
             client,
@@ -148,22 +147,12 @@ impl Deliverer {
         match req.body(d.payload.clone()).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let headers: Vec<(String, String)> = resp
-                    .headers()
-                    .iter()
-                    .map(|(n, v)| {
-                        (
-                            n.as_str().to_string(),
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        )
-                    })
-                    .collect();
+                let headers = header_pairs(resp.headers());
                 let change = ratelimit_headers::parse(&headers, status, now_ms());
                 Sent {
                     status: Some(status),
                     error: None,
                     ssrf: false,
-                    retry_after_ms: change.pause_for_ms,
                     change: Some(change),
                 }
             }
@@ -171,7 +160,6 @@ impl Deliverer {
                 status: None,
                 ssrf: error_chain_has::<SsrfBlocked>(&e),
                 error: Some(describe(&e)),
-                retry_after_ms: None,
                 change: None,
             },
         }
@@ -233,7 +221,7 @@ impl Runner for Deliverer {
             self.schedule.plan(
                 sent.status,
                 d.failed_in_run,
-                sent.retry_after_ms,
+                sent.change.as_ref().and_then(|c| c.pause_for_ms),
                 done_ms,
                 &mut rand::thread_rng(),
             )

@@ -13,7 +13,7 @@ use ezt_core::lane::LaneKey;
 use ezt_core::ratelimit_headers::{self, LimitChange};
 use ezt_core::retry::{plan_next, Outcome, Plan, Verdict};
 use ezt_core::ssrf::{DenyClass, SsrfError, SsrfPolicy};
-use ezt_core::{JobId, JobState};
+use ezt_core::{JobId, JobState, TenantId};
 use ezt_store::{Attempt, AttemptDone, JobError, Lease, LeasedJob, Next, Response, Store};
 use serde_json::json;
 use tokio::time::Instant;
@@ -460,7 +460,13 @@ impl Executor {
 impl Runner for Executor {
     type Id = JobId;
 
-    async fn run(&self, id: JobId, lane: &LaneKey, gate: &mut GateTicket) -> Ran {
+    async fn run(
+        &self,
+        id: JobId,
+        _tenant: TenantId,
+        lane: &LaneKey,
+        gate: &mut GateTicket,
+    ) -> Ran {
         let (end, change) = self.attempt(id, lane, gate).await;
         Ran {
             end,

@@ -37,8 +37,8 @@ pub struct AppState {
     pub scheduler: scheduler::SchedulerHandle,
     /// The webhook delivery scheduler.
     pub deliveries: webhooks::Deliveries,
-    /// Seals webhook secrets at rest.
-    pub sealer: Arc<sealing::Sealer>,
+    /// Webhook secrets: sealed at rest, cached in clear for signing.
+    pub signing_keys: Arc<webhooks::SigningKeys>,
     /// The executor (for final events).
     pub executor: Arc<executor::Executor>,
     /// SSRF allow-list.
@@ -90,11 +90,12 @@ pub async fn start(
         cfg.secret_key.as_ref().map(|k| k.0.as_str()),
         &cfg.data_dir,
     )?);
+    let signing_keys = Arc::new(webhooks::SigningKeys::new(store.clone(), sealer));
     let deliverer = Arc::new(webhooks::Deliverer::new(
         store.clone(),
         &cfg.webhooks,
         executor::SsrfResolver::new(ssrf.clone()),
-        sealer.clone(),
+        signing_keys.clone(),
         metrics.clone(),
     )?);
     let (webhook_sched, deliveries) = scheduler::Scheduler::new(
@@ -153,7 +154,7 @@ pub async fn start(
         store,
         scheduler: handle,
         deliveries,
-        sealer,
+        signing_keys,
         executor,
         ssrf,
         fingerprint_key: Arc::new(fingerprint_key),

@@ -87,10 +87,11 @@ pub struct Ran {
 pub trait Runner: Send + Sync + 'static {
     /// Id of one piece of work.
     type Id: Copy + Eq + Hash + Ord + Debug + Display + Send + Sync + 'static;
-    /// Makes one attempt; `gate` must be passed right before sending.
+    /// Makes one attempt of `id`, owned by `tenant`; `gate` must be passed right before sending.
     fn run<'a>(
         &'a self,
         id: Self::Id,
+        tenant: TenantId,
         lane: &'a LaneKey,
         gate: &'a mut GateTicket<Self::Id>,
     ) -> impl Future<Output = Ran> + Send + 'a;
@@ -686,7 +687,9 @@ impl<R: Runner> Scheduler<R> {
                     }
                     break;
                 }
-                let Some((_, id)) = l.queue.pop() else { break };
+                let Some((tenant, id)) = l.queue.pop() else {
+                    break;
+                };
                 let allowed = l.gcra.check_catching_up(now_n, CATCH_UP);
                 debug_assert_eq!(allowed, ezt_core::gcra::Decision::Allow);
                 l.in_flight += 1;
@@ -712,7 +715,7 @@ impl<R: Runner> Scheduler<R> {
                 let metrics = self.metrics.clone();
                 let metrics_of = self.metrics_of;
                 tokio::spawn(async move {
-                    let ran = runner.run(id, &key, &mut ticket).await;
+                    let ran = runner.run(id, tenant, &key, &mut ticket).await;
                     drop(ticket);
                     handle.done(id, lane, ran);
                     metrics_of(&metrics).1.dec();

@@ -14,10 +14,11 @@ use std::time::Duration;
 use ezt_core::lane::LaneKey;
 use ezt_core::ratelimit_headers;
 use ezt_core::webhook::{self, DeliveryPlan, RetrySchedule};
-use ezt_core::DeliveryId;
+use ezt_core::{DeliveryId, TenantId};
 use ezt_store::{
     DeliveryAttempt, DeliveryDone, DeliveryNext, Lease, LeasedDelivery, PendingDelivery, Store,
 };
+use std::collections::HashMap;
 use tokio::time::Instant;
 
 use crate::executor::{
@@ -58,8 +59,84 @@ pub struct Deliverer {
     client: reqwest::Client,
     timeout: Duration,
     schedule: RetrySchedule,
-    sealer: Arc<Sealer>,
+    keys: Arc<SigningKeys>,
     metrics: Arc<Metrics>,
+}
+
+/// Tenants' webhook secrets in clear, read from the store and opened once per tenant and second
+/// rather than once per delivery. The secrets API forgets a tenant's entry when it changes them,
+/// so on this node a change applies to the next delivery; the TTL bounds it for other writers.
+pub struct SigningKeys {
+    store: Arc<dyn Store>,
+    sealer: Arc<Sealer>,
+    cache: std::sync::Mutex<HashMap<TenantId, Cached>>,
+}
+
+/// A tenant's secrets in clear and when they were read.
+type Cached = (Arc<[String]>, std::time::Instant);
+
+const KEYS_TTL: Duration = Duration::from_secs(1);
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKeys([redacted])")
+    }
+}
+
+impl SigningKeys {
+    /// Keys over `store`, opened with `sealer`.
+    pub fn new(store: Arc<dyn Store>, sealer: Arc<Sealer>) -> Self {
+        Self {
+            store,
+            sealer,
+            cache: Default::default(),
+        }
+    }
+
+    /// The sealer (the secrets API seals with it).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Drops a tenant's cached secrets (after the secrets API changed them).
+    pub fn forget(&self, tenant: TenantId) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&tenant);
+    }
+
+    /// The tenant's secrets in clear, primary first; none when the tenant has not set any
+    /// (webhooks then go unsigned) or they cannot be opened (logged, never the secret itself).
+    pub async fn get(&self, tenant: TenantId) -> Result<Arc<[String]>, ezt_store::Error> {
+        if let Some((keys, at)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&tenant)
+        {
+            if at.elapsed() < KEYS_TTL {
+                return Ok(keys.clone());
+            }
+        }
+        let mut out = Vec::with_capacity(2);
+        if let Some(s) = self.store.webhook_secrets(tenant).await? {
+            for sealed in std::iter::once(&s.primary).chain(s.secondary.as_ref()) {
+                match self.sealer.open(tenant, sealed) {
+                    Ok(plain) => out.push(plain),
+                    Err(e) => {
+                        tracing::error!(tenant_id = %tenant, error = %e, "cannot open a webhook secret; was the server key changed?")
+                    }
+                }
+            }
+        }
+        let keys: Arc<[String]> = out.into();
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant, (keys.clone(), std::time::Instant::now()));
+        Ok(keys)
+    }
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -83,7 +160,7 @@ impl Deliverer {
         store: Arc<dyn Store>,
         cfg: &crate::config::WebhooksConfig,
         resolver: SsrfResolver,
-        sealer: Arc<Sealer>,
+        keys: Arc<SigningKeys>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, reqwest::Error> {
         let client = outbound_client(
@@ -96,27 +173,9 @@ impl Deliverer {
             client,
             timeout: Duration::from_millis(cfg.timeout_ms),
             schedule: cfg.schedule(),
-            sealer,
+            keys,
             metrics,
         })
-    }
-
-    /// The tenant's secrets in clear, primary first; none when the tenant has not set any
-    /// (webhooks then go unsigned) or they cannot be opened (logged, never the secret itself).
-    async fn secrets(&self, d: &LeasedDelivery) -> Result<Vec<String>, ezt_store::Error> {
-        let Some(s) = self.store.webhook_secrets(d.tenant_id).await? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::with_capacity(2);
-        for sealed in std::iter::once(&s.primary).chain(s.secondary.as_ref()) {
-            match self.sealer.open(d.tenant_id, sealed) {
-                Ok(plain) => out.push(plain),
-                Err(e) => {
-                    tracing::error!(tenant_id = %d.tenant_id, error = %e, "cannot open a webhook secret; was the server key changed?")
-                }
-            }
-        }
-        Ok(out)
     }
 
     async fn send(&self, d: &LeasedDelivery, secrets: &[String]) -> Sent {
@@ -170,7 +229,13 @@ impl Runner for Deliverer {
     type Id = DeliveryId;
 
     #[tracing::instrument(skip_all, name = "delivery", fields(delivery_id = %id, lane = %lane))]
-    async fn run(&self, id: DeliveryId, lane: &LaneKey, gate: &mut GateTicket<DeliveryId>) -> Ran {
+    async fn run(
+        &self,
+        id: DeliveryId,
+        tenant: TenantId,
+        lane: &LaneKey,
+        gate: &mut GateTicket<DeliveryId>,
+    ) -> Ran {
         let now = now_ms();
         let token = rand::random::<u64>() >> 1;
         let lease = Lease {
@@ -183,23 +248,24 @@ impl Runner for Deliverer {
             change: None,
             healthy: None,
         };
-        let d = match self.store.lease_delivery(id, lease).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return finished, // delivered, failed, or held elsewhere
+        // Keys first: a store error here leaves nothing leased (a held lease would strand the
+        // delivery until a restart). Sending unsigned because the store hiccuped would surprise a
+        // verifying receiver, so try again soon instead.
+        let secrets = match self.keys.get(tenant).await {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot lease a delivery; retrying in 1 s");
+                tracing::warn!(error = %e, "cannot read webhook secrets; retrying in 1 s");
                 return Ran {
                     end: AttemptEnd::RetryAfter(Duration::from_secs(1)),
                     ..finished
                 };
             }
         };
-        let secrets = match self.secrets(&d).await {
-            Ok(s) => s,
+        let d = match self.store.lease_delivery(id, lease).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return finished, // delivered, failed, or held elsewhere
             Err(e) => {
-                // Sending unsigned because the store hiccuped would surprise a verifying
-                // receiver; try again soon instead (the lease lapses with the restart rescue).
-                tracing::warn!(error = %e, "cannot read webhook secrets; retrying in 1 s");
+                tracing::warn!(error = %e, "cannot lease a delivery; retrying in 1 s");
                 return Ran {
                     end: AttemptEnd::RetryAfter(Duration::from_secs(1)),
                     ..finished

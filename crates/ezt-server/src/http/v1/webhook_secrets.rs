@@ -90,7 +90,7 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 fn view(st: &AppState, caller: &Caller, s: &WebhookSecrets) -> Result<SecretsView, ApiError> {
     let open = |sealed: &[u8]| {
-        st.sealer.open(caller.tenant.id, sealed).map_err(|e| {
+        st.signing_keys.sealer().open(caller.tenant.id, sealed).map_err(|e| {
             tracing::error!(tenant_id = %caller.tenant.id, error = %e, "cannot open a webhook secret");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -132,14 +132,15 @@ async fn create(
     let tenant = caller.tenant.id;
     let existed = st.store.webhook_secrets(tenant).await?.is_some();
     let sealed = WebhookSecrets {
-        primary: st.sealer.seal(tenant, &input.primary_secret),
+        primary: st.signing_keys.sealer().seal(tenant, &input.primary_secret),
         secondary: input
             .secondary_secret
             .as_deref()
-            .map(|s| st.sealer.seal(tenant, s)),
+            .map(|s| st.signing_keys.sealer().seal(tenant, s)),
         updated_at: now_ms(),
     };
     st.store.put_webhook_secrets(tenant, sealed.clone()).await?;
+    st.signing_keys.forget(tenant);
     tracing::info!(tenant_id = %tenant, replaced = existed, "webhook secrets set");
     let status = if existed {
         StatusCode::OK
@@ -179,17 +180,23 @@ async fn rotate(
     check("new_secret", &input.new_secret)?;
     let tenant = caller.tenant.id;
     if let Some(current) = st.store.webhook_secrets(tenant).await? {
-        if st.sealer.open(tenant, &current.primary).ok().as_deref()
+        if st
+            .signing_keys
+            .sealer()
+            .open(tenant, &current.primary)
+            .ok()
+            .as_deref()
             == Some(input.new_secret.as_str())
         {
             return Err(FieldError::invalid("new_secret", "is already the primary secret").into());
         }
     }
-    let sealed = st.sealer.seal(tenant, &input.new_secret);
+    let sealed = st.signing_keys.sealer().seal(tenant, &input.new_secret);
     let s = st
         .store
         .rotate_webhook_secret(tenant, sealed, now_ms())
         .await?
+        .inspect(|_| st.signing_keys.forget(tenant))
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -206,7 +213,9 @@ async fn rotate(
     responses((status = 200, description = "{\"deleted\": true}"), (status = 404)),
     security(("bearer" = [])))]
 async fn delete(State(st): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    if !st.store.delete_webhook_secrets(caller.tenant.id).await? {
+    let deleted = st.store.delete_webhook_secrets(caller.tenant.id).await?;
+    st.signing_keys.forget(caller.tenant.id);
+    if !deleted {
         return Err(ApiError::not_found("webhook secret"));
     }
     tracing::info!(tenant_id = %caller.tenant.id, "webhook secrets deleted");

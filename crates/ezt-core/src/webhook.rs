@@ -137,6 +137,30 @@ fn ct_eq_str(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+/// The checks both schemes share once their header is parsed (and a usable secret is known to
+/// exist): at least one signature, a fresh timestamp, then whether any signature equals what any
+/// secret produces.
+fn verify_any(
+    secrets: &[&str],
+    t: u64,
+    sigs: &[&str],
+    now_s: u64,
+    tolerance_s: u64,
+    expected: impl Fn(&str) -> String,
+) -> Result<(), VerifyError> {
+    if sigs.is_empty() {
+        return Err(VerifyError::NoSignature);
+    }
+    check_time(t, now_s, tolerance_s)?;
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        let want = expected(s);
+        if sigs.iter().any(|sig| ct_eq_str(sig, &want)) {
+            return Ok(());
+        }
+    }
+    Err(VerifyError::Mismatch)
+}
+
 /// Verifies an `X-EZThrottle-Signature` header against any of `secrets`.
 pub fn verify_ezthrottle(
     header: &str,
@@ -145,8 +169,7 @@ pub fn verify_ezthrottle(
     now_s: u64,
     tolerance_s: u64,
 ) -> Result<(), VerifyError> {
-    let secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
-    if secrets.is_empty() {
+    if !secrets.iter().any(|s| !s.is_empty()) {
         return Err(VerifyError::NoSecret);
     }
     let mut t = None;
@@ -160,18 +183,10 @@ pub fn verify_ezthrottle(
         }
     }
     let t = t.ok_or(VerifyError::Malformed)?;
-    if sigs.is_empty() {
-        return Err(VerifyError::NoSignature);
-    }
-    check_time(t, now_s, tolerance_s)?;
     let ts = t.to_string();
-    for s in secrets {
-        let expected = hex::encode(mac(s.as_bytes(), &[ts.as_bytes(), b".", body]));
-        if sigs.iter().any(|sig| ct_eq_str(sig, &expected)) {
-            return Ok(());
-        }
-    }
-    Err(VerifyError::Mismatch)
+    verify_any(secrets, t, &sigs, now_s, tolerance_s, |s| {
+        hex::encode(mac(s.as_bytes(), &[ts.as_bytes(), b".", body]))
+    })
 }
 
 /// Verifies the Standard Webhooks trio (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
@@ -184,8 +199,7 @@ pub fn verify_standard(
     now_s: u64,
     tolerance_s: u64,
 ) -> Result<(), VerifyError> {
-    let secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
-    if secrets.is_empty() {
+    if !secrets.iter().any(|s| !s.is_empty()) {
         return Err(VerifyError::NoSecret);
     }
     let t: u64 = timestamp
@@ -196,18 +210,10 @@ pub fn verify_standard(
         .split(' ')
         .filter_map(|p| p.strip_prefix("v1,"))
         .collect();
-    if sigs.is_empty() {
-        return Err(VerifyError::NoSignature);
-    }
-    check_time(t, now_s, tolerance_s)?;
-    for s in secrets {
-        let expected = standard_signature(&[s], msg_id, t, body);
-        let expected = expected.strip_prefix("v1,").unwrap_or(&expected);
-        if sigs.iter().any(|sig| ct_eq_str(sig, expected)) {
-            return Ok(());
-        }
-    }
-    Err(VerifyError::Mismatch)
+    verify_any(secrets, t, &sigs, now_s, tolerance_s, |s| {
+        let sig = standard_signature(&[s], msg_id, t, body);
+        sig.strip_prefix("v1,").unwrap_or(&sig).to_string()
+    })
 }
 
 /// The upstream answer carried in a webhook.

@@ -199,21 +199,8 @@ async fn poll_wakeups(st: AppState, shutdown: CancellationToken) {
         let mut jobs = Vec::new();
         for id in ids {
             if let Ok(Some(j)) = st.store.get_job(None, id).await {
-                let pending = j
-                    .deliveries
-                    .iter()
-                    .filter(|d| d.state == ezt_core::webhook::DeliveryState::Pending);
-                webhooks::enqueue(
-                    &st.deliveries,
-                    pending
-                        .map(|d| ezt_store::PendingDelivery {
-                            id: d.id,
-                            tenant_id: d.tenant_id,
-                            url: d.url.clone(),
-                            next_at: d.next_at.unwrap_or(d.created_at),
-                        })
-                        .collect(),
-                );
+                let pending = j.deliveries.iter().filter_map(|d| d.pending());
+                webhooks::enqueue(&st.deliveries, pending.collect());
                 if !j.state.is_final() {
                     let job = ezt_store::PendingJob {
                         id,

@@ -107,16 +107,6 @@ impl MemoryStore {
     }
 }
 
-/// True if a job still blocks new jobs with its idempotency key.
-pub(crate) fn dedups(
-    state: JobState,
-    finished_at: Option<u64>,
-    now_ms: u64,
-    window_ms: u64,
-) -> bool {
-    !state.is_final() || finished_at.is_some_and(|f| now_ms.saturating_sub(f) < window_ms)
-}
-
 fn owned(job: &JobRecord, tenant: Option<TenantId>) -> bool {
     tenant.is_none_or(|t| t == job.tenant_id)
 }
@@ -195,7 +185,7 @@ impl Store for MemoryStore {
             let k = (j.tenant_id, j.idempotent_key.clone());
             if let Some(existing) = g.by_key.get(&k).copied() {
                 let e = &g.jobs[&existing];
-                if dedups(e.state, e.finished_at, j.created_at, dedup_window_ms) {
+                if crate::dedups(e.state, e.finished_at, j.created_at, dedup_window_ms) {
                     out.push(Admission::Duplicate { existing });
                     continue;
                 }
@@ -269,13 +259,7 @@ impl Store for MemoryStore {
         let deliveries = g
             .deliveries
             .values()
-            .filter(|d| d.state == DeliveryState::Pending)
-            .map(|d| PendingDelivery {
-                id: d.id,
-                tenant_id: d.tenant_id,
-                url: d.url.clone(),
-                next_at: d.next_at.unwrap_or(d.created_at),
-            })
+            .filter_map(DeliveryRecord::pending)
             .collect();
         let mut out = Vec::new();
         for j in g.jobs.values_mut() {
@@ -544,12 +528,7 @@ impl Store for MemoryStore {
             r.state = DeliveryState::Pending;
             r.next_at = Some(now_ms);
             r.failed_in_run = 0;
-            out.push(PendingDelivery {
-                id: r.id,
-                tenant_id: r.tenant_id,
-                url: r.url.clone(),
-                next_at: now_ms,
-            });
+            out.extend(r.pending());
         }
         Ok(RedeliverOutcome::Requeued(out))
     }

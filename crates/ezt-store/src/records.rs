@@ -327,6 +327,18 @@ pub struct DeliveryRecord {
     pub failed_in_run: u32,
 }
 
+impl DeliveryRecord {
+    /// What the webhook scheduler needs, if the delivery is still pending.
+    pub fn pending(&self) -> Option<PendingDelivery> {
+        (self.state == DeliveryState::Pending).then(|| PendingDelivery {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            url: self.url.clone(),
+            next_at: self.next_at.unwrap_or(self.created_at),
+        })
+    }
+}
+
 /// One attempt to deliver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryAttempt {

@@ -459,6 +459,12 @@ pub async fn replay_and_expire<S: Store>(s: S) {
     assert!(counts.contains(&(JobState::Queued, 2)), "{counts:?}");
 }
 
+/// The ids a listing returns, newest first.
+async fn listed<S: Store>(s: &S, tenant: Option<TenantId>, filter: JobFilter) -> Vec<JobId> {
+    let jobs = s.list_jobs(tenant, &filter).await.unwrap();
+    jobs.iter().map(|j| j.id).collect()
+}
+
 /// Lists are newest first, paginated by cursor and filtered.
 pub async fn list_paginates_and_filters<S: Store>(s: S) {
     let jobs: Vec<NewJob> = (0..5)
@@ -466,74 +472,34 @@ pub async fn list_paginates_and_filters<S: Store>(s: S) {
         .collect();
     s.insert_jobs(jobs.clone(), WINDOW).await.unwrap();
     s.cancel(None, jobs[1].id, 200, "local").await.unwrap();
-    let page1 = s
-        .list_jobs(
-            Some(TenantId(1)),
-            &JobFilter {
-                limit: 2,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let page = |limit, before| JobFilter {
+        limit,
+        before,
+        ..Default::default()
+    };
     assert_eq!(
-        page1.iter().map(|j| j.id).collect::<Vec<_>>(),
+        listed(&s, Some(TenantId(1)), page(2, None)).await,
         vec![jobs[4].id, jobs[3].id]
     );
-    let page2 = s
-        .list_jobs(
-            Some(TenantId(1)),
-            &JobFilter {
-                limit: 2,
-                before: Some(jobs[3].id),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        page2.iter().map(|j| j.id).collect::<Vec<_>>(),
+        listed(&s, Some(TenantId(1)), page(2, Some(jobs[3].id))).await,
         vec![jobs[2].id, jobs[1].id]
     );
-    let cancelled = s
-        .list_jobs(
-            None,
-            &JobFilter {
-                limit: 10,
-                state: Some(JobState::Cancelled),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        cancelled.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![jobs[1].id]
-    );
-    let recent = s
-        .list_jobs(
-            None,
-            &JobFilter {
-                limit: 10,
-                created_after: Some(102),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(recent.len(), 2);
-    let lane = s
-        .list_jobs(
-            None,
-            &JobFilter {
-                limit: 10,
-                lane: Some("other:1".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert!(lane.is_empty());
+    let cancelled = JobFilter {
+        state: Some(JobState::Cancelled),
+        ..page(10, None)
+    };
+    assert_eq!(listed(&s, None, cancelled).await, vec![jobs[1].id]);
+    let recent = JobFilter {
+        created_after: Some(102),
+        ..page(10, None)
+    };
+    assert_eq!(listed(&s, None, recent).await.len(), 2);
+    let lane = JobFilter {
+        lane: Some("other:1".into()),
+        ..page(10, None)
+    };
+    assert!(listed(&s, None, lane).await.is_empty());
 }
 
 fn hooked_job(

@@ -97,19 +97,18 @@ pub async fn sigterm_and_wait(server: &mut TestServer, within: Duration) -> Opti
         .status()
         .expect("run kill");
     assert!(st.success(), "kill -TERM {pid} failed");
-    let deadline = std::time::Instant::now() + within;
-    // `wait` blocks; try_wait on a short tick keeps the bound without a thread per server.
-    loop {
-        if let Some(status) = server.child.try_wait().expect("try_wait") {
-            return status.code();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
+    // The exit is an event: the server's stderr closes.
+    let mut exited = server.exited.clone();
+    if tokio::time::timeout(within, exited.wait_for(|e| *e))
+        .await
+        .is_err()
+    {
+        panic!(
             "server did not exit within {within:?} of SIGTERM; log:\n{}",
             server.logs()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    server.child.wait().expect("reap").code()
 }
 
 /// Peak and current resident set of a process, in KiB (`VmHWM`, `VmRSS` from /proc).

@@ -48,8 +48,18 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> String {
 /// Copies a server's stderr to `log` on a thread and returns the address from its
 /// "listening on http://ADDR" line as soon as it is written (an event, not a poll).
 pub fn await_listening(stderr: std::process::ChildStderr, log: PathBuf) -> SocketAddr {
+    watch_stderr(stderr, log).0
+}
+
+/// Like `await_listening`, and also says when stderr closes: the process has exited (its
+/// stderr is not shared with any child), so an exit can be awaited instead of polled.
+pub fn watch_stderr(
+    stderr: std::process::ChildStderr,
+    log: PathBuf,
+) -> (SocketAddr, tokio::sync::watch::Receiver<bool>) {
     use std::io::{BufRead, Write};
     let (tx, rx) = std::sync::mpsc::channel();
+    let (closed_tx, closed) = tokio::sync::watch::channel(false);
     std::thread::spawn(move || {
         let mut file = std::fs::File::create(&log).expect("log file");
         for line in std::io::BufReader::new(stderr)
@@ -65,14 +75,19 @@ pub fn await_listening(stderr: std::process::ChildStderr, log: PathBuf) -> Socke
                 let _ = tx.send(rest[..end].parse::<SocketAddr>().expect("address"));
             }
         }
+        let _ = closed_tx.send(true);
     });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("server did not print its address within 30 s")
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server did not print its address within 30 s");
+    (addr, closed)
 }
 
 /// A running server process.
 pub struct TestServer {
     pub child: Child,
+    /// Becomes true when the process has exited (its stderr closed).
+    pub exited: tokio::sync::watch::Receiver<bool>,
     pub addr: SocketAddr,
     pub key: String,
     pub dir: PathBuf,
@@ -128,7 +143,7 @@ impl TestServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn server");
-        let addr = await_listening(child.stderr.take().expect("stderr"), log.clone());
+        let (addr, exited) = watch_stderr(child.stderr.take().expect("stderr"), log.clone());
         let printed = std::fs::read_to_string(&out)
             .unwrap_or_default()
             .trim()
@@ -140,6 +155,7 @@ impl TestServer {
         };
         Self {
             child,
+            exited,
             addr,
             key,
             dir: dir.to_path_buf(),

@@ -302,9 +302,16 @@ async fn a_receiver_that_comes_back_gets_everything_without_anyone_acting() {
     );
     let mut seen = std::collections::HashSet::new();
     while seen.len() < ids.len() {
-        let got = tokio::time::timeout(Duration::from_secs(15), rx.next(T))
-            .await
-            .expect("backlog delivered long before its 60 s retry");
+        let Ok(got) = tokio::time::timeout(Duration::from_secs(15), rx.next(T)).await else {
+            let log = s.logs();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "backlog not delivered long before its 60 s retry ({} of {} seen); server log tail:\n{}",
+                seen.len(),
+                ids.len(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        };
         assert_eq!(got["ezt_ok"], true);
         seen.insert(got["job_id"].as_str().unwrap().to_string());
     }

@@ -134,7 +134,8 @@ async fn deliveries_verify_with_independent_implementations() {
     let (st, _) = s.delete_req("/api/v1/webhook-secrets").await;
     assert_eq!(st, 200);
     let bare = PyReceiver::start(&[], 0);
-    s.submit(json!({"url": target.url("work2"), "webhooks": [{"url": bare.url("/h")}]}))
+    let unsigned = s
+        .submit(json!({"url": target.url("work2"), "webhooks": [{"url": bare.url("/h")}]}))
         .await;
     let got = bare.next(T).await;
     assert_eq!(
@@ -143,6 +144,8 @@ async fn deliveries_verify_with_independent_implementations() {
         "{got}"
     );
 
+    // The receiver logs before the server has recorded its answer: wait for that first.
+    view_until(&s, &unsigned, "delivered", |v| states(v) == ["delivered"]).await;
     let (_, metrics) = s.get_text("/metrics").await;
     assert!(
         metrics.contains("ezthrottle_webhook_deliveries_total{outcome=\"delivered\"} 3"),

@@ -213,8 +213,7 @@ struct Entry {
     lane: usize,
     tenant: TenantId,
     weight: u32,
-    /// When a delayed item is due (monotonic; older heap entries for it are stale), or when a
-    /// running one was dispatched.
+    /// When a delayed item is due (monotonic); older heap entries for it are stale.
     due: Instant,
     deadline_at: u64,
     /// Wall-clock lower bound (ms since epoch) of a delayed job's start: its `run_at` when the
@@ -354,8 +353,6 @@ struct Lane<Id> {
     paused_until_ms: Option<u64>,
     dispatched: u64,
     failing: bool,
-    /// When the far end last answered well after failing (see `hasten`).
-    recovered_at: Option<Instant>,
 }
 
 /// The scheduler's state; runs as one task.
@@ -442,7 +439,6 @@ impl<R: Runner> Scheduler<R> {
             paused_until_ms: None,
             dispatched: 0,
             failing: false,
-            recovered_at: None,
         });
         self.lane_ids.insert(key.clone(), i);
         i
@@ -526,20 +522,11 @@ impl<R: Runner> Scheduler<R> {
                         self.jobs.remove(&id);
                     }
                     AttemptEnd::RetryAfter(wait) => {
-                        let recovered = self.lanes[lane].recovered_at;
                         if let Some(e) = self.jobs.get_mut(&id) {
+                            e.at = Where::Delayed;
                             e.not_before_ms = 0;
-                            if recovered.is_some_and(|r| r > e.due) {
-                                // It was sent while the far end was still failing and the lane
-                                // has recovered since: it belongs to the hastened backlog.
-                                e.at = Where::Queued;
-                                let (tenant, weight) = (e.tenant, e.weight);
-                                self.lanes[lane].queue.push(tenant, weight, id);
-                            } else {
-                                e.at = Where::Delayed;
-                                e.due = at + wait;
-                                self.delayed.push(Reverse((e.due, id)));
-                            }
+                            e.due = at + wait;
+                            self.delayed.push(Reverse((e.due, id)));
                         }
                     }
                 }
@@ -547,7 +534,6 @@ impl<R: Runner> Scheduler<R> {
                     Some(false) => self.lanes[lane].failing = true,
                     Some(true) if self.lanes[lane].failing => {
                         self.lanes[lane].failing = false;
-                        self.lanes[lane].recovered_at = Some(at);
                         self.hasten(lane);
                     }
                     _ => {}
@@ -720,7 +706,6 @@ impl<R: Runner> Scheduler<R> {
                 };
                 if let Some(e) = self.jobs.get_mut(&id) {
                     e.at = Where::Running;
-                    e.due = now_i; // while running: when it was dispatched
                 }
                 let (dispatched, in_flight) = (self.metrics_of)(&self.metrics);
                 dispatched.inc();

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,6 +56,9 @@ def main():
     ap.add_argument("--secret", action="append", default=[])
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args()
+    # Requests are handled on several threads; one line per request must stay whole (print()
+    # writes the text and the newline separately, so concurrent lines could interleave).
+    out_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
@@ -82,7 +86,9 @@ def main():
                 "signature": sig,
                 "body": body.decode(),
             }
-            print(json.dumps(line), flush=True)
+            with out_lock:
+                sys.stdout.write(json.dumps(line) + "\n")
+                sys.stdout.flush()
 
         def log_message(self, *a):
             pass

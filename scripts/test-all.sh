@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every test (unit, property, store conformance,
-# and system tests that run the real binary over loopback). Used by CI as is.
+# system tests that run the real binary over loopback, and the SDKs' suites against that binary).
+# Installs what the tests need first when it is missing (scripts/test-deps.sh). Used by CI as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/test-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The SDKs run against the binary the system tests just used.
+cargo build --locked -p ezthrottle
+export EZTHROTTLE_BIN="$PWD/target/debug/ezthrottle"
+if [ -f sdks/python/run-tests.sh ]; then
+  bash sdks/python/run-tests.sh
+fi

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, error body, authentication, operations endpoints.
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod ops;
 pub mod v1;
@@ -11,11 +12,16 @@ use crate::AppState;
 
 /// The whole API as one router (tests drive it with `oneshot`).
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let api = Router::new()
         .merge(v1::jobs::router())
         .merge(v1::webhook_secrets::router())
         .merge(ops::router())
         .fallback(|| async { error::ApiError::not_found("route") })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state.clone());
+    // The envelope endpoint dispatches into `api`, which does not contain it: no recursion.
+    Router::new()
+        .merge(v1::proxy::router(api.clone()))
         .with_state(state)
+        .merge(api)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }

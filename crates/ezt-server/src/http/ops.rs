@@ -82,6 +82,7 @@ impl utoipa::Modify for BearerAuth {
         crate::http::v1::webhook_secrets::get_masked,
         crate::http::v1::webhook_secrets::rotate,
         crate::http::v1::webhook_secrets::delete,
+        crate::http::v1::proxy::proxy,
     ),
     modifiers(&BearerAuth)
 )]

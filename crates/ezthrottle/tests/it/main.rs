@@ -6,6 +6,7 @@ mod e2e_cli;
 mod e2e_crash;
 mod e2e_jobs;
 mod e2e_limits;
+mod e2e_proxy;
 mod e2e_security;
 mod e2e_webhooks;
 mod fault_clock;

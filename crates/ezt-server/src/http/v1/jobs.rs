@@ -22,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::events::JobEvent;
 use crate::http::auth::Caller;
+use crate::http::body::read_limited;
 use crate::http::error::ApiError;
 use crate::scheduler::{now_ms, Enqueue};
 use crate::AppState;
@@ -305,13 +306,6 @@ fn parse_id(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|_| ApiError::not_found("job"))
 }
 
-async fn read_body(st: &AppState, body: Body) -> Result<axum::body::Bytes, ApiError> {
-    let limit = st.cfg.limits.max_request_bytes;
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large(limit))
-}
-
 /// Validates one spec and builds the job to store.
 async fn prepare(
     st: &AppState,
@@ -429,7 +423,7 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let t0 = std::time::Instant::now();
     let wait = parse_wait(q.wait.as_deref(), "wait")?;
-    let bytes = read_body(&st, body).await?;
+    let bytes = read_limited(&st, body).await?;
     let now = now_ms();
     let job = match job::parse(&bytes) {
         Ok(input) => prepare(&st, caller.tenant.id, input, now).await,
@@ -464,7 +458,7 @@ async fn submit_batch(
     caller: Caller,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&st, body).await?;
+    let bytes = read_limited(&st, body).await?;
     let batch: BatchIn =
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
             .map_err(|e| ApiError::from(job::map_serde_error(e.path().to_string(), e.inner())))?;

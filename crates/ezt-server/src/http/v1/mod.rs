@@ -1,4 +1,5 @@
 //! Version 1 of the public API.
 
 pub mod jobs;
+pub mod proxy;
 pub mod webhook_secrets;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::http::auth::Caller;
+use crate::http::body::{parse_json, read_limited};
 use crate::http::error::ApiError;
 use crate::scheduler::now_ms;
 use crate::AppState;
@@ -83,11 +84,6 @@ fn check(field: &str, s: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
-        .map_err(|e| ezt_core::job::map_serde_error(e.path().to_string(), e.inner()).into())
-}
-
 fn view(st: &AppState, caller: &Caller, s: &WebhookSecrets) -> Result<SecretsView, ApiError> {
     let open = |sealed: &[u8]| {
         st.signing_keys.sealer().open(caller.tenant.id, sealed).map_err(|e| {
@@ -117,9 +113,9 @@ fn view(st: &AppState, caller: &Caller, s: &WebhookSecrets) -> Result<SecretsVie
 async fn create(
     State(st): State<AppState>,
     caller: Caller,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let input: SecretsIn = parse(&body)?;
+    let input: SecretsIn = parse_json(&read_limited(&st, body).await?)?;
     check("primary_secret", &input.primary_secret)?;
     if let Some(s) = &input.secondary_secret {
         check("secondary_secret", s)?;
@@ -174,9 +170,9 @@ async fn get_masked(
 async fn rotate(
     State(st): State<AppState>,
     caller: Caller,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<SecretsView>, ApiError> {
-    let input: RotateIn = parse(&body)?;
+    let input: RotateIn = parse_json(&read_limited(&st, body).await?)?;
     check("new_secret", &input.new_secret)?;
     let tenant = caller.tenant.id;
     if let Some(current) = st.store.webhook_secrets(tenant).await? {

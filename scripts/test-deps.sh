@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# What the tests need beyond the Rust toolchain, installed only when missing (a no-op on a machine
+# that has them, so scripts/test-all.sh runs it every time):
+# - Python packages: `standardwebhooks` (webhook signatures verified by an independent
+#   implementation) and the Python SDK's own dev dependencies (httpx, pytest, mypy…), with the SDK
+#   installed editable from sdks/python;
+# - the hosted service's Python package, unmodified, from PyPI into target/hosted-sdk (never on the
+#   default path: it is also called `ezthrottle`), to prove POST /api/v1/proxy serves it as is;
+# - libfaketime (the fault suite's clock steps), from Debian's packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOSTED_SDK_VERSION=1.3.0
+pip_install() { python3 -m pip install --quiet --disable-pip-version-check "$@"; }
+
+python3 -c 'import standardwebhooks' 2>/dev/null || pip_install standardwebhooks
+if [ -f sdks/python/pyproject.toml ]; then
+  python3 - <<'PY' 2>/dev/null || pip_install -e 'sdks/python[dev]'
+import importlib.metadata as md, pathlib
+import ezthrottle, httpx, pytest, mypy  # noqa: F401
+# The installed `ezthrottle` must be this checkout's SDK, not a stale or hosted copy.
+assert pathlib.Path(ezthrottle.__file__).resolve().is_relative_to(pathlib.Path("sdks/python").resolve())
+PY
+fi
+if [ ! -f "target/hosted-sdk/ezthrottle-$HOSTED_SDK_VERSION.stamp" ]; then
+  rm -rf target/hosted-sdk
+  pip_install --no-warn-conflicts --target target/hosted-sdk "ezthrottle==$HOSTED_SDK_VERSION"
+  touch "target/hosted-sdk/ezthrottle-$HOSTED_SDK_VERSION.stamp"
+fi
+
+have_faketime() {
+  for f in /usr/lib/*/faketime/libfaketimeMT.so.1 /usr/lib/faketime/libfaketimeMT.so.1; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
+}
+if ! have_faketime; then
+  sudo_=""
+  [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq libfaketime >/dev/null
+fi

@@ -1,0 +1,234 @@
+"""The asyncio client: ``EZThrottle``'s methods as coroutines, driving the same plans."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TypeVar, Unpack, cast
+
+import httpx
+
+from . import _transport as _t
+from .errors import UnavailableError, UnreachableError
+from .types import (
+    FINAL_STATES,
+    BatchItem,
+    Duration,
+    Job,
+    JobOptions,
+    JobPayload,
+    Redelivery,
+    ServerEvent,
+    StreamOptions,
+    StreamResponse,
+    SubmitResult,
+    WebhookSecrets,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class AsyncEZThrottle:
+    """Like ``EZThrottle``, for asyncio (``async with AsyncEZThrottle() as client``)."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = _t.DEFAULT_TIMEOUT,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.api_key, self.base_url = _t.settings(api_key, base_url)
+        self.timeout = timeout
+        self._http = http_client or httpx.AsyncClient()
+        self._owns_http = http_client is None
+        self.stream = AsyncStream(self)
+
+    # -- plumbing
+
+    async def _send(self, call: _t.Call, *, stream: bool = False) -> httpx.Response:
+        req = _t.build(self._http, call, self.base_url, self.api_key, self.timeout)
+        try:
+            return await self._http.send(req, stream=stream)
+        except httpx.TransportError as exc:
+            err = _t.transport_error(call, exc)
+            if err is exc:
+                raise
+            raise err from exc
+
+    async def _run(self, plan: _t.Plan[T]) -> T:
+        try:
+            call = next(plan)
+            while True:
+                try:
+                    resp = await self._send(call)
+                except (httpx.TransportError, UnreachableError) as exc:
+                    call = plan.throw(exc)
+                else:
+                    call = plan.send(resp)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncEZThrottle:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- jobs
+
+    async def submit_job(
+        self, url: str, method: str = "GET", **options: Unpack[JobOptions]
+    ) -> SubmitResult:
+        return await self._run(_t.submit(_t.job_payload(url, method, **options)))
+
+    async def submit_batch(self, jobs: Iterable[JobPayload]) -> list[BatchItem]:
+        return await self._run(_t.submit_batch(jobs))
+
+    async def queue_request(
+        self,
+        url: str,
+        webhook_url: str,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+        metadata: dict[str, str] | None = None,
+        retry_at: int | None = None,
+    ) -> SubmitResult:
+        """Deprecated: use ``submit_job(url, webhooks=[{"url": ...}])``."""
+        warnings.warn(
+            "queue_request is deprecated; use submit_job", DeprecationWarning, stacklevel=2
+        )
+        return await self.submit_job(
+            url, method, **_t.legacy_options(webhook_url, headers, body, metadata, retry_at)
+        )
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self._run(_t.get_job(job_id))
+
+    async def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        lane: str | None = None,
+        created_after: int | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Job]:
+        cursor: str | None = None
+        while True:
+            page = await self._run(_t.list_page(state, lane, created_after, page_size, cursor))
+            for job in page["jobs"]:
+                yield job
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    async def wait(self, job_id: str, timeout: Duration = 30.0) -> Job:
+        return await self._run(_t.wait(job_id, timeout))
+
+    async def events(self, job_id: str) -> AsyncIterator[ServerEvent]:
+        call = _t.events_call(job_id)
+        resp = await self._send(call, stream=True)
+        try:
+            if not resp.is_success:
+                await resp.aread()
+                _t.check(resp)
+            decoder = _t.SSEDecoder()
+            async for line in resp.aiter_lines():
+                ev = decoder.feed(line)
+                if ev is not None:
+                    yield ev
+                    if ev.event in FINAL_STATES:
+                        return
+        except httpx.TransportError as exc:
+            raise _t.transport_error(call, exc) from exc
+        finally:
+            await resp.aclose()
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._run(_t.job_action(job_id, "cancel"))
+
+    async def retry(self, job_id: str) -> Job:
+        return await self._run(_t.job_action(job_id, "retry"))
+
+    async def redeliver_webhooks(self, job_id: str) -> Redelivery:
+        return await self._run(_t.redeliver(job_id))
+
+    # -- webhook secrets
+
+    async def create_webhook_secret(
+        self, primary_secret: str, secondary_secret: str | None = None
+    ) -> WebhookSecrets:
+        return await self._run(_t.secrets_create(primary_secret, secondary_secret))
+
+    async def get_webhook_secret(self) -> WebhookSecrets:
+        return await self._run(_t.secrets_get())
+
+    async def rotate_webhook_secret(self, new_secret: str) -> WebhookSecrets:
+        return await self._run(_t.secrets_rotate(new_secret))
+
+    async def delete_webhook_secret(self) -> dict[str, bool]:
+        return await self._run(_t.secrets_delete())
+
+    # -- resilience
+
+    async def forward_or_fallback(
+        self,
+        fallback: Callable[[], Awaitable[R]],
+        url: str,
+        method: str = "GET",
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | R:
+        try:
+            return await self.submit_job(url, method, **options)
+        except (UnreachableError, UnavailableError):
+            return await fallback()
+
+    async def request(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+    ) -> httpx.Response:
+        call = _t.Call(method.upper(), url, content=body, headers=headers or {}, external=True)
+        return await self._send(call)
+
+
+class AsyncStream:
+    """``client.stream`` of ``AsyncEZThrottle``."""
+
+    def __init__(self, client: AsyncEZThrottle) -> None:
+        self._client = client
+
+    async def request(
+        self, method: str, url: str, **options: Unpack[StreamOptions]
+    ) -> StreamResponse:
+        return await self._client._run(_t.stream(method, url, options))
+
+    async def get(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return await self.request("GET", url, **options)
+
+    async def post(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return await self.request("POST", url, **options)
+
+    async def put(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return await self.request("PUT", url, **options)
+
+    async def patch(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return await self.request("PATCH", url, **options)
+
+    async def delete(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return await self.request("DELETE", url, **options)
+
+    async def head(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return await self.request("HEAD", url, **options)
+
+    async def options(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return await self.request("OPTIONS", url, **options)

@@ -1,0 +1,253 @@
+"""The synchronous client."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar, Unpack, cast
+
+import httpx
+
+from . import _transport as _t
+from .errors import UnavailableError, UnreachableError
+from .types import (
+    FINAL_STATES,
+    BatchItem,
+    Duration,
+    Job,
+    JobOptions,
+    JobPayload,
+    Redelivery,
+    ServerEvent,
+    StreamOptions,
+    StreamResponse,
+    SubmitResult,
+    WebhookSecrets,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+class EZThrottle:
+    """Talks to an EZThrottle server. ``api_key`` and ``base_url`` default to the environment
+    variables ``EZTHROTTLE_API_KEY`` and ``EZTHROTTLE_URL`` (else ``http://127.0.0.1:8080``).
+
+    ``timeout`` bounds plain API calls; long-polls extend it by the time the server holds them.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = _t.DEFAULT_TIMEOUT,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.api_key, self.base_url = _t.settings(api_key, base_url)
+        self.timeout = timeout
+        self._http = http_client or httpx.Client()
+        self._owns_http = http_client is None
+        #: STREAM as one call: ``client.stream.post(url, json=..., timeout="1h")``.
+        self.stream = Stream(self)
+
+    # -- plumbing
+
+    def _send(self, call: _t.Call, *, stream: bool = False) -> httpx.Response:
+        req = _t.build(self._http, call, self.base_url, self.api_key, self.timeout)
+        try:
+            return self._http.send(req, stream=stream)
+        except httpx.TransportError as exc:
+            err = _t.transport_error(call, exc)
+            if err is exc:
+                raise
+            raise err from exc
+
+    def _run(self, plan: _t.Plan[T]) -> T:
+        try:
+            call = next(plan)
+            while True:
+                try:
+                    resp = self._send(call)
+                except (httpx.TransportError, UnreachableError) as exc:
+                    call = plan.throw(exc)
+                else:
+                    call = plan.send(resp)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> EZThrottle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- jobs
+
+    def submit_job(self, url: str, method: str = "GET", **options: Unpack[JobOptions]) -> SubmitResult:
+        """Stores the call durably and queues it: ``{"job_id", "status": "queued"|"duplicate",
+        "idempotent_key"}``. Options are API.md's job fields."""
+        return self._run(_t.submit(_t.job_payload(url, method, **options)))
+
+    def submit_batch(self, jobs: Iterable[JobPayload]) -> list[BatchItem]:
+        """Up to 1,000 jobs in one transaction; results in request order, each a submit result
+        or ``{"error": {...}}`` (one bad job does not sink the others)."""
+        return self._run(_t.submit_batch(jobs))
+
+    def queue_request(
+        self,
+        url: str,
+        webhook_url: str,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+        metadata: dict[str, str] | None = None,
+        retry_at: int | None = None,
+    ) -> SubmitResult:
+        """Deprecated: use ``submit_job(url, webhooks=[{"url": ...}])``."""
+        warnings.warn(
+            "queue_request is deprecated; use submit_job", DeprecationWarning, stacklevel=2
+        )
+        return self.submit_job(
+            url, method, **_t.legacy_options(webhook_url, headers, body, metadata, retry_at)
+        )
+
+    def get_job(self, job_id: str) -> Job:
+        return self._run(_t.get_job(job_id))
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        lane: str | None = None,
+        created_after: int | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[Job]:
+        """Newest first, following ``next_cursor`` page by page as the iterator is consumed."""
+        cursor: str | None = None
+        while True:
+            page = self._run(_t.list_page(state, lane, created_after, page_size, cursor))
+            yield from page["jobs"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def wait(self, job_id: str, timeout: Duration = 30.0) -> Job:
+        """The job once final (any final state). Raises ``TimeoutError`` (carrying the last
+        view) if it is not final within ``timeout``."""
+        return self._run(_t.wait(job_id, timeout))
+
+    def events(self, job_id: str) -> Iterator[ServerEvent]:
+        """The job's Server-Sent Events (``queued``, ``position``, ``dispatching``,
+        ``attempt``, then the final state, whose data is the job view); ends after the final."""
+        call = _t.events_call(job_id)
+        resp = self._send(call, stream=True)
+        try:
+            if not resp.is_success:
+                resp.read()
+                _t.check(resp)
+            decoder = _t.SSEDecoder()
+            for line in resp.iter_lines():
+                ev = decoder.feed(line)
+                if ev is not None:
+                    yield ev
+                    if ev.event in FINAL_STATES:
+                        return
+        except httpx.TransportError as exc:
+            raise _t.transport_error(call, exc) from exc
+        finally:
+            resp.close()
+
+    def cancel(self, job_id: str) -> Job:
+        """Ends a job that is not final ``cancelled``; ``ConflictError`` if it already is."""
+        return self._run(_t.job_action(job_id, "cancel"))
+
+    def retry(self, job_id: str) -> Job:
+        """Replays a ``failed``/``expired`` job as a new attempt series."""
+        return self._run(_t.job_action(job_id, "retry"))
+
+    def redeliver_webhooks(self, job_id: str) -> Redelivery:
+        return self._run(_t.redeliver(job_id))
+
+    # -- webhook secrets
+
+    def create_webhook_secret(
+        self, primary_secret: str, secondary_secret: str | None = None
+    ) -> WebhookSecrets:
+        """Sets (or replaces) the secrets that sign deliveries; answers them masked."""
+        return self._run(_t.secrets_create(primary_secret, secondary_secret))
+
+    def get_webhook_secret(self) -> WebhookSecrets:
+        """The secrets, masked; ``NotFoundError`` when none is set (webhooks go unsigned)."""
+        return self._run(_t.secrets_get())
+
+    def rotate_webhook_secret(self, new_secret: str) -> WebhookSecrets:
+        """``new_secret`` becomes primary and the old primary secondary, so deliveries carry both
+        signatures until receivers switch. Done by the server: the SDK never sees the old one."""
+        return self._run(_t.secrets_rotate(new_secret))
+
+    def delete_webhook_secret(self) -> dict[str, bool]:
+        return self._run(_t.secrets_delete())
+
+    # -- resilience
+
+    def forward_or_fallback(
+        self,
+        fallback: Callable[[], R],
+        url: str,
+        method: str = "GET",
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | R:
+        """Submits the call; if EZThrottle cannot take it (unreachable, or 503 with nothing
+        stored) runs ``fallback()`` instead, so EZThrottle never becomes a single point of
+        failure. Other errors (bad request, 429) propagate: the server is working."""
+        try:
+            return self.submit_job(url, method, **options)
+        except (UnreachableError, UnavailableError):
+            return fallback()
+
+    def request(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+    ) -> httpx.Response:
+        """A direct call to the target, bypassing EZThrottle (the hosted SDK's escape hatch)."""
+        call = _t.Call(method.upper(), url, content=body, headers=headers or {}, external=True)
+        return self._send(call)
+
+
+class Stream:
+    """STREAM's promise as one call: returns the target's final response, or raises
+    ``JobFailedError`` when the job ends failed/expired/cancelled."""
+
+    def __init__(self, client: EZThrottle) -> None:
+        self._client = client
+
+    def request(self, method: str, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return self._client._run(_t.stream(method, url, options))
+
+    def get(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return self.request("GET", url, **options)
+
+    def post(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return self.request("POST", url, **options)
+
+    def put(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return self.request("PUT", url, **options)
+
+    def patch(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return self.request("PATCH", url, **options)
+
+    def delete(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return self.request("DELETE", url, **options)
+
+    def head(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return self.request("HEAD", url, **options)
+
+    def options(self, url: str, **options: Unpack[StreamOptions]) -> StreamResponse:
+        return self.request("OPTIONS", url, **options)

@@ -1,0 +1,274 @@
+"""Shapes of what the SDK sends and receives.
+
+The server's JSON is described with TypedDicts rather than classes so that a job view is still
+the plain dict users of the hosted SDK index into (``job["state"]``), while mypy checks the keys.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, NotRequired, TypedDict, Union
+
+import httpx
+
+#: A duration: seconds as a number, a ``timedelta``, or a humantime string (``"250ms"``, ``"1h"``).
+Duration = Union[float, int, str, timedelta]
+
+JobState = Literal["queued", "scheduled", "running", "succeeded", "failed", "expired", "cancelled"]
+FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "expired", "cancelled"})
+
+
+class Webhook(TypedDict):
+    url: str
+    regions: NotRequired[list[str]]
+    has_quorum_vote: NotRequired[bool]
+
+
+class RetryPolicy(TypedDict, total=False):
+    max_retries: int
+    max_reroutes: int
+    retry_codes: list[int]
+    reroute_codes: list[int]
+
+
+class Trigger(TypedDict, total=False):
+    type: Literal["on_error", "on_timeout"]
+    codes: list[int]
+    timeout_ms: int
+
+
+class JobPayload(TypedDict, total=False):
+    """The body of ``POST /api/v1/jobs`` (API.md); nested workflow jobs use the same shape."""
+
+    url: str
+    method: str
+    headers: dict[str, str]
+    body: str
+    metadata: dict[str, str]
+    webhooks: list[Webhook]
+    webhook_quorum: int
+    regions: list[str]
+    region_policy: Literal["fallback", "strict"]
+    execution_mode: Literal["race", "fanout"]
+    retry_policy: RetryPolicy
+    timeout: str | int
+    retry_at: int
+    idempotent_key: str
+    fallback_job: JobPayload
+    trigger: Trigger
+    on_success: JobPayload
+    on_failure: JobPayload
+    on_failure_timeout_ms: int
+
+
+class CallOptions(TypedDict, total=False):
+    """Job options shared by ``submit_job`` and the ``stream`` calls (see API.md)."""
+
+    headers: dict[str, str]
+    metadata: dict[str, str]
+    webhooks: list[Webhook]
+    webhook_quorum: int
+    regions: list[str]
+    region_policy: Literal["fallback", "strict"]
+    execution_mode: Literal["race", "fanout"]
+    retry_policy: RetryPolicy
+    retry_at: int
+    idempotent_key: str
+    #: How long the server keeps trying (job ``timeout``); for ``stream`` also how long to wait.
+    timeout: Duration
+
+
+class JobOptions(CallOptions, total=False):
+    """``submit_job``'s keyword arguments: the hosted SDK's names."""
+
+    body: str
+    fallback_job: JobPayload
+    on_success: JobPayload
+    on_failure: JobPayload
+    on_failure_timeout_ms: int
+
+
+class StreamOptions(CallOptions, total=False):
+    """``client.stream.<method>``'s keyword arguments: the body as httpx takes it."""
+
+    json: object
+    content: str | bytes
+
+
+class SubmitResult(TypedDict):
+    """Answer to a submission: ``status`` is ``"queued"`` or ``"duplicate"``."""
+
+    job_id: str
+    status: str
+    idempotent_key: str
+
+
+class ErrorBody(TypedDict):
+    code: str
+    message: str
+    field: NotRequired[str]
+
+
+class BatchItemError(TypedDict):
+    error: ErrorBody
+
+
+#: One entry of ``submit_batch``'s answer, in request order.
+BatchItem = Union[SubmitResult, BatchItemError]
+
+
+class Attempt(TypedDict):
+    n: int
+    series: int
+    at: int
+    region: str
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    decision: Literal["success", "retry", "reroute", "fail"]
+    wait_ms: int | None
+
+
+class StoredResponse(TypedDict):
+    """The target's answer as the server stored it (headers as ``[name, value]`` pairs)."""
+
+    status_code: int
+    headers: list[list[str]]
+    body: str
+    body_truncated: NotRequired[bool]
+
+
+class JobError(TypedDict):
+    code: str
+    message: str
+
+
+class StoredSpec(TypedDict):
+    """The normalised spec the server keeps (credential headers redacted)."""
+
+    url: str
+    method: str
+    headers: list[list[str]]
+    body: str | None
+    metadata: dict[str, str]
+    regions: list[str]
+    retry_policy: RetryPolicy
+    timeout_ms: int
+    retry_at: int | None
+    webhooks: NotRequired[list[Webhook]]
+    webhook_quorum: int
+
+
+class DeliveryAttempt(TypedDict):
+    n: int
+    at: int
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    outcome: str
+    wait_ms: int | None
+
+
+class Delivery(TypedDict):
+    delivery_id: str
+    url: str
+    has_quorum_vote: bool
+    state: Literal["pending", "delivered", "failed"]
+    series: int
+    created_at: int
+    next_attempt_at: int | None
+    acknowledged_at: int | None
+    attempts: list[DeliveryAttempt]
+
+
+class Quorum(TypedDict):
+    required: int
+    acknowledged: int
+    state: Literal["pending", "met", "failed"]
+
+
+class Job(TypedDict):
+    """``GET /api/v1/jobs/{id}``."""
+
+    job_id: str
+    state: JobState
+    lane: str
+    idempotent_key: str
+    spec: StoredSpec
+    metadata: dict[str, str]
+    created_at: int
+    updated_at: int
+    run_at: int
+    deadline_at: int
+    finished_at: int | None
+    attempt_count: int
+    series: int
+    attempts: list[Attempt]
+    response: StoredResponse | None
+    error: JobError | None
+    webhooks: list[Delivery]
+    webhook_quorum: Quorum | None
+    parent_id: str | None
+    children: list[str]
+
+
+class JobPage(TypedDict):
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class WebhookSecrets(TypedDict):
+    """Masked secrets (``"abcd****wxyz"``): the server never shows them again in full."""
+
+    primary_secret: str
+    secondary_secret: str | None
+    has_secondary: bool
+    updated_at: int
+
+
+class Redelivery(TypedDict):
+    job_id: str
+    deliveries: list[str]
+
+
+class FrugalResult(TypedDict):
+    """What a FRUGAL step returns when it did not forward (the hosted SDK's shape)."""
+
+    status: Literal["success", "failed"]
+    executed_locally: Literal[True]
+    status_code: int
+    response: NotRequired[str]
+    error: NotRequired[str]
+    #: The result of the ``on_success`` step, run after a local success.
+    on_success: NotRequired[SubmitResult | FrugalResult]
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """One Server-Sent Event from ``/jobs/{id}/events``."""
+
+    event: str
+    data: str
+    id: str | None = None
+
+    def json(self) -> Any:
+        return _json.loads(self.data)
+
+
+@dataclass(frozen=True)
+class StreamResponse:
+    """The target's final answer to a STREAM call, shaped like an HTTP response."""
+
+    status_code: int
+    headers: httpx.Headers
+    text: str
+    job: Job = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        return _json.loads(self.text)

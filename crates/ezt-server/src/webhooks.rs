@@ -228,7 +228,7 @@ impl Deliverer {
 impl Runner for Deliverer {
     type Id = DeliveryId;
 
-    #[tracing::instrument(skip_all, name = "delivery", fields(delivery_id = %id, lane = %lane))]
+    #[tracing::instrument(level = "debug", skip_all, name = "delivery", fields(delivery_id = %id, lane = %lane))]
     async fn run(
         &self,
         id: DeliveryId,
@@ -313,7 +313,11 @@ impl Runner for Deliverer {
                 _ => None,
             },
         };
-        tracing::info!(job_id = %d.job_id, attempt = d.attempt_no, status = ?sent.status, error = ?sent.error, outcome, "delivery attempt");
+        if outcome == "delivered" {
+            tracing::debug!(job_id = %d.job_id, attempt = d.attempt_no, status = ?sent.status, "delivery attempt");
+        } else {
+            tracing::info!(delivery_id = %id, job_id = %d.job_id, attempt = d.attempt_no, status = ?sent.status, error = ?sent.error, outcome, "delivery attempt");
+        }
         let done = DeliveryDone {
             id,
             lease_token: token,

@@ -247,6 +247,11 @@ impl Store for SqliteStore {
     }
 
     async fn insert_jobs(&self, jobs: Vec<NewJob>, dedup_window_ms: u64) -> Result<Vec<Admission>> {
+        // Encode on the caller's thread: the writer thread is the serial stage of admission.
+        let jobs = jobs
+            .into_iter()
+            .map(|j| Ok((json_encode(&j.spec)?, j)))
+            .collect::<Result<Vec<_>>>()?;
         self.write(move |c| {
             let mut out = Vec::with_capacity(jobs.len());
             let mut find = c
@@ -260,7 +265,7 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
                 )
                 .map_err(map_err)?;
-            for j in jobs {
+            for (spec, j) in jobs {
                 let tenant = id_blob(j.tenant_id.0);
                 let existing = find
                     .query_row(params![tenant, j.idempotent_key], |r| {
@@ -282,7 +287,7 @@ impl Store for SqliteStore {
                         tenant,
                         j.lane.0,
                         state.as_str(),
-                        json_encode(&j.spec)?,
+                        spec,
                         j.idempotent_key,
                         j.created_at as i64,
                         j.run_at as i64,
@@ -413,12 +418,23 @@ impl Store for SqliteStore {
     }
 
     async fn complete_attempt(&self, done: AttemptDone) -> Result<Option<Vec<PendingDelivery>>> {
+        // Encoded here, off the writer thread (see insert_jobs).
+        let attempt_json = json_encode(&done.attempt)?;
+        let (response_json, error_json) = match &done.next {
+            Next::Final {
+                response, error, ..
+            } => (
+                response.as_ref().map(json_encode).transpose()?,
+                error.as_ref().map(json_encode).transpose()?,
+            ),
+            Next::Retry { response, .. } => (response.as_ref().map(json_encode).transpose()?, None),
+        };
         self.write(move |c| {
             let id = id_blob(done.id.0);
             let now = done.now_ms as i64;
             let mut deliveries = Vec::new();
             let applied = match &done.next {
-                Next::Final { state, response, error } => {
+                Next::Final { state, .. } => {
                     let sql = format!(
                         "UPDATE jobs SET state = ?3, response = COALESCE(?4, response), error = ?5, finished_at = ?6, updated_at = ?6,
                          lease_token = NULL, lease_expires_at = NULL
@@ -433,8 +449,8 @@ impl Store for SqliteStore {
                                     id,
                                     done.lease_token as i64,
                                     state.as_str(),
-                                    response.as_ref().map(json_encode).transpose().ok().flatten(),
-                                    error.as_ref().map(json_encode).transpose().ok().flatten(),
+                                    response_json,
+                                    error_json,
                                     now
                                 ],
                                 |r| r.get::<_, bool>(0),
@@ -450,7 +466,7 @@ impl Store for SqliteStore {
                         None => false,
                     }
                 }
-                Next::Retry { run_at, counters, response } => {
+                Next::Retry { run_at, counters, .. } => {
                     c.prepare_cached(
                         "UPDATE jobs SET state = 'scheduled', run_at = ?3, retries = ?4, reroutes = ?5, response = COALESCE(?6, response),
                          updated_at = ?7, lease_token = NULL, lease_expires_at = NULL
@@ -463,7 +479,7 @@ impl Store for SqliteStore {
                             *run_at as i64,
                             counters.retries,
                             counters.reroutes,
-                            response.as_ref().map(json_encode).transpose().ok().flatten(),
+                            response_json,
                             now
                         ])
                     })
@@ -475,7 +491,7 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             c.prepare_cached("INSERT OR REPLACE INTO attempts (job_id, n, data) VALUES (?1, ?2, ?3)")
-                .and_then(|mut st| st.execute(params![id, done.attempt.n, json_encode(&done.attempt).unwrap_or_default()]))
+                .and_then(|mut st| st.execute(params![id, done.attempt.n, attempt_json]))
                 .map_err(map_err)?;
             Ok(Some(deliveries))
         })

@@ -888,7 +888,7 @@ def main():
     # quick = smoke test (~3 min for this part): small N, short phases
     ctx.serial_n, ctx.admit_n, ctx.batch_n = (300, 5000, 10000) if q else (2000, 100000, 200000)
     ctx.drain_n = 10000 if q else 100000
-    ctx.rates, ctx.steady_d = ([1000, 5000, 10000], 3 if q else 20)
+    ctx.rates, ctx.steady_d = ([1000, 5000, 10000], 3 if q else 60)  # protocol: 60 s per rate
     ctx.lim_d, ctx.fair_d = (5, 5) if q else (60, 30)
     crash_trials = {"ezt": 2 if q else 20}
     peer_trials = 1 if q else 5

@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import tempfile
+import time
 import threading
 import uuid
 from collections import defaultdict
@@ -316,3 +317,7 @@ def closed_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
+
+
+#: A week from now, in ms: a delayed job that will not run during the tests.
+FAR_FUTURE_MS = int(time.time() * 1000) + 7 * 86_400_000

@@ -8,7 +8,7 @@ import uuid
 import warnings
 
 import pytest
-from conftest import Server, Target
+from conftest import FAR_FUTURE_MS, Server, Target
 
 import ezthrottle
 from ezthrottle import (
@@ -20,7 +20,6 @@ from ezthrottle import (
     ValidationError,
 )
 
-FAR_FUTURE_MS = int(time.time() * 1000) + 7 * 86_400_000
 
 
 def test_submit_job_kwargs_reach_the_stored_job(client: EZThrottle, target: Target) -> None:

@@ -1,0 +1,177 @@
+"""Signatures: every case of the shared vectors file, both schemes, plus the secret lifecycle end
+to end (create, rotate, finish, delete) with a real receiver verifying each delivery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from conftest import REPO, Receiver, Target
+from standardwebhooks.webhooks import Webhook as ReferenceWebhook
+
+from ezthrottle import (
+    EZThrottle,
+    NotFoundError,
+    WebhookVerificationError,
+    sign_standard_webhook,
+    sign_webhook,
+    try_verify_with_secrets,
+    verify_standard_webhook,
+    verify_standard_webhook_strict,
+    verify_webhook_signature,
+    verify_webhook_signature_strict,
+)
+from ezthrottle.webhook_utils import verify_webhook_signature as hosted_path_verify
+
+VECTORS: dict[str, Any] = json.loads(
+    (Path(REPO) / "testdata" / "webhook-signatures.json").read_text(encoding="utf-8")
+)
+
+
+def _std_headers(msg_id: str, ts: int, sig: str) -> dict[str, str]:
+    return {"Webhook-Id": msg_id, "Webhook-Timestamp": str(ts), "Webhook-Signature": sig}
+
+
+@pytest.mark.parametrize("case", VECTORS["sign"], ids=lambda c: c["name"])
+def test_sign_vectors(case: dict[str, Any]) -> None:
+    body, ts, secrets = case["body"], case["timestamp"], case["secrets"]
+    assert sign_webhook(body.encode(), secrets, ts) == case["ezthrottle_signature"]
+    assert sign_standard_webhook(body, secrets, case["msg_id"], ts) == case["webhook_signature"]
+    headers = _std_headers(case["msg_id"], ts, case["webhook_signature"])
+    for s in secrets:  # each active secret verifies alone, in both schemes
+        assert verify_webhook_signature(
+            body.encode(), case["ezthrottle_signature"], s, now=ts
+        ) == (True, "valid")
+        assert verify_standard_webhook(body.encode(), headers, s, now=ts) == (True, "valid")
+    primary = secrets[0]
+    assert try_verify_with_secrets(body, case["ezthrottle_signature"], primary, now=ts) == (
+        True,
+        "valid_primary",
+    )
+    # A receiver whose primary is some other secret still accepts through its secondary.
+    other = "not-the-secret-000000"
+    got = try_verify_with_secrets(body, case["ezthrottle_signature"], other, secrets[-1], now=ts)
+    assert got == (True, "valid_secondary")
+
+
+@pytest.mark.parametrize("case", VECTORS["verify"], ids=lambda c: f"{c['scheme']}: {c['name']}")
+def test_verify_vectors(case: dict[str, Any]) -> None:
+    body = case["body"].encode()
+    want = (True, "valid") if case["valid"] else (False, case["reason"])
+    tolerance = VECTORS["tolerance_s"]
+    for secret in case["secrets"]:
+        if case["scheme"] == "ezthrottle":
+            got = verify_webhook_signature(body, case["header"], secret, tolerance, now=case["now"])
+            assert hosted_path_verify(body, case["header"], secret, now=case["now"]) == got
+        else:
+            headers = _std_headers(case["msg_id"], case["timestamp"], case["header"])
+            got = verify_standard_webhook(body, headers, secret, tolerance, now=case["now"])
+        assert got == want
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in VECTORS["verify"] if c["scheme"] == "standard"], ids=lambda c: c["name"]
+)
+def test_standard_vectors_agree_with_the_reference_library(
+    case: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The standardwebhooks package reads the clock itself; pin it to the case's "now".
+    import standardwebhooks.webhooks as ref
+    from datetime import datetime, timezone
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> "Frozen":
+            return cls.fromtimestamp(case["now"], tz or timezone.utc)
+
+    monkeypatch.setattr(ref, "datetime", Frozen)
+    secret = case["secrets"][0]
+    headers = {
+        "webhook-id": case["msg_id"],
+        "webhook-timestamp": str(case["timestamp"]),
+        "webhook-signature": case["header"],
+    }
+    key = secret if secret.startswith("whsec_") else secret.encode()
+    try:
+        ReferenceWebhook(key).verify(case["body"], headers)
+        reference_ok = True
+    except Exception:
+        reference_ok = False
+    ours, _ = verify_standard_webhook(case["body"], headers, secret, now=case["now"])
+    assert ours == reference_ok == case["valid"]
+
+
+def test_strict_variants_raise_with_the_reason() -> None:
+    case = next(c for c in VECTORS["verify"] if c["reason"] == "too_old")
+    with pytest.raises(WebhookVerificationError) as e:
+        verify_webhook_signature_strict(
+            case["body"], case["header"], case["secrets"][0], now=case["now"]
+        )
+    assert e.value.reason == "too_old"
+    std = next(c for c in VECTORS["verify"] if c["scheme"] == "standard" and c["valid"])
+    verify_standard_webhook_strict(
+        std["body"],
+        _std_headers(std["msg_id"], std["timestamp"], std["header"]),
+        std["secrets"][0],
+        now=std["now"],
+    )
+    with pytest.raises(WebhookVerificationError) as e2:
+        verify_standard_webhook_strict(std["body"], {}, std["secrets"][0], now=std["now"])
+    assert e2.value.reason == "no_signature"
+
+
+def test_secret_rotation_end_to_end(
+    server: Any,
+    target: Target,
+    receiver: Callable[[list[tuple[str, str | None]]], Receiver],
+) -> None:
+    old, new = "old-secret-0123456789", "new-secret-9876543210"
+    # The receiver checks each delivery as two deployments would: one not yet switched (old
+    # secret only), one switched (new primary, old kept as secondary).
+    r = receiver([(old, None), (new, old)])
+    with EZThrottle(api_key=server.new_tenant_key(), base_url=server.url) as c:
+        with pytest.raises(NotFoundError):
+            c.get_webhook_secret()
+        created = c.create_webhook_secret(old)
+        assert created["primary_secret"] == "old-****6789" and not created["has_secondary"]
+
+        def deliver() -> tuple[list[str], Any]:
+            job_id = c.submit_job(target.unique(), webhooks=[{"url": r.url}])["job_id"]
+            d = r.next()
+            assert d.json()["job_id"] == job_id
+            sig = d.headers.get("x-ezthrottle-signature", "")
+            v1s = [p for p in sig.split(",") if p.startswith("v1=")]
+            return v1s, d
+
+        v1s, d = deliver()
+        assert len(v1s) == 1
+        assert d.verdicts == [(True, "valid_primary"), (True, "valid_secondary")]
+
+        rotated = c.rotate_webhook_secret(new)
+        assert rotated["has_secondary"] and rotated["primary_secret"] == "new-****3210"
+        assert rotated["secondary_secret"] == "old-****6789"
+        assert c.get_webhook_secret() == rotated
+
+        v1s, d = deliver()
+        assert len(v1s) == 2  # primary then secondary
+        assert d.verdicts == [(True, "valid_primary"), (True, "valid_primary")]
+        sig = d.headers["x-ezthrottle-signature"]
+        assert verify_webhook_signature(d.body, sig, new)[0]
+        assert verify_webhook_signature(d.body, sig, old)[0]
+        std_sigs = d.headers["webhook-signature"].split(" ")
+        assert len(std_sigs) == 2
+        for s in (new, old):
+            assert verify_standard_webhook(d.body, d.headers, s) == (True, "valid")
+
+        # Finishing the rotation drops the old secret: not-yet-switched receivers now refuse.
+        c.create_webhook_secret(new)
+        v1s, d = deliver()
+        assert len(v1s) == 1
+        assert d.verdicts == [(False, "mismatch"), (True, "valid_primary")]
+
+        assert c.delete_webhook_secret() == {"deleted": True}
+        v1s, d = deliver()
+        assert "x-ezthrottle-signature" not in d.headers
+        assert d.verdicts == [(False, "no_signature"), (False, "no_signature")]

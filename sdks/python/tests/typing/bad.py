@@ -1,0 +1,13 @@
+"""Mistakes the types must catch (each line is expected to be an error)."""
+
+from ezthrottle import EZThrottle, Step
+
+
+def use(client: EZThrottle) -> None:
+    client.submit_job("https://x.example", webhook_url="https://typo.example")  # E: unexpected kwarg
+    client.submit_job("https://x.example", retry_policy={"max_retry": 3})  # E: TypedDict key
+    client.submit_job("https://x.example", region_policy="nearest")  # E: Literal
+    job = client.get_job("job_1")
+    job["stat"]  # E: TypedDict key
+    Step(client).region_policy("nearest")  # E: Literal
+    client.stream.post("https://x.example", jsn={})  # E: unexpected kwarg

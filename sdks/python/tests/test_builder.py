@@ -8,6 +8,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import cast
 
 import pytest
@@ -191,9 +192,7 @@ def test_on_failure_timeout_is_spelled_as_the_server_reads_it(
     assert (e.value.code, e.value.field) == ("not_supported", "on_failure_timeout_ms")
 
 
-def test_webhook_quorum_reaches_the_server(
-    client: EZThrottle, target: Target, receiver: object
-) -> None:
+def test_webhook_quorum_reaches_the_server(client: EZThrottle, target: Target) -> None:
     hooks = [target.unique("h1"), target.unique("h2")]
     step = Step(client).url(target.unique()).retry_at(FAR_FUTURE_MS)
     step.webhooks([{"url": h} for h in hooks]).webhook_quorum(2)
@@ -207,9 +206,9 @@ def test_webhook_quorum_reaches_the_server(
 
 
 def test_performance_step_runs_and_delivers(
-    client: EZThrottle, target: Target, receiver: object
+    client: EZThrottle, target: Target, receiver: Callable[[list[tuple[str, str | None]]], Receiver]
 ) -> None:
-    r = cast("Receiver", receiver([]))  # type: ignore[operator]
+    r = receiver([])
     url = target.unique()
     out = Step(client).url(url).webhooks([{"url": r.url}]).metadata({"m": "1"}).execute()
     d = r.next()

@@ -7,6 +7,7 @@ import time
 import uuid
 import warnings
 
+import httpx
 import pytest
 from conftest import FAR_FUTURE_MS, Server, Target
 
@@ -128,13 +129,23 @@ def test_wait_returns_the_final_job(client: EZThrottle, target: Target) -> None:
     assert target.requests(url)[0].body == b"hello"
 
 
-def test_wait_times_out_with_the_last_view(client: EZThrottle, target: Target) -> None:
+def counting_client(server: Server) -> tuple[EZThrottle, list[str]]:
+    """A client that records every request it makes (to prove there is no polling loop)."""
+    sent: list[str] = []
+    http = httpx.Client(event_hooks={"request": [lambda r: sent.append(f"{r.method} {r.url}")]})
+    return EZThrottle(server.key, server.url, http_client=http), sent
+
+
+def test_wait_times_out_with_the_last_view(server: Server, target: Target) -> None:
+    client, sent = counting_client(server)
     job_id = client.submit_job(target.unique(), retry_at=FAR_FUTURE_MS)["job_id"]
     t0 = time.monotonic()
     with pytest.raises(ezthrottle.TimeoutError) as e:
         client.wait(job_id, timeout=1.5)
     elapsed = time.monotonic() - t0
     assert 1.4 <= elapsed < 10, elapsed  # held by the server, not answered at once
+    [poll] = sent[1:]  # one long-poll, no loop of short ones
+    assert poll.endswith(f"/api/v1/jobs/{job_id}/wait?timeout=1500ms")
     assert e.value.job is not None and e.value.job["state"] == "scheduled"
     assert isinstance(e.value, TimeoutError)  # the builtin, too
     client.cancel(job_id)
@@ -197,11 +208,14 @@ def test_stream_post_returns_the_final_response(client: EZThrottle, target: Targ
     assert resp.job["spec"]["timeout_ms"] == 3_600_000
 
 
-def test_stream_waits_through_retries(client: EZThrottle, target: Target) -> None:
+def test_stream_waits_through_retries(server: Server, target: Target) -> None:
+    client, sent = counting_client(server)
     url = target.unique("flaky/2")
     resp = client.stream.get(url, timeout="2m")
     assert resp.status_code == 200
     assert [a["status_code"] for a in resp.job["attempts"]] == [429, 429, 200]
+    # The submission itself was held until the job was final: one request in all.
+    assert sent == [f"POST {server.url}/api/v1/jobs?wait=120000ms"]
 
 
 def test_stream_raises_when_the_job_fails(client: EZThrottle, target: Target) -> None:

@@ -152,9 +152,39 @@ pub struct JobSpec {
     /// Where the outcome is delivered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<Webhook>,
-    /// Voting webhooks that must acknowledge for the outcome to count as delivered.
+    /// Voting webhooks that must acknowledge for the outcome to count as delivered (0 when the
+    /// job has no voting webhook: there is nothing to wait for).
     #[serde(default = "default_quorum")]
     pub webhook_quorum: u32,
+    /// Whether the call may run outside `regions`. Kept so the view shows what was asked, and
+    /// for cluster mode, which will act on it.
+    #[serde(default)]
+    pub region_policy: RegionPolicy,
+    /// How several regions share the call.
+    #[serde(default)]
+    pub execution_mode: ExecutionMode,
+}
+
+/// `region_policy` of a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegionPolicy {
+    /// Use another region when none of the listed ones can run it.
+    #[default]
+    Fallback,
+    /// Fail rather than run outside the listed regions.
+    Strict,
+}
+
+/// `execution_mode` of a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionMode {
+    /// Several regions may try; the first 2xx wins.
+    #[default]
+    Race,
+    /// Run in every listed region (cluster mode).
+    Fanout,
 }
 
 fn default_quorum() -> u32 {
@@ -322,9 +352,9 @@ impl JobSpecIn {
                 ))
             }
         }
-        let strict = match self.region_policy.as_deref() {
-            None | Some("fallback") => false,
-            Some("strict") => true,
+        let region_policy = match self.region_policy.as_deref() {
+            None | Some("fallback") => RegionPolicy::Fallback,
+            Some("strict") => RegionPolicy::Strict,
             Some(_) => {
                 return Err(FieldError::invalid(
                     "region_policy",
@@ -334,7 +364,10 @@ impl JobSpecIn {
         };
         let regions = self.regions.unwrap_or_default();
         check_regions(&regions, "regions")?;
-        if strict && !regions.is_empty() && !regions.iter().any(|r| r == cx.local_region) {
+        if region_policy == RegionPolicy::Strict
+            && !regions.is_empty()
+            && !regions.iter().any(|r| r == cx.local_region)
+        {
             return Err(FieldError::not_supported(
                 "regions",
                 format!("region_policy strict needs a node in {regions:?}; this node is {:?} and cluster mode is not available yet", cx.local_region),
@@ -510,6 +543,9 @@ impl JobSpecIn {
                 retry_at: self.retry_at.filter(|&at| at > cx.now_ms),
                 webhooks,
                 webhook_quorum,
+                region_policy,
+                // `fanout` was refused above until cluster mode lands.
+                execution_mode: ExecutionMode::Race,
             },
             target,
             idempotent_key: self.idempotent_key,

@@ -36,6 +36,8 @@ fn spec(url: &str) -> JobSpec {
         retry_at: None,
         webhooks: vec![],
         webhook_quorum: 0,
+        region_policy: Default::default(),
+        execution_mode: Default::default(),
     }
 }
 

@@ -159,6 +159,8 @@ class StoredSpec(TypedDict):
     retry_at: int | None
     webhooks: NotRequired[list[Webhook]]
     webhook_quorum: int
+    region_policy: Literal["fallback", "strict"]
+    execution_mode: Literal["race", "fanout"]
 
 
 class DeliveryAttempt(TypedDict):

@@ -37,7 +37,7 @@ def test_every_job_option_is_stored(client: EZThrottle, target: Target) -> None:
         )
         .webhook_quorum(1)
         .regions(["local"])
-        .region_policy("fallback")
+        .region_policy("strict")
         .execution_mode("race")
         .retry_policy(
             {"max_retries": 7, "max_reroutes": 1, "retry_codes": [429, 503, 408],
@@ -62,6 +62,7 @@ def test_every_job_option_is_stored(client: EZThrottle, target: Target) -> None:
     assert spec["webhook_quorum"] == 1
     assert job["webhook_quorum"] is not None and job["webhook_quorum"]["required"] == 1
     assert spec["regions"] == ["local"]
+    assert (spec["region_policy"], spec["execution_mode"]) == ("strict", "race")
     assert spec["retry_policy"] == {
         "max_retries": 7,
         "max_reroutes": 1,
@@ -78,7 +79,7 @@ def test_every_job_option_is_stored(client: EZThrottle, target: Target) -> None:
 def test_region_policy_and_execution_mode_are_spelled_as_the_server_reads_them(
     client: EZThrottle, target: Target
 ) -> None:
-    # Neither is kept in the job view, so prove the spelling by the server's answers: a strict
+    # Besides being stored (above), the spelling shows in the server's answers: a strict
     # policy naming a region this node is not in is refused *because* of region_policy...
     with pytest.raises(ValidationError) as e:
         Step(client).url(target.unique()).regions(["fra"]).region_policy("strict").execute()

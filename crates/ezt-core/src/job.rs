@@ -18,8 +18,8 @@ use crate::webhook::Webhook;
 /// Methods a job may use.
 pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
-/// Headers the executor sets itself; a job may not override them.
-const RESERVED_HEADERS: [&str; 8] = [
+/// Headers of the connection itself (set by the HTTP client); a job may not override them.
+pub const RESERVED_HEADERS: [&str; 8] = [
     "host",
     "content-length",
     "transfer-encoding",

@@ -16,6 +16,7 @@ use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{HeaderMap, Method};
 use axum::routing::post;
 use axum::{Json, Router};
+use ezt_core::job::RESERVED_HEADERS;
 use ezt_core::FieldError;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
@@ -32,19 +33,6 @@ const PATH: &str = "/api/v1/proxy";
 /// Largest forwarded answer kept, bytes: a job view with many attempts fits easily.
 const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
-/// Headers of the envelope that are not passed on: the connection's own, and credentials
-/// (the envelope's bearer key is the only one used).
-const DROPPED_HEADERS: [&str; 9] = [
-    "authorization",
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-];
 
 /// The route. `api` is the rest of the API, which the envelope's call is dispatched to.
 pub fn router(api: Router) -> Router<AppState> {
@@ -169,7 +157,9 @@ async fn proxy(
         let field = || format!("headers.{name}");
         let n = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| FieldError::invalid(field(), "not a valid header name"))?;
-        if DROPPED_HEADERS.contains(&n.as_str()) {
+        // Not passed on: the connection's own headers, and credentials (the envelope's
+        // bearer key is the only one used).
+        if n == header::AUTHORIZATION || RESERVED_HEADERS.contains(&n.as_str()) {
             continue;
         }
         let v = HeaderValue::from_str(value)

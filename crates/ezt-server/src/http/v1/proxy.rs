@@ -33,7 +33,6 @@ const PATH: &str = "/api/v1/proxy";
 /// Largest forwarded answer kept, bytes: a job view with many attempts fits easily.
 const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
-
 /// The route. `api` is the rest of the API, which the envelope's call is dispatched to.
 pub fn router(api: Router) -> Router<AppState> {
     Router::new().route(

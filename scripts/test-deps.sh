@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOSTED_SDK_VERSION=1.3.0
-pip_install() { python3 -m pip install --quiet --disable-pip-version-check "$@"; }
+pip_install() { PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "$@"; }
 
 python3 -c 'import standardwebhooks' 2>/dev/null || pip_install standardwebhooks
 if [ -f sdks/python/pyproject.toml ]; then

@@ -82,10 +82,11 @@ def _check_ezthrottle(
     if age:
         return age
     want = _hex(secret, ts, payload)
-    # Every v1 is compared (no early exit on the first) and an empty one never matches.
+    # Every v1 is compared (no early exit on the first) and an empty one never matches. Bytes,
+    # not str: compare_digest raises on non-ASCII str, and the header is attacker-controlled.
     ok = False
     for sig in sigs:
-        ok |= bool(sig) and hmac.compare_digest(want, sig)
+        ok |= bool(sig) and hmac.compare_digest(want.encode(), sig.encode("utf-8", "replace"))
     return None if ok else "mismatch"
 
 

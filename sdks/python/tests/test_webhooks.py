@@ -103,6 +103,17 @@ def test_standard_vectors_agree_with_the_reference_library(
     assert ours == reference_ok == case["valid"]
 
 
+def test_hostile_signature_headers_are_refused_not_raised() -> None:
+    # Headers are attacker-controlled: a non-ASCII or junk v1 is a mismatch, never an exception.
+    case = next(c for c in VECTORS["verify"] if c["scheme"] == "ezthrottle" and c["valid"])
+    t = case["header"].split(",")[0]
+    for junk in ("v1=caf\u00e9", "v1=\udcff", "v1=" + "\u6771" * 64):
+        ok, reason = verify_webhook_signature(
+            case["body"], f"{t},{junk}", case["secrets"][0], now=case["now"]
+        )
+        assert (ok, reason) == (False, "mismatch"), junk
+
+
 def test_strict_variants_raise_with_the_reason() -> None:
     case = next(c for c in VECTORS["verify"] if c["reason"] == "too_old")
     with pytest.raises(WebhookVerificationError) as e:

@@ -28,6 +28,7 @@ from .types import (
 T = TypeVar("T")
 R = TypeVar("R")
 
+
 class EZThrottle:
     """Talks to an EZThrottle server. ``api_key`` and ``base_url`` default to the environment
     variables ``EZTHROTTLE_API_KEY`` and ``EZTHROTTLE_URL`` (else ``http://127.0.0.1:8080``).

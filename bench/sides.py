@@ -892,8 +892,8 @@ def main():
     ctx.serial_n, ctx.admit_n, ctx.batch_n = (300, 5000, 10000) if q else (2000, 100000, 200000)
     ctx.drain_n = 5000 if q else 100000
     # protocol: 60 s per rate; the smoke run skips 10k/s, which every system misses here
-    ctx.rates, ctx.steady_d = ([1000, 5000], 2) if q else ([1000, 5000, 10000], 60)
-    ctx.lim_d, ctx.fair_d = (5, 3) if q else (60, 30)
+    ctx.rates, ctx.steady_d = ([1000, 5000], 1) if q else ([1000, 5000, 10000], 60)
+    ctx.lim_d, ctx.fair_d = (3, 2) if q else (60, 30)
     crash_trials = {"ezt": 2 if q else 20}
     peer_trials = 1 if q else 5
     systems = a.systems.split(",")

@@ -161,6 +161,15 @@ fn verify_any(
     Err(VerifyError::Mismatch)
 }
 
+/// Checked before parsing, so a receiver with no secret configured hears that first.
+fn require_secret(secrets: &[&str]) -> Result<(), VerifyError> {
+    if secrets.iter().any(|s| !s.is_empty()) {
+        Ok(())
+    } else {
+        Err(VerifyError::NoSecret)
+    }
+}
+
 /// Verifies an `X-EZThrottle-Signature` header against any of `secrets`.
 pub fn verify_ezthrottle(
     header: &str,
@@ -169,9 +178,7 @@ pub fn verify_ezthrottle(
     now_s: u64,
     tolerance_s: u64,
 ) -> Result<(), VerifyError> {
-    if !secrets.iter().any(|s| !s.is_empty()) {
-        return Err(VerifyError::NoSecret);
-    }
+    require_secret(secrets)?;
     let mut t = None;
     let mut sigs = Vec::new();
     for part in header.split(',') {
@@ -199,9 +206,7 @@ pub fn verify_standard(
     now_s: u64,
     tolerance_s: u64,
 ) -> Result<(), VerifyError> {
-    if !secrets.iter().any(|s| !s.is_empty()) {
-        return Err(VerifyError::NoSecret);
-    }
+    require_secret(secrets)?;
     let t: u64 = timestamp
         .trim()
         .parse()

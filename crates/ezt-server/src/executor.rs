@@ -359,10 +359,7 @@ impl Executor {
                 Next::Final {
                     state: JobState::Expired,
                     response,
-                    error: Some(JobError {
-                        code: "deadline".into(),
-                        message: "the job's timeout passed before it succeeded".into(),
-                    }),
+                    error: Some(JobError::deadline()),
                 },
                 AttemptEnd::Finished,
             ),

@@ -506,10 +506,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Vec<PendingDelivery>>> {
         let region = region.to_string();
         self.write(move |c| {
-            let err = json_encode(&JobError {
-                code: "deadline".into(),
-                message: "the job's timeout passed before it succeeded".into(),
-            })?;
+            let err = json_encode(&JobError::deadline())?;
             let sql = format!(
                 "UPDATE jobs SET state = 'expired', error = ?3, finished_at = ?2, updated_at = ?2
                  WHERE id = ?1 AND state IN ('queued', 'scheduled') RETURNING {}",
@@ -550,7 +547,7 @@ impl Store for SqliteStore {
             if state.is_final() {
                 return Ok(CancelOutcome::AlreadyFinal(state));
             }
-            let err = json_encode(&JobError { code: "cancelled".into(), message: "cancelled by the caller".into() })?;
+            let err = json_encode(&JobError::cancelled())?;
             let hooked = c
                 .query_row(
                     &format!(

@@ -373,10 +373,7 @@ impl Store for MemoryStore {
         j.state = JobState::Expired;
         j.finished_at = Some(now_ms);
         j.updated_at = now_ms;
-        j.error = Some(JobError {
-            code: "deadline".into(),
-            message: "the job's timeout passed before it succeeded".into(),
-        });
+        j.error = Some(JobError::deadline());
         Ok(Some(g.record_outcome(id, region, now_ms)))
     }
 
@@ -397,10 +394,7 @@ impl Store for MemoryStore {
         j.state = JobState::Cancelled;
         j.finished_at = Some(now_ms);
         j.updated_at = now_ms;
-        j.error = Some(JobError {
-            code: "cancelled".into(),
-            message: "cancelled by the caller".into(),
-        });
+        j.error = Some(JobError::cancelled());
         g.leases.remove(&id);
         let deliveries = g.record_outcome(id, region, now_ms);
         if !deliveries.is_empty() {

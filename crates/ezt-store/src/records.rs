@@ -95,6 +95,24 @@ pub struct JobError {
     pub message: String,
 }
 
+impl JobError {
+    /// The job's `timeout` passed before it succeeded (every store and the executor agree on it).
+    pub fn deadline() -> Self {
+        Self {
+            code: "deadline".into(),
+            message: "the job's timeout passed before it succeeded".into(),
+        }
+    }
+
+    /// The caller cancelled the job.
+    pub fn cancelled() -> Self {
+        Self {
+            code: "cancelled".into(),
+            message: "cancelled by the caller".into(),
+        }
+    }
+}
+
 /// One attempt of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {

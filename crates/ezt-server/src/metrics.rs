@@ -203,19 +203,17 @@ impl Metrics {
             "Attempts handed to the executor.",
             self.dispatched.get(),
         );
-        let _ = writeln!(out, "# HELP ezthrottle_attempts_total Attempts by outcome.\n# TYPE ezthrottle_attempts_total counter");
-        for (o, c) in [
-            ("success", &self.attempts_success),
-            ("retry", &self.attempts_retry),
-            ("reroute", &self.attempts_reroute),
-            ("fail", &self.attempts_fail),
-        ] {
-            let _ = writeln!(
-                out,
-                "ezthrottle_attempts_total{{outcome=\"{o}\"}} {}",
-                c.get()
-            );
-        }
+        by_outcome(
+            &mut out,
+            "ezthrottle_attempts_total",
+            "Attempts by outcome.",
+            &[
+                ("success", &self.attempts_success),
+                ("retry", &self.attempts_retry),
+                ("reroute", &self.attempts_reroute),
+                ("fail", &self.attempts_fail),
+            ],
+        );
         let _ = writeln!(
             out,
             "# HELP ezthrottle_attempt_network_errors_total Attempts that got no answer.\n# TYPE ezthrottle_attempt_network_errors_total counter\nezthrottle_attempt_network_errors_total {}",
@@ -277,19 +275,17 @@ impl Metrics {
             "ezthrottle_admission_seconds",
             "Time from request to durable ack.",
         );
-        let _ = writeln!(out, "# HELP ezthrottle_webhook_deliveries_total Delivery attempts by outcome.\n# TYPE ezthrottle_webhook_deliveries_total counter");
-        for (o, c) in [
-            ("delivered", &self.deliveries_delivered),
-            ("retry", &self.deliveries_retry),
-            ("network_error", &self.deliveries_network_error),
-            ("failed", &self.deliveries_failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "ezthrottle_webhook_deliveries_total{{outcome=\"{o}\"}} {}",
-                c.get()
-            );
-        }
+        by_outcome(
+            &mut out,
+            "ezthrottle_webhook_deliveries_total",
+            "Delivery attempts by outcome.",
+            &[
+                ("delivered", &self.deliveries_delivered),
+                ("retry", &self.deliveries_retry),
+                ("network_error", &self.deliveries_network_error),
+                ("failed", &self.deliveries_failed),
+            ],
+        );
         let _ = writeln!(out, "# HELP ezthrottle_webhook_in_flight Delivery attempts in flight.\n# TYPE ezthrottle_webhook_in_flight gauge\nezthrottle_webhook_in_flight {}", self.webhook_in_flight.get());
         let _ = writeln!(
             out,
@@ -307,4 +303,11 @@ impl Metrics {
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+/// One counter family labelled by `outcome`.
+fn by_outcome(out: &mut String, name: &str, help: &str, counters: &[(&str, &Counter)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (o, c) in counters {
+        let _ = writeln!(out, "{name}{{outcome=\"{o}\"}} {}", c.get());
+    }
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod scheduler;
 pub mod sealing;
+pub mod ttl_cache;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -160,7 +161,7 @@ pub async fn start(
         fingerprint_key: Arc::new(fingerprint_key),
         events,
         metrics,
-        auth: Arc::new(http::auth::AuthCache::default()),
+        auth: Arc::new(ttl_cache::TtlCache::new(http::auth::TTL)),
     };
     tokio::spawn(poll_wakeups(state.clone(), shutdown));
     Ok((state, sched_task))

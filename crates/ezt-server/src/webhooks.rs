@@ -18,7 +18,6 @@ use ezt_core::{DeliveryId, TenantId};
 use ezt_store::{
     DeliveryAttempt, DeliveryDone, DeliveryNext, Lease, LeasedDelivery, PendingDelivery, Store,
 };
-use std::collections::HashMap;
 use tokio::time::Instant;
 
 use crate::executor::{
@@ -28,6 +27,7 @@ use crate::executor::{
 use crate::metrics::Metrics;
 use crate::scheduler::{now_ms, AttemptEnd, GateTicket, Item, Ran, Runner, SchedulerHandle};
 use crate::sealing::Sealer;
+use crate::ttl_cache::TtlCache;
 
 /// Handle of the webhook scheduler.
 pub type Deliveries = SchedulerHandle<DeliveryId>;
@@ -69,11 +69,8 @@ pub struct Deliverer {
 pub struct SigningKeys {
     store: Arc<dyn Store>,
     sealer: Arc<Sealer>,
-    cache: std::sync::Mutex<HashMap<TenantId, Cached>>,
+    cache: TtlCache<TenantId, Arc<[String]>>,
 }
-
-/// A tenant's secrets in clear and when they were read.
-type Cached = (Arc<[String]>, std::time::Instant);
 
 const KEYS_TTL: Duration = Duration::from_secs(1);
 
@@ -89,7 +86,7 @@ impl SigningKeys {
         Self {
             store,
             sealer,
-            cache: Default::default(),
+            cache: TtlCache::new(KEYS_TTL),
         }
     }
 
@@ -100,24 +97,14 @@ impl SigningKeys {
 
     /// Drops a tenant's cached secrets (after the secrets API changed them).
     pub fn forget(&self, tenant: TenantId) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&tenant);
+        self.cache.remove(&tenant);
     }
 
     /// The tenant's secrets in clear, primary first; none when the tenant has not set any
     /// (webhooks then go unsigned) or they cannot be opened (logged, never the secret itself).
     pub async fn get(&self, tenant: TenantId) -> Result<Arc<[String]>, ezt_store::Error> {
-        if let Some((keys, at)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&tenant)
-        {
-            if at.elapsed() < KEYS_TTL {
-                return Ok(keys.clone());
-            }
+        if let Some(keys) = self.cache.get(&tenant) {
+            return Ok(keys);
         }
         let mut out = Vec::with_capacity(2);
         if let Some(s) = self.store.webhook_secrets(tenant).await? {
@@ -131,10 +118,7 @@ impl SigningKeys {
             }
         }
         let keys: Arc<[String]> = out.into();
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tenant, (keys.clone(), std::time::Instant::now()));
+        self.cache.insert(tenant, keys.clone());
         Ok(keys)
     }
 }

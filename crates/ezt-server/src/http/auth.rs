@@ -4,24 +4,21 @@
 //! would put a read on the hot path. Digests are cached for `TTL`, so a revocation (which may come
 //! from the CLI in another process) takes effect within that bound.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use ezt_store::Tenant;
 
 use crate::http::error::ApiError;
+use crate::ttl_cache::TtlCache;
 use crate::AppState;
 
-const TTL: Duration = Duration::from_secs(1);
+/// How long a verified key is trusted without asking the store again.
+pub const TTL: Duration = Duration::from_secs(1);
 
-/// Recently verified keys.
-#[derive(Debug, Default)]
-pub struct AuthCache {
-    entries: Mutex<HashMap<[u8; 32], (Tenant, Instant)>>,
-}
+/// Recently verified keys: key digest → tenant, fresh for `TTL`.
+pub type AuthCache = TtlCache<[u8; 32], Tenant>;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -51,27 +48,15 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::unauthorized());
         }
         let digest = ezt_core::api_key::digest(key);
-        if let Some((t, at)) = state
-            .auth
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-        {
-            if at.elapsed() < TTL {
-                return Ok(Caller { tenant: t.clone() });
-            }
+        if let Some(tenant) = state.auth.get(&digest) {
+            return Ok(Caller { tenant });
         }
         let (tenant, _key_id) = state
             .store
             .authenticate(digest)
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        let mut g = state.auth.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if g.len() > 100_000 {
-            g.clear();
-        }
-        g.insert(digest, (tenant.clone(), Instant::now()));
+        state.auth.insert(digest, tenant.clone());
         Ok(Caller { tenant })
     }
 }

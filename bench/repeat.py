@@ -4,19 +4,10 @@
 Each cell lists the runs' values in the order given, separated by " / "."""
 import json, sys
 
+from results_json import g
+
 runs = [json.load(open(f)) for f in sys.argv[1:]]
 SYS = [("ezt", "EZThrottle"), ("bullmq", "BullMQ"), ("pgboss", "pg-boss"), ("river", "River")]
-
-
-def g(o, *p):
-    for k in p:
-        if o is None:
-            return None
-        try:
-            o = o[k]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return o
 
 
 def b3(r, s, rate, k):

@@ -9,6 +9,8 @@ bench venv), prints the Markdown table, and with --readme replaces the text betw
 import json, sys
 from pathlib import Path
 
+from results_json import g
+
 res_path = Path(sys.argv[1])
 readme = Path(sys.argv[sys.argv.index("--readme") + 1]) if "--readme" in sys.argv else None
 R = json.loads(res_path.read_text())
@@ -17,15 +19,6 @@ PEERS = [("bullmq", "BullMQ + Redis"), ("pgboss", "pg-boss + PG"), ("river", "Ri
 NAMES = {"ezt": "EZThrottle", **dict(PEERS)}
 
 
-def g(obj, *path):
-    for p in path:
-        if obj is None:
-            return None
-        try:
-            obj = obj[p]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return obj
 
 
 def P(system, scen, *path):

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -90,6 +91,15 @@ def transport_error(call: Call, exc: httpx.TransportError) -> BaseException:
 
 
 USER_AGENT = "ezthrottle-python/2.0.0"
+
+#: What ``forward_or_fallback`` treats as "EZThrottle cannot take the call": no answer, or a 503
+#: with nothing stored. Other errors mean the server is working and propagate.
+SERVER_DOWN: tuple[type[EZThrottleError], ...] = (UnreachableError, UnavailableError)
+
+
+def direct_call(url: str, method: str, headers: dict[str, str] | None, body: str | None) -> Call:
+    """The escape hatch's call: straight to the target, never carrying the EZThrottle key."""
+    return Call(method.upper(), url, content=body, headers=headers or {}, external=True)
 
 
 def settings(api_key: str | None, base_url: str | None) -> tuple[str, str]:
@@ -352,7 +362,9 @@ def legacy_options(
     metadata: dict[str, str] | None,
     retry_at: int | None,
 ) -> JobOptions:
-    """``queue_request``'s arguments as job options (its single webhook votes)."""
+    """``queue_request``'s arguments as job options (its single webhook votes); warns, on the
+    caller's line, that ``queue_request`` is deprecated."""
+    warnings.warn("queue_request is deprecated; use submit_job", DeprecationWarning, stacklevel=3)
     opts: JobOptions = {"webhooks": [{"url": webhook_url, "has_quorum_vote": True}]}
     if headers is not None:
         opts["headers"] = headers

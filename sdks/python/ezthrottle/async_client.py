@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar, Unpack, cast
 
 import httpx
 
 from . import _transport as _t
-from .errors import UnavailableError, UnreachableError
+from .errors import UnreachableError
 from .types import (
     FINAL_STATES,
     BatchItem,
@@ -102,9 +101,6 @@ class AsyncEZThrottle:
         retry_at: int | None = None,
     ) -> SubmitResult:
         """Deprecated: use ``submit_job(url, webhooks=[{"url": ...}])``."""
-        warnings.warn(
-            "queue_request is deprecated; use submit_job", DeprecationWarning, stacklevel=2
-        )
         return await self.submit_job(
             url, method, **_t.legacy_options(webhook_url, headers, body, metadata, retry_at)
         )
@@ -187,7 +183,7 @@ class AsyncEZThrottle:
     ) -> SubmitResult | R:
         try:
             return await self.submit_job(url, method, **options)
-        except (UnreachableError, UnavailableError):
+        except _t.SERVER_DOWN:
             return await fallback()
 
     async def request(
@@ -197,8 +193,7 @@ class AsyncEZThrottle:
         headers: dict[str, str] | None = None,
         body: str | None = None,
     ) -> httpx.Response:
-        call = _t.Call(method.upper(), url, content=body, headers=headers or {}, external=True)
-        return await self._send(call)
+        return await self._send(_t.direct_call(url, method, headers, body))
 
 
 class AsyncStream:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar, Unpack, cast
 
 import httpx
 
 from . import _transport as _t
-from .errors import UnavailableError, UnreachableError
+from .errors import UnreachableError
 from .types import (
     FINAL_STATES,
     BatchItem,
@@ -109,9 +108,6 @@ class EZThrottle:
         retry_at: int | None = None,
     ) -> SubmitResult:
         """Deprecated: use ``submit_job(url, webhooks=[{"url": ...}])``."""
-        warnings.warn(
-            "queue_request is deprecated; use submit_job", DeprecationWarning, stacklevel=2
-        )
         return self.submit_job(
             url, method, **_t.legacy_options(webhook_url, headers, body, metadata, retry_at)
         )
@@ -207,7 +203,7 @@ class EZThrottle:
         failure. Other errors (bad request, 429) propagate: the server is working."""
         try:
             return self.submit_job(url, method, **options)
-        except (UnreachableError, UnavailableError):
+        except _t.SERVER_DOWN:
             return fallback()
 
     def request(
@@ -218,8 +214,7 @@ class EZThrottle:
         body: str | None = None,
     ) -> httpx.Response:
         """A direct call to the target, bypassing EZThrottle (the hosted SDK's escape hatch)."""
-        call = _t.Call(method.upper(), url, content=body, headers=headers or {}, external=True)
-        return self._send(call)
+        return self._send(_t.direct_call(url, method, headers, body))
 
 
 class Stream:

@@ -61,17 +61,22 @@ def proc_cpu(pid):
         return 0.0
 
 
-def group_pids(pgid):
+def pids_where(stat_field, value):
+    """Processes whose /proc/<pid>/stat field (after the command name: 1 = ppid, 2 = pgrp) is value."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
                 st = open(f"/proc/{d}/stat").read()
-                if int(st[st.rfind(")") + 2:].split()[2]) == pgid:
+                if int(st[st.rfind(")") + 2:].split()[stat_field]) == value:
                     out.append(int(d))
             except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
                 pass
     return out
+
+
+def group_pids(pgid):
+    return pids_where(2, pgid)
 
 
 def alive(pid):
@@ -85,16 +90,7 @@ def alive(pid):
 
 
 def children(ppid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                st = open(f"/proc/{d}/stat").read()
-                if int(st[st.rfind(")") + 2:].split()[1]) == ppid:
-                    out.append(int(d))
-            except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
-                pass
-    return out
+    return pids_where(1, ppid)
 
 
 def status_kb(pid, field):

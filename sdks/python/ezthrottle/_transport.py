@@ -81,8 +81,9 @@ Plan = Generator[Call, httpx.Response, T]
 
 
 def transport_error(call: Call, exc: httpx.TransportError) -> BaseException:
-    """The exception thrown into a plan when a call got no answer: external calls see httpx's
-    own error (FRUGAL catches it), calls to EZThrottle see ``UnreachableError``."""
+    """The exception to raise (or throw into a plan) when a call got no answer: external calls
+    see httpx's own error (FRUGAL catches it), calls to EZThrottle see ``UnreachableError``
+    chained to it, so callers raise the result as is."""
     if call.external:
         return exc
     err = UnreachableError(f"EZThrottle server unreachable: {exc!r}")

@@ -52,10 +52,7 @@ class AsyncEZThrottle:
         try:
             return await self._http.send(req, stream=stream)
         except httpx.TransportError as exc:
-            err = _t.transport_error(call, exc)
-            if err is exc:
-                raise
-            raise err from exc
+            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
 
     async def _run(self, plan: _t.Plan[T]) -> T:
         try:
@@ -143,7 +140,7 @@ class AsyncEZThrottle:
                     if ev.event in FINAL_STATES:
                         return
         except httpx.TransportError as exc:
-            raise _t.transport_error(call, exc) from exc
+            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
         finally:
             await resp.aclose()
 

@@ -57,10 +57,7 @@ class EZThrottle:
         try:
             return self._http.send(req, stream=stream)
         except httpx.TransportError as exc:
-            err = _t.transport_error(call, exc)
-            if err is exc:
-                raise
-            raise err from exc
+            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
 
     def _run(self, plan: _t.Plan[T]) -> T:
         try:
@@ -154,7 +151,7 @@ class EZThrottle:
                     if ev.event in FINAL_STATES:
                         return
         except httpx.TransportError as exc:
-            raise _t.transport_error(call, exc) from exc
+            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
         finally:
             resp.close()
 

@@ -53,6 +53,17 @@ def _age_reason(ts: int, tolerance: int, now: float | None) -> str | None:
     return None
 
 
+def _verdict(reason: str | None) -> tuple[bool, str]:
+    """A ``_check_*`` result as the public ``(ok, reason)`` pair."""
+    return (True, "valid") if reason is None else (False, reason)
+
+
+def _raise_unless_valid(reason: str | None) -> None:
+    """A ``_check_*`` result as the strict variants report it."""
+    if reason is not None:
+        raise WebhookVerificationError(f"webhook signature verification failed: {reason}", reason)
+
+
 def _parse_ezthrottle(header: str) -> tuple[str | None, list[str]]:
     ts: str | None = None
     sigs: list[str] = []
@@ -101,8 +112,7 @@ def verify_webhook_signature(
     """Checks ``X-EZThrottle-Signature`` against the raw body: ``(True, "valid")`` or
     ``(False, reason)``. Any one ``v1=`` matching is enough, so a receiver holding only the old
     secret keeps accepting deliveries during a rotation. ``now`` is for tests."""
-    reason = _check_ezthrottle(_raw(payload), signature_header, secret, tolerance, now)
-    return (True, "valid") if reason is None else (False, reason)
+    return _verdict(_check_ezthrottle(_raw(payload), signature_header, secret, tolerance, now))
 
 
 def verify_webhook_signature_strict(
@@ -114,9 +124,7 @@ def verify_webhook_signature_strict(
     now: float | None = None,
 ) -> None:
     """Like ``verify_webhook_signature``; raises ``WebhookVerificationError`` instead."""
-    ok, reason = verify_webhook_signature(payload, signature_header, secret, tolerance, now=now)
-    if not ok:
-        raise WebhookVerificationError(f"webhook signature verification failed: {reason}", reason)
+    _raise_unless_valid(_check_ezthrottle(_raw(payload), signature_header, secret, tolerance, now))
 
 
 def try_verify_with_secrets(
@@ -219,8 +227,7 @@ def verify_standard_webhook(
 ) -> tuple[bool, str]:
     """Checks the Standard Webhooks headers (names case-insensitive): ``(True, "valid")`` or
     ``(False, reason)``."""
-    reason = _check_standard(_raw(payload), headers, secret, tolerance, now)
-    return (True, "valid") if reason is None else (False, reason)
+    return _verdict(_check_standard(_raw(payload), headers, secret, tolerance, now))
 
 
 def verify_standard_webhook_strict(
@@ -231,9 +238,8 @@ def verify_standard_webhook_strict(
     *,
     now: float | None = None,
 ) -> None:
-    ok, reason = verify_standard_webhook(payload, headers, secret, tolerance, now=now)
-    if not ok:
-        raise WebhookVerificationError(f"webhook signature verification failed: {reason}", reason)
+    """Like ``verify_standard_webhook``; raises ``WebhookVerificationError`` instead."""
+    _raise_unless_valid(_check_standard(_raw(payload), headers, secret, tolerance, now))
 
 
 def sign_standard_webhook(

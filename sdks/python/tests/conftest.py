@@ -185,6 +185,20 @@ class Target:
             return list(self.seen[path])
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """What the local servers share: keep-alive, no console noise, the request read once."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def read_request(self) -> tuple[dict[str, str], bytes]:
+        """Lower-cased headers and the body."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        return {k.lower(): v for k, v in self.headers.items()}, body
+
+
 def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
@@ -196,17 +210,11 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, 
 def target() -> Iterator[Target]:
     state: dict[str, Target] = {}
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(_Handler):
         def handle_any(self) -> None:
-            n = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(n) if n else b""
+            headers_in, body = self.read_request()
             t = state["t"]
-            seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            seen = Seen(self.command, self.path, headers_in, body)
             with t.cond:
                 t.seen[self.path].append(seen)
                 count = len(t.seen[self.path])
@@ -230,7 +238,7 @@ def target() -> Iterator[Target]:
                     "method": self.command,
                     "path": self.path,
                     "body": body.decode(),
-                    "x_test": self.headers.get("X-Test"),
+                    "x_test": headers_in.get("x-test"),
                 }).encode()  # fmt: skip
             self.send_response(status)
             for k, v in headers.items():
@@ -284,21 +292,16 @@ def receiver() -> Iterator[Callable[[list[tuple[str, str | None]]], Receiver]]:
     def start(secrets: list[tuple[str, str | None]]) -> Receiver:
         box: dict[str, Receiver] = {}
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(_Handler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers, body = self.read_request()
                 r = box["r"]
-                sig = self.headers.get("X-EZThrottle-Signature", "")
+                sig = headers.get("x-ezthrottle-signature", "")
                 verdicts = [try_verify_with_secrets(body, sig, p, s) for p, s in r.secrets]
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                r.deliveries.put(Delivery({k.lower(): v for k, v in self.headers.items()}, body, verdicts))
+                r.deliveries.put(Delivery(headers, body, verdicts))
 
         httpd, url = _serve(Handler)
         servers.append(httpd)

@@ -4,6 +4,9 @@ an empty job list, not a guess."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 from conftest import FAR_FUTURE_MS, Target
 
 from ezthrottle import EZThrottle, Step, StepType
@@ -76,19 +79,21 @@ def test_forwards_on_connection_refused(
     tenant_client.cancel(out["job_id"])
 
 
-def test_forwards_on_local_timeout(tenant_client: EZThrottle, closed_port: int) -> None:
+def test_forwards_on_local_timeout(tenant_client: EZThrottle) -> None:
     # A listener that accepts but never answers: the local try times out.
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         url = f"http://127.0.0.1:{s.getsockname()[1]}/silent"
+        t0 = time.monotonic()
         out = (
             Step(tenant_client).url(url).local_timeout(0.3).retry_at(FAR_FUTURE_MS)
             .type(StepType.FRUGAL).execute()
         )  # fmt: skip
+        elapsed = time.monotonic() - t0
     assert out["status"] == "queued"
+    # local_timeout, not the 30 s default, ended the local try.
+    assert elapsed < 10, elapsed
     tenant_client.cancel(out["job_id"])
 
 

@@ -53,25 +53,14 @@ class Step:
         self._type = StepType.PERFORMANCE
         self._url: str | None = None
         self._method = "GET"
-        self._headers: dict[str, str] = {}
-        self._body: str | None = None
-        self._metadata: dict[str, str] = {}
-        self._webhooks: list[Webhook] = []
-        self._webhook_quorum: int | None = None
-        self._regions: list[str] | None = None
-        self._region_policy: Literal["fallback", "strict"] | None = None
-        self._execution_mode: Literal["race", "fanout"] | None = None
-        self._retry_policy: RetryPolicy | None = None
-        self._retry_at: int | None = None
-        self._timeout: Duration | None = None
-        self._idempotent_key: str | None = None
+        #: The job options set so far, as ``submit_job`` takes them; unset ones stay absent.
+        self._options: JobOptions = {}
         self._idempotent_strategy = IdempotentStrategy.HASH
         self._fallback_on_error: list[int] = [429, 500, 502, 503, 504]
         self._local_timeout: float = 30.0
         self._fallbacks: list[tuple[Step, Trigger]] = []
         self._on_success: Step | None = None
         self._on_failure: Step | None = None
-        self._on_failure_timeout_ms: int | None = None
 
     # -- the call
 
@@ -84,55 +73,55 @@ class Step:
         return self
 
     def headers(self, headers: dict[str, str]) -> Step:
-        self._headers = dict(headers)
+        self._options["headers"] = dict(headers)
         return self
 
     def body(self, body: str) -> Step:
-        self._body = body
+        self._options["body"] = body
         return self
 
     def metadata(self, metadata: dict[str, str]) -> Step:
-        self._metadata = dict(metadata)
+        self._options["metadata"] = dict(metadata)
         return self
 
     # -- delivery and execution options
 
     def webhooks(self, webhooks: list[Webhook]) -> Step:
-        self._webhooks = list(webhooks)
+        self._options["webhooks"] = list(webhooks)
         return self
 
     def webhook_quorum(self, quorum: int) -> Step:
-        self._webhook_quorum = quorum
+        self._options["webhook_quorum"] = quorum
         return self
 
     def regions(self, regions: list[str]) -> Step:
-        self._regions = list(regions)
+        self._options["regions"] = list(regions)
         return self
 
     def region_policy(self, policy: Literal["fallback", "strict"]) -> Step:
-        self._region_policy = policy
+        self._options["region_policy"] = policy
         return self
 
     def execution_mode(self, mode: Literal["race", "fanout"]) -> Step:
-        self._execution_mode = mode
+        self._options["execution_mode"] = mode
         return self
 
     def retry_policy(self, policy: RetryPolicy) -> Step:
-        self._retry_policy = policy
+        self._options["retry_policy"] = policy
         return self
 
     def retry_at(self, timestamp_ms: int) -> Step:
         """Earliest first attempt, ms since the epoch (a delayed job)."""
-        self._retry_at = timestamp_ms
+        self._options["retry_at"] = timestamp_ms
         return self
 
     def timeout(self, timeout: Duration) -> Step:
         """How long the server keeps trying before the job ends ``expired`` (default 24h)."""
-        self._timeout = timeout
+        self._options["timeout"] = timeout
         return self
 
     def idempotent_key(self, key: str) -> Step:
-        self._idempotent_key = key
+        self._options["idempotent_key"] = key
         return self
 
     def idempotent_strategy(self, strategy: IdempotentStrategy) -> Step:
@@ -183,7 +172,10 @@ class Step:
         """Run ``step`` when this job and its fallbacks fail (or, with ``timeout_ms``, when there
         is no success by then)."""
         self._on_failure = step
-        self._on_failure_timeout_ms = timeout_ms
+        if timeout_ms is None:
+            self._options.pop("on_failure_timeout_ms", None)
+        else:
+            self._options["on_failure_timeout_ms"] = timeout_ms
         return self
 
     # -- compile
@@ -193,34 +185,9 @@ class Step:
         ones take the server's defaults."""
         if not self._url:
             raise ValueError("Step needs .url(...)")
-        key = self._idempotent_key
-        if key is None and self._idempotent_strategy is IdempotentStrategy.UNIQUE:
-            key = str(uuid.uuid4())
-        opts: JobOptions = {}
-        if self._headers:
-            opts["headers"] = self._headers
-        if self._body is not None:
-            opts["body"] = self._body
-        if self._metadata:
-            opts["metadata"] = self._metadata
-        if self._webhooks:
-            opts["webhooks"] = self._webhooks
-        if self._webhook_quorum is not None:
-            opts["webhook_quorum"] = self._webhook_quorum
-        if self._regions is not None:
-            opts["regions"] = self._regions
-        if self._region_policy is not None:
-            opts["region_policy"] = self._region_policy
-        if self._execution_mode is not None:
-            opts["execution_mode"] = self._execution_mode
-        if self._retry_policy is not None:
-            opts["retry_policy"] = self._retry_policy
-        if self._retry_at is not None:
-            opts["retry_at"] = self._retry_at
-        if self._timeout is not None:
-            opts["timeout"] = self._timeout
-        if key is not None:
-            opts["idempotent_key"] = key
+        opts = self._options.copy()
+        if "idempotent_key" not in opts and self._idempotent_strategy is IdempotentStrategy.UNIQUE:
+            opts["idempotent_key"] = str(uuid.uuid4())
         chain = self._fallback_chain()
         if chain is not None:
             opts["fallback_job"] = chain
@@ -228,8 +195,6 @@ class Step:
             opts["on_success"] = self._on_success.to_payload()
         if self._on_failure is not None:
             opts["on_failure"] = self._on_failure.to_payload()
-        if self._on_failure_timeout_ms is not None:
-            opts["on_failure_timeout_ms"] = self._on_failure_timeout_ms
         return _t.job_payload(self._url, self._method, **opts)
 
     def _fallback_chain(self) -> JobPayload | None:
@@ -278,8 +243,8 @@ class Step:
         local = _t.Call(
             self._method,
             self._url,
-            content=self._body,
-            headers=self._headers,
+            content=self._options.get("body"),
+            headers=self._options.get("headers", {}),
             timeout=self._local_timeout,
             external=True,
         )

@@ -1,6 +1,7 @@
 """EZThrottle: hand HTTP calls to your own EZThrottle server as durable, rate-limited, retried
 jobs, with outcomes delivered to signed webhooks."""
 
+from . import _transport
 from .async_client import AsyncEZThrottle, AsyncStream
 from .client import EZThrottle, Stream
 from .errors import (
@@ -46,7 +47,7 @@ from .webhooks import (
     verify_webhook_signature_strict,
 )
 
-__version__ = "2.0.0"
+__version__ = _transport.VERSION
 
 __all__ = [
     "AsyncEZThrottle",

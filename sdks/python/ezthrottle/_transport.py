@@ -91,7 +91,9 @@ def transport_error(call: Call, exc: httpx.TransportError) -> BaseException:
     return err
 
 
-USER_AGENT = "ezthrottle-python/2.0.0"
+#: The package version (also ``ezthrottle.__version__`` and pyproject's, which read it here).
+VERSION = "2.0.0"
+USER_AGENT = f"ezthrottle-python/{VERSION}"
 
 #: What ``forward_or_fallback`` treats as "EZThrottle cannot take the call": no answer, or a 503
 #: with nothing stored. Other errors mean the server is working and propagate.

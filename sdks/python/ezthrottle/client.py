@@ -84,7 +84,9 @@ class EZThrottle:
 
     # -- jobs
 
-    def submit_job(self, url: str, method: str = "GET", **options: Unpack[JobOptions]) -> SubmitResult:
+    def submit_job(
+        self, url: str, method: str = "GET", **options: Unpack[JobOptions]
+    ) -> SubmitResult:
         """Stores the call durably and queues it: ``{"job_id", "status": "queued"|"duplicate",
         "idempotent_key"}``. Options are API.md's job fields."""
         return self._run(_t.submit(_t.job_payload(url, method, **options)))

@@ -1,4 +1,5 @@
-"""The hosted SDK's module path (``from ezthrottle.webhook_utils import ...``) kept for migration."""
+"""The hosted SDK's module path (``from ezthrottle.webhook_utils import ...``), kept for
+migration."""
 
 from .webhooks import (
     WebhookVerificationError,

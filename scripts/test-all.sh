@@ -14,3 +14,5 @@ export EZTHROTTLE_BIN="$PWD/target/debug/ezthrottle"
 if [ -f sdks/python/run-tests.sh ]; then
   bash sdks/python/run-tests.sh
 fi
+# The README's tour, pasted as a newcomer would (ports 8080, 9000, 9001).
+bash scripts/test-readme-tour.sh

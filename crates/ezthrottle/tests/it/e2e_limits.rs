@@ -12,36 +12,45 @@ use crate::support::{cli, Reply, Target, TestServer};
 /// gaps far below the interval (a burst) and in the 30 s window count, which stays exact.
 const JITTER: Duration = Duration::from_millis(40);
 
+/// What the lane promises (issue 11: the old per-gap assertion was stricter than that and failed
+/// under load): never more than rate + burst calls in any 1 s window, and no faster than the rate
+/// on average. Lateness is allowed for (a loaded machine delays calls, which is not a breach).
 #[tokio::test]
 async fn default_lane_makes_two_calls_per_second() {
+    const N: usize = 21;
     let target = Target::start().await;
     let server = TestServer::start();
-    let jobs: Vec<_> = (0..80)
+    let jobs: Vec<_> = (0..N)
         .map(|i| json!({"url": target.url("rate"), "body": i.to_string()}))
         .collect();
     let (s, _) = server
         .post("/api/v1/jobs/batch", json!({ "jobs": jobs }))
         .await;
     assert_eq!(s, 202);
-    let first = target.wait_for("rate", 1, Duration::from_secs(10)).await[0].at;
-    // The 62nd call (due 30.5 s after the first) closes the 30 s window; 80 jobs are queued.
-    target.wait_for("rate", 62, Duration::from_secs(45)).await;
-    let seen = target.arrivals("rate");
-    let in_window = seen
-        .iter()
-        .filter(|a| a.at.duration_since(first) < Duration::from_secs(30))
-        .count();
-    assert!(
-        (58..=62).contains(&in_window),
-        "2 req/s over 30 s should be 60±2 calls, saw {in_window}"
-    );
-    for w in seen.windows(2) {
-        let gap = w[1].at.duration_since(w[0].at);
+    let seen = target.wait_for("rate", N, Duration::from_secs(60)).await;
+    // Rate 2/s, burst 1: at most 3 calls in any 1 s window. A stamp taken late can squeeze two
+    // calls by up to JITTER, hence the window shortened by it; a limiter fault is a burst of many.
+    let window = Duration::from_secs(1) - JITTER;
+    for (i, a) in seen.iter().enumerate() {
+        let in_window = seen[i..]
+            .iter()
+            .take_while(|b| b.at.duration_since(a.at) <= window)
+            .count();
         assert!(
-            gap + JITTER >= Duration::from_millis(500),
-            "calls {gap:?} apart; GCRA at 2/s burst 1 allows 500ms"
+            in_window <= 3,
+            "{in_window} calls within {window:?} from call {i}; 2/s + burst 1 allows 3"
         );
     }
+    // 20 intervals of 500 ms: the whole run can be late, never early.
+    let span = seen[N - 1].at.duration_since(seen[0].at);
+    assert!(
+        span + JITTER >= Duration::from_millis(500) * (N as u32 - 1),
+        "{N} calls in {span:?}: faster than 2/s on average"
+    );
+    assert!(
+        span < Duration::from_secs(40),
+        "{N} calls took {span:?}: the lane stalled (due 10 s at 2/s)"
+    );
 }
 
 #[tokio::test]

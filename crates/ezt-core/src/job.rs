@@ -253,12 +253,12 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 /// Parses a job from JSON bytes, naming the path of any bad field. The body must be one JSON
 /// object with nothing after it.
 pub fn parse(bytes: &[u8]) -> Result<JobSpecIn, FieldError> {
-    parse_object(bytes, "a job")
+    parse_object(bytes, "one job as a JSON object")
 }
 
 /// Parses a request body that must be exactly one JSON object of type `T` (nothing before or
 /// after it but whitespace), naming the path of any bad field. `what` names the object in the
-/// error for a body of another type ("a job", "the batch").
+/// error for a body of another type ("one job as a JSON object").
 pub fn parse_object<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, FieldError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value: Obj<T> = serde_path_to_error::deserialize(&mut *de)
@@ -281,7 +281,7 @@ pub fn from_value(value: serde_json::Value) -> Result<JobSpecIn, FieldError> {
         .map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            top_level(map_serde_error(path, &inner), "a job")
+            top_level(map_serde_error(path, &inner), "one job as a JSON object")
         })
 }
 
@@ -292,7 +292,7 @@ fn top_level(e: FieldError, what: &str) -> FieldError {
         return FieldError {
             code: "invalid_json",
             field: String::new(),
-            message: format!("the body must be {what} as a JSON object; {}", e.message),
+            message: format!("the body must be {what}; {}", e.message),
         };
     }
     e

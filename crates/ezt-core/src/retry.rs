@@ -54,6 +54,9 @@ pub enum Verdict {
     Reroute,
     /// Not retryable: the job fails.
     Fail,
+    /// The server stopped (crash, kill -9) while the call was in flight; the outcome is unknown
+    /// and the job ran again. Recorded at recovery, never judged from a response.
+    Interrupted,
 }
 
 impl RetryPolicy {
@@ -131,6 +134,8 @@ pub fn plan_next<R: Rng + ?Sized>(
         Verdict::Retry if counters.retries < policy.max_retries => next.retries += 1,
         Verdict::Reroute if counters.reroutes < policy.max_reroutes => next.reroutes += 1,
         Verdict::Retry | Verdict::Reroute => return Plan::Fail,
+        // Our failure, not the target's: it costs the job no retry.
+        Verdict::Interrupted => {}
     }
     let made = counters.retries + counters.reroutes;
     let wait = backoff_ms(made, rng).max(retry_after_ms.unwrap_or(0).min(RETRY_AFTER_CAP_MS));

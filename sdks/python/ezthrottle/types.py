@@ -222,7 +222,7 @@ class JobPage(TypedDict):
 
 
 class WebhookSecrets(TypedDict):
-    """Masked secrets (``"abcd****wxyz"``): the server never shows them again in full."""
+    """Masked secrets (``"****wxyz"``, at most 4 characters): never shown again in full."""
 
     primary_secret: str
     secondary_secret: str | None

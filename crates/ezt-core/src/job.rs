@@ -191,7 +191,7 @@ pub struct JobSpec {
     pub url: String,
     /// Upper-case HTTP method.
     pub method: String,
-    /// Headers sent to the target, in the order given (names as given).
+    /// Headers sent to the target, sorted by name (names as given).
     pub headers: Vec<(String, String)>,
     /// Request body, sent as is.
     pub body: Option<String>,
@@ -572,6 +572,8 @@ impl JobSpecIn {
             }
             headers.push((name, value));
         }
+        // Stored (and shown) sorted by name, as they always were when a map held them.
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
 
         if let Some(b) = &self.body {
             if b.len() > l.max_body_bytes {
@@ -1125,8 +1127,8 @@ mod tests {
             cx_validate(r#"{"url":"http://127.0.0.1/","headers":{"X-B":"1","X-A":"2"}}"#).unwrap();
         assert_eq!(
             v.spec.headers,
-            vec![("X-B".into(), "1".into()), ("X-A".into(), "2".into())],
-            "kept in the order sent"
+            vec![("X-A".into(), "2".into()), ("X-B".into(), "1".into())],
+            "sorted by name, as before"
         );
     }
 

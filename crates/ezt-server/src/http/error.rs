@@ -155,6 +155,28 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Api
     })
 }
 
+/// A path-parameter extractor answering in the API's error shape (axum's `Path` rejects an
+/// undecodable segment such as `%FF` with `text/plain`).
+#[derive(Debug, Clone)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => {
+                Err(ApiError::new(e.status(), "invalid_field", e.body_text()).with_field("path"))
+            }
+        }
+    }
+}
+
 /// Answer for a route that exists but not with this method (the router adds `Allow`).
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(

@@ -305,6 +305,12 @@ async fn query_route_and_method_errors_are_json() {
     }
     let (st, b, _) = raw(&s, reqwest::Method::GET, "/api/v1/nope", "", &[]).await;
     assert_eq!((st, code_field(&b).0), (404, Some("not_found")), "{b}");
+    let (st, b, _) = raw(&s, reqwest::Method::GET, "/api/v1/jobs/%FF%FE", "", &[]).await;
+    assert_eq!(
+        (st, code_field(&b)),
+        (400, (Some("invalid_field"), Some("path"))),
+        "{b}"
+    );
     let (st, b, _) = raw(&s, reqwest::Method::GET, "/nope/at/all", "", &[]).await;
     assert_eq!((st, code_field(&b).0), (404, Some("not_found")), "{b}");
     for (method, path) in [

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::events::JobEvent;
 use crate::http::auth::Caller;
 use crate::http::body::read_limited;
-use crate::http::error::{ApiError, Query};
+use crate::http::error::{ApiError, Path, Query};
 use crate::scheduler::{now_ms, Enqueue};
 use crate::AppState;
 

@@ -197,6 +197,32 @@ mod tests {
     }
 
     #[test]
+    fn an_interruption_costs_no_retry() {
+        let p = RetryPolicy {
+            max_retries: 0,
+            ..Default::default()
+        };
+        let spent = Counters::default();
+        let plan = plan_next(
+            &p,
+            Verdict::Interrupted,
+            spent,
+            None,
+            0,
+            u64::MAX,
+            &mut StepRng::new(0, 0),
+        );
+        assert!(
+            matches!(plan, Plan::RetryAt { counters, .. } if counters == spent),
+            "{plan:?}"
+        );
+        assert_eq!(
+            serde_json::to_value(Verdict::Interrupted).unwrap(),
+            "interrupted"
+        );
+    }
+
+    #[test]
     fn retry_after_is_honoured_and_capped() {
         let p = RetryPolicy::default();
         let mut rng = StepRng::new(0, 0);

@@ -127,7 +127,8 @@ class Attempt(TypedDict):
     status_code: int | None
     error: str | None
     latency_ms: int
-    decision: Literal["success", "retry", "reroute", "fail"]
+    #: ``interrupted``: the server stopped during the call (crash); the job ran again.
+    decision: Literal["success", "retry", "reroute", "fail", "interrupted"]
     wait_ms: int | None
 
 

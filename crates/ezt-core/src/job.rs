@@ -4,10 +4,18 @@
 //! with its full path (`retry_policy.retry_codes[2]`). Unknown fields are refused (they are
 //! usually typos such as `webhook_url`), and every field also accepts its camelCase spelling,
 //! because the hosted Node and Go SDKs send that.
+//!
+//! Input is strict: the body is exactly one JSON object (no trailing data), every nested object
+//! is an object (serde would otherwise accept `[…]` as a positional struct, so a JSON array was
+//! once run as a job), and `headers` keeps every entry as sent so that a name given twice (`X-A`
+//! and `x-a`, or the same key twice) is refused instead of silently keeping the last.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::duration::DurationIn;
 use crate::error::FieldError;
@@ -70,6 +78,54 @@ impl Default for Limits {
     }
 }
 
+/// A JSON object and nothing else: derived structs also accept a JSON array as a positional
+/// struct, which for an API is a typo waiting to run. Deserializing through `Obj` asks for a map
+/// and hands it to `T`'s own visitor, so field names, aliases, unknown-field checks and error
+/// paths all stay `T`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Obj<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// The `headers` object exactly as sent: every entry in order, repeats included, so that
+/// validation can refuse a name given twice (a map would keep only the last one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadersIn(pub Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for HeadersIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = HeadersIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of header names to string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    out.push((k, v));
+                }
+                Ok(HeadersIn(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Retry policy as a client sends it; absent fields take the defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,10 +156,10 @@ pub struct WebhookIn {
 pub struct JobSpecIn {
     url: Option<String>,
     method: Option<String>,
-    headers: Option<BTreeMap<String, String>>,
+    headers: Option<HeadersIn>,
     body: Option<String>,
     metadata: Option<BTreeMap<String, String>>,
-    webhooks: Option<Vec<WebhookIn>>,
+    webhooks: Option<Vec<Obj<WebhookIn>>>,
     #[serde(alias = "webhookQuorum")]
     webhook_quorum: Option<u32>,
     regions: Option<Vec<String>>,
@@ -112,7 +168,7 @@ pub struct JobSpecIn {
     #[serde(alias = "executionMode")]
     execution_mode: Option<String>,
     #[serde(alias = "retryPolicy")]
-    retry_policy: Option<RetryPolicyIn>,
+    retry_policy: Option<Obj<RetryPolicyIn>>,
     timeout: Option<DurationIn>,
     #[serde(alias = "retryAt")]
     retry_at: Option<u64>,
@@ -135,7 +191,7 @@ pub struct JobSpec {
     pub url: String,
     /// Upper-case HTTP method.
     pub method: String,
-    /// Headers sent to the target, in the order given (names as given).
+    /// Headers sent to the target, sorted by name (names as given).
     pub headers: Vec<(String, String)>,
     /// Request body, sent as is.
     pub body: Option<String>,
@@ -194,20 +250,52 @@ fn default_quorum() -> u32 {
 /// Default `timeout`: 24 h.
 pub const DEFAULT_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
-/// Parses a job from JSON bytes, naming the path of any bad field.
+/// Parses a job from JSON bytes, naming the path of any bad field. The body must be one JSON
+/// object with nothing after it.
 pub fn parse(bytes: &[u8]) -> Result<JobSpecIn, FieldError> {
+    parse_object(bytes, "one job as a JSON object")
+}
+
+/// Parses a request body that must be exactly one JSON object of type `T` (nothing before or
+/// after it but whitespace), naming the path of any bad field. `what` names the object in the
+/// error for a body of another type ("one job as a JSON object").
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, FieldError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let res = serde_path_to_error::deserialize(de);
-    res.map_err(|e| map_serde_error(e.path().to_string(), e.inner()))
+    let value: Obj<T> = serde_path_to_error::deserialize(&mut *de)
+        .map_err(|e| top_level(map_serde_error(e.path().to_string(), e.inner()), what))?;
+    de.end().map_err(|e| FieldError {
+        code: "invalid_json",
+        field: String::new(),
+        message: format!(
+            "trailing data after the JSON object ({})",
+            e.to_string().split(" at line ").next().unwrap_or("")
+        ),
+    })?;
+    Ok(value.0)
 }
 
 /// Parses a job from an already-parsed JSON value (batch elements).
 pub fn from_value(value: serde_json::Value) -> Result<JobSpecIn, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        map_serde_error(path, &inner)
-    })
+    serde_path_to_error::deserialize::<_, Obj<JobSpecIn>>(value)
+        .map(|o| o.0)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            top_level(map_serde_error(path, &inner), "one job as a JSON object")
+        })
+}
+
+/// A type error at the root (an array, a string, a number where the object belongs) is a body
+/// that is not the JSON the endpoint takes: `invalid_json`, like a syntax error.
+fn top_level(e: FieldError, what: &str) -> FieldError {
+    if e.field.is_empty() && e.code == "invalid_field" && e.message.starts_with("invalid type") {
+        return FieldError {
+            code: "invalid_json",
+            field: String::new(),
+            message: format!("the body must be {what}; {}", e.message),
+        };
+    }
+    e
 }
 
 /// Turns a serde error into the API's field error.
@@ -243,6 +331,21 @@ pub fn map_serde_error(path: String, e: &serde_json::Error) -> FieldError {
             field,
             message: format!("unknown field; {msg}"),
         };
+    }
+    if let Some(rest) = msg.strip_prefix("duplicate field `") {
+        // A field given twice (maybe once under its camelCase alias): serde names it, the
+        // path is the object around it.
+        let name = rest.split('`').next().unwrap_or("");
+        let field = if path.is_empty() || path.ends_with(name) {
+            if path.is_empty() {
+                name.to_string()
+            } else {
+                path
+            }
+        } else {
+            format!("{path}.{name}")
+        };
+        return FieldError::invalid(field, "given more than once");
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or("");
@@ -282,6 +385,15 @@ pub struct Validated {
     pub webhook_targets: Vec<TargetUrl>,
 }
 
+/// A header field value under RFC 9110 §5.5: visible characters, space, tab and obs-text; no
+/// other control character (CR, LF, NUL, DEL, \u{1}…), which the HTTP client would refuse at
+/// call time, failing every attempt of an already-accepted job.
+fn header_value_ok(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
 fn check_token(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -290,22 +402,49 @@ fn check_token(name: &str) -> bool {
 }
 
 impl JobSpecIn {
+    /// Takes the `Idempotency-Key` request header as `idempotent_key`. The same key in both
+    /// places is fine; two different keys are refused, because either choice would surprise
+    /// whoever set the other one.
+    pub fn take_header_key(&mut self, header: &str) -> Result<(), FieldError> {
+        match &self.idempotent_key {
+            Some(body) if body != header => Err(FieldError::invalid(
+                "idempotent_key",
+                "differs from the Idempotency-Key header; send one of them, or the same key in both",
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.idempotent_key = Some(header.to_string());
+                Ok(())
+            }
+        }
+    }
+
     /// Checks every field and normalises the job. Fields whose feature has not landed yet are
     /// answered `not_supported` rather than silently ignored.
     pub fn validate(self, cx: &Context<'_>) -> Result<Validated, FieldError> {
         let l = cx.limits;
         let (webhooks, webhook_targets) = validate_webhooks(self.webhooks, cx)?;
         let voters = webhooks.iter().filter(|w| w.has_quorum_vote).count() as u32;
+        // 0 means "no vote to wait for", which is what a view shows when no webhook votes, so a
+        // spec read back from a view can be submitted again. With voting webhooks, 0 would make
+        // their votes meaningless: `has_quorum_vote: false` is the way to say that.
         let webhook_quorum = match self.webhook_quorum {
             None => voters.min(1),
-            Some(q) if !(1..=l.max_webhooks as u32).contains(&q) => {
+            Some(q) if q > l.max_webhooks as u32 => {
                 return Err(FieldError::invalid(
                     "webhook_quorum",
-                    format!("must be between 1 and {}", l.max_webhooks),
+                    format!("must be between 0 and {}", l.max_webhooks),
                 ))
             }
             // A quorum with no webhooks at all is ignored (SDKs send the default).
             Some(_) if webhooks.is_empty() => 0,
+            Some(0) if voters == 0 => 0,
+            Some(0) => {
+                return Err(FieldError::invalid(
+                    "webhook_quorum",
+                    format!("is 0 but {voters} webhooks have has_quorum_vote; it must be 1 to {voters} (set has_quorum_vote false on webhooks that should not count)"),
+                ))
+            }
             Some(q) if q > voters => {
                 return Err(FieldError::invalid(
                     "webhook_quorum",
@@ -388,18 +527,27 @@ impl JobSpecIn {
             ));
         }
 
-        let headers_in = self.headers.unwrap_or_default();
+        let headers_in = self.headers.unwrap_or_default().0;
         if headers_in.len() > l.max_headers {
             return Err(FieldError::invalid(
                 "headers",
                 format!("at most {} headers", l.max_headers),
             ));
         }
-        let mut headers = Vec::with_capacity(headers_in.len());
+        let mut headers: Vec<(String, String)> = Vec::with_capacity(headers_in.len());
         for (name, value) in headers_in {
             let field = format!("headers.{name}");
             if !check_token(&name) {
-                return Err(FieldError::invalid(field, "not a valid header name"));
+                return Err(FieldError::invalid(
+                    field,
+                    "not a valid header name (RFC 9110 token: letters, digits and !#$%&'*+-.^_`|~)",
+                ));
+            }
+            if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                return Err(FieldError::invalid(
+                    field,
+                    "header given more than once (names are case-insensitive); join repeated values with \", \"",
+                ));
             }
             if RESERVED_HEADERS
                 .iter()
@@ -416,14 +564,16 @@ impl JobSpecIn {
                     format!("header larger than {} bytes", l.max_header_bytes),
                 ));
             }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            if !header_value_ok(&value) {
                 return Err(FieldError::invalid(
                     field,
-                    "value may not contain CR, LF or NUL",
+                    "value may not contain control characters other than tab (RFC 9110)",
                 ));
             }
             headers.push((name, value));
         }
+        // Stored (and shown) sorted by name, as they always were when a map held them.
+        headers.sort_by(|a, b| a.0.cmp(&b.0));
 
         if let Some(b) = &self.body {
             if b.len() > l.max_body_bytes {
@@ -454,7 +604,7 @@ impl JobSpecIn {
             }
         }
 
-        let rp = self.retry_policy.unwrap_or_default();
+        let rp = self.retry_policy.unwrap_or_default().0;
         let d = RetryPolicy::default();
         let retry_policy = RetryPolicy {
             max_retries: rp.max_retries.unwrap_or(d.max_retries),
@@ -590,7 +740,7 @@ fn check_outbound_url(url: &str, field: &str, cx: &Context<'_>) -> Result<Target
 }
 
 fn validate_webhooks(
-    input: Option<Vec<WebhookIn>>,
+    input: Option<Vec<Obj<WebhookIn>>>,
     cx: &Context<'_>,
 ) -> Result<(Vec<Webhook>, Vec<TargetUrl>), FieldError> {
     let input = input.unwrap_or_default();
@@ -602,7 +752,7 @@ fn validate_webhooks(
     }
     let mut hooks: Vec<Webhook> = Vec::with_capacity(input.len());
     let mut targets = Vec::with_capacity(input.len());
-    for (i, h) in input.into_iter().enumerate() {
+    for (i, Obj(h)) in input.into_iter().enumerate() {
         let target = check_outbound_url(&h.url, &format!("webhooks[{i}].url"), cx)?;
         let url = target.url.to_string();
         if let Some(j) = hooks.iter().position(|o| o.url == url) {
@@ -628,14 +778,28 @@ impl JobSpec {
     pub fn redacted(&self, extra_credential_headers: &[String]) -> JobSpec {
         let mut out = self.clone();
         for (n, v) in out.headers.iter_mut() {
-            if crate::lane::is_credential_header(n, extra_credential_headers)
-                || n.eq_ignore_ascii_case("cookie")
-            {
+            if is_sensitive_header(n, extra_credential_headers) {
                 *v = "[redacted]".into();
             }
         }
         out
     }
+}
+
+/// Parts of a header name that mark it as carrying a secret (`X-Auth-Token`, `Proxy-Authorization`,
+/// `X-Session-Id`, `Set-Cookie`, `X-Api-Key`, …). Views err on the side of hiding: a header shown
+/// as `[redacted]` costs nothing, a leaked token costs a rotation.
+pub const SENSITIVE_HEADER_PARTS: [&str; 6] =
+    ["token", "secret", "key", "auth", "session", "cookie"];
+
+/// Whether a job header's value is hidden in views: the lane's credential headers (default and
+/// configured) and any name containing one of `SENSITIVE_HEADER_PARTS`, case-insensitively.
+pub fn is_sensitive_header(name: &str, extra_credential_headers: &[String]) -> bool {
+    if crate::lane::is_credential_header(name, extra_credential_headers) {
+        return true;
+    }
+    let lower = name.to_ascii_lowercase();
+    SENSITIVE_HEADER_PARTS.iter().any(|p| lower.contains(p))
 }
 
 #[cfg(test)]
@@ -794,7 +958,12 @@ mod tests {
                 "webhook_quorum",
             ),
             (
-                r#"{"url":"http://127.0.0.1/","webhook_quorum":0}"#,
+                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1/a"}],"webhook_quorum":0}"#,
+                "invalid_field",
+                "webhook_quorum",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","webhook_quorum":11}"#,
                 "invalid_field",
                 "webhook_quorum",
             ),
@@ -831,5 +1000,226 @@ mod tests {
             .headers
             .contains(&("Authorization".into(), "[redacted]".into())));
         assert!(r.headers.contains(&("X-Other".into(), "ok".into())));
+    }
+
+    #[test]
+    fn quorum_zero_is_what_views_show_without_votes() {
+        // No webhooks, or none voting: 0 is the value a view shows, so it can be posted back.
+        let v = cx_validate(r#"{"url":"http://127.0.0.1/","webhook_quorum":0}"#).unwrap();
+        assert_eq!(v.spec.webhook_quorum, 0);
+        let v = cx_validate(
+            r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1:9/a","has_quorum_vote":false}],"webhook_quorum":0}"#,
+        )
+        .unwrap();
+        assert_eq!(v.spec.webhook_quorum, 0);
+        let round_trip = serde_json::to_value(&v.spec).unwrap();
+        assert_eq!(round_trip["webhook_quorum"], 0);
+    }
+
+    #[test]
+    fn body_is_one_json_object() {
+        for json in [
+            r#"["http://127.0.0.1/x","GET"]"#,
+            r#""http://127.0.0.1/x""#,
+            "42",
+            "null",
+            r#"{"url":"http://127.0.0.1/"} trailing"#,
+            r#"{"url":"http://127.0.0.1/"}{"url":"http://127.0.0.1/"}"#,
+            r#"{"url":"http://127.0.0.1/"}]"#,
+        ] {
+            let e = err(json);
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                ("invalid_json", ""),
+                "{json}: {e:?}"
+            );
+        }
+        assert!(
+            cx_validate(" {\"url\":\"http://127.0.0.1/\"}\n\t ").is_ok(),
+            "whitespace is fine"
+        );
+        let e = err(r#"[1]"#);
+        assert!(e.message.contains("JSON object"), "{}", e.message);
+        let e = err(r#"{"url":"http://127.0.0.1/","url":"http://127.0.0.1/"}"#);
+        assert_eq!(
+            (e.code, e.field.as_str()),
+            ("invalid_field", "url"),
+            "{e:?}"
+        );
+        let e = from_value(serde_json::json!(["http://127.0.0.1/x"])).unwrap_err();
+        assert_eq!(e.code, "invalid_json", "batch element: {e:?}");
+    }
+
+    #[test]
+    fn nested_objects_must_be_objects() {
+        for (json, field) in [
+            (
+                r#"{"url":"http://127.0.0.1/","retry_policy":[3,2]}"#,
+                "retry_policy",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","webhooks":[["http://127.0.0.1/a"]]}"#,
+                "webhooks[0]",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","headers":[["a","b"]]}"#,
+                "headers",
+            ),
+        ] {
+            let e = err(json);
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                ("invalid_field", field),
+                "{json}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_named_at_every_level() {
+        for (json, field) in [
+            (r#"{"url":"http://127.0.0.1/","urll":"x"}"#, "urll"),
+            (
+                r#"{"url":"http://127.0.0.1/","retryPolicy":{"maxRetries":1,"max_retry":2}}"#,
+                "retryPolicy.max_retry",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1/a"},{"url":"http://127.0.0.1/b","quorum":1}]}"#,
+                "webhooks[1].quorum",
+            ),
+        ] {
+            let e = err(json);
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                ("unknown_field", field),
+                "{json}: {e:?}"
+            );
+        }
+        // The aliases still work through the object-only wrapper.
+        let v = cx_validate(r#"{"url":"http://127.0.0.1/","webhooks":[{"url":"http://127.0.0.1/a","hasQuorumVote":false}],"webhookQuorum":0}"#).unwrap();
+        assert!(!v.spec.webhooks[0].has_quorum_vote);
+    }
+
+    #[test]
+    fn duplicate_header_names_are_refused() {
+        for (json, field) in [
+            (
+                r#"{"url":"http://127.0.0.1/","headers":{"X-A":"1","x-a":"2"}}"#,
+                "headers.x-a",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","headers":{"X-A":"1","X-A":"2"}}"#,
+                "headers.X-A",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","headers":{"Authorization":"a","B":"b","AUTHORIZATION":"c"}}"#,
+                "headers.AUTHORIZATION",
+            ),
+        ] {
+            let e = err(json);
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                ("invalid_field", field),
+                "{json}: {e:?}"
+            );
+        }
+        let v =
+            cx_validate(r#"{"url":"http://127.0.0.1/","headers":{"X-B":"1","X-A":"2"}}"#).unwrap();
+        assert_eq!(
+            v.spec.headers,
+            vec![("X-A".into(), "2".into()), ("X-B".into(), "1".into())],
+            "sorted by name, as before"
+        );
+    }
+
+    #[test]
+    fn header_values_follow_rfc_9110() {
+        for value in [
+            r"a\u0001b",
+            r"a\u007fb",
+            r"a\rb",
+            r"a\nb",
+            r"a\u0000b",
+            r"\u001b[31m",
+        ] {
+            let json = format!(r#"{{"url":"http://127.0.0.1/","headers":{{"X-V":"{value}"}}}}"#);
+            let e = err(&json);
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                ("invalid_field", "headers.X-V"),
+                "{json}"
+            );
+        }
+        for name in ["X A", "X:A", "", "é"] {
+            let json = format!(r#"{{"url":"http://127.0.0.1/","headers":{{"{name}":"v"}}}}"#);
+            let e = err(&json);
+            assert_eq!(
+                (e.code, e.field),
+                ("invalid_field", format!("headers.{name}")),
+                "{json}"
+            );
+        }
+        let v =
+            cx_validate(r#"{"url":"http://127.0.0.1/","headers":{"X-V":"a\tb c~ é"}}"#).unwrap();
+        assert_eq!(
+            v.spec.headers[0].1, "a\tb c~ é",
+            "tab, space and non-ASCII are allowed"
+        );
+    }
+
+    #[test]
+    fn header_key_and_body_key() {
+        let parse_with = |json: &str, header: &str| {
+            let mut input = parse(json.as_bytes()).unwrap();
+            input.take_header_key(header).map(|_| input)
+        };
+        let limits = Limits::default();
+        let policy = SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let cx = Context {
+            limits: &limits,
+            ssrf: &policy,
+            local_region: "local",
+            now_ms: 1_000,
+        };
+        let v = parse_with(r#"{"url":"http://127.0.0.1/"}"#, "h-1")
+            .unwrap()
+            .validate(&cx)
+            .unwrap();
+        assert_eq!(v.idempotent_key.as_deref(), Some("h-1"));
+        let v = parse_with(
+            r#"{"url":"http://127.0.0.1/","idempotent_key":"same"}"#,
+            "same",
+        )
+        .unwrap()
+        .validate(&cx)
+        .unwrap();
+        assert_eq!(v.idempotent_key.as_deref(), Some("same"));
+        let e = parse_with(r#"{"url":"http://127.0.0.1/","idempotentKey":"b"}"#, "h").unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_str()),
+            ("invalid_field", "idempotent_key")
+        );
+        // The header's value is checked like the field's.
+        let e = parse_with(r#"{"url":"http://127.0.0.1/"}"#, "")
+            .unwrap()
+            .validate(&cx)
+            .unwrap_err();
+        assert_eq!(e.field, "idempotent_key");
+    }
+
+    #[test]
+    fn redaction_hides_anything_that_looks_secret() {
+        let v = cx_validate(
+            r#"{"url":"http://127.0.0.1/","headers":{"Proxy-Authorization":"Basic x","X-Auth-Token":"t","X-Session-Id":"s","Cookie":"c","X-Client-Secret":"cs","X-My-Key":"k","X-Shop":"shop-cred","Accept":"application/json"}}"#,
+        )
+        .unwrap();
+        let r = v.spec.redacted(&["x-shop".into()]);
+        for (n, v) in &r.headers {
+            if n == "Accept" {
+                assert_eq!(v, "application/json");
+            } else {
+                assert_eq!(v, "[redacted]", "{n}");
+            }
+        }
     }
 }

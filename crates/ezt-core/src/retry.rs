@@ -54,6 +54,9 @@ pub enum Verdict {
     Reroute,
     /// Not retryable: the job fails.
     Fail,
+    /// The server stopped (crash, kill -9) while the call was in flight; the outcome is unknown
+    /// and the job ran again. Recorded at recovery, never judged from a response.
+    Interrupted,
 }
 
 impl RetryPolicy {
@@ -131,6 +134,8 @@ pub fn plan_next<R: Rng + ?Sized>(
         Verdict::Retry if counters.retries < policy.max_retries => next.retries += 1,
         Verdict::Reroute if counters.reroutes < policy.max_reroutes => next.reroutes += 1,
         Verdict::Retry | Verdict::Reroute => return Plan::Fail,
+        // Our failure, not the target's: it costs the job no retry.
+        Verdict::Interrupted => {}
     }
     let made = counters.retries + counters.reroutes;
     let wait = backoff_ms(made, rng).max(retry_after_ms.unwrap_or(0).min(RETRY_AFTER_CAP_MS));
@@ -188,6 +193,32 @@ mod tests {
         assert_eq!(
             plan_next(&p, Verdict::Retry, counters, None, 0, u64::MAX, &mut rng),
             Plan::Fail
+        );
+    }
+
+    #[test]
+    fn an_interruption_costs_no_retry() {
+        let p = RetryPolicy {
+            max_retries: 0,
+            ..Default::default()
+        };
+        let spent = Counters::default();
+        let plan = plan_next(
+            &p,
+            Verdict::Interrupted,
+            spent,
+            None,
+            0,
+            u64::MAX,
+            &mut StepRng::new(0, 0),
+        );
+        assert!(
+            matches!(plan, Plan::RetryAt { counters, .. } if counters == spent),
+            "{plan:?}"
+        );
+        assert_eq!(
+            serde_json::to_value(Verdict::Interrupted).unwrap(),
+            "interrupted"
         );
     }
 

@@ -255,6 +255,7 @@ impl Executor {
             (_, Verdict::Retry) => self.metrics.attempts_retry.inc(),
             (_, Verdict::Reroute) => self.metrics.attempts_reroute.inc(),
             (_, Verdict::Fail) => self.metrics.attempts_fail.inc(),
+            (_, Verdict::Interrupted) => {} // only recorded by a store's recover
         }
         let wait_ms = match plan {
             Plan::RetryAt { at, .. } => Some(at.saturating_sub(done_ms)),

@@ -105,6 +105,32 @@ pub(crate) fn tenant_clause(tenant: Option<TenantId>) -> (&'static str, Vec<u8>)
     }
 }
 
+/// Records an `interrupted` attempt for every job a dead run left `running` (same transaction as
+/// the release, so a crash during recovery leaves neither or both). `INSERT OR IGNORE`: an
+/// attempt already recorded under that number wins.
+fn record_interrupted(c: &Connection, region: &str) -> Result<()> {
+    let cut: Vec<(Vec<u8>, u32, u32, u64)> = {
+        let mut st = c
+            .prepare(
+                "SELECT id, attempt_count, series, updated_at FROM jobs WHERE state = 'running'",
+            )
+            .map_err(map_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u64))
+            })
+            .map_err(map_err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(map_err)?
+    };
+    for (id, n, series, at) in cut {
+        let data = json_encode(&Attempt::interrupted(n, series, at, region))?;
+        c.prepare_cached("INSERT OR IGNORE INTO attempts (job_id, n, data) VALUES (?1, ?2, ?3)")
+            .and_then(|mut st| st.execute(params![id, n, data]))
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_tenant(&self, tenant: Tenant) -> Result<Tenant> {
@@ -344,9 +370,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn recover(&self, now_ms: u64) -> Result<Recovered> {
+    async fn recover(&self, now_ms: u64, region: &str) -> Result<Recovered> {
+        let region = region.to_string();
         let deliveries = self
             .write(move |c| {
+                record_interrupted(c, &region)?;
                 c.execute(
                     "UPDATE jobs SET state = CASE WHEN run_at > ?1 THEN 'scheduled' ELSE 'queued' END, lease_token = NULL, lease_expires_at = NULL
                      WHERE state = 'running'",

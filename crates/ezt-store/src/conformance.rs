@@ -390,7 +390,7 @@ pub async fn recover_releases_running<S: Store>(s: S) {
     s.lease(a.id, lease(1, 110)).await.unwrap().unwrap();
     s.cancel(None, c.id, 120, "local").await.unwrap();
     let mut pending: Vec<JobId> = s
-        .recover(130)
+        .recover(130, "local")
         .await
         .unwrap()
         .jobs
@@ -670,7 +670,7 @@ pub async fn final_states_create_webhook_deliveries<S: Store>(s: S) {
     assert!(!s.complete_delivery(retry(7)).await.unwrap(), "once");
 
     // Restart: leases are void, every pending delivery comes back with its next time.
-    let rec = s.recover(300).await.unwrap();
+    let rec = s.recover(300, "local").await.unwrap();
     let mut ids: Vec<_> = rec.deliveries.iter().map(|d| (d.id, d.next_at)).collect();
     ids.sort();
     let mut want = vec![
@@ -848,6 +848,97 @@ pub async fn webhook_secrets_rotate<S: Store>(s: S) {
     assert!(s.webhook_secrets(t1).await.unwrap().is_none());
 }
 
+/// Restart: an attempt cut off by the crash stays in the job's history as `interrupted` (its
+/// number from lease time, `at` the lease time, this node's region), once; the re-run is the next
+/// number and the interruption costs no retry.
+pub async fn recover_records_interrupted_attempt<S: Store>(s: S) {
+    let j = new_job(1, 1, "j", 100);
+    let idle = new_job(2, 1, "idle", 100);
+    let done = new_job(3, 1, "done", 100);
+    s.insert_jobs(vec![j.clone(), idle.clone(), done.clone()], WINDOW)
+        .await
+        .unwrap();
+    s.lease(done.id, lease(9, 105)).await.unwrap().unwrap();
+    s.complete_attempt(succeeded(done.id, 9, 106))
+        .await
+        .unwrap()
+        .unwrap();
+    s.lease(j.id, lease(1, 110)).await.unwrap().unwrap();
+    let retried = Counters {
+        retries: 1,
+        reroutes: 0,
+    };
+    s.complete_attempt(AttemptDone {
+        id: j.id,
+        lease_token: 1,
+        attempt: attempt(1, Verdict::Retry),
+        next: Next::Retry {
+            run_at: 200,
+            counters: retried,
+            response: None,
+        },
+        now_ms: 120,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let second = s.lease(j.id, lease(2, 200)).await.unwrap().unwrap();
+    assert_eq!(second.attempt_no, 2);
+
+    s.recover(300, "here").await.unwrap();
+    let got = s.get_job(None, j.id).await.unwrap().unwrap();
+    assert!(
+        !got.state.is_final() && got.state != JobState::Running,
+        "{:?}",
+        got.state
+    );
+    assert_eq!(got.attempts.len(), 2, "{:?}", got.attempts);
+    assert_eq!(got.attempts[0], attempt(1, Verdict::Retry));
+    let cut = &got.attempts[1];
+    assert_eq!(
+        (cut.n, cut.series, cut.at, cut.region.as_str(), cut.decision),
+        (2, 1, 200, "here", Verdict::Interrupted)
+    );
+    assert_eq!(
+        (cut.status_code, cut.latency_ms, cut.wait_ms),
+        (None, 0, None)
+    );
+    assert!(cut.error.as_deref().unwrap_or("").contains("interrupted"));
+    let json = serde_json::to_value(cut).unwrap();
+    assert_eq!(json["decision"], "interrupted", "as the API shows it");
+    for other in [idle.id, done.id] {
+        let o = s.get_job(None, other).await.unwrap().unwrap();
+        assert!(
+            o.attempts
+                .iter()
+                .all(|a| a.decision != Verdict::Interrupted),
+            "only running jobs were cut off"
+        );
+    }
+
+    // A second restart adds nothing; the re-run is attempt 3 with the retry counters intact.
+    s.recover(400, "here").await.unwrap();
+    assert_eq!(
+        s.get_job(None, j.id).await.unwrap().unwrap().attempts.len(),
+        2
+    );
+    let third = s.lease(j.id, lease(3, 410)).await.unwrap().unwrap();
+    assert_eq!((third.attempt_no, third.counters), (3, retried));
+    let mut last = succeeded(j.id, 3, 420);
+    last.attempt = attempt(3, Verdict::Success);
+    s.complete_attempt(last).await.unwrap().unwrap();
+    let got = s.get_job(None, j.id).await.unwrap().unwrap();
+    let ns: Vec<(u32, Verdict)> = got.attempts.iter().map(|a| (a.n, a.decision)).collect();
+    assert_eq!(
+        ns,
+        vec![
+            (1, Verdict::Retry),
+            (2, Verdict::Interrupted),
+            (3, Verdict::Success)
+        ]
+    );
+}
+
 /// Expands to one `#[tokio::test]` per conformance case for the store made by `$make`
 /// (an async expression evaluated afresh for each case).
 #[macro_export]
@@ -857,6 +948,7 @@ macro_rules! conformance_tests {
             lease_fences_completion, retry_schedules_next_attempt, cancel_wins_over_late_completion,
             recover_releases_running, replay_and_expire, list_paginates_and_filters,
             final_states_create_webhook_deliveries, deliveries_end_and_redeliver, webhook_secrets_rotate);
+        $crate::conformance_tests!(@case $make; recover_records_interrupted_attempt);
     };
     (@case $make:expr; $($case:ident),*) => {
         $(

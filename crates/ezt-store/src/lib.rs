@@ -57,8 +57,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<JobRecord>>;
     /// Jobs not yet final and deliveries not yet done, for rebuilding the schedulers' indexes at
     /// start-up. Leases held by a previous run of this node (which is dead: the data dir is
-    /// locked) are released first.
-    async fn recover(&self, now_ms: u64) -> Result<Recovered>;
+    /// locked) are released first, and each released lease leaves an attempt with decision
+    /// `interrupted` (its number taken at lease time, `at` the lease time, `region` this node's)
+    /// so the job's history shows the call that was cut off.
+    async fn recover(&self, now_ms: u64, region: &str) -> Result<Recovered>;
     /// Starts an attempt: a queued/scheduled job becomes running under `lease`. `None` when the
     /// job is gone, final or running elsewhere (e.g. cancelled while it waited).
     async fn lease(&self, id: JobId, lease: Lease) -> Result<Option<LeasedJob>>;

@@ -252,7 +252,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn recover(&self, _now_ms: u64) -> Result<Recovered> {
+    async fn recover(&self, _now_ms: u64, region: &str) -> Result<Recovered> {
         let mut g = self.lock();
         g.leases.clear();
         g.delivery_leases.clear();
@@ -264,6 +264,11 @@ impl Store for MemoryStore {
         let mut out = Vec::new();
         for j in g.jobs.values_mut() {
             if j.state == JobState::Running {
+                // Leased at `updated_at` as attempt `attempt_count`; its result never came.
+                let cut = Attempt::interrupted(j.attempt_count, j.series, j.updated_at, region);
+                if !j.attempts.iter().any(|a| a.n == cut.n) {
+                    j.attempts.push(cut);
+                }
                 j.state = JobState::Queued;
             }
             if !j.state.is_final() {

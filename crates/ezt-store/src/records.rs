@@ -136,6 +136,26 @@ pub struct Attempt {
     pub wait_ms: Option<u64>,
 }
 
+impl Attempt {
+    /// The attempt a crash cut off: leased at `at` as number `n`, never answered. Its outcome is
+    /// unknown (the target may have acted on it), so the history says so instead of hiding it.
+    pub fn interrupted(n: u32, series: u32, at: u64, region: &str) -> Self {
+        Self {
+            n,
+            series,
+            at,
+            region: region.to_string(),
+            status_code: None,
+            error: Some(
+                "interrupted: the server stopped during the call; the job was queued again".into(),
+            ),
+            latency_ms: 0,
+            decision: Verdict::Interrupted,
+            wait_ms: None,
+        }
+    }
+}
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {

@@ -127,7 +127,8 @@ class Attempt(TypedDict):
     status_code: int | None
     error: str | None
     latency_ms: int
-    decision: Literal["success", "retry", "reroute", "fail"]
+    #: ``interrupted``: the server stopped during the call (crash); the job ran again.
+    decision: Literal["success", "retry", "reroute", "fail", "interrupted"]
     wait_ms: int | None
 
 
@@ -222,7 +223,7 @@ class JobPage(TypedDict):
 
 
 class WebhookSecrets(TypedDict):
-    """Masked secrets (``"abcd****wxyz"``): the server never shows them again in full."""
+    """Masked secrets (``"****wxyz"``, at most 4 characters): never shown again in full."""
 
     primary_secret: str
     secondary_secret: str | None

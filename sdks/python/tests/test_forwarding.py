@@ -95,7 +95,7 @@ def test_forward_or_fallback_falls_back_when_unreachable(closed_port: int, targe
 
 def test_forward_or_fallback_does_not_hide_real_errors(client: EZThrottle, target: Target) -> None:
     with pytest.raises(ValidationError):
-        client.forward_or_fallback(lambda: "direct", target.unique(), webhook_quorum=0)
+        client.forward_or_fallback(lambda: "direct", target.unique(), webhook_quorum=11)
 
 
 def test_rate_limited_error_carries_retry_after(server: Server, target: Target) -> None:

@@ -27,6 +27,17 @@ pub struct Caller {
     pub tenant: Tenant,
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1: `BEARER`, `bearer` and `Bearer` are one scheme) and may be followed by any
+/// run of spaces or tabs.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -38,11 +49,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or_else(ApiError::unauthorized)?;
         if !ezt_core::api_key::looks_valid(key) {
             return Err(ApiError::unauthorized());
@@ -58,5 +65,26 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(ApiError::unauthorized)?;
         state.auth.insert(digest, tenant.clone());
         Ok(Caller { tenant })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        for v in [
+            "Bearer k",
+            "bearer k",
+            "BEARER k",
+            "BeArEr  k ",
+            "Bearer\tk",
+        ] {
+            assert_eq!(bearer_token(v), Some("k"), "{v:?}");
+        }
+        for v in ["Basic k", "Bearerk", "Bearer ", "Bearer", "", "Token k"] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
     }
 }

@@ -13,8 +13,8 @@ pub async fn read_limited(st: &AppState, body: Body) -> Result<Bytes, ApiError> 
         .map_err(|_| ApiError::too_large(limit))
 }
 
-/// Parses JSON, reporting the path of a bad field in the API's error shape.
+/// Parses a body that must be exactly one JSON object (no trailing data, not an array read as a
+/// positional struct), reporting the path of a bad field in the API's error shape.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
-        .map_err(|e| ezt_core::job::map_serde_error(e.path().to_string(), e.inner()).into())
+    ezt_core::job::parse_object(bytes, "a JSON object").map_err(ApiError::from)
 }

@@ -1,5 +1,7 @@
 //! The API's error body: `{"error": {"code", "field"?, "message"}}` with a matching status.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ezt_core::FieldError;
@@ -126,4 +128,60 @@ impl IntoResponse for ApiError {
         }
         r
     }
+}
+
+/// A query-string extractor answering bad parameters in the API's error shape: axum's own
+/// `Query` rejects with `text/plain`, which clients parsing `{"error": …}` cannot read. The
+/// parameter is named in `field` (`?limit=abc` → `invalid_field`, field `limit`).
+#[derive(Debug, Clone, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(Query)
+    }
+}
+
+/// Parses a query string into `T`, naming the parameter a bad value came from.
+pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        let message = format!("bad query parameter: {}", e.inner());
+        FieldError::invalid(field, message).into()
+    })
+}
+
+/// A path-parameter extractor answering in the API's error shape (axum's `Path` rejects an
+/// undecodable segment such as `%FF` with `text/plain`).
+#[derive(Debug, Clone)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => {
+                Err(ApiError::new(e.status(), "invalid_field", e.body_text()).with_field("path"))
+            }
+        }
+    }
+}
+
+/// Answer for a route that exists but not with this method (the router adds `Allow`).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take this method; see the Allow header",
+    )
 }

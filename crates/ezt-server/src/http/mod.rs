@@ -23,5 +23,6 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::proxy::router(api.clone()))
         .with_state(state)
         .merge(api)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }

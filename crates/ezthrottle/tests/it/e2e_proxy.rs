@@ -198,7 +198,7 @@ async fn hosted_python_package_works_unchanged() {
 
     // Secrets: created, shown masked, replaced by the package's rotate, deleted.
     assert_eq!(r["create_secret"]["has_secondary"], false, "{r}");
-    assert_eq!(r["get_secret"]["primary_secret"], "host****0001");
+    assert_eq!(r["get_secret"]["primary_secret"], "****0001");
     assert_eq!(r["delete_secret"], json!({"deleted": true}));
     assert!(
         r["get_after_delete"]

@@ -8,6 +8,7 @@ mod e2e_jobs;
 mod e2e_limits;
 mod e2e_proxy;
 mod e2e_security;
+mod e2e_strict;
 mod e2e_webhooks;
 mod fault_clock;
 mod fault_common;

@@ -5,8 +5,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::events::JobEvent;
 use crate::http::auth::Caller;
 use crate::http::body::read_limited;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Path, Query};
 use crate::scheduler::{now_ms, Enqueue};
 use crate::AppState;
 
@@ -67,7 +67,7 @@ pub struct JobIn {
     /// Where the outcome is POSTed, signed (up to 10).
     pub webhooks: Option<Vec<WebhookIn>>,
     /// Voting webhooks that must acknowledge (1-10, at most the number of voting webhooks;
-    /// default 1 when there is one).
+    /// default 1 when there is one; 0 only when no webhook votes, as views show it).
     pub webhook_quorum: Option<u32>,
     /// Regions allowed to make the call.
     pub regions: Option<Vec<String>>,
@@ -81,7 +81,8 @@ pub struct JobIn {
     pub timeout: Option<serde_json::Value>,
     /// Earliest first attempt, ms since epoch.
     pub retry_at: Option<u64>,
-    /// Dedup key (default: SHA-256 of tenant, method, url, body).
+    /// Dedup key; else the `Idempotency-Key` request header (both set and different: 400);
+    /// else SHA-256 of tenant, lane credential fingerprint, method, url, body.
     pub idempotent_key: Option<String>,
 }
 
@@ -98,6 +99,7 @@ pub struct SubmitOut {
 
 /// Batch body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchIn {
     /// Up to 1,000 job specs.
     pub jobs: Vec<serde_json::Value>,
@@ -339,9 +341,12 @@ async fn prepare(
         &st.cfg.lanes.credential_headers,
         &st.fingerprint_key,
     );
+    // The lane's credential fingerprint is part of the default key: two upstream credentials
+    // never share a job (nor see each other's response).
     let idempotent_key = v.idempotent_key.clone().unwrap_or_else(|| {
         ezt_core::idempotency::default_key(
             tenant,
+            ezt_core::idempotency::credential_fingerprint(&lane),
             &v.spec.method,
             &v.spec.url,
             v.spec.body.as_deref(),
@@ -411,7 +416,8 @@ async fn admit(
 }
 
 /// Submit one job.
-#[utoipa::path(post, path = "/api/v1/jobs", request_body = JobIn, params(WaitQuery),
+#[utoipa::path(post, path = "/api/v1/jobs", request_body = JobIn,
+    params(WaitQuery, ("Idempotency-Key" = Option<String>, Header, description = "taken as idempotent_key; 400 if the body sets a different one")),
     responses((status = 202, body = SubmitOut), (status = 200, description = "duplicate, or final within ?wait", body = SubmitOut),
               (status = 400, description = "bad field"), (status = 401), (status = 413), (status = 422), (status = 503)),
     security(("bearer" = [])))]
@@ -419,13 +425,20 @@ async fn submit(
     State(st): State<AppState>,
     caller: Caller,
     Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let t0 = std::time::Instant::now();
     let wait = parse_wait(q.wait.as_deref(), "wait")?;
     let bytes = read_limited(&st, body).await?;
     let now = now_ms();
-    let job = match job::parse(&bytes) {
+    let parsed = job::parse(&bytes).and_then(|mut input| {
+        if let Some(key) = idempotency_header(&headers)? {
+            input.take_header_key(key)?;
+        }
+        Ok(input)
+    });
+    let job = match parsed {
         Ok(input) => prepare(&st, caller.tenant.id, input, now).await,
         Err(e) => Err(e.into()),
     };
@@ -449,6 +462,27 @@ async fn submit(
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
 }
 
+/// The standard `Idempotency-Key` request header (draft-ietf-httpapi-idempotency-key-header),
+/// if sent: the same as the body's `idempotent_key`.
+fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, FieldError> {
+    let mut all = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(v) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(FieldError::invalid(
+            IDEMPOTENCY_KEY,
+            "header given more than once",
+        ));
+    }
+    v.to_str()
+        .map(Some)
+        .map_err(|_| FieldError::invalid(IDEMPOTENCY_KEY, "must be printable ASCII"))
+}
+
+/// Name of the request header taken as `idempotent_key`.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
 /// Submit up to 1,000 jobs in one transaction.
 #[utoipa::path(post, path = "/api/v1/jobs/batch", request_body = BatchIn,
     responses((status = 202, description = "{results: [...]} in request order"), (status = 400), (status = 401), (status = 413), (status = 503)),
@@ -456,12 +490,20 @@ async fn submit(
 async fn submit_batch(
     State(st): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // One header cannot key a thousand jobs: refuse it rather than guess (each job may carry
+    // its own `idempotent_key`).
+    if headers.contains_key(IDEMPOTENCY_KEY) {
+        return Err(FieldError::invalid(
+            IDEMPOTENCY_KEY,
+            "does not apply to a batch; set idempotent_key on each job instead",
+        )
+        .into());
+    }
     let bytes = read_limited(&st, body).await?;
-    let batch: BatchIn =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
-            .map_err(|e| ApiError::from(job::map_serde_error(e.path().to_string(), e.inner())))?;
+    let batch: BatchIn = job::parse_object(&bytes, "a JSON object {\"jobs\": [...]}")?;
     let max = st.cfg.limits.max_batch_jobs;
     if batch.jobs.is_empty() || batch.jobs.len() > max {
         return Err(FieldError::invalid("jobs", format!("must hold 1 to {max} jobs")).into());

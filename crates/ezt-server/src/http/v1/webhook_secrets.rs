@@ -52,7 +52,7 @@ pub struct RotateIn {
 /// The secrets as shown: masked.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SecretsView {
-    /// First and last four characters, e.g. `abcd****wxyz`.
+    /// `****` and the last characters: at most 4, at most a quarter of the secret (`****wxyz`).
     pub primary_secret: String,
     /// Masked secondary, if any.
     pub secondary_secret: Option<String>,
@@ -62,11 +62,14 @@ pub struct SecretsView {
     pub updated_at: u64,
 }
 
+/// How a secret is shown: `****` and its last few characters, never more than 4 and never more
+/// than a quarter of it (a 16-character secret shows 4; the rest must stay a brute-force
+/// problem). Enough to tell two secrets apart, not enough to help guess one.
 fn mask(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
-    let head: String = chars.iter().take(4).collect();
-    let tail: String = chars[chars.len().saturating_sub(4)..].iter().collect();
-    format!("{head}****{tail}")
+    let shown = (chars.len() / 4).min(4);
+    let tail: String = chars[chars.len() - shown..].iter().collect();
+    format!("****{tail}")
 }
 
 fn check(field: &str, s: &str) -> Result<(), ApiError> {
@@ -80,6 +83,9 @@ fn check(field: &str, s: &str) -> Result<(), ApiError> {
     }
     if s.chars().any(char::is_control) {
         return Err(FieldError::invalid(field, "may not contain control characters").into());
+    }
+    if s.trim().is_empty() {
+        return Err(FieldError::invalid(field, "may not be only whitespace").into());
     }
     Ok(())
 }
@@ -220,11 +226,29 @@ async fn delete(State(st): State<AppState>, caller: Caller) -> Result<Response, 
 
 #[cfg(test)]
 mod tests {
-    use super::mask;
+    use super::{check, mask};
 
     #[test]
-    fn masks_keep_four_characters_each_side() {
-        assert_eq!(mask("abcdefghijklmnopwxyz"), "abcd****wxyz");
-        assert_eq!(mask("ключ-секрет-0123456"), "ключ****3456");
+    fn masks_show_at_most_four_characters_and_a_quarter() {
+        assert_eq!(mask("abcdefghijklmnopwxyz"), "****wxyz");
+        assert_eq!(
+            mask("0123456789abcdef"),
+            "****cdef",
+            "16 characters: a quarter is 4"
+        );
+        assert_eq!(mask("ключ-секрет-0123456"), "****3456");
+        assert_eq!(mask(&"x".repeat(256)), "****xxxx");
+        for n in 1..=300 {
+            let s: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let shown = mask(&s).chars().count() - 4;
+            assert!(shown <= 4 && shown * 4 <= n, "{n} characters show {shown}");
+        }
+    }
+
+    #[test]
+    fn whitespace_secrets_are_refused() {
+        assert!(check("primary_secret", &" ".repeat(16)).is_err());
+        assert!(check("primary_secret", &" \u{3000}".repeat(8)).is_err());
+        assert!(check("primary_secret", "  a secret with spaces ").is_ok());
     }
 }

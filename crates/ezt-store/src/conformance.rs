@@ -848,6 +848,29 @@ pub async fn webhook_secrets_rotate<S: Store>(s: S) {
     assert!(s.webhook_secrets(t1).await.unwrap().is_none());
 }
 
+/// Lane states: absent until saved, then the last save wins, and keys are independent.
+pub async fn lane_states_persist<S: Store>(s: S) {
+    assert_eq!(s.lane_state("job:a").await.unwrap(), None);
+    let st = LaneState {
+        rate: 0.5,
+        burst: 1,
+        max_in_flight: 3,
+        paused_until_ms: Some(1_700_000_000_000),
+        updated_at_ms: 1,
+    };
+    s.save_lane_state("job:a", st).await.unwrap();
+    assert_eq!(s.lane_state("job:a").await.unwrap(), Some(st));
+    assert_eq!(s.lane_state("webhook:a").await.unwrap(), None, "keys are apart");
+    let newer = LaneState {
+        rate: 7.25,
+        paused_until_ms: None,
+        updated_at_ms: 2,
+        ..st
+    };
+    s.save_lane_state("job:a", newer).await.unwrap();
+    assert_eq!(s.lane_state("job:a").await.unwrap(), Some(newer), "last save wins");
+}
+
 /// Expands to one `#[tokio::test]` per conformance case for the store made by `$make`
 /// (an async expression evaluated afresh for each case).
 #[macro_export]
@@ -856,7 +879,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case $make; tenants_and_keys, jobs_are_tenant_scoped, idempotency_dedups,
             lease_fences_completion, retry_schedules_next_attempt, cancel_wins_over_late_completion,
             recover_releases_running, replay_and_expire, list_paginates_and_filters,
-            final_states_create_webhook_deliveries, deliveries_end_and_redeliver, webhook_secrets_rotate);
+            final_states_create_webhook_deliveries, deliveries_end_and_redeliver, webhook_secrets_rotate,
+            lane_states_persist);
     };
     (@case $make:expr; $($case:ident),*) => {
         $(

@@ -34,6 +34,8 @@ pub struct Config {
     pub dedup_window_ms: u64,
     /// Webhook delivery.
     pub webhooks: WebhooksConfig,
+    /// The `/metrics` endpoint.
+    pub metrics: MetricsConfig,
     /// Key that seals webhook secrets at rest (base64 of 32 bytes). Without it, a key file
     /// `secret.key` is created in the data dir (mode 0600) on first start.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +109,8 @@ impl WebhooksConfig {
             default: self.default,
             hosts: self.hosts.clone(),
             credential_headers: Vec::new(),
+            max_lanes_per_tenant: 0,
+            ..LanesConfig::default()
         }
     }
 }
@@ -124,7 +128,28 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             dedup_window_ms: 24 * 3600 * 1000,
             webhooks: WebhooksConfig::default(),
+            metrics: MetricsConfig::default(),
             secret_key: None,
+        }
+    }
+}
+
+/// The `/metrics` endpoint: bounded in size, optionally behind a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Per-lane series are kept for this many of the busiest lanes (per scheduler); the rest
+    /// only count in the totals, so the scrape stays small however many lanes exist.
+    pub max_lane_series: usize,
+    /// When set, `/metrics` answers 401 unless called with `Authorization: Bearer <token>`.
+    pub bearer_token: Option<SecretKey>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_lane_series: 50,
+            bearer_token: None,
         }
     }
 }
@@ -152,6 +177,12 @@ pub struct LanesConfig {
     pub hosts: BTreeMap<String, LaneLimit>,
     /// Extra request headers (lowercase) that carry an upstream credential and so pick the lane.
     pub credential_headers: Vec<String>,
+    /// A lane with nothing queued, running or paused leaves memory after this long idle, ms
+    /// (what it learned stays in the store and comes back with its next job).
+    pub idle_evict_after_ms: u64,
+    /// Most distinct lanes one tenant may have work waiting in at once; a submission that
+    /// would open one more is refused (422 `too_many_lanes`). 0: no cap.
+    pub max_lanes_per_tenant: usize,
 }
 
 impl Default for LanesConfig {
@@ -164,6 +195,8 @@ impl Default for LanesConfig {
             },
             hosts: BTreeMap::new(),
             credential_headers: Vec::new(),
+            idle_evict_after_ms: 600_000,
+            max_lanes_per_tenant: 1000,
         }
     }
 }

@@ -860,7 +860,11 @@ pub async fn lane_states_persist<S: Store>(s: S) {
     };
     s.save_lane_state("job:a", st).await.unwrap();
     assert_eq!(s.lane_state("job:a").await.unwrap(), Some(st));
-    assert_eq!(s.lane_state("webhook:a").await.unwrap(), None, "keys are apart");
+    assert_eq!(
+        s.lane_state("webhook:a").await.unwrap(),
+        None,
+        "keys are apart"
+    );
     let newer = LaneState {
         rate: 7.25,
         paused_until_ms: None,
@@ -868,7 +872,11 @@ pub async fn lane_states_persist<S: Store>(s: S) {
         ..st
     };
     s.save_lane_state("job:a", newer).await.unwrap();
-    assert_eq!(s.lane_state("job:a").await.unwrap(), Some(newer), "last save wins");
+    assert_eq!(
+        s.lane_state("job:a").await.unwrap(),
+        Some(newer),
+        "last save wins"
+    );
 }
 
 /// Expands to one `#[tokio::test]` per conformance case for the store made by `$make`

@@ -936,11 +936,8 @@ impl<R: Runner> Scheduler<R> {
         due.sort_unstable();
         due.dedup();
         for lane in due {
-            loop {
-                // An index may be stale (a kick for a lane evicted since): skip it.
-                let Some(l) = self.lanes.get_mut(lane).and_then(Option::as_mut) else {
-                    break;
-                };
+            // An index may be stale (a kick for a lane evicted since): such a lane is skipped.
+            while let Some(l) = self.lanes.get_mut(lane).and_then(Option::as_mut) {
                 if l.queue.is_empty()
                     || l.loading
                     || l.in_flight >= l.limit.max_in_flight
@@ -1125,26 +1122,22 @@ mod tests {
 
     impl Runner for Teach {
         type Id = u64;
-        fn run<'a>(
-            &'a self,
+        async fn run(
+            &self,
             id: u64,
             _tenant: TenantId,
-            _lane: &'a LaneKey,
-            gate: &'a mut GateTicket<u64>,
-        ) -> impl Future<Output = Ran> + Send + 'a {
-            async move {
-                gate.pass().await;
-                let _ = self.ran.send((id, Instant::now()));
-                Ran {
-                    end: AttemptEnd::Finished,
-                    change: self.change.clone(),
-                    healthy: None,
-                }
+            _lane: &LaneKey,
+            gate: &mut GateTicket<u64>,
+        ) -> Ran {
+            gate.pass().await;
+            let _ = self.ran.send((id, Instant::now()));
+            Ran {
+                end: AttemptEnd::Finished,
+                change: self.change.clone(),
+                healthy: None,
             }
         }
-        fn expire(&self, _id: u64) -> impl Future<Output = ()> + Send + '_ {
-            async {}
-        }
+        async fn expire(&self, _id: u64) {}
     }
 
     fn item(id: u64, tenant: TenantId, lane: &str) -> Item<u64> {
@@ -1158,16 +1151,15 @@ mod tests {
         }
     }
 
-    fn start(
-        change: Option<LimitChange>,
-        store: Arc<dyn Store>,
-        cfg: LanesConfig,
-    ) -> (
+    /// The handle, the attempts' (id, time) reports, the stop token and the task.
+    type Started = (
         SchedulerHandle<u64>,
         mpsc::UnboundedReceiver<(u64, Instant)>,
         CancellationToken,
         tokio::task::JoinHandle<()>,
-    ) {
+    );
+
+    fn start(change: Option<LimitChange>, store: Arc<dyn Store>, cfg: LanesConfig) -> Started {
         let (tx, rx) = mpsc::unbounded_channel();
         let (s, h) = Scheduler::new(
             cfg,

@@ -317,7 +317,12 @@ impl Config {
             flag_layer.set(f.path, f.name.to_string(), f.value);
         }
         fig = fig.merge(flag_layer);
-        fig.extract().map_err(|e| ConfigError::Value(describe(e)))
+        let cfg: Self = fig.extract().map_err(|e| ConfigError::Value(describe(e)))?;
+        // Rules across values name where the values they judge came from, too.
+        match cfg.validate() {
+            Err(ConfigError::Invalid(m)) => Err(ConfigError::Invalid(with_sources(&fig, m))),
+            other => other.map(|()| cfg),
+        }
     }
 
     /// Checks the merged values.
@@ -578,6 +583,44 @@ fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<Layer, C
     Ok(layer)
 }
 
+/// Appends to a rule's message where the keys it names were set (unless left at default): the
+/// message starts with a key or section path, e.g. `lanes.default: rate must be > 0`.
+fn with_sources(fig: &figment::Figment, message: String) -> String {
+    let prefix: String = message
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let prefix = prefix.trim_end_matches('.');
+    if prefix.is_empty() {
+        return message;
+    }
+    let sources: Vec<String> = keys()
+        .into_iter()
+        .filter(|(p, _)| p == prefix || p.starts_with(&format!("{prefix}.")))
+        .filter_map(|(p, _)| {
+            let md = fig.find_metadata(&p)?;
+            let keys: Vec<&str> = p.split('.').collect();
+            match &md.source {
+                Some(figment::Source::File(f)) => Some(format!("{} key `{p}`", f.display())),
+                _ if md.name == ENV_LAYER => Some(format!(
+                    "environment variable {}",
+                    md.interpolate(&figment::Profile::Default, &keys)
+                )),
+                _ if md.name == FLAG_LAYER => Some(format!(
+                    "flag {}",
+                    md.interpolate(&figment::Profile::Default, &keys)
+                )),
+                _ => None, // a built-in default
+            }
+        })
+        .collect();
+    if sources.is_empty() {
+        message
+    } else {
+        format!("{message} (set by {})", sources.join(", "))
+    }
+}
+
 /// A number or boolean from text; anything else stays a string (and fails to extract with a
 /// type error naming the variable).
 fn scalar(v: String) -> figment::value::Value {
@@ -777,6 +820,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("flag --allow-cidr"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("EZTHROTTLE_LANES_DEFAULT_RATE", "0")]),
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("rate must be > 0") && e.contains("EZTHROTTLE_LANES_DEFAULT_RATE"),
+            "a rule names the variable that broke it: {e}"
+        );
         let f = file("regoin = \"typo\"\n");
         let e = Config::from_file(Some(f.path())).unwrap_err().to_string();
         assert!(

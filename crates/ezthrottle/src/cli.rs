@@ -28,7 +28,7 @@ pub struct Args {
 #[derive(Debug, ClapArgs)]
 struct Global {
     /// TOML configuration file (every key: config.default.toml).
-    #[arg(long, global = true, env = "EZTHROTTLE_CONFIG")]
+    #[arg(long, global = true, env = "EZTHROTTLE_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
     /// Data directory (SQLite file and lock) [env: EZTHROTTLE_DATA_DIR].
     #[arg(long, global = true)]

@@ -87,7 +87,8 @@ async fn a_pause_learned_before_a_restart_holds_new_work_after_it() {
         .submit(json!({"url": target.url("pause"), "body": "first"}))
         .await;
     let paused_at = target.wait_for("pause", 1, Duration::from_secs(10)).await[0].at;
-    // Wait until the pause is recorded (the lane shows it), then restart hard.
+    // Wait until the pause is recorded (the lane shows it, the database holds it), then
+    // restart hard.
     wait_metric(
         &server,
         None,
@@ -95,6 +96,22 @@ async fn a_pause_learned_before_a_restart_holds_new_work_after_it() {
         Duration::from_secs(5),
     )
     .await;
+    let db = rusqlite::Connection::open(tmp.path().join("ezthrottle.db")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while db
+        .query_row("SELECT COUNT(*) FROM lane_states", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pause was never saved"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(db);
     let key = server.key.clone();
     let mut server = server;
     server.kill9();

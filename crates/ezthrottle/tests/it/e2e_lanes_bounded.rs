@@ -237,3 +237,39 @@ async fn metrics_stay_small_with_5000_lanes_and_need_the_token() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn webhook_receiver_lanes_save_what_they_learn_apart_from_job_lanes() {
+    let target = Target::start().await;
+    let receiver = Target::start().await;
+    let server = TestServer::start();
+    receiver.script("hook", vec![Reply::status(429).header("Retry-After", "30")]);
+    server
+        .submit(json!({"url": target.url("work"), "webhooks": [{"url": receiver.url("hook")}]}))
+        .await;
+    receiver.wait_for("hook", 1, Duration::from_secs(20)).await;
+    let db = rusqlite::Connection::open(server.dir.join("ezthrottle.db")).unwrap();
+    let want = format!("webhook:{}", receiver.addr);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let lanes = loop {
+        let mut st = db.prepare("SELECT lane FROM lane_states").unwrap();
+        let lanes: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        if lanes.contains(&want) {
+            break lanes;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the receiver's pause was never saved as {want}: {lanes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        lanes,
+        [want],
+        "the job lane learned nothing, so saved nothing"
+    );
+}

@@ -361,6 +361,13 @@ impl Config {
         if self.region.is_empty() {
             return Err(ConfigError::Invalid("region may not be empty".into()));
         }
+        if let Some(t) = &self.metrics.bearer_token {
+            if t.0.trim().is_empty() || t.0.chars().any(|c| c.is_whitespace()) {
+                return Err(ConfigError::Invalid(
+                    "metrics.bearer_token: must be a non-empty token without spaces (unset it for an open /metrics)".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -830,6 +837,13 @@ mod tests {
         assert!(
             e.contains("rate must be > 0") && e.contains("EZTHROTTLE_LANES_DEFAULT_RATE"),
             "a rule names the variable that broke it: {e}"
+        );
+        let f = file("[metrics]\nbearer_token = \" \"\n");
+        let e = Config::from_file(Some(f.path())).unwrap_err().to_string();
+        assert!(e.contains("metrics.bearer_token"), "{e}");
+        assert!(
+            e.contains("key `metrics.bearer_token`"),
+            "names the file key: {e}"
         );
         let f = file("regoin = \"typo\"\n");
         let e = Config::from_file(Some(f.path())).unwrap_err().to_string();

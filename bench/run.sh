@@ -67,7 +67,9 @@ log() { echo "== $(date -u +%H:%M:%S) $*" >&2; }
 # write_config FILE [PORT RATE BURST MIF]...
 write_config() {
   local f=$1; shift
-  { echo '[lanes.default]'; echo 'rate = 2.0'; echo 'burst = 1'; echo 'max_in_flight = 2'
+  # No per-tenant lane cap: scenario 5 spreads one tenant over BIG_LANES (10,000) lanes.
+  { echo '[lanes]'; echo 'max_lanes_per_tenant = 0'
+    echo '[lanes.default]'; echo 'rate = 2.0'; echo 'burst = 1'; echo 'max_in_flight = 2'
     while (($#)); do
       printf '[lanes.hosts."127.0.0.1:%s"]\nrate = %s\nburst = %s\nmax_in_flight = %s\n' "$1" "$2" "$3" "$4"
       shift 4

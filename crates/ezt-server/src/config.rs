@@ -20,7 +20,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// This node's region name.
     pub region: String,
-    /// CIDRs exempt from the SSRF deny list (e.g. `127.0.0.0/8` for local testing).
+    /// CIDRs exempt from the SSRF deny list (e.g. `127.0.0.0/8` for local testing; a bare
+    /// address means that host).
+    #[serde(deserialize_with = "cidrs")]
     pub allow_cidrs: Vec<ipnet::IpNet>,
     /// Weights of the tenant tiers inside a lane.
     pub tiers: TierWeights,
@@ -34,6 +36,8 @@ pub struct Config {
     pub dedup_window_ms: u64,
     /// Webhook delivery.
     pub webhooks: WebhooksConfig,
+    /// The `/metrics` endpoint.
+    pub metrics: MetricsConfig,
     /// Key that seals webhook secrets at rest (base64 of 32 bytes). Without it, a key file
     /// `secret.key` is created in the data dir (mode 0600) on first start.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,6 +111,8 @@ impl WebhooksConfig {
             default: self.default,
             hosts: self.hosts.clone(),
             credential_headers: Vec::new(),
+            max_lanes_per_tenant: 0,
+            ..LanesConfig::default()
         }
     }
 }
@@ -124,7 +130,28 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             dedup_window_ms: 24 * 3600 * 1000,
             webhooks: WebhooksConfig::default(),
+            metrics: MetricsConfig::default(),
             secret_key: None,
+        }
+    }
+}
+
+/// The `/metrics` endpoint: bounded in size, optionally behind a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Per-lane series are kept for this many of the busiest lanes (per scheduler); the rest
+    /// only count in the totals, so the scrape stays small however many lanes exist.
+    pub max_lane_series: usize,
+    /// When set, `/metrics` answers 401 unless called with `Authorization: Bearer <token>`.
+    pub bearer_token: Option<SecretKey>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_lane_series: 50,
+            bearer_token: None,
         }
     }
 }
@@ -152,6 +179,12 @@ pub struct LanesConfig {
     pub hosts: BTreeMap<String, LaneLimit>,
     /// Extra request headers (lowercase) that carry an upstream credential and so pick the lane.
     pub credential_headers: Vec<String>,
+    /// A lane with nothing queued, running or paused leaves memory after this long idle, ms
+    /// (what it learned stays in the store and comes back with its next job).
+    pub idle_evict_after_ms: u64,
+    /// Most distinct lanes one tenant may have work waiting in at once; a submission that
+    /// would open one more is refused (422 `too_many_lanes`). 0: no cap.
+    pub max_lanes_per_tenant: usize,
 }
 
 impl Default for LanesConfig {
@@ -164,6 +197,8 @@ impl Default for LanesConfig {
             },
             hosts: BTreeMap::new(),
             credential_headers: Vec::new(),
+            idle_evict_after_ms: 600_000,
+            max_lanes_per_tenant: 1000,
         }
     }
 }
@@ -232,7 +267,7 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// A variable has a bad value.
+    /// A variable has a bad value, or is not one this program knows.
     #[error("invalid {name}: {message}")]
     Env {
         /// Variable.
@@ -240,58 +275,54 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// Values that do not fit the schema, each with the file and key, variable or flag it
+    /// came from.
+    #[error("invalid configuration: {0}")]
+    Value(String),
     /// The merged values break a rule.
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
 impl Config {
-    /// Defaults overlaid with the TOML file, if given.
+    /// Defaults overlaid with the TOML file, if given (no environment, no flags).
     pub fn from_file(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
-        let Some(path) = path else {
-            return Ok(Self::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })
+        Self::load(path, std::iter::empty(), Vec::new())
     }
 
-    /// Applies `EZTHROTTLE_*` variables from `vars` (pass `std::env::vars()`).
-    pub fn apply_env(
-        &mut self,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(), ConfigError> {
-        let bad = |name: &str, m: String| ConfigError::Env {
-            name: name.into(),
-            message: m,
-        };
-        for (k, v) in vars {
-            match k.as_str() {
-                "EZTHROTTLE_LISTEN" => {
-                    self.listen = v.parse().map_err(|e| bad(&k, format!("{e}")))?
-                }
-                "EZTHROTTLE_DATA_DIR" => self.data_dir = v.into(),
-                "EZTHROTTLE_REGION" => self.region = v,
-                "EZTHROTTLE_SECRET_KEY" if !v.is_empty() => self.secret_key = Some(SecretKey(v)),
-                "EZTHROTTLE_ALLOW_CIDRS" => {
-                    self.allow_cidrs = parse_cidrs(v.split(',').filter(|s| !s.trim().is_empty()))
-                        .map_err(|m| bad(&k, m))?
-                }
-                "EZTHROTTLE_DATABASE_URL" if !v.is_empty() => {
-                    return Err(bad(
-                        &k,
-                        "the PostgreSQL cluster store is not available in this build yet".into(),
-                    ))
-                }
-                _ => {}
-            }
+    /// Layers, each over the last: built-in defaults, the TOML file (if given), the
+    /// `EZTHROTTLE_*` variables in `env` (pass `std::env::vars()`), then command-line `flags`.
+    /// Every key has a variable: `EZTHROTTLE_` + its path upper-cased and joined by `_`
+    /// (`lanes.default.rate` is `EZTHROTTLE_LANES_DEFAULT_RATE`; lists are comma-separated).
+    /// An `EZTHROTTLE_*` variable that is neither a key nor one of `NON_CONFIG_ENV` is an
+    /// error, as is a bad value; errors name the file and key, variable or flag it came from.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Vec<Flag>,
+    ) -> Result<Self, ConfigError> {
+        use figment::providers::{Format, Serialized, Toml};
+        let mut fig = figment::Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            // Read first: figment reports a missing file as a parse error without the cause.
+            std::fs::metadata(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            fig = fig.merge(Toml::file_exact(path));
         }
-        Ok(())
+        fig = fig.merge(env_layer(env)?);
+        let mut flag_layer = Layer::new(FLAG_LAYER);
+        for f in flags {
+            flag_layer.set(f.path, f.name.to_string(), f.value);
+        }
+        fig = fig.merge(flag_layer);
+        let cfg: Self = fig.extract().map_err(|e| ConfigError::Value(describe(e)))?;
+        // Rules across values name where the values they judge came from, too.
+        match cfg.validate() {
+            Err(ConfigError::Invalid(m)) => Err(ConfigError::Invalid(with_sources(&fig, m))),
+            other => other.map(|()| cfg),
+        }
     }
 
     /// Checks the merged values.
@@ -330,6 +361,13 @@ impl Config {
         if self.region.is_empty() {
             return Err(ConfigError::Invalid("region may not be empty".into()));
         }
+        if let Some(t) = &self.metrics.bearer_token {
+            if t.0.trim().is_empty() || t.0.chars().any(|c| c.is_whitespace()) {
+                return Err(ConfigError::Invalid(
+                    "metrics.bearer_token: must be a non-empty token without spaces (unset it for an open /metrics)".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -337,6 +375,311 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("ezthrottle.db")
     }
+}
+
+/// `EZTHROTTLE_*` variables that are not settings: the log filter, what the SDKs read (a shell
+/// that runs both must not break the server), the test suite's binary path, and `--config`.
+pub const NON_CONFIG_ENV: &[&str] = &[
+    "EZTHROTTLE_LOG",
+    "EZTHROTTLE_API_KEY",
+    "EZTHROTTLE_URL",
+    "EZTHROTTLE_BIN",
+    "EZTHROTTLE_CONFIG",
+];
+
+/// Settings that exist but are absent from the serialized defaults (an `Option` skipped when
+/// unset), so the key walk cannot find them.
+const UNSET_BY_DEFAULT: &[&str] = &["secret_key"];
+
+/// A command-line flag's value for `Config::load`.
+#[derive(Debug, Clone)]
+pub struct Flag {
+    /// Key path it sets, e.g. `listen`.
+    pub path: &'static str,
+    /// The flag as typed, for errors, e.g. `--listen`.
+    pub name: &'static str,
+    /// Its value.
+    pub value: figment::value::Value,
+}
+
+impl Flag {
+    /// A flag setting `path` to a string.
+    pub fn string(path: &'static str, name: &'static str, value: impl Into<String>) -> Self {
+        Self {
+            path,
+            name,
+            value: figment::value::Value::from(value.into()),
+        }
+    }
+    /// A flag setting `path` to a list of strings.
+    pub fn list(path: &'static str, name: &'static str, values: Vec<String>) -> Self {
+        Self {
+            path,
+            name,
+            value: figment::value::Value::from(values),
+        }
+    }
+}
+
+const ENV_LAYER: &str = "environment";
+const FLAG_LAYER: &str = "command line";
+
+/// Every settable key: its dotted path and the default's value (which says how to read a
+/// variable: a list is comma-separated, a number or boolean is parsed, anything else is a
+/// string). Derived from the serialized defaults, so a field added to any section is covered
+/// without edits here; maps keyed by user strings (`lanes.hosts`, …) are empty by default and
+/// so are left to the file.
+pub fn keys() -> Vec<(String, figment::value::Value)> {
+    use figment::value::Value;
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Dict(_, d) if !d.is_empty() => {
+                for (k, v) in d {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&p, v, out);
+                }
+            }
+            Value::Dict(..) => {}
+            _ => out.push((prefix.to_string(), v.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = Value::serialize(Config::default()) {
+        walk("", &v, &mut out);
+    }
+    for k in UNSET_BY_DEFAULT {
+        if !out.iter().any(|(p, _)| p == k) {
+            out.push((k.to_string(), Value::from(String::new())));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The variable that sets `path`.
+pub fn env_name(path: &str) -> String {
+    format!("EZTHROTTLE_{}", path.replace('.', "_").to_uppercase())
+}
+
+/// One line per setting, `EZTHROTTLE_… (key)`, for `--help`.
+pub fn env_help() -> String {
+    let mut s = String::from(
+        "Every setting can come from the config file, from an environment variable, or (some) a flag;\n\
+         precedence: flag > environment > file > default. Lists are comma-separated. Variables:\n",
+    );
+    for (path, _) in keys() {
+        s.push_str(&format!("  {:<46} {path}\n", env_name(&path)));
+    }
+    s.push_str(
+        "  EZTHROTTLE_LOG                                 log filter (e.g. info,ezt_server=debug)\n\
+         See config.default.toml for every key with its default and meaning.",
+    );
+    s
+}
+
+/// A layer of values with a name per key for errors (the variable or the flag).
+struct Layer {
+    name: &'static str,
+    dict: figment::value::Dict,
+    sources: BTreeMap<String, String>,
+}
+
+impl Layer {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            dict: Default::default(),
+            sources: BTreeMap::new(),
+        }
+    }
+
+    fn set(&mut self, path: &str, source: String, value: figment::value::Value) {
+        let mut dict = &mut self.dict;
+        let mut parts = path.split('.').peekable();
+        while let Some(k) = parts.next() {
+            if parts.peek().is_none() {
+                dict.insert(k.to_string(), value);
+                break;
+            }
+            let next = dict
+                .entry(k.to_string())
+                .or_insert_with(|| figment::value::Value::from(figment::value::Dict::new()));
+            if !matches!(next, figment::value::Value::Dict(..)) {
+                *next = figment::value::Value::from(figment::value::Dict::new());
+            }
+            let figment::value::Value::Dict(_, d) = next else {
+                unreachable!("just made a dict")
+            };
+            dict = d;
+        }
+        self.sources.insert(path.to_string(), source);
+    }
+}
+
+impl figment::Provider for Layer {
+    fn metadata(&self) -> figment::Metadata {
+        let sources = self.sources.clone();
+        figment::Metadata::named(self.name).interpolater(move |_, keys| {
+            // The longest path with a source (an error inside a list names the list's source).
+            (1..=keys.len())
+                .rev()
+                .find_map(|n| sources.get(&keys[..n].join(".")).cloned())
+                .unwrap_or_else(|| keys.join("."))
+        })
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+/// The `EZTHROTTLE_*` variables as a layer; unknown ones are refused by name.
+fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<Layer, ConfigError> {
+    use figment::value::Value;
+    let keys: BTreeMap<String, (String, Value)> = keys()
+        .into_iter()
+        .map(|(path, default)| (env_name(&path), (path, default)))
+        .collect();
+    let mut layer = Layer::new(ENV_LAYER);
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("EZTHROTTLE_"))
+        .collect();
+    vars.sort();
+    for (name, v) in vars {
+        if NON_CONFIG_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        if name == "EZTHROTTLE_DATABASE_URL" {
+            if v.is_empty() {
+                continue;
+            }
+            return Err(ConfigError::Env {
+                name,
+                message: "the PostgreSQL cluster store is not available in this build yet".into(),
+            });
+        }
+        let Some((path, default)) = keys.get(&name) else {
+            return Err(ConfigError::Env {
+                message: "unknown variable: no setting has this name (see `ezthrottle serve --help` for the list; a typo?)".into(),
+                name,
+            });
+        };
+        let value = match default {
+            Value::Array(..) => Value::from(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
+            ),
+            Value::Num(..) | Value::Bool(..) => scalar(v),
+            // An optional setting set to nothing stays unset.
+            Value::Empty(..) if v.is_empty() => continue,
+            _ if v.is_empty() && UNSET_BY_DEFAULT.contains(&path.as_str()) => continue,
+            _ => Value::from(v),
+        };
+        layer.set(path, name, value);
+    }
+    Ok(layer)
+}
+
+/// Appends to a rule's message where the keys it names were set (unless left at default): the
+/// message starts with a key or section path, e.g. `lanes.default: rate must be > 0`.
+fn with_sources(fig: &figment::Figment, message: String) -> String {
+    let prefix: String = message
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let prefix = prefix.trim_end_matches('.');
+    if prefix.is_empty() {
+        return message;
+    }
+    let sources: Vec<String> = keys()
+        .into_iter()
+        .filter(|(p, _)| p == prefix || p.starts_with(&format!("{prefix}.")))
+        .filter_map(|(p, _)| {
+            let md = fig.find_metadata(&p)?;
+            let keys: Vec<&str> = p.split('.').collect();
+            match &md.source {
+                Some(figment::Source::File(f)) => Some(format!("{} key `{p}`", f.display())),
+                _ if md.name == ENV_LAYER => Some(format!(
+                    "environment variable {}",
+                    md.interpolate(&figment::Profile::Default, &keys)
+                )),
+                _ if md.name == FLAG_LAYER => Some(format!(
+                    "flag {}",
+                    md.interpolate(&figment::Profile::Default, &keys)
+                )),
+                _ => None, // a built-in default
+            }
+        })
+        .collect();
+    if sources.is_empty() {
+        message
+    } else {
+        format!("{message} (set by {})", sources.join(", "))
+    }
+}
+
+/// A number or boolean from text; anything else stays a string (and fails to extract with a
+/// type error naming the variable).
+fn scalar(v: String) -> figment::value::Value {
+    use figment::value::Value;
+    let t = v.trim();
+    if let Ok(b) = t.parse::<bool>() {
+        Value::from(b)
+    } else if let Ok(n) = t.parse::<u64>() {
+        Value::from(n)
+    } else if let Ok(n) = t.parse::<i64>() {
+        Value::from(n)
+    } else if let Some(f) = t.parse::<f64>().ok().filter(|f| f.is_finite()) {
+        Value::from(f)
+    } else {
+        Value::from(v)
+    }
+}
+
+/// Each error with where its value came from: `file key`, the variable or the flag.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let md = e.metadata.as_ref();
+            let from = match md {
+                Some(md) if md.name == ENV_LAYER || md.name == FLAG_LAYER => {
+                    let source = md.interpolate(&figment::Profile::Default, &e.path);
+                    if md.name == ENV_LAYER {
+                        format!("environment variable {source}")
+                    } else {
+                        format!("flag {source}")
+                    }
+                }
+                Some(md) => match &md.source {
+                    Some(figment::Source::File(f)) if path.is_empty() => f.display().to_string(),
+                    Some(figment::Source::File(f)) => format!("{} key `{path}`", f.display()),
+                    _ if path.is_empty() => md.name.to_string(),
+                    _ => format!("`{path}`"),
+                },
+                None if path.is_empty() => "configuration".to_string(),
+                None => format!("`{path}`"),
+            };
+            format!("{from}: {}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `allow_cidrs` from any source: CIDRs or bare addresses.
+fn cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    parse_cidrs(items.iter().map(String::as_str)).map_err(serde::de::Error::custom)
 }
 
 /// Parses CIDRs (a bare address means a single host).
@@ -358,32 +701,180 @@ pub fn parse_cidrs<'a>(
 mod tests {
     use super::*;
 
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
     #[test]
-    fn env_overrides_file_values() {
-        let dir = std::env::temp_dir().join(format!("ezt-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("c.toml");
-        std::fs::write(&f, "region = \"iad\"\nlisten = \"127.0.0.1:9000\"\n[lanes.default]\nrate = 5.0\nburst = 2\nmax_in_flight = 3\n").unwrap();
-        let mut c = Config::from_file(Some(&f)).unwrap();
-        assert_eq!(
-            (c.region.as_str(), c.listen.port(), c.lanes.default.rate),
-            ("iad", 9000, 5.0)
-        );
-        c.apply_env([
-            ("EZTHROTTLE_REGION".to_string(), "fra".to_string()),
-            ("EZTHROTTLE_ALLOW_CIDRS".into(), "127.0.0.0/8,::1".into()),
-        ])
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let f = file("region = \"iad\"\nlisten = \"127.0.0.1:9000\"\n[lanes.default]\nrate = 5.0\nburst = 2\nmax_in_flight = 3\n[executor]\nattempt_timeout_ms = 1000\n");
+        let c = Config::load(
+            Some(f.path()),
+            env(&[
+                ("EZTHROTTLE_REGION", "fra"),
+                ("EZTHROTTLE_LISTEN", "127.0.0.1:9100"),
+                ("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "2500"),
+                ("EZTHROTTLE_ALLOW_CIDRS", "127.0.0.0/8, ::1"),
+                ("PATH", "/bin"),
+            ]),
+            vec![Flag::string("listen", "--listen", "127.0.0.1:9200")],
+        )
         .unwrap();
+        assert_eq!(c.lanes.default.rate, 5.0, "file beats default");
+        assert_eq!(c.lanes.default.burst, 2);
         assert_eq!(c.region, "fra", "env beats file");
-        assert_eq!(c.allow_cidrs.len(), 2);
-        assert!(c
-            .apply_env([("EZTHROTTLE_LISTEN".to_string(), "nope".to_string())])
-            .is_err());
-        std::fs::write(&f, "regoin = \"typo\"\n").unwrap();
-        assert!(
-            Config::from_file(Some(&f)).is_err(),
-            "unknown keys are refused"
+        assert_eq!(c.executor.attempt_timeout_ms, 2500, "env beats file");
+        assert_eq!(c.listen.port(), 9200, "flag beats env");
+        assert_eq!(c.allow_cidrs.len(), 2, "lists are comma-separated");
+        assert_eq!(
+            c.webhooks.timeout_ms, 15_000,
+            "untouched keys keep defaults"
         );
+    }
+
+    #[test]
+    fn env_reaches_nested_keys_with_underscores_and_lists() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "9"),
+                ("EZTHROTTLE_LANES_DEFAULT_RATE", "0.5"),
+                ("EZTHROTTLE_WEBHOOKS_RETRY_SCHEDULE", "1s,2m"),
+                ("EZTHROTTLE_LIMITS_MAX_BODY_BYTES", "1000"),
+                ("EZTHROTTLE_TIERS_FREE", "2"),
+                ("EZTHROTTLE_METRICS_BEARER_TOKEN", "s3cret"),
+                ("EZTHROTTLE_SECRET_KEY", ""),
+                ("EZTHROTTLE_REGION", "123"),
+            ]),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(c.lanes.default.max_in_flight, 9);
+        assert_eq!(c.lanes.default.rate, 0.5);
+        assert_eq!(c.webhooks.retry_schedule, ["1s", "2m"]);
+        assert_eq!(c.limits.job.max_body_bytes, 1000);
+        assert_eq!(c.tiers.free, 2);
+        assert_eq!(c.metrics.bearer_token, Some(SecretKey("s3cret".into())));
+        assert_eq!(c.secret_key, None, "an empty optional setting stays unset");
+        assert_eq!(c.region, "123", "a string key keeps digits as text");
+    }
+
+    #[test]
+    fn unknown_variables_are_refused_by_name_but_sdk_ones_pass() {
+        let e = Config::load(
+            None,
+            env(&[("EZTHROTTLE_LANES_DEFAULT_RTAE", "5")]),
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("EZTHROTTLE_LANES_DEFAULT_RTAE"), "{e}");
+        assert!(e.contains("unknown variable"), "{e}");
+        Config::load(
+            None,
+            env(&[
+                ("EZTHROTTLE_API_KEY", "ezt_live_x"),
+                ("EZTHROTTLE_URL", "http://127.0.0.1:8080"),
+                ("EZTHROTTLE_LOG", "debug"),
+                ("EZTHROTTLE_BIN", "/x"),
+                ("EZTHROTTLE_DATABASE_URL", ""),
+            ]),
+            Vec::new(),
+        )
+        .expect("variables of the SDKs, logs and tests are not settings");
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let e = Config::load(
+            None,
+            env(&[("EZTHROTTLE_LANES_DEFAULT_RATE", "abc")]),
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("environment variable EZTHROTTLE_LANES_DEFAULT_RATE"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("EZTHROTTLE_LISTEN", "nope")]), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EZTHROTTLE_LISTEN"), "{e}");
+        let f = file("[executor]\nattempt_timeout_ms = \"soon\"\n");
+        let e = Config::load(Some(f.path()), env(&[]), Vec::new())
+            .unwrap_err()
+            .to_string();
+        let at = format!("{} key `executor.attempt_timeout_ms`", f.path().display());
+        assert!(e.contains(&at), "{e}");
+        let e = Config::load(
+            None,
+            env(&[]),
+            vec![Flag::list(
+                "allow_cidrs",
+                "--allow-cidr",
+                vec!["x/99".into()],
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("flag --allow-cidr"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("EZTHROTTLE_LANES_DEFAULT_RATE", "0")]),
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("rate must be > 0") && e.contains("EZTHROTTLE_LANES_DEFAULT_RATE"),
+            "a rule names the variable that broke it: {e}"
+        );
+        let f = file("[metrics]\nbearer_token = \" \"\n");
+        let e = Config::from_file(Some(f.path())).unwrap_err().to_string();
+        assert!(e.contains("metrics.bearer_token"), "{e}");
+        assert!(
+            e.contains("key `metrics.bearer_token`"),
+            "names the file key: {e}"
+        );
+        let f = file("regoin = \"typo\"\n");
+        let e = Config::from_file(Some(f.path())).unwrap_err().to_string();
+        assert!(
+            e.contains("regoin") && e.contains(&f.path().display().to_string()),
+            "{e}"
+        );
+        let missing = std::path::Path::new("/nonexistent/ezthrottle.toml");
+        assert!(matches!(
+            Config::from_file(Some(missing)),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn every_key_has_its_own_variable() {
+        let keys = keys();
+        assert!(keys.len() >= 35, "{} keys", keys.len());
+        let names: std::collections::BTreeSet<_> = keys.iter().map(|(p, _)| env_name(p)).collect();
+        assert_eq!(names.len(), keys.len(), "two keys map to one variable");
+        for n in [
+            "EZTHROTTLE_LANES_DEFAULT_RATE",
+            "EZTHROTTLE_SECRET_KEY",
+            "EZTHROTTLE_DATA_DIR",
+        ] {
+            assert!(names.contains(n), "{n}");
+            assert!(env_help().contains(n), "--help lists {n}");
+        }
+        for n in NON_CONFIG_ENV {
+            assert!(!names.contains(*n), "{n} must not be a setting too");
+        }
     }
 
     #[test]

@@ -100,10 +100,17 @@ pub async fn start(
         metrics.clone(),
     )?);
     let (webhook_sched, deliveries) = scheduler::Scheduler::new(
-        cfg.webhooks.lanes(),
+        config::LanesConfig {
+            idle_evict_after_ms: cfg.lanes.idle_evict_after_ms,
+            ..cfg.webhooks.lanes()
+        },
         deliverer,
         metrics.clone(),
         metrics::of_webhooks,
+        Some(scheduler::LaneMemory {
+            store: store.clone(),
+            prefix: "webhook:",
+        }),
     );
     let executor = Arc::new(executor::Executor::new(
         store.clone(),
@@ -118,6 +125,10 @@ pub async fn start(
         executor.clone(),
         metrics.clone(),
         metrics::of_jobs,
+        Some(scheduler::LaneMemory {
+            store: store.clone(),
+            prefix: "job:",
+        }),
     );
 
     // Rebuild the indexes: every job not final goes back to its lane, every pending delivery

@@ -170,6 +170,23 @@ pub struct Snapshot {
     pub webhook_lanes: Vec<crate::scheduler::LaneView>,
     /// Age of the oldest pending delivery, seconds.
     pub oldest_pending_delivery_s: Option<f64>,
+    /// Per-lane series are rendered for this many of the busiest lanes of each scheduler.
+    pub max_lane_series: usize,
+}
+
+/// The `k` busiest lanes (queued + in flight, then most dispatched, then by name so the
+/// choice is stable between scrapes): per-lane series for every lane would make the scrape
+/// grow with the number of distinct hosts and credentials, which callers control.
+fn busiest(lanes: &[crate::scheduler::LaneView], k: usize) -> Vec<&crate::scheduler::LaneView> {
+    let mut v: Vec<_> = lanes.iter().collect();
+    let load = |l: &crate::scheduler::LaneView| l.queued as u64 + u64::from(l.in_flight);
+    v.sort_unstable_by(|a, b| {
+        (load(b), b.dispatched)
+            .cmp(&(load(a), a.dispatched))
+            .then_with(|| a.lane.cmp(&b.lane))
+    });
+    v.truncate(k);
+    v
 }
 
 impl Metrics {
@@ -253,21 +270,43 @@ impl Metrics {
                 |l| l.dispatched as f64,
             ),
         ];
+        let k = snap.max_lane_series;
+        let shown = [busiest(lanes, k), busiest(&snap.webhook_lanes, k)];
         for (name, kind, help, value) in per_lane {
             for (prefix, what, lanes) in [
-                ("ezthrottle_lane", "", lanes),
+                ("ezthrottle_lane", " (busiest lanes only)", &shown[0]),
                 (
                     "ezthrottle_webhook_lane",
-                    " (webhook receivers)",
-                    &snap.webhook_lanes,
+                    " (webhook receivers, busiest only)",
+                    &shown[1],
                 ),
             ] {
                 let name = name.replacen("ezthrottle_lane", prefix, 1);
                 let _ = writeln!(out, "# HELP {name} {help}{what}\n# TYPE {name} {kind}");
-                for l in lanes {
+                for l in lanes.iter() {
                     let _ = writeln!(out, "{name}{{lane=\"{}\"}} {}", esc(&l.lane), value(l));
                 }
             }
+        }
+        for (prefix, what, all) in [
+            ("ezthrottle_lanes", "", lanes),
+            (
+                "ezthrottle_webhook_lanes",
+                " (webhook receivers)",
+                &snap.webhook_lanes,
+            ),
+        ] {
+            let paused = all.iter().filter(|l| l.paused_until.is_some()).count();
+            let queued: usize = all.iter().map(|l| l.queued).sum();
+            let _ = writeln!(
+                out,
+                "# HELP {prefix} Lanes in memory{what}.\n# TYPE {prefix} gauge\n{prefix} {}\n\
+                 # HELP {prefix}_paused Lanes paused by their target{what}.\n# TYPE {prefix}_paused gauge\n{prefix}_paused {paused}\n\
+                 # HELP {prefix}_queued Items waiting in all lanes{what}.\n# TYPE {prefix}_queued gauge\n{prefix}_queued {queued}\n\
+                 # HELP {prefix}_without_series Lanes left out of the per-lane series{what}.\n# TYPE {prefix}_without_series gauge\n{prefix}_without_series {}",
+                all.len(),
+                all.len().saturating_sub(k),
+            );
         }
         let _ = writeln!(out, "# HELP ezthrottle_in_flight Attempts in flight.\n# TYPE ezthrottle_in_flight gauge\nezthrottle_in_flight {}", self.in_flight.get());
         self.admission_latency.render(
@@ -309,5 +348,50 @@ fn by_outcome(out: &mut String, name: &str, help: &str, counters: &[(&str, &Coun
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
     for (o, c) in counters {
         let _ = writeln!(out, "{name}{{outcome=\"{o}\"}} {}", c.get());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::LaneView;
+
+    fn lane(i: usize, queued: usize) -> LaneView {
+        LaneView {
+            lane: format!("api.example.com:443#{i:016x}"),
+            rate: 2.0,
+            burst: 1,
+            max_in_flight: 2,
+            in_flight: 0,
+            queued,
+            paused_until: None,
+            pinned: false,
+            dispatched: i as u64,
+        }
+    }
+
+    #[test]
+    fn five_thousand_lanes_keep_the_scrape_small() {
+        let snap = Snapshot {
+            lanes: (0..5000)
+                .map(|i| lane(i, usize::from(i == 7) * 9))
+                .collect(),
+            max_lane_series: 50,
+            ..Default::default()
+        };
+        let text = Metrics::default().render(&snap);
+        assert!(text.len() < 64 * 1024, "scrape is {} bytes", text.len());
+        for family in ["ezthrottle_lane_queue_depth{", "ezthrottle_lane_rate{"] {
+            let n = text.lines().filter(|l| l.starts_with(family)).count();
+            assert_eq!(n, 50, "{family} series");
+        }
+        assert!(text.contains("\nezthrottle_lanes 5000\n"), "{text}");
+        assert!(text.contains("\nezthrottle_lanes_queued 9\n"));
+        assert!(text.contains("\nezthrottle_lanes_without_series 4950\n"));
+        let busiest = format!(
+            "ezthrottle_lane_queue_depth{{lane=\"{}\"}} 9",
+            lane(7, 0).lane
+        );
+        assert!(text.contains(&busiest), "the lane with work is shown");
     }
 }

@@ -11,7 +11,7 @@
 //! keeping them apart means a slow receiver never holds up jobs, and the reverse.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt::{Debug, Display};
 use std::future::Future;
 use std::hash::Hash;
@@ -22,7 +22,7 @@ use ezt_core::gcra::{Gcra, Nanos};
 use ezt_core::lane::LaneKey;
 use ezt_core::ratelimit_headers::LimitChange;
 use ezt_core::{JobId, TenantId};
-use ezt_store::PendingJob;
+use ezt_store::{LaneState, PendingJob, Store};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -126,7 +126,36 @@ pub(crate) enum Command<Id> {
     Position(Id, oneshot::Sender<Option<usize>>),
     Lanes(oneshot::Sender<Vec<LaneView>>),
     Kick(usize),
+    /// What the store remembered for a lane just (re)created at this index.
+    Restored {
+        lane: usize,
+        key: LaneKey,
+        state: Option<LaneState>,
+    },
 }
+
+/// Where a scheduler keeps what its lanes learned: the store, under `prefix` + the lane key
+/// (job and webhook lanes are kept apart).
+#[derive(Clone)]
+pub struct LaneMemory {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Key prefix, e.g. `job:`.
+    pub prefix: &'static str,
+}
+
+/// A submission would open more lanes for its tenant than `lanes.max_lanes_per_tenant`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this tenant already has work waiting in {busy} lanes (the most is {max}); wait for some to drain or use fewer distinct hosts or credentials")]
+pub struct TooManyLanes {
+    /// Lanes with waiting work now.
+    pub busy: usize,
+    /// The cap.
+    pub max: usize,
+}
+
+/// Lanes in which each tenant has work waiting, shared with the API for the per-tenant cap.
+type BusyLanes = Arc<std::sync::Mutex<HashMap<TenantId, HashSet<LaneKey>>>>;
 
 /// A lane as shown to operators and metrics.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -155,13 +184,44 @@ pub struct LaneView {
 #[derive(Debug)]
 pub struct SchedulerHandle<Id = JobId> {
     tx: mpsc::UnboundedSender<Command<Id>>,
+    busy: BusyLanes,
+    max_lanes_per_tenant: usize,
 }
 
 impl<Id> Clone for SchedulerHandle<Id> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            busy: self.busy.clone(),
+            max_lanes_per_tenant: self.max_lanes_per_tenant,
         }
+    }
+}
+
+impl<Id> SchedulerHandle<Id> {
+    /// Checks that work in `lanes` would not give `tenant` more lanes with waiting work than
+    /// the cap allows (lanes it already uses are free). A check, not a reservation: two
+    /// concurrent submissions may overshoot by the lanes they open between them.
+    pub fn admit_lanes<'a>(
+        &self,
+        tenant: TenantId,
+        lanes: impl IntoIterator<Item = &'a LaneKey>,
+    ) -> Result<(), TooManyLanes> {
+        let max = self.max_lanes_per_tenant;
+        if max == 0 {
+            return Ok(());
+        }
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = busy.get(&tenant);
+        let now = mine.map_or(0, HashSet::len);
+        let new: HashSet<&LaneKey> = lanes
+            .into_iter()
+            .filter(|l| !mine.is_some_and(|m| m.contains(*l)))
+            .collect();
+        if now + new.len() > max {
+            return Err(TooManyLanes { busy: now, max });
+        }
+        Ok(())
     }
 }
 
@@ -353,6 +413,17 @@ struct Lane<Id> {
     paused_until_ms: Option<u64>,
     dispatched: u64,
     failing: bool,
+    /// Items (delayed, queued or running) that name this lane; it is never evicted above 0.
+    items: u32,
+    /// Waiting for what the store remembers: nothing is dispatched until it arrives, so a
+    /// learned pause cannot be skipped by the first job after a restart or an eviction.
+    loading: bool,
+    /// Learned something from its target since it was created (saved on eviction).
+    learned: bool,
+    /// The pause in force, on the monotonic clock (eviction waits for it to end).
+    pause_until: Option<Instant>,
+    /// Seen idle by the last sweep since then (reset by any activity).
+    idle_since: Option<Instant>,
 }
 
 /// The scheduler's state; runs as one task.
@@ -361,7 +432,16 @@ pub(crate) struct Scheduler<R: Runner> {
     handle: SchedulerHandle<R::Id>,
     lanes_cfg: LanesConfig,
     lane_ids: HashMap<LaneKey, usize>,
-    lanes: Vec<Lane<R::Id>>,
+    /// Lanes by index; evicted lanes leave `None`, and their index is reused (`free`).
+    lanes: Vec<Option<Lane<R::Id>>>,
+    free: Vec<usize>,
+    /// Items per (tenant, lane), to keep `BusyLanes` right on 0 <-> 1 changes only.
+    tenant_items: HashMap<(TenantId, usize), u32>,
+    busy: BusyLanes,
+    memory: Option<LaneMemory>,
+    saves: mpsc::UnboundedSender<(String, LaneState)>,
+    saves_rx: Option<mpsc::UnboundedReceiver<(String, LaneState)>>,
+    next_sweep: Instant,
     jobs: HashMap<R::Id, Entry>,
     /// Delayed items by monotonic due time (see `promote_and_expire` for the clock rules).
     delayed: BinaryHeap<Reverse<(Instant, R::Id)>>,
@@ -387,15 +467,29 @@ impl<R: Runner> Scheduler<R> {
         runner: Arc<R>,
         metrics: Arc<Metrics>,
         metrics_of: MetricsOf,
+        memory: Option<LaneMemory>,
     ) -> (Self, SchedulerHandle<R::Id>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = SchedulerHandle { tx };
+        let busy = BusyLanes::default();
+        let handle = SchedulerHandle {
+            tx,
+            busy: busy.clone(),
+            max_lanes_per_tenant: lanes_cfg.max_lanes_per_tenant,
+        };
+        let (saves, saves_rx) = mpsc::unbounded_channel();
         let s = Self {
             rx,
             handle: handle.clone(),
+            next_sweep: Instant::now() + sweep_every(&lanes_cfg),
             lanes_cfg,
             lane_ids: HashMap::new(),
             lanes: Vec::new(),
+            free: Vec::new(),
+            tenant_items: HashMap::new(),
+            busy,
+            memory,
+            saves,
+            saves_rx: Some(saves_rx),
             jobs: HashMap::new(),
             delayed: BinaryHeap::new(),
             deadlines: BinaryHeap::new(),
@@ -413,6 +507,13 @@ impl<R: Runner> Scheduler<R> {
         t.saturating_duration_since(self.origin).as_nanos() as Nanos
     }
 
+    /// The live lane at `i` (callers hold an index that keeps it alive: an item or an attempt).
+    fn lane(&mut self, i: usize) -> &mut Lane<R::Id> {
+        self.lanes[i]
+            .as_mut()
+            .expect("a lane with items is never evicted")
+    }
+
     fn lane_index(&mut self, key: &LaneKey) -> usize {
         if let Some(&i) = self.lane_ids.get(key) {
             return i;
@@ -426,8 +527,7 @@ impl<R: Runner> Scheduler<R> {
             .or_else(|| self.lanes_cfg.hosts.get(host))
             .copied();
         let limit = pinned.unwrap_or(self.lanes_cfg.default);
-        let i = self.lanes.len();
-        self.lanes.push(Lane {
+        let lane = Lane {
             key: key.clone(),
             gcra: Gcra::new(limit.rate, limit.burst),
             gate: Arc::new(SendGate::new(limit, self.origin, pinned.is_some())),
@@ -439,9 +539,80 @@ impl<R: Runner> Scheduler<R> {
             paused_until_ms: None,
             dispatched: 0,
             failing: false,
-        });
+            items: 0,
+            loading: self.memory.is_some(),
+            learned: false,
+            pause_until: None,
+            idle_since: None,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.lanes[i] = Some(lane);
+                i
+            }
+            None => {
+                self.lanes.push(Some(lane));
+                self.lanes.len() - 1
+            }
+        };
         self.lane_ids.insert(key.clone(), i);
+        if let Some(m) = &self.memory {
+            let (store, name) = (m.store.clone(), format!("{}{}", m.prefix, key.0));
+            let (handle, key) = (self.handle.clone(), key.clone());
+            tokio::spawn(async move {
+                let state = match store.lane_state(&name).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(lane = %key, error = %e, "cannot read what the lane learned; starting from its configured limit");
+                        None
+                    }
+                };
+                let _ = handle.tx.send(Command::Restored {
+                    lane: i,
+                    key,
+                    state,
+                });
+            });
+        }
         i
+    }
+
+    /// Counts an item into its lane (and its tenant's busy lanes).
+    fn hold(&mut self, lane: usize, tenant: TenantId) {
+        let l = self.lane(lane);
+        l.items += 1;
+        l.idle_since = None;
+        let n = self.tenant_items.entry((tenant, lane)).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            let key = self.lane(lane).key.clone();
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            busy.entry(tenant).or_default().insert(key);
+        }
+    }
+
+    /// Forgets an item the scheduler no longer tracks; the entry is returned.
+    fn forget(&mut self, id: &R::Id) -> Option<Entry> {
+        let e = self.jobs.remove(id)?;
+        let l = self.lane(e.lane);
+        l.items = l.items.saturating_sub(1);
+        if let std::collections::hash_map::Entry::Occupied(mut n) =
+            self.tenant_items.entry((e.tenant, e.lane))
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+                let key = &self.lanes[e.lane].as_ref().expect("held").key;
+                let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(set) = busy.get_mut(&e.tenant) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        busy.remove(&e.tenant);
+                    }
+                }
+            }
+        }
+        Some(e)
     }
 
     fn admit(&mut self, e: Item<R::Id>, now: u64, now_i: Instant) {
@@ -449,6 +620,7 @@ impl<R: Runner> Scheduler<R> {
             return; // already known (e.g. a wakeup for a job the API already handed us)
         }
         let lane = self.lane_index(&e.lane);
+        self.hold(lane, e.tenant);
         let at = if e.run_at > now {
             Where::Delayed
         } else {
@@ -472,7 +644,7 @@ impl<R: Runner> Scheduler<R> {
         match at {
             Where::Delayed => self.delayed.push(Reverse((self.jobs[&e.id].due, e.id))),
             _ => {
-                self.lanes[lane].queue.push(e.tenant, e.weight, e.id);
+                self.lane(lane).queue.push(e.tenant, e.weight, e.id);
                 self.due.push(lane);
             }
         }
@@ -491,12 +663,12 @@ impl<R: Runner> Scheduler<R> {
             return;
         }
         ids.sort_unstable();
-        tracing::info!(lane = %self.lanes[lane].key, items = ids.len(), "lane answers again: running its delayed items now");
+        tracing::info!(lane = %self.lane(lane).key, items = ids.len(), "lane answers again: running its delayed items now");
         for id in ids {
             let e = self.jobs.get_mut(&id).expect("listed");
             e.at = Where::Queued;
             let (tenant, weight) = (e.tenant, e.weight);
-            self.lanes[lane].queue.push(tenant, weight, id);
+            self.lane(lane).queue.push(tenant, weight, id);
         }
         self.due.push(lane);
     }
@@ -511,15 +683,16 @@ impl<R: Runner> Scheduler<R> {
                 }
             }
             Command::Done { id, lane, ran, at } => {
-                let l = &mut self.lanes[lane];
+                let l = self.lane(lane);
                 l.in_flight = l.in_flight.saturating_sub(1);
+                l.idle_since = None;
                 if let Some(c) = ran.change {
-                    self.learn(lane, &c, at);
+                    self.learn(lane, &c, at, true);
                 }
                 self.due.push(lane);
                 match ran.end {
                     AttemptEnd::Finished => {
-                        self.jobs.remove(&id);
+                        self.forget(&id);
                     }
                     AttemptEnd::RetryAfter(wait) => {
                         if let Some(e) = self.jobs.get_mut(&id) {
@@ -531,9 +704,9 @@ impl<R: Runner> Scheduler<R> {
                     }
                 }
                 match ran.healthy {
-                    Some(false) => self.lanes[lane].failing = true,
-                    Some(true) if self.lanes[lane].failing => {
-                        self.lanes[lane].failing = false;
+                    Some(false) => self.lane(lane).failing = true,
+                    Some(true) if self.lane(lane).failing => {
+                        self.lane(lane).failing = false;
                         self.hasten(lane);
                     }
                     _ => {}
@@ -543,9 +716,9 @@ impl<R: Runner> Scheduler<R> {
                 if let Some(e) = self.jobs.get(&id) {
                     if e.at != Where::Running {
                         let lane = e.lane;
-                        self.jobs.remove(&id);
+                        self.forget(&id);
                         // Removing from the lane's queue keeps positions right; cost is O(queue).
-                        self.lanes[lane].queue.remove_where(|j| *j == id);
+                        self.lane(lane).queue.remove_where(|j| *j == id);
                     }
                 }
             }
@@ -555,13 +728,17 @@ impl<R: Runner> Scheduler<R> {
                     .jobs
                     .get(&id)
                     .filter(|e| e.at == Where::Queued)
-                    .and_then(|e| self.lanes[e.lane].queue.position(&e.tenant, |j| *j == id));
+                    .and_then(|e| {
+                        let l = self.lanes[e.lane].as_ref()?;
+                        l.queue.position(&e.tenant, |j| *j == id)
+                    });
                 let _ = reply.send(pos);
             }
             Command::Lanes(reply) => {
                 let views = self
                     .lanes
                     .iter()
+                    .flatten()
                     .map(|l| LaneView {
                         lane: l.key.0.clone(),
                         rate: l.limit.rate,
@@ -576,14 +753,38 @@ impl<R: Runner> Scheduler<R> {
                     .collect();
                 let _ = reply.send(views);
             }
+            Command::Restored { lane, key, state } => {
+                let Some(l) = self.lanes[lane].as_mut().filter(|l| l.key == key) else {
+                    return; // evicted meanwhile (and maybe the slot reused): nothing to do
+                };
+                if !std::mem::take(&mut l.loading) {
+                    return;
+                }
+                self.due.push(lane);
+                let Some(st) = state else { return };
+                let pause = st.paused_until_ms.filter(|&p| p > now).map(|p| p - now);
+                let c = LimitChange {
+                    rate_per_sec: Some(st.rate),
+                    burst: Some(st.burst),
+                    max_in_flight: Some(st.max_in_flight),
+                    pause_for_ms: pause,
+                };
+                let l = self.lane(lane);
+                l.gate.apply(&c, now_i);
+                l.learned = true;
+                tracing::debug!(lane = %l.key, rate = st.rate, pause_ms = pause, "lane restored what it learned");
+                self.learn(lane, &c, now_i, false);
+            }
         }
     }
 
     /// Applies what a response taught: a pause for the whole lane, and (unless pinned) a new
-    /// rate, burst or concurrency.
-    fn learn(&mut self, lane: usize, c: &LimitChange, at: Instant) {
+    /// rate, burst or concurrency. A change is saved (`persist`) so that it outlives the lane's
+    /// eviction and a restart; saves happen only on change, never per dispatch.
+    fn learn(&mut self, lane: usize, c: &LimitChange, at: Instant, persist: bool) {
         let at_n = self.nanos(at);
-        let l = &mut self.lanes[lane];
+        let l = self.lanes[lane].as_mut().expect("live lane");
+        let mut changed = false;
         if !l.pinned {
             let mut limit = l.limit;
             if let Some(r) = c.rate_per_sec.filter(|r| r.is_finite() && *r > 0.0) {
@@ -596,16 +797,82 @@ impl<R: Runner> Scheduler<R> {
                 limit.max_in_flight = m;
             }
             if limit != l.limit {
-                tracing::info!(lane = %l.key, rate = limit.rate, burst = limit.burst, max_in_flight = limit.max_in_flight, "lane limit learned");
+                if persist {
+                    tracing::info!(lane = %l.key, rate = limit.rate, burst = limit.burst, max_in_flight = limit.max_in_flight, "lane limit learned");
+                }
                 l.gcra.set_limit(limit.rate, limit.burst);
                 l.limit = limit;
+                changed = true;
             }
         }
         if let Some(p) = c.pause_for_ms.filter(|p| *p > 0) {
             l.gcra.pause_until(at_n + p * 1_000_000);
             l.paused_until_ms = Some(now_ms() + p);
-            tracing::info!(lane = %l.key, pause_ms = p, "lane paused by the target");
+            l.pause_until = Some(at + std::time::Duration::from_millis(p));
+            changed = true;
+            if persist {
+                tracing::info!(lane = %l.key, pause_ms = p, "lane paused by the target");
+            }
         }
+        if changed && persist {
+            l.learned = true;
+            self.save(lane);
+        }
+    }
+
+    /// Queues a save of what the lane learned (the writer task coalesces and writes them).
+    fn save(&self, lane: usize) {
+        let (Some(m), Some(l)) = (&self.memory, &self.lanes[lane]) else {
+            return;
+        };
+        let state = LaneState {
+            rate: l.limit.rate,
+            burst: l.limit.burst,
+            max_in_flight: l.limit.max_in_flight,
+            paused_until_ms: l.paused_until_ms,
+            updated_at_ms: now_ms(),
+        };
+        let _ = self.saves.send((format!("{}{}", m.prefix, l.key.0), state));
+    }
+
+    /// Drops lanes that stayed idle (nothing tracked, nothing in flight or at the gate, no
+    /// pause in force, not loading) for `idle_evict_after_ms`, saving what they learned first.
+    fn sweep(&mut self, now_i: Instant) {
+        let after = std::time::Duration::from_millis(self.lanes_cfg.idle_evict_after_ms);
+        let mut evict = Vec::new();
+        for (i, slot) in self.lanes.iter_mut().enumerate() {
+            let Some(l) = slot else { continue };
+            let idle = l.items == 0
+                && l.in_flight == 0
+                && !l.loading
+                && l.gate.waiting.load(std::sync::atomic::Ordering::Acquire) == 0
+                && l.pause_until.is_none_or(|p| p <= now_i);
+            if !idle {
+                l.idle_since = None;
+            } else if let Some(since) = l.idle_since {
+                if now_i.saturating_duration_since(since) >= after {
+                    evict.push(i);
+                }
+            } else {
+                l.idle_since = Some(now_i);
+            }
+        }
+        if evict.is_empty() {
+            return;
+        }
+        for &i in &evict {
+            if self.lanes[i].as_ref().is_some_and(|l| l.learned) {
+                self.save(i);
+            }
+            let l = self.lanes[i].take().expect("listed");
+            self.lane_ids.remove(&l.key);
+            self.free.push(i);
+        }
+        tracing::debug!(
+            evicted = evict.len(),
+            left = self.lane_ids.len(),
+            "idle lanes left memory"
+        );
     }
 
     /// Moves due delayed jobs into their lanes and expires jobs whose deadline passed while
@@ -635,7 +902,7 @@ impl<R: Runner> Scheduler<R> {
                     }
                     e.at = Where::Queued;
                     let (lane, tenant, weight) = (e.lane, e.tenant, e.weight);
-                    self.lanes[lane].queue.push(tenant, weight, id);
+                    self.lane(lane).queue.push(tenant, weight, id);
                     self.due.push(lane);
                 }
             }
@@ -653,9 +920,9 @@ impl<R: Runner> Scheduler<R> {
             }
             let lane = e.lane;
             let was_queued = e.at == Where::Queued;
-            self.jobs.remove(&id);
+            self.forget(&id);
             if was_queued {
-                self.lanes[lane].queue.remove_where(|j| *j == id);
+                self.lane(lane).queue.remove_where(|j| *j == id);
             }
             let runner = self.runner.clone();
             tokio::spawn(async move { runner.expire(id).await });
@@ -669,9 +936,10 @@ impl<R: Runner> Scheduler<R> {
         due.sort_unstable();
         due.dedup();
         for lane in due {
-            loop {
-                let l = &mut self.lanes[lane];
+            // An index may be stale (a kick for a lane evicted since): such a lane is skipped.
+            while let Some(l) = self.lanes.get_mut(lane).and_then(Option::as_mut) {
                 if l.queue.is_empty()
+                    || l.loading
                     || l.in_flight >= l.limit.max_in_flight
                     || l.gate.waiting.load(std::sync::atomic::Ordering::Acquire)
                         >= gate_pipeline(l.limit.rate)
@@ -729,9 +997,12 @@ impl<R: Runner> Scheduler<R> {
         let now = now_ms();
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        // Discard stale lane wakeups (an earlier one replaced them).
+        // Discard stale lane wakeups (an earlier one replaced them, or the lane is gone).
         while let Some(Reverse((t, lane))) = self.wakeups.peek().copied() {
-            if self.lanes[lane].wake_at == Some(t) {
+            if self.lanes[lane]
+                .as_ref()
+                .is_some_and(|l| l.wake_at == Some(t))
+            {
                 break;
             }
             self.wakeups.pop();
@@ -745,6 +1016,9 @@ impl<R: Runner> Scheduler<R> {
         if let Some(Reverse((t, _))) = self.deadlines.peek() {
             consider(now_i + std::time::Duration::from_millis(t.saturating_sub(now)));
         }
+        if !self.lane_ids.is_empty() {
+            consider(self.next_sweep);
+        }
         next
     }
 
@@ -754,15 +1028,20 @@ impl<R: Runner> Scheduler<R> {
                 break;
             }
             self.wakeups.pop();
-            if self.lanes[lane].wake_at == Some(t) {
-                self.lanes[lane].wake_at = None;
+            if let Some(l) = self.lanes[lane].as_mut().filter(|l| l.wake_at == Some(t)) {
+                l.wake_at = None;
                 self.due.push(lane);
             }
         }
     }
 
-    /// Runs until `shutdown` fires; then stops dispatching (in-flight attempts finish on their own).
+    /// Runs until `shutdown` fires; then stops dispatching (in-flight attempts finish on their
+    /// own) and writes the lane states still queued for saving.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let writer = match (self.memory.clone(), self.saves_rx.take()) {
+            (Some(m), Some(rx)) => Some(tokio::spawn(write_lane_states(m.store, rx))),
+            _ => None,
+        };
         loop {
             let timer = self.next_timer();
             tokio::select! {
@@ -786,6 +1065,39 @@ impl<R: Runner> Scheduler<R> {
             self.fire_wakeups(now_i);
             self.promote_and_expire(now_ms(), now_i);
             self.dispatch_due(now_i);
+            if now_i >= self.next_sweep {
+                self.sweep(now_i);
+                self.next_sweep = now_i + sweep_every(&self.lanes_cfg);
+            }
+        }
+        drop(self); // closes the writer's channel: it writes what is left, then ends
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+}
+
+/// How often idle lanes are looked for: often enough that a lane leaves memory within about
+/// 1.5 x `idle_evict_after_ms`, rarely enough to cost nothing (the sweep is O(lanes)).
+fn sweep_every(cfg: &LanesConfig) -> std::time::Duration {
+    std::time::Duration::from_millis((cfg.idle_evict_after_ms / 2).clamp(10, 30_000))
+}
+
+/// Writes lane states in order, coalescing a burst to the last state per lane, until the
+/// scheduler drops its sender.
+async fn write_lane_states(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<(String, LaneState)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch: HashMap<String, LaneState> = HashMap::from([first]);
+        while let Ok((k, v)) = rx.try_recv() {
+            batch.insert(k, v);
+        }
+        for (lane, state) in batch {
+            if let Err(e) = store.save_lane_state(&lane, state).await {
+                tracing::warn!(error = %e, "cannot save what a lane learned; it is kept in memory");
+            }
         }
     }
 }
@@ -794,5 +1106,187 @@ async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Passes the gate, reports when it did, and teaches `change`.
+    struct Teach {
+        change: Option<LimitChange>,
+        ran: mpsc::UnboundedSender<(u64, Instant)>,
+    }
+
+    impl Runner for Teach {
+        type Id = u64;
+        async fn run(
+            &self,
+            id: u64,
+            _tenant: TenantId,
+            _lane: &LaneKey,
+            gate: &mut GateTicket<u64>,
+        ) -> Ran {
+            gate.pass().await;
+            let _ = self.ran.send((id, Instant::now()));
+            Ran {
+                end: AttemptEnd::Finished,
+                change: self.change.clone(),
+                healthy: None,
+            }
+        }
+        async fn expire(&self, _id: u64) {}
+    }
+
+    fn item(id: u64, tenant: TenantId, lane: &str) -> Item<u64> {
+        Item {
+            id,
+            tenant,
+            weight: 1,
+            lane: LaneKey(lane.into()),
+            run_at: 0,
+            deadline_at: u64::MAX,
+        }
+    }
+
+    /// The handle, the attempts' (id, time) reports, the stop token and the task.
+    type Started = (
+        SchedulerHandle<u64>,
+        mpsc::UnboundedReceiver<(u64, Instant)>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    );
+
+    fn start(change: Option<LimitChange>, store: Arc<dyn Store>, cfg: LanesConfig) -> Started {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (s, h) = Scheduler::new(
+            cfg,
+            Arc::new(Teach { change, ran: tx }),
+            Arc::new(Metrics::default()),
+            crate::metrics::of_jobs,
+            Some(LaneMemory {
+                store,
+                prefix: "job:",
+            }),
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(s.run(stop.clone()));
+        (h, rx, stop, task)
+    }
+
+    fn cfg() -> LanesConfig {
+        LanesConfig {
+            idle_evict_after_ms: 1_000,
+            ..LanesConfig::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_lane_is_evicted_after_its_pause_and_keeps_what_it_learned() {
+        let store: Arc<dyn Store> = Arc::new(ezt_store::MemoryStore::new());
+        let teach = LimitChange {
+            rate_per_sec: Some(5.0),
+            max_in_flight: Some(7),
+            pause_for_ms: Some(3_000),
+            ..Default::default()
+        };
+        let (h, mut ran, stop, task) = start(Some(teach), store.clone(), cfg());
+        let t = TenantId::new(1, 1);
+        let t0 = Instant::now();
+        h.enqueue(vec![item(1, t, "a:443")]);
+        ran.recv().await.expect("ran");
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        let lanes = h.lanes().await;
+        assert_eq!(lanes.len(), 1, "a paused lane stays in memory");
+        assert_eq!((lanes[0].rate, lanes[0].max_in_flight), (5.0, 7));
+        // Idle from the pause's end (3 s) for 1 s, found by a sweep within 0.5 s more.
+        tokio::time::sleep_until(t0 + Duration::from_millis(4_600)).await;
+        assert!(h.lanes().await.is_empty(), "the idle lane left memory");
+        let saved = store.lane_state("job:a:443").await.unwrap().expect("saved");
+        assert_eq!((saved.rate, saved.max_in_flight), (5.0, 7));
+        assert!(saved.paused_until_ms.is_some());
+        // Work returns: the lane comes back with the learned limit, not the default.
+        h.enqueue(vec![item(2, t, "a:443")]);
+        ran.recv().await.expect("ran again");
+        let lanes = h.lanes().await;
+        assert_eq!((lanes[0].rate, lanes[0].max_in_flight), (5.0, 7));
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remembered_pause_holds_the_first_job_after_a_restart() {
+        let store: Arc<dyn Store> = Arc::new(ezt_store::MemoryStore::new());
+        let state = LaneState {
+            rate: 2.0,
+            burst: 1,
+            max_in_flight: 2,
+            paused_until_ms: Some(now_ms() + 10_000),
+            updated_at_ms: now_ms(),
+        };
+        store.save_lane_state("job:b:443", state).await.unwrap();
+        let (h, mut ran, stop, task) = start(None, store, cfg());
+        let t0 = Instant::now();
+        h.enqueue(vec![item(1, TenantId::new(1, 1), "b:443")]);
+        let (_, at) = ran.recv().await.expect("ran");
+        let waited = at - t0;
+        assert!(
+            waited >= Duration::from_millis(9_900),
+            "dispatched after {waited:?}, inside the remembered pause"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_lanes_per_tenant_are_capped() {
+        let store: Arc<dyn Store> = Arc::new(ezt_store::MemoryStore::new());
+        let pause = LimitChange {
+            pause_for_ms: Some(60_000),
+            ..Default::default()
+        };
+        let (h, mut ran, stop, task) = start(
+            Some(pause),
+            store,
+            LanesConfig {
+                max_lanes_per_tenant: 2,
+                ..cfg()
+            },
+        );
+        let (t, other) = (TenantId::new(1, 1), TenantId::new(1, 2));
+        let (a, b, c) = (
+            LaneKey("a".into()),
+            LaneKey("b".into()),
+            LaneKey("c".into()),
+        );
+        assert!(h.admit_lanes(t, [&a, &b, &c]).is_err(), "three new lanes");
+        assert!(
+            h.admit_lanes(t, [&a, &b, &a]).is_ok(),
+            "a repeated lane counts once"
+        );
+        // Two jobs per lane: the first runs and pauses the lane, the second waits in it.
+        h.enqueue(vec![
+            item(1, t, "a"),
+            item(2, t, "a"),
+            item(3, t, "b"),
+            item(4, t, "b"),
+        ]);
+        ran.recv().await.unwrap();
+        ran.recv().await.unwrap();
+        assert!(h.admit_lanes(t, [&a, &b]).is_ok(), "lanes it uses are free");
+        let err = h.admit_lanes(t, [&c]).unwrap_err();
+        assert_eq!((err.busy, err.max), (2, 2));
+        assert!(h.admit_lanes(other, [&c]).is_ok(), "the cap is per tenant");
+        h.remove(2);
+        h.remove(4);
+        let _ = h.lanes().await; // the removals are handled in order before this answers
+        assert!(
+            h.admit_lanes(t, [&c]).is_ok(),
+            "drained lanes no longer count"
+        );
+        stop.cancel();
+        task.await.unwrap();
     }
 }

@@ -31,6 +31,8 @@ CREATE TABLE attempts (job_id BLOB NOT NULL, n INTEGER NOT NULL, data TEXT NOT N
 CREATE TABLE wakeups (job_id BLOB NOT NULL);
 "#,
     crate::webhooks::MIGRATION,
+    // What idle lanes learned (rate, concurrency, pause), so eviction and restarts keep it.
+    "CREATE TABLE lane_states (lane TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;",
 ];
 
 /// Opens a connection with the durability settings a 202 relies on. The writer connection

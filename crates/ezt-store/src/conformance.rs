@@ -939,6 +939,37 @@ pub async fn recover_records_interrupted_attempt<S: Store>(s: S) {
     );
 }
 
+/// Lane states: absent until saved, then the last save wins, and keys are independent.
+pub async fn lane_states_persist<S: Store>(s: S) {
+    assert_eq!(s.lane_state("job:a").await.unwrap(), None);
+    let st = LaneState {
+        rate: 0.5,
+        burst: 1,
+        max_in_flight: 3,
+        paused_until_ms: Some(1_700_000_000_000),
+        updated_at_ms: 1,
+    };
+    s.save_lane_state("job:a", st).await.unwrap();
+    assert_eq!(s.lane_state("job:a").await.unwrap(), Some(st));
+    assert_eq!(
+        s.lane_state("webhook:a").await.unwrap(),
+        None,
+        "keys are apart"
+    );
+    let newer = LaneState {
+        rate: 7.25,
+        paused_until_ms: None,
+        updated_at_ms: 2,
+        ..st
+    };
+    s.save_lane_state("job:a", newer).await.unwrap();
+    assert_eq!(
+        s.lane_state("job:a").await.unwrap(),
+        Some(newer),
+        "last save wins"
+    );
+}
+
 /// Expands to one `#[tokio::test]` per conformance case for the store made by `$make`
 /// (an async expression evaluated afresh for each case).
 #[macro_export]
@@ -949,6 +980,7 @@ macro_rules! conformance_tests {
             recover_releases_running, replay_and_expire, list_paginates_and_filters,
             final_states_create_webhook_deliveries, deliveries_end_and_redeliver, webhook_secrets_rotate);
         $crate::conformance_tests!(@case $make; recover_records_interrupted_attempt);
+        $crate::conformance_tests!(@case $make; lane_states_persist);
     };
     (@case $make:expr; $($case:ident),*) => {
         $(

@@ -129,4 +129,9 @@ pub trait Store: Send + Sync + 'static {
     async fn count_by_state(&self) -> Result<Vec<(ezt_core::JobState, u64)>>;
     /// Cheap liveness probe of the storage.
     async fn ping(&self) -> Result<()>;
+    /// Saves what a lane learned (replacing what was saved for `lane` before). `lane` is the
+    /// scheduler's name for it (job and webhook lanes are prefixed apart).
+    async fn save_lane_state(&self, lane: &str, state: LaneState) -> Result<()>;
+    /// What was last saved for `lane`.
+    async fn lane_state(&self, lane: &str) -> Result<Option<LaneState>>;
 }

@@ -24,6 +24,7 @@ struct Inner {
     deliveries: BTreeMap<DeliveryId, DeliveryRecord>,
     delivery_leases: HashMap<DeliveryId, u64>,
     secrets: HashMap<TenantId, WebhookSecrets>,
+    lane_states: HashMap<String, LaneState>,
 }
 
 impl Inner {
@@ -580,5 +581,14 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn save_lane_state(&self, lane: &str, state: LaneState) -> Result<()> {
+        self.lock().lane_states.insert(lane.to_string(), state);
+        Ok(())
+    }
+
+    async fn lane_state(&self, lane: &str) -> Result<Option<LaneState>> {
+        Ok(self.lock().lane_states.get(lane).copied())
     }
 }

@@ -576,3 +576,20 @@ impl Outcome {
             .collect()
     }
 }
+
+/// What a lane learned from its target (rate, concurrency, a pause), kept across the lane's
+/// eviction from memory and across restarts, so an idle lane that is dropped and later
+/// re-created does not forget a Retry-After or a slower rate the target asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LaneState {
+    /// Sustained requests per second in force.
+    pub rate: f64,
+    /// Burst in force.
+    pub burst: u32,
+    /// Concurrency cap in force.
+    pub max_in_flight: u32,
+    /// Paused until this wall-clock time (ms since epoch), if a pause was learned.
+    pub paused_until_ms: Option<u64>,
+    /// When this was saved, ms since epoch.
+    pub updated_at_ms: u64,
+}

@@ -15,7 +15,8 @@ use ezt_store::{CancelOutcome, JobFilter, ReplayOutcome, Store};
 #[command(
     name = "ezthrottle",
     version,
-    about = "EZThrottle: durable, rate-limited, retried HTTP calls"
+    about = "EZThrottle: durable, rate-limited, retried HTTP calls",
+    after_help = ezt_server::config::env_help()
 )]
 pub struct Args {
     #[command(flatten)]
@@ -26,25 +27,27 @@ pub struct Args {
 
 #[derive(Debug, ClapArgs)]
 struct Global {
-    /// TOML configuration file.
-    #[arg(long, global = true)]
+    /// TOML configuration file (every key: config.default.toml).
+    #[arg(long, global = true, env = "EZTHROTTLE_CONFIG", hide_env_values = true)]
     config: Option<PathBuf>,
-    /// Data directory (SQLite file and lock).
+    /// Data directory (SQLite file and lock) [env: EZTHROTTLE_DATA_DIR].
     #[arg(long, global = true)]
-    data_dir: Option<PathBuf>,
+    data_dir: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the server.
+    #[command(after_help = ezt_server::config::env_help())]
     Serve {
-        /// Address to listen on (default 127.0.0.1:8080).
+        /// Address to listen on (default 127.0.0.1:8080) [env: EZTHROTTLE_LISTEN].
         #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-        /// This node's region (default "local").
+        listen: Option<String>,
+        /// This node's region (default "local") [env: EZTHROTTLE_REGION].
         #[arg(long)]
         region: Option<String>,
-        /// CIDR exempt from the SSRF deny list (repeatable).
+        /// CIDR exempt from the SSRF deny list (repeatable) [env: EZTHROTTLE_ALLOW_CIDRS,
+        /// comma-separated].
         #[arg(long = "allow-cidr")]
         allow_cidr: Vec<String>,
         /// Log as JSON lines instead of text.
@@ -131,13 +134,35 @@ enum JobsCmd {
     },
 }
 
-fn load_config(g: &Global) -> Result<Config> {
-    let mut cfg = Config::from_file(g.config.as_deref())?;
-    cfg.apply_env(std::env::vars())?;
+/// Defaults, then the file, then `EZTHROTTLE_*`, then flags (see `Config::load`).
+fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
+    use ezt_server::config::Flag;
+    let mut flags = Vec::new();
     if let Some(d) = &g.data_dir {
-        cfg.data_dir = d.clone();
+        flags.push(Flag::string("data_dir", "--data-dir", d));
     }
-    Ok(cfg)
+    if let Cmd::Serve {
+        listen,
+        region,
+        allow_cidr,
+        ..
+    } = cmd
+    {
+        if let Some(l) = listen {
+            flags.push(Flag::string("listen", "--listen", l));
+        }
+        if let Some(r) = region {
+            flags.push(Flag::string("region", "--region", r));
+        }
+        if !allow_cidr.is_empty() {
+            flags.push(Flag::list(
+                "allow_cidrs",
+                "--allow-cidr",
+                allow_cidr.clone(),
+            ));
+        }
+    }
+    Ok(Config::load(g.config.as_deref(), std::env::vars(), flags)?)
 }
 
 fn open(cfg: &Config) -> Result<Arc<dyn Store>> {
@@ -160,27 +185,9 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let mut cfg = load_config(&args.global)?;
+    let cfg = load_config(&args.global, &args.cmd)?;
     match args.cmd {
-        Cmd::Serve {
-            listen,
-            region,
-            allow_cidr,
-            log_json,
-        } => {
-            if let Some(l) = listen {
-                cfg.listen = l;
-            }
-            if let Some(r) = region {
-                cfg.region = r;
-            }
-            if !allow_cidr.is_empty() {
-                cfg.allow_cidrs =
-                    ezt_server::config::parse_cidrs(allow_cidr.iter().map(String::as_str))
-                        .map_err(anyhow::Error::msg)?;
-            }
-            serve(cfg, log_json).await
-        }
+        Cmd::Serve { log_json, .. } => serve(cfg, log_json).await,
         Cmd::Tenants(c) => {
             let store = open(&cfg)?;
             match c {

@@ -1,12 +1,13 @@
 //! `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 
+use crate::http::error::ApiError;
 use crate::AppState;
 
 /// Routes of the operations endpoints.
@@ -31,9 +32,37 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+/// Whether the scrape may read: always when no `metrics.bearer_token` is set, else only with
+/// `Authorization: Bearer <token>` (scheme case-insensitive, compared in constant time).
+fn metrics_allowed(st: &AppState, headers: &HeaderMap) -> bool {
+    let Some(want) = &st.cfg.metrics.bearer_token else {
+        return true;
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    got.is_some_and(|g| constant_time_eq(g.as_bytes(), want.0.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if !metrics_allowed(&st, &headers) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this server's /metrics needs Authorization: Bearer <metrics.bearer_token>",
+        )
+        .into_response();
+    }
     let now = crate::scheduler::now_ms();
     let snap = crate::metrics::Snapshot {
+        max_lane_series: st.cfg.metrics.max_lane_series,
         states: st.store.count_by_state().await.unwrap_or_default(),
         lanes: st.scheduler.lanes().await,
         webhook_lanes: st.deliveries.lanes().await,
@@ -49,6 +78,7 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(&snap),
     )
+        .into_response()
 }
 
 struct BearerAuth;

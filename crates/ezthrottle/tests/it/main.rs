@@ -3,8 +3,10 @@
 mod support;
 
 mod e2e_cli;
+mod e2e_config;
 mod e2e_crash;
 mod e2e_jobs;
+mod e2e_lanes_bounded;
 mod e2e_limits;
 mod e2e_proxy;
 mod e2e_security;

@@ -375,12 +375,30 @@ fn pending(j: &NewJob) -> ezt_store::PendingJob {
     }
 }
 
+/// Refuses work that would give the tenant more lanes with waiting work than
+/// `lanes.max_lanes_per_tenant` (each upstream credential or host is a lane, and lanes cost
+/// memory and metrics): 422 `too_many_lanes`, nothing stored.
+fn check_lane_cap(st: &AppState, caller: &Caller, jobs: &[NewJob]) -> Result<(), ApiError> {
+    st.scheduler
+        .admit_lanes(caller.tenant.id, jobs.iter().map(|j| &j.lane))
+        .map_err(|e| {
+            st.metrics.rejected.inc();
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too_many_lanes",
+                e.to_string(),
+            )
+            .with_field("headers")
+        })
+}
+
 /// Stores jobs durably (one transaction, group-committed) and hands the new ones to the scheduler.
 async fn admit(
     st: &AppState,
     caller: &Caller,
     jobs: Vec<NewJob>,
 ) -> Result<Vec<SubmitOut>, ApiError> {
+    check_lane_cap(st, caller, &jobs)?;
     let summaries: Vec<(ezt_store::PendingJob, String)> = jobs
         .iter()
         .map(|j| (pending(j), j.idempotent_key.clone()))

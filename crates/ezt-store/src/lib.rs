@@ -127,4 +127,10 @@ pub trait Store: Send + Sync + 'static {
     async fn count_by_state(&self) -> Result<Vec<(ezt_core::JobState, u64)>>;
     /// Cheap liveness probe of the storage.
     async fn ping(&self) -> Result<()>;
+    /// Deletes up to `limit` finished jobs that finished before their tenant's cutoff, oldest
+    /// first, with their attempts, responses, webhook payloads and deliveries (and so their
+    /// idempotency keys), in one short transaction. Jobs with a webhook delivery still pending
+    /// are kept. Returns how many jobs went; callers repeat while it equals `limit`, so a large
+    /// backlog is cleared in small steps that never hold the writer for long.
+    async fn purge_finished(&self, cutoffs: &PurgeCutoffs, limit: usize) -> Result<usize>;
 }

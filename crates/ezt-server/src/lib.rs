@@ -10,6 +10,7 @@ pub mod events;
 pub mod executor;
 pub mod http;
 pub mod metrics;
+pub mod retention;
 pub mod scheduler;
 pub mod sealing;
 pub mod ttl_cache;
@@ -163,6 +164,11 @@ pub async fn start(
         metrics,
         auth: Arc::new(ttl_cache::TtlCache::new(http::auth::TTL)),
     };
+    tokio::spawn(retention::run(
+        state.store.clone(),
+        state.cfg.retention.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(poll_wakeups(state.clone(), shutdown));
     Ok((state, sched_task))
 }

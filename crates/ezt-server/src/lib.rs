@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod credentials;
 pub mod events;
 pub mod executor;
 pub mod http;
@@ -92,10 +93,11 @@ pub async fn start(
         cfg.secret_key.as_ref().map(|k| k.0.as_str()),
         &cfg.data_dir,
     )?);
-    let signing_keys = Arc::new(webhooks::SigningKeys::new(store.clone(), sealer));
+    let signing_keys = Arc::new(webhooks::SigningKeys::new(store.clone(), sealer.clone()));
     let deliverer = Arc::new(webhooks::Deliverer::new(
         store.clone(),
         &cfg.webhooks,
+        &cfg.outbound,
         executor::SsrfResolver::new(ssrf.clone()),
         signing_keys.clone(),
         metrics.clone(),
@@ -113,6 +115,7 @@ pub async fn start(
         events.clone(),
         metrics.clone(),
         deliveries.clone(),
+        sealer,
     )?);
     let (sched, handle) = scheduler::Scheduler::new(
         cfg.lanes.clone(),

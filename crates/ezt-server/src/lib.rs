@@ -66,6 +66,9 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Owner-only data directory (0700) and files (0600), for the lock file beside the store's.
+pub use ezt_store_sqlite::private as private_files;
+
 /// Opens the store named by the configuration.
 pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, BoxError> {
     let store = ezt_store_sqlite::SqliteStore::open(cfg.db_path())?;

@@ -223,7 +223,7 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboundConfig {
-    /// Proxy for every outbound call (`http://`, `https://` or `socks5://` URL). The
+    /// Proxy for every outbound call (an `http://` or `https://` URL). The
     /// environment's `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` are never used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
@@ -304,9 +304,13 @@ impl RetentionConfig {
 impl OutboundConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(p) = &self.proxy {
-            reqwest::Proxy::all(p.as_str()).map_err(|e| {
-                ConfigError::Invalid(format!("outbound.proxy: {p:?} is not a proxy URL ({e})"))
-            })?;
+            let bad = |why: String| ConfigError::Invalid(format!("outbound.proxy: {p:?} {why}"));
+            let url = reqwest::Url::parse(p).map_err(|e| bad(format!("is not a URL ({e})")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(bad("must be an http:// or https:// URL with a host".into()));
+            }
+            reqwest::Proxy::all(p.as_str())
+                .map_err(|e| bad(format!("is not a proxy URL ({e})")))?;
             if !self.proxy_bypasses_ssrf {
                 return Err(ConfigError::Invalid(
                     "outbound.proxy is set while the SSRF rules are on: through a proxy, the \
@@ -500,6 +504,30 @@ mod tests {
             Config::from_file(Some(&f)).is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn outbound_and_retention_are_validated() {
+        let invalid = |c: &Config| c.validate().expect_err("invalid").to_string();
+        let mut c = Config::default();
+        c.outbound.proxy = Some("http://127.0.0.1:3128".into());
+        assert!(invalid(&c).contains("outbound.proxy_bypasses_ssrf"));
+        c.outbound.proxy_bypasses_ssrf = true;
+        c.validate().expect("acknowledged");
+        c.outbound.proxy = Some("socks5://127.0.0.1:1080".into());
+        assert!(invalid(&c).contains("outbound.proxy"));
+        let mut c = Config::default();
+        c.outbound.sealed_headers = vec!["bad header".into()];
+        assert!(invalid(&c).contains("outbound.sealed_headers"));
+        let mut c = Config::default();
+        c.retention.tenants.insert("acme".into(), "0s".into());
+        assert!(invalid(&c).contains("retention.tenants.acme"));
+        c.retention.tenants.insert("acme".into(), "never".into());
+        c.retention.finished_jobs = "30d".into();
+        c.validate().expect("valid");
+        assert_eq!(c.retention.default_ms(), Some(30 * 86_400_000));
+        c.retention.batch = 0;
+        assert!(invalid(&c).contains("retention.batch"));
     }
 
     #[test]

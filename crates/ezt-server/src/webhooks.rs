@@ -37,7 +37,7 @@ pub type Deliveries = SchedulerHandle<DeliveryId>;
 pub fn item(p: PendingDelivery) -> Item<DeliveryId> {
     let lane = ezt_core::ssrf::parse_target_url(&p.url)
         .map(|t| t.authority())
-        .unwrap_or_else(|_| p.url.clone());
+        .unwrap_or_else(|_| log_target(&p.url)); // lanes show in logs: never a path
     Item {
         id: p.id,
         tenant: p.tenant_id,

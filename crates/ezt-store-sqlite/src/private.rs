@@ -49,12 +49,35 @@ pub fn open_private_file(path: &Path) -> io::Result<std::fs::File> {
     #[cfg(unix)]
     opts.mode(0o600);
     let f = opts.open(path)?;
-    tighten(path)?;
+    tighten_or_warn(path);
     Ok(f)
 }
 
+/// Creates `path` empty with mode 0600 unless it exists; an existing file is tightened.
+pub fn create_private_file(path: &Path) -> io::Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            tighten_or_warn(path);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `tighten`, warning instead of failing (a file we may not chmod is still usable).
+pub(crate) fn tighten_or_warn(path: &Path) {
+    if let Err(e) = tighten(path) {
+        tracing::warn!(file = %path.display(), error = %e, "cannot make the file owner-only (0600)");
+    }
+}
+
 /// Makes an existing file owner-only (no-op if it is already, or absent).
-pub(crate) fn tighten(path: &Path) -> io::Result<()> {
+fn tighten(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     match std::fs::metadata(path) {
         Ok(m) if m.permissions().mode() & 0o077 != 0 => {

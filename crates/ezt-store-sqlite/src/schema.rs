@@ -89,12 +89,11 @@ fn private_files(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::private::create_private_dir(dir).map_err(|e| fail(dir, e))?;
     }
-    crate::private::open_private_file(path).map_err(|e| fail(path, e))?;
+    crate::private::create_private_file(path).map_err(|e| fail(path, e))?;
     for suffix in ["-wal", "-shm", "-journal"] {
         let mut side = path.as_os_str().to_owned();
         side.push(suffix);
-        let side = std::path::PathBuf::from(side);
-        crate::private::tighten(&side).map_err(|e| fail(&side, e))?;
+        crate::private::tighten_or_warn(std::path::Path::new(&side));
     }
     Ok(())
 }

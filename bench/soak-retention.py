@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -94,7 +95,8 @@ def main():
         log = open(os.path.join(work, "server.log"), "w")
         srv = subprocess.Popen([ezt, "serve", "--listen", f"127.0.0.1:{SRV_PORT}", "--data-dir", data,
                                 "--allow-cidr", "127.0.0.1/32", "--config", cfg],
-                               stdout=subprocess.PIPE, stderr=log, text=True)
+                               stdout=subprocess.PIPE, stderr=log, text=True,
+                               env=dict(os.environ, NO_COLOR="1"))
         procs.append(srv)
         key = srv.stdout.readline().strip()
         deadline = time.time() + 60
@@ -118,7 +120,12 @@ def main():
                 break
             time.sleep(a.sample)
         produced = json.loads(prod.stdout.read() or "{}")
-        purges = [l for l in open(os.path.join(work, "server.log")) if "retention: purged" in l]
+        purges = []
+        for line in open(os.path.join(work, "server.log")):
+            if "retention: purged" in line:
+                m = re.search(r"jobs=(\d+) ms=(\d+)", line)
+                if m:
+                    purges.append({"jobs": int(m.group(1)), "ms": int(m.group(2))})
     finally:
         for p in reversed(procs):
             if p.poll() is None:
@@ -138,7 +145,7 @@ def main():
     day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     base = os.path.join(BENCH, "results", f"{day}-{sha}-soak-retention")
     result = {"rate": a.rate, "duration_s": a.duration, "retention": a.retention, "interval": a.interval,
-              "producer": produced, "purge_log_lines": len(purges), "samples": samples,
+              "producer": produced, "purges": purges, "samples": samples,
               "db_max_middle_third": mid_max, "db_max_last_third": last_max,
               "stops_growing": stops}
     with open(base + ".json", "w") as f:
@@ -151,6 +158,11 @@ def main():
             rss = f"{s['rss_kib'] / 1024:.1f}" if s["rss_kib"] else "-"
             f.write(f"| {s['t_s']:.0f} | {s['db_bytes'] / 2**20:.2f} | {s['wal_bytes'] / 2**20:.2f} | "
                     f"{s['jobs']} | {rss} |\n")
+        if purges:
+            f.write(f"\n{len(purges)} purge passes, {sum(p['jobs'] for p in purges)} jobs; a pass "
+                    f"(batches of 500 with pauses) took at most {max(p['ms'] for p in purges)} ms. "
+                    f"Admission ack p99 {produced.get('ack', {}).get('p99_ms')} ms, max "
+                    f"{produced.get('ack', {}).get('max_ms')} ms.\n")
         f.write(f"\nLargest db in the middle third {mid_max / 2**20:.2f} MiB, in the last third "
                 f"{last_max / 2**20:.2f} MiB: {'stops growing' if stops else 'STILL GROWING'}.\n")
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))

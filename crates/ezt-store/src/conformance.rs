@@ -849,7 +849,7 @@ pub async fn webhook_secrets_rotate<S: Store>(s: S) {
 }
 
 /// Finishes `id` with a successful first attempt at `now` (token `id`); its new deliveries.
-async fn finish<S: Store>(s: &S, id: JobId, now: u64) -> Vec<PendingDelivery> {
+async fn finish_for_purge<S: Store>(s: &S, id: JobId, now: u64) -> Vec<PendingDelivery> {
     s.lease(id, lease(id.0 as u64 & 0xffff, now))
         .await
         .unwrap()
@@ -874,11 +874,11 @@ pub async fn purge_removes_old_finished_jobs<S: Store>(s: S) {
     s.insert_jobs(all.iter().map(|j| (*j).clone()).collect(), WINDOW)
         .await
         .unwrap();
-    finish(&s, old1.id, 1_000).await;
-    finish(&s, old2.id, 1_100).await;
-    finish(&s, recent.id, 5_000).await;
-    finish(&s, other.id, 1_000).await;
-    let deliveries = finish(&s, hooked.id, 1_000).await;
+    finish_for_purge(&s, old1.id, 1_000).await;
+    finish_for_purge(&s, old2.id, 1_100).await;
+    finish_for_purge(&s, recent.id, 5_000).await;
+    finish_for_purge(&s, other.id, 1_000).await;
+    let deliveries = finish_for_purge(&s, hooked.id, 1_000).await;
     let cutoffs = PurgeCutoffs {
         default: Some(2_000),
         tenants: vec![(TenantId(2), None), (TenantId(9), Some(9_999))],

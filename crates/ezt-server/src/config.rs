@@ -42,6 +42,10 @@ pub struct Config {
     /// `secret.key` is created in the data dir (mode 0600) on first start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<SecretKey>,
+    /// How outbound calls leave the host, and which request headers are sealed at rest.
+    pub outbound: OutboundConfig,
+    /// How long finished jobs are kept.
+    pub retention: RetentionConfig,
 }
 
 /// A key that must never reach a log: `Debug` prints a placeholder.
@@ -132,6 +136,8 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             metrics: MetricsConfig::default(),
             secret_key: None,
+            outbound: OutboundConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -245,6 +251,118 @@ impl Default for LimitsConfig {
             max_batch_jobs: 1000,
             job: Limits::default(),
         }
+    }
+}
+
+/// Outbound connections (jobs and webhook deliveries alike).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Proxy for every outbound call (an `http://` or `https://` URL). The
+    /// environment's `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` are never used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// The operator's acknowledgement that with a proxy the connect-time SSRF check sees only
+    /// the proxy's address, not the target's (the admission-time check still runs).
+    pub proxy_bypasses_ssrf: bool,
+    /// Request headers (any case) sealed at rest besides the credential headers that pick
+    /// the lane (Authorization, X-Api-Key, Api-Key and `lanes.credential_headers`).
+    pub sealed_headers: Vec<String>,
+}
+
+/// When finished jobs are deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How long a finished job (with its attempts, response, webhook deliveries and
+    /// idempotency key) is kept after it finished: a duration (`"7d"`, `"12h"`) or `"never"`.
+    pub finished_jobs: String,
+    /// Per-tenant overrides of `finished_jobs`, by tenant name.
+    pub tenants: BTreeMap<String, String>,
+    /// How often the purge runs.
+    pub interval: String,
+    /// Jobs deleted per transaction (the purge yields to admissions between batches).
+    pub batch: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            finished_jobs: "7d".into(),
+            tenants: BTreeMap::new(),
+            interval: "1m".into(),
+            batch: 500,
+        }
+    }
+}
+
+/// A retention period: `None` for `"never"`.
+pub fn parse_retention(s: &str) -> Result<Option<u64>, String> {
+    if s.trim().eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    match ezt_core::duration::parse_millis(s)? {
+        0 => Err("must be more than 0 (or \"never\")".into()),
+        ms => Ok(Some(ms)),
+    }
+}
+
+impl RetentionConfig {
+    /// The default retention, ms (`validate` has checked it).
+    pub fn default_ms(&self) -> Option<u64> {
+        parse_retention(&self.finished_jobs).ok().flatten()
+    }
+
+    /// The interval between purges (`validate` has checked it).
+    pub fn interval_ms(&self) -> u64 {
+        ezt_core::duration::parse_millis(&self.interval).unwrap_or(60_000)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, m: String| ConfigError::Invalid(format!("retention.{k}: {m}"));
+        parse_retention(&self.finished_jobs).map_err(|m| bad("finished_jobs", m))?;
+        for (t, v) in &self.tenants {
+            parse_retention(v).map_err(|m| bad(&format!("tenants.{t}"), m))?;
+        }
+        match ezt_core::duration::parse_millis(&self.interval) {
+            Ok(0) => return Err(bad("interval", "must be more than 0".into())),
+            Err(m) => return Err(bad("interval", m)),
+            Ok(_) => {}
+        }
+        if self.batch == 0 {
+            return Err(bad("batch", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl OutboundConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(p) = &self.proxy {
+            let bad = |why: String| ConfigError::Invalid(format!("outbound.proxy: {p:?} {why}"));
+            let url = reqwest::Url::parse(p).map_err(|e| bad(format!("is not a URL ({e})")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(bad("must be an http:// or https:// URL with a host".into()));
+            }
+            reqwest::Proxy::all(p.as_str())
+                .map_err(|e| bad(format!("is not a proxy URL ({e})")))?;
+            if !self.proxy_bypasses_ssrf {
+                return Err(ConfigError::Invalid(
+                    "outbound.proxy is set while the SSRF rules are on: through a proxy, the \
+                     connect-time address check sees only the proxy, not the target. Set \
+                     outbound.proxy_bypasses_ssrf = true to accept that"
+                        .into(),
+                ));
+            }
+        }
+        for h in &self.sealed_headers {
+            if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "outbound.sealed_headers: {h:?} is not a header name"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -368,6 +486,8 @@ impl Config {
                 ));
             }
         }
+        self.outbound.validate()?;
+        self.retention.validate()?;
         Ok(())
     }
 
@@ -875,6 +995,30 @@ mod tests {
         for n in NON_CONFIG_ENV {
             assert!(!names.contains(*n), "{n} must not be a setting too");
         }
+    }
+
+    #[test]
+    fn outbound_and_retention_are_validated() {
+        let invalid = |c: &Config| c.validate().expect_err("invalid").to_string();
+        let mut c = Config::default();
+        c.outbound.proxy = Some("http://127.0.0.1:3128".into());
+        assert!(invalid(&c).contains("outbound.proxy_bypasses_ssrf"));
+        c.outbound.proxy_bypasses_ssrf = true;
+        c.validate().expect("acknowledged");
+        c.outbound.proxy = Some("socks5://127.0.0.1:1080".into());
+        assert!(invalid(&c).contains("outbound.proxy"));
+        let mut c = Config::default();
+        c.outbound.sealed_headers = vec!["bad header".into()];
+        assert!(invalid(&c).contains("outbound.sealed_headers"));
+        let mut c = Config::default();
+        c.retention.tenants.insert("acme".into(), "0s".into());
+        assert!(invalid(&c).contains("retention.tenants.acme"));
+        c.retention.tenants.insert("acme".into(), "never".into());
+        c.retention.finished_jobs = "30d".into();
+        c.validate().expect("valid");
+        assert_eq!(c.retention.default_ms(), Some(30 * 86_400_000));
+        c.retention.batch = 0;
+        assert!(invalid(&c).contains("retention.batch"));
     }
 
     #[test]

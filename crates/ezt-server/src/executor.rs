@@ -102,6 +102,8 @@ pub struct Executor {
     events: Arc<Events>,
     metrics: Arc<Metrics>,
     deliveries: Deliveries,
+    /// Opens the credential headers sealed at rest (see `credentials`).
+    sealer: Arc<crate::sealing::Sealer>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -121,12 +123,14 @@ impl Executor {
         events: Arc<Events>,
         metrics: Arc<Metrics>,
         deliveries: Deliveries,
+        sealer: Arc<crate::sealing::Sealer>,
     ) -> Result<Self, reqwest::Error> {
         let cfg = config.executor.clone();
         let client = outbound_client(
             cfg.connect_timeout_ms,
             SsrfResolver::new(policy.clone()),
             concat!("ezthrottle/", env!("CARGO_PKG_VERSION")),
+            config.outbound.proxy.as_deref(),
         )?;
         Ok(Self {
             store,
@@ -138,6 +142,7 @@ impl Executor {
             events,
             metrics,
             deliveries,
+            sealer,
         })
     }
 
@@ -281,7 +286,7 @@ impl Executor {
         if verdict == Verdict::Success {
             tracing::debug!(attempt = leased.attempt_no, status = ?attempt.status_code, "attempt finished");
         } else {
-            tracing::info!(job_id = %id, lane = %lane, attempt = leased.attempt_no, status = ?attempt.status_code, error = ?attempt.error, decision = ?verdict, wait_ms = ?wait_ms, "attempt finished");
+            tracing::info!(job_id = %id, lane = %lane, target = %log_target(&leased.spec.url), attempt = leased.attempt_no, status = ?attempt.status_code, error = ?attempt.error, decision = ?verdict, wait_ms = ?wait_ms, "attempt finished");
         }
         let done = AttemptDone {
             id,
@@ -397,9 +402,18 @@ impl Executor {
         // check_url refused a denied IP literal; names are filtered by the resolver at connect time.
         let method =
             reqwest::Method::from_bytes(job.spec.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let opened = match crate::credentials::open_headers(
+            &self.sealer,
+            job.tenant_id,
+            &job.spec.headers,
+        ) {
+            Ok(o) => o,
+            Err(e) => return net_err(format!("{e}; was the server key changed?"), false),
+        };
+        let headers = opened.as_deref().unwrap_or(&job.spec.headers);
         let mut req = self.client.request(method, target.url).timeout(timeout);
         let mut has_key = false;
-        for (n, v) in &job.spec.headers {
+        for (n, v) in headers {
             has_key |= n.eq_ignore_ascii_case("idempotency-key");
             req = req.header(n.as_str(), v.as_str());
         }
@@ -489,13 +503,21 @@ impl Runner for Executor {
 /// The HTTP client for calls we make (jobs and webhook deliveries alike): rustls, pooled,
 /// HTTP/2 where offered, never following redirects, connecting only to addresses `resolver`
 /// lets through.
+///
+/// Proxies come only from `outbound.proxy` (`proxy`): `HTTP_PROXY`, `HTTPS_PROXY` and
+/// `ALL_PROXY` in the environment are ignored, because a call through a proxy reaches the
+/// proxy's address, never the resolver's checked one.
 pub(crate) fn outbound_client(
     connect_timeout_ms: u64,
     resolver: SsrfResolver,
     user_agent: &'static str,
+    proxy: Option<&str>,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    let mut b = reqwest::Client::builder().no_proxy();
+    if let Some(p) = proxy {
+        b = b.proxy(reqwest::Proxy::all(p)?);
+    }
+    b.redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_millis(connect_timeout_ms))
         .dns_resolver(Arc::new(resolver))
         .user_agent(user_agent)
@@ -550,7 +572,34 @@ pub(crate) fn error_chain_has<E: std::error::Error + 'static>(
     false
 }
 
+/// What a URL may show in logs and error texts: scheme, host and port. Paths and queries
+/// carry secrets (`?key=…`, Slack-style webhook paths), so they never leave the job's spec.
+pub(crate) fn log_target(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => origin(&u),
+        Err(_) => "(unparseable URL)".into(),
+    }
+}
+
+fn origin(u: &reqwest::Url) -> String {
+    let host = u.host_str().unwrap_or("");
+    match u.port_or_known_default() {
+        Some(p) => format!("{}://{host}:{p}", u.scheme()),
+        None => format!("{}://{host}", u.scheme()),
+    }
+}
+
+/// A call's error for logs and attempt records, without the URL's path or query: reqwest's
+/// own text ends in `for url (<full URL>)`, which is cut, and any other copy of the URL in
+/// the chain is replaced by its scheme, host and port.
 pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let url = e.url();
+    let scrub = |text: String| match url {
+        Some(u) => text
+            .replace(&format!(" for url ({u})"), "")
+            .replace(u.as_str(), &origin(u)),
+        None => text,
+    };
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {
@@ -560,11 +609,11 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     } else {
         "request"
     };
-    let mut msg = format!("{kind}: {e}");
+    let mut msg = format!("{kind}: {}", scrub(e.to_string()));
     let mut cur = std::error::Error::source(e);
     while let Some(s) = cur {
         msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        msg.push_str(&scrub(s.to_string()));
         cur = s.source();
     }
     msg

@@ -6,10 +6,12 @@
 
 pub mod admin;
 pub mod config;
+pub mod credentials;
 pub mod events;
 pub mod executor;
 pub mod http;
 pub mod metrics;
+pub mod retention;
 pub mod scheduler;
 pub mod sealing;
 pub mod ttl_cache;
@@ -64,6 +66,9 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Owner-only data directory (0700) and files (0600), for the lock file beside the store's.
+pub use ezt_store_sqlite::private as private_files;
+
 /// Opens the store named by the configuration.
 pub fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, BoxError> {
     let store = ezt_store_sqlite::SqliteStore::open(cfg.db_path())?;
@@ -91,10 +96,11 @@ pub async fn start(
         cfg.secret_key.as_ref().map(|k| k.0.as_str()),
         &cfg.data_dir,
     )?);
-    let signing_keys = Arc::new(webhooks::SigningKeys::new(store.clone(), sealer));
+    let signing_keys = Arc::new(webhooks::SigningKeys::new(store.clone(), sealer.clone()));
     let deliverer = Arc::new(webhooks::Deliverer::new(
         store.clone(),
         &cfg.webhooks,
+        &cfg.outbound,
         executor::SsrfResolver::new(ssrf.clone()),
         signing_keys.clone(),
         metrics.clone(),
@@ -119,6 +125,7 @@ pub async fn start(
         events.clone(),
         metrics.clone(),
         deliveries.clone(),
+        sealer,
     )?);
     let (sched, handle) = scheduler::Scheduler::new(
         cfg.lanes.clone(),
@@ -174,6 +181,11 @@ pub async fn start(
         metrics,
         auth: Arc::new(ttl_cache::TtlCache::new(http::auth::TTL)),
     };
+    tokio::spawn(retention::run(
+        state.store.clone(),
+        state.cfg.retention.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(poll_wakeups(state.clone(), shutdown));
     Ok((state, sched_task))
 }

@@ -21,8 +21,8 @@ use ezt_store::{
 use tokio::time::Instant;
 
 use crate::executor::{
-    describe, error_chain_has, header_pairs, outbound_client, until_stored, SsrfBlocked,
-    SsrfResolver,
+    describe, error_chain_has, header_pairs, log_target, outbound_client, until_stored,
+    SsrfBlocked, SsrfResolver,
 };
 use crate::metrics::Metrics;
 use crate::scheduler::{now_ms, AttemptEnd, GateTicket, Item, Ran, Runner, SchedulerHandle};
@@ -37,7 +37,7 @@ pub type Deliveries = SchedulerHandle<DeliveryId>;
 pub fn item(p: PendingDelivery) -> Item<DeliveryId> {
     let lane = ezt_core::ssrf::parse_target_url(&p.url)
         .map(|t| t.authority())
-        .unwrap_or_else(|_| p.url.clone());
+        .unwrap_or_else(|_| log_target(&p.url)); // lanes show in logs: never a path
     Item {
         id: p.id,
         tenant: p.tenant_id,
@@ -139,10 +139,12 @@ struct Sent {
 
 impl Deliverer {
     /// Builds the deliverer's HTTP client: rustls, pooled, no redirects (a 3xx is a failure, as
-    /// Standard Webhooks says), connecting only to addresses the SSRF rules allow.
+    /// Standard Webhooks says), connecting only to addresses the SSRF rules allow, through
+    /// `outbound.proxy` only (never the environment's).
     pub fn new(
         store: Arc<dyn Store>,
         cfg: &crate::config::WebhooksConfig,
+        outbound: &crate::config::OutboundConfig,
         resolver: SsrfResolver,
         keys: Arc<SigningKeys>,
         metrics: Arc<Metrics>,
@@ -151,6 +153,7 @@ impl Deliverer {
             cfg.connect_timeout_ms,
             resolver,
             concat!("ezthrottle-webhooks/", env!("CARGO_PKG_VERSION")),
+            outbound.proxy.as_deref(),
         )?;
         Ok(Self {
             store,
@@ -300,7 +303,7 @@ impl Runner for Deliverer {
         if outcome == "delivered" {
             tracing::debug!(job_id = %d.job_id, attempt = d.attempt_no, status = ?sent.status, "delivery attempt");
         } else {
-            tracing::info!(delivery_id = %id, job_id = %d.job_id, attempt = d.attempt_no, status = ?sent.status, error = ?sent.error, outcome, "delivery attempt");
+            tracing::info!(delivery_id = %id, job_id = %d.job_id, receiver = %log_target(&d.url), attempt = d.attempt_no, status = ?sent.status, error = ?sent.error, outcome, "delivery attempt");
         }
         let done = DeliveryDone {
             id,

@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 mod codec;
+pub mod private;
+mod retention;
 mod schema;
 mod webhooks;
 mod writer;
@@ -722,6 +724,12 @@ impl Store for SqliteStore {
             Ok(counts)
         })
         .await
+    }
+
+    async fn purge_finished(&self, cutoffs: &PurgeCutoffs, limit: usize) -> Result<usize> {
+        let cutoffs = cutoffs.clone();
+        self.write(move |c| retention::purge(c, &cutoffs, limit))
+            .await
     }
 
     async fn ping(&self) -> Result<()> {

@@ -33,19 +33,22 @@ CREATE TABLE wakeups (job_id BLOB NOT NULL);
     crate::webhooks::MIGRATION,
     // What idle lanes learned (rate, concurrency, pause), so eviction and restarts keep it.
     "CREATE TABLE lane_states (lane TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;",
+    crate::retention::MIGRATION,
 ];
 
 /// Opens a connection with the durability settings a 202 relies on. The writer connection
 /// also migrates the schema.
 pub(crate) fn open(path: &Path, migrate: bool) -> Result<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Unavailable {
-            message: format!("create {}: {e}", dir.display()),
-        })?;
+    if migrate {
+        private_files(path)?;
     }
     let conn = Connection::open(path).map_err(map_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(map_err)?;
+    if migrate {
+        // Before WAL mode: a new file must get the mode before its first page is written.
+        incremental_vacuum(&conn)?;
+    }
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(map_err)?;
@@ -77,4 +80,49 @@ pub(crate) fn open(path: &Path, migrate: bool) -> Result<Connection> {
         }
     }
     Ok(conn)
+}
+
+/// Creates the data directory (0700) and the database file (0600) before SQLite opens it, and
+/// tightens the files of an older version; see `private`.
+fn private_files(path: &Path) -> Result<()> {
+    let fail = |what: &Path, e: std::io::Error| Error::Unavailable {
+        message: format!("create {}: {e}", what.display()),
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::private::create_private_dir(dir).map_err(|e| fail(dir, e))?;
+    }
+    crate::private::create_private_file(path).map_err(|e| fail(path, e))?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        crate::private::tighten_or_warn(std::path::Path::new(&side));
+    }
+    Ok(())
+}
+
+/// Makes deleted rows' pages reusable and returnable (`PRAGMA incremental_vacuum` after each
+/// purge). A new file gets the mode before its first table; a file made by an older version
+/// is rewritten once with VACUUM, which the mode change requires.
+fn incremental_vacuum(conn: &Connection) -> Result<()> {
+    const INCREMENTAL: i64 = 2;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(map_err)?;
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .map_err(map_err)?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+        .map_err(map_err)?;
+    if version > 0 {
+        let t0 = std::time::Instant::now();
+        conn.execute_batch("VACUUM").map_err(map_err)?;
+        tracing::info!(
+            ms = t0.elapsed().as_millis() as u64,
+            "store: rewrote the database once (VACUUM) so purged space can be reused"
+        );
+    }
+    Ok(())
 }

@@ -134,4 +134,10 @@ pub trait Store: Send + Sync + 'static {
     async fn save_lane_state(&self, lane: &str, state: LaneState) -> Result<()>;
     /// What was last saved for `lane`.
     async fn lane_state(&self, lane: &str) -> Result<Option<LaneState>>;
+    /// Deletes up to `limit` finished jobs that finished before their tenant's cutoff, oldest
+    /// first, with their attempts, responses, webhook payloads and deliveries (and so their
+    /// idempotency keys), in one short transaction. Jobs with a webhook delivery still pending
+    /// are kept. Returns how many jobs went; callers repeat while it equals `limit`, so a large
+    /// backlog is cleared in small steps that never hold the writer for long.
+    async fn purge_finished(&self, cutoffs: &PurgeCutoffs, limit: usize) -> Result<usize>;
 }

@@ -593,3 +593,32 @@ pub struct LaneState {
     /// When this was saved, ms since epoch.
     pub updated_at_ms: u64,
 }
+
+/// Who may be purged: finished jobs older than their tenant's cutoff (ms since the epoch).
+/// `None` keeps a tenant's (or, as the default, everyone's) jobs forever.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeCutoffs {
+    /// Cutoff of tenants without an override.
+    pub default: Option<u64>,
+    /// Per-tenant overrides.
+    pub tenants: Vec<(TenantId, Option<u64>)>,
+}
+
+impl PurgeCutoffs {
+    /// The cutoff that applies to `tenant`.
+    pub fn of(&self, tenant: TenantId) -> Option<u64> {
+        self.tenants
+            .iter()
+            .find(|(t, _)| *t == tenant)
+            .map_or(self.default, |(_, c)| *c)
+    }
+
+    /// The latest cutoff of any tenant (nothing finished after it can be purged).
+    pub fn latest(&self) -> Option<u64> {
+        self.tenants
+            .iter()
+            .filter_map(|(_, c)| *c)
+            .chain(self.default)
+            .max()
+    }
+}

@@ -345,14 +345,11 @@ fn init_logs(json: bool) {
 async fn serve(cfg: Config, log_json: bool) -> Result<()> {
     init_logs(log_json);
     cfg.validate()?;
-    std::fs::create_dir_all(&cfg.data_dir)
+    ezt_server::private_files::create_private_dir(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let lock_path = cfg.data_dir.join("ezthrottle.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)?;
+    let lock = ezt_server::private_files::open_private_file(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
     if lock.try_lock().is_err() {
         bail!(
             "{} is in use by another ezthrottle server",

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod e2e_at_rest;
 mod e2e_cli;
 mod e2e_config;
 mod e2e_crash;

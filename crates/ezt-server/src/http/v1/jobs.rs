@@ -162,7 +162,7 @@ impl JobView {
             state: j.state.as_str().into(),
             lane: j.lane.0.clone(),
             idempotent_key: j.idempotent_key.clone(),
-            spec: j.spec.redacted(credential_headers),
+            spec: crate::credentials::hide_sealed(j.spec.redacted(credential_headers)),
             metadata: j.spec.metadata.clone(),
             created_at: j.created_at,
             updated_at: j.updated_at,
@@ -396,9 +396,14 @@ fn check_lane_cap(st: &AppState, caller: &Caller, jobs: &[NewJob]) -> Result<(),
 async fn admit(
     st: &AppState,
     caller: &Caller,
-    jobs: Vec<NewJob>,
+    mut jobs: Vec<NewJob>,
 ) -> Result<Vec<SubmitOut>, ApiError> {
     check_lane_cap(st, caller, &jobs)?;
+    // After `prepare` fingerprinted the credentials for the lane and the default key.
+    for j in &mut jobs {
+        let sealer = st.signing_keys.sealer();
+        crate::credentials::seal_headers(sealer, j.tenant_id, &st.cfg, &mut j.spec.headers);
+    }
     let summaries: Vec<(ezt_store::PendingJob, String)> = jobs
         .iter()
         .map(|j| (pending(j), j.idempotent_key.clone()))

@@ -47,7 +47,7 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(&snap),
+        st.metrics.render(&snap) + &st.events.render_metrics(),
     )
 }
 

@@ -354,7 +354,8 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
     }
     let store = open(&cfg)?;
     if let Some(key) = ezt_server::admin::bootstrap(store.as_ref()).await? {
-        note("first start: created tenant \"default\" and this API key. It is shown once; store it now:");
+        // A log line, so `--log-json` output stays all JSON; the key alone goes to stdout.
+        tracing::info!("first start: created tenant \"default\" and an API key, printed on stdout. It is shown once; store it now");
         out(&key);
     }
     let listener = tokio::net::TcpListener::bind(cfg.listen)

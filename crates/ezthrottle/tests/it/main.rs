@@ -3,9 +3,11 @@
 mod support;
 
 mod e2e_cli;
+mod e2e_conn;
 mod e2e_crash;
 mod e2e_jobs;
 mod e2e_limits;
+mod e2e_logging;
 mod e2e_proxy;
 mod e2e_security;
 mod e2e_webhooks;

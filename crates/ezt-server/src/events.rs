@@ -274,8 +274,13 @@ mod tests {
         let (t1, t2) = (TenantId::new(1, 1), TenantId::new(2, 2));
         let a = hub.admit_waiter(t1, 2).unwrap();
         let _b = hub.admit_waiter(t1, 2).unwrap();
-        assert_eq!(hub.admit_waiter(t1, 2).unwrap_err(), TooManyWaiters { limit: 2 });
-        let _c = hub.admit_waiter(t2, 2).expect("another tenant has its own slots");
+        assert_eq!(
+            hub.admit_waiter(t1, 2).unwrap_err(),
+            TooManyWaiters { limit: 2 }
+        );
+        let _c = hub
+            .admit_waiter(t2, 2)
+            .expect("another tenant has its own slots");
         drop(a);
         let _d = hub.admit_waiter(t1, 2).expect("a slot came back");
         assert_eq!(hub.waiters(), 3);

@@ -81,7 +81,9 @@ pub fn raise_fd_limit() -> Option<u64> {
         Ok(n) => Some(n),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read or raise the open-file limit");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).ok().map(|(soft, _)| soft)
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
         }
     }
 }
@@ -228,10 +230,7 @@ impl AsyncWrite for TrackedStream {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -445,7 +444,10 @@ mod tests {
         assert!(b.close.is_cancelled() && !a.close.is_cancelled());
         assert_eq!(reg.len(), 2);
         let _busy_c = InFlight::enter(&_c);
-        assert!(reg.admit(2).is_none(), "everyone busy: the newcomer is refused");
+        assert!(
+            reg.admit(2).is_none(),
+            "everyone busy: the newcomer is refused"
+        );
         drop(busy);
         assert!(reg.admit(2).is_some(), "a is idle again");
         assert!(a.close.is_cancelled());

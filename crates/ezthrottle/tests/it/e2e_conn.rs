@@ -57,7 +57,7 @@ async fn waits_on_unknown_foreign_and_final_jobs_leave_no_subscription() {
     for i in 0..200u32 {
         let (http, key) = (server.http.clone(), server.key.clone());
         let path = match i % 4 {
-            0 => "/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/wait?timeout=1ms".to_string(),
+            0 => "/api/v1/jobs/job_01ARZ3NDEKTSV4RRFFQ69G5FAV/wait?timeout=1ms".to_string(),
             1 => format!("/api/v1/jobs/{done}/wait?timeout=1ms"),
             2 => format!("/api/v1/jobs/{done}/events"),
             _ => format!("/api/v1/jobs/{pending}/wait?timeout=1ms"),
@@ -95,7 +95,9 @@ async fn waits_on_unknown_foreign_and_final_jobs_leave_no_subscription() {
 #[tokio::test]
 async fn waiters_over_the_tenant_cap_get_429_and_nothing_is_stored() {
     let target = Target::start().await;
-    let server = TestServer::start_with(&format!("{FAST_LANE}[server]\nmax_waiters_per_tenant = 2\n"));
+    let server = TestServer::start_with(&format!(
+        "{FAST_LANE}[server]\nmax_waiters_per_tenant = 2\n"
+    ));
     let id = server
         .submit(json!({"url": target.url("later"), "retry_at": in_days(1)}))
         .await;
@@ -120,9 +122,15 @@ async fn waiters_over_the_tenant_cap_get_429_and_nothing_is_stored() {
     let (s, b) = server
         .get(&format!("/api/v1/jobs/{id}/wait?timeout=5s"))
         .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (429, Some("too_many_waiters")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (429, Some("too_many_waiters"))
+    );
     let (s, _) = server
-        .post("/api/v1/jobs?wait=5s", json!({"url": target.url("refused")}))
+        .post(
+            "/api/v1/jobs?wait=5s",
+            json!({"url": target.url("refused")}),
+        )
         .await;
     assert_eq!(s, 429);
     let (_, list) = server.get("/api/v1/jobs").await;
@@ -133,7 +141,7 @@ async fn waiters_over_the_tenant_cap_get_429_and_nothing_is_stored() {
     );
     // Waits on a final or unknown job take no slot.
     let (s, _) = server
-        .get("/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/wait?timeout=1ms")
+        .get("/api/v1/jobs/job_01ARZ3NDEKTSV4RRFFQ69G5FAV/wait?timeout=1ms")
         .await;
     assert_eq!(s, 404);
     // Closing a stream gives its slot back (the server notices within its 2 s position tick).
@@ -211,7 +219,9 @@ async fn half_sent_body_gets_408_and_huge_content_length_413_at_once() {
     assert!(text.contains("request_timeout"), "{text}");
 
     let mut huge = TcpStream::connect(server.addr).await.unwrap();
-    huge.write_all(head("10000000000").as_bytes()).await.unwrap();
+    huge.write_all(head("10000000000").as_bytes())
+        .await
+        .unwrap();
     let t0 = Instant::now();
     let got = read_until_closed(&mut huge, Duration::from_secs(10))
         .await
@@ -236,7 +246,14 @@ fn spawn_with_fd_limit(dir: &Path, config: &str, nofile: u32) -> TestServer {
         .arg("-c")
         .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
         .arg(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-cidr", "127.0.0.1/32", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-cidr",
+            "127.0.0.1/32",
+            "--config",
+        ])
         .arg(&cfg)
         .arg("--data-dir")
         .arg(dir)
@@ -275,22 +292,33 @@ async fn idle_connections_beyond_the_fd_limit_starve_neither_healthz_nor_jobs() 
     }
     for _ in 0..5 {
         let t0 = Instant::now();
-        let (s, body) = server.get_text("/healthz").await;
+        let (s, body) = tokio::time::timeout(Duration::from_secs(5), server.get_text("/healthz"))
+            .await
+            .expect("healthz answered within 5 s");
         assert_eq!(s, 200, "{body}");
-        assert!(t0.elapsed() < Duration::from_secs(2), "healthz took {:?}", t0.elapsed());
-    }
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        ids.push(
-            server
-                .submit(json!({"url": target.url("ok"), "idempotent_key": format!("fd-{i}")}))
-                .await,
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "healthz took {:?}",
+            t0.elapsed()
         );
     }
-    for id in &ids {
-        let job = server.wait_final(id, 30).await;
-        assert_eq!(job["state"], "succeeded", "{job}");
-    }
+    let jobs = async {
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(
+                server
+                    .submit(json!({"url": target.url("ok"), "idempotent_key": format!("fd-{i}")}))
+                    .await,
+            );
+        }
+        for id in &ids {
+            let job = server.wait_final(id, 30).await;
+            assert_eq!(job["state"], "succeeded", "{job}");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), jobs)
+        .await
+        .expect("every due job ran");
     let log = server.logs();
     assert!(log.contains("max_connections=64"), "{log}");
     drop(idle);
@@ -336,7 +364,10 @@ async fn every_request_has_an_id_echoed_and_logged() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "no request id in the log:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no request id in the log:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -15,14 +15,21 @@ fn serve_cmd(dir: &std::path::Path, extra: &[&str]) -> Command {
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, FAST_LANE).unwrap();
     let mut c = Command::new(BIN);
-    c.args(["serve", "--listen", "127.0.0.1:0", "--allow-cidr", "127.0.0.1/32", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(extra)
-        .env("NO_COLOR", "1")
-        .env("EZTHROTTLE_LOG", "debug")
-        .stdin(Stdio::null());
+    c.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-cidr",
+        "127.0.0.1/32",
+        "--config",
+    ])
+    .arg(&cfg)
+    .arg("--data-dir")
+    .arg(dir)
+    .args(extra)
+    .env("NO_COLOR", "1")
+    .env("EZTHROTTLE_LOG", "debug")
+    .stdin(Stdio::null());
     c
 }
 
@@ -60,7 +67,9 @@ async fn closed_stdout_and_stderr_change_nothing_about_jobs_or_shutdown() {
     let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let key = {
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
         line.trim().to_string()
     }; // the read end of stdout is closed here
     let addr = {
@@ -107,9 +116,10 @@ async fn closed_stdout_and_stderr_change_nothing_about_jobs_or_shutdown() {
         assert_eq!(job["state"], "succeeded", "{job}");
         assert_eq!(job["attempts"].as_array().unwrap().len(), 3, "{job}");
     }
-    let code = tokio::task::spawn_blocking(move || sigterm_and_reap(child, Duration::from_secs(15)))
-        .await
-        .unwrap();
+    let code =
+        tokio::task::spawn_blocking(move || sigterm_and_reap(child, Duration::from_secs(15)))
+            .await
+            .unwrap();
     assert_eq!(code, Some(0));
 }
 
@@ -141,7 +151,11 @@ async fn json_log_lines_are_json_with_typed_values() {
     let job = server.wait_final(&id, 30).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     tokio::time::timeout(Duration::from_secs(20), exited.wait_for(|e| *e))
         .await
         .expect("exit after SIGTERM")
@@ -163,14 +177,16 @@ async fn json_log_lines_are_json_with_typed_values() {
             .unwrap_or_else(|| panic!("no {msg:?} line in:\n{text}"))
     };
     let banner = &find("listening on")["fields"];
-    assert_eq!(banner["port"].as_u64(), Some(u64::from(addr.port())), "{banner}");
+    assert_eq!(
+        banner["port"].as_u64(),
+        Some(u64::from(addr.port())),
+        "{banner}"
+    );
     assert!(find("recovered waiting jobs")["fields"]["jobs"].is_u64());
     assert!(find("first start")["fields"].is_object());
     let retried = lines
         .iter()
-        .find(|l| {
-            l["fields"]["message"] == "attempt finished" && l["fields"]["status"] == 503
-        })
+        .find(|l| l["fields"]["message"] == "attempt finished" && l["fields"]["status"] == 503)
         .unwrap_or_else(|| panic!("no typed 503 attempt line in:\n{text}"));
     assert!(retried["fields"]["error"].is_null(), "{retried}");
     assert!(retried["fields"]["wait_ms"].is_u64(), "{retried}");

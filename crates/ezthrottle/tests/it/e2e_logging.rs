@@ -2,7 +2,7 @@
 //! or shutdown; `--log-json` lines are JSON with real types.
 
 use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -33,6 +33,18 @@ fn serve_cmd(dir: &std::path::Path, extra: &[&str]) -> Command {
     c
 }
 
+/// Kills the server if the test fails before stopping it.
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM and waits up to `within` for the exit; the exit code.
 fn sigterm_and_reap(mut child: Child, within: Duration) -> Option<i32> {
     let pid = child.id().to_string();
@@ -55,39 +67,53 @@ fn sigterm_and_reap(mut child: Child, within: Duration) -> Option<i32> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closed_stdout_and_stderr_change_nothing_about_jobs_or_shutdown() {
+/// Starts a server whose stdout and stderr are pipes, reads its key and address, then calls
+/// `then` with the pipes' read ends (to drop or to hold unread); jobs that log on every
+/// attempt must all finish, and SIGTERM must still stop the process.
+async fn jobs_finish_whatever_happens_to_the_pipes(
+    log_filter: &str,
+    then: impl FnOnce(
+        std::io::BufReader<ChildStdout>,
+        std::io::BufReader<ChildStderr>,
+    ) -> Box<dyn std::any::Any>,
+) {
     let target = Target::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let mut child = serve_cmd(tmp.path(), &[])
+        .env("EZTHROTTLE_LOG", log_filter)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let key = {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        line.trim().to_string()
-    }; // the read end of stdout is closed here
-    let addr = {
-        let mut addr = None;
-        for line in std::io::BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if let Some(i) = line.find("listening on http://") {
-                let rest = &line[i + "listening on http://".len()..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                    .unwrap_or(rest.len());
-                addr = Some(rest[..end].to_string());
-                break;
-            }
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut key = String::new();
+    stdout.read_line(&mut key).unwrap();
+    let key = key.trim().to_string();
+    let mut addr = None;
+    let mut line = String::new();
+    while addr.is_none() && stderr.read_line(&mut line).unwrap() > 0 {
+        if let Some(i) = line.find("listening on http://") {
+            let rest = &line[i + "listening on http://".len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                .unwrap_or(rest.len());
+            addr = Some(rest[..end].to_string());
         }
-        addr.expect("address")
-    }; // and stderr's here: every log line from now on meets a closed pipe
-    let http = reqwest::Client::new();
+        line.clear();
+    }
+    let addr = addr.expect("address");
+    let _held = then(stdout, stderr);
+    let mut child = KillOnDrop(Some(child));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    // Plenty of log lines (each request logs at debug/trace): more than a pipe buffer holds.
+    for _ in 0..2000 {
+        let r = http.get(format!("http://{addr}/healthz")).send().await;
+        assert_eq!(r.expect("healthz answers").status().as_u16(), 200);
+    }
     let mut ids = Vec::new();
     for i in 0..6 {
         let name = format!("flaky-{i}");
@@ -116,11 +142,28 @@ async fn closed_stdout_and_stderr_change_nothing_about_jobs_or_shutdown() {
         assert_eq!(job["state"], "succeeded", "{job}");
         assert_eq!(job["attempts"].as_array().unwrap().len(), 3, "{job}");
     }
+    let child = child.0.take().unwrap();
     let code =
         tokio::task::spawn_blocking(move || sigterm_and_reap(child, Duration::from_secs(15)))
             .await
             .unwrap();
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdout_and_stderr_change_nothing_about_jobs_or_shutdown() {
+    // `serve 2>&1 | head`: every log line from now on meets a closed pipe.
+    jobs_finish_whatever_happens_to_the_pipes("debug", |out, err| {
+        drop((out, err));
+        Box::new(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_changes_nothing_about_jobs_or_shutdown() {
+    // A stalled log reader: the pipe fills up (trace level writes plenty) and stays full.
+    jobs_finish_whatever_happens_to_the_pipes("trace", |out, err| Box::new((out, err))).await;
 }
 
 #[tokio::test]

@@ -121,6 +121,16 @@ impl Tracker {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
+    /// Lower goes first at the cap: silent connections before ones whose request is arriving,
+    /// and among them the longest idle.
+    fn eviction_rank(&self) -> (bool, u64) {
+        let idle = self.idle_since.load(Ordering::Acquire);
+        match self.head_since.load(Ordering::Acquire) {
+            NONE => (false, idle),
+            head => (true, idle.max(head)),
+        }
+    }
+
     /// When this connection is due to be closed if nothing changes (`None` while busy).
     fn deadline(&self, limits: &ConnLimits) -> Option<u64> {
         if !self.is_idle() {
@@ -272,7 +282,7 @@ impl Registry {
             let oldest = conns
                 .iter()
                 .filter(|(_, t)| t.is_idle())
-                .min_by_key(|(_, t)| t.idle_since.load(Ordering::Acquire))
+                .min_by_key(|(_, t)| t.eviction_rank())
                 .map(|(id, _)| *id);
             self.warn_at_cap(conns.len(), oldest.is_some());
             let victim = conns.remove(&oldest?)?;

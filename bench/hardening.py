@@ -202,6 +202,14 @@ def measure_fds(binary, target, idle_n=1100, probes=200, jobs=50):
     srv = Server(binary, nofile=1024)
     held = []
     try:
+        # Jobs queued before the flood and due while it is held (the "a queued job failed").
+        url = f"http://127.0.0.1:{target.server_port}/ok"
+        due_at = int(time.time() * 1000) + 4000
+        queued = []
+        for i in range(20):
+            s, b = srv.request("POST", "/api/v1/jobs",
+                               {"url": url, "idempotent_key": f"early-{i}", "retry_at": due_at})
+            queued.append(b["job_id"])
         refused = 0
         for _ in range(idle_n):
             try:
@@ -231,7 +239,7 @@ def measure_fds(binary, target, idle_n=1100, probes=200, jobs=50):
                     break  # the server is not answering: do not wait out every probe
         lat.sort()
         pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else None
-        url = f"http://127.0.0.1:{target.server_port}/ok"
+        time.sleep(max(0.0, due_at / 1000 + 2 - time.time()))  # the early jobs are due by now
         ids, submit_errors = [], 0
         for i in range(jobs):
             try:
@@ -243,8 +251,16 @@ def measure_fds(binary, target, idle_n=1100, probes=200, jobs=50):
                     submit_errors += 1
             except (OSError, http.client.HTTPException):
                 submit_errors += 1
-        states = {}
+        states, early_states = {}, {}
         deadline = time.time() + 60
+        for j in queued:
+            left = max(1, int(deadline - time.time()))
+            try:
+                s, b = srv.request("GET", f"/api/v1/jobs/{j}/wait?timeout={left}s", timeout=left + 5)
+                st = b.get("state", f"http_{s}") if isinstance(b, dict) else f"http_{s}"
+            except (OSError, http.client.HTTPException):
+                st = "no_answer"
+            early_states[st] = early_states.get(st, 0) + 1
         for j in ids:
             left = max(1, int(deadline - time.time()))
             try:
@@ -275,6 +291,8 @@ def measure_fds(binary, target, idle_n=1100, probes=200, jobs=50):
             "jobs_submitted": len(ids),
             "job_submit_errors": submit_errors,
             "job_states": states,
+            "jobs_queued_before_flood": len(queued),
+            "queued_before_flood_states": early_states,
             "too_many_open_files_in_log": log.count("Too many open files"),
         }
     finally:

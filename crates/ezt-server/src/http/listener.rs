@@ -256,6 +256,16 @@ struct Registry {
     warned_at: AtomicU64,
 }
 
+/// What to do with a newly accepted connection.
+enum Admission {
+    /// Serve it.
+    Admitted(Arc<Tracker>, Registered),
+    /// At the cap, an idle connection is closing: try again when it is gone.
+    Wait,
+    /// At the cap and every connection has a request in progress: close it.
+    Refuse,
+}
+
 /// Removes its connection from the registry when the connection's task ends.
 struct Registered {
     registry: Arc<Registry>,
@@ -274,30 +284,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
-    /// Registers a new connection if there is room, closing the longest-idle one at the cap;
-    /// `None` when every connection has a request in progress.
-    fn admit(self: &Arc<Self>, max: usize) -> Option<(Arc<Tracker>, Registered)> {
+    /// Registers a new connection if there is room. At the cap, asks the longest-idle
+    /// connection to close and says to wait: a connection counts until its socket is closed,
+    /// so descriptors never exceed the cap, even for a moment.
+    fn admit(self: &Arc<Self>, max: usize) -> Admission {
         let mut conns = lock(&self.conns);
         if conns.len() >= max {
-            let oldest = conns
-                .iter()
-                .filter(|(_, t)| t.is_idle())
-                .min_by_key(|(_, t)| t.eviction_rank())
-                .map(|(id, _)| *id);
-            self.warn_at_cap(conns.len(), oldest.is_some());
-            let victim = conns.remove(&oldest?)?;
-            victim.close.cancel();
+            if conns.values().any(|t| t.close.is_cancelled()) {
+                return Admission::Wait; // one is already on its way out
+            }
+            let victim = conns
+                .values()
+                .filter(|t| t.is_idle())
+                .min_by_key(|t| t.eviction_rank());
+            self.warn_at_cap(conns.len(), victim.is_some());
+            return match victim {
+                Some(v) => {
+                    v.close.cancel();
+                    Admission::Wait
+                }
+                None => Admission::Refuse,
+            };
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let t = Arc::new(Tracker::new());
         conns.insert(id, t.clone());
-        Some((
+        Admission::Admitted(
             t,
             Registered {
                 registry: self.clone(),
                 id,
             },
-        ))
+        )
     }
 
     fn warn_at_cap(&self, open: usize, evicting: bool) {
@@ -354,7 +372,8 @@ pub async fn serve(
                 }
             },
         };
-        let Some((tracker, registered)) = registry.admit(limits.max_connections) else {
+        let Some((tracker, registered)) = admit_or_wait(&registry, limits.max_connections).await
+        else {
             drop(stream); // every connection is busy: refuse this one
             continue;
         };
@@ -409,6 +428,23 @@ pub async fn serve(
     }
 }
 
+/// Admits a connection, waiting (briefly) for an evicted one to release its descriptor.
+async fn admit_or_wait(registry: &Arc<Registry>, max: usize) -> Option<(Arc<Tracker>, Registered)> {
+    for _ in 0..100 {
+        let gone = registry.gone.notified();
+        tokio::pin!(gone);
+        gone.as_mut().enable();
+        match registry.admit(max) {
+            Admission::Admitted(t, r) => return Some((t, r)),
+            Admission::Refuse => return None,
+            Admission::Wait => {
+                let _ = tokio::time::timeout(Duration::from_millis(50), gone).await;
+            }
+        }
+    }
+    None
+}
+
 /// Returns when the connection has been idle or stalled too long.
 async fn watchdog(t: &Tracker, limits: &ConnLimits) {
     let busy_recheck = limits.keep_alive.min(limits.header_read);
@@ -447,20 +483,34 @@ mod tests {
     #[test]
     fn at_the_cap_the_longest_idle_connection_makes_room() {
         let reg = Arc::new(Registry::default());
-        let (a, _ra) = reg.admit(2).unwrap();
-        let (b, _rb) = reg.admit(2).unwrap();
+        let admitted = |a: Admission| match a {
+            Admission::Admitted(t, r) => (t, r),
+            _ => panic!("not admitted"),
+        };
+        let (a, ra) = admitted(reg.admit(2));
+        let (b, rb) = admitted(reg.admit(2));
         let busy = InFlight::enter(&a);
-        let (_c, _rc) = reg.admit(2).expect("b is idle and goes");
-        assert!(b.close.is_cancelled() && !a.close.is_cancelled());
-        assert_eq!(reg.len(), 2);
-        let _busy_c = InFlight::enter(&_c);
         assert!(
-            reg.admit(2).is_none(),
+            matches!(reg.admit(2), Admission::Wait),
+            "b is asked to close"
+        );
+        assert!(b.close.is_cancelled() && !a.close.is_cancelled());
+        assert!(
+            matches!(reg.admit(2), Admission::Wait),
+            "b still holds its socket: no third connection yet"
+        );
+        drop(rb); // b's task ended
+        let (c, _rc) = admitted(reg.admit(2));
+        let _busy_c = InFlight::enter(&c);
+        assert!(
+            matches!(reg.admit(2), Admission::Refuse),
             "everyone busy: the newcomer is refused"
         );
         drop(busy);
-        assert!(reg.admit(2).is_some(), "a is idle again");
+        assert!(matches!(reg.admit(2), Admission::Wait), "a is idle again");
         assert!(a.close.is_cancelled());
+        drop(ra);
+        assert_eq!(reg.len(), 1);
     }
 
     #[test]

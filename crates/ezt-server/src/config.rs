@@ -46,6 +46,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// How long finished jobs are kept.
     pub retention: RetentionConfig,
+    /// Inbound connections and waiters.
+    pub server: ServerConfig,
 }
 
 /// A key that must never reach a log: `Debug` prints a placeholder.
@@ -138,6 +140,7 @@ impl Default for Config {
             secret_key: None,
             outbound: OutboundConfig::default(),
             retention: RetentionConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -292,6 +295,38 @@ impl Default for RetentionConfig {
             tenants: BTreeMap::new(),
             interval: "1m".into(),
             batch: 500,
+        }
+    }
+}
+
+/// Limits on inbound connections, so slow or idle clients cannot exhaust memory or descriptors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A request's headers must arrive in full within this, ms, counted from its first byte.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and nothing received for this long is closed, ms.
+    pub keep_alive_timeout_ms: u64,
+    /// A request body must arrive in full within this, ms (408 otherwise).
+    pub request_body_timeout_ms: u64,
+    /// Most open client connections. The effective cap is also kept below the process's file
+    /// limit minus `fd_reserve`. At the cap, the longest-idle connection is closed to make room.
+    pub max_connections: usize,
+    /// File descriptors kept free for outbound calls, webhooks and the store.
+    pub fd_reserve: u64,
+    /// Most open event streams and long polls (`/wait`, `/events`, `?wait=`) per tenant (429 above).
+    pub max_waiters_per_tenant: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 60_000,
+            request_body_timeout_ms: 30_000,
+            max_connections: 4096,
+            fd_reserve: 256,
+            max_waiters_per_tenant: 1000,
         }
     }
 }
@@ -475,6 +510,16 @@ impl Config {
         }
         if w.timeout_ms == 0 || w.connect_timeout_ms == 0 {
             return Err(ConfigError::Invalid("webhooks timeouts must be > 0".into()));
+        }
+        let srv = &self.server;
+        if srv.header_read_timeout_ms == 0
+            || srv.keep_alive_timeout_ms == 0
+            || srv.request_body_timeout_ms == 0
+            || srv.max_connections == 0
+        {
+            return Err(ConfigError::Invalid(
+                "server timeouts and max_connections must be > 0".into(),
+            ));
         }
         if self.region.is_empty() {
             return Err(ConfigError::Invalid("region may not be empty".into()));

@@ -281,13 +281,6 @@ impl Executor {
             wait_ms,
         };
         let (next, end) = self.next_state(plan, &call, verdict, done_ms);
-        // Successes are counted in metrics and logged at debug (one line per call was the
-        // largest cost after the store in the B2 profile); retries and failures stay at info.
-        if verdict == Verdict::Success {
-            tracing::debug!(attempt = leased.attempt_no, status = ?attempt.status_code, "attempt finished");
-        } else {
-            tracing::info!(job_id = %id, lane = %lane, target = %log_target(&leased.spec.url), attempt = leased.attempt_no, status = ?attempt.status_code, error = ?attempt.error, decision = ?verdict, wait_ms = ?wait_ms, "attempt finished");
-        }
         let done = AttemptDone {
             id,
             lease_token: token,
@@ -295,7 +288,16 @@ impl Executor {
             next,
             now_ms: done_ms,
         };
-        let Some(deliveries) = self.record(done).await else {
+        // Recorded first, logged after: a log line never claims an outcome the store lacks.
+        let recorded = self.record(done).await;
+        // Successes are counted in metrics and logged at debug (one line per call was the
+        // largest cost after the store in the B2 profile); retries and failures stay at info.
+        if verdict == Verdict::Success {
+            tracing::debug!(attempt = leased.attempt_no, status = ?attempt.status_code, "attempt finished");
+        } else {
+            tracing::info!(job_id = %id, lane = %lane, target = %log_target(&leased.spec.url), attempt = leased.attempt_no, status = ?attempt.status_code, error = ?attempt.error, decision = ?verdict, wait_ms = ?wait_ms, "attempt finished");
+        }
+        let Some(deliveries) = recorded else {
             tracing::info!(
                 "attempt result discarded: the job was cancelled or re-leased meanwhile"
             );

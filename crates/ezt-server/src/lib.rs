@@ -253,10 +253,22 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), BoxError> {
     let app = http::app(state.clone());
+    let fd_limit = http::listener::raise_fd_limit();
+    let limits = http::listener::ConnLimits::new(&state.cfg.server, fd_limit);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        fd_limit,
+        fd_reserve = state.cfg.server.fd_reserve,
+        "connection limits"
+    );
+    // At shutdown, long polls and event streams answer at once instead of holding the drain.
+    let events = state.events.clone();
     let token = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+    tokio::spawn(async move {
+        token.cancelled().await;
+        events.close_all();
+    });
+    http::listener::serve(listener, app, limits, shutdown).await;
     let _ = sched.await;
     // In-flight attempts and deliveries hold leases; wait for them to record their outcome.
     let busy = || state.metrics.in_flight.get() + state.metrics.webhook_in_flight.get();

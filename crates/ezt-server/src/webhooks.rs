@@ -300,11 +300,6 @@ impl Runner for Deliverer {
                 _ => None,
             },
         };
-        if outcome == "delivered" {
-            tracing::debug!(job_id = %d.job_id, attempt = d.attempt_no, status = ?sent.status, "delivery attempt");
-        } else {
-            tracing::info!(delivery_id = %id, job_id = %d.job_id, receiver = %log_target(&d.url), attempt = d.attempt_no, status = ?sent.status, error = ?sent.error, outcome, "delivery attempt");
-        }
         let done = DeliveryDone {
             id,
             lease_token: token,
@@ -313,6 +308,12 @@ impl Runner for Deliverer {
             now_ms: done_ms,
         };
         let applied = until_stored("delivery", || self.store.complete_delivery(done.clone())).await;
+        // Logged after the store has the outcome.
+        if outcome == "delivered" {
+            tracing::debug!(job_id = %d.job_id, attempt = d.attempt_no, status = ?sent.status, "delivery attempt");
+        } else {
+            tracing::info!(delivery_id = %id, job_id = %d.job_id, receiver = %log_target(&d.url), attempt = d.attempt_no, status = ?sent.status, error = ?sent.error, outcome, "delivery attempt");
+        }
         let m = &self.metrics;
         match (plan, sent.status) {
             (DeliveryPlan::Delivered, _) => {

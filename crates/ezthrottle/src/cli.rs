@@ -180,8 +180,20 @@ async fn tenant_id(store: &dyn Store, name: &str) -> Result<ezt_core::TenantId> 
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    out(&serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// A line on stdout; a closed stdout (`| head`) is not an error worth a panic.
+fn out(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// A line on stderr, ignoring a closed stderr.
+fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -211,11 +223,11 @@ pub async fn run(args: Args) -> Result<()> {
                             &serde_json::json!({"key": key, "id": rec.id, "tenant": tenant, "prefix": rec.prefix}),
                         )?;
                     } else {
-                        eprintln!(
+                        note(&format!(
                             "created key {} for tenant {tenant}; it is shown once, store it now",
                             rec.id
-                        );
-                        println!("{key}");
+                        ));
+                        out(&key);
                     }
                     Ok(())
                 }
@@ -329,21 +341,9 @@ pub async fn run(args: Args) -> Result<()> {
     }
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EZTHROTTLE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 async fn serve(cfg: Config, log_json: bool) -> Result<()> {
-    init_logs(log_json);
+    // Held to the end: lines still queued are written (bounded) before the process exits.
+    let _logs = crate::logging::init(log_json);
     cfg.validate()?;
     ezt_server::private_files::create_private_dir(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
@@ -358,8 +358,9 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
     }
     let store = open(&cfg)?;
     if let Some(key) = ezt_server::admin::bootstrap(store.as_ref()).await? {
-        eprintln!("first start: created tenant \"default\" and this API key. It is shown once; store it now:");
-        println!("{key}");
+        // A log line, so `--log-json` output stays all JSON; the key alone goes to stdout.
+        tracing::info!("first start: created tenant \"default\" and an API key, printed on stdout. It is shown once; store it now");
+        out(&key);
     }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -369,7 +370,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
     let (state, sched) = ezt_server::start(cfg.clone(), store, shutdown.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tracing::info!(%addr, data = %cfg.db_path().display(), region = %cfg.region, "listening on http://{addr}");
+    tracing::info!(%addr, port = addr.port(), data = %cfg.db_path().display(), region = %cfg.region, "listening on http://{addr}");
     let token = shutdown.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

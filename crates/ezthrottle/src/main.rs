@@ -2,6 +2,9 @@
 //! in `cli`, everything else in `ezt-server`.
 
 mod cli;
+mod logging;
+
+use std::io::Write;
 
 use clap::Parser;
 
@@ -13,14 +16,15 @@ fn main() -> std::process::ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "error: cannot start the runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
     match rt.block_on(cli::run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A closed stderr must not turn an error exit into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

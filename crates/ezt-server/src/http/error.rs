@@ -63,6 +63,11 @@ impl ApiError {
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         }
     }
+    /// Sets the `Retry-After` header, seconds.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
     /// Sets the field path.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());

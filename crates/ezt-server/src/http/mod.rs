@@ -3,12 +3,21 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod listener;
 pub mod ops;
 pub mod v1;
 
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tracing::Instrument;
 
 use crate::AppState;
+
+/// Header carrying a request's id, in and out.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API as one router (tests drive it with `oneshot`).
 pub fn app(state: AppState) -> Router {
@@ -21,8 +30,71 @@ pub fn app(state: AppState) -> Router {
     // The envelope endpoint dispatches into `api`, which does not contain it: no recursion.
     Router::new()
         .merge(v1::proxy::router(api.clone()))
-        .with_state(state)
+        .with_state(state.clone())
         .merge(api)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            refuse_oversized,
+        ))
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// 413 from the declared `Content-Length` alone, before any handler waits for the body.
+async fn refuse_oversized(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = st.cfg.limits.max_request_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return error::ApiError::too_large(limit).into_response();
+    }
+    next.run(req).await
+}
+
+/// Gives every request an id: the client's `X-Request-Id` when it is short visible ASCII,
+/// otherwise a fresh one. It is echoed in the response and names the request's log span.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|v| is_acceptable_id(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or_default(),
+        method = %req.method(),
+        path = req.uri().path(),
+    );
+    let mut resp = next.run(req).instrument(span).await;
+    resp.headers_mut().insert(REQUEST_ID.clone(), id);
+    resp
+}
+
+/// 1 to 128 visible ASCII characters: safe to echo and to log.
+fn is_acceptable_id(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len()) && v.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+fn new_request_id() -> HeaderValue {
+    let id = format!("req_{:016x}", rand::random::<u64>());
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_request_ids_must_be_short_visible_ascii() {
+        assert!(is_acceptable_id(b"abc-123_XYZ"));
+        assert!(!is_acceptable_id(b""));
+        assert!(!is_acceptable_id(b"has space"));
+        assert!(!is_acceptable_id("caf\u{e9}".as_bytes()));
+        assert!(!is_acceptable_id(&[b'a'; 129]));
+        assert!(is_acceptable_id(new_request_id().as_bytes()));
+    }
 }

@@ -76,7 +76,7 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(&snap),
+        st.metrics.render(&snap) + &st.events.render_metrics(),
     )
         .into_response()
 }

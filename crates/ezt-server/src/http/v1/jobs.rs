@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::events::JobEvent;
+use crate::events::{JobEvent, Subscription, WaiterPermit};
 use crate::http::auth::Caller;
 use crate::http::body::read_limited;
 use crate::http::error::{ApiError, Path, Query};
@@ -453,6 +453,10 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let t0 = std::time::Instant::now();
     let wait = parse_wait(q.wait.as_deref(), "wait")?;
+    // The waiter slot first: a 429 comes before anything is read or stored.
+    let permit = wait
+        .map(|_| admit_waiter(&st, caller.tenant.id))
+        .transpose()?;
     let bytes = read_limited(&st, body).await?;
     let now = now_ms();
     let parsed = job::parse(&bytes).and_then(|mut input| {
@@ -467,14 +471,19 @@ async fn submit(
     };
     let job = job.inspect_err(|_| st.metrics.rejected.inc())?;
     let id = job.id;
-    let rx = wait.map(|_| st.events.subscribe(id));
+    // Subscribed before admission (the job can end before `admit` returns); a duplicate or an
+    // error drops the watch, which removes the channel.
+    let watch = permit.map(|permit| Watch {
+        sub: st.events.subscribe(id),
+        _permit: permit,
+    });
     let out = admit(&st, &caller, vec![job]).await?.remove(0);
     st.metrics.admission_latency.observe(t0.elapsed());
     if out.status == "duplicate" {
         return Ok((StatusCode::OK, Json(out)).into_response());
     }
-    if let (Some(wait), Some(rx)) = (wait, rx) {
-        if let Some(job) = wait_final(&st, caller.tenant.id, id, wait, Some(rx)).await? {
+    if let (Some(wait), Some(watch)) = (wait, watch) {
+        if let (job, true) = wait_final(&st, caller.tenant.id, id, wait, Some(watch)).await? {
             return Ok((
                 StatusCode::OK,
                 Json(JobView::from_record(&job, &st.cfg.lanes.credential_headers)),
@@ -624,35 +633,83 @@ async fn list(
     Ok(Json(JobList { jobs, next_cursor }))
 }
 
-/// Waits until the job is final or `wait` passes; `None` when it is still going.
+/// An open long poll or event stream: the tenant's waiter slot and the job's subscription,
+/// both given back when it is dropped.
+struct Watch {
+    sub: Subscription,
+    _permit: WaiterPermit,
+}
+
+/// Takes one of the tenant's waiter slots, or answers 429.
+fn admit_waiter(st: &AppState, tenant: TenantId) -> Result<WaiterPermit, ApiError> {
+    st.events
+        .admit_waiter(tenant, st.cfg.server.max_waiters_per_tenant)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_waiters",
+                format!(
+                    "this tenant already has {} open event streams and long polls; close one or retry later",
+                    e.limit
+                ),
+            )
+            .with_retry_after(1)
+        })
+}
+
+/// Watches a job the caller owns and that was not final when read. Re-read the job after
+/// this: a final event sent between that read and the subscription is not delivered.
+fn watch_job(st: &AppState, tenant: TenantId, id: JobId) -> Result<Watch, ApiError> {
+    let permit = admit_waiter(st, tenant)?;
+    Ok(Watch {
+        sub: st.events.subscribe(id),
+        _permit: permit,
+    })
+}
+
+/// Waits until the job is final or `wait` passes; returns the job and whether it is final.
+/// Unknown, foreign and final jobs answer without subscribing; `watch` is a subscription made
+/// before the job was stored (submit `?wait=`).
 async fn wait_final(
     st: &AppState,
     tenant: TenantId,
     id: JobId,
     wait: Duration,
-    rx: Option<tokio::sync::broadcast::Receiver<JobEvent>>,
-) -> Result<Option<JobRecord>, ApiError> {
-    let mut rx = rx.unwrap_or_else(|| st.events.subscribe(id));
+    watch: Option<Watch>,
+) -> Result<(JobRecord, bool), ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let job = load(st, tenant, id).await?;
     if job.state.is_final() {
-        return Ok(Some(job));
+        return Ok((job, true));
     }
+    let mut w = match watch {
+        Some(w) => w,
+        None => {
+            let w = watch_job(st, tenant, id)?;
+            let job = load(st, tenant, id).await?;
+            if job.state.is_final() {
+                return Ok((job, true));
+            }
+            w
+        }
+    };
     loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_) => return Ok(None),
+        match tokio::time::timeout_at(deadline, w.sub.recv()).await {
+            Err(_) => break,
             Ok(Ok(ev)) if !ev.terminal => continue,
             Ok(Ok(_)) | Ok(Err(RecvError::Closed)) => break,
             Ok(Err(RecvError::Lagged(_))) => {
                 let job = load(st, tenant, id).await?;
                 if job.state.is_final() {
-                    return Ok(Some(job));
+                    return Ok((job, true));
                 }
             }
         }
     }
+    drop(w);
     let job = load(st, tenant, id).await?;
-    Ok(job.state.is_final().then_some(job))
+    let done = job.state.is_final();
+    Ok((job, done))
 }
 
 /// Long-poll until the job is final.
@@ -669,17 +726,13 @@ async fn wait(
     let wait = parse_wait(q.timeout.as_deref().or(q.wait.as_deref()), "timeout")?
         .unwrap_or(Duration::from_secs(30));
     let creds = &st.cfg.lanes.credential_headers;
-    match wait_final(&st, caller.tenant.id, id, wait, None).await? {
-        Some(job) => Ok((StatusCode::OK, Json(JobView::from_record(&job, creds))).into_response()),
-        None => {
-            let job = load(&st, caller.tenant.id, id).await?;
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(JobView::from_record(&job, creds)),
-            )
-                .into_response())
-        }
-    }
+    let (job, done) = wait_final(&st, caller.tenant.id, id, wait, None).await?;
+    let status = if done {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(JobView::from_record(&job, creds))).into_response())
 }
 
 fn attempt_events(a: &Attempt, job: JobId) -> [JobEvent; 2] {
@@ -713,8 +766,15 @@ async fn events(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let mut rx = st.events.subscribe(id);
-    let job = load(&st, caller.tenant.id, id).await?;
+    let mut job = load(&st, caller.tenant.id, id).await?;
+    // A final job's stream is its backlog alone: nothing to subscribe to.
+    let watch = if job.state.is_final() {
+        None
+    } else {
+        let w = watch_job(&st, caller.tenant.id, id)?;
+        job = load(&st, caller.tenant.id, id).await?; // the backlog is built after subscribing
+        Some(w)
+    };
     let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
     let creds = st.cfg.lanes.credential_headers.clone();
     tokio::spawn(async move {
@@ -751,13 +811,13 @@ async fn events(
                 return;
             }
         }
-        if job.state.is_final() {
+        let Some(mut w) = watch.filter(|_| !job.state.is_final()) else {
             return;
-        }
+        };
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tokio::select! {
-                ev = rx.recv() => match ev {
+                ev = w.sub.recv() => match ev {
                     Ok(ev) => {
                         let n = ev.data.get("attempt").or_else(|| ev.data.get("n")).and_then(|v| v.as_u64()).unwrap_or(u64::MAX);
                         let already = match ev.event.as_str() {

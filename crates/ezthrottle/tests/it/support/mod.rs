@@ -92,7 +92,7 @@ pub struct TestServer {
     pub key: String,
     pub dir: PathBuf,
     pub log: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    pub _tmp: Option<tempfile::TempDir>,
     pub http: reqwest::Client,
 }
 

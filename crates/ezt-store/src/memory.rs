@@ -590,7 +590,6 @@ impl Store for MemoryStore {
 
     async fn lane_state(&self, lane: &str) -> Result<Option<LaneState>> {
         Ok(self.lock().lane_states.get(lane).copied())
-
     }
 
     async fn purge_finished(&self, cutoffs: &PurgeCutoffs, limit: usize) -> Result<usize> {

@@ -9,7 +9,9 @@ use ezt_core::webhook::DeliveryState;
 use ezt_core::{ApiKeyId, DeliveryId, JobId, JobState, TenantId};
 
 use crate::records::*;
-use crate::{Error, Result, Store};
+use crate::{
+    DeliveryStore, Error, JobStore, LaneStore, MaintenanceStore, Result, SecretStore, TenantStore,
+};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -17,12 +19,14 @@ struct Inner {
     keys: Vec<ApiKeyRecord>,
     meta: HashMap<String, Vec<u8>>,
     jobs: BTreeMap<JobId, JobRecord>,
-    leases: HashMap<JobId, u64>,
+    /// Job leases: (fencing token, holder).
+    leases: HashMap<JobId, (u64, NodeId)>,
     by_key: HashMap<(TenantId, String), JobId>,
     wakeups: Vec<JobId>,
     payloads: HashMap<(JobId, u32), Vec<u8>>,
     deliveries: BTreeMap<DeliveryId, DeliveryRecord>,
-    delivery_leases: HashMap<DeliveryId, u64>,
+    /// Delivery leases: (fencing token, holder).
+    delivery_leases: HashMap<DeliveryId, (u64, NodeId)>,
     secrets: HashMap<TenantId, WebhookSecrets>,
     lane_states: HashMap<String, LaneState>,
 }
@@ -113,7 +117,7 @@ fn owned(job: &JobRecord, tenant: Option<TenantId>) -> bool {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl TenantStore for MemoryStore {
     async fn create_tenant(&self, tenant: Tenant) -> Result<Tenant> {
         let mut g = self.lock();
         if g.tenants.iter().any(|t| t.name == tenant.name) {
@@ -169,16 +173,10 @@ impl Store for MemoryStore {
             .find(|t| t.id == k.tenant_id)
             .map(|t| (t.clone(), k.id)))
     }
+}
 
-    async fn meta_get_or_init(&self, key: &str, init: Vec<u8>) -> Result<Vec<u8>> {
-        Ok(self
-            .lock()
-            .meta
-            .entry(key.to_string())
-            .or_insert(init)
-            .clone())
-    }
-
+#[async_trait]
+impl JobStore for MemoryStore {
     async fn insert_jobs(&self, jobs: Vec<NewJob>, dedup_window_ms: u64) -> Result<Vec<Admission>> {
         let mut g = self.lock();
         let mut out = Vec::with_capacity(jobs.len());
@@ -253,17 +251,22 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn recover(&self, _now_ms: u64, region: &str) -> Result<Recovered> {
+    async fn recover(&self, holder: &NodeId, _now_ms: u64, region: &str) -> Result<Recovered> {
         let mut g = self.lock();
-        g.leases.clear();
-        g.delivery_leases.clear();
+        g.leases.retain(|_, (_, h)| h != holder);
+        g.delivery_leases.retain(|_, (_, h)| h != holder);
+        let g = &mut *g;
         let deliveries = g
             .deliveries
             .values()
+            .filter(|d| !g.delivery_leases.contains_key(&d.id))
             .filter_map(DeliveryRecord::pending)
             .collect();
         let mut out = Vec::new();
         for j in g.jobs.values_mut() {
+            if j.state == JobState::Running && g.leases.contains_key(&j.id) {
+                continue; // a live holder's attempt: not ours to release
+            }
             if j.state == JobState::Running {
                 // Leased at `updated_at` as attempt `attempt_count`; its result never came.
                 let cut = Attempt::interrupted(j.attempt_count, j.series, j.updated_at, region);
@@ -311,13 +314,13 @@ impl Store for MemoryStore {
             },
             deadline_at: j.deadline_at,
         };
-        g.leases.insert(id, lease.token);
+        g.leases.insert(id, (lease.token, lease.holder));
         Ok(Some(leased))
     }
 
     async fn complete_attempt(&self, done: AttemptDone) -> Result<Option<Vec<PendingDelivery>>> {
         let mut g = self.lock();
-        if g.leases.get(&done.id) != Some(&done.lease_token) {
+        if g.leases.get(&done.id).map(|(t, _)| *t) != Some(done.lease_token) {
             return Ok(None);
         }
         let Some(j) = g.jobs.get_mut(&done.id) else {
@@ -447,6 +450,17 @@ impl Store for MemoryStore {
         Ok(std::mem::take(&mut self.lock().wakeups))
     }
 
+    async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
+        let g = self.lock();
+        Ok(JobState::ALL
+            .into_iter()
+            .map(|s| (s, g.jobs.values().filter(|j| j.state == s).count() as u64))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for MemoryStore {
     async fn lease_delivery(&self, id: DeliveryId, lease: Lease) -> Result<Option<LeasedDelivery>> {
         let mut g = self.lock();
         if g.delivery_leases.contains_key(&id) {
@@ -472,13 +486,13 @@ impl Store for MemoryStore {
             created_at: d.created_at,
             acked_before: d.acked_at.is_some(),
         };
-        g.delivery_leases.insert(id, lease.token);
+        g.delivery_leases.insert(id, (lease.token, lease.holder));
         Ok(Some(leased))
     }
 
     async fn complete_delivery(&self, done: DeliveryDone) -> Result<bool> {
         let mut g = self.lock();
-        if g.delivery_leases.get(&done.id) != Some(&done.lease_token) {
+        if g.delivery_leases.get(&done.id).map(|(t, _)| *t) != Some(done.lease_token) {
             return Ok(false);
         }
         g.delivery_leases.remove(&done.id);
@@ -542,7 +556,10 @@ impl Store for MemoryStore {
             .map(|d| d.created_at)
             .min())
     }
+}
 
+#[async_trait]
+impl SecretStore for MemoryStore {
     async fn put_webhook_secrets(&self, tenant: TenantId, secrets: WebhookSecrets) -> Result<()> {
         self.lock().secrets.insert(tenant, secrets);
         Ok(())
@@ -571,18 +588,18 @@ impl Store for MemoryStore {
         Ok(self.lock().secrets.remove(&tenant).is_some())
     }
 
-    async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
-        let g = self.lock();
-        Ok(JobState::ALL
-            .into_iter()
-            .map(|s| (s, g.jobs.values().filter(|j| j.state == s).count() as u64))
-            .collect())
+    async fn meta_get_or_init(&self, key: &str, init: Vec<u8>) -> Result<Vec<u8>> {
+        Ok(self
+            .lock()
+            .meta
+            .entry(key.to_string())
+            .or_insert(init)
+            .clone())
     }
+}
 
-    async fn ping(&self) -> Result<()> {
-        Ok(())
-    }
-
+#[async_trait]
+impl LaneStore for MemoryStore {
     async fn save_lane_state(&self, lane: &str, state: LaneState) -> Result<()> {
         self.lock().lane_states.insert(lane.to_string(), state);
         Ok(())
@@ -590,6 +607,13 @@ impl Store for MemoryStore {
 
     async fn lane_state(&self, lane: &str) -> Result<Option<LaneState>> {
         Ok(self.lock().lane_states.get(lane).copied())
+    }
+}
+
+#[async_trait]
+impl MaintenanceStore for MemoryStore {
+    async fn ping(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn purge_finished(&self, cutoffs: &PurgeCutoffs, limit: usize) -> Result<usize> {

@@ -156,6 +156,13 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    /// The upgrade hands old leases to the id the single node leases under.
+    #[test]
+    fn the_migration_names_the_local_node() {
+        let last = crate::schema::MIGRATIONS.last().unwrap();
+        assert!(last.contains(&format!("lease_holder = '{}'", NodeId::LOCAL)));
+    }
+
     fn rand_nanos() -> u128 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

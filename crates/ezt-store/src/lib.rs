@@ -68,3 +68,33 @@ pub mod prelude {
         DeliveryStore, JobStore, LaneStore, MaintenanceStore, SecretStore, Store, TenantStore,
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// One `Arc<dyn Store>` serves every capability without imports, and hands a part of
+    /// itself to code that needs only one capability.
+    #[tokio::test]
+    async fn a_store_object_is_every_capability() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        store.ping().await.unwrap();
+        assert!(store.list_tenants().await.unwrap().is_empty());
+        let lanes: Arc<dyn LaneStore> = store.clone();
+        let jobs: Arc<dyn JobStore> = store.clone();
+        assert_eq!(lanes.lane_state("job:a").await.unwrap(), None);
+        assert!(jobs.take_wakeups().await.unwrap().is_empty());
+        let rec = jobs.recover(&NodeId::local(), 1, "local").await.unwrap();
+        assert_eq!(rec, Recovered::default());
+    }
+
+    #[test]
+    fn the_local_node_is_shared_not_allocated_per_lease() {
+        let (a, b) = (NodeId::local(), NodeId::local());
+        assert_eq!(a.as_str(), NodeId::LOCAL);
+        assert!(std::ptr::eq(a.as_str(), b.as_str()));
+        assert_ne!(NodeId::new("node-b"), a);
+    }
+}

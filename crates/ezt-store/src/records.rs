@@ -363,12 +363,12 @@ pub fn dedups(state: JobState, finished_at: Option<u64>, now_ms: u64, window_ms:
     !state.is_final() || finished_at.is_some_and(|f| now_ms.saturating_sub(f) < window_ms)
 }
 
-/// Jobs and webhook deliveries that were waiting when the store was opened.
+/// Jobs and webhook deliveries waiting after a recovery: not done, and held by no one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovered {
-    /// Jobs not yet final.
+    /// Jobs not yet final and not running under another holder's lease.
     pub jobs: Vec<PendingJob>,
-    /// Deliveries not yet delivered or failed.
+    /// Deliveries not yet delivered or failed, and not leased by another holder.
     pub deliveries: Vec<PendingDelivery>,
 }
 

@@ -3,7 +3,7 @@
 //! Split like the store traits, one module per capability, and each case asks only for the
 //! traits it exercises, so a backend under construction can run the parts it has:
 //!
-//! ```ignore
+//! ```text
 //! ezt_store::conformance_tests!(async { MyStore::new() }.await);          // everything
 //! ezt_store::conformance_tests!(tenants: async { MyStore::new() }.await); // one capability
 //! ```

@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::codec::*;
 use crate::{deliveries, recovery, tenant_clause, SqliteStore};
 
+/// A job's attempts in order (they live in their own table so a list never loads them).
 fn load_attempts(conn: &Connection, id: JobId) -> Result<Vec<Attempt>> {
     let mut st = conn
         .prepare_cached("SELECT data FROM attempts WHERE job_id = ?1 ORDER BY n")

@@ -194,6 +194,7 @@ impl Executor {
             token,
             now_ms: now,
             expires_at: now + self.cfg.attempt_timeout_ms + 30_000,
+            holder: ezt_store::NodeId::local(),
         };
         let leased = match self.store.lease(id, lease).await {
             Ok(Some(l)) => l,

@@ -141,7 +141,10 @@ pub async fn start(
     // Rebuild the indexes: every job not final goes back to its lane, every pending delivery
     // to its receiver's lane.
     let t0 = std::time::Instant::now();
-    let recovered = store.recover(scheduler::now_ms(), &cfg.region).await?;
+    let node = ezt_store::NodeId::local(); // one node holds every lease; a cluster names itself
+    let recovered = store
+        .recover(&node, scheduler::now_ms(), &cfg.region)
+        .await?;
     let weights = tenant_weights(&cfg, store.as_ref()).await?;
     let n = recovered.jobs.len();
     let n_deliveries = recovered.deliveries.len();

@@ -90,6 +90,7 @@ pub async fn cutoffs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ezt_store::prelude::*;
     use ezt_store::{MemoryStore, Tenant};
 
     #[tokio::test]

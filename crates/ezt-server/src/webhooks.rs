@@ -229,6 +229,7 @@ impl Runner for Deliverer {
             token,
             now_ms: now,
             expires_at: now + self.timeout.as_millis() as u64 + 30_000,
+            holder: ezt_store::NodeId::local(),
         };
         let finished = Ran {
             end: AttemptEnd::Finished,

@@ -14,7 +14,7 @@ pub(crate) const MIGRATION: &str =
 const VACUUM_PAGES: u32 = 2_000;
 
 /// Deletes up to `limit` purgeable jobs and everything hanging off them; see
-/// `Store::purge_finished`.
+/// `MaintenanceStore::purge_finished`.
 pub(crate) fn purge(c: &Connection, cutoffs: &PurgeCutoffs, limit: usize) -> Result<usize> {
     let Some(latest) = cutoffs.latest() else {
         return Ok(0);

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 use crate::codec::map_err;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE tenants (
@@ -30,10 +30,18 @@ CREATE INDEX jobs_pending ON jobs (id) WHERE state IN ('queued', 'scheduled', 'r
 CREATE TABLE attempts (job_id BLOB NOT NULL, n INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job_id, n)) WITHOUT ROWID;
 CREATE TABLE wakeups (job_id BLOB NOT NULL);
 "#,
-    crate::webhooks::MIGRATION,
+    crate::deliveries::MIGRATION,
     // What idle lanes learned (rate, concurrency, pause), so eviction and restarts keep it.
     "CREATE TABLE lane_states (lane TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;",
     crate::retention::MIGRATION,
+    // Who holds each lease, so recovery releases a dead holder's leases only. Leases taken
+    // before holders were stored belong to the single node ('local' = `NodeId::LOCAL`).
+    r#"
+ALTER TABLE jobs ADD COLUMN lease_holder TEXT;
+ALTER TABLE webhook_deliveries ADD COLUMN lease_holder TEXT;
+UPDATE jobs SET lease_holder = 'local' WHERE lease_token IS NOT NULL;
+UPDATE webhook_deliveries SET lease_holder = 'local' WHERE lease_token IS NOT NULL;
+"#,
 ];
 
 /// Opens a connection with the durability settings a 202 relies on. The writer connection

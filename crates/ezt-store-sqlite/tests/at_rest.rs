@@ -4,7 +4,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ezt_store::conformance::new_job;
-use ezt_store::{Lease, PurgeCutoffs, Store};
+use ezt_store::prelude::*;
+use ezt_store::{Lease, NodeId, PurgeCutoffs};
 use ezt_store_sqlite::SqliteStore;
 
 fn scratch(name: &str) -> PathBuf {
@@ -47,6 +48,7 @@ async fn fill_and_finish(s: &SqliteStore, from: u128, n: u128, now: u64) {
             token,
             now_ms: now,
             expires_at: now + 1_000,
+            holder: NodeId::local(),
         };
         s.lease(id, lease).await.unwrap().unwrap();
         s.complete_attempt(ezt_store::AttemptDone {

@@ -229,8 +229,44 @@ pub struct PendingJob {
     pub deadline_at: u64,
 }
 
+/// Who holds a lease: the id of the node (process) that runs the attempt.
+///
+/// Recovery releases the leases of one holder only, so in a cluster a node that takes over from
+/// a dead peer frees that peer's work and leaves the live nodes' in-flight calls alone. A single
+/// node uses [`NodeId::local`]. Cheap to clone (a shared string), so leasing costs no allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeId(std::sync::Arc<str>);
+
+impl NodeId {
+    /// What a single-node server holds its leases as. Leases taken before holders were stored
+    /// are migrated to it, so an upgrade after a crash still releases them.
+    pub const LOCAL: &'static str = "local";
+
+    /// A node with this id.
+    pub fn new(id: impl Into<std::sync::Arc<str>>) -> Self {
+        Self(id.into())
+    }
+
+    /// The single-node holder ([`NodeId::LOCAL`]), shared rather than allocated per lease.
+    pub fn local() -> Self {
+        static LOCAL: std::sync::OnceLock<NodeId> = std::sync::OnceLock::new();
+        LOCAL.get_or_init(|| NodeId::new(Self::LOCAL)).clone()
+    }
+
+    /// The id as text (as stored).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A lease on one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     /// Fencing token; completion must present it.
     pub token: u64,
@@ -238,6 +274,8 @@ pub struct Lease {
     pub now_ms: u64,
     /// Lease end, ms (after it, another runner may take the job).
     pub expires_at: u64,
+    /// The node running the attempt; `recover` releases one holder's leases.
+    pub holder: NodeId,
 }
 
 /// What an attempt needs.
@@ -325,12 +363,12 @@ pub fn dedups(state: JobState, finished_at: Option<u64>, now_ms: u64, window_ms:
     !state.is_final() || finished_at.is_some_and(|f| now_ms.saturating_sub(f) < window_ms)
 }
 
-/// Jobs and webhook deliveries that were waiting when the store was opened.
+/// Jobs and webhook deliveries waiting after a recovery: not done, and held by no one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovered {
-    /// Jobs not yet final.
+    /// Jobs not yet final and not running under another holder's lease.
     pub jobs: Vec<PendingJob>,
-    /// Deliveries not yet delivered or failed.
+    /// Deliveries not yet delivered or failed, and not leased by another holder.
     pub deliveries: Vec<PendingDelivery>,
 }
 

@@ -1,13 +1,15 @@
-//! Webhook deliveries and signing secrets in SQLite. Each function runs on a connection the
-//! caller holds (the writer's transaction, or a reader), so "job final + deliveries created" is
-//! one transaction.
+//! `DeliveryStore` on SQLite: webhook payloads and deliveries. The free functions run on a
+//! connection the caller holds (the writer's transaction, or a reader), so `JobStore` can make
+//! a job final and create its deliveries in one transaction (`record_outcome`).
 
+use async_trait::async_trait;
 use ezt_core::webhook::DeliveryState;
 use ezt_core::{DeliveryId, JobId, TenantId};
 use ezt_store::*;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::codec::*;
+use crate::SqliteStore;
 
 pub(crate) const MIGRATION: &str = r#"
 CREATE TABLE webhook_payloads (
@@ -174,29 +176,6 @@ pub(crate) fn latest_deliveries(c: &Connection, job: JobId) -> Result<Vec<Delive
     rows.map(|r| r.map_err(map_err)?).collect()
 }
 
-/// Releases delivery leases of a dead run and lists what is still pending.
-pub(crate) fn recover(c: &Connection) -> Result<Vec<PendingDelivery>> {
-    c.execute(
-        "UPDATE webhook_deliveries SET lease_token = NULL WHERE state = 'pending' AND lease_token IS NOT NULL",
-        [],
-    )
-    .map_err(map_err)?;
-    let mut st = c
-        .prepare("SELECT id, tenant_id, url, COALESCE(next_at, created_at) FROM webhook_deliveries WHERE state = 'pending' ORDER BY id")
-        .map_err(map_err)?;
-    let rows = st
-        .query_map([], |r| {
-            Ok(PendingDelivery {
-                id: DeliveryId(blob_id(&r.get::<_, Vec<u8>>(0)?)),
-                tenant_id: TenantId(blob_id(&r.get::<_, Vec<u8>>(1)?)),
-                url: r.get(2)?,
-                next_at: r.get::<_, i64>(3)? as u64,
-            })
-        })
-        .map_err(map_err)?;
-    rows.map(|r| r.map_err(map_err)).collect()
-}
-
 pub(crate) fn lease(
     c: &Connection,
     id: DeliveryId,
@@ -204,11 +183,11 @@ pub(crate) fn lease(
 ) -> Result<Option<LeasedDelivery>> {
     let row = c
         .prepare_cached(
-            "UPDATE webhook_deliveries SET lease_token = ?2 WHERE id = ?1 AND state = 'pending' AND lease_token IS NULL
+            "UPDATE webhook_deliveries SET lease_token = ?2, lease_holder = ?3 WHERE id = ?1 AND state = 'pending' AND lease_token IS NULL
              RETURNING job_id, tenant_id, series, url, json_array_length(attempts), failed_in_run, created_at, acked_at IS NOT NULL",
         )
         .and_then(|mut st| {
-            st.query_row(params![id_blob(id.0), lease.token as i64], |r| {
+            st.query_row(params![id_blob(id.0), lease.token as i64, lease.holder.as_str()], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, Vec<u8>>(1)?,
@@ -254,8 +233,8 @@ pub(crate) fn complete(c: &Connection, done: &DeliveryDone) -> Result<bool> {
     let n = c
         .prepare_cached(
             "UPDATE webhook_deliveries SET state = ?3, next_at = ?4, failed_in_run = failed_in_run + ?5,
-             acked_at = COALESCE(acked_at, ?6), attempts = json_insert(attempts, '$[#]', json(?7)), lease_token = NULL
-             WHERE id = ?1 AND lease_token = ?2",
+             acked_at = COALESCE(acked_at, ?6), attempts = json_insert(attempts, '$[#]', json(?7)), lease_token = NULL,
+             lease_holder = NULL WHERE id = ?1 AND lease_token = ?2",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -327,56 +306,27 @@ pub(crate) fn oldest_pending(c: &Connection) -> Result<Option<u64>> {
     .map_err(map_err)
 }
 
-pub(crate) fn put_secrets(c: &Connection, tenant: TenantId, s: &WebhookSecrets) -> Result<()> {
-    c.execute(
-        "INSERT OR REPLACE INTO webhook_secrets (tenant_id, primary_secret, secondary_secret, updated_at) VALUES (?1, ?2, ?3, ?4)",
-        params![id_blob(tenant.0), s.primary, s.secondary, s.updated_at as i64],
-    )
-    .map_err(map_err)?;
-    Ok(())
-}
-
-pub(crate) fn secrets(c: &Connection, tenant: TenantId) -> Result<Option<WebhookSecrets>> {
-    c.prepare_cached(
-        "SELECT primary_secret, secondary_secret, updated_at FROM webhook_secrets WHERE tenant_id = ?1",
-    )
-    .and_then(|mut st| {
-        st.query_row(params![id_blob(tenant.0)], |r| {
-            Ok(WebhookSecrets {
-                primary: r.get(0)?,
-                secondary: r.get(1)?,
-                updated_at: r.get::<_, i64>(2)? as u64,
-            })
-        })
-        .optional()
-    })
-    .map_err(map_err)
-}
-
-pub(crate) fn rotate(
-    c: &Connection,
-    tenant: TenantId,
-    primary: &[u8],
-    now_ms: u64,
-) -> Result<Option<WebhookSecrets>> {
-    let n = c
-        .execute(
-            "UPDATE webhook_secrets SET secondary_secret = primary_secret, primary_secret = ?2, updated_at = ?3 WHERE tenant_id = ?1",
-            params![id_blob(tenant.0), primary, now_ms as i64],
-        )
-        .map_err(map_err)?;
-    if n == 0 {
-        return Ok(None);
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn lease_delivery(&self, id: DeliveryId, lease: Lease) -> Result<Option<LeasedDelivery>> {
+        self.write(move |c| self::lease(c, id, lease)).await
     }
-    secrets(c, tenant)
-}
 
-pub(crate) fn delete_secrets(c: &Connection, tenant: TenantId) -> Result<bool> {
-    let n = c
-        .execute(
-            "DELETE FROM webhook_secrets WHERE tenant_id = ?1",
-            params![id_blob(tenant.0)],
-        )
-        .map_err(map_err)?;
-    Ok(n > 0)
+    async fn complete_delivery(&self, done: DeliveryDone) -> Result<bool> {
+        self.write(move |c| self::complete(c, &done)).await
+    }
+
+    async fn redeliver(
+        &self,
+        tenant: Option<TenantId>,
+        job: JobId,
+        now_ms: u64,
+    ) -> Result<RedeliverOutcome> {
+        self.write(move |c| self::redeliver(c, tenant, job, now_ms))
+            .await
+    }
+
+    async fn oldest_pending_delivery(&self) -> Result<Option<u64>> {
+        self.read(self::oldest_pending).await
+    }
 }

@@ -1,0 +1,309 @@
+//! `JobStore`: admission and idempotency, the lease cycle and its fencing, cancel, expiry,
+//! replay and wake-ups, listing.
+
+use ezt_core::retry::{Counters, Verdict};
+use ezt_core::{JobState, TenantId};
+
+use super::fixtures::*;
+use crate::*;
+
+/// Jobs are visible only to their tenant.
+pub async fn jobs_are_tenant_scoped<S: JobStore>(s: S) {
+    let j = new_job(1, 1, "k1", 100);
+    let id = j.id;
+    assert_eq!(
+        s.insert_jobs(vec![j], WINDOW).await.unwrap(),
+        vec![Admission::Inserted]
+    );
+    let got = s
+        .get_job(Some(TenantId(1)), id)
+        .await
+        .unwrap()
+        .expect("owner sees it");
+    assert_eq!(
+        (got.state, got.spec.url.as_str(), got.series),
+        (JobState::Queued, "http://127.0.0.1:9/x", 1)
+    );
+    assert!(
+        s.get_job(Some(TenantId(2)), id).await.unwrap().is_none(),
+        "other tenant does not"
+    );
+    let f = JobFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.list_jobs(Some(TenantId(2)), &f).await.unwrap().len(), 0);
+    assert_eq!(s.list_jobs(Some(TenantId(1)), &f).await.unwrap().len(), 1);
+    assert_eq!(
+        s.cancel(Some(TenantId(2)), id, 5, "local").await.unwrap(),
+        CancelOutcome::NotFound
+    );
+    assert_eq!(
+        s.replay(Some(TenantId(2)), id, 5, 10).await.unwrap(),
+        ReplayOutcome::NotFound
+    );
+}
+
+/// Same key: duplicate while alive or recently final, inserted again after the window.
+pub async fn idempotency_dedups<S: JobStore>(s: S) {
+    let a = new_job(1, 1, "same", 100);
+    let b = new_job(2, 1, "same", 100);
+    let other_tenant = new_job(3, 2, "same", 100);
+    let res = s
+        .insert_jobs(vec![a.clone(), b, other_tenant], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        res,
+        vec![
+            Admission::Inserted,
+            Admission::Duplicate { existing: a.id },
+            Admission::Inserted
+        ]
+    );
+    let res = s
+        .insert_jobs(vec![new_job(4, 1, "same", 200)], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        res,
+        vec![Admission::Duplicate { existing: a.id }],
+        "across transactions"
+    );
+    assert_eq!(
+        s.cancel(None, a.id, 300, "local").await.unwrap(),
+        CancelOutcome::Cancelled(vec![])
+    );
+    let res = s
+        .insert_jobs(vec![new_job(5, 1, "same", 400)], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        res,
+        vec![Admission::Duplicate { existing: a.id }],
+        "final less than the window ago"
+    );
+    let later = new_job(6, 1, "same", 300 + WINDOW);
+    let res = s.insert_jobs(vec![later.clone()], WINDOW).await.unwrap();
+    assert_eq!(
+        res,
+        vec![Admission::Inserted],
+        "after the window a new job is made"
+    );
+    let res = s
+        .insert_jobs(vec![new_job(7, 1, "same", 301 + WINDOW)], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        res,
+        vec![Admission::Duplicate { existing: later.id }],
+        "dedups against the newest"
+    );
+}
+
+/// Leases fence completions; attempts and the final state are recorded.
+pub async fn lease_fences_completion<S: JobStore>(s: S) {
+    let j = new_job(1, 1, "k", 100);
+    s.insert_jobs(vec![j.clone()], WINDOW).await.unwrap();
+    let l = s
+        .lease(j.id, lease(11, 200))
+        .await
+        .unwrap()
+        .expect("queued job leases");
+    assert_eq!(
+        (l.attempt_no, l.series, l.idempotent_key.as_str()),
+        (1, 1, "k")
+    );
+    assert_eq!(
+        l.spec.headers[0].1, "Bearer x",
+        "the executor gets credentials"
+    );
+    assert!(
+        s.lease(j.id, lease(12, 201)).await.unwrap().is_none(),
+        "running job does not lease twice"
+    );
+    let done = |token| AttemptDone {
+        id: j.id,
+        lease_token: token,
+        attempt: attempt(1, Verdict::Success),
+        next: Next::Final {
+            state: JobState::Succeeded,
+            response: Some(ok_response()),
+            error: None,
+        },
+        now_ms: 300,
+    };
+    assert!(
+        s.complete_attempt(done(99)).await.unwrap().is_none(),
+        "zombie token is discarded"
+    );
+    assert_eq!(s.complete_attempt(done(11)).await.unwrap(), Some(vec![]));
+    assert!(
+        s.complete_attempt(done(11)).await.unwrap().is_none(),
+        "completes once"
+    );
+    let got = s.get_job(None, j.id).await.unwrap().unwrap();
+    assert_eq!(got.state, JobState::Succeeded);
+    assert_eq!(got.finished_at, Some(300));
+    assert_eq!(got.response, Some(ok_response()));
+    assert_eq!(got.attempts, vec![attempt(1, Verdict::Success)]);
+    assert_eq!(
+        s.cancel(None, j.id, 400, "local").await.unwrap(),
+        CancelOutcome::AlreadyFinal(JobState::Succeeded)
+    );
+}
+
+/// A retry schedules the job with new counters, and it can be leased again.
+pub async fn retry_schedules_next_attempt<S: JobStore>(s: S) {
+    let j = new_job(1, 1, "k", 100);
+    s.insert_jobs(vec![j.clone()], WINDOW).await.unwrap();
+    s.lease(j.id, lease(1, 100)).await.unwrap().unwrap();
+    let counters = Counters {
+        retries: 1,
+        reroutes: 0,
+    };
+    let applied = s
+        .complete_attempt(AttemptDone {
+            id: j.id,
+            lease_token: 1,
+            attempt: attempt(1, Verdict::Retry),
+            next: Next::Retry {
+                run_at: 5_000,
+                counters,
+                response: None,
+            },
+            now_ms: 150,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        Some(vec![]),
+        "applied, and a retry delivers nothing"
+    );
+    let got = s.get_job(None, j.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.state, got.run_at, got.retries),
+        (JobState::Scheduled, 5_000, 1)
+    );
+    let l = s
+        .lease(j.id, lease(2, 5_000))
+        .await
+        .unwrap()
+        .expect("scheduled job leases");
+    assert_eq!((l.attempt_no, l.counters), (2, counters));
+}
+
+/// Cancel stops waiting and running jobs; a late completion is discarded.
+pub async fn cancel_wins_over_late_completion<S: JobStore>(s: S) {
+    let a = new_job(1, 1, "a", 100);
+    let b = new_job(2, 1, "b", 100);
+    s.insert_jobs(vec![a.clone(), b.clone()], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cancel(Some(TenantId(1)), a.id, 150, "local")
+            .await
+            .unwrap(),
+        CancelOutcome::Cancelled(vec![])
+    );
+    assert!(
+        s.lease(a.id, lease(1, 160)).await.unwrap().is_none(),
+        "cancelled job is not leased"
+    );
+    s.lease(b.id, lease(2, 160)).await.unwrap().unwrap();
+    assert_eq!(
+        s.cancel(Some(TenantId(1)), b.id, 170, "local")
+            .await
+            .unwrap(),
+        CancelOutcome::Cancelled(vec![])
+    );
+    let late = succeeded(b.id, 2, 180);
+    assert!(
+        s.complete_attempt(late).await.unwrap().is_none(),
+        "cancel fenced the running attempt"
+    );
+    assert_eq!(
+        s.get_job(None, b.id).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+}
+
+/// Replay re-queues failed and expired jobs as a new series and leaves a wakeup.
+pub async fn replay_and_expire<S: JobStore>(s: S) {
+    let a = new_job(1, 1, "a", 100);
+    let b = new_job(2, 1, "b", 100);
+    s.insert_jobs(vec![a.clone(), b.clone()], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.replay(None, a.id, 110, 999).await.unwrap(),
+        ReplayOutcome::NotReplayable(JobState::Queued)
+    );
+    assert_eq!(s.expire(a.id, 120, "local").await.unwrap(), Some(vec![]));
+    assert!(
+        s.expire(a.id, 121, "local").await.unwrap().is_none(),
+        "expires once"
+    );
+    let got = s.get_job(None, a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.state, got.error.as_ref().map(|e| e.code.as_str())),
+        (JobState::Expired, Some("deadline"))
+    );
+    s.take_wakeups().await.unwrap();
+    let ReplayOutcome::Requeued(p) = s.replay(Some(TenantId(1)), a.id, 130, 9_999).await.unwrap()
+    else {
+        panic!("replays")
+    };
+    assert_eq!((p.id, p.run_at, p.deadline_at), (a.id, 130, 9_999));
+    let got = s.get_job(None, a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.state, got.series, got.error),
+        (JobState::Queued, 2, None)
+    );
+    assert_eq!(
+        s.take_wakeups().await.unwrap(),
+        vec![a.id],
+        "a wakeup for a server sharing the store"
+    );
+    assert!(s.take_wakeups().await.unwrap().is_empty(), "taken once");
+    let counts = s.count_by_state().await.unwrap();
+    assert!(counts.contains(&(JobState::Queued, 2)), "{counts:?}");
+}
+
+/// Lists are newest first, paginated by cursor and filtered.
+pub async fn list_paginates_and_filters<S: JobStore>(s: S) {
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|i| new_job(i, 1, &format!("k{i}"), 100 + i as u64))
+        .collect();
+    s.insert_jobs(jobs.clone(), WINDOW).await.unwrap();
+    s.cancel(None, jobs[1].id, 200, "local").await.unwrap();
+    let page = |limit, before| JobFilter {
+        limit,
+        before,
+        ..Default::default()
+    };
+    assert_eq!(
+        listed(&s, Some(TenantId(1)), page(2, None)).await,
+        vec![jobs[4].id, jobs[3].id]
+    );
+    assert_eq!(
+        listed(&s, Some(TenantId(1)), page(2, Some(jobs[3].id))).await,
+        vec![jobs[2].id, jobs[1].id]
+    );
+    let cancelled = JobFilter {
+        state: Some(JobState::Cancelled),
+        ..page(10, None)
+    };
+    assert_eq!(listed(&s, None, cancelled).await, vec![jobs[1].id]);
+    let recent = JobFilter {
+        created_after: Some(102),
+        ..page(10, None)
+    };
+    assert_eq!(listed(&s, None, recent).await.len(), 2);
+    let lane = JobFilter {
+        lane: Some("other:1".into()),
+        ..page(10, None)
+    };
+    assert!(listed(&s, None, lane).await.is_empty());
+}

@@ -1,0 +1,123 @@
+//! The in-memory store: the "zero data storage" mode, and the reference the other backends are
+//! checked against by the conformance suite. Everything is lost when the process ends.
+//!
+//! One mutex guards everything, so each call is atomic the way a backend's transaction is. The
+//! capability traits are implemented one module each, like the SQLite backend's.
+
+mod deliveries;
+mod jobs;
+mod lanes;
+mod maintenance;
+mod secrets;
+mod tenants;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use ezt_core::webhook::DeliveryState;
+use ezt_core::{DeliveryId, JobId, TenantId};
+
+use crate::records::*;
+
+#[derive(Debug, Default)]
+struct Inner {
+    tenants: Vec<Tenant>,
+    keys: Vec<ApiKeyRecord>,
+    meta: HashMap<String, Vec<u8>>,
+    jobs: BTreeMap<JobId, JobRecord>,
+    /// Job leases: (fencing token, holder).
+    leases: HashMap<JobId, (u64, NodeId)>,
+    by_key: HashMap<(TenantId, String), JobId>,
+    wakeups: Vec<JobId>,
+    payloads: HashMap<(JobId, u32), Vec<u8>>,
+    deliveries: BTreeMap<DeliveryId, DeliveryRecord>,
+    /// Delivery leases: (fencing token, holder).
+    delivery_leases: HashMap<DeliveryId, (u64, NodeId)>,
+    secrets: HashMap<TenantId, WebhookSecrets>,
+    lane_states: HashMap<String, LaneState>,
+}
+
+impl Inner {
+    /// Stores the webhook outcome of a job that has just become final (same critical section).
+    fn record_outcome(&mut self, id: JobId, region: &str, now_ms: u64) -> Vec<PendingDelivery> {
+        let j = &self.jobs[&id];
+        let ending = Ending {
+            id,
+            spec: &j.spec,
+            idempotent_key: &j.idempotent_key,
+            state: j.state,
+            response: j.response.as_ref(),
+            error: j.error.as_ref(),
+            attempts: j.attempt_count,
+            region,
+            now_ms,
+        };
+        let Some(outcome) = ending.outcome() else {
+            return Vec::new();
+        };
+        let (tenant_id, series) = (j.tenant_id, j.series);
+        let pending = outcome.pending(tenant_id, now_ms);
+        self.payloads.insert((id, series), outcome.payload);
+        for (did, index, url, voting) in outcome.deliveries {
+            self.deliveries.insert(
+                did,
+                DeliveryRecord {
+                    id: did,
+                    job_id: id,
+                    tenant_id,
+                    series,
+                    index,
+                    url,
+                    has_quorum_vote: voting,
+                    state: DeliveryState::Pending,
+                    attempts: Vec::new(),
+                    created_at: now_ms,
+                    next_at: Some(now_ms),
+                    acked_at: None,
+                    failed_in_run: 0,
+                },
+            );
+        }
+        pending
+    }
+
+    /// The deliveries of a job's latest outcome, in webhook order.
+    fn latest_deliveries(&self, job: JobId) -> Vec<DeliveryRecord> {
+        let mine: Vec<&DeliveryRecord> = self
+            .deliveries
+            .values()
+            .filter(|d| d.job_id == job)
+            .collect();
+        let Some(series) = mine.iter().map(|d| d.series).max() else {
+            return Vec::new();
+        };
+        let mut out: Vec<DeliveryRecord> = mine
+            .into_iter()
+            .filter(|d| d.series == series)
+            .cloned()
+            .collect();
+        out.sort_by_key(|d| d.index);
+        out
+    }
+}
+
+/// A store that keeps everything in process memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn owned(job: &JobRecord, tenant: Option<TenantId>) -> bool {
+    tenant.is_none_or(|t| t == job.tenant_id)
+}

@@ -251,24 +251,23 @@ def measure_fds(binary, target, idle_n=1100, probes=200, jobs=50):
                     submit_errors += 1
             except (OSError, http.client.HTTPException):
                 submit_errors += 1
-        states, early_states = {}, {}
         deadline = time.time() + 60
-        for j in queued:
-            left = max(1, int(deadline - time.time()))
-            try:
-                s, b = srv.request("GET", f"/api/v1/jobs/{j}/wait?timeout={left}s", timeout=left + 5)
-                st = b.get("state", f"http_{s}") if isinstance(b, dict) else f"http_{s}"
-            except (OSError, http.client.HTTPException):
-                st = "no_answer"
-            early_states[st] = early_states.get(st, 0) + 1
-        for j in ids:
-            left = max(1, int(deadline - time.time()))
-            try:
-                s, b = srv.request("GET", f"/api/v1/jobs/{j}/wait?timeout={left}s", timeout=left + 5)
-                st = b.get("state", f"http_{s}") if isinstance(b, dict) else f"http_{s}"
-            except (OSError, http.client.HTTPException):
-                st = "no_answer"
-            states[st] = states.get(st, 0) + 1
+
+        def final_states(job_ids):
+            """Waits on each job (long-poll) until the shared deadline; counts the states seen."""
+            counts = {}
+            for j in job_ids:
+                left = max(1, int(deadline - time.time()))
+                try:
+                    s, b = srv.request("GET", f"/api/v1/jobs/{j}/wait?timeout={left}s", timeout=left + 5)
+                    st = b.get("state", f"http_{s}") if isinstance(b, dict) else f"http_{s}"
+                except (OSError, http.client.HTTPException):
+                    st = "no_answer"
+                counts[st] = counts.get(st, 0) + 1
+            return counts
+
+        early_states = final_states(queued)
+        states = final_states(ids)
         still_open = 0
         for s in held:
             s.setblocking(False)

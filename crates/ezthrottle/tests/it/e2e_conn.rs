@@ -3,14 +3,14 @@
 //! cannot starve `/healthz` or make a due job fail; every request has an id.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{in_days, watch_stderr, Reply, Target, TestServer, BIN};
+use crate::support::{in_days, serve_args, Reply, Target, TestServer, BIN};
 
 const FAST_LANE: &str = "[lanes.default]\nrate = 100.0\nburst = 5\nmax_in_flight = 8\n";
 
@@ -238,43 +238,12 @@ async fn half_sent_body_gets_408_and_huge_content_length_413_at_once() {
 
 /// Starts the server under `ulimit -n {nofile}` (soft and hard) through a shell.
 fn spawn_with_fd_limit(dir: &Path, config: &str, nofile: u32) -> TestServer {
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let log = dir.join("server.log");
-    let out = dir.join("server.out");
-    let mut child = Command::new("bash")
-        .arg("-c")
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
         .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
         .arg(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-cidr",
-            "127.0.0.1/32",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let (addr, exited) = watch_stderr(child.stderr.take().unwrap(), log.clone());
-    let key = std::fs::read_to_string(&out).unwrap().trim().to_string();
-    TestServer {
-        child,
-        exited,
-        addr,
-        key,
-        dir: dir.to_path_buf(),
-        log,
-        _tmp: None,
-        http: reqwest::Client::new(),
-    }
+        .args(serve_args(dir, config));
+    TestServer::spawn_command(dir, cmd, None)
 }
 
 #[tokio::test]

@@ -7,29 +7,17 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{watch_stderr, Reply, Target, TestServer, BIN};
+use crate::support::{serve_args, watch_stderr, Reply, Target, TestServer, BIN};
 
 const FAST_LANE: &str = "[lanes.default]\nrate = 100.0\nburst = 5\nmax_in_flight = 8\n";
 
 fn serve_cmd(dir: &std::path::Path, extra: &[&str]) -> Command {
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, FAST_LANE).unwrap();
     let mut c = Command::new(BIN);
-    c.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-cidr",
-        "127.0.0.1/32",
-        "--config",
-    ])
-    .arg(&cfg)
-    .arg("--data-dir")
-    .arg(dir)
-    .args(extra)
-    .env("NO_COLOR", "1")
-    .env("EZTHROTTLE_LOG", "debug")
-    .stdin(Stdio::null());
+    c.args(serve_args(dir, FAST_LANE))
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .env("EZTHROTTLE_LOG", "debug")
+        .stdin(Stdio::null());
     c
 }
 

@@ -20,6 +20,24 @@ use tokio::sync::Notify;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ezthrottle");
 
+/// The arguments of `ezthrottle serve` every test server uses: any free port, calls to
+/// 127.0.0.1 allowed, `config` written to `dir/config.toml`, data in `dir`.
+pub fn serve_args(dir: &Path, config: &str) -> Vec<std::ffi::OsString> {
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, config).expect("write config");
+    let fixed = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-cidr",
+        "127.0.0.1/32",
+    ];
+    let mut args: Vec<std::ffi::OsString> = fixed.iter().map(Into::into).collect();
+    args.extend(["--config".into(), cfg.into_os_string()]);
+    args.extend(["--data-dir".into(), dir.as_os_str().to_owned()]);
+    args
+}
+
 /// Milliseconds since the epoch, `days` from now (for delayed jobs that must not run).
 pub fn in_days(days: u64) -> u64 {
     let now = std::time::SystemTime::now()
@@ -118,26 +136,21 @@ impl TestServer {
 
     /// Same, with extra environment variables for the server process.
     pub fn spawn_env(dir: &Path, config: &str, key: Option<String>, env: &[(&str, &str)]) -> Self {
-        let cfg = dir.join("config.toml");
-        std::fs::write(&cfg, config).expect("write config");
+        let mut cmd = Command::new(BIN);
+        cmd.args(serve_args(dir, config))
+            .env("EZTHROTTLE_LOG", "info,ezt_server=debug")
+            .envs(env.iter().copied());
+        Self::spawn_command(dir, cmd, key)
+    }
+
+    /// Runs `cmd` (an `ezthrottle serve`, possibly wrapped, e.g. in a shell that sets a ulimit)
+    /// with its output captured in `dir`, and waits until it listens.
+    pub fn spawn_command(dir: &Path, mut cmd: Command, key: Option<String>) -> Self {
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let log = dir.join(format!("server-{n}.log"));
         let out = dir.join(format!("server-{n}.out"));
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--allow-cidr",
-                "127.0.0.1/32",
-                "--config",
-            ])
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(dir)
+        let mut child = cmd
             .env("NO_COLOR", "1")
-            .env("EZTHROTTLE_LOG", "info,ezt_server=debug")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("out file"))
             .stderr(Stdio::piped())

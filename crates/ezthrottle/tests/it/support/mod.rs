@@ -136,7 +136,10 @@ impl TestServer {
             .arg("--data-dir")
             .arg(dir)
             .env("NO_COLOR", "1")
-            .env("EZTHROTTLE_LOG", "info,ezt_server=debug")
+            .env(
+                "EZTHROTTLE_LOG",
+                "info,ezt_runtime=debug,ezt_http=debug,ezt_outbound=debug",
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).expect("out file"))

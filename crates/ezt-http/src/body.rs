@@ -10,7 +10,7 @@ use crate::state::AppState;
 /// Reads a request body, refusing one larger than `limits.max_request_bytes` with a 413 (at
 /// once when its declared length says so) and one that does not arrive in full within
 /// `server.request_body_timeout_ms` with a 408, so a half-sent body cannot hold a request open.
-pub async fn read_limited(st: &AppState, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_limited(st: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let limit = st.rt.cfg.limits.max_request_bytes;
     if body.size_hint().lower() > limit as u64 {
         return Err(ApiError::too_large(limit));
@@ -36,6 +36,6 @@ fn body_timeout(deadline: Duration) -> ApiError {
 
 /// Parses a body that must be exactly one JSON object (no trailing data, not an array read as a
 /// positional struct), reporting the path of a bad field in the API's error shape.
-pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     ezt_core::job::parse_object(bytes, "a JSON object").map_err(ApiError::from)
 }

@@ -4,9 +4,9 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod body;
+mod body;
 pub mod error;
-pub mod listener;
+mod listener;
 pub mod ops;
 pub mod state;
 pub mod v1;

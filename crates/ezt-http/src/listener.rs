@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
@@ -40,19 +40,19 @@ const NONE: u64 = u64::MAX;
 
 /// Bounds of the accept loop (from `[server]`, with the connection cap fitted to the fd limit).
 #[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     /// Headers must be complete this long after their first byte.
-    pub header_read: Duration,
+    pub(crate) header_read: Duration,
     /// Idle connections (no request in progress, nothing received) are closed after this.
-    pub keep_alive: Duration,
+    pub(crate) keep_alive: Duration,
     /// Most open connections.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 impl ConnLimits {
     /// The configured bounds, with the connection cap lowered to `fd_limit - fd_reserve` (the
     /// process's soft file limit, when known) so inbound sockets leave descriptors for job calls.
-    pub fn new(cfg: &ServerConfig, fd_limit: Option<u64>) -> Self {
+    pub(crate) fn new(cfg: &ServerConfig, fd_limit: Option<u64>) -> Self {
         Self {
             header_read: Duration::from_millis(cfg.header_read_timeout_ms),
             keep_alive: Duration::from_millis(cfg.keep_alive_timeout_ms),
@@ -63,7 +63,7 @@ impl ConnLimits {
 
 /// `configured`, but at most `fd_limit - reserve`; a limit at or below the reserve leaves a
 /// quarter of it to connections (the server must still answer something).
-pub fn fit_to_fd_limit(configured: usize, fd_limit: Option<u64>, reserve: u64) -> usize {
+pub(crate) fn fit_to_fd_limit(configured: usize, fd_limit: Option<u64>, reserve: u64) -> usize {
     let Some(limit) = fd_limit else {
         return configured;
     };
@@ -76,7 +76,7 @@ pub fn fit_to_fd_limit(configured: usize, fd_limit: Option<u64>, reserve: u64) -
 
 /// Raises the soft limit on open files to the hard limit and returns the soft limit now in
 /// force (`None` where it cannot be read).
-pub fn raise_fd_limit() -> Option<u64> {
+pub(crate) fn raise_fd_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => Some(n),
         Err(e) => {
@@ -90,8 +90,11 @@ pub fn raise_fd_limit() -> Option<u64> {
 
 /// Milliseconds on a monotonic clock shared by every connection.
 fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(tokio::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// What the watchdog and the cap need to know about one connection.
@@ -342,7 +345,7 @@ impl Registry {
 
 /// Serves `app` on `listener` within `limits` until `shutdown`; returns once every connection
 /// has closed (requests in progress get up to `SHUTDOWN_DRAIN`).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,

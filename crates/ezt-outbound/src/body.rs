@@ -34,3 +34,27 @@ pub async fn read_capped(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bodies_are_cut_at_the_cap() {
+        use axum::routing::get;
+        let app = axum::Router::new()
+            .route("/big", get(|| async { "x".repeat(10_000) }))
+            .route("/small", get(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let get = |path: &str| client.get(format!("http://{addr}{path}")).send();
+        let (body, err) = read_capped(get("/big").await.unwrap(), 100).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(body.bytes.len(), 100, "cut at the cap");
+        assert!(body.truncated, "and marked so");
+        let (body, _) = read_capped(get("/small").await.unwrap(), 100).await;
+        assert_eq!((body.bytes.as_slice(), body.truncated), (&b"ok"[..], false));
+    }
+}

@@ -16,10 +16,10 @@ use crate::config::Config;
 use crate::sealing::{SealError, Sealer};
 
 /// Marks a header value sealed at rest.
-pub const SEALED_PREFIX: &str = "ezt-sealed:v1:";
+pub(crate) const SEALED_PREFIX: &str = "ezt-sealed:v1:";
 
 /// Whether the header `name` is sealed at rest under `cfg`.
-pub fn is_sealed_header(name: &str, cfg: &Config) -> bool {
+pub(crate) fn is_sealed_header(name: &str, cfg: &Config) -> bool {
     ezt_core::lane::is_credential_header(name, &cfg.lanes.credential_headers)
         || cfg
             .outbound
@@ -29,12 +29,12 @@ pub fn is_sealed_header(name: &str, cfg: &Config) -> bool {
 }
 
 /// Whether a stored value is sealed.
-pub fn is_sealed(value: &str) -> bool {
+pub(crate) fn is_sealed(value: &str) -> bool {
     value.starts_with(SEALED_PREFIX)
 }
 
 /// Seals, in place, the values of the headers that must not be stored in clear.
-pub fn seal_headers(
+pub(crate) fn seal_headers(
     sealer: &Sealer,
     tenant: TenantId,
     cfg: &Config,
@@ -53,7 +53,7 @@ pub fn seal_headers(
 
 /// The headers to send: sealed values opened, the others as stored (`None` when nothing was
 /// sealed, so the common case copies nothing).
-pub fn open_headers(
+pub(crate) fn open_headers(
     sealer: &Sealer,
     tenant: TenantId,
     headers: &[(String, String)],
@@ -77,7 +77,7 @@ pub fn open_headers(
 }
 
 /// Shows sealed values as `[redacted]` (views must not print even the sealed form).
-pub fn hide_sealed(mut spec: ezt_core::job::JobSpec) -> ezt_core::job::JobSpec {
+pub(crate) fn hide_sealed(mut spec: ezt_core::job::JobSpec) -> ezt_core::job::JobSpec {
     hide_sealed_values(&mut spec.headers);
     spec
 }

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ezt_core::{JobId, TenantId};
-use ezt_store::Attempt;
+use ezt_store::{Attempt, JobRecord};
 use tokio::sync::broadcast;
 
 pub use views::{DeliveryView, JobView, QuorumView};
@@ -81,6 +81,68 @@ impl JobEvent {
     /// True for the last event of a job (a final state).
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Final(_))
+    }
+}
+
+/// What a late subscriber missed, and which live events it already has.
+///
+/// A stream subscribes first and reads the job after, so the events published in between
+/// arrive twice: once in the backlog built from the job, once live. `is_new` drops the live
+/// copies by attempt number.
+#[derive(Debug)]
+pub struct Replay {
+    /// The events to send first, oldest first (the final event last, when the job is final).
+    pub backlog: Vec<JobEvent>,
+    /// The last attempt recorded in the backlog.
+    seen: u32,
+    /// The last attempt whose `dispatching` is in the backlog.
+    dispatched: u32,
+}
+
+impl Replay {
+    /// The backlog of `job` as read after subscribing; its final view redacts
+    /// `credential_headers`.
+    pub fn of(job: &JobRecord, credential_headers: &[String]) -> Self {
+        let mut backlog = vec![JobEvent::Queued {
+            job_id: job.id,
+            at: job.created_at,
+        }];
+        for a in &job.attempts {
+            backlog.push(JobEvent::Dispatching {
+                job_id: job.id,
+                attempt: a.n,
+            });
+            backlog.push(JobEvent::Attempt(Box::new(a.clone())));
+        }
+        let seen = job.attempts.last().map_or(0, |a| a.n);
+        // An attempt in flight now was dispatched before we subscribed: tell it from here.
+        let dispatched = if job.state == ezt_core::JobState::Running {
+            backlog.push(JobEvent::Dispatching {
+                job_id: job.id,
+                attempt: job.attempt_count,
+            });
+            job.attempt_count
+        } else {
+            seen
+        };
+        if job.state.is_final() {
+            let view = JobView::from_record(job, credential_headers);
+            backlog.push(JobEvent::Final(Arc::new(view)));
+        }
+        Self {
+            backlog,
+            seen,
+            dispatched,
+        }
+    }
+
+    /// Whether a live event is not already in the backlog.
+    pub fn is_new(&self, ev: &JobEvent) -> bool {
+        match ev {
+            JobEvent::Attempt(a) => a.n > self.seen,
+            JobEvent::Dispatching { attempt, .. } => *attempt > self.dispatched,
+            _ => true,
+        }
     }
 }
 
@@ -276,6 +338,97 @@ mod tests {
 
     fn job(n: u64) -> JobId {
         JobId::new(1_700_000_000_000 + n, u128::from(n))
+    }
+
+    fn attempt(n: u32) -> Attempt {
+        Attempt {
+            n,
+            series: 1,
+            at: 0,
+            region: "local".into(),
+            status_code: Some(500),
+            error: None,
+            latency_ms: 1,
+            decision: ezt_core::retry::Verdict::Retry,
+            wait_ms: Some(10),
+        }
+    }
+
+    fn record(state: ezt_core::JobState, attempts: Vec<Attempt>, attempt_count: u32) -> JobRecord {
+        let v = views::sample("queued");
+        JobRecord {
+            id: job(7),
+            tenant_id: TenantId::new(1, 1),
+            lane: ezt_core::lane::LaneKey(v.lane),
+            state,
+            spec: v.spec,
+            idempotent_key: v.idempotent_key,
+            created_at: 5,
+            updated_at: 5,
+            run_at: 5,
+            deadline_at: u64::MAX,
+            attempt_count,
+            retries: 0,
+            reroutes: 0,
+            series: 1,
+            response: None,
+            error: None,
+            finished_at: None,
+            attempts,
+            deliveries: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_replay_holds_what_was_missed_and_drops_its_live_copies() {
+        let running = record(ezt_core::JobState::Running, vec![attempt(1), attempt(2)], 3);
+        let r = Replay::of(&running, &[]);
+        let names: Vec<&str> = r.backlog.iter().map(JobEvent::name).collect();
+        assert_eq!(
+            names,
+            [
+                "queued",
+                "dispatching",
+                "attempt",
+                "dispatching",
+                "attempt",
+                "dispatching"
+            ],
+            "attempts in order, then the attempt in flight"
+        );
+        let dispatching = |attempt| JobEvent::Dispatching {
+            job_id: job(7),
+            attempt,
+        };
+        assert!(
+            !r.is_new(&JobEvent::Attempt(Box::new(attempt(2)))),
+            "already sent"
+        );
+        assert!(
+            r.is_new(&JobEvent::Attempt(Box::new(attempt(3)))),
+            "the one in flight"
+        );
+        assert!(
+            !r.is_new(&dispatching(3)),
+            "its dispatching was in the backlog"
+        );
+        assert!(r.is_new(&dispatching(4)));
+        assert!(r.is_new(&ev(true)), "the final event always goes out");
+    }
+
+    #[test]
+    fn a_final_jobs_replay_ends_with_its_final_event() {
+        let mut done = record(ezt_core::JobState::Failed, vec![attempt(1)], 1);
+        done.finished_at = Some(9);
+        let r = Replay::of(&done, &[]);
+        let last = r.backlog.last().expect("not empty");
+        assert!(last.is_terminal(), "ends with the final state");
+        assert_eq!(last.name(), "failed");
+        assert_eq!(
+            last.data()["job_id"],
+            job(7).to_string(),
+            "the final event carries the view"
+        );
     }
 
     #[tokio::test]

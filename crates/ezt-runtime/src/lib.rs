@@ -21,7 +21,7 @@
 pub mod admin;
 pub mod clock;
 pub mod config;
-pub mod credentials;
+mod credentials;
 pub mod deliver;
 pub mod dispatch;
 pub mod events;

@@ -43,7 +43,7 @@ pub async fn pass(
     if cutoffs.latest().is_none() {
         return Ok(0);
     }
-    let t0 = std::time::Instant::now();
+    let t0 = crate::clock::monotonic();
     let mut total = 0;
     loop {
         let n = store.purge_finished(&cutoffs, cfg.batch).await?;

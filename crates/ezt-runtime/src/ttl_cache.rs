@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Entries kept at most; past it the map is cleared rather than grown (a cache, not a store).
 const MAX_ENTRIES: usize = 100_000;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
     about = "EZThrottle: durable, rate-limited, retried HTTP calls",
     after_help = ezt_runtime::config::env_help()
 )]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     global: Global,
     #[command(subcommand)]
@@ -201,7 +201,7 @@ fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-pub async fn run(args: Args) -> Result<()> {
+pub(crate) async fn run(args: Args) -> Result<()> {
     let cfg = load_config(&args.global, &args.cmd)?;
     match args.cmd {
         Cmd::Serve { log_json, .. } => serve(cfg, log_json).await,

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ezt_core::job;
 use ezt_core::{FieldError, JobId, JobState};
-use ezt_runtime::events::JobEvent;
+use ezt_runtime::events::{JobEvent, Replay};
 use ezt_runtime::jobs::{Admitted, SubmitStatus};
 use ezt_store::{JobFilter, JobRecord, NewJob};
 use serde::{Deserialize, Serialize};
@@ -406,34 +405,9 @@ async fn events(
         Some(w)
     };
     let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
-    let final_view = job.state.is_final().then(|| view(&st, &job));
+    let replay = Replay::of(&job, &st.rt.cfg.lanes.credential_headers);
     tokio::spawn(async move {
-        let mut backlog = vec![JobEvent::Queued {
-            job_id: id,
-            at: job.created_at,
-        }];
-        for a in &job.attempts {
-            backlog.push(JobEvent::Dispatching {
-                job_id: id,
-                attempt: a.n,
-            });
-            backlog.push(JobEvent::Attempt(Box::new(a.clone())));
-        }
-        let seen = job.attempts.last().map_or(0, |a| a.n);
-        // An attempt in flight now was dispatched before we subscribed: tell it from here.
-        let dispatched = if job.state == JobState::Running {
-            backlog.push(JobEvent::Dispatching {
-                job_id: id,
-                attempt: job.attempt_count,
-            });
-            job.attempt_count
-        } else {
-            seen
-        };
-        if let Some(v) = final_view {
-            backlog.push(JobEvent::Final(Arc::new(v)));
-        }
-        for ev in &backlog {
+        for ev in &replay.backlog {
             if tx.send(Ok(sse(ev))).await.is_err() {
                 return;
             }
@@ -446,12 +420,7 @@ async fn events(
             tokio::select! {
                 ev = w.recv() => match ev {
                     Ok(ev) => {
-                        let already = match &ev {
-                            JobEvent::Attempt(a) => a.n <= seen,
-                            JobEvent::Dispatching { attempt, .. } => *attempt <= dispatched,
-                            _ => false,
-                        };
-                        if already {
+                        if !replay.is_new(&ev) {
                             continue; // already sent from the backlog
                         }
                         if tx.send(Ok(sse(&ev))).await.is_err() || ev.is_terminal() {

@@ -1,21 +1,12 @@
 //! EZThrottle's runtime: configuration, the lanes, dispatch and webhook delivery, the jobs
 //! service, and [`start`], which wires them.
 //!
-//! Modules and the direction of calls (a module never imports one above it; see
-//! `docs/architecture.md`):
-//!
-//! ```text
-//! jobs ─┐            notifier ─┐
-//!       ├─> followups <────────┘
-//! dispatch ─┘   │  └─> events (JobEvent, views) ─> credentials ─> sealing
-//!               ├─> deliver ─┐
-//!               └─> lanes <──┴── dispatch
-//! metrics ─> lanes · retention · admin · config · clock (leaves)
-//! ```
-//!
-//! Dispatch (jobs) and deliver (webhooks) are siblings that never import each other; what a
-//! store transition implies in memory is decided only in [`followups`]. The store is named by
-//! trait only: the binary chooses the backend.
+//! Modules and the direction of calls (`docs/architecture.md` has the diagram; the `layers`
+//! test checks it): `jobs`, `dispatch` and `notifier` report store transitions to
+//! `followups`, which alone decides what they imply (enqueue deliveries, requeue or drop in the
+//! lanes, publish the final event); `dispatch` and `deliver` are siblings that never import
+//! each other; `lanes`, `events`, `clock` and `config` import nothing above them. The store is
+//! named by trait only: the binary chooses the backend.
 #![warn(missing_docs)]
 
 pub mod admin;

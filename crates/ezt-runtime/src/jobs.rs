@@ -465,3 +465,66 @@ pub async fn retry_stored(
         ReplayOutcome::Requeued(p) => Ok(p),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ezt_core::lane::LaneKey;
+    use ezt_store::MemoryStore;
+
+    use super::*;
+
+    async fn stored_job(store: &dyn Store, n: u64) -> JobId {
+        let id = JobId::new(1_700_000_000_000 + n, u128::from(n));
+        let job = NewJob {
+            id,
+            tenant_id: TenantId::new(1, 1),
+            lane: LaneKey("example.com:443".into()),
+            spec: crate::events::views::sample("queued").spec,
+            idempotent_key: format!("k{n}"),
+            created_at: 1,
+            run_at: 1,
+            deadline_at: u64::MAX,
+        };
+        store.insert_jobs(vec![job], 60_000).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn the_cli_control_answers_typed_refusals() {
+        let store = MemoryStore::new();
+        let missing = JobId::new(1, 1);
+        assert!(
+            matches!(
+                cancel_stored(&store, None, missing, 10, "local").await,
+                Err(JobsError::NotFound)
+            ),
+            "cancel of an unknown job"
+        );
+        assert!(
+            matches!(
+                retry_stored(&store, None, missing, 10).await,
+                Err(JobsError::NotFound)
+            ),
+            "retry of an unknown job"
+        );
+        let id = stored_job(&store, 1).await;
+        cancel_stored(&store, None, id, 10, "local")
+            .await
+            .expect("a waiting job can be cancelled");
+        let again = cancel_stored(&store, None, id, 11, "local").await;
+        assert!(
+            matches!(again, Err(JobsError::AlreadyFinal(JobState::Cancelled))),
+            "{again:?}"
+        );
+        let retried = retry_stored(&store, None, id, 12).await;
+        assert!(
+            matches!(retried, Err(JobsError::NotReplayable(JobState::Cancelled))),
+            "only failed or expired jobs are replayed: {retried:?}"
+        );
+        assert_eq!(
+            JobsError::NotReplayable(JobState::Cancelled).to_string(),
+            "only failed or expired jobs can be retried; this one is cancelled",
+            "the API's 409 message"
+        );
+    }
+}

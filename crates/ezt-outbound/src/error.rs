@@ -65,7 +65,7 @@ impl CallError {
 }
 
 /// Whether `e` or any error in its `source` chain is an `E`.
-pub fn error_chain_has<E: std::error::Error + 'static>(
+pub(crate) fn error_chain_has<E: std::error::Error + 'static>(
     e: &(dyn std::error::Error + 'static),
 ) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);

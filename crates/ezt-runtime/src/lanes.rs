@@ -484,14 +484,14 @@ pub(crate) struct Scheduler<R: Runner> {
 /// A scheduler's inbox, made before its runner so that the runner (or what it reports to) can
 /// hold the scheduler's handle.
 #[derive(Debug)]
-pub struct Inbox<Id> {
+pub(crate) struct Inbox<Id> {
     rx: mpsc::UnboundedReceiver<Command<Id>>,
     handle: SchedulerHandle<Id>,
     busy: BusyLanes,
 }
 
-/// Makes a scheduler's handle and inbox (see [`Scheduler::with_inbox`]).
-pub fn channel<Id>(lanes_cfg: &LanesConfig) -> (Inbox<Id>, SchedulerHandle<Id>) {
+/// Makes a scheduler's handle and inbox (see `Scheduler::with_inbox`).
+pub(crate) fn channel<Id>(lanes_cfg: &LanesConfig) -> (Inbox<Id>, SchedulerHandle<Id>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let busy = BusyLanes::default();
     let handle = SchedulerHandle {

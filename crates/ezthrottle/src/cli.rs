@@ -7,18 +7,21 @@ use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ezt_core::tier::Tier;
 use ezt_core::{ApiKeyId, JobId, JobState};
-use ezt_server::CancellationToken;
-use ezt_server::Config;
-use ezt_store::{CancelOutcome, JobFilter, ReplayOutcome, Store};
+use ezt_runtime::clock::now_ms;
+use ezt_runtime::events::JobView;
+use ezt_runtime::jobs::{cancel_stored, retry_stored, JobsError};
+use ezt_runtime::Config;
+use ezt_store::{JobFilter, Store};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ezthrottle",
     version,
     about = "EZThrottle: durable, rate-limited, retried HTTP calls",
-    after_help = ezt_server::config::env_help()
+    after_help = ezt_runtime::config::env_help()
 )]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     global: Global,
     #[command(subcommand)]
@@ -38,7 +41,7 @@ struct Global {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the server.
-    #[command(after_help = ezt_server::config::env_help())]
+    #[command(after_help = ezt_runtime::config::env_help())]
     Serve {
         /// Address to listen on (default 127.0.0.1:8080) [env: EZTHROTTLE_LISTEN].
         #[arg(long)]
@@ -136,7 +139,7 @@ enum JobsCmd {
 
 /// Defaults, then the file, then `EZTHROTTLE_*`, then flags (see `Config::load`).
 fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
-    use ezt_server::config::Flag;
+    use ezt_runtime::config::Flag;
     let mut flags = Vec::new();
     if let Some(d) = &g.data_dir {
         flags.push(Flag::string("data_dir", "--data-dir", d));
@@ -165,10 +168,12 @@ fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
     Ok(Config::load(g.config.as_deref(), std::env::vars(), flags)?)
 }
 
+/// Opens the store named by the configuration: the one place that names a concrete backend.
 fn open(cfg: &Config) -> Result<Arc<dyn Store>> {
-    ezt_server::open_store(cfg)
+    let store = ezt_store_sqlite::SqliteStore::open(cfg.db_path())
         .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("opening {}", cfg.db_path().display()))
+        .with_context(|| format!("opening {}", cfg.db_path().display()))?;
+    Ok(Arc::new(store))
 }
 
 async fn tenant_id(store: &dyn Store, name: &str) -> Result<ezt_core::TenantId> {
@@ -196,7 +201,7 @@ fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-pub async fn run(args: Args) -> Result<()> {
+pub(crate) async fn run(args: Args) -> Result<()> {
     let cfg = load_config(&args.global, &args.cmd)?;
     match args.cmd {
         Cmd::Serve { log_json, .. } => serve(cfg, log_json).await,
@@ -206,7 +211,7 @@ pub async fn run(args: Args) -> Result<()> {
                 TenantsCmd::Create { name, tier } => {
                     let tier = Tier::parse(&tier)
                         .with_context(|| format!("tier {tier:?}: use reserved, paid or free"))?;
-                    let t = ezt_server::admin::create_tenant(store.as_ref(), &name, tier).await?;
+                    let t = ezt_runtime::admin::create_tenant(store.as_ref(), &name, tier).await?;
                     print_json(&t)
                 }
                 TenantsCmd::List => print_json(&store.list_tenants().await?),
@@ -217,7 +222,7 @@ pub async fn run(args: Args) -> Result<()> {
             match c {
                 KeysCmd::Create { tenant, json } => {
                     let t = tenant_id(store.as_ref(), &tenant).await?;
-                    let (key, rec) = ezt_server::admin::create_key(store.as_ref(), t).await?;
+                    let (key, rec) = ezt_runtime::admin::create_key(store.as_ref(), t).await?;
                     if json {
                         print_json(
                             &serde_json::json!({"key": key, "id": rec.id, "tenant": tenant, "prefix": rec.prefix}),
@@ -241,7 +246,7 @@ pub async fn run(args: Args) -> Result<()> {
                 KeysCmd::Revoke { id } => {
                     let id: ApiKeyId = id.parse()?;
                     store
-                        .revoke_api_key(id, ezt_server::scheduler::now_ms())
+                        .revoke_api_key(id, now_ms())
                         .await
                         .with_context(|| format!("revoking {id}"))?;
                     eprintln!("revoked {id}");
@@ -278,12 +283,7 @@ pub async fn run(args: Args) -> Result<()> {
                         .await?;
                     let views: Vec<_> = jobs
                         .iter()
-                        .map(|j| {
-                            ezt_server::http::v1::jobs::JobView::from_record(
-                                j,
-                                &cfg.lanes.credential_headers,
-                            )
-                        })
+                        .map(|j| JobView::from_record(j, &cfg.lanes.credential_headers))
                         .collect();
                     print_json(&views)
                 }
@@ -293,47 +293,35 @@ pub async fn run(args: Args) -> Result<()> {
                         .get_job(None, id)
                         .await?
                         .with_context(|| format!("no job {id}"))?;
-                    print_json(&ezt_server::http::v1::jobs::JobView::from_record(
-                        &job,
-                        &cfg.lanes.credential_headers,
-                    ))
+                    print_json(&JobView::from_record(&job, &cfg.lanes.credential_headers))
                 }
                 JobsCmd::Cancel { id } => {
                     let id: JobId = id.parse()?;
-                    match store
-                        .cancel(None, id, ezt_server::scheduler::now_ms(), &cfg.region)
-                        .await?
-                    {
-                        CancelOutcome::Cancelled(_) => {
+                    match cancel_stored(store.as_ref(), None, id, now_ms(), &cfg.region).await {
+                        Ok(_) => {
                             eprintln!("cancelled {id}");
                             Ok(())
                         }
-                        CancelOutcome::NotFound => bail!("no job {id}"),
-                        CancelOutcome::AlreadyFinal(s) => {
+                        Err(JobsError::NotFound) => bail!("no job {id}"),
+                        Err(JobsError::AlreadyFinal(s)) => {
                             bail!("job {id} is already {}", s.as_str())
                         }
+                        Err(e) => Err(e.into()),
                     }
                 }
                 JobsCmd::Retry { id } => {
                     let id: JobId = id.parse()?;
-                    let job = store
-                        .get_job(None, id)
-                        .await?
-                        .with_context(|| format!("no job {id}"))?;
-                    let now = ezt_server::scheduler::now_ms();
-                    match store
-                        .replay(None, id, now, now + job.spec.timeout_ms)
-                        .await?
-                    {
-                        ReplayOutcome::Requeued(_) => {
+                    match retry_stored(store.as_ref(), None, id, now_ms()).await {
+                        Ok(_) => {
                             eprintln!("re-queued {id}");
                             Ok(())
                         }
-                        ReplayOutcome::NotFound => bail!("no job {id}"),
-                        ReplayOutcome::NotReplayable(s) => bail!(
+                        Err(JobsError::NotFound) => bail!("no job {id}"),
+                        Err(JobsError::NotReplayable(s)) => bail!(
                             "job {id} is {}; only failed or expired jobs can be retried",
                             s.as_str()
                         ),
+                        Err(e) => Err(e.into()),
                     }
                 }
             }
@@ -345,10 +333,10 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
     // Held to the end: lines still queued are written (bounded) before the process exits.
     let _logs = crate::logging::init(log_json);
     cfg.validate()?;
-    ezt_server::private_files::create_private_dir(&cfg.data_dir)
+    ezt_store_sqlite::private::create_private_dir(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let lock_path = cfg.data_dir.join("ezthrottle.lock");
-    let lock = ezt_server::private_files::open_private_file(&lock_path)
+    let lock = ezt_store_sqlite::private::open_private_file(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
     if lock.try_lock().is_err() {
         bail!(
@@ -357,7 +345,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
         );
     }
     let store = open(&cfg)?;
-    if let Some(key) = ezt_server::admin::bootstrap(store.as_ref()).await? {
+    if let Some(key) = ezt_runtime::admin::bootstrap(store.as_ref()).await? {
         // A log line, so `--log-json` output stays all JSON; the key alone goes to stdout.
         tracing::info!("first start: created tenant \"default\" and an API key, printed on stdout. It is shown once; store it now");
         out(&key);
@@ -367,7 +355,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let (state, sched) = ezt_server::start(cfg.clone(), store, shutdown.clone())
+    let (rt, sched) = ezt_runtime::start(cfg.clone(), store, shutdown.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(%addr, port = addr.port(), data = %cfg.db_path().display(), region = %cfg.region, "listening on http://{addr}");
@@ -382,9 +370,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
         tracing::info!("shutting down: finishing in-flight calls");
         token.cancel();
     });
-    ezt_server::serve(listener, state, sched, shutdown)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ezt_http::serve(listener, rt, sched, shutdown).await;
     drop(lock);
     Ok(())
 }

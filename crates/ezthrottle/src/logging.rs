@@ -28,7 +28,7 @@ enum Msg {
 
 /// The `MakeWriter` handed to `tracing_subscriber`: each line is queued, never written inline.
 #[derive(Clone)]
-pub struct QueuedStderr {
+pub(crate) struct QueuedStderr {
     tx: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
 }
@@ -58,7 +58,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueuedStderr {
 }
 
 /// Writes what is still queued when dropped (bounded: a blocked stderr cannot hold the exit).
-pub struct LogGuard {
+pub(crate) struct LogGuard {
     tx: SyncSender<Msg>,
 }
 
@@ -83,7 +83,7 @@ impl Drop for LogGuard {
 
 /// Installs the global subscriber: `EZTHROTTLE_LOG` filter (default `info,tower_http=warn`),
 /// text or JSON lines on stderr, colour only when stderr is a terminal and `NO_COLOR` is unset.
-pub fn init(json: bool) -> LogGuard {
+pub(crate) fn init(json: bool) -> LogGuard {
     let (tx, rx) = sync_channel(QUEUE_LINES);
     let dropped = Arc::new(AtomicU64::new(0));
     let d = dropped.clone();

@@ -1,5 +1,5 @@
 //! The `ezthrottle` binary: `serve` and the admin commands. Kept small: configuration loading is
-//! in `cli`, everything else in `ezt-server`.
+//! in `cli`, the server in `ezt-runtime` (services) and `ezt-http` (the API).
 
 mod cli;
 mod logging;

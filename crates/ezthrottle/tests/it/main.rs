@@ -1,4 +1,8 @@
 //! System tests: the real `ezthrottle` binary over loopback, with a local mock target.
+// Helpers are shared between the modules of this one test binary; `pub` there is not API.
+#![allow(unreachable_pub)]
+// These tests measure real time against a real process: they read the system clock.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

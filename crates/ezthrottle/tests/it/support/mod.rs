@@ -138,7 +138,10 @@ impl TestServer {
     pub fn spawn_env(dir: &Path, config: &str, key: Option<String>, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(serve_args(dir, config))
-            .env("EZTHROTTLE_LOG", "info,ezt_server=debug")
+            .env(
+                "EZTHROTTLE_LOG",
+                "info,ezt_runtime=debug,ezt_http=debug,ezt_outbound=debug",
+            )
             .envs(env.iter().copied());
         Self::spawn_command(dir, cmd, key)
     }

@@ -1,0 +1,131 @@
+//! EZThrottle's HTTP edge: the axum routes, the error body, authentication, the operations
+//! endpoints and the accept loop. Handlers parse a request, call one runtime service method
+//! and map the result; no job logic lives here.
+#![warn(missing_docs)]
+
+pub mod auth;
+mod body;
+pub mod error;
+mod listener;
+pub mod ops;
+pub mod state;
+pub mod v1;
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use ezt_runtime::Runtime;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use state::AppState;
+
+/// Serves the API on `listener` until `shutdown`; then stops taking requests, stops
+/// dispatching, and gives attempts and deliveries in flight up to 30 s to finish.
+pub async fn serve(
+    listener: TcpListener,
+    rt: Runtime,
+    sched: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+) {
+    let app = app(AppState::new(rt.clone()));
+    let fd_limit = listener::raise_fd_limit();
+    let limits = listener::ConnLimits::new(&rt.cfg.server, fd_limit);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        fd_limit,
+        fd_reserve = rt.cfg.server.fd_reserve,
+        "connection limits"
+    );
+    listener::serve(listener, app, limits, shutdown).await;
+    let left = rt.drain(sched, Duration::from_secs(30)).await;
+    tracing::info!(left_in_flight = left, "stopped");
+}
+
+/// Header carrying a request's id, in and out.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API as one router (tests drive it with `oneshot`).
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(v1::jobs::router())
+        .merge(v1::webhook_secrets::router())
+        .merge(ops::router())
+        .fallback(|| async { error::ApiError::not_found("route") })
+        .with_state(state.clone());
+    // The envelope endpoint dispatches into `api`, which does not contain it: no recursion.
+    Router::new()
+        .merge(v1::envelope::router(api.clone()))
+        .with_state(state.clone())
+        .merge(api)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            refuse_oversized,
+        ))
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// 413 from the declared `Content-Length` alone, before any handler waits for the body.
+async fn refuse_oversized(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = st.rt.cfg.limits.max_request_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return error::ApiError::too_large(limit).into_response();
+    }
+    next.run(req).await
+}
+
+/// Gives every request an id: the client's `X-Request-Id` when it is short visible ASCII,
+/// otherwise a fresh one. It is echoed in the response and names the request's log span.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|v| is_acceptable_id(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or_default(),
+        method = %req.method(),
+        path = req.uri().path(),
+    );
+    let mut resp = next.run(req).instrument(span).await;
+    resp.headers_mut().insert(REQUEST_ID.clone(), id);
+    resp
+}
+
+/// 1 to 128 visible ASCII characters: safe to echo and to log.
+fn is_acceptable_id(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len()) && v.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+fn new_request_id() -> HeaderValue {
+    let id = format!("req_{:016x}", rand::random::<u64>());
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_request_ids_must_be_short_visible_ascii() {
+        assert!(is_acceptable_id(b"abc-123_XYZ"));
+        assert!(!is_acceptable_id(b""));
+        assert!(!is_acceptable_id(b"has space"));
+        assert!(!is_acceptable_id("caf\u{e9}".as_bytes()));
+        assert!(!is_acceptable_id(&[b'a'; 129]));
+        assert!(is_acceptable_id(new_request_id().as_bytes()));
+    }
+}

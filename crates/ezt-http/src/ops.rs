@@ -1,0 +1,140 @@
+//! `/healthz`, `/readyz`, `/metrics`, `/openapi.json`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// Routes of the operations endpoints.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+}
+
+async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    match st.rt.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "reason": e.to_string()})),
+        ),
+    }
+}
+
+/// Whether the scrape may read: always when no `metrics.bearer_token` is set, else only with
+/// `Authorization: Bearer <token>` (scheme case-insensitive, compared in constant time).
+fn metrics_allowed(st: &AppState, headers: &HeaderMap) -> bool {
+    let Some(want) = &st.rt.cfg.metrics.bearer_token else {
+        return true;
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    got.is_some_and(|g| constant_time_eq(g.as_bytes(), want.0.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if !metrics_allowed(&st, &headers) {
+        return ApiError::new(
+            ErrorCode::Unauthorized,
+            "this server's /metrics needs Authorization: Bearer <metrics.bearer_token>",
+        )
+        .into_response();
+    }
+    let now = st.rt.clock.now_ms();
+    let snap = ezt_runtime::metrics::Snapshot {
+        max_lane_series: st.rt.cfg.metrics.max_lane_series,
+        states: st.rt.store.count_by_state().await.unwrap_or_default(),
+        lanes: st.rt.lanes.lanes().await,
+        webhook_lanes: st.rt.deliveries.lanes().await,
+        oldest_pending_delivery_s: st
+            .rt
+            .store
+            .oldest_pending_delivery()
+            .await
+            .ok()
+            .flatten()
+            .map(|t| now.saturating_sub(t) as f64 / 1000.0),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.rt.metrics.render(&snap) + &st.rt.events.render_metrics(),
+    )
+        .into_response()
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, generated from the handler and DTO types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "EZThrottle", description = "Durable, rate-limited, retried HTTP calls (STREAM)."),
+    paths(
+        crate::v1::jobs::submit,
+        crate::v1::jobs::submit_batch,
+        crate::v1::jobs::list,
+        crate::v1::jobs::get_one,
+        crate::v1::jobs::wait,
+        crate::v1::jobs::events,
+        crate::v1::jobs::cancel,
+        crate::v1::jobs::retry,
+        crate::v1::jobs::redeliver,
+        crate::v1::webhook_secrets::create,
+        crate::v1::webhook_secrets::get_masked,
+        crate::v1::webhook_secrets::rotate,
+        crate::v1::webhook_secrets::delete,
+        crate::v1::envelope::proxy,
+    ),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `openapi.json` at the repository root is what the code generates; regenerate with
+    /// `EZT_UPDATE_OPENAPI=1 cargo test -p ezt-http openapi`.
+    #[test]
+    fn openapi_json_is_in_sync() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi.json");
+        let generated = ApiDoc::openapi().to_pretty_json().expect("serialises") + "\n";
+        if std::env::var_os("EZT_UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &generated).expect("write openapi.json");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "openapi.json is stale: run EZT_UPDATE_OPENAPI=1 cargo test -p ezt-http openapi"
+        );
+    }
+}

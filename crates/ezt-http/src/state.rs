@@ -1,0 +1,34 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ezt_runtime::ttl_cache::TtlCache;
+use ezt_runtime::Runtime;
+use ezt_store::Tenant;
+
+/// How long a verified API key is trusted without asking the store again: a revocation (which
+/// may come from the CLI in another process) takes effect within this bound.
+pub const AUTH_TTL: Duration = Duration::from_secs(1);
+
+/// Recently verified keys: key digest → tenant, fresh for [`AUTH_TTL`].
+pub type AuthCache = TtlCache<[u8; 32], Tenant>;
+
+/// Shared state of the handlers: the runtime's services, and the edge's own API-key cache.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The runtime (jobs service, store, lanes, events, metrics, configuration).
+    pub rt: Runtime,
+    /// Recently verified API keys.
+    pub auth: Arc<AuthCache>,
+}
+
+impl AppState {
+    /// The state of an API over `rt`.
+    pub fn new(rt: Runtime) -> Self {
+        Self {
+            rt,
+            auth: Arc::new(TtlCache::new(AUTH_TTL)),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Version 1 of the public API.
+
+pub mod envelope;
+pub mod jobs;
+pub mod webhook_secrets;

@@ -1,0 +1,242 @@
+//! `POST /api/v1/proxy`: the hosted SDKs' envelope, so code written for the hosted service runs
+//! unchanged against this server once its proxy URL points here.
+//!
+//! The hosted SDKs never call the API directly: they wrap each call in an envelope
+//! (`{"scope", "metric_name", "target_url", "method", "headers", "body"}`) for a metering proxy
+//! that forwards it. Here the envelope is opened and the call is dispatched to this server's own
+//! router, in process, with the caller's bearer key. Only the path (and query) of `target_url` is
+//! used — its host is the hosted service's, which is not where the call should go — and only
+//! paths under `/api/v1/` are reachable, so the envelope cannot become an open relay.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, Method};
+use axum::routing::post;
+use axum::{Json, Router};
+use ezt_core::job::RESERVED_HEADERS;
+use ezt_core::FieldError;
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::body::{parse_json, read_limited};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The path of this endpoint; an envelope may not target it (no recursion).
+const PATH: &str = "/api/v1/proxy";
+
+/// Largest forwarded answer kept, bytes: a job view with many attempts fits easily.
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// The route. `api` is the rest of the API, which the envelope's call is dispatched to.
+pub fn router(api: Router) -> Router<AppState> {
+    Router::new().route(
+        PATH,
+        post(
+            move |st: State<AppState>, caller: Caller, h: HeaderMap, body: Body| {
+                proxy(st, caller, h, body, api.clone())
+            },
+        ),
+    )
+}
+
+/// The hosted SDKs' envelope.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// The hosted proxy's metering scope; accepted and ignored.
+    pub scope: Option<String>,
+    /// The hosted proxy's metric; accepted and ignored.
+    #[serde(alias = "metricName")]
+    pub metric_name: Option<String>,
+    /// Sent by older hosted SDKs; ignored: the tenant always comes from the bearer key.
+    #[serde(alias = "customerId")]
+    pub customer_id: Option<String>,
+    /// The API call, e.g. `https://ezthrottle.fly.dev/api/v1/jobs`; only its path and query
+    /// are used, and the path must be under `/api/v1/`.
+    #[serde(alias = "targetUrl")]
+    pub target_url: String,
+    /// HTTP method of the call (default `POST`).
+    pub method: Option<String>,
+    /// Headers of the call (e.g. `Content-Type`); credentials are ignored.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Body of the call, as a string (the hosted SDKs send JSON text).
+    pub body: Option<String>,
+}
+
+/// What the hosted SDKs read back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProxyAnswer {
+    /// Always `allowed`: this server has no metering proxy in front of it.
+    pub status: &'static str,
+    /// The API's answer to the call.
+    pub forwarded_response: Forwarded,
+}
+
+/// The API's answer to an enveloped call.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Forwarded {
+    /// HTTP status of the call (e.g. 202 for an accepted job, 400 for a bad field).
+    pub status_code: u16,
+    /// Response headers, lower-case names.
+    pub headers: BTreeMap<String, String>,
+    /// Response body as text (JSON for every API answer).
+    pub body: String,
+}
+
+/// Where an envelope may send its call: path and query, or why not.
+fn target(raw: &str) -> Result<String, FieldError> {
+    let bad = |why: &str| FieldError::invalid("target_url", why.to_string());
+    // Resolving against a base both accepts a bare path and normalises `..` segments before
+    // the prefix check.
+    let base = url::Url::parse("http://ezthrottle.invalid/").expect("static base URL");
+    let url = base
+        .join(raw)
+        .map_err(|e| bad(&format!("not a URL or path ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must be an http(s) URL or a path"));
+    }
+    let path = url.path();
+    if !path.starts_with("/api/v1/") {
+        return Err(bad(&format!(
+            "must name an EZThrottle API path under /api/v1/ (got {path:?})"
+        )));
+    }
+    if path == PATH || path.starts_with("/api/v1/proxy/") {
+        return Err(bad("may not target the proxy itself"));
+    }
+    if path.ends_with("/events") {
+        return Err(FieldError::not_supported(
+            "target_url",
+            "event streams cannot be enveloped; call GET /api/v1/jobs/{id}/events directly",
+        ));
+    }
+    Ok(match url.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    })
+}
+
+fn method(raw: Option<&str>) -> Result<Method, FieldError> {
+    let m = raw.unwrap_or("POST").to_ascii_uppercase();
+    match m.as_str() {
+        "GET" | "POST" | "PUT" | "PATCH" | "DELETE" => {
+            Ok(Method::from_bytes(m.as_bytes()).expect("a listed method is a valid token"))
+        }
+        _ => Err(FieldError::invalid(
+            "method",
+            "must be one of GET POST PUT PATCH DELETE",
+        )),
+    }
+}
+
+/// Opens an enveloped call and answers with what the API answered to it.
+#[utoipa::path(post, path = "/api/v1/proxy", request_body = Envelope,
+    responses((status = 200, description = "the call was made; its answer is in forwarded_response", body = ProxyAnswer),
+              (status = 400, description = "bad envelope field"), (status = 401), (status = 413),
+              (status = 422, description = "target_url is an event stream")),
+    security(("bearer" = [])))]
+async fn proxy(
+    State(st): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+    api: Router,
+) -> Result<Json<ProxyAnswer>, ApiError> {
+    let envelope: Envelope = parse_json(&read_limited(&st, body).await?)?;
+    let path = target(&envelope.target_url)?;
+    let method = method(envelope.method.as_deref())?;
+    let mut call = Request::builder().method(method).uri(&path);
+    for (name, value) in envelope.headers.iter().flatten() {
+        let field = || format!("headers.{name}");
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| FieldError::invalid(field(), "not a valid header name"))?;
+        // Not passed on: the connection's own headers, and credentials (the envelope's
+        // bearer key is the only one used).
+        if n == header::AUTHORIZATION || RESERVED_HEADERS.contains(&n.as_str()) {
+            continue;
+        }
+        let v = HeaderValue::from_str(value)
+            .map_err(|_| FieldError::invalid(field(), "not a valid header value"))?;
+        call = call.header(n, v);
+    }
+    // The Caller extractor accepted this header, so it is present and valid.
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        call = call.header(header::AUTHORIZATION, auth.clone());
+    }
+    let call = call
+        .body(Body::from(envelope.body.unwrap_or_default()))
+        .map_err(|e| FieldError::invalid("target_url", format!("not a valid request: {e}")))?;
+    let answer = api.oneshot(call).await.unwrap_or_else(|e| match e {});
+    let status_code = answer.status().as_u16();
+    let headers = answer
+        .headers()
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let bytes = axum::body::to_bytes(answer.into_body(), MAX_ANSWER_BYTES)
+        .await
+        .map_err(|_| ApiError::too_large(MAX_ANSWER_BYTES))?;
+    tracing::debug!(tenant_id = %caller.tenant.id, %path, status_code, "enveloped call");
+    Ok(Json(ProxyAnswer {
+        status: "allowed",
+        forwarded_response: Forwarded {
+            status_code,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_keeps_path_and_query_of_any_host() {
+        assert_eq!(
+            target("https://ezthrottle.fly.dev/api/v1/jobs").unwrap(),
+            "/api/v1/jobs"
+        );
+        assert_eq!(
+            target("/api/v1/jobs/job_1/wait?timeout=5s").unwrap(),
+            "/api/v1/jobs/job_1/wait?timeout=5s"
+        );
+    }
+
+    #[test]
+    fn target_refuses_paths_outside_the_api() {
+        for raw in [
+            "https://x/metrics",
+            "/admin/v1/tenants",
+            "/api/v1/../../metrics",
+            "/api/v1/%2e%2e/metrics",
+            "https://x/api/v1/proxy",
+            "/api/v1/proxy/",
+            "ftp://x/api/v1/jobs",
+        ] {
+            let e = target(raw).unwrap_err();
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                ("invalid_field", "target_url"),
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            target("/api/v1/jobs/job_1/events").unwrap_err().code,
+            "not_supported"
+        );
+    }
+
+    #[test]
+    fn method_defaults_to_post_and_refuses_others() {
+        assert_eq!(method(None).unwrap(), Method::POST);
+        assert_eq!(method(Some("delete")).unwrap(), Method::DELETE);
+        assert_eq!(method(Some("TRACE")).unwrap_err().field, "method");
+    }
+}

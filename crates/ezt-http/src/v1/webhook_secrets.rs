@@ -1,0 +1,260 @@
+//! `/api/v1/webhook-secrets`: the tenant's signing secrets (primary, and the previous one kept
+//! as secondary during a rotation). They are sealed at rest and never shown again in full.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use ezt_core::webhook::{MAX_SECRET_LEN, MIN_SECRET_LEN};
+use ezt_core::FieldError;
+use ezt_store::WebhookSecrets;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::body::{parse_json, read_limited};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/webhook-secrets",
+            post(create).get(get_masked).delete(delete),
+        )
+        .route("/api/v1/webhook-secrets/rotate", post(rotate))
+}
+
+/// Body of `POST /api/v1/webhook-secrets`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsIn {
+    /// Signs every delivery (16-256 characters).
+    #[serde(alias = "primarySecret")]
+    pub primary_secret: String,
+    /// Also signs every delivery, second (e.g. the old secret while receivers switch).
+    #[serde(alias = "secondarySecret")]
+    pub secondary_secret: Option<String>,
+}
+
+/// Body of `POST /api/v1/webhook-secrets/rotate`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIn {
+    /// Becomes the primary; the old primary becomes the secondary.
+    #[serde(alias = "newSecret")]
+    pub new_secret: String,
+}
+
+/// The secrets as shown: masked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretsView {
+    /// `****` and the last characters: at most 4, at most a quarter of the secret (`****wxyz`).
+    pub primary_secret: String,
+    /// Masked secondary, if any.
+    pub secondary_secret: Option<String>,
+    /// Whether a secondary is set (deliveries then carry two signatures).
+    pub has_secondary: bool,
+    /// Last change, ms since epoch.
+    pub updated_at: u64,
+}
+
+/// How a secret is shown: `****` and its last few characters, never more than 4 and never more
+/// than a quarter of it (a 16-character secret shows 4; the rest must stay a brute-force
+/// problem). Enough to tell two secrets apart, not enough to help guess one.
+fn mask(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let shown = (chars.len() / 4).min(4);
+    let tail: String = chars[chars.len() - shown..].iter().collect();
+    format!("****{tail}")
+}
+
+fn check(field: &str, s: &str) -> Result<(), ApiError> {
+    let n = s.chars().count();
+    if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&n) {
+        return Err(FieldError::invalid(
+            field,
+            format!("must be {MIN_SECRET_LEN} to {MAX_SECRET_LEN} characters (got {n})"),
+        )
+        .into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err(FieldError::invalid(field, "may not contain control characters").into());
+    }
+    if s.trim().is_empty() {
+        return Err(FieldError::invalid(field, "may not be only whitespace").into());
+    }
+    Ok(())
+}
+
+fn view(st: &AppState, caller: &Caller, s: &WebhookSecrets) -> Result<SecretsView, ApiError> {
+    let open = |sealed: &[u8]| {
+        st.rt.signing_keys.sealer().open(caller.tenant.id, sealed).map_err(|e| {
+            tracing::error!(tenant_id = %caller.tenant.id, error = %e, "cannot open a webhook secret");
+            ApiError::new(ErrorCode::Internal,
+                "the stored secret does not open with this server's key",
+            )
+        })
+    };
+    let primary = open(&s.primary)?;
+    let secondary = s.secondary.as_deref().map(open).transpose()?;
+    Ok(SecretsView {
+        primary_secret: mask(&primary),
+        has_secondary: secondary.is_some(),
+        secondary_secret: secondary.as_deref().map(mask),
+        updated_at: s.updated_at,
+    })
+}
+
+/// Set the tenant's secrets (replacing any).
+#[utoipa::path(post, path = "/api/v1/webhook-secrets", request_body = SecretsIn,
+    responses((status = 201, description = "created", body = SecretsView), (status = 200, description = "replaced", body = SecretsView),
+              (status = 400, description = "bad field"), (status = 401)),
+    security(("bearer" = [])))]
+async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let input: SecretsIn = parse_json(&read_limited(&st, body).await?)?;
+    check("primary_secret", &input.primary_secret)?;
+    if let Some(s) = &input.secondary_secret {
+        check("secondary_secret", s)?;
+        if *s == input.primary_secret {
+            return Err(
+                FieldError::invalid("secondary_secret", "is the same as primary_secret").into(),
+            );
+        }
+    }
+    let tenant = caller.tenant.id;
+    let existed = st.rt.store.webhook_secrets(tenant).await?.is_some();
+    let sealed = WebhookSecrets {
+        primary: st
+            .rt
+            .signing_keys
+            .sealer()
+            .seal(tenant, &input.primary_secret),
+        secondary: input
+            .secondary_secret
+            .as_deref()
+            .map(|s| st.rt.signing_keys.sealer().seal(tenant, s)),
+        updated_at: st.rt.clock.now_ms(),
+    };
+    st.rt
+        .store
+        .put_webhook_secrets(tenant, sealed.clone())
+        .await?;
+    st.rt.signing_keys.forget(tenant);
+    tracing::info!(tenant_id = %tenant, replaced = existed, "webhook secrets set");
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(view(&st, &caller, &sealed)?)).into_response())
+}
+
+/// The tenant's secrets, masked.
+#[utoipa::path(get, path = "/api/v1/webhook-secrets",
+    responses((status = 200, body = SecretsView), (status = 404, description = "no secrets: webhooks go unsigned")),
+    security(("bearer" = [])))]
+async fn get_masked(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SecretsView>, ApiError> {
+    let s = st
+        .rt
+        .store
+        .webhook_secrets(caller.tenant.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook secret"))?;
+    Ok(Json(view(&st, &caller, &s)?))
+}
+
+/// Make a new secret primary; the old primary stays as secondary, so receivers that still
+/// verify with it keep accepting deliveries until they switch.
+#[utoipa::path(post, path = "/api/v1/webhook-secrets/rotate", request_body = RotateIn,
+    responses((status = 200, body = SecretsView), (status = 400), (status = 404, description = "no secret to rotate yet")),
+    security(("bearer" = [])))]
+async fn rotate(
+    State(st): State<AppState>,
+    caller: Caller,
+    body: axum::body::Body,
+) -> Result<Json<SecretsView>, ApiError> {
+    let input: RotateIn = parse_json(&read_limited(&st, body).await?)?;
+    check("new_secret", &input.new_secret)?;
+    let tenant = caller.tenant.id;
+    if let Some(current) = st.rt.store.webhook_secrets(tenant).await? {
+        if st
+            .rt
+            .signing_keys
+            .sealer()
+            .open(tenant, &current.primary)
+            .ok()
+            .as_deref()
+            == Some(input.new_secret.as_str())
+        {
+            return Err(FieldError::invalid("new_secret", "is already the primary secret").into());
+        }
+    }
+    let sealed = st.rt.signing_keys.sealer().seal(tenant, &input.new_secret);
+    let s = st
+        .rt
+        .store
+        .rotate_webhook_secret(tenant, sealed, st.rt.clock.now_ms())
+        .await?
+        .inspect(|_| st.rt.signing_keys.forget(tenant))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                "no webhook secret to rotate: create one with POST /api/v1/webhook-secrets",
+            )
+        })?;
+    tracing::info!(tenant_id = %tenant, "webhook secret rotated");
+    Ok(Json(view(&st, &caller, &s)?))
+}
+
+/// Delete the tenant's secrets: webhooks go unsigned from then on.
+#[utoipa::path(delete, path = "/api/v1/webhook-secrets",
+    responses((status = 200, description = "{\"deleted\": true}"), (status = 404)),
+    security(("bearer" = [])))]
+async fn delete(State(st): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let deleted = st.rt.store.delete_webhook_secrets(caller.tenant.id).await?;
+    st.rt.signing_keys.forget(caller.tenant.id);
+    if !deleted {
+        return Err(ApiError::not_found("webhook secret"));
+    }
+    tracing::info!(tenant_id = %caller.tenant.id, "webhook secrets deleted");
+    Ok(Json(serde_json::json!({ "deleted": true })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check, mask};
+
+    #[test]
+    fn masks_show_at_most_four_characters_and_a_quarter() {
+        assert_eq!(mask("abcdefghijklmnopwxyz"), "****wxyz");
+        assert_eq!(
+            mask("0123456789abcdef"),
+            "****cdef",
+            "16 characters: a quarter is 4"
+        );
+        assert_eq!(mask("ключ-секрет-0123456"), "****3456");
+        assert_eq!(mask(&"x".repeat(256)), "****xxxx");
+        for n in 1..=300 {
+            let s: String = (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let shown = mask(&s).chars().count() - 4;
+            assert!(shown <= 4 && shown * 4 <= n, "{n} characters show {shown}");
+        }
+    }
+
+    #[test]
+    fn whitespace_secrets_are_refused() {
+        assert!(check("primary_secret", &" ".repeat(16)).is_err());
+        assert!(check("primary_secret", &" \u{3000}".repeat(8)).is_err());
+        assert!(check("primary_secret", "  a secret with spaces ").is_ok());
+    }
+}

@@ -1,0 +1,1079 @@
+//! Server configuration: defaults, then the TOML file, then `EZTHROTTLE_*` variables, then flags
+//! (the binary applies flags last). `config.default.toml` at the repository root documents every
+//! key with its default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ezt_core::job::Limits;
+use ezt_core::tier::TierWeights;
+use serde::{Deserialize, Serialize};
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Directory of the SQLite file and the lock file.
+    pub data_dir: PathBuf,
+    /// This node's region name.
+    pub region: String,
+    /// CIDRs exempt from the SSRF deny list (e.g. `127.0.0.0/8` for local testing; a bare
+    /// address means that host).
+    #[serde(deserialize_with = "cidrs")]
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// Weights of the tenant tiers inside a lane.
+    pub tiers: TierWeights,
+    /// Lane limits.
+    pub lanes: LanesConfig,
+    /// Outbound calls.
+    pub executor: ExecutorConfig,
+    /// Size limits.
+    pub limits: LimitsConfig,
+    /// How long a final job keeps its idempotency key, ms.
+    pub dedup_window_ms: u64,
+    /// Webhook delivery.
+    pub webhooks: WebhooksConfig,
+    /// The `/metrics` endpoint.
+    pub metrics: MetricsConfig,
+    /// Key that seals webhook secrets at rest (base64 of 32 bytes). Without it, a key file
+    /// `secret.key` is created in the data dir (mode 0600) on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<SecretKey>,
+    /// How outbound calls leave the host, and which request headers are sealed at rest.
+    pub outbound: OutboundConfig,
+    /// How long finished jobs are kept.
+    pub retention: RetentionConfig,
+    /// Inbound connections and waiters.
+    pub server: ServerConfig,
+}
+
+/// A key that must never reach a log: `Debug` prints a placeholder.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretKey(pub String);
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey([redacted])")
+    }
+}
+
+/// How job outcomes are delivered to webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// TCP+TLS connect timeout, ms.
+    pub connect_timeout_ms: u64,
+    /// Whole-attempt timeout, ms: a receiver slower than this has failed the attempt.
+    pub timeout_ms: u64,
+    /// Waits after each failed attempt (humantime); when they run out the delivery is failed.
+    pub retry_schedule: Vec<String>,
+    /// Relative jitter applied to each wait (0.2 = ±20 %).
+    pub jitter: f64,
+    /// Per-receiver-host limit (every host gets its own lane, shared fairly by tenants).
+    pub default: LaneLimit,
+    /// Pinned limits by receiver `host` or `host:port`.
+    pub hosts: BTreeMap<String, LaneLimit>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 5_000,
+            timeout_ms: 15_000,
+            retry_schedule: ["5s", "5m", "30m", "2h", "5h", "10h", "10h", "14h", "20h"]
+                .map(String::from)
+                .to_vec(),
+            jitter: 0.2,
+            default: LaneLimit {
+                rate: 50.0,
+                burst: 10,
+                max_in_flight: 8,
+            },
+            hosts: BTreeMap::new(),
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The retry schedule in the core's terms (`validate` has checked every entry).
+    pub fn schedule(&self) -> ezt_core::webhook::RetrySchedule {
+        ezt_core::webhook::RetrySchedule {
+            delays_ms: self
+                .retry_schedule
+                .iter()
+                .filter_map(|d| ezt_core::duration::parse_millis(d).ok())
+                .collect(),
+            jitter: self.jitter,
+        }
+    }
+
+    /// The lanes of the webhook scheduler.
+    pub fn lanes(&self) -> LanesConfig {
+        LanesConfig {
+            default: self.default,
+            hosts: self.hosts.clone(),
+            credential_headers: Vec::new(),
+            max_lanes_per_tenant: 0,
+            ..LanesConfig::default()
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            data_dir: PathBuf::from("./ezthrottle-data"),
+            region: "local".into(),
+            allow_cidrs: Vec::new(),
+            tiers: TierWeights::default(),
+            lanes: LanesConfig::default(),
+            executor: ExecutorConfig::default(),
+            limits: LimitsConfig::default(),
+            dedup_window_ms: 24 * 3600 * 1000,
+            webhooks: WebhooksConfig::default(),
+            metrics: MetricsConfig::default(),
+            secret_key: None,
+            outbound: OutboundConfig::default(),
+            retention: RetentionConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+/// The `/metrics` endpoint: bounded in size, optionally behind a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Per-lane series are kept for this many of the busiest lanes (per scheduler); the rest
+    /// only count in the totals, so the scrape stays small however many lanes exist.
+    pub max_lane_series: usize,
+    /// When set, `/metrics` answers 401 unless called with `Authorization: Bearer <token>`.
+    pub bearer_token: Option<SecretKey>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            max_lane_series: 50,
+            bearer_token: None,
+        }
+    }
+}
+
+/// One lane's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneLimit {
+    /// Sustained requests per second.
+    pub rate: f64,
+    /// Back-to-back requests allowed (GCRA burst, >= 1).
+    pub burst: u32,
+    /// Requests in flight at once.
+    pub max_in_flight: u32,
+}
+
+/// Lane defaults and per-host overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LanesConfig {
+    /// Limit of a lane nobody configured.
+    pub default: LaneLimit,
+    /// Pinned limits by `host` or `host:port`. Pinned lanes still honour Retry-After pauses
+    /// but ignore learned rate and concurrency.
+    pub hosts: BTreeMap<String, LaneLimit>,
+    /// Extra request headers (lowercase) that carry an upstream credential and so pick the lane.
+    pub credential_headers: Vec<String>,
+    /// A lane with nothing queued, running or paused leaves memory after this long idle, ms
+    /// (what it learned stays in the store and comes back with its next job).
+    pub idle_evict_after_ms: u64,
+    /// Most distinct lanes one tenant may have work waiting in at once; a submission that
+    /// would open one more is refused (422 `too_many_lanes`). 0: no cap.
+    pub max_lanes_per_tenant: usize,
+}
+
+impl Default for LanesConfig {
+    fn default() -> Self {
+        Self {
+            default: LaneLimit {
+                rate: 2.0,
+                burst: 1,
+                max_in_flight: 2,
+            },
+            hosts: BTreeMap::new(),
+            credential_headers: Vec::new(),
+            idle_evict_after_ms: 600_000,
+            max_lanes_per_tenant: 1000,
+        }
+    }
+}
+
+/// Outbound HTTP settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// TCP+TLS connect timeout, ms.
+    pub connect_timeout_ms: u64,
+    /// Whole-attempt timeout, ms (also capped by the job's deadline).
+    pub attempt_timeout_ms: u64,
+    /// Largest response body kept, bytes; the rest is dropped and the response flagged.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 10_000,
+            attempt_timeout_ms: 30_000,
+            max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Request size limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest API request body, bytes.
+    pub max_request_bytes: usize,
+    /// Most jobs in one batch.
+    pub max_batch_jobs: usize,
+    /// Per-job limits.
+    #[serde(flatten)]
+    pub job: Limits,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1024 * 1024,
+            max_batch_jobs: 1000,
+            job: Limits::default(),
+        }
+    }
+}
+
+/// Outbound connections (jobs and webhook deliveries alike).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Proxy for every outbound call (an `http://` or `https://` URL). The
+    /// environment's `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` are never used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// The operator's acknowledgement that with a proxy the connect-time SSRF check sees only
+    /// the proxy's address, not the target's (the admission-time check still runs).
+    pub proxy_bypasses_ssrf: bool,
+    /// Request headers (any case) sealed at rest besides the credential headers that pick
+    /// the lane (Authorization, X-Api-Key, Api-Key and `lanes.credential_headers`).
+    pub sealed_headers: Vec<String>,
+}
+
+/// When finished jobs are deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How long a finished job (with its attempts, response, webhook deliveries and
+    /// idempotency key) is kept after it finished: a duration (`"7d"`, `"12h"`) or `"never"`.
+    pub finished_jobs: String,
+    /// Per-tenant overrides of `finished_jobs`, by tenant name.
+    pub tenants: BTreeMap<String, String>,
+    /// How often the purge runs.
+    pub interval: String,
+    /// Jobs deleted per transaction (the purge yields to admissions between batches).
+    pub batch: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            finished_jobs: "7d".into(),
+            tenants: BTreeMap::new(),
+            interval: "1m".into(),
+            batch: 500,
+        }
+    }
+}
+
+/// Limits on inbound connections, so slow or idle clients cannot exhaust memory or descriptors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A request's headers must arrive in full within this, ms, counted from its first byte.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and nothing received for this long is closed, ms.
+    pub keep_alive_timeout_ms: u64,
+    /// A request body must arrive in full within this, ms (408 otherwise).
+    pub request_body_timeout_ms: u64,
+    /// Most open client connections. The effective cap is also kept below the process's file
+    /// limit minus `fd_reserve`. At the cap, the longest-idle connection is closed to make room.
+    pub max_connections: usize,
+    /// File descriptors kept free for outbound calls, webhooks and the store.
+    pub fd_reserve: u64,
+    /// Most open event streams and long polls (`/wait`, `/events`, `?wait=`) per tenant (429 above).
+    pub max_waiters_per_tenant: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 60_000,
+            request_body_timeout_ms: 30_000,
+            max_connections: 4096,
+            fd_reserve: 256,
+            max_waiters_per_tenant: 1000,
+        }
+    }
+}
+
+/// A retention period: `None` for `"never"`.
+pub fn parse_retention(s: &str) -> Result<Option<u64>, String> {
+    if s.trim().eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    match ezt_core::duration::parse_millis(s)? {
+        0 => Err("must be more than 0 (or \"never\")".into()),
+        ms => Ok(Some(ms)),
+    }
+}
+
+impl RetentionConfig {
+    /// The default retention, ms (`validate` has checked it).
+    pub fn default_ms(&self) -> Option<u64> {
+        parse_retention(&self.finished_jobs).ok().flatten()
+    }
+
+    /// The interval between purges (`validate` has checked it).
+    pub fn interval_ms(&self) -> u64 {
+        ezt_core::duration::parse_millis(&self.interval).unwrap_or(60_000)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, m: String| ConfigError::Invalid(format!("retention.{k}: {m}"));
+        parse_retention(&self.finished_jobs).map_err(|m| bad("finished_jobs", m))?;
+        for (t, v) in &self.tenants {
+            parse_retention(v).map_err(|m| bad(&format!("tenants.{t}"), m))?;
+        }
+        match ezt_core::duration::parse_millis(&self.interval) {
+            Ok(0) => return Err(bad("interval", "must be more than 0".into())),
+            Err(m) => return Err(bad("interval", m)),
+            Ok(_) => {}
+        }
+        if self.batch == 0 {
+            return Err(bad("batch", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl OutboundConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(p) = &self.proxy {
+            let bad = |why: String| ConfigError::Invalid(format!("outbound.proxy: {p:?} {why}"));
+            let url = reqwest::Url::parse(p).map_err(|e| bad(format!("is not a URL ({e})")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(bad("must be an http:// or https:// URL with a host".into()));
+            }
+            reqwest::Proxy::all(p.as_str())
+                .map_err(|e| bad(format!("is not a proxy URL ({e})")))?;
+            if !self.proxy_bypasses_ssrf {
+                return Err(ConfigError::Invalid(
+                    "outbound.proxy is set while the SSRF rules are on: through a proxy, the \
+                     connect-time address check sees only the proxy, not the target. Set \
+                     outbound.proxy_bypasses_ssrf = true to accept that"
+                        .into(),
+                ));
+            }
+        }
+        for h in &self.sealed_headers {
+            if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "outbound.sealed_headers: {h:?} is not a header name"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A variable has a bad value, or is not one this program knows.
+    #[error("invalid {name}: {message}")]
+    Env {
+        /// Variable.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Values that do not fit the schema, each with the file and key, variable or flag it
+    /// came from.
+    #[error("invalid configuration: {0}")]
+    Value(String),
+    /// The merged values break a rule.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults overlaid with the TOML file, if given (no environment, no flags).
+    pub fn from_file(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        Self::load(path, std::iter::empty(), Vec::new())
+    }
+
+    /// Layers, each over the last: built-in defaults, the TOML file (if given), the
+    /// `EZTHROTTLE_*` variables in `env` (pass `std::env::vars()`), then command-line `flags`.
+    /// Every key has a variable: `EZTHROTTLE_` + its path upper-cased and joined by `_`
+    /// (`lanes.default.rate` is `EZTHROTTLE_LANES_DEFAULT_RATE`; lists are comma-separated).
+    /// An `EZTHROTTLE_*` variable that is neither a key nor one of `NON_CONFIG_ENV` is an
+    /// error, as is a bad value; errors name the file and key, variable or flag it came from.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Vec<Flag>,
+    ) -> Result<Self, ConfigError> {
+        use figment::providers::{Format, Serialized, Toml};
+        let mut fig = figment::Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            // Read first: figment reports a missing file as a parse error without the cause.
+            std::fs::metadata(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(env_layer(env)?);
+        let mut flag_layer = Layer::new(FLAG_LAYER);
+        for f in flags {
+            flag_layer.set(f.path, f.name.to_string(), f.value);
+        }
+        fig = fig.merge(flag_layer);
+        let cfg: Self = fig.extract().map_err(|e| ConfigError::Value(describe(e)))?;
+        // Rules across values name where the values they judge came from, too.
+        match cfg.validate() {
+            Err(ConfigError::Invalid(m)) => Err(ConfigError::Invalid(with_sources(&fig, m))),
+            other => other.map(|()| cfg),
+        }
+    }
+
+    /// Checks the merged values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let lim = |name: &str, l: &LaneLimit| {
+            if !(l.rate.is_finite() && l.rate > 0.0) || l.burst == 0 || l.max_in_flight == 0 {
+                Err(ConfigError::Invalid(format!(
+                    "{name}: rate must be > 0, burst and max_in_flight >= 1"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        lim("lanes.default", &self.lanes.default)?;
+        for (h, l) in &self.lanes.hosts {
+            lim(&format!("lanes.hosts.{h}"), l)?;
+        }
+        let w = &self.webhooks;
+        lim("webhooks.default", &w.default)?;
+        for (h, l) in &w.hosts {
+            lim(&format!("webhooks.hosts.{h}"), l)?;
+        }
+        for d in &w.retry_schedule {
+            ezt_core::duration::parse_millis(d).map_err(|m| {
+                ConfigError::Invalid(format!("webhooks.retry_schedule: {d:?}: {m}"))
+            })?;
+        }
+        if !(0.0..=1.0).contains(&w.jitter) {
+            return Err(ConfigError::Invalid(
+                "webhooks.jitter must be between 0 and 1".into(),
+            ));
+        }
+        if w.timeout_ms == 0 || w.connect_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("webhooks timeouts must be > 0".into()));
+        }
+        let srv = &self.server;
+        if srv.header_read_timeout_ms == 0
+            || srv.keep_alive_timeout_ms == 0
+            || srv.request_body_timeout_ms == 0
+            || srv.max_connections == 0
+        {
+            return Err(ConfigError::Invalid(
+                "server timeouts and max_connections must be > 0".into(),
+            ));
+        }
+        if self.region.is_empty() {
+            return Err(ConfigError::Invalid("region may not be empty".into()));
+        }
+        if let Some(t) = &self.metrics.bearer_token {
+            if t.0.trim().is_empty() || t.0.chars().any(|c| c.is_whitespace()) {
+                return Err(ConfigError::Invalid(
+                    "metrics.bearer_token: must be a non-empty token without spaces (unset it for an open /metrics)".into(),
+                ));
+            }
+        }
+        self.outbound.validate()?;
+        self.retention.validate()?;
+        Ok(())
+    }
+
+    /// The SQLite file.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("ezthrottle.db")
+    }
+}
+
+/// `EZTHROTTLE_*` variables that are not settings: the log filter, what the SDKs read (a shell
+/// that runs both must not break the server), the test suite's binary path, and `--config`.
+pub const NON_CONFIG_ENV: &[&str] = &[
+    "EZTHROTTLE_LOG",
+    "EZTHROTTLE_API_KEY",
+    "EZTHROTTLE_URL",
+    "EZTHROTTLE_BIN",
+    "EZTHROTTLE_CONFIG",
+];
+
+/// Settings that exist but are absent from the serialized defaults (an `Option` skipped when
+/// unset), so the key walk cannot find them.
+const UNSET_BY_DEFAULT: &[&str] = &["secret_key"];
+
+/// A command-line flag's value for `Config::load`.
+#[derive(Debug, Clone)]
+pub struct Flag {
+    /// Key path it sets, e.g. `listen`.
+    pub path: &'static str,
+    /// The flag as typed, for errors, e.g. `--listen`.
+    pub name: &'static str,
+    /// Its value.
+    pub value: figment::value::Value,
+}
+
+impl Flag {
+    /// A flag setting `path` to a string.
+    pub fn string(path: &'static str, name: &'static str, value: impl Into<String>) -> Self {
+        Self {
+            path,
+            name,
+            value: figment::value::Value::from(value.into()),
+        }
+    }
+    /// A flag setting `path` to a list of strings.
+    pub fn list(path: &'static str, name: &'static str, values: Vec<String>) -> Self {
+        Self {
+            path,
+            name,
+            value: figment::value::Value::from(values),
+        }
+    }
+}
+
+const ENV_LAYER: &str = "environment";
+const FLAG_LAYER: &str = "command line";
+
+/// Every settable key: its dotted path and the default's value (which says how to read a
+/// variable: a list is comma-separated, a number or boolean is parsed, anything else is a
+/// string). Derived from the serialized defaults, so a field added to any section is covered
+/// without edits here; maps keyed by user strings (`lanes.hosts`, …) are empty by default and
+/// so are left to the file.
+pub fn keys() -> Vec<(String, figment::value::Value)> {
+    use figment::value::Value;
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Dict(_, d) if !d.is_empty() => {
+                for (k, v) in d {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&p, v, out);
+                }
+            }
+            Value::Dict(..) => {}
+            _ => out.push((prefix.to_string(), v.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = Value::serialize(Config::default()) {
+        walk("", &v, &mut out);
+    }
+    for k in UNSET_BY_DEFAULT {
+        if !out.iter().any(|(p, _)| p == k) {
+            out.push((k.to_string(), Value::from(String::new())));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The variable that sets `path`.
+pub fn env_name(path: &str) -> String {
+    format!("EZTHROTTLE_{}", path.replace('.', "_").to_uppercase())
+}
+
+/// One line per setting, `EZTHROTTLE_… (key)`, for `--help`.
+pub fn env_help() -> String {
+    let mut s = String::from(
+        "Every setting can come from the config file, from an environment variable, or (some) a flag;\n\
+         precedence: flag > environment > file > default. Lists are comma-separated. Variables:\n",
+    );
+    for (path, _) in keys() {
+        s.push_str(&format!("  {:<46} {path}\n", env_name(&path)));
+    }
+    s.push_str(
+        "  EZTHROTTLE_LOG                                 log filter (e.g. info,ezt_runtime=debug)\n\
+         See config.default.toml for every key with its default and meaning.",
+    );
+    s
+}
+
+/// A layer of values with a name per key for errors (the variable or the flag).
+struct Layer {
+    name: &'static str,
+    dict: figment::value::Dict,
+    sources: BTreeMap<String, String>,
+}
+
+impl Layer {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            dict: Default::default(),
+            sources: BTreeMap::new(),
+        }
+    }
+
+    fn set(&mut self, path: &str, source: String, value: figment::value::Value) {
+        let mut dict = &mut self.dict;
+        let mut parts = path.split('.').peekable();
+        while let Some(k) = parts.next() {
+            if parts.peek().is_none() {
+                dict.insert(k.to_string(), value);
+                break;
+            }
+            let next = dict
+                .entry(k.to_string())
+                .or_insert_with(|| figment::value::Value::from(figment::value::Dict::new()));
+            if !matches!(next, figment::value::Value::Dict(..)) {
+                *next = figment::value::Value::from(figment::value::Dict::new());
+            }
+            let figment::value::Value::Dict(_, d) = next else {
+                unreachable!("just made a dict")
+            };
+            dict = d;
+        }
+        self.sources.insert(path.to_string(), source);
+    }
+}
+
+impl figment::Provider for Layer {
+    fn metadata(&self) -> figment::Metadata {
+        let sources = self.sources.clone();
+        figment::Metadata::named(self.name).interpolater(move |_, keys| {
+            // The longest path with a source (an error inside a list names the list's source).
+            (1..=keys.len())
+                .rev()
+                .find_map(|n| sources.get(&keys[..n].join(".")).cloned())
+                .unwrap_or_else(|| keys.join("."))
+        })
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+/// The `EZTHROTTLE_*` variables as a layer; unknown ones are refused by name.
+fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<Layer, ConfigError> {
+    use figment::value::Value;
+    let keys: BTreeMap<String, (String, Value)> = keys()
+        .into_iter()
+        .map(|(path, default)| (env_name(&path), (path, default)))
+        .collect();
+    let mut layer = Layer::new(ENV_LAYER);
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("EZTHROTTLE_"))
+        .collect();
+    vars.sort();
+    for (name, v) in vars {
+        if NON_CONFIG_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        if name == "EZTHROTTLE_DATABASE_URL" {
+            if v.is_empty() {
+                continue;
+            }
+            return Err(ConfigError::Env {
+                name,
+                message: "the PostgreSQL cluster store is not available in this build yet".into(),
+            });
+        }
+        let Some((path, default)) = keys.get(&name) else {
+            return Err(ConfigError::Env {
+                message: "unknown variable: no setting has this name (see `ezthrottle serve --help` for the list; a typo?)".into(),
+                name,
+            });
+        };
+        let value = match default {
+            Value::Array(..) => Value::from(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect::<Vec<_>>(),
+            ),
+            Value::Num(..) | Value::Bool(..) => scalar(v),
+            // An optional setting set to nothing stays unset.
+            Value::Empty(..) if v.is_empty() => continue,
+            _ if v.is_empty() && UNSET_BY_DEFAULT.contains(&path.as_str()) => continue,
+            _ => Value::from(v),
+        };
+        layer.set(path, name, value);
+    }
+    Ok(layer)
+}
+
+/// Appends to a rule's message where the keys it names were set (unless left at default): the
+/// message starts with a key or section path, e.g. `lanes.default: rate must be > 0`.
+fn with_sources(fig: &figment::Figment, message: String) -> String {
+    let prefix: String = message
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let prefix = prefix.trim_end_matches('.');
+    if prefix.is_empty() {
+        return message;
+    }
+    let sources: Vec<String> = keys()
+        .into_iter()
+        .filter(|(p, _)| p == prefix || p.starts_with(&format!("{prefix}.")))
+        .filter_map(|(p, _)| {
+            let md = fig.find_metadata(&p)?;
+            let keys: Vec<&str> = p.split('.').collect();
+            match &md.source {
+                Some(figment::Source::File(f)) => Some(format!("{} key `{p}`", f.display())),
+                _ if md.name == ENV_LAYER => Some(format!(
+                    "environment variable {}",
+                    md.interpolate(&figment::Profile::Default, &keys)
+                )),
+                _ if md.name == FLAG_LAYER => Some(format!(
+                    "flag {}",
+                    md.interpolate(&figment::Profile::Default, &keys)
+                )),
+                _ => None, // a built-in default
+            }
+        })
+        .collect();
+    if sources.is_empty() {
+        message
+    } else {
+        format!("{message} (set by {})", sources.join(", "))
+    }
+}
+
+/// A number or boolean from text; anything else stays a string (and fails to extract with a
+/// type error naming the variable).
+fn scalar(v: String) -> figment::value::Value {
+    use figment::value::Value;
+    let t = v.trim();
+    if let Ok(b) = t.parse::<bool>() {
+        Value::from(b)
+    } else if let Ok(n) = t.parse::<u64>() {
+        Value::from(n)
+    } else if let Ok(n) = t.parse::<i64>() {
+        Value::from(n)
+    } else if let Some(f) = t.parse::<f64>().ok().filter(|f| f.is_finite()) {
+        Value::from(f)
+    } else {
+        Value::from(v)
+    }
+}
+
+/// Each error with where its value came from: `file key`, the variable or the flag.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let md = e.metadata.as_ref();
+            let from = match md {
+                Some(md) if md.name == ENV_LAYER || md.name == FLAG_LAYER => {
+                    let source = md.interpolate(&figment::Profile::Default, &e.path);
+                    if md.name == ENV_LAYER {
+                        format!("environment variable {source}")
+                    } else {
+                        format!("flag {source}")
+                    }
+                }
+                Some(md) => match &md.source {
+                    Some(figment::Source::File(f)) if path.is_empty() => f.display().to_string(),
+                    Some(figment::Source::File(f)) => format!("{} key `{path}`", f.display()),
+                    _ if path.is_empty() => md.name.to_string(),
+                    _ => format!("`{path}`"),
+                },
+                None if path.is_empty() => "configuration".to_string(),
+                None => format!("`{path}`"),
+            };
+            format!("{from}: {}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `allow_cidrs` from any source: CIDRs or bare addresses.
+fn cidrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    parse_cidrs(items.iter().map(String::as_str)).map_err(serde::de::Error::custom)
+}
+
+/// Parses CIDRs (a bare address means a single host).
+pub fn parse_cidrs<'a>(
+    items: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<ipnet::IpNet>, String> {
+    items
+        .into_iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{s:?} is not a CIDR"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let f = file("region = \"iad\"\nlisten = \"127.0.0.1:9000\"\n[lanes.default]\nrate = 5.0\nburst = 2\nmax_in_flight = 3\n[executor]\nattempt_timeout_ms = 1000\n");
+        let c = Config::load(
+            Some(f.path()),
+            env(&[
+                ("EZTHROTTLE_REGION", "fra"),
+                ("EZTHROTTLE_LISTEN", "127.0.0.1:9100"),
+                ("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "2500"),
+                ("EZTHROTTLE_ALLOW_CIDRS", "127.0.0.0/8, ::1"),
+                ("PATH", "/bin"),
+            ]),
+            vec![Flag::string("listen", "--listen", "127.0.0.1:9200")],
+        )
+        .unwrap();
+        assert_eq!(c.lanes.default.rate, 5.0, "file beats default");
+        assert_eq!(c.lanes.default.burst, 2);
+        assert_eq!(c.region, "fra", "env beats file");
+        assert_eq!(c.executor.attempt_timeout_ms, 2500, "env beats file");
+        assert_eq!(c.listen.port(), 9200, "flag beats env");
+        assert_eq!(c.allow_cidrs.len(), 2, "lists are comma-separated");
+        assert_eq!(
+            c.webhooks.timeout_ms, 15_000,
+            "untouched keys keep defaults"
+        );
+    }
+
+    #[test]
+    fn env_reaches_nested_keys_with_underscores_and_lists() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "9"),
+                ("EZTHROTTLE_LANES_DEFAULT_RATE", "0.5"),
+                ("EZTHROTTLE_WEBHOOKS_RETRY_SCHEDULE", "1s,2m"),
+                ("EZTHROTTLE_LIMITS_MAX_BODY_BYTES", "1000"),
+                ("EZTHROTTLE_TIERS_FREE", "2"),
+                ("EZTHROTTLE_METRICS_BEARER_TOKEN", "s3cret"),
+                ("EZTHROTTLE_SECRET_KEY", ""),
+                ("EZTHROTTLE_REGION", "123"),
+            ]),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(c.lanes.default.max_in_flight, 9);
+        assert_eq!(c.lanes.default.rate, 0.5);
+        assert_eq!(c.webhooks.retry_schedule, ["1s", "2m"]);
+        assert_eq!(c.limits.job.max_body_bytes, 1000);
+        assert_eq!(c.tiers.free, 2);
+        assert_eq!(c.metrics.bearer_token, Some(SecretKey("s3cret".into())));
+        assert_eq!(c.secret_key, None, "an empty optional setting stays unset");
+        assert_eq!(c.region, "123", "a string key keeps digits as text");
+    }
+
+    #[test]
+    fn unknown_variables_are_refused_by_name_but_sdk_ones_pass() {
+        let e = Config::load(
+            None,
+            env(&[("EZTHROTTLE_LANES_DEFAULT_RTAE", "5")]),
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("EZTHROTTLE_LANES_DEFAULT_RTAE"), "{e}");
+        assert!(e.contains("unknown variable"), "{e}");
+        Config::load(
+            None,
+            env(&[
+                ("EZTHROTTLE_API_KEY", "ezt_live_x"),
+                ("EZTHROTTLE_URL", "http://127.0.0.1:8080"),
+                ("EZTHROTTLE_LOG", "debug"),
+                ("EZTHROTTLE_BIN", "/x"),
+                ("EZTHROTTLE_DATABASE_URL", ""),
+            ]),
+            Vec::new(),
+        )
+        .expect("variables of the SDKs, logs and tests are not settings");
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let e = Config::load(
+            None,
+            env(&[("EZTHROTTLE_LANES_DEFAULT_RATE", "abc")]),
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("environment variable EZTHROTTLE_LANES_DEFAULT_RATE"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("EZTHROTTLE_LISTEN", "nope")]), Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("EZTHROTTLE_LISTEN"), "{e}");
+        let f = file("[executor]\nattempt_timeout_ms = \"soon\"\n");
+        let e = Config::load(Some(f.path()), env(&[]), Vec::new())
+            .unwrap_err()
+            .to_string();
+        let at = format!("{} key `executor.attempt_timeout_ms`", f.path().display());
+        assert!(e.contains(&at), "{e}");
+        let e = Config::load(
+            None,
+            env(&[]),
+            vec![Flag::list(
+                "allow_cidrs",
+                "--allow-cidr",
+                vec!["x/99".into()],
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("flag --allow-cidr"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("EZTHROTTLE_LANES_DEFAULT_RATE", "0")]),
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("rate must be > 0") && e.contains("EZTHROTTLE_LANES_DEFAULT_RATE"),
+            "a rule names the variable that broke it: {e}"
+        );
+        let f = file("[metrics]\nbearer_token = \" \"\n");
+        let e = Config::from_file(Some(f.path())).unwrap_err().to_string();
+        assert!(e.contains("metrics.bearer_token"), "{e}");
+        assert!(
+            e.contains("key `metrics.bearer_token`"),
+            "names the file key: {e}"
+        );
+        let f = file("regoin = \"typo\"\n");
+        let e = Config::from_file(Some(f.path())).unwrap_err().to_string();
+        assert!(
+            e.contains("regoin") && e.contains(&f.path().display().to_string()),
+            "{e}"
+        );
+        let missing = std::path::Path::new("/nonexistent/ezthrottle.toml");
+        assert!(matches!(
+            Config::from_file(Some(missing)),
+            Err(ConfigError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn every_key_has_its_own_variable() {
+        let keys = keys();
+        assert!(keys.len() >= 35, "{} keys", keys.len());
+        let names: std::collections::BTreeSet<_> = keys.iter().map(|(p, _)| env_name(p)).collect();
+        assert_eq!(names.len(), keys.len(), "two keys map to one variable");
+        for n in [
+            "EZTHROTTLE_LANES_DEFAULT_RATE",
+            "EZTHROTTLE_SECRET_KEY",
+            "EZTHROTTLE_DATA_DIR",
+        ] {
+            assert!(names.contains(n), "{n}");
+            assert!(env_help().contains(n), "--help lists {n}");
+        }
+        for n in NON_CONFIG_ENV {
+            assert!(!names.contains(*n), "{n} must not be a setting too");
+        }
+    }
+
+    #[test]
+    fn outbound_and_retention_are_validated() {
+        let invalid = |c: &Config| c.validate().expect_err("invalid").to_string();
+        let mut c = Config::default();
+        c.outbound.proxy = Some("http://127.0.0.1:3128".into());
+        assert!(invalid(&c).contains("outbound.proxy_bypasses_ssrf"));
+        c.outbound.proxy_bypasses_ssrf = true;
+        c.validate().expect("acknowledged");
+        c.outbound.proxy = Some("socks5://127.0.0.1:1080".into());
+        assert!(invalid(&c).contains("outbound.proxy"));
+        let mut c = Config::default();
+        c.outbound.sealed_headers = vec!["bad header".into()];
+        assert!(invalid(&c).contains("outbound.sealed_headers"));
+        let mut c = Config::default();
+        c.retention.tenants.insert("acme".into(), "0s".into());
+        assert!(invalid(&c).contains("retention.tenants.acme"));
+        c.retention.tenants.insert("acme".into(), "never".into());
+        c.retention.finished_jobs = "30d".into();
+        c.validate().expect("valid");
+        assert_eq!(c.retention.default_ms(), Some(30 * 86_400_000));
+        c.retention.batch = 0;
+        assert!(invalid(&c).contains("retention.batch"));
+    }
+
+    #[test]
+    fn default_toml_documents_the_defaults() {
+        let text = include_str!("../../../config.default.toml");
+        let parsed: Config = toml::from_str(text).expect("config.default.toml parses");
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "config.default.toml must match the built-in defaults"
+        );
+    }
+}

@@ -1,0 +1,530 @@
+//! The jobs service: admission (`prepare`, `admit`), reading, waiting, and control (cancel,
+//! retry, redeliver). The HTTP handlers parse a request, call one method here and map the
+//! result; the CLI uses the store-only control functions ([`cancel_stored`], [`retry_stored`]),
+//! whose consequences a running server picks up through the notifier.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ezt_core::job::JobSpecIn;
+use ezt_core::ssrf::{SsrfPolicy, TargetHost};
+use ezt_core::{FieldError, JobId, JobState, TenantId};
+use ezt_outbound::resolver::ResolveError;
+use ezt_outbound::SsrfResolver;
+use ezt_store::{
+    Admission, CancelOutcome, JobFilter, JobRecord, NewJob, PendingDelivery, PendingJob,
+    RedeliverOutcome, ReplayOutcome, Store, Tenant,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::events::{Events, JobEvent, Subscription, TooManyWaiters, WaiterPermit};
+use crate::followups::{Followups, Transition};
+use crate::lanes::{Enqueue, SchedulerHandle, TooManyLanes};
+use crate::metrics::Metrics;
+use crate::sealing::Sealer;
+
+/// What a submission became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum SubmitStatus {
+    /// Stored; it will run.
+    Queued,
+    /// A job with the same idempotency key exists; that job is answered.
+    Duplicate,
+}
+
+/// One admitted submission.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The job (or the existing job, for a duplicate).
+    pub job_id: JobId,
+    /// Stored or duplicate.
+    pub status: SubmitStatus,
+    /// The dedup key in force.
+    pub idempotent_key: String,
+}
+
+/// Why the service refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    /// A field is invalid (400/413/422 by its code).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// No such job (or not the caller's).
+    #[error("no such job")]
+    NotFound,
+    /// Cancel of a job that is already final.
+    #[error("job is already {}", .0.as_str())]
+    AlreadyFinal(JobState),
+    /// Retry of a job that is neither failed nor expired.
+    #[error("only failed or expired jobs can be retried; this one is {}", .0.as_str())]
+    NotReplayable(JobState),
+    /// Redeliver of a job without deliveries.
+    #[error("the job has no webhook deliveries yet: it has no webhooks or is not final")]
+    NoDeliveries,
+    /// The submission would open too many lanes for its tenant.
+    #[error(transparent)]
+    TooManyLanes(#[from] TooManyLanes),
+    /// The tenant holds too many open streams and long polls.
+    #[error("this tenant already has {} open event streams and long polls; close one or retry later", .0.limit)]
+    TooManyWaiters(TooManyWaiters),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] ezt_store::Error),
+}
+
+/// An open long poll or event stream: the tenant's waiter slot and the job's subscription,
+/// both given back when it is dropped.
+#[derive(Debug)]
+pub struct Watch {
+    sub: Subscription,
+    _permit: WaiterPermit,
+}
+
+impl Watch {
+    /// The job's next event.
+    pub async fn recv(&mut self) -> Result<JobEvent, RecvError> {
+        self.sub.recv().await
+    }
+}
+
+/// The service. Cheap to share behind an `Arc`.
+pub struct Jobs {
+    cfg: Arc<Config>,
+    store: Arc<dyn Store>,
+    lanes: SchedulerHandle,
+    events: Arc<Events>,
+    metrics: Arc<Metrics>,
+    sealer: Arc<Sealer>,
+    ssrf: SsrfPolicy,
+    resolver: SsrfResolver,
+    fingerprint_key: Arc<Vec<u8>>,
+    followups: Arc<Followups>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").finish_non_exhaustive()
+    }
+}
+
+/// What the service is built from (see `start`).
+#[allow(missing_debug_implementations)] // holds `dyn Store`
+pub struct JobsParts {
+    /// Merged configuration.
+    pub cfg: Arc<Config>,
+    /// Durable storage.
+    pub store: Arc<dyn Store>,
+    /// The job lanes (for the per-tenant lane cap).
+    pub lanes: SchedulerHandle,
+    /// Per-job event fan-out.
+    pub events: Arc<Events>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Seals credential headers at admission.
+    pub sealer: Arc<Sealer>,
+    /// Key for lane credential fingerprints.
+    pub fingerprint_key: Arc<Vec<u8>>,
+    /// What transitions imply.
+    pub followups: Arc<Followups>,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Jobs {
+    /// The service over `parts`.
+    pub fn new(parts: JobsParts) -> Self {
+        let ssrf = SsrfPolicy::new(parts.cfg.allow_cidrs.clone());
+        Self {
+            resolver: SsrfResolver::new(ssrf.clone()),
+            ssrf,
+            cfg: parts.cfg,
+            store: parts.store,
+            lanes: parts.lanes,
+            events: parts.events,
+            metrics: parts.metrics,
+            sealer: parts.sealer,
+            fingerprint_key: parts.fingerprint_key,
+            followups: parts.followups,
+            clock: parts.clock,
+        }
+    }
+
+    /// Now, from the service's clock (one value for a whole batch).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// Validates one spec and builds the job to store.
+    pub async fn prepare(
+        &self,
+        tenant: TenantId,
+        input: JobSpecIn,
+        now: u64,
+    ) -> Result<NewJob, JobsError> {
+        let cx = ezt_core::job::Context {
+            limits: &self.cfg.limits.job,
+            ssrf: &self.ssrf,
+            local_region: &self.cfg.region,
+            now_ms: now,
+        };
+        let v = input.validate(&cx)?;
+        // Admission check of the resolved addresses; the connect-time check repeats it.
+        let hooks = v.webhook_targets.iter().enumerate();
+        for (field, target) in std::iter::once(("url".to_string(), &v.target))
+            .chain(hooks.map(|(i, t)| (format!("webhooks[{i}].url"), t)))
+        {
+            if let TargetHost::Domain(host) = &target.host {
+                if let Err(ResolveError::Blocked(b)) =
+                    self.resolver.resolve_checked(host, target.port).await
+                {
+                    return Err(FieldError::ssrf(field, b.to_string()).into());
+                }
+            }
+        }
+        let lane = ezt_core::lane::lane_for(
+            &v.target.authority(),
+            &v.spec.headers,
+            &self.cfg.lanes.credential_headers,
+            &self.fingerprint_key,
+        );
+        // The lane's credential fingerprint is part of the default key: two upstream
+        // credentials never share a job (nor see each other's response).
+        let idempotent_key = v.idempotent_key.clone().unwrap_or_else(|| {
+            ezt_core::idempotency::default_key(
+                tenant,
+                ezt_core::idempotency::credential_fingerprint(&lane),
+                &v.spec.method,
+                &v.spec.url,
+                v.spec.body.as_deref(),
+            )
+        });
+        let run_at = v.spec.retry_at.unwrap_or(now).max(now);
+        Ok(NewJob {
+            id: JobId::new(now, rand::random()),
+            tenant_id: tenant,
+            lane,
+            deadline_at: now.saturating_add(v.spec.timeout_ms),
+            spec: v.spec,
+            idempotent_key,
+            created_at: now,
+            run_at,
+        })
+    }
+
+    /// Refuses work that would give the tenant more lanes with waiting work than
+    /// `lanes.max_lanes_per_tenant` (each upstream credential or host is a lane, and lanes
+    /// cost memory and metrics): nothing is stored.
+    pub fn check_lane_cap(&self, tenant: TenantId, jobs: &[NewJob]) -> Result<(), JobsError> {
+        self.lanes
+            .admit_lanes(tenant, jobs.iter().map(|j| &j.lane))
+            .map_err(|e| {
+                self.metrics.rejected.inc();
+                JobsError::TooManyLanes(e)
+            })
+    }
+
+    /// Stores jobs durably (one transaction, group-committed) and hands the new ones to the
+    /// lanes; answers one [`Admitted`] per job, in order.
+    pub async fn admit(
+        &self,
+        tenant: &Tenant,
+        mut jobs: Vec<NewJob>,
+    ) -> Result<Vec<Admitted>, JobsError> {
+        self.check_lane_cap(tenant.id, &jobs)?;
+        // After `prepare` fingerprinted the credentials for the lane and the default key.
+        for j in &mut jobs {
+            crate::credentials::seal_headers(
+                &self.sealer,
+                j.tenant_id,
+                &self.cfg,
+                &mut j.spec.headers,
+            );
+        }
+        let summaries: Vec<(PendingJob, String)> = jobs
+            .iter()
+            .map(|j| (pending(j), j.idempotent_key.clone()))
+            .collect();
+        let outcomes = self
+            .store
+            .insert_jobs(jobs, self.cfg.dedup_window_ms)
+            .await?;
+        let weight = self.cfg.tiers.weight(tenant.tier);
+        let mut fresh = Vec::new();
+        let mut out = Vec::with_capacity(summaries.len());
+        for ((job, idempotent_key), o) in summaries.into_iter().zip(outcomes) {
+            match o {
+                Admission::Inserted => {
+                    tracing::debug!(job_id = %job.id, lane = %job.lane, "job admitted");
+                    out.push(Admitted {
+                        job_id: job.id,
+                        status: SubmitStatus::Queued,
+                        idempotent_key,
+                    });
+                    fresh.push(Enqueue { job, weight });
+                }
+                Admission::Duplicate { existing } => {
+                    self.metrics.duplicates.inc();
+                    out.push(Admitted {
+                        job_id: existing,
+                        status: SubmitStatus::Duplicate,
+                        idempotent_key,
+                    });
+                }
+            }
+        }
+        self.metrics.admitted.add(fresh.len() as u64);
+        self.followups.after(Transition::Admitted(fresh)).await;
+        Ok(out)
+    }
+
+    /// The tenant's job.
+    pub async fn get(&self, tenant: TenantId, id: JobId) -> Result<JobRecord, JobsError> {
+        self.store
+            .get_job(Some(tenant), id)
+            .await?
+            .ok_or(JobsError::NotFound)
+    }
+
+    /// The tenant's jobs, newest first.
+    pub async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &JobFilter,
+    ) -> Result<Vec<JobRecord>, JobsError> {
+        Ok(self.store.list_jobs(Some(tenant), filter).await?)
+    }
+
+    /// Takes one of the tenant's waiter slots (`server.max_waiters_per_tenant`).
+    pub fn admit_waiter(&self, tenant: TenantId) -> Result<WaiterPermit, JobsError> {
+        self.events
+            .admit_waiter(tenant, self.cfg.server.max_waiters_per_tenant)
+            .map_err(JobsError::TooManyWaiters)
+    }
+
+    /// Subscribes to `id`'s events with a slot already taken (submit `?wait=` subscribes
+    /// before the job is stored: it can end before `admit` returns).
+    pub fn subscribe(&self, permit: WaiterPermit, id: JobId) -> Watch {
+        Watch {
+            sub: self.events.subscribe(id),
+            _permit: permit,
+        }
+    }
+
+    /// Watches a job the caller owns and that was not final when read. Re-read the job after
+    /// this: a final event sent between that read and the subscription is not delivered.
+    pub fn watch(&self, tenant: TenantId, id: JobId) -> Result<Watch, JobsError> {
+        let permit = self.admit_waiter(tenant)?;
+        Ok(self.subscribe(permit, id))
+    }
+
+    /// The item's place in its lane (0 = next), if it is waiting there.
+    pub async fn position(&self, id: JobId) -> Option<usize> {
+        self.lanes.position(id).await
+    }
+
+    /// Waits until the job is final or `wait` passes; returns the job and whether it is
+    /// final. Unknown, foreign and final jobs answer without subscribing; `watch` is a
+    /// subscription made before the job was stored (submit `?wait=`).
+    pub async fn wait_final(
+        &self,
+        tenant: TenantId,
+        id: JobId,
+        wait: Duration,
+        watch: Option<Watch>,
+    ) -> Result<(JobRecord, bool), JobsError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let job = self.get(tenant, id).await?;
+        if job.state.is_final() {
+            return Ok((job, true));
+        }
+        let mut w = match watch {
+            Some(w) => w,
+            None => {
+                let w = self.watch(tenant, id)?;
+                let job = self.get(tenant, id).await?;
+                if job.state.is_final() {
+                    return Ok((job, true));
+                }
+                w
+            }
+        };
+        loop {
+            match tokio::time::timeout_at(deadline, w.recv()).await {
+                Err(_) => break,
+                Ok(Ok(ev)) if !ev.is_terminal() => continue,
+                Ok(Ok(_)) | Ok(Err(RecvError::Closed)) => break,
+                Ok(Err(RecvError::Lagged(_))) => {
+                    let job = self.get(tenant, id).await?;
+                    if job.state.is_final() {
+                        return Ok((job, true));
+                    }
+                }
+            }
+        }
+        drop(w);
+        let job = self.get(tenant, id).await?;
+        let done = job.state.is_final();
+        Ok((job, done))
+    }
+
+    /// Cancels a job that is not final; returns it as it is now.
+    pub async fn cancel(&self, tenant: TenantId, id: JobId) -> Result<JobRecord, JobsError> {
+        let now = self.clock.now_ms();
+        let deliveries =
+            cancel_stored(self.store.as_ref(), Some(tenant), id, now, &self.cfg.region).await?;
+        tracing::info!(job_id = %id, "job cancelled");
+        self.followups
+            .after(Transition::Cancelled { id, deliveries })
+            .await;
+        self.get(tenant, id).await
+    }
+
+    /// Replays a failed or expired job as a new attempt series; returns it as it is now.
+    pub async fn retry(&self, tenant: &Tenant, id: JobId) -> Result<JobRecord, JobsError> {
+        let now = self.clock.now_ms();
+        let job = retry_stored(self.store.as_ref(), Some(tenant.id), id, now).await?;
+        tracing::info!(job_id = %id, "job replayed");
+        self.followups
+            .after(Transition::Requeued {
+                job,
+                weight: self.cfg.tiers.weight(tenant.tier),
+            })
+            .await;
+        self.get(tenant.id, id).await
+    }
+
+    /// Re-sends the job's latest outcome to every webhook now, restarting their retry
+    /// schedules (deliveries keep their ids); returns the ids re-sent.
+    pub async fn redeliver(
+        &self,
+        tenant: TenantId,
+        id: JobId,
+    ) -> Result<Vec<ezt_core::DeliveryId>, JobsError> {
+        let now = self.clock.now_ms();
+        match self.store.redeliver(Some(tenant), id, now).await? {
+            RedeliverOutcome::NotFound => Err(JobsError::NotFound),
+            RedeliverOutcome::NoDeliveries => Err(JobsError::NoDeliveries),
+            RedeliverOutcome::Requeued(pending) => {
+                tracing::info!(job_id = %id, deliveries = pending.len(), "redelivery requested");
+                let ids = pending.iter().map(|p| p.id).collect();
+                self.followups.after(Transition::Redelivered(pending)).await;
+                Ok(ids)
+            }
+        }
+    }
+}
+
+fn pending(j: &NewJob) -> PendingJob {
+    PendingJob {
+        id: j.id,
+        tenant_id: j.tenant_id,
+        lane: j.lane.clone(),
+        run_at: j.run_at,
+        deadline_at: j.deadline_at,
+    }
+}
+
+/// Cancels in the store alone (the CLI, in another process, uses this; a running server
+/// picks the deliveries up through the notifier). Returns the deliveries of the cancellation.
+pub async fn cancel_stored(
+    store: &dyn Store,
+    tenant: Option<TenantId>,
+    id: JobId,
+    now: u64,
+    region: &str,
+) -> Result<Vec<PendingDelivery>, JobsError> {
+    match store.cancel(tenant, id, now, region).await? {
+        CancelOutcome::NotFound => Err(JobsError::NotFound),
+        CancelOutcome::AlreadyFinal(s) => Err(JobsError::AlreadyFinal(s)),
+        CancelOutcome::Cancelled(deliveries) => Ok(deliveries),
+    }
+}
+
+/// Replays a failed or expired job in the store alone, with a fresh deadline of its spec's
+/// `timeout` from `now` (the CLI uses this; a running server picks the job up through the
+/// notifier). Returns the job as its lane indexes it.
+pub async fn retry_stored(
+    store: &dyn Store,
+    tenant: Option<TenantId>,
+    id: JobId,
+    now: u64,
+) -> Result<PendingJob, JobsError> {
+    let job = store
+        .get_job(tenant, id)
+        .await?
+        .ok_or(JobsError::NotFound)?;
+    let deadline = now.saturating_add(job.spec.timeout_ms);
+    match store.replay(tenant, id, now, deadline).await? {
+        ReplayOutcome::NotFound => Err(JobsError::NotFound),
+        ReplayOutcome::NotReplayable(s) => Err(JobsError::NotReplayable(s)),
+        ReplayOutcome::Requeued(p) => Ok(p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ezt_core::lane::LaneKey;
+    use ezt_store::MemoryStore;
+
+    use super::*;
+
+    async fn stored_job(store: &dyn Store, n: u64) -> JobId {
+        let id = JobId::new(1_700_000_000_000 + n, u128::from(n));
+        let job = NewJob {
+            id,
+            tenant_id: TenantId::new(1, 1),
+            lane: LaneKey("example.com:443".into()),
+            spec: crate::events::views::sample("queued").spec,
+            idempotent_key: format!("k{n}"),
+            created_at: 1,
+            run_at: 1,
+            deadline_at: u64::MAX,
+        };
+        store.insert_jobs(vec![job], 60_000).await.unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn the_cli_control_answers_typed_refusals() {
+        let store = MemoryStore::new();
+        let missing = JobId::new(1, 1);
+        assert!(
+            matches!(
+                cancel_stored(&store, None, missing, 10, "local").await,
+                Err(JobsError::NotFound)
+            ),
+            "cancel of an unknown job"
+        );
+        assert!(
+            matches!(
+                retry_stored(&store, None, missing, 10).await,
+                Err(JobsError::NotFound)
+            ),
+            "retry of an unknown job"
+        );
+        let id = stored_job(&store, 1).await;
+        cancel_stored(&store, None, id, 10, "local")
+            .await
+            .expect("a waiting job can be cancelled");
+        let again = cancel_stored(&store, None, id, 11, "local").await;
+        assert!(
+            matches!(again, Err(JobsError::AlreadyFinal(JobState::Cancelled))),
+            "{again:?}"
+        );
+        let retried = retry_stored(&store, None, id, 12).await;
+        assert!(
+            matches!(retried, Err(JobsError::NotReplayable(JobState::Cancelled))),
+            "only failed or expired jobs are replayed: {retried:?}"
+        );
+        assert_eq!(
+            JobsError::NotReplayable(JobState::Cancelled).to_string(),
+            "only failed or expired jobs can be retried; this one is cancelled",
+            "the API's 409 message"
+        );
+    }
+}

@@ -1,0 +1,1345 @@
+//! Lanes: the scheduler, one task that owns every lane, its limiter and its fair queue.
+//!
+//! It keeps a small in-memory index of waiting work (id, lane, tenant, times; bodies stay in
+//! the store), rebuilt from the store at start-up. Lanes become due when work arrives, an
+//! in-flight slot frees or the limiter's wait ends; the scheduler then pops items by weighted
+//! round robin and hands each to its `Runner`. Owning all of this in one task means no locks on
+//! the dispatch path and a single, easily-reasoned order of events.
+//!
+//! Two schedulers run: one for jobs (the executor) and one for webhook deliveries (the
+//! deliverer), because deliveries are calls too and need the same per-host limits and fairness;
+//! keeping them apart means a slow receiver never holds up jobs, and the reverse.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use ezt_core::fair_queue::FairQueue;
+use ezt_core::gcra::{Gcra, Nanos};
+use ezt_core::lane::LaneKey;
+use ezt_core::ratelimit_headers::LimitChange;
+use ezt_core::{JobId, TenantId};
+use ezt_store::{LaneState, PendingJob, Store};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::now_ms;
+use crate::config::{LaneLimit, LanesConfig};
+
+/// A job the scheduler should run, with its tenant's weight.
+#[derive(Debug, Clone)]
+pub struct Enqueue {
+    /// The job.
+    pub job: PendingJob,
+    /// Its tenant's fair-share weight.
+    pub weight: u32,
+}
+
+/// A piece of work as the scheduler indexes it.
+#[derive(Debug, Clone)]
+pub struct Item<Id> {
+    /// Its id.
+    pub id: Id,
+    /// Owner, for fair sharing.
+    pub tenant: TenantId,
+    /// The tenant's weight.
+    pub weight: u32,
+    /// Lane it runs in.
+    pub lane: LaneKey,
+    /// Not before, ms since epoch.
+    pub run_at: u64,
+    /// Expiry, ms since epoch (`u64::MAX`: never).
+    pub deadline_at: u64,
+}
+
+impl From<Enqueue> for Item<JobId> {
+    fn from(e: Enqueue) -> Self {
+        Self {
+            id: e.job.id,
+            tenant: e.job.tenant_id,
+            weight: e.weight,
+            lane: e.job.lane,
+            run_at: e.job.run_at,
+            deadline_at: e.job.deadline_at,
+        }
+    }
+}
+
+/// What an attempt reports back to its scheduler.
+#[derive(Debug, Clone)]
+pub struct Ran {
+    /// Finished, or when to try again.
+    pub end: AttemptEnd,
+    /// What the response taught about the lane's limits.
+    pub change: Option<LimitChange>,
+    /// Whether the far end answered well (`Some(true)`), badly (`Some(false)`) or this says
+    /// nothing about it. When a lane that was failing answers well again, its delayed items
+    /// are run at once instead of waiting out their backoff (used for webhook receivers that
+    /// come back).
+    pub healthy: Option<bool>,
+}
+
+/// Runs the work a scheduler dispatches.
+pub trait Runner: Send + Sync + 'static {
+    /// Id of one piece of work.
+    type Id: Copy + Eq + Hash + Ord + Debug + Display + Send + Sync + 'static;
+    /// Makes one attempt of `id`, owned by `tenant`; `gate` must be passed right before sending.
+    fn run<'a>(
+        &'a self,
+        id: Self::Id,
+        tenant: TenantId,
+        lane: &'a LaneKey,
+        gate: &'a mut GateTicket<Self::Id>,
+    ) -> impl Future<Output = Ran> + Send + 'a;
+    /// Ends work whose deadline passed while it waited.
+    fn expire(&self, id: Self::Id) -> impl Future<Output = ()> + Send + '_;
+}
+
+/// A scheduler's own counters (the metrics module renders them): it owns them, so lanes
+/// depend on nothing above them.
+#[derive(Debug, Default)]
+pub struct LaneStats {
+    dispatched: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicU64,
+}
+
+impl LaneStats {
+    /// Attempts handed to the runner since start.
+    pub fn dispatched(&self) -> u64 {
+        self.dispatched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Attempts running now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn started(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.dispatched.fetch_add(1, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+    }
+    fn ended(&self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How an attempt ended, as far as the scheduler cares.
+#[derive(Debug, Clone)]
+pub enum AttemptEnd {
+    /// The job is final (or was never leased): forget it.
+    Finished,
+    /// Try again after this relative wait (backoff or Retry-After). It is measured on the
+    /// monotonic clock, so a step of the wall clock neither shortens nor stretches it.
+    RetryAfter(std::time::Duration),
+}
+
+/// Messages to the scheduler.
+#[derive(Debug)]
+pub(crate) enum Command<Id> {
+    Enqueue(Vec<Item<Id>>),
+    Done {
+        id: Id,
+        lane: usize,
+        ran: Ran,
+        at: Instant,
+    },
+    Remove(Id),
+    Position(Id, oneshot::Sender<Option<usize>>),
+    Lanes(oneshot::Sender<Vec<LaneView>>),
+    Kick(usize),
+    /// What the store remembered for a lane just (re)created at this index.
+    Restored {
+        lane: usize,
+        key: LaneKey,
+        state: Option<LaneState>,
+    },
+}
+
+/// Where a scheduler keeps what its lanes learned: the store, under `prefix` + the lane key
+/// (job and webhook lanes are kept apart).
+#[derive(Clone)]
+pub struct LaneMemory {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Key prefix, e.g. `job:`.
+    pub prefix: &'static str,
+}
+
+/// A submission would open more lanes for its tenant than `lanes.max_lanes_per_tenant`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this tenant already has work waiting in {busy} lanes (the most is {max}); wait for some to drain or use fewer distinct hosts or credentials")]
+pub struct TooManyLanes {
+    /// Lanes with waiting work now.
+    pub busy: usize,
+    /// The cap.
+    pub max: usize,
+}
+
+/// Lanes in which each tenant has work waiting, shared with the API for the per-tenant cap.
+type BusyLanes = Arc<std::sync::Mutex<HashMap<TenantId, HashSet<LaneKey>>>>;
+
+/// A lane as shown to operators and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LaneView {
+    /// Lane key.
+    pub lane: String,
+    /// Requests per second now in force.
+    pub rate: f64,
+    /// Burst.
+    pub burst: u32,
+    /// In-flight cap.
+    pub max_in_flight: u32,
+    /// In flight now.
+    pub in_flight: u32,
+    /// Jobs waiting for the limiter.
+    pub queued: usize,
+    /// Paused until (ms since epoch), after a Retry-After or exhausted quota.
+    pub paused_until: Option<u64>,
+    /// Whether the limit was pinned by the operator.
+    pub pinned: bool,
+    /// Calls dispatched since start.
+    pub dispatched: u64,
+}
+
+/// Cheap handle for talking to a scheduler.
+#[derive(Debug)]
+pub struct SchedulerHandle<Id = JobId> {
+    tx: mpsc::UnboundedSender<Command<Id>>,
+    busy: BusyLanes,
+    max_lanes_per_tenant: usize,
+}
+
+impl<Id> Clone for SchedulerHandle<Id> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            busy: self.busy.clone(),
+            max_lanes_per_tenant: self.max_lanes_per_tenant,
+        }
+    }
+}
+
+impl<Id> SchedulerHandle<Id> {
+    /// Checks that work in `lanes` would not give `tenant` more lanes with waiting work than
+    /// the cap allows (lanes it already uses are free). A check, not a reservation: two
+    /// concurrent submissions may overshoot by the lanes they open between them.
+    pub fn admit_lanes<'a>(
+        &self,
+        tenant: TenantId,
+        lanes: impl IntoIterator<Item = &'a LaneKey>,
+    ) -> Result<(), TooManyLanes> {
+        let max = self.max_lanes_per_tenant;
+        if max == 0 {
+            return Ok(());
+        }
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = busy.get(&tenant);
+        let now = mine.map_or(0, HashSet::len);
+        let new: HashSet<&LaneKey> = lanes
+            .into_iter()
+            .filter(|l| !mine.is_some_and(|m| m.contains(*l)))
+            .collect();
+        if now + new.len() > max {
+            return Err(TooManyLanes { busy: now, max });
+        }
+        Ok(())
+    }
+}
+
+impl<Id: Debug> SchedulerHandle<Id> {
+    /// Hands newly admitted (or replayed) work to the scheduler.
+    pub fn enqueue<I: Into<Item<Id>>>(&self, items: Vec<I>) {
+        if !items.is_empty() {
+            let items = items.into_iter().map(Into::into).collect();
+            let _ = self.tx.send(Command::Enqueue(items));
+        }
+    }
+    /// Drops cancelled work from its queue.
+    pub fn remove(&self, id: Id) {
+        let _ = self.tx.send(Command::Remove(id));
+    }
+    pub(crate) fn done(&self, id: Id, lane: usize, ran: Ran) {
+        let _ = self.tx.send(Command::Done {
+            id,
+            lane,
+            ran,
+            at: Instant::now(),
+        });
+    }
+    /// The item's place in its lane (0 = next), if it is waiting there.
+    pub async fn position(&self, id: Id) -> Option<usize> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Position(id, tx)).ok()?;
+        rx.await.ok().flatten()
+    }
+    /// Every lane's state.
+    pub async fn lanes(&self) -> Vec<LaneView> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Lanes(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Where {
+    Delayed,
+    Queued,
+    Running,
+}
+
+#[derive(Debug)]
+struct Entry {
+    lane: usize,
+    tenant: TenantId,
+    weight: u32,
+    /// When a delayed item is due (monotonic); older heap entries for it are stale.
+    due: Instant,
+    deadline_at: u64,
+    /// Wall-clock lower bound (ms since epoch) of a delayed job's start: its `run_at` when the
+    /// scheduler learned it as an absolute time (admission, recovery), 0 for relative waits.
+    not_before_ms: u64,
+    at: Where,
+}
+
+/// How much timer lateness a lane may make up (tokio's timer wheel has 1 ms ticks).
+const CATCH_UP: Nanos = 2_000_000;
+
+/// The lane's limiter as seen at the moment of sending.
+///
+/// The scheduler paces dispatch with its own GCRA, but between that decision and the bytes
+/// leaving there is a lease write whose latency varies; two calls could then leave closer
+/// together than the limit allows. Each attempt therefore passes this gate (same limit, same
+/// pauses) right before sending, so the spacing holds where the target sees it.
+#[derive(Debug)]
+pub struct SendGate {
+    state: std::sync::Mutex<(Gcra, f64, u32)>,
+    waiting: std::sync::atomic::AtomicU32,
+    origin: Instant,
+    pinned: bool,
+}
+
+impl SendGate {
+    fn new(limit: LaneLimit, origin: Instant, pinned: bool) -> Self {
+        let g = Gcra::new(limit.rate, limit.burst);
+        Self {
+            state: std::sync::Mutex::new((g, limit.rate, limit.burst)),
+            waiting: Default::default(),
+            origin,
+            pinned,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut (Gcra, f64, u32)) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Applies what a response taught at once, so calls already dispatched in this lane wait
+    /// for a Retry-After too (the scheduler applies the same change to its own pacing).
+    pub fn apply(&self, c: &LimitChange, at: Instant) {
+        let at_n = at.saturating_duration_since(self.origin).as_nanos() as Nanos;
+        self.with(|(g, rate, burst)| {
+            if !self.pinned {
+                let r = c
+                    .rate_per_sec
+                    .filter(|r| r.is_finite() && *r > 0.0)
+                    .unwrap_or(*rate);
+                let b = c.burst.filter(|b| *b >= 1).unwrap_or(*burst);
+                if (r, b) != (*rate, *burst) {
+                    g.set_limit(r, b);
+                    (*rate, *burst) = (r, b);
+                }
+            }
+            if let Some(p) = c.pause_for_ms.filter(|p| *p > 0) {
+                g.pause_until(at_n + p * 1_000_000);
+            }
+        });
+    }
+
+    /// Waits until the limiter lets one request leave now, and counts it.
+    async fn pass(&self) {
+        loop {
+            let now = Instant::now();
+            let n = now.saturating_duration_since(self.origin).as_nanos() as Nanos;
+            match self.with(|(g, _, _)| g.check_catching_up(n, CATCH_UP)) {
+                ezt_core::gcra::Decision::Allow => return,
+                ezt_core::gcra::Decision::Wait { until } => {
+                    tokio::time::sleep_until(self.origin + std::time::Duration::from_nanos(until))
+                        .await
+                }
+            }
+        }
+    }
+}
+
+/// Jobs dispatched but not yet past the send gate, per lane. Keeping this pipeline short means
+/// the gate never holds a queue of its own (which would be FIFO and undo the fair queue's order:
+/// a sparse tenant's job would wait behind every noisy job already at the gate), while still
+/// hiding the lease write behind the limiter's wait: the pipeline covers `LEASE_COVER` worth of
+/// slots (1 at 200/s, 4 at 1000/s).
+fn gate_pipeline(rate: f64) -> u32 {
+    const LEASE_COVER_S: f64 = 0.004;
+    (rate * LEASE_COVER_S).ceil().clamp(1.0, 64.0) as u32
+}
+
+/// One dispatched attempt's place at its lane's send gate. Passing the gate (or dropping the
+/// ticket unsent, e.g. when the job was cancelled meanwhile) frees the place and wakes the lane.
+#[derive(Debug)]
+pub struct GateTicket<Id = JobId> {
+    gate: Arc<SendGate>,
+    lane: usize,
+    handle: SchedulerHandle<Id>,
+    held: bool,
+}
+
+impl<Id> GateTicket<Id> {
+    /// Waits for the limiter, then frees the pipeline place.
+    pub async fn pass(&mut self) {
+        self.gate.pass().await;
+        self.release();
+    }
+
+    /// What a response taught, applied at once to the lane's send gate.
+    pub fn apply(&self, c: &LimitChange, at: Instant) {
+        self.gate.apply(c, at);
+    }
+
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.gate
+                .waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            let _ = self.handle.tx.send(Command::Kick(self.lane));
+        }
+    }
+}
+
+impl<Id> Drop for GateTicket<Id> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[derive(Debug)]
+struct Lane<Id> {
+    key: LaneKey,
+    gcra: Gcra,
+    gate: Arc<SendGate>,
+    limit: LaneLimit,
+    pinned: bool,
+    in_flight: u32,
+    queue: FairQueue<TenantId, Id>,
+    wake_at: Option<Instant>,
+    paused_until_ms: Option<u64>,
+    dispatched: u64,
+    failing: bool,
+    /// Items (delayed, queued or running) that name this lane; it is never evicted above 0.
+    items: u32,
+    /// Waiting for what the store remembers: nothing is dispatched until it arrives, so a
+    /// learned pause cannot be skipped by the first job after a restart or an eviction.
+    loading: bool,
+    /// Learned something from its target since it was created (saved on eviction).
+    learned: bool,
+    /// The pause in force, on the monotonic clock (eviction waits for it to end).
+    pause_until: Option<Instant>,
+    /// Seen idle by the last sweep since then (reset by any activity).
+    idle_since: Option<Instant>,
+}
+
+/// The scheduler's state; runs as one task.
+pub(crate) struct Scheduler<R: Runner> {
+    rx: mpsc::UnboundedReceiver<Command<R::Id>>,
+    handle: SchedulerHandle<R::Id>,
+    lanes_cfg: LanesConfig,
+    lane_ids: HashMap<LaneKey, usize>,
+    /// Lanes by index; evicted lanes leave `None`, and their index is reused (`free`).
+    lanes: Vec<Option<Lane<R::Id>>>,
+    free: Vec<usize>,
+    /// Items per (tenant, lane), to keep `BusyLanes` right on 0 <-> 1 changes only.
+    tenant_items: HashMap<(TenantId, usize), u32>,
+    busy: BusyLanes,
+    memory: Option<LaneMemory>,
+    saves: mpsc::UnboundedSender<(String, LaneState)>,
+    saves_rx: Option<mpsc::UnboundedReceiver<(String, LaneState)>>,
+    next_sweep: Instant,
+    jobs: HashMap<R::Id, Entry>,
+    /// Delayed items by monotonic due time (see `promote_and_expire` for the clock rules).
+    delayed: BinaryHeap<Reverse<(Instant, R::Id)>>,
+    deadlines: BinaryHeap<Reverse<(u64, R::Id)>>,
+    wakeups: BinaryHeap<Reverse<(Instant, usize)>>,
+    due: Vec<usize>,
+    origin: Instant,
+    runner: Arc<R>,
+    stats: Arc<LaneStats>,
+    /// Attempts and expiries run as tasks of this tracker, so shutdown can wait for them.
+    tasks: TaskTracker,
+}
+
+/// A scheduler's inbox, made before its runner so that the runner (or what it reports to) can
+/// hold the scheduler's handle.
+#[derive(Debug)]
+pub(crate) struct Inbox<Id> {
+    rx: mpsc::UnboundedReceiver<Command<Id>>,
+    handle: SchedulerHandle<Id>,
+    busy: BusyLanes,
+}
+
+/// Makes a scheduler's handle and inbox (see `Scheduler::with_inbox`).
+pub(crate) fn channel<Id>(lanes_cfg: &LanesConfig) -> (Inbox<Id>, SchedulerHandle<Id>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let busy = BusyLanes::default();
+    let handle = SchedulerHandle {
+        tx,
+        busy: busy.clone(),
+        max_lanes_per_tenant: lanes_cfg.max_lanes_per_tenant,
+    };
+    (
+        Inbox {
+            rx,
+            handle: handle.clone(),
+            busy,
+        },
+        handle,
+    )
+}
+
+impl<R: Runner> Scheduler<R> {
+    /// A scheduler and its handle.
+    pub(crate) fn new(
+        lanes_cfg: LanesConfig,
+        runner: Arc<R>,
+        stats: Arc<LaneStats>,
+        memory: Option<LaneMemory>,
+        tasks: TaskTracker,
+    ) -> (Self, SchedulerHandle<R::Id>) {
+        let (inbox, handle) = channel(&lanes_cfg);
+        let s = Self::with_inbox(inbox, lanes_cfg, runner, stats, memory, tasks);
+        (s, handle)
+    }
+
+    /// A scheduler reading `inbox` (whose handle was made by [`channel`]).
+    pub(crate) fn with_inbox(
+        inbox: Inbox<R::Id>,
+        lanes_cfg: LanesConfig,
+        runner: Arc<R>,
+        stats: Arc<LaneStats>,
+        memory: Option<LaneMemory>,
+        tasks: TaskTracker,
+    ) -> Self {
+        let Inbox { rx, handle, busy } = inbox;
+        let (saves, saves_rx) = mpsc::unbounded_channel();
+        Self {
+            rx,
+            handle,
+            next_sweep: Instant::now() + sweep_every(&lanes_cfg),
+            lanes_cfg,
+            lane_ids: HashMap::new(),
+            lanes: Vec::new(),
+            free: Vec::new(),
+            tenant_items: HashMap::new(),
+            busy,
+            memory,
+            saves,
+            saves_rx: Some(saves_rx),
+            jobs: HashMap::new(),
+            delayed: BinaryHeap::new(),
+            deadlines: BinaryHeap::new(),
+            wakeups: BinaryHeap::new(),
+            due: Vec::new(),
+            origin: Instant::now(),
+            runner,
+            stats,
+            tasks,
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> Nanos {
+        t.saturating_duration_since(self.origin).as_nanos() as Nanos
+    }
+
+    /// The live lane at `i` (callers hold an index that keeps it alive: an item or an attempt).
+    fn lane(&mut self, i: usize) -> &mut Lane<R::Id> {
+        self.lanes[i]
+            .as_mut()
+            .expect("a lane with items is never evicted")
+    }
+
+    fn lane_index(&mut self, key: &LaneKey) -> usize {
+        if let Some(&i) = self.lane_ids.get(key) {
+            return i;
+        }
+        let authority = key.authority();
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        let pinned = self
+            .lanes_cfg
+            .hosts
+            .get(authority)
+            .or_else(|| self.lanes_cfg.hosts.get(host))
+            .copied();
+        let limit = pinned.unwrap_or(self.lanes_cfg.default);
+        let lane = Lane {
+            key: key.clone(),
+            gcra: Gcra::new(limit.rate, limit.burst),
+            gate: Arc::new(SendGate::new(limit, self.origin, pinned.is_some())),
+            limit,
+            pinned: pinned.is_some(),
+            in_flight: 0,
+            queue: FairQueue::new(),
+            wake_at: None,
+            paused_until_ms: None,
+            dispatched: 0,
+            failing: false,
+            items: 0,
+            loading: self.memory.is_some(),
+            learned: false,
+            pause_until: None,
+            idle_since: None,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.lanes[i] = Some(lane);
+                i
+            }
+            None => {
+                self.lanes.push(Some(lane));
+                self.lanes.len() - 1
+            }
+        };
+        self.lane_ids.insert(key.clone(), i);
+        if let Some(m) = &self.memory {
+            let (store, name) = (m.store.clone(), format!("{}{}", m.prefix, key.0));
+            let (handle, key) = (self.handle.clone(), key.clone());
+            tokio::spawn(async move {
+                let state = match store.lane_state(&name).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(lane = %key, error = %e, "cannot read what the lane learned; starting from its configured limit");
+                        None
+                    }
+                };
+                let _ = handle.tx.send(Command::Restored {
+                    lane: i,
+                    key,
+                    state,
+                });
+            });
+        }
+        i
+    }
+
+    /// Counts an item into its lane (and its tenant's busy lanes).
+    fn hold(&mut self, lane: usize, tenant: TenantId) {
+        let l = self.lane(lane);
+        l.items += 1;
+        l.idle_since = None;
+        let n = self.tenant_items.entry((tenant, lane)).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            let key = self.lane(lane).key.clone();
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            busy.entry(tenant).or_default().insert(key);
+        }
+    }
+
+    /// Forgets an item the scheduler no longer tracks; the entry is returned.
+    fn forget(&mut self, id: &R::Id) -> Option<Entry> {
+        let e = self.jobs.remove(id)?;
+        let l = self.lane(e.lane);
+        l.items = l.items.saturating_sub(1);
+        if let std::collections::hash_map::Entry::Occupied(mut n) =
+            self.tenant_items.entry((e.tenant, e.lane))
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+                let key = &self.lanes[e.lane].as_ref().expect("held").key;
+                let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(set) = busy.get_mut(&e.tenant) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        busy.remove(&e.tenant);
+                    }
+                }
+            }
+        }
+        Some(e)
+    }
+
+    fn admit(&mut self, e: Item<R::Id>, now: u64, now_i: Instant) {
+        if self.jobs.contains_key(&e.id) {
+            return; // already known (e.g. a wakeup for a job the API already handed us)
+        }
+        let lane = self.lane_index(&e.lane);
+        self.hold(lane, e.tenant);
+        let at = if e.run_at > now {
+            Where::Delayed
+        } else {
+            Where::Queued
+        };
+        self.jobs.insert(
+            e.id,
+            Entry {
+                lane,
+                tenant: e.tenant,
+                weight: e.weight,
+                due: now_i + std::time::Duration::from_millis(e.run_at.saturating_sub(now)),
+                deadline_at: e.deadline_at,
+                not_before_ms: e.run_at,
+                at,
+            },
+        );
+        if e.deadline_at != u64::MAX {
+            self.deadlines.push(Reverse((e.deadline_at, e.id)));
+        }
+        match at {
+            Where::Delayed => self.delayed.push(Reverse((self.jobs[&e.id].due, e.id))),
+            _ => {
+                self.lane(lane).queue.push(e.tenant, e.weight, e.id);
+                self.due.push(lane);
+            }
+        }
+    }
+
+    /// A lane whose far end failed answers well again: everything waiting out a backoff in it
+    /// runs now, oldest id first.
+    fn hasten(&mut self, lane: usize) {
+        let mut ids: Vec<R::Id> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.lane == lane && e.at == Where::Delayed)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort_unstable();
+        tracing::info!(lane = %self.lane(lane).key, items = ids.len(), "lane answers again: running its delayed items now");
+        for id in ids {
+            let e = self.jobs.get_mut(&id).expect("listed");
+            e.at = Where::Queued;
+            let (tenant, weight) = (e.tenant, e.weight);
+            self.lane(lane).queue.push(tenant, weight, id);
+        }
+        self.due.push(lane);
+    }
+
+    fn handle(&mut self, cmd: Command<R::Id>) {
+        let now = now_ms();
+        let now_i = Instant::now();
+        match cmd {
+            Command::Enqueue(jobs) => {
+                for e in jobs {
+                    self.admit(e, now, now_i);
+                }
+            }
+            Command::Done { id, lane, ran, at } => {
+                let l = self.lane(lane);
+                l.in_flight = l.in_flight.saturating_sub(1);
+                l.idle_since = None;
+                if let Some(c) = ran.change {
+                    self.learn(lane, &c, at, true);
+                }
+                self.due.push(lane);
+                match ran.end {
+                    AttemptEnd::Finished => {
+                        self.forget(&id);
+                    }
+                    AttemptEnd::RetryAfter(wait) => {
+                        if let Some(e) = self.jobs.get_mut(&id) {
+                            e.at = Where::Delayed;
+                            e.not_before_ms = 0;
+                            e.due = at + wait;
+                            self.delayed.push(Reverse((e.due, id)));
+                        }
+                    }
+                }
+                match ran.healthy {
+                    Some(false) => self.lane(lane).failing = true,
+                    Some(true) if self.lane(lane).failing => {
+                        self.lane(lane).failing = false;
+                        self.hasten(lane);
+                    }
+                    _ => {}
+                }
+            }
+            Command::Remove(id) => {
+                if let Some(e) = self.jobs.get(&id) {
+                    if e.at != Where::Running {
+                        let lane = e.lane;
+                        self.forget(&id);
+                        // Removing from the lane's queue keeps positions right; cost is O(queue).
+                        self.lane(lane).queue.remove_where(|j| *j == id);
+                    }
+                }
+            }
+            Command::Kick(lane) => self.due.push(lane),
+            Command::Position(id, reply) => {
+                let pos = self
+                    .jobs
+                    .get(&id)
+                    .filter(|e| e.at == Where::Queued)
+                    .and_then(|e| {
+                        let l = self.lanes[e.lane].as_ref()?;
+                        l.queue.position(&e.tenant, |j| *j == id)
+                    });
+                let _ = reply.send(pos);
+            }
+            Command::Lanes(reply) => {
+                let views = self
+                    .lanes
+                    .iter()
+                    .flatten()
+                    .map(|l| LaneView {
+                        lane: l.key.0.clone(),
+                        rate: l.limit.rate,
+                        burst: l.limit.burst,
+                        max_in_flight: l.limit.max_in_flight,
+                        in_flight: l.in_flight,
+                        queued: l.queue.len(),
+                        paused_until: l.paused_until_ms.filter(|&p| p > now),
+                        pinned: l.pinned,
+                        dispatched: l.dispatched,
+                    })
+                    .collect();
+                let _ = reply.send(views);
+            }
+            Command::Restored { lane, key, state } => {
+                let Some(l) = self.lanes[lane].as_mut().filter(|l| l.key == key) else {
+                    return; // evicted meanwhile (and maybe the slot reused): nothing to do
+                };
+                if !std::mem::take(&mut l.loading) {
+                    return;
+                }
+                self.due.push(lane);
+                let Some(st) = state else { return };
+                let pause = st.paused_until_ms.filter(|&p| p > now).map(|p| p - now);
+                let c = LimitChange {
+                    rate_per_sec: Some(st.rate),
+                    burst: Some(st.burst),
+                    max_in_flight: Some(st.max_in_flight),
+                    pause_for_ms: pause,
+                };
+                let l = self.lane(lane);
+                l.gate.apply(&c, now_i);
+                l.learned = true;
+                tracing::debug!(lane = %l.key, rate = st.rate, pause_ms = pause, "lane restored what it learned");
+                self.learn(lane, &c, now_i, false);
+            }
+        }
+    }
+
+    /// Applies what a response taught: a pause for the whole lane, and (unless pinned) a new
+    /// rate, burst or concurrency. A change is saved (`persist`) so that it outlives the lane's
+    /// eviction and a restart; saves happen only on change, never per dispatch.
+    fn learn(&mut self, lane: usize, c: &LimitChange, at: Instant, persist: bool) {
+        let at_n = self.nanos(at);
+        let l = self.lanes[lane].as_mut().expect("live lane");
+        let mut changed = false;
+        if !l.pinned {
+            let mut limit = l.limit;
+            if let Some(r) = c.rate_per_sec.filter(|r| r.is_finite() && *r > 0.0) {
+                limit.rate = r;
+            }
+            if let Some(b) = c.burst.filter(|b| *b >= 1) {
+                limit.burst = b;
+            }
+            if let Some(m) = c.max_in_flight.filter(|m| *m >= 1) {
+                limit.max_in_flight = m;
+            }
+            if limit != l.limit {
+                if persist {
+                    tracing::info!(lane = %l.key, rate = limit.rate, burst = limit.burst, max_in_flight = limit.max_in_flight, "lane limit learned");
+                }
+                l.gcra.set_limit(limit.rate, limit.burst);
+                l.limit = limit;
+                changed = true;
+            }
+        }
+        if let Some(p) = c.pause_for_ms.filter(|p| *p > 0) {
+            l.gcra.pause_until(at_n + p * 1_000_000);
+            l.paused_until_ms = Some(now_ms() + p);
+            l.pause_until = Some(at + std::time::Duration::from_millis(p));
+            changed = true;
+            if persist {
+                tracing::info!(lane = %l.key, pause_ms = p, "lane paused by the target");
+            }
+        }
+        if changed && persist {
+            l.learned = true;
+            self.save(lane);
+        }
+    }
+
+    /// Queues a save of what the lane learned (the writer task coalesces and writes them).
+    fn save(&self, lane: usize) {
+        let (Some(m), Some(l)) = (&self.memory, &self.lanes[lane]) else {
+            return;
+        };
+        let state = LaneState {
+            rate: l.limit.rate,
+            burst: l.limit.burst,
+            max_in_flight: l.limit.max_in_flight,
+            paused_until_ms: l.paused_until_ms,
+            updated_at_ms: now_ms(),
+        };
+        let _ = self.saves.send((format!("{}{}", m.prefix, l.key.0), state));
+    }
+
+    /// Drops lanes that stayed idle (nothing tracked, nothing in flight or at the gate, no
+    /// pause in force, not loading) for `idle_evict_after_ms`, saving what they learned first.
+    fn sweep(&mut self, now_i: Instant) {
+        let after = std::time::Duration::from_millis(self.lanes_cfg.idle_evict_after_ms);
+        let mut evict = Vec::new();
+        for (i, slot) in self.lanes.iter_mut().enumerate() {
+            let Some(l) = slot else { continue };
+            let idle = l.items == 0
+                && l.in_flight == 0
+                && !l.loading
+                && l.gate.waiting.load(std::sync::atomic::Ordering::Acquire) == 0
+                && l.pause_until.is_none_or(|p| p <= now_i);
+            if !idle {
+                l.idle_since = None;
+            } else if let Some(since) = l.idle_since {
+                if now_i.saturating_duration_since(since) >= after {
+                    evict.push(i);
+                }
+            } else {
+                l.idle_since = Some(now_i);
+            }
+        }
+        if evict.is_empty() {
+            return;
+        }
+        for &i in &evict {
+            if self.lanes[i].as_ref().is_some_and(|l| l.learned) {
+                self.save(i);
+            }
+            let l = self.lanes[i].take().expect("listed");
+            self.lane_ids.remove(&l.key);
+            self.free.push(i);
+        }
+        tracing::debug!(
+            evicted = evict.len(),
+            left = self.lane_ids.len(),
+            "idle lanes left memory"
+        );
+    }
+
+    /// Moves due delayed jobs into their lanes and expires jobs whose deadline passed while
+    /// they waited.
+    ///
+    /// Clock rules (a wall-clock step, e.g. NTP or an operator, must never start work early):
+    /// a relative wait (backoff, Retry-After) is due when that much monotonic time has passed. A
+    /// job delayed to an absolute `run_at` (the API's `retry_at`, or any delay read back from the
+    /// store) is due when both clocks agree: the monotonic delay it implied when the scheduler
+    /// learned it has passed, and the wall clock has reached `run_at`. A step forward therefore
+    /// does not start it early, and a step back makes it wait for the wall clock again (checked
+    /// every second). Deadlines (`timeout`) stay absolute wall-clock times.
+    fn promote_and_expire(&mut self, now: u64, now_i: Instant) {
+        while let Some(Reverse((t, id))) = self.delayed.peek().copied() {
+            if t > now_i {
+                break;
+            }
+            self.delayed.pop();
+            if let Some(e) = self.jobs.get_mut(&id) {
+                // A stale entry (the item was hastened and re-scheduled since) is skipped.
+                if e.at == Where::Delayed && e.due == t {
+                    if e.not_before_ms > now {
+                        let wait = (e.not_before_ms - now).min(1000);
+                        e.due = now_i + std::time::Duration::from_millis(wait);
+                        self.delayed.push(Reverse((e.due, id)));
+                        continue;
+                    }
+                    e.at = Where::Queued;
+                    let (lane, tenant, weight) = (e.lane, e.tenant, e.weight);
+                    self.lane(lane).queue.push(tenant, weight, id);
+                    self.due.push(lane);
+                }
+            }
+        }
+        while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(e) = self.jobs.get(&id) else {
+                continue;
+            };
+            if e.deadline_at != t || e.at == Where::Running {
+                continue; // a replay moved the deadline, or the attempt will decide
+            }
+            let lane = e.lane;
+            let was_queued = e.at == Where::Queued;
+            self.forget(&id);
+            if was_queued {
+                self.lane(lane).queue.remove_where(|j| *j == id);
+            }
+            let runner = self.runner.clone();
+            self.tasks.spawn(async move { runner.expire(id).await });
+        }
+    }
+
+    fn dispatch_due(&mut self, now_i: Instant) {
+        let now_n = self.nanos(now_i);
+        let origin = self.origin;
+        let mut due = std::mem::take(&mut self.due);
+        due.sort_unstable();
+        due.dedup();
+        for lane in due {
+            // An index may be stale (a kick for a lane evicted since): such a lane is skipped.
+            while let Some(l) = self.lanes.get_mut(lane).and_then(Option::as_mut) {
+                if l.queue.is_empty()
+                    || l.loading
+                    || l.in_flight >= l.limit.max_in_flight
+                    || l.gate.waiting.load(std::sync::atomic::Ordering::Acquire)
+                        >= gate_pipeline(l.limit.rate)
+                {
+                    break;
+                }
+                let ready = l.gcra.ready_at(now_n);
+                if ready > now_n {
+                    let at = origin + std::time::Duration::from_nanos(ready);
+                    if l.wake_at.is_none_or(|w| w > at || w <= now_i) {
+                        l.wake_at = Some(at);
+                        self.wakeups.push(Reverse((at, lane)));
+                    }
+                    break;
+                }
+                let Some((tenant, id)) = l.queue.pop() else {
+                    break;
+                };
+                let allowed = l.gcra.check_catching_up(now_n, CATCH_UP);
+                debug_assert_eq!(allowed, ezt_core::gcra::Decision::Allow);
+                l.in_flight += 1;
+                l.dispatched += 1;
+                let key = l.key.clone();
+                l.gate
+                    .waiting
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let mut ticket = GateTicket {
+                    gate: l.gate.clone(),
+                    lane,
+                    handle: self.handle.clone(),
+                    held: true,
+                };
+                if let Some(e) = self.jobs.get_mut(&id) {
+                    e.at = Where::Running;
+                }
+                self.stats.started();
+                let runner = self.runner.clone();
+                let handle = self.handle.clone();
+                let stats = self.stats.clone();
+                self.tasks.spawn(async move {
+                    let ran = runner.run(id, tenant, &key, &mut ticket).await;
+                    drop(ticket);
+                    handle.done(id, lane, ran);
+                    stats.ended();
+                });
+            }
+        }
+    }
+
+    fn next_timer(&mut self) -> Option<Instant> {
+        let now_i = Instant::now();
+        let now = now_ms();
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        // Discard stale lane wakeups (an earlier one replaced them, or the lane is gone).
+        while let Some(Reverse((t, lane))) = self.wakeups.peek().copied() {
+            if self.lanes[lane]
+                .as_ref()
+                .is_some_and(|l| l.wake_at == Some(t))
+            {
+                break;
+            }
+            self.wakeups.pop();
+        }
+        if let Some(Reverse((t, _))) = self.wakeups.peek() {
+            consider(*t);
+        }
+        if let Some(Reverse((t, _))) = self.delayed.peek() {
+            consider(*t);
+        }
+        if let Some(Reverse((t, _))) = self.deadlines.peek() {
+            consider(now_i + std::time::Duration::from_millis(t.saturating_sub(now)));
+        }
+        if !self.lane_ids.is_empty() {
+            consider(self.next_sweep);
+        }
+        next
+    }
+
+    fn fire_wakeups(&mut self, now_i: Instant) {
+        while let Some(Reverse((t, lane))) = self.wakeups.peek().copied() {
+            if t > now_i {
+                break;
+            }
+            self.wakeups.pop();
+            if let Some(l) = self.lanes[lane].as_mut().filter(|l| l.wake_at == Some(t)) {
+                l.wake_at = None;
+                self.due.push(lane);
+            }
+        }
+    }
+
+    /// Runs until `shutdown` fires; then stops dispatching (in-flight attempts finish on their
+    /// own) and writes the lane states still queued for saving.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
+        let writer = match (self.memory.clone(), self.saves_rx.take()) {
+            (Some(m), Some(rx)) => Some(tokio::spawn(write_lane_states(m.store, rx))),
+            _ => None,
+        };
+        loop {
+            let timer = self.next_timer();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                cmd = self.rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.handle(cmd);
+                    // Drain whatever else is waiting before dispatching, so a burst of
+                    // submissions is scheduled in one pass.
+                    for _ in 0..4096 {
+                        match self.rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep_until_opt(timer) => {}
+            }
+            let now_i = Instant::now();
+            self.fire_wakeups(now_i);
+            self.promote_and_expire(now_ms(), now_i);
+            self.dispatch_due(now_i);
+            if now_i >= self.next_sweep {
+                self.sweep(now_i);
+                self.next_sweep = now_i + sweep_every(&self.lanes_cfg);
+            }
+        }
+        drop(self); // closes the writer's channel: it writes what is left, then ends
+        if let Some(w) = writer {
+            let _ = w.await;
+        }
+    }
+}
+
+/// How often idle lanes are looked for: often enough that a lane leaves memory within about
+/// 1.5 x `idle_evict_after_ms`, rarely enough to cost nothing (the sweep is O(lanes)).
+fn sweep_every(cfg: &LanesConfig) -> std::time::Duration {
+    std::time::Duration::from_millis((cfg.idle_evict_after_ms / 2).clamp(10, 30_000))
+}
+
+/// Writes lane states in order, coalescing a burst to the last state per lane, until the
+/// scheduler drops its sender.
+async fn write_lane_states(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<(String, LaneState)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch: HashMap<String, LaneState> = HashMap::from([first]);
+        while let Ok((k, v)) = rx.try_recv() {
+            batch.insert(k, v);
+        }
+        for (lane, state) in batch {
+            if let Err(e) = store.save_lane_state(&lane, state).await {
+                tracing::warn!(error = %e, "cannot save what a lane learned; it is kept in memory");
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Passes the gate, reports when it did, and teaches `change`.
+    struct Teach {
+        change: Option<LimitChange>,
+        ran: mpsc::UnboundedSender<(u64, Instant)>,
+    }
+
+    impl Runner for Teach {
+        type Id = u64;
+        async fn run(
+            &self,
+            id: u64,
+            _tenant: TenantId,
+            _lane: &LaneKey,
+            gate: &mut GateTicket<u64>,
+        ) -> Ran {
+            gate.pass().await;
+            let _ = self.ran.send((id, Instant::now()));
+            Ran {
+                end: AttemptEnd::Finished,
+                change: self.change.clone(),
+                healthy: None,
+            }
+        }
+        async fn expire(&self, _id: u64) {}
+    }
+
+    fn item(id: u64, tenant: TenantId, lane: &str) -> Item<u64> {
+        Item {
+            id,
+            tenant,
+            weight: 1,
+            lane: LaneKey(lane.into()),
+            run_at: 0,
+            deadline_at: u64::MAX,
+        }
+    }
+
+    /// The handle, the attempts' (id, time) reports, the stop token and the task.
+    type Started = (
+        SchedulerHandle<u64>,
+        mpsc::UnboundedReceiver<(u64, Instant)>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    );
+
+    fn start(change: Option<LimitChange>, store: Arc<dyn Store>, cfg: LanesConfig) -> Started {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (s, h) = Scheduler::new(
+            cfg,
+            Arc::new(Teach { change, ran: tx }),
+            Arc::default(),
+            Some(LaneMemory {
+                store,
+                prefix: "job:",
+            }),
+            TaskTracker::new(),
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(s.run(stop.clone()));
+        (h, rx, stop, task)
+    }
+
+    fn cfg() -> LanesConfig {
+        LanesConfig {
+            idle_evict_after_ms: 1_000,
+            ..LanesConfig::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_lane_is_evicted_after_its_pause_and_keeps_what_it_learned() {
+        let store: Arc<dyn Store> = Arc::new(ezt_store::MemoryStore::new());
+        let teach = LimitChange {
+            rate_per_sec: Some(5.0),
+            max_in_flight: Some(7),
+            pause_for_ms: Some(3_000),
+            ..Default::default()
+        };
+        let (h, mut ran, stop, task) = start(Some(teach), store.clone(), cfg());
+        let t = TenantId::new(1, 1);
+        let t0 = Instant::now();
+        h.enqueue(vec![item(1, t, "a:443")]);
+        ran.recv().await.expect("ran");
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        let lanes = h.lanes().await;
+        assert_eq!(lanes.len(), 1, "a paused lane stays in memory");
+        assert_eq!((lanes[0].rate, lanes[0].max_in_flight), (5.0, 7));
+        // Idle from the pause's end (3 s) for 1 s, found by a sweep within 0.5 s more.
+        tokio::time::sleep_until(t0 + Duration::from_millis(4_600)).await;
+        assert!(h.lanes().await.is_empty(), "the idle lane left memory");
+        let saved = store.lane_state("job:a:443").await.unwrap().expect("saved");
+        assert_eq!((saved.rate, saved.max_in_flight), (5.0, 7));
+        assert!(saved.paused_until_ms.is_some());
+        // Work returns: the lane comes back with the learned limit, not the default.
+        h.enqueue(vec![item(2, t, "a:443")]);
+        ran.recv().await.expect("ran again");
+        let lanes = h.lanes().await;
+        assert_eq!((lanes[0].rate, lanes[0].max_in_flight), (5.0, 7));
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remembered_pause_holds_the_first_job_after_a_restart() {
+        let store: Arc<dyn Store> = Arc::new(ezt_store::MemoryStore::new());
+        let state = LaneState {
+            rate: 2.0,
+            burst: 1,
+            max_in_flight: 2,
+            paused_until_ms: Some(now_ms() + 10_000),
+            updated_at_ms: now_ms(),
+        };
+        store.save_lane_state("job:b:443", state).await.unwrap();
+        let (h, mut ran, stop, task) = start(None, store, cfg());
+        let t0 = Instant::now();
+        h.enqueue(vec![item(1, TenantId::new(1, 1), "b:443")]);
+        let (_, at) = ran.recv().await.expect("ran");
+        let waited = at - t0;
+        assert!(
+            waited >= Duration::from_millis(9_900),
+            "dispatched after {waited:?}, inside the remembered pause"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_lanes_per_tenant_are_capped() {
+        let store: Arc<dyn Store> = Arc::new(ezt_store::MemoryStore::new());
+        let pause = LimitChange {
+            pause_for_ms: Some(60_000),
+            ..Default::default()
+        };
+        let (h, mut ran, stop, task) = start(
+            Some(pause),
+            store,
+            LanesConfig {
+                max_lanes_per_tenant: 2,
+                ..cfg()
+            },
+        );
+        let (t, other) = (TenantId::new(1, 1), TenantId::new(1, 2));
+        let (a, b, c) = (
+            LaneKey("a".into()),
+            LaneKey("b".into()),
+            LaneKey("c".into()),
+        );
+        assert!(h.admit_lanes(t, [&a, &b, &c]).is_err(), "three new lanes");
+        assert!(
+            h.admit_lanes(t, [&a, &b, &a]).is_ok(),
+            "a repeated lane counts once"
+        );
+        // Two jobs per lane: the first runs and pauses the lane, the second waits in it.
+        h.enqueue(vec![
+            item(1, t, "a"),
+            item(2, t, "a"),
+            item(3, t, "b"),
+            item(4, t, "b"),
+        ]);
+        ran.recv().await.unwrap();
+        ran.recv().await.unwrap();
+        assert!(h.admit_lanes(t, [&a, &b]).is_ok(), "lanes it uses are free");
+        let err = h.admit_lanes(t, [&c]).unwrap_err();
+        assert_eq!((err.busy, err.max), (2, 2));
+        assert!(h.admit_lanes(other, [&c]).is_ok(), "the cap is per tenant");
+        h.remove(2);
+        h.remove(4);
+        let _ = h.lanes().await; // the removals are handled in order before this answers
+        assert!(
+            h.admit_lanes(t, [&c]).is_ok(),
+            "drained lanes no longer count"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,234 @@
+//! EZThrottle's runtime: configuration, the lanes, dispatch and webhook delivery, the jobs
+//! service, and [`start`], which wires them.
+//!
+//! Modules and the direction of calls (`docs/architecture.md` has the diagram; the `layers`
+//! test checks it): `jobs`, `dispatch` and `notifier` report store transitions to
+//! `followups`, which alone decides what they imply (enqueue deliveries, requeue or drop in the
+//! lanes, publish the final event); `dispatch` and `deliver` are siblings that never import
+//! each other; `lanes`, `events`, `clock` and `config` import nothing above them. The store is
+//! named by trait only: the binary chooses the backend.
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod clock;
+pub mod config;
+mod credentials;
+pub mod deliver;
+pub mod dispatch;
+pub mod events;
+pub mod followups;
+pub mod jobs;
+pub mod lanes;
+pub mod metrics;
+pub mod notifier;
+pub mod retention;
+pub mod sealing;
+mod store_retry;
+pub mod ttl_cache;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ezt_core::ssrf::SsrfPolicy;
+use ezt_outbound::SsrfResolver;
+use ezt_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+
+/// Start-up errors come from several layers (store, TLS client, key file); the binary adds
+/// context.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the edges (HTTP, CLI) use of a started runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    /// Merged configuration.
+    pub cfg: Arc<Config>,
+    /// Durable storage.
+    pub store: Arc<dyn Store>,
+    /// The jobs service: admission, reading, waiting, control.
+    pub jobs: Arc<jobs::Jobs>,
+    /// The job lanes.
+    pub lanes: lanes::SchedulerHandle,
+    /// The webhook lanes.
+    pub deliveries: deliver::Deliveries,
+    /// Webhook secrets: sealed at rest, cached in clear for signing.
+    pub signing_keys: Arc<deliver::SigningKeys>,
+    /// Per-job event fan-out.
+    pub events: Arc<events::Events>,
+    /// Counters.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Wall clock.
+    pub clock: Arc<dyn clock::Clock>,
+    /// Every attempt and delivery in flight (graceful drain waits on it).
+    pub tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the runtime, recovers waiting jobs and deliveries and starts both lane schedulers,
+/// the retention task and the notifier; returns the runtime and the schedulers' join handle.
+pub async fn start(
+    cfg: Config,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
+    let cfg = Arc::new(cfg);
+    let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
+    let tasks = TaskTracker::new();
+    let ssrf = SsrfPolicy::new(cfg.allow_cidrs.clone());
+    let events = Arc::new(events::Events::default());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let fingerprint_key = store
+        .meta_get_or_init("lane_fingerprint_key", rand::random::<[u8; 32]>().to_vec())
+        .await?;
+    let sealer = Arc::new(sealing::Sealer::load(
+        cfg.secret_key.as_ref().map(|k| k.0.as_str()),
+        &cfg.data_dir,
+    )?);
+    let signing_keys = Arc::new(deliver::SigningKeys::new(store.clone(), sealer.clone()));
+    let deliverer = Arc::new(deliver::Deliverer::new(
+        store.clone(),
+        &cfg.webhooks,
+        &cfg.outbound,
+        SsrfResolver::new(ssrf.clone()),
+        signing_keys.clone(),
+        metrics.clone(),
+    )?);
+    let (webhook_sched, deliveries) = lanes::Scheduler::new(
+        config::LanesConfig {
+            idle_evict_after_ms: cfg.lanes.idle_evict_after_ms,
+            ..cfg.webhooks.lanes()
+        },
+        deliverer,
+        metrics.webhook_lanes.clone(),
+        Some(lanes::LaneMemory {
+            store: store.clone(),
+            prefix: "webhook:",
+        }),
+        tasks.clone(),
+    );
+    // The job lanes' handle exists before dispatch, which reports to `followups`, which
+    // hands work back to the lanes.
+    let (inbox, job_lanes) = lanes::channel(&cfg.lanes);
+    let followups = Arc::new(followups::Followups::new(
+        store.clone(),
+        events.clone(),
+        job_lanes.clone(),
+        deliveries.clone(),
+        cfg.lanes.credential_headers.clone(),
+    ));
+    let executor = Arc::new(dispatch::Executor::new(
+        store.clone(),
+        &cfg,
+        ssrf,
+        events.clone(),
+        metrics.clone(),
+        followups.clone(),
+        sealer.clone(),
+    )?);
+    let sched = lanes::Scheduler::with_inbox(
+        inbox,
+        cfg.lanes.clone(),
+        executor,
+        metrics.job_lanes.clone(),
+        Some(lanes::LaneMemory {
+            store: store.clone(),
+            prefix: "job:",
+        }),
+        tasks.clone(),
+    );
+
+    // Rebuild the indexes: every job not final goes back to its lane, every pending delivery
+    // to its receiver's lane.
+    let t0 = clock::monotonic();
+    let node = ezt_store::NodeId::local(); // one node holds every lease; a cluster names itself
+    let recovered = store.recover(&node, clock.now_ms(), &cfg.region).await?;
+    let weights = notifier::tenant_weights(&cfg, store.as_ref()).await?;
+    let n = recovered.jobs.len();
+    let n_deliveries = recovered.deliveries.len();
+    deliver::enqueue(&deliveries, recovered.deliveries);
+    job_lanes.enqueue(
+        recovered
+            .jobs
+            .into_iter()
+            .map(|job| lanes::Enqueue {
+                weight: weights.get(&job.tenant_id).copied().unwrap_or(1),
+                job,
+            })
+            .collect(),
+    );
+    tracing::info!(
+        jobs = n,
+        deliveries = n_deliveries,
+        ms = t0.elapsed().as_millis() as u64,
+        "recovered waiting jobs"
+    );
+
+    let (t1, t2) = (shutdown.clone(), shutdown.clone());
+    let sched_task = tokio::spawn(async move {
+        tokio::join!(sched.run(t1), webhook_sched.run(t2));
+    });
+    let jobs = Arc::new(jobs::Jobs::new(jobs::JobsParts {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        lanes: job_lanes.clone(),
+        events: events.clone(),
+        metrics: metrics.clone(),
+        sealer,
+        fingerprint_key: Arc::new(fingerprint_key),
+        followups: followups.clone(),
+        clock: clock.clone(),
+    }));
+    tokio::spawn(retention::run(
+        store.clone(),
+        cfg.retention.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(notifier::run(
+        notifier::PollNotifier::new(store.clone(), Duration::from_secs(1)),
+        cfg.clone(),
+        store.clone(),
+        followups,
+        shutdown.clone(),
+    ));
+    // At shutdown, long polls and event streams answer at once instead of holding the drain.
+    let hub = events.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        hub.close_all();
+    });
+    let rt = Runtime {
+        cfg,
+        store,
+        jobs,
+        lanes: job_lanes,
+        deliveries,
+        signing_keys,
+        events,
+        metrics,
+        clock,
+        tasks,
+    };
+    Ok((rt, sched_task))
+}
+
+impl Runtime {
+    /// After the schedulers stopped (`sched` ended): waits up to `limit` for attempts and
+    /// deliveries in flight to record their outcome (they hold leases); returns how many were
+    /// still running.
+    pub async fn drain(&self, sched: tokio::task::JoinHandle<()>, limit: Duration) -> u64 {
+        let _ = sched.await;
+        self.tasks.close();
+        let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
+        self.metrics.job_lanes.in_flight() + self.metrics.webhook_lanes.in_flight()
+    }
+}

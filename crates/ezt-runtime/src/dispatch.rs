@@ -18,7 +18,7 @@ use ezt_outbound::{log_target, CallError, SsrfResolver};
 use ezt_store::{Attempt, AttemptDone, JobError, Lease, LeasedJob, Next, Response, Store};
 use tokio::time::Instant;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::events::{Events, JobEvent};
 use crate::followups::{Followups, Transition};
 use crate::lanes::{AttemptEnd, GateTicket, Ran, Runner};
@@ -59,6 +59,8 @@ pub struct Executor {
     followups: Arc<Followups>,
     /// Opens the credential headers sealed at rest (see `credentials`).
     sealer: Arc<crate::sealing::Sealer>,
+    /// The wall clock (leases, attempt times, retry plans, deadlines).
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -79,6 +81,7 @@ impl Executor {
         metrics: Arc<Metrics>,
         followups: Arc<Followups>,
         sealer: Arc<crate::sealing::Sealer>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, reqwest::Error> {
         let cfg = config.executor.clone();
         let client = ezt_outbound::client::build(ezt_outbound::client::ClientOptions {
@@ -97,6 +100,7 @@ impl Executor {
             metrics,
             followups,
             sealer,
+            clock,
         })
     }
 
@@ -105,7 +109,7 @@ impl Executor {
     /// queued on disk but unknown to the scheduler until the next restart.
     pub async fn expire(&self, id: JobId) {
         let expired =
-            until_stored("expiry", || self.store.expire(id, now_ms(), &self.region)).await;
+            until_stored("expiry", || self.store.expire(id, self.clock.now_ms(), &self.region)).await;
         if let Some(deliveries) = expired {
             tracing::info!(job_id = %id, "job expired while waiting");
             self.followups
@@ -124,7 +128,7 @@ impl Executor {
         lane: &LaneKey,
         gate: &mut GateTicket,
     ) -> (AttemptEnd, Option<LimitChange>) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let token = rand::random::<u64>() >> 1;
         let lease = Lease {
             token,
@@ -144,7 +148,7 @@ impl Executor {
             job_id: id,
             attempt: leased.attempt_no,
         });
-        let started_ms = now_ms();
+        let started_ms = self.clock.now_ms();
         let left = leased.deadline_at.saturating_sub(started_ms);
         let (call, latency_ms, change) = if left == 0 {
             (CallResult::failed(CallError::DeadlinePassed), 0, None)
@@ -157,7 +161,7 @@ impl Executor {
             let change = r
                 .response
                 .as_ref()
-                .map(|resp| ratelimit_headers::parse(&resp.headers, resp.status_code, now_ms()));
+                .map(|resp| ratelimit_headers::parse(&resp.headers, resp.status_code, self.clock.now_ms()));
             if let Some(c) = &change {
                 gate.apply(c, Instant::now());
             }
@@ -169,7 +173,7 @@ impl Executor {
         } else {
             policy.judge(&call.outcome)
         };
-        let done_ms = now_ms();
+        let done_ms = self.clock.now_ms();
         let pause = change.as_ref().and_then(|c| c.pause_for_ms);
         let plan = if left == 0 {
             Plan::Expire

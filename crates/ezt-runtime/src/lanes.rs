@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::config::{LaneLimit, LanesConfig};
 
 /// A job the scheduler should run, with its tenant's weight.
@@ -479,6 +479,8 @@ pub(crate) struct Scheduler<R: Runner> {
     stats: Arc<LaneStats>,
     /// Attempts and expiries run as tasks of this tracker, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// The wall clock (`run_at`, deadlines and pauses are wall-clock ms).
+    clock: Arc<dyn Clock>,
 }
 
 /// A scheduler's inbox, made before its runner so that the runner (or what it reports to) can
@@ -517,9 +519,10 @@ impl<R: Runner> Scheduler<R> {
         stats: Arc<LaneStats>,
         memory: Option<LaneMemory>,
         tasks: TaskTracker,
+        clock: Arc<dyn Clock>,
     ) -> (Self, SchedulerHandle<R::Id>) {
         let (inbox, handle) = channel(&lanes_cfg);
-        let s = Self::with_inbox(inbox, lanes_cfg, runner, stats, memory, tasks);
+        let s = Self::with_inbox(inbox, lanes_cfg, runner, stats, memory, tasks, clock);
         (s, handle)
     }
 
@@ -531,6 +534,7 @@ impl<R: Runner> Scheduler<R> {
         stats: Arc<LaneStats>,
         memory: Option<LaneMemory>,
         tasks: TaskTracker,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let Inbox { rx, handle, busy } = inbox;
         let (saves, saves_rx) = mpsc::unbounded_channel();
@@ -556,6 +560,7 @@ impl<R: Runner> Scheduler<R> {
             runner,
             stats,
             tasks,
+            clock,
         }
     }
 
@@ -730,7 +735,7 @@ impl<R: Runner> Scheduler<R> {
     }
 
     fn handle(&mut self, cmd: Command<R::Id>) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let now_i = Instant::now();
         match cmd {
             Command::Enqueue(jobs) => {
@@ -863,7 +868,7 @@ impl<R: Runner> Scheduler<R> {
         }
         if let Some(p) = c.pause_for_ms.filter(|p| *p > 0) {
             l.gcra.pause_until(at_n + p * 1_000_000);
-            l.paused_until_ms = Some(now_ms() + p);
+            l.paused_until_ms = Some(self.clock.now_ms() + p);
             l.pause_until = Some(at + std::time::Duration::from_millis(p));
             changed = true;
             if persist {
@@ -886,7 +891,7 @@ impl<R: Runner> Scheduler<R> {
             burst: l.limit.burst,
             max_in_flight: l.limit.max_in_flight,
             paused_until_ms: l.paused_until_ms,
-            updated_at_ms: now_ms(),
+            updated_at_ms: self.clock.now_ms(),
         };
         let _ = self.saves.send((format!("{}{}", m.prefix, l.key.0), state));
     }
@@ -1047,7 +1052,7 @@ impl<R: Runner> Scheduler<R> {
 
     fn next_timer(&mut self) -> Option<Instant> {
         let now_i = Instant::now();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         // Discard stale lane wakeups (an earlier one replaced them, or the lane is gone).
@@ -1116,7 +1121,7 @@ impl<R: Runner> Scheduler<R> {
             }
             let now_i = Instant::now();
             self.fire_wakeups(now_i);
-            self.promote_and_expire(now_ms(), now_i);
+            self.promote_and_expire(self.clock.now_ms(), now_i);
             self.dispatch_due(now_i);
             if now_i >= self.next_sweep {
                 self.sweep(now_i);
@@ -1165,7 +1170,12 @@ async fn sleep_until_opt(t: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::TokioClock;
     use std::time::Duration;
+
+    /// The wall clock's reading when a test's scheduler starts (a whole second, so that an
+    /// HTTP-date names an exact instant): 2023-11-14T22:13:20Z.
+    const BASE_MS: u64 = 1_700_000_000_000;
 
     /// Passes the gate, reports when it did, and teaches `change`.
     struct Teach {
@@ -1223,6 +1233,7 @@ mod tests {
                 prefix: "job:",
             }),
             TaskTracker::new(),
+            Arc::new(TokioClock::new(BASE_MS)),
         );
         let stop = CancellationToken::new();
         let task = tokio::spawn(s.run(stop.clone()));
@@ -1276,8 +1287,8 @@ mod tests {
             rate: 2.0,
             burst: 1,
             max_in_flight: 2,
-            paused_until_ms: Some(now_ms() + 10_000),
-            updated_at_ms: now_ms(),
+            paused_until_ms: Some(BASE_MS + 10_000),
+            updated_at_ms: BASE_MS,
         };
         store.save_lane_state("job:b:443", state).await.unwrap();
         let (h, mut ran, stop, task) = start(None, store, cfg());

@@ -24,6 +24,8 @@ pub mod notifier;
 pub mod retention;
 pub mod sealing;
 mod store_retry;
+#[cfg(test)]
+mod test_rig;
 pub mod ttl_cache;
 
 use std::sync::Arc;

@@ -108,8 +108,10 @@ impl Executor {
     /// so this keeps trying while the store is unavailable: giving up would leave the job
     /// queued on disk but unknown to the scheduler until the next restart.
     pub async fn expire(&self, id: JobId) {
-        let expired =
-            until_stored("expiry", || self.store.expire(id, self.clock.now_ms(), &self.region)).await;
+        let expired = until_stored("expiry", || {
+            self.store.expire(id, self.clock.now_ms(), &self.region)
+        })
+        .await;
         if let Some(deliveries) = expired {
             tracing::info!(job_id = %id, "job expired while waiting");
             self.followups
@@ -158,10 +160,9 @@ impl Executor {
             let t0 = Instant::now();
             let r = self.call(&leased, timeout).await;
             let latency = t0.elapsed().as_millis() as u64;
-            let change = r
-                .response
-                .as_ref()
-                .map(|resp| ratelimit_headers::parse(&resp.headers, resp.status_code, self.clock.now_ms()));
+            let change = r.response.as_ref().map(|resp| {
+                ratelimit_headers::parse(&resp.headers, resp.status_code, self.clock.now_ms())
+            });
             if let Some(c) = &change {
                 gate.apply(c, Instant::now());
             }
@@ -431,7 +432,10 @@ mod tests {
 
     async fn rig() -> (Rig, FakeClock) {
         let clock = FakeClock::new(NOW);
-        (Rig::start(Config::default(), Arc::new(clock.clone())).await, clock)
+        (
+            Rig::start(Config::default(), Arc::new(clock.clone())).await,
+            clock,
+        )
     }
 
     #[tokio::test]
@@ -444,10 +448,16 @@ mod tests {
         let job = rig.next_event(&mut sub, a.job_id).await;
         assert_eq!(job.state, JobState::Succeeded);
         let at = &job.attempts[0];
-        assert_eq!((at.status_code, at.decision, at.at), (Some(201), Verdict::Success, NOW));
+        assert_eq!(
+            (at.status_code, at.decision, at.at),
+            (Some(201), Verdict::Success, NOW)
+        );
         assert_eq!(at.wait_ms, None);
         let resp = job.response.expect("kept");
-        assert!(resp.headers.iter().any(|(k, v)| k == "x-answer" && v == "42"));
+        assert!(resp
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-answer" && v == "42"));
         let hit = &target.hits()[0];
         assert_eq!(hit.body, "hi");
         let key = format!("idempotency-key: {}", a.idempotent_key).to_lowercase();
@@ -467,7 +477,11 @@ mod tests {
         assert_eq!((at.status_code, at.decision), (Some(429), Verdict::Retry));
         assert_eq!(at.wait_ms, Some(7_000), "exactly the Retry-After");
         let lanes = rig.rt.lanes.lanes().await;
-        assert_eq!(lanes[0].paused_until, Some(NOW + 7_000), "the whole lane waits");
+        assert_eq!(
+            lanes[0].paused_until,
+            Some(NOW + 7_000),
+            "the whole lane waits"
+        );
         rig.stop().await;
     }
 

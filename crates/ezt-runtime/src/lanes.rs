@@ -1501,7 +1501,11 @@ mod tests {
     async fn default_lane_spaces_calls_at_two_per_second_exactly() {
         const N: usize = 21;
         let default = LanesConfig::default().default;
-        assert_eq!((default.rate, default.burst), (2.0, 1), "the documented default");
+        assert_eq!(
+            (default.rate, default.burst),
+            (2.0, 1),
+            "the documented default"
+        );
         let mut rig = Rig::start(default, Duration::ZERO, |_, _| ok());
         let t0 = Instant::now();
         let t = TenantId::new(1, 1);
@@ -1530,8 +1534,11 @@ mod tests {
     async fn burst_lets_calls_leave_together_then_the_rate_holds() {
         let mut rig = Rig::start(limit(4.0, 3, 10), Duration::ZERO, |_, _| ok());
         let t0 = Instant::now();
-        rig.h
-            .enqueue((0..6).map(|i| item(i, TenantId::new(1, 1), "b:443")).collect());
+        rig.h.enqueue(
+            (0..6)
+                .map(|i| item(i, TenantId::new(1, 1), "b:443"))
+                .collect(),
+        );
         let at: Vec<Duration> = rig.calls(6).await.iter().map(|c| c.at - t0).collect();
         let ms = |m| Duration::from_millis(m);
         assert_eq!(at, [ms(0), ms(0), ms(0), ms(250), ms(500), ms(750)]);
@@ -1550,8 +1557,11 @@ mod tests {
             ];
             (200, headers, AttemptEnd::Finished)
         });
-        rig.h
-            .enqueue((0..12).map(|i| item(i, TenantId::new(1, 1), "c:443")).collect());
+        rig.h.enqueue(
+            (0..12)
+                .map(|i| item(i, TenantId::new(1, 1), "c:443"))
+                .collect(),
+        );
         let seen = rig.calls(12).await;
         let g = gaps(&seen);
         // The second call was already paced at 2/s (the first response had not arrived) but
@@ -1578,8 +1588,11 @@ mod tests {
             (200, headers, AttemptEnd::Finished)
         });
         let t0 = Instant::now();
-        rig.h
-            .enqueue((0..8).map(|i| item(i, TenantId::new(1, 1), "d:443")).collect());
+        rig.h.enqueue(
+            (0..8)
+                .map(|i| item(i, TenantId::new(1, 1), "d:443"))
+                .collect(),
+        );
         let at: Vec<u64> = rig
             .calls(8)
             .await
@@ -1700,7 +1713,10 @@ mod tests {
             .iter()
             .filter(|c| c.tenant == noisy)
             .count();
-        assert!(noisy_between <= 12, "{noisy_between} noisy calls in the quiet run");
+        assert!(
+            noisy_between <= 12,
+            "{noisy_between} noisy calls in the quiet run"
+        );
         rig.stop().await;
     }
 

@@ -13,7 +13,6 @@ use ezt_core::tier::Tier;
 use ezt_core::{JobId, TenantId};
 use ezt_store::{JobRecord, MemoryStore, Store, Tenant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -53,7 +52,6 @@ pub(crate) struct Hit {
 pub(crate) struct Target {
     pub(crate) url: String,
     hits: Arc<Mutex<Vec<Hit>>>,
-    arrived: Arc<Notify>,
 }
 
 impl Target {
@@ -61,8 +59,7 @@ impl Target {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
-        let arrived = Arc::new(Notify::new());
-        let (h, a) = (hits.clone(), arrived.clone());
+        let h = hits.clone();
         tokio::spawn(async move {
             let mut n = 0usize;
             while let Ok((mut sock, _)) = listener.accept().await {
@@ -82,26 +79,13 @@ impl Target {
                 let _ = sock.write_all(out.as_bytes()).await;
                 let _ = sock.shutdown().await;
                 h.lock().unwrap().push(hit);
-                a.notify_waiters();
             }
         });
-        Self { url, hits, arrived }
+        Self { url, hits }
     }
 
     pub(crate) fn hits(&self) -> Vec<Hit> {
         self.hits.lock().unwrap().clone()
-    }
-
-    /// Waits until `n` requests have arrived.
-    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Hit> {
-        loop {
-            let notified = self.arrived.notified();
-            let hits = self.hits();
-            if hits.len() >= n {
-                return hits;
-            }
-            notified.await;
-        }
     }
 }
 
@@ -208,6 +192,23 @@ impl Rig {
                 JobEvent::Attempt(_) | JobEvent::Final(_) => return self.job(id).await,
                 _ => {}
             }
+        }
+    }
+
+    /// The job once `done` holds for it (deliveries publish no events, so this re-reads the
+    /// store each 10 ms, for at most 10 s).
+    pub(crate) async fn until(&self, id: JobId, done: impl Fn(&JobRecord) -> bool) -> JobRecord {
+        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let job = self.job(id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "condition not reached: {job:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 

@@ -211,7 +211,13 @@ pub(crate) async fn run(args: Args) -> Result<()> {
                 TenantsCmd::Create { name, tier } => {
                     let tier = Tier::parse(&tier)
                         .with_context(|| format!("tier {tier:?}: use reserved, paid or free"))?;
-                    let t = ezt_runtime::admin::create_tenant(store.as_ref(), &SystemClock, &name, tier).await?;
+                    let t = ezt_runtime::admin::create_tenant(
+                        store.as_ref(),
+                        &SystemClock,
+                        &name,
+                        tier,
+                    )
+                    .await?;
                     print_json(&t)
                 }
                 TenantsCmd::List => print_json(&store.list_tenants().await?),
@@ -222,7 +228,8 @@ pub(crate) async fn run(args: Args) -> Result<()> {
             match c {
                 KeysCmd::Create { tenant, json } => {
                     let t = tenant_id(store.as_ref(), &tenant).await?;
-                    let (key, rec) = ezt_runtime::admin::create_key(store.as_ref(), &SystemClock, t).await?;
+                    let (key, rec) =
+                        ezt_runtime::admin::create_key(store.as_ref(), &SystemClock, t).await?;
                     if json {
                         print_json(
                             &serde_json::json!({"key": key, "id": rec.id, "tenant": tenant, "prefix": rec.prefix}),
@@ -297,7 +304,9 @@ pub(crate) async fn run(args: Args) -> Result<()> {
                 }
                 JobsCmd::Cancel { id } => {
                     let id: JobId = id.parse()?;
-                    match cancel_stored(store.as_ref(), None, id, SystemClock.now_ms(), &cfg.region).await {
+                    match cancel_stored(store.as_ref(), None, id, SystemClock.now_ms(), &cfg.region)
+                        .await
+                    {
                         Ok(_) => {
                             eprintln!("cancelled {id}");
                             Ok(())

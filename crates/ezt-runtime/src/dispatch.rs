@@ -73,6 +73,9 @@ impl std::fmt::Debug for Executor {
 
 impl Executor {
     /// Builds the shared HTTP client (rustls, pooled, HTTP/2 where offered, no redirects).
+    // Eight shared parts of the runtime, each used; a parts struct (as `JobsParts`) is the
+    // next step if another joins.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         config: &crate::config::Config,

@@ -253,9 +253,22 @@ impl<Id> SchedulerHandle<Id> {
 
 impl<Id: Debug> SchedulerHandle<Id> {
     /// Hands newly admitted (or replayed) work to the scheduler.
+    ///
+    /// The items' lanes count as busy for their tenants from this call on, not from when the
+    /// scheduler task gets to them: otherwise a submission that follows an answered one could
+    /// pass the lane cap before the scheduler had counted the first (the scheduler's own
+    /// count, which removes a lane when its last item goes, takes over from there).
     pub fn enqueue<I: Into<Item<Id>>>(&self, items: Vec<I>) {
         if !items.is_empty() {
-            let items = items.into_iter().map(Into::into).collect();
+            let items: Vec<Item<Id>> = items.into_iter().map(Into::into).collect();
+            if self.max_lanes_per_tenant > 0 {
+                let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                for i in &items {
+                    if !busy.get(&i.tenant).is_some_and(|s| s.contains(&i.lane)) {
+                        busy.entry(i.tenant).or_default().insert(i.lane.clone());
+                    }
+                }
+            }
             let _ = self.tx.send(Command::Enqueue(items));
         }
     }
@@ -1431,6 +1444,21 @@ mod tests {
                 + Sync
                 + 'static,
         ) -> Self {
+            let cfg = LanesConfig {
+                default,
+                ..LanesConfig::default()
+            };
+            Self::start_with(cfg, hold, answer)
+        }
+
+        fn start_with(
+            cfg: LanesConfig,
+            hold: Duration,
+            answer: impl Fn(usize, u64) -> (u16, Vec<(String, String)>, AttemptEnd)
+                + Send
+                + Sync
+                + 'static,
+        ) -> Self {
             let clock: Arc<dyn Clock> = Arc::new(TokioClock::new(BASE_MS));
             let (tx, ran) = mpsc::unbounded_channel();
             let runner = Arc::new(Scripted {
@@ -1443,10 +1471,7 @@ mod tests {
                 ran: tx,
             });
             let (s, h) = Scheduler::new(
-                LanesConfig {
-                    default,
-                    ..LanesConfig::default()
-                },
+                cfg,
                 runner.clone(),
                 Arc::default(),
                 None,
@@ -1739,6 +1764,37 @@ mod tests {
         assert!(
             (145..=155).contains(&heavy_n),
             "weight 3 vs 1 should get ~3/4 of 200 calls, got {heavy_n}"
+        );
+        rig.stop().await;
+    }
+
+    /// The lane cap counts work from the moment it is handed over, not from when the
+    /// scheduler task has run (`e2e_lanes_bounded::a_tenant_cannot_open_more_lanes_than_the_cap`
+    /// failed under load: the fourth lane's check ran before the third was counted).
+    #[tokio::test(start_paused = true)]
+    async fn the_lane_cap_counts_work_as_soon_as_it_is_enqueued() {
+        let cfg = LanesConfig {
+            max_lanes_per_tenant: 1,
+            ..cfg()
+        };
+        let mut rig = Rig::start_with(cfg, Duration::ZERO, |_, _| ok());
+        let t = TenantId::new(1, 1);
+        let later = Item {
+            run_at: BASE_MS + 60_000,
+            ..item(1, t, "j:443")
+        };
+        rig.h.enqueue(vec![later]);
+        // No await since: the scheduler task has not run.
+        let err = rig
+            .h
+            .admit_lanes(t, [&LaneKey("k:443".into())])
+            .unwrap_err();
+        assert_eq!((err.busy, err.max), (1, 1));
+        rig.h.remove(1);
+        let _ = rig.h.lanes().await;
+        assert!(
+            rig.h.admit_lanes(t, [&LaneKey("k:443".into())]).is_ok(),
+            "the scheduler's count takes over: the lane is free again"
         );
         rig.stop().await;
     }

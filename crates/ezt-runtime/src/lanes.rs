@@ -1777,7 +1777,7 @@ mod tests {
             max_lanes_per_tenant: 1,
             ..cfg()
         };
-        let mut rig = Rig::start_with(cfg, Duration::ZERO, |_, _| ok());
+        let rig = Rig::start_with(cfg, Duration::ZERO, |_, _| ok());
         let t = TenantId::new(1, 1);
         let later = Item {
             run_at: BASE_MS + 60_000,

@@ -25,7 +25,7 @@ pub mod retention;
 pub mod sealing;
 mod store_retry;
 #[cfg(test)]
-mod test_rig;
+mod tests;
 pub mod ttl_cache;
 
 use std::sync::Arc;

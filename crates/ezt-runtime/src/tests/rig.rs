@@ -16,9 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::events::JobEvent;
 use crate::jobs::Admitted;
-use crate::{Config, Runtime};
+
+use super::{start_with_clock, Runtime};
 
 /// One scripted answer: status and headers (the body is empty).
 #[derive(Debug, Clone)]
@@ -143,7 +145,7 @@ impl Rig {
             .await
             .unwrap();
         let stop = CancellationToken::new();
-        let (rt, sched) = crate::start_with_clock(cfg, store, stop.clone(), clock)
+        let (rt, sched) = start_with_clock(cfg, store, stop.clone(), clock)
             .await
             .unwrap();
         Self {

@@ -4,10 +4,15 @@ use ezt_core::tier::Tier;
 use ezt_core::{ApiKeyId, TenantId};
 use ezt_store::{ApiKeyRecord, Store, Tenant};
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 
 /// Creates a tenant.
-pub async fn create_tenant(store: &dyn Store, name: &str, tier: Tier) -> ezt_store::Result<Tenant> {
+pub async fn create_tenant(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    name: &str,
+    tier: Tier,
+) -> ezt_store::Result<Tenant> {
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -18,7 +23,7 @@ pub async fn create_tenant(store: &dyn Store, name: &str, tier: Tier) -> ezt_sto
             "tenant names are 1-64 letters, digits, '-', '_' or '.'".into(),
         ));
     }
-    let now = now_ms();
+    let now = clock.now_ms();
     store
         .create_tenant(Tenant {
             id: TenantId::new(now, rand::random()),
@@ -32,10 +37,11 @@ pub async fn create_tenant(store: &dyn Store, name: &str, tier: Tier) -> ezt_sto
 /// Creates an API key for a tenant; returns the key (shown once) and its record.
 pub async fn create_key(
     store: &dyn Store,
+    clock: &dyn Clock,
     tenant: TenantId,
 ) -> ezt_store::Result<(String, ApiKeyRecord)> {
     let key = ezt_core::api_key::generate(&mut rand::thread_rng());
-    let now = now_ms();
+    let now = clock.now_ms();
     let rec = ApiKeyRecord {
         id: ApiKeyId::new(now, rand::random()),
         tenant_id: tenant,
@@ -50,10 +56,10 @@ pub async fn create_key(
 
 /// On an empty store, creates the `default` tenant and one key, returned so the caller can show
 /// it once. `None` when tenants already exist.
-pub async fn bootstrap(store: &dyn Store) -> ezt_store::Result<Option<String>> {
+pub async fn bootstrap(store: &dyn Store, clock: &dyn Clock) -> ezt_store::Result<Option<String>> {
     if !store.list_tenants().await?.is_empty() {
         return Ok(None);
     }
-    let t = create_tenant(store, "default", Tier::Paid).await?;
-    Ok(Some(create_key(store, t.id).await?.0))
+    let t = create_tenant(store, clock, "default", Tier::Paid).await?;
+    Ok(Some(create_key(store, clock, t.id).await?.0))
 }

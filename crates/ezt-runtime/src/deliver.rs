@@ -21,7 +21,7 @@ use ezt_store::{
 };
 use tokio::time::Instant;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::lanes::{AttemptEnd, GateTicket, Item, Ran, Runner, SchedulerHandle};
 use crate::metrics::Metrics;
 use crate::sealing::Sealer;
@@ -60,6 +60,8 @@ pub struct Deliverer {
     schedule: RetrySchedule,
     keys: Arc<SigningKeys>,
     metrics: Arc<Metrics>,
+    /// The wall clock (leases, signatures' timestamps, the retry schedule).
+    clock: Arc<dyn Clock>,
 }
 
 /// Tenants' webhook secrets in clear, read from the store and opened once per tenant and second
@@ -168,6 +170,7 @@ impl Deliverer {
         resolver: SsrfResolver,
         keys: Arc<SigningKeys>,
         metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, reqwest::Error> {
         let client = ezt_outbound::client::build(ezt_outbound::client::ClientOptions {
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
@@ -182,11 +185,12 @@ impl Deliverer {
             schedule: cfg.schedule(),
             keys,
             metrics,
+            clock,
         })
     }
 
     async fn send(&self, d: &LeasedDelivery, secrets: &[String]) -> Sent {
-        let t = now_ms() / 1000;
+        let t = self.clock.now_ms() / 1000;
         let id = d.id.to_string();
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let mut req = self
@@ -214,7 +218,7 @@ impl Deliverer {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let headers = ezt_outbound::headers::header_pairs(resp.headers());
-                let change = ratelimit_headers::parse(&headers, status, now_ms());
+                let change = ratelimit_headers::parse(&headers, status, self.clock.now_ms());
                 Sent {
                     status: Some(status),
                     error: None,
@@ -241,7 +245,7 @@ impl Runner for Deliverer {
         lane: &LaneKey,
         gate: &mut GateTicket<DeliveryId>,
     ) -> Ran {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let token = rand::random::<u64>() >> 1;
         let lease = Lease {
             token,
@@ -279,14 +283,14 @@ impl Runner for Deliverer {
             }
         };
         gate.pass().await;
-        let started = now_ms();
+        let started = self.clock.now_ms();
         let t0 = Instant::now();
         let sent = self.send(&d, &secrets).await;
         let latency_ms = t0.elapsed().as_millis() as u64;
         if let Some(c) = &sent.change {
             gate.apply(c, Instant::now());
         }
-        let done_ms = now_ms();
+        let done_ms = self.clock.now_ms();
         let ssrf = sent.error.as_ref().is_some_and(CallError::is_ssrf_denied);
         let plan = if ssrf {
             DeliveryPlan::Failed

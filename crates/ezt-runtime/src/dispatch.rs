@@ -18,7 +18,7 @@ use ezt_outbound::{log_target, CallError, SsrfResolver};
 use ezt_store::{Attempt, AttemptDone, JobError, Lease, LeasedJob, Next, Response, Store};
 use tokio::time::Instant;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::events::{Events, JobEvent};
 use crate::followups::{Followups, Transition};
 use crate::lanes::{AttemptEnd, GateTicket, Ran, Runner};
@@ -59,6 +59,8 @@ pub struct Executor {
     followups: Arc<Followups>,
     /// Opens the credential headers sealed at rest (see `credentials`).
     sealer: Arc<crate::sealing::Sealer>,
+    /// The wall clock (leases, attempt times, retry plans, deadlines).
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -71,6 +73,9 @@ impl std::fmt::Debug for Executor {
 
 impl Executor {
     /// Builds the shared HTTP client (rustls, pooled, HTTP/2 where offered, no redirects).
+    // Eight shared parts of the runtime, each used; a parts struct (as `JobsParts`) is the
+    // next step if another joins.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         config: &crate::config::Config,
@@ -79,6 +84,7 @@ impl Executor {
         metrics: Arc<Metrics>,
         followups: Arc<Followups>,
         sealer: Arc<crate::sealing::Sealer>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, reqwest::Error> {
         let cfg = config.executor.clone();
         let client = ezt_outbound::client::build(ezt_outbound::client::ClientOptions {
@@ -97,6 +103,7 @@ impl Executor {
             metrics,
             followups,
             sealer,
+            clock,
         })
     }
 
@@ -104,8 +111,10 @@ impl Executor {
     /// so this keeps trying while the store is unavailable: giving up would leave the job
     /// queued on disk but unknown to the scheduler until the next restart.
     pub async fn expire(&self, id: JobId) {
-        let expired =
-            until_stored("expiry", || self.store.expire(id, now_ms(), &self.region)).await;
+        let expired = until_stored("expiry", || {
+            self.store.expire(id, self.clock.now_ms(), &self.region)
+        })
+        .await;
         if let Some(deliveries) = expired {
             tracing::info!(job_id = %id, "job expired while waiting");
             self.followups
@@ -124,7 +133,7 @@ impl Executor {
         lane: &LaneKey,
         gate: &mut GateTicket,
     ) -> (AttemptEnd, Option<LimitChange>) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let token = rand::random::<u64>() >> 1;
         let lease = Lease {
             token,
@@ -144,7 +153,7 @@ impl Executor {
             job_id: id,
             attempt: leased.attempt_no,
         });
-        let started_ms = now_ms();
+        let started_ms = self.clock.now_ms();
         let left = leased.deadline_at.saturating_sub(started_ms);
         let (call, latency_ms, change) = if left == 0 {
             (CallResult::failed(CallError::DeadlinePassed), 0, None)
@@ -154,10 +163,9 @@ impl Executor {
             let t0 = Instant::now();
             let r = self.call(&leased, timeout).await;
             let latency = t0.elapsed().as_millis() as u64;
-            let change = r
-                .response
-                .as_ref()
-                .map(|resp| ratelimit_headers::parse(&resp.headers, resp.status_code, now_ms()));
+            let change = r.response.as_ref().map(|resp| {
+                ratelimit_headers::parse(&resp.headers, resp.status_code, self.clock.now_ms())
+            });
             if let Some(c) = &change {
                 gate.apply(c, Instant::now());
             }
@@ -169,7 +177,7 @@ impl Executor {
         } else {
             policy.judge(&call.outcome)
         };
-        let done_ms = now_ms();
+        let done_ms = self.clock.now_ms();
         let pause = change.as_ref().and_then(|c| c.pause_for_ms);
         let plan = if left == 0 {
             Plan::Expire

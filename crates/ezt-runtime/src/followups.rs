@@ -211,6 +211,7 @@ mod tests {
             Arc::default(),
             None,
             tasks.clone(),
+            Arc::new(crate::clock::SystemClock),
         );
         let (ds, deliveries) = Scheduler::new(
             LanesConfig::default(),
@@ -218,6 +219,7 @@ mod tests {
             Arc::default(),
             None,
             tasks,
+            Arc::new(crate::clock::SystemClock),
         );
         tokio::spawn(js.run(stop.clone()));
         tokio::spawn(ds.run(stop.clone()));

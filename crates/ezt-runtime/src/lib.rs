@@ -24,6 +24,8 @@ pub mod notifier;
 pub mod retention;
 pub mod sealing;
 mod store_retry;
+#[cfg(test)]
+mod tests;
 pub mod ttl_cache;
 
 use std::sync::Arc;
@@ -81,8 +83,18 @@ pub async fn start(
     store: Arc<dyn Store>,
     shutdown: CancellationToken,
 ) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
+    start_with_clock(cfg, store, shutdown, Arc::new(clock::SystemClock)).await
+}
+
+/// [`start`] with a given wall clock: every part of the runtime reads time from `clock` (a
+/// test passes a `clock::TokioClock` under paused tokio time, or a `clock::FakeClock`).
+pub async fn start_with_clock(
+    cfg: Config,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    clock: Arc<dyn clock::Clock>,
+) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
     let cfg = Arc::new(cfg);
-    let clock: Arc<dyn clock::Clock> = Arc::new(clock::SystemClock);
     let tasks = TaskTracker::new();
     let ssrf = SsrfPolicy::new(cfg.allow_cidrs.clone());
     let events = Arc::new(events::Events::default());
@@ -102,6 +114,7 @@ pub async fn start(
         SsrfResolver::new(ssrf.clone()),
         signing_keys.clone(),
         metrics.clone(),
+        clock.clone(),
     )?);
     let (webhook_sched, deliveries) = lanes::Scheduler::new(
         config::LanesConfig {
@@ -115,6 +128,7 @@ pub async fn start(
             prefix: "webhook:",
         }),
         tasks.clone(),
+        clock.clone(),
     );
     // The job lanes' handle exists before dispatch, which reports to `followups`, which
     // hands work back to the lanes.
@@ -134,6 +148,7 @@ pub async fn start(
         metrics.clone(),
         followups.clone(),
         sealer.clone(),
+        clock.clone(),
     )?);
     let sched = lanes::Scheduler::with_inbox(
         inbox,
@@ -145,6 +160,7 @@ pub async fn start(
             prefix: "job:",
         }),
         tasks.clone(),
+        clock.clone(),
     );
 
     // Rebuild the indexes: every job not final goes back to its lane, every pending delivery
@@ -191,6 +207,7 @@ pub async fn start(
     tokio::spawn(retention::run(
         store.clone(),
         cfg.retention.clone(),
+        clock.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(notifier::run(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ezt_store::{PurgeCutoffs, Store};
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::config::{parse_retention, RetentionConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +19,12 @@ use tokio_util::sync::CancellationToken;
 const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
 
 /// Purges every `retention.interval` until `shutdown`.
-pub async fn run(store: Arc<dyn Store>, cfg: RetentionConfig, shutdown: CancellationToken) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    cfg: RetentionConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms()));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -27,7 +32,7 @@ pub async fn run(store: Arc<dyn Store>, cfg: RetentionConfig, shutdown: Cancella
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = pass(store.as_ref(), &cfg, &shutdown).await {
+        if let Err(e) = pass(store.as_ref(), &cfg, clock.as_ref(), &shutdown).await {
             tracing::warn!(error = %e, "retention: purge failed; trying again next interval");
         }
     }
@@ -37,9 +42,10 @@ pub async fn run(store: Arc<dyn Store>, cfg: RetentionConfig, shutdown: Cancella
 pub async fn pass(
     store: &dyn Store,
     cfg: &RetentionConfig,
+    clock: &dyn Clock,
     shutdown: &CancellationToken,
 ) -> ezt_store::Result<usize> {
-    let cutoffs = cutoffs(store, cfg, now_ms()).await?;
+    let cutoffs = cutoffs(store, cfg, clock.now_ms()).await?;
     if cutoffs.latest().is_none() {
         return Ok(0);
     }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ezt_core::tier::Tier;
 use ezt_core::{ApiKeyId, JobId, JobState};
-use ezt_runtime::clock::now_ms;
+use ezt_runtime::clock::{Clock, SystemClock};
 use ezt_runtime::events::JobView;
 use ezt_runtime::jobs::{cancel_stored, retry_stored, JobsError};
 use ezt_runtime::Config;
@@ -211,7 +211,13 @@ pub(crate) async fn run(args: Args) -> Result<()> {
                 TenantsCmd::Create { name, tier } => {
                     let tier = Tier::parse(&tier)
                         .with_context(|| format!("tier {tier:?}: use reserved, paid or free"))?;
-                    let t = ezt_runtime::admin::create_tenant(store.as_ref(), &name, tier).await?;
+                    let t = ezt_runtime::admin::create_tenant(
+                        store.as_ref(),
+                        &SystemClock,
+                        &name,
+                        tier,
+                    )
+                    .await?;
                     print_json(&t)
                 }
                 TenantsCmd::List => print_json(&store.list_tenants().await?),
@@ -222,7 +228,8 @@ pub(crate) async fn run(args: Args) -> Result<()> {
             match c {
                 KeysCmd::Create { tenant, json } => {
                     let t = tenant_id(store.as_ref(), &tenant).await?;
-                    let (key, rec) = ezt_runtime::admin::create_key(store.as_ref(), t).await?;
+                    let (key, rec) =
+                        ezt_runtime::admin::create_key(store.as_ref(), &SystemClock, t).await?;
                     if json {
                         print_json(
                             &serde_json::json!({"key": key, "id": rec.id, "tenant": tenant, "prefix": rec.prefix}),
@@ -246,7 +253,7 @@ pub(crate) async fn run(args: Args) -> Result<()> {
                 KeysCmd::Revoke { id } => {
                     let id: ApiKeyId = id.parse()?;
                     store
-                        .revoke_api_key(id, now_ms())
+                        .revoke_api_key(id, SystemClock.now_ms())
                         .await
                         .with_context(|| format!("revoking {id}"))?;
                     eprintln!("revoked {id}");
@@ -297,7 +304,9 @@ pub(crate) async fn run(args: Args) -> Result<()> {
                 }
                 JobsCmd::Cancel { id } => {
                     let id: JobId = id.parse()?;
-                    match cancel_stored(store.as_ref(), None, id, now_ms(), &cfg.region).await {
+                    match cancel_stored(store.as_ref(), None, id, SystemClock.now_ms(), &cfg.region)
+                        .await
+                    {
                         Ok(_) => {
                             eprintln!("cancelled {id}");
                             Ok(())
@@ -311,7 +320,7 @@ pub(crate) async fn run(args: Args) -> Result<()> {
                 }
                 JobsCmd::Retry { id } => {
                     let id: JobId = id.parse()?;
-                    match retry_stored(store.as_ref(), None, id, now_ms()).await {
+                    match retry_stored(store.as_ref(), None, id, SystemClock.now_ms()).await {
                         Ok(_) => {
                             eprintln!("re-queued {id}");
                             Ok(())
@@ -345,7 +354,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
         );
     }
     let store = open(&cfg)?;
-    if let Some(key) = ezt_runtime::admin::bootstrap(store.as_ref()).await? {
+    if let Some(key) = ezt_runtime::admin::bootstrap(store.as_ref(), &SystemClock).await? {
         // A log line, so `--log-json` output stays all JSON; the key alone goes to stdout.
         tracing::info!("first start: created tenant \"default\" and an API key, printed on stdout. It is shown once; store it now");
         out(&key);

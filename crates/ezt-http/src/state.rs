@@ -15,10 +15,13 @@ pub const AUTH_TTL: Duration = Duration::from_secs(1);
 pub type AuthCache = TtlCache<[u8; 32], Tenant>;
 
 /// Shared state of the handlers: the runtime's services, and the edge's own API-key cache.
+///
+/// axum clones the state for every extractor of every request, so it is two `Arc`s: cloning the
+/// runtime itself (a dozen `Arc`s and channel senders) showed up in the admission profile.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// The runtime (jobs service, store, lanes, events, metrics, configuration).
-    pub rt: Runtime,
+    pub rt: Arc<Runtime>,
     /// Recently verified API keys.
     pub auth: Arc<AuthCache>,
 }
@@ -27,7 +30,7 @@ impl AppState {
     /// The state of an API over `rt`.
     pub fn new(rt: Runtime) -> Self {
         Self {
-            rt,
+            rt: Arc::new(rt),
             auth: Arc::new(TtlCache::new(AUTH_TTL)),
         }
     }

@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::body::{parse_json, read_limited};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// The path of this endpoint; an envelope may not target it (no recursion).
@@ -45,8 +45,10 @@ pub fn router(api: Router) -> Router<AppState> {
     )
 }
 
-/// The hosted SDKs' envelope.
+/// The hosted SDKs' envelope (camelCase `metricName`, `customerId`, `targetUrl` are accepted
+/// too).
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"scope": "default", "metric_name": "jobs", "target_url": "https://ezthrottle.fly.dev/api/v1/jobs", "method": "POST", "headers": {"Content-Type": "application/json"}, "body": "{\"url\": \"https://api.example.com/orders\"}"}))]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// The hosted proxy's metering scope; accepted and ignored.
@@ -60,8 +62,10 @@ pub struct Envelope {
     /// The API call, e.g. `https://ezthrottle.fly.dev/api/v1/jobs`; only its path and query
     /// are used, and the path must be under `/api/v1/`.
     #[serde(alias = "targetUrl")]
+    #[schema(pattern = "^([Hh][Tt][Tt][Pp][Ss]?://[^/?#]*)?/api/v1/(jobs|webhook-secrets)([/?][!$&'()*+,;=:@%._~/?A-Za-z0-9-]*)?$", example = "https://ezthrottle.fly.dev/api/v1/jobs")]
     pub target_url: String,
-    /// HTTP method of the call (default `POST`).
+    /// HTTP method of the call (default `POST`), any case.
+    #[schema(pattern = "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee])$")]
     pub method: Option<String>,
     /// Headers of the call (e.g. `Content-Type`); credentials are ignored.
     pub headers: Option<BTreeMap<String, String>>,
@@ -136,10 +140,10 @@ fn method(raw: Option<&str>) -> Result<Method, FieldError> {
 }
 
 /// Opens an enveloped call and answers with what the API answered to it.
-#[utoipa::path(post, path = "/api/v1/proxy", request_body = Envelope,
-    responses((status = 200, description = "the call was made; its answer is in forwarded_response", body = ProxyAnswer),
-              (status = 400, description = "bad envelope field"), (status = 401), (status = 413),
-              (status = 422, description = "target_url is an event stream")),
+#[utoipa::path(post, path = "/api/v1/proxy", operation_id = "proxyEnvelope", tag = "hosted-sdk", request_body = Envelope,
+    responses((status = 200, description = "the call was made; its answer (any status, including errors) is in forwarded_response", body = ProxyAnswer),
+              (status = 400, description = "a bad envelope field (`target_url` outside /api/v1/, a bad method or header)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 408, description = "the body did not arrive in time (`request_timeout`)", body = ErrorBody), (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody),
+              (status = 422, description = "target_url is an event stream (`not_supported`)", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn proxy(
     State(st): State<AppState>,

@@ -37,12 +37,13 @@ done
 key=$("$bin" keys create --tenant default --data-dir "$work/data")
 echo "test-openapi-fuzz: seed $seed, $examples examples per operation, server $base"
 status=0
-st run "$base/openapi.json" \
+st --config-file scripts/schemathesis.toml run "$base/openapi.json" \
   --checks all \
   --header "Authorization: Bearer $key" \
   --max-examples "$examples" \
   --seed "$seed" \
-  --request-timeout 20 \
+  --request-timeout 45 \
+  --max-response-time 40 \
   --workers 2 \
   --no-color \
   --suppress-health-check all \

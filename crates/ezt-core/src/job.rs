@@ -160,7 +160,13 @@ pub struct RetryPolicyIn {
 pub struct WebhookIn {
     /// Receiver (http or https, at most 8,192 bytes, unique within the job); the outcome is
     /// POSTed to it, signed. Checked against the SSRF rules at submit and at connect time.
-    #[cfg_attr(feature = "openapi", schema(max_length = 8192, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 8192,
+            pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$"
+        )
+    )]
     url: String,
     /// Regions allowed to deliver it (one node delivers from its own).
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::regions))]
@@ -194,7 +200,13 @@ pub struct JobSpecIn {
     #[cfg_attr(feature = "openapi", schema(value_type = String, required = true, max_length = 8192, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$", example = "https://api.example.com/orders"))]
     url: Option<String>,
     /// HTTP method (default GET), any case.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$", example = "POST"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$",
+            example = "POST"
+        )
+    )]
     method: Option<String>,
     /// Headers sent to the target.
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::headers))]
@@ -242,7 +254,15 @@ pub struct JobSpecIn {
     /// Dedup key (1-256 bytes, no control characters); else the `Idempotency-Key` header;
     /// else SHA-256 of tenant, lane credential, method, url and body.
     #[serde(alias = "idempotentKey")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$", example = "order-42"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]+$",
+            example = "order-42"
+        )
+    )]
     idempotent_key: Option<String>,
     /// Workflows (later issue): a job to run if this one fails. Answered `422 not_supported`
     /// today.

@@ -71,7 +71,9 @@ pub fn metadata() -> impl Into<RefOr<Schema>> {
         )))
         .property_names(Some(string().max_length(Some(l.max_metadata_value_bytes))))
         .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(
-            string().max_length(Some(l.max_metadata_value_bytes)).build(),
+            string()
+                .max_length(Some(l.max_metadata_value_bytes))
+                .build(),
         )))))
         .max_properties(Some(l.max_metadata_keys))
         .examples([serde_json::json!({"order": "42"})])
@@ -124,9 +126,14 @@ pub fn hosted_status() -> impl Into<RefOr<Schema>> {
 
 /// The Standard Webhooks `type` of a webhook body.
 pub fn event_type() -> impl Into<RefOr<Schema>> {
-    enum_of(&["job.succeeded", "job.failed", "job.expired", "job.cancelled"])
-        .description(Some("`job.` and the job's final state."))
-        .build()
+    enum_of(&[
+        "job.succeeded",
+        "job.failed",
+        "job.expired",
+        "job.cancelled",
+    ])
+    .description(Some("`job.` and the job's final state."))
+    .build()
 }
 
 /// `error.code` of a job view and a webhook body.

@@ -360,9 +360,23 @@ mod tests {
     fn codes_serialise_as_their_names() {
         use ErrorCode::*;
         for c in [
-            InvalidField, MissingField, UnknownField, InvalidJson, Unauthorized, NotFound,
-            MethodNotAllowed, RequestTimeout, Conflict, PayloadTooLarge, NotSupported, SsrfDenied,
-            RegionUnavailable, TooManyLanes, TooManyWaiters, Internal, Unavailable,
+            InvalidField,
+            MissingField,
+            UnknownField,
+            InvalidJson,
+            Unauthorized,
+            NotFound,
+            MethodNotAllowed,
+            RequestTimeout,
+            Conflict,
+            PayloadTooLarge,
+            NotSupported,
+            SsrfDenied,
+            RegionUnavailable,
+            TooManyLanes,
+            TooManyWaiters,
+            Internal,
+            Unavailable,
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str(), "{c:?}");
         }
@@ -371,7 +385,9 @@ mod tests {
             body,
             serde_json::json!({"error": {"code": "invalid_field", "field": "limit", "message": "x"}})
         );
-        assert!(ApiError::unauthorized().body()["error"].get("field").is_none());
+        assert!(ApiError::unauthorized().body()["error"]
+            .get("field")
+            .is_none());
     }
 
     #[test]

@@ -62,15 +62,40 @@ pub struct Envelope {
     /// The API call, e.g. `https://ezthrottle.fly.dev/api/v1/jobs`; only its path and query
     /// are used, and the path must be under `/api/v1/`.
     #[serde(alias = "targetUrl")]
-    #[schema(pattern = "^([Hh][Tt][Tt][Pp][Ss]?://[^/?#]*)?/api/v1/(jobs|webhook-secrets)([/?][!$&'()*+,;=:@%._~/?A-Za-z0-9-]*)?$", example = "https://ezthrottle.fly.dev/api/v1/jobs")]
+    #[schema(
+        pattern = "^([Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*(:[1-9][0-9]{0,3})?)?/api/v1/(jobs|webhook-secrets)([/?][!$&'()*+,;=:@%._~/?A-Za-z0-9-]*)?$",
+        example = "https://ezthrottle.fly.dev/api/v1/jobs"
+    )]
     pub target_url: String,
     /// HTTP method of the call (default `POST`), any case.
-    #[schema(pattern = "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee])$")]
+    #[schema(
+        pattern = "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee])$"
+    )]
     pub method: Option<String>,
-    /// Headers of the call (e.g. `Content-Type`); credentials are ignored.
+    /// Headers of the call (e.g. `Content-Type`): RFC 9110 token names, values without
+    /// control characters but tab; credentials and connection headers are not passed on.
+    #[schema(schema_with = envelope_headers)]
     pub headers: Option<BTreeMap<String, String>>,
     /// Body of the call, as a string (the hosted SDKs send JSON text).
     pub body: Option<String>,
+}
+
+fn envelope_headers() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>> {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaType, Type};
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .property_names(Some(
+            string().pattern(Some(ezt_core::openapi::HEADER_NAME_PATTERN)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            utoipa::openapi::RefOr::T(Schema::Object(
+                string()
+                    .pattern(Some(r"^[^\x00-\x08\x0a-\x1f\x7f]*$"))
+                    .build(),
+            )),
+        )))
+        .build()
 }
 
 /// What the hosted SDKs read back.

@@ -68,10 +68,29 @@ impl From<Admitted> for SubmitOut {
 #[schema(example = json!({"jobs": [{"url": "https://api.example.com/a"}, {"url": "https://api.example.com/b", "method": "POST"}]}))]
 #[serde(deny_unknown_fields)]
 pub struct BatchIn {
-    /// 1 to 1,000 jobs (`limits.max_batch_jobs`), each the body of `POST /api/v1/jobs`; each
-    /// is judged on its own.
-    #[schema(value_type = Vec<ezt_core::job::JobSpecIn>, min_items = 1, max_items = 1000)]
+    /// 1 to 1,000 jobs (`limits.max_batch_jobs`), each the body of `POST /api/v1/jobs`
+    /// (`JobSpecIn`). Each is judged on its own: one that is not a valid job is refused in its
+    /// own result entry, and the others are still admitted.
+    #[schema(schema_with = batch_jobs)]
     pub jobs: Vec<serde_json::Value>,
+}
+
+fn batch_jobs() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>> {
+    use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, SchemaType};
+    use utoipa::openapi::{Ref, RefOr, Schema};
+    let job = AnyOfBuilder::new()
+        .item(Ref::from_schema_name("JobSpecIn"))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .description(Some("anything else: refused in its result entry")),
+        )
+        .build();
+    ArrayBuilder::new()
+        .items(RefOr::T(Schema::AnyOf(job)))
+        .min_items(Some(1))
+        .max_items(Some(1000))
+        .build()
 }
 
 /// One result of a batch: the submit answer, or the error body of that job alone.
@@ -105,6 +124,33 @@ pub enum SubmitOrView {
     Final(Box<JobView>),
 }
 
+/// One Server-Sent Event of `/events` (the frame, as a client's SSE parser sees it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SseEvent {
+    /// `queued`, `position`, `dispatching`, `attempt`, or the final state.
+    #[schema(schema_with = sse_event_names)]
+    pub event: String,
+    /// The event's JSON: `{job_id, at}`, `{job_id, position}`, `{job_id, attempt}`, an attempt,
+    /// or (final) the job view.
+    pub data: String,
+}
+
+fn sse_event_names() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>> {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([
+            "queued",
+            "position",
+            "dispatching",
+            "attempt",
+            "succeeded",
+            "failed",
+            "expired",
+            "cancelled",
+        ]))
+        .build()
+}
+
 /// Answer to a redelivery.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RedeliverOut {
@@ -128,10 +174,16 @@ pub struct JobList {
 pub struct WaitQuery {
     /// Hold the answer until the job is final or this long passed: integer milliseconds or a
     /// humantime duration (`250ms`, `30s`, `1m`); more than 5 minutes counts as 5 minutes.
-    #[param(pattern = r"^ *([0-9]{1,9}|([0-9]{1,9}(nanos|nsec|ns|usec|us|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y) *)+) *$", example = "30s")]
+    #[param(
+        pattern = r"^ *([0-9]{1,9}|([0-9]{1,9}(nanos|nsec|ns|usec|us|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y) *)+) *$",
+        example = "30s"
+    )]
     pub wait: Option<String>,
     /// Same as `wait` (the name `/wait` documents; `timeout` wins when both are given).
-    #[param(pattern = r"^ *([0-9]{1,9}|([0-9]{1,9}(nanos|nsec|ns|usec|us|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y) *)+) *$", example = "30s")]
+    #[param(
+        pattern = r"^ *([0-9]{1,9}|([0-9]{1,9}(nanos|nsec|ns|usec|us|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y) *)+) *$",
+        example = "30s"
+    )]
     pub timeout: Option<String>,
 }
 
@@ -143,9 +195,9 @@ pub struct ListQuery {
     pub state: Option<String>,
     /// Only this lane (as views show it, e.g. `api.example.com:443`).
     pub lane: Option<String>,
-    /// Only jobs created after (ms since epoch).
+    /// Only jobs created after (ms since epoch; 0 to 2^63-1).
     #[param(minimum = 0, format = Int64)]
-    pub created_after: Option<u64>,
+    pub created_after: Option<i64>,
     /// Page size, 1-100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
@@ -357,10 +409,16 @@ async fn list(
                 .map_err(|_| FieldError::invalid("cursor", "not a cursor from a previous page"))
         })
         .transpose()?;
+    let created_after = q
+        .created_after
+        .map(|t| {
+            u64::try_from(t).map_err(|_| FieldError::invalid("created_after", "must be 0 or more"))
+        })
+        .transpose()?;
     let filter = JobFilter {
         state,
         lane: q.lane,
-        created_after: q.created_after,
+        created_after,
         before,
         limit,
     };
@@ -407,7 +465,7 @@ fn sse(ev: &JobEvent) -> Event {
 
 /// Server-Sent Events until the job is final; late subscribers first get what they missed.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/events", operation_id = "streamJobEvents", tag = "jobs", params(("id" = String, Path, description = "a job id from a submit answer", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", example = "job_01JD6Q3K9V2M8X4T7B5N0R1C2E")),
-    responses((status = 200, description = "Server-Sent Events until the job is final: `queued`, `position`, `dispatching`, `attempt`, then the final state (`succeeded`, `failed`, `expired`, `cancelled`) whose data is the job view; a late subscriber first gets what it missed", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "Server-Sent Events until the job is final: `queued`, `position`, `dispatching`, `attempt`, then the final state (`succeeded`, `failed`, `expired`, `cancelled`) whose data is the job view; a late subscriber first gets what it missed", content_type = "text/event-stream", body = SseEvent),
               (status = 400, description = "the path is not valid UTF-8 (`invalid_field`, field `path`)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "no such job for this tenant (`not_found`)", body = ErrorBody), (status = 429, description = "the tenant holds too many open streams and long polls (`too_many_waiters`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn events(

@@ -36,12 +36,20 @@ pub fn router() -> Router<AppState> {
 pub struct SecretsIn {
     /// Signs every delivery.
     #[serde(alias = "primarySecret")]
-    #[schema(min_length = 16, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 16,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub primary_secret: String,
     /// Also signs every delivery, second (e.g. the old secret while receivers switch); must
     /// differ from `primary_secret`.
     #[serde(alias = "secondarySecret")]
-    #[schema(min_length = 16, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 16,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub secondary_secret: Option<String>,
 }
 
@@ -53,7 +61,11 @@ pub struct RotateIn {
     /// Becomes the primary (16-256 characters, as `primary_secret`; not the current primary);
     /// the old primary becomes the secondary.
     #[serde(alias = "newSecret")]
-    #[schema(min_length = 16, max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
+    #[schema(
+        min_length = 16,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub new_secret: String,
 }
 

@@ -170,6 +170,9 @@ pub fn header_pairs() -> impl Into<RefOr<Schema>> {
 /// A region list (`null` is no list).
 pub fn regions() -> impl Into<RefOr<Schema>> {
     ArrayBuilder::new()
+        .description(Some(
+            "Region names (1-64 letters, digits, `-` or `_`); empty or absent means any.",
+        ))
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
         .items(
             string()

@@ -183,6 +183,115 @@ pub struct ApiDoc;
 mod tests {
     use super::*;
 
+    /// Every operation has an id, a tag and an example-bearing schema for each answer; every
+    /// error answer is the one error body; the error code is an enum of every code sent; the
+    /// submit body is the parsing type, workflow fields included; views are typed throughout.
+    #[test]
+    fn document_describes_every_operation_and_error() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                let name = format!("{method} {path}");
+                let id = op["operationId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name}: id"));
+                assert!(
+                    ids.insert(id.to_string()),
+                    "{name}: operationId {id} is unique"
+                );
+                assert!(op["tags"].is_array(), "{name}: tagged");
+                for (status, r) in op["responses"].as_object().unwrap() {
+                    let content = r["content"].as_object();
+                    let content = content.unwrap_or_else(|| panic!("{name} {status}: no schema"));
+                    let schema = &content.values().next().unwrap()["schema"];
+                    assert!(!schema.is_null(), "{name} {status}: no schema");
+                    if status.starts_with('4') || status.starts_with('5') {
+                        if path != "/readyz" {
+                            assert_eq!(
+                                schema["$ref"], "#/components/schemas/ErrorBody",
+                                "{name} {status}: the one error body"
+                            );
+                        }
+                    }
+                }
+                if op["security"].is_array() {
+                    assert!(op["responses"]["401"].is_object(), "{name}: 401");
+                }
+            }
+        }
+        assert!(ids.len() >= 17, "{ids:?}");
+        let codes: Vec<&str> = schemas["ErrorCode"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        for code in [
+            "invalid_field",
+            "not_supported",
+            "ssrf_denied",
+            "too_many_waiters",
+            "unavailable",
+        ] {
+            assert!(codes.contains(&code), "{code} in {codes:?}");
+        }
+        let job = &schemas["JobSpecIn"];
+        assert_eq!(job["required"], serde_json::json!(["url"]));
+        assert_eq!(job["additionalProperties"], false);
+        for f in [
+            "fallback_job",
+            "on_success",
+            "on_failure",
+            "on_failure_timeout_ms",
+            "webhooks",
+            "retry_policy",
+            "timeout",
+        ] {
+            let p = &job["properties"][f];
+            let d = p["description"]
+                .as_str()
+                .or(p["oneOf"][1]["description"].as_str());
+            assert!(d.is_some_and(|d| !d.is_empty()), "{f} described: {p}");
+        }
+        assert!(job["example"].is_object(), "submit body has an example");
+        assert!(schemas["ErrorBody"]["example"].is_object());
+        // No bare objects in the views: every property has a type, a $ref or a composition.
+        for view in [
+            "JobView",
+            "DeliveryView",
+            "Attempt",
+            "DeliveryAttempt",
+            "Response",
+            "JobSpec",
+        ] {
+            for (name, p) in schemas[view]["properties"].as_object().unwrap() {
+                let typed = p.get("$ref").is_some()
+                    || p.get("oneOf").is_some()
+                    || p.get("allOf").is_some()
+                    || p["items"].is_object()
+                    || p["additionalProperties"].is_object()
+                    || p["type"].as_str().is_some_and(|t| t != "object")
+                    || p["type"]
+                        .as_array()
+                        .is_some_and(|t| !t.contains(&"object".into()));
+                assert!(typed, "{view}.{name} is typed: {p}");
+            }
+        }
+        let hook = &schemas["WebhookPayload"]["properties"];
+        assert_eq!(
+            hook["type"]["enum"],
+            serde_json::json!([
+                "job.succeeded",
+                "job.failed",
+                "job.expired",
+                "job.cancelled"
+            ])
+        );
+        assert_eq!(hook["timestamp"]["format"], "date-time");
+    }
+
     /// `openapi.json` at the repository root is what the code generates; regenerate with
     /// `EZT_UPDATE_OPENAPI=1 cargo test -p ezt-http openapi`.
     #[test]

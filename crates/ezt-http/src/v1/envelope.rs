@@ -60,10 +60,12 @@ pub struct Envelope {
     #[serde(alias = "customerId")]
     pub customer_id: Option<String>,
     /// The API call, e.g. `https://ezthrottle.fly.dev/api/v1/jobs`; only its path and query
-    /// are used, and the path must be under `/api/v1/`.
+    /// are used. The path must be under `/api/v1/`, without `..`, and not the proxy itself; an
+    /// unknown path is forwarded and answered 404 inside `forwarded_response`; an event stream
+    /// (`…/events`) is `422 not_supported`.
     #[serde(alias = "targetUrl")]
     #[schema(
-        pattern = "^([Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*(:[1-9][0-9]{0,3})?)?/api/v1/(jobs|webhook-secrets)([/?][!$&'()*+,;=:@%._~/?A-Za-z0-9-]*)?$",
+        pattern = r#"^(?!.*(\.\.|%2[eE]|/\.))([Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[1-9][0-9]{0,3})?)?/api/v1/(?!proxy(?:[/?#]|$))[^\s?#]*(\?[^\s#]*)?$"#,
         example = "https://ezthrottle.fly.dev/api/v1/jobs"
     )]
     pub target_url: String,

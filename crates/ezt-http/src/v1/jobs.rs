@@ -87,6 +87,11 @@ fn batch_jobs() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Sch
         )
         .build();
     ArrayBuilder::new()
+        .description(Some(
+            "1 to 1,000 jobs (`limits.max_batch_jobs`), each the body of `POST /api/v1/jobs` \
+             (`JobSpecIn`). Each is judged on its own: one that is not a valid job is refused in \
+             its own result entry, and the others are still admitted.",
+        ))
         .items(RefOr::T(Schema::AnyOf(job)))
         .min_items(Some(1))
         .max_items(Some(1000))

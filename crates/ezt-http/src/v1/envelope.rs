@@ -65,7 +65,7 @@ pub struct Envelope {
     /// (`…/events`) is `422 not_supported`.
     #[serde(alias = "targetUrl")]
     #[schema(
-        pattern = r#"^(?!.*(\.\.|%2[eE]|/\.))([Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[1-9][0-9]{0,3})?)?/api/v1/(?!proxy(?:[/?#]|$))[^\s?#]*(\?[^\s#]*)?$"#,
+        pattern = r#"^(?!.*(\.\.|%2[eE]|/\.))([Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?)?/api/v1/(?!proxy(?:[/?#]|$))[^\s?#]*(\?[^\s#]*)?$"#,
         example = "https://ezthrottle.fly.dev/api/v1/jobs"
     )]
     pub target_url: String,

@@ -164,7 +164,7 @@ pub struct WebhookIn {
         feature = "openapi",
         schema(
             max_length = 8192,
-            pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$"
+            pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$"
         )
     )]
     url: String,
@@ -197,7 +197,7 @@ pub struct JobSpecIn {
     /// The target: an http or https URL, at most 8,192 bytes; checked against the SSRF rules
     /// (private, loopback and link-local addresses are refused with `ssrf_denied` unless
     /// allowed by `allow_cidrs`).
-    #[cfg_attr(feature = "openapi", schema(value_type = String, required = true, max_length = 8192, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$", example = "https://api.example.com/orders"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, required = true, max_length = 8192, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$", example = "https://api.example.com/orders"))]
     url: Option<String>,
     /// HTTP method (default GET), any case.
     #[cfg_attr(

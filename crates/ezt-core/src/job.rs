@@ -931,6 +931,29 @@ mod tests {
         cx_validate(json).expect_err(json)
     }
 
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_openapi_document_states_the_default_limits() {
+        let l = Limits::default();
+        let d = crate::openapi::LIMITS;
+        assert_eq!(
+            (d.max_headers, d.max_header_bytes, d.max_metadata_keys),
+            (l.max_headers, l.max_header_bytes, l.max_metadata_keys)
+        );
+        assert_eq!(
+            (
+                d.max_metadata_value_bytes,
+                d.max_timeout_ms,
+                d.default_timeout_ms
+            ),
+            (
+                l.max_metadata_value_bytes,
+                l.max_timeout_ms,
+                DEFAULT_TIMEOUT_MS
+            )
+        );
+    }
+
     #[test]
     fn minimal_job_gets_defaults() {
         let v = cx_validate(r#"{"url":"http://127.0.0.1:9/x"}"#).unwrap();

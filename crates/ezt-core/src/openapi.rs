@@ -1,7 +1,8 @@
 //! OpenAPI schemas of the request shapes whose Rust types cannot say their own constraints (a map
 //! kept as a list of entries, a duration that is a string or a number), for the `openapi`
-//! feature. The limits are the defaults of [`crate::job::Limits`]; an operator who changes them
-//! changes what the server accepts, not this document.
+//! feature. The limits are the defaults of `job::Limits` (a test there checks they agree; this
+//! module does not import `job`, which uses it); an operator who changes them changes what the
+//! server accepts, not this document.
 
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema,
@@ -9,7 +10,32 @@ use utoipa::openapi::schema::{
 };
 use utoipa::openapi::RefOr;
 
-use crate::job::{Limits, DEFAULT_TIMEOUT_MS};
+/// The defaults of `job::Limits` that the schemas state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentedLimits {
+    /// `max_headers`.
+    pub max_headers: usize,
+    /// `max_header_bytes`.
+    pub max_header_bytes: usize,
+    /// `max_metadata_keys`.
+    pub max_metadata_keys: usize,
+    /// `max_metadata_value_bytes`.
+    pub max_metadata_value_bytes: usize,
+    /// `max_timeout_ms`.
+    pub max_timeout_ms: u64,
+    /// `job::DEFAULT_TIMEOUT_MS`.
+    pub default_timeout_ms: u64,
+}
+
+/// What the document states.
+pub const LIMITS: DocumentedLimits = DocumentedLimits {
+    max_headers: 64,
+    max_header_bytes: 8 * 1024,
+    max_metadata_keys: 32,
+    max_metadata_value_bytes: 1024,
+    max_timeout_ms: 30 * 24 * 3600 * 1000,
+    default_timeout_ms: 24 * 3600 * 1000,
+};
 
 /// An RFC 9110 token: what a header name may be.
 pub const HEADER_NAME_PATTERN: &str = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
@@ -34,7 +60,7 @@ fn nullable_object() -> ObjectBuilder {
 
 /// `headers` of a job: header names to string values.
 pub fn headers() -> impl Into<RefOr<Schema>> {
-    let l = Limits::default();
+    let l = LIMITS;
     nullable_object()
         .description(Some(format!(
             "Sent to the target. Names are RFC 9110 tokens, unique case-insensitively, not one of the \
@@ -63,7 +89,7 @@ pub fn headers() -> impl Into<RefOr<Schema>> {
 
 /// `metadata` of a job: string keys to string values, echoed in views and webhooks.
 pub fn metadata() -> impl Into<RefOr<Schema>> {
-    let l = Limits::default();
+    let l = LIMITS;
     nullable_object()
         .description(Some(format!(
             "Echoed in views and webhooks. At most {} keys; keys and values at most {} bytes.",
@@ -82,13 +108,13 @@ pub fn metadata() -> impl Into<RefOr<Schema>> {
 
 /// `timeout` of a job: integer milliseconds or a humantime string.
 pub fn timeout() -> impl Into<RefOr<Schema>> {
-    let l = Limits::default();
+    let l = LIMITS;
     let one_of = OneOfBuilder::new()
         .description(Some(format!(
-            "How long to keep trying, from submission (default {DEFAULT_TIMEOUT_MS} ms = 24h; \
-             1 ms to {} ms = 30 days): integer milliseconds or a humantime string such as \
-             \"250ms\", \"90s\", \"1h 30m\".",
-            l.max_timeout_ms
+            "How long to keep trying, from submission (default {} ms = 24h; 1 ms to {} ms = \
+             30 days): integer milliseconds or a humantime string such as \"250ms\", \"90s\", \
+             \"1h 30m\".",
+            l.default_timeout_ms, l.max_timeout_ms
         )))
         .item(
             ObjectBuilder::new()

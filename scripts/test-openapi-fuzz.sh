@@ -37,7 +37,9 @@ done
 key=$("$bin" keys create --tenant default --data-dir "$work/data")
 echo "test-openapi-fuzz: seed $seed, $examples examples per operation, server $base"
 status=0
-st --config-file scripts/schemathesis.toml run "$base/openapi.json" \
+# Run from the temp dir: schemathesis keeps a cache (.schemathesis/) in its working directory.
+config="$PWD/scripts/schemathesis.toml"
+(cd "$work" && st --config-file "$config" run "$base/openapi.json" \
   --checks all \
   --header "Authorization: Bearer $key" \
   --max-examples "$examples" \
@@ -48,7 +50,7 @@ st --config-file scripts/schemathesis.toml run "$base/openapi.json" \
   --no-color \
   --suppress-health-check all \
   --generation-database none \
-  --report junit --report-dir "$work/report" || status=$?
+  --report junit --report-dir "$work/report") || status=$?
 if grep -q ' ERROR \|panicked' "$work/server.log"; then
   echo "test-openapi-fuzz: the server logged errors:" >&2
   grep ' ERROR \|panicked' "$work/server.log" | head -20 >&2

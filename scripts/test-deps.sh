@@ -6,13 +6,18 @@
 #   installed editable from sdks/python;
 # - the hosted service's Python package, unmodified, from PyPI into target/hosted-sdk (never on the
 #   default path: it is also called `ezthrottle`), to prove POST /api/v1/proxy serves it as is;
+# - schemathesis (scripts/test-openapi-fuzz.sh: schema-driven fuzzing of /openapi.json), pinned;
 # - libfaketime (the fault suite's clock steps), from Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOSTED_SDK_VERSION=1.3.0
+SCHEMATHESIS_VERSION=4.32.5
 pip_install() { PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "$@"; }
 
 python3 -c 'import standardwebhooks' 2>/dev/null || pip_install standardwebhooks
+# The fuzz script's checks and config keys are those of schemathesis 4; another version may differ.
+[ "$(python3 -c 'import schemathesis; print(schemathesis.__version__)' 2>/dev/null)" = "$SCHEMATHESIS_VERSION" ] \
+  || pip_install "schemathesis==$SCHEMATHESIS_VERSION"
 if [ -f sdks/python/pyproject.toml ]; then
   python3 - <<'PY' 2>/dev/null || pip_install -e 'sdks/python[dev]'
 import importlib.metadata as md, pathlib

@@ -126,72 +126,177 @@ impl<'de> Deserialize<'de> for HeadersIn {
     }
 }
 
-/// Retry policy as a client sends it; absent fields take the defaults.
+/// Retry policy as a client sends it; absent fields take the defaults. Every field also
+/// accepts its camelCase spelling (`maxRetries`, …).
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"max_retries": 5, "retry_codes": [429, 503]})))]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicyIn {
+    /// Retries in the same region after the first attempt (default 3). Network errors are
+    /// always retried.
     #[serde(alias = "maxRetries")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     max_retries: Option<u32>,
+    /// Moves to another region (default 2; on one node they are retried locally).
     #[serde(alias = "maxReroutes")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100))]
     max_reroutes: Option<u32>,
+    /// Statuses retried after backoff (default `[429, 503]`): HTTP statuses outside 2xx.
     #[serde(alias = "retryCodes")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 100, schema_with = crate::openapi::status_codes))]
     retry_codes: Option<Vec<u16>>,
+    /// Statuses that move the call to another region (default `[500, 502, 504]`).
     #[serde(alias = "rerouteCodes")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 100, schema_with = crate::openapi::status_codes))]
     reroute_codes: Option<Vec<u16>>,
 }
 
-/// A webhook as a client sends it.
+/// A webhook as a client sends it (`hasQuorumVote` is accepted too).
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"url": "https://hooks.example.com/ezthrottle"})))]
 #[serde(deny_unknown_fields)]
 pub struct WebhookIn {
+    /// Receiver (http or https, at most 8,192 bytes, unique within the job); the outcome is
+    /// POSTed to it, signed. Checked against the SSRF rules at submit and at connect time.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            max_length = 8192,
+            pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$"
+        )
+    )]
     url: String,
+    /// Regions allowed to deliver it (one node delivers from its own).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::regions))]
     regions: Option<Vec<String>>,
+    /// Counts towards `webhook_quorum` (default true).
     #[serde(alias = "hasQuorumVote")]
     has_quorum_vote: Option<bool>,
 }
 
-/// The body of `POST /api/v1/jobs`, exactly as received.
+/// The body of `POST /api/v1/jobs`, exactly as received. Only `url` is required. Every field
+/// also accepts its camelCase spelling (`retryPolicy`, `idempotentKey`, …), as the hosted Node
+/// and Go SDKs send; unknown fields are refused (`unknown_field`).
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({
+    "url": "https://api.example.com/orders",
+    "method": "POST",
+    "headers": {"Authorization": "Bearer sk_live_…", "Content-Type": "application/json"},
+    "body": "{\"order\": 42}",
+    "metadata": {"order": "42"},
+    "webhooks": [{"url": "https://hooks.example.com/ezthrottle"}],
+    "retry_policy": {"max_retries": 5},
+    "timeout": "1h",
+    "idempotent_key": "order-42"
+})))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpecIn {
+    /// The target: an http or https URL, at most 8,192 bytes; checked against the SSRF rules
+    /// (private, loopback and link-local addresses are refused with `ssrf_denied` unless
+    /// allowed by `allow_cidrs`).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, required = true, max_length = 8192, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$", example = "https://api.example.com/orders"))]
     url: Option<String>,
+    /// HTTP method (default GET), any case.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee]|[Hh][Ee][Aa][Dd]|[Oo][Pp][Tt][Ii][Oo][Nn][Ss])$",
+            example = "POST"
+        )
+    )]
     method: Option<String>,
+    /// Headers sent to the target.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::headers))]
     headers: Option<HeadersIn>,
+    /// Request body sent as is, at most 262,144 bytes (`payload_too_large` above).
+    #[cfg_attr(feature = "openapi", schema(max_length = 262144))]
     body: Option<String>,
+    /// Echoed in views and webhooks.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::metadata))]
     metadata: Option<BTreeMap<String, String>>,
+    /// Where the outcome is POSTed, signed (at most 10, unique URLs).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<WebhookIn>>, max_items = 10))]
     webhooks: Option<Vec<Obj<WebhookIn>>>,
+    /// Voting webhooks that must acknowledge (0-10; default 1 when a webhook votes). With voting
+    /// webhooks it must be 1 to their number; 0 is what views show when none votes; ignored
+    /// without webhooks.
     #[serde(alias = "webhookQuorum")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 10))]
     webhook_quorum: Option<u32>,
+    /// Regions allowed to make the call (default: any).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::regions))]
     regions: Option<Vec<String>>,
+    /// `fallback` (default: run elsewhere when no listed region can) or `strict` (needs a
+    /// node in `regions`: `not_supported` on a single node outside them).
     #[serde(alias = "regionPolicy")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::job::RegionPolicy>))]
     region_policy: Option<String>,
+    /// `race` (default: the first 2xx wins) or `fanout` (every region; needs cluster mode:
+    /// answered `not_supported` today).
     #[serde(alias = "executionMode")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::job::ExecutionMode>))]
     execution_mode: Option<String>,
+    /// When a failed attempt is tried again.
     #[serde(alias = "retryPolicy")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<RetryPolicyIn>))]
     retry_policy: Option<Obj<RetryPolicyIn>>,
+    /// How long to keep trying.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::timeout))]
     timeout: Option<DurationIn>,
+    /// Earliest first attempt, ms since the epoch (at most a year from now; a past time means
+    /// now).
     #[serde(alias = "retryAt")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 4102444800000i64, format = Int64))]
     retry_at: Option<u64>,
+    /// Dedup key (1-256 bytes, no control characters); else the `Idempotency-Key` header;
+    /// else SHA-256 of tenant, lane credential, method, url and body.
     #[serde(alias = "idempotentKey")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 256,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]+$",
+            example = "order-42"
+        )
+    )]
     idempotent_key: Option<String>,
+    /// Workflows (later issue): a job to run if this one fails. Answered `422 not_supported`
+    /// today.
     #[serde(alias = "fallbackJob")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_job))]
     fallback_job: Option<serde_json::Value>,
+    /// Workflows (later issue): a job to run after this one succeeds. Answered
+    /// `422 not_supported` today.
     #[serde(alias = "onSuccess")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_job))]
     on_success: Option<serde_json::Value>,
+    /// Workflows (later issue): a job to run after this one fails for good. Answered
+    /// `422 not_supported` today.
     #[serde(alias = "onFailure")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_job))]
     on_failure: Option<serde_json::Value>,
+    /// Workflows (later issue): how long `on_failure` may wait, ms. Answered
+    /// `422 not_supported` today.
     #[serde(alias = "onFailureTimeoutMs")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, format = Int64))]
     on_failure_timeout_ms: Option<u64>,
 }
 
 /// The normalised, validated job: what the store keeps and the executor runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSpec {
     /// Target URL (normalised by the WHATWG parser).
     pub url: String,
     /// Upper-case HTTP method.
     pub method: String,
-    /// Headers sent to the target, sorted by name (names as given).
+    /// Headers sent to the target, sorted by name (names as given); credentials shown as
+    /// `[redacted]`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::header_pairs))]
     pub headers: Vec<(String, String)>,
     /// Request body, sent as is.
     pub body: Option<String>,
@@ -215,14 +320,17 @@ pub struct JobSpec {
     /// Whether the call may run outside `regions`. Kept so the view shows what was asked, and
     /// for cluster mode, which will act on it.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub region_policy: RegionPolicy,
     /// How several regions share the call.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub execution_mode: ExecutionMode,
 }
 
 /// `region_policy` of a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RegionPolicy {
     /// Use another region when none of the listed ones can run it.
@@ -234,6 +342,7 @@ pub enum RegionPolicy {
 
 /// `execution_mode` of a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionMode {
     /// Several regions may try; the first 2xx wins.
@@ -820,6 +929,29 @@ mod tests {
 
     fn err(json: &str) -> FieldError {
         cx_validate(json).expect_err(json)
+    }
+
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_openapi_document_states_the_default_limits() {
+        let l = Limits::default();
+        let d = crate::openapi::LIMITS;
+        assert_eq!(
+            (d.max_headers, d.max_header_bytes, d.max_metadata_keys),
+            (l.max_headers, l.max_header_bytes, l.max_metadata_keys)
+        );
+        assert_eq!(
+            (
+                d.max_metadata_value_bytes,
+                d.max_timeout_ms,
+                d.default_timeout_ms
+            ),
+            (
+                l.max_metadata_value_bytes,
+                l.max_timeout_ms,
+                DEFAULT_TIMEOUT_MS
+            )
+        );
     }
 
     #[test]

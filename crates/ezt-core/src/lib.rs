@@ -15,6 +15,8 @@ pub mod idempotency;
 pub mod ids;
 pub mod job;
 pub mod lane;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod ratelimit_headers;
 pub mod retry;
 pub mod ssrf;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Per-job retry behaviour, as on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetryPolicy {
     /// Retries (in the same region) allowed after the first attempt.
     pub max_retries: u32,
@@ -44,6 +45,7 @@ pub enum Outcome {
 
 /// How an attempt's outcome is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// 2xx: done.

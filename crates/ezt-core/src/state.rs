@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Where a job is in its life. Final states never change again, except through an explicit
 /// `retry` (replay) of a `failed` or `expired` job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting in its lane for the limiter.

@@ -25,8 +25,11 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::JobState;
+
 /// A webhook on a job, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Webhook {
     /// Where the outcome is POSTed (checked against the SSRF rules at submit and connect time).
     pub url: String,
@@ -223,6 +226,7 @@ pub fn verify_standard(
 
 /// The upstream answer carried in a webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PayloadResponse {
     /// HTTP status.
     pub status_code: u16,
@@ -254,6 +258,7 @@ impl PayloadResponse {
 
 /// Why a job did not succeed, as carried in a webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PayloadError {
     /// Stable code (`http_status`, `retries_exhausted`, `deadline`, `cancelled`, …).
     pub code: String,
@@ -264,12 +269,14 @@ pub struct PayloadError {
 /// The body of a webhook delivery (API.md "Webhooks"), serialised once when the job ends and
 /// sent byte-identical on every attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = WebhookPayload))]
 pub struct Payload {
     /// The job.
     pub job_id: String,
     /// Its dedup key.
     pub idempotent_key: String,
     /// `success` or `failed` (expired and cancelled jobs are `failed` with an error code).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::hosted_status))]
     pub status: &'static str,
     /// The final upstream answer, if there was one.
     pub response: Option<PayloadResponse>,
@@ -284,6 +291,44 @@ pub struct Payload {
     pub region: String,
     /// When the job became final, ms since the epoch.
     pub completed_at: u64,
+    /// Standard Webhooks event type: `job.` and the job's final state (`job.succeeded`,
+    /// `job.failed`, `job.expired`, `job.cancelled`); finer than `status`.
+    #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::event_type))]
+    pub event_type: &'static str,
+    /// Standard Webhooks `timestamp`: `completed_at` in RFC 3339 (UTC, milliseconds).
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub timestamp: String,
+}
+
+/// The Standard Webhooks `type` of a job's outcome: `job.<state>` (API.md's vocabulary).
+pub fn event_type(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "job.queued",
+        JobState::Scheduled => "job.scheduled",
+        JobState::Running => "job.running",
+        JobState::Succeeded => "job.succeeded",
+        JobState::Failed => "job.failed",
+        JobState::Expired => "job.expired",
+        JobState::Cancelled => "job.cancelled",
+    }
+}
+
+/// The hosted `status` of a job's outcome: `success` for a succeeded job, else `failed`
+/// (expired and cancelled jobs too, with their error code).
+pub fn hosted_status(state: JobState) -> &'static str {
+    if state == JobState::Succeeded {
+        "success"
+    } else {
+        "failed"
+    }
+}
+
+/// `ms` since the epoch in RFC 3339, UTC, with milliseconds (`2026-01-02T03:04:05.678Z`).
+/// Formats a given instant; reads no clock.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 impl Payload {
@@ -295,6 +340,7 @@ impl Payload {
 
 /// Where one delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Waiting for its next attempt (or in flight).
@@ -328,6 +374,7 @@ impl DeliveryState {
 
 /// Whether enough voting webhooks acknowledged a job's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum QuorumState {
     /// Not yet decided.
@@ -585,10 +632,29 @@ mod tests {
             attempts: 1,
             region: "local".into(),
             completed_at: 5,
+            event_type: event_type(JobState::Succeeded),
+            timestamp: rfc3339_ms(5),
         };
         let v: serde_json::Value = serde_json::from_slice(&p.to_bytes()).unwrap();
         assert_eq!(v["response"]["headers"]["set-cookie"], "a, b");
         assert!(v.get("error").is_none());
         assert_eq!(v["status"], "success");
+        assert_eq!(v["type"], "job.succeeded");
+        assert_eq!(v["timestamp"], "1970-01-01T00:00:00.005Z");
+    }
+
+    #[test]
+    fn one_vocabulary_maps_states_to_status_and_type() {
+        for (state, status, ty) in [
+            (JobState::Succeeded, "success", "job.succeeded"),
+            (JobState::Failed, "failed", "job.failed"),
+            (JobState::Expired, "failed", "job.expired"),
+            (JobState::Cancelled, "failed", "job.cancelled"),
+        ] {
+            assert_eq!(hosted_status(state), status);
+            assert_eq!(event_type(state), ty);
+            assert_eq!(ty, format!("job.{}", state.as_str()), "type is job.<state>");
+        }
+        assert_eq!(rfc3339_ms(1_767_323_045_678), "2026-01-02T03:04:05.678Z");
     }
 }

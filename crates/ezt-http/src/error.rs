@@ -5,10 +5,13 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ezt_core::FieldError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-/// The stable `code` of an error body; it chooses the HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The stable `code` of an error body; it chooses the HTTP status. Every code the server
+/// sends is one of these (domain codes from `FieldError` included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: a field (or query parameter) has a bad value.
     InvalidField,
@@ -108,13 +111,37 @@ impl ErrorCode {
     }
 }
 
+/// The one error body of the API: `{"error": {"code", "field"?, "message"}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_field", "field": "retry_policy.max_retries", "message": "must be between 0 and 100"}}))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of the error body.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable; it chooses the status (400 `invalid_field` `missing_field`
+    /// `unknown_field` `invalid_json`, 401 `unauthorized`, 404 `not_found`, 405
+    /// `method_not_allowed`, 408 `request_timeout`, 409 `conflict`, 413 `payload_too_large`,
+    /// 422 `not_supported` `ssrf_denied` `region_unavailable` `too_many_lanes`, 429
+    /// `too_many_waiters`, 500 `internal`, 503 `unavailable`).
+    pub code: ErrorCode,
+    /// Dotted path of the offending field or parameter (`retry_policy.retry_codes[2]`,
+    /// `headers.X-Api-Key`, `limit`), when one is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
+    pub field: Option<String>,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
 /// An error answered to a client. Internal causes are logged, never shown.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
-    /// The code as received from the domain (kept verbatim in the body).
-    code_text: &'static str,
     field: Option<String>,
     message: String,
     retry_after: Option<u64>,
@@ -126,7 +153,6 @@ impl ApiError {
         Self {
             status: code.status(),
             code,
-            code_text: code.as_str(),
             field: None,
             message: message.into(),
             retry_after: None,
@@ -173,12 +199,18 @@ impl ApiError {
         self
     }
     /// The error body alone (batch results embed it).
-    pub fn body(&self) -> serde_json::Value {
-        let mut e = json!({"code": self.code_text, "message": self.message});
-        if let Some(f) = &self.field {
-            e["field"] = json!(f);
+    pub fn error_body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                field: self.field.clone(),
+                message: self.message.clone(),
+            },
         }
-        json!({ "error": e })
+    }
+    /// The error body as JSON.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(self.error_body()).unwrap_or_default()
     }
 }
 
@@ -189,7 +221,6 @@ impl From<FieldError> for ApiError {
         Self {
             status: code.status(),
             code,
-            code_text: e.code,
             field,
             message: e.message,
             retry_after: None,
@@ -323,6 +354,40 @@ mod tests {
             assert_eq!(c.as_str(), code, "{code} keeps its name");
             assert_eq!(c.status().as_u16(), status, "{code}");
         }
+    }
+
+    #[test]
+    fn codes_serialise_as_their_names() {
+        use ErrorCode::*;
+        for c in [
+            InvalidField,
+            MissingField,
+            UnknownField,
+            InvalidJson,
+            Unauthorized,
+            NotFound,
+            MethodNotAllowed,
+            RequestTimeout,
+            Conflict,
+            PayloadTooLarge,
+            NotSupported,
+            SsrfDenied,
+            RegionUnavailable,
+            TooManyLanes,
+            TooManyWaiters,
+            Internal,
+            Unavailable,
+        ] {
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str(), "{c:?}");
+        }
+        let body = ApiError::from(FieldError::invalid("limit", "x")).body();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "invalid_field", "field": "limit", "message": "x"}})
+        );
+        assert!(ApiError::unauthorized().body()["error"]
+            .get("field")
+            .is_none());
     }
 
     #[test]

@@ -74,10 +74,12 @@ pub enum Admission {
 
 /// A stored upstream answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Response {
     /// HTTP status.
     pub status_code: u16,
     /// Headers as received.
+    #[cfg_attr(feature = "openapi", schema(schema_with = ezt_core::openapi::header_pairs))]
     pub headers: Vec<(String, String)>,
     /// Body (UTF-8, lossy), capped.
     pub body: String,
@@ -88,8 +90,10 @@ pub struct Response {
 
 /// Why a job ended without success.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobError {
     /// Stable code: `http_status`, `network_error`, `retries_exhausted`, `deadline`, `cancelled`, `ssrf_denied`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = ezt_core::openapi::job_error_code))]
     pub code: String,
     /// Human text.
     pub message: String,
@@ -115,6 +119,7 @@ impl JobError {
 
 /// One attempt of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attempt {
     /// 1-based number over the job's whole life.
     pub n: u32,
@@ -417,6 +422,7 @@ impl DeliveryRecord {
 
 /// One attempt to deliver.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryAttempt {
     /// 1-based over the delivery's life.
     pub n: u32,
@@ -429,6 +435,7 @@ pub struct DeliveryAttempt {
     /// Call latency, ms.
     pub latency_ms: u64,
     /// What followed: `delivered`, `retry` or `failed`.
+    #[cfg_attr(feature = "openapi", schema(schema_with = ezt_core::openapi::delivery_outcome))]
     pub outcome: String,
     /// Wait before the next attempt, ms.
     pub wait_ms: Option<u64>,
@@ -562,11 +569,7 @@ impl Ending<'_> {
         let payload = Payload {
             job_id: self.id.to_string(),
             idempotent_key: self.idempotent_key.to_string(),
-            status: if self.state == JobState::Succeeded {
-                "success"
-            } else {
-                "failed"
-            },
+            status: ezt_core::webhook::hosted_status(self.state),
             response: self
                 .response
                 .map(|r| PayloadResponse::new(r.status_code, &r.headers, r.body.clone())),
@@ -578,6 +581,8 @@ impl Ending<'_> {
             attempts: self.attempts,
             region: self.region.to_string(),
             completed_at: self.now_ms,
+            event_type: ezt_core::webhook::event_type(self.state),
+            timestamp: ezt_core::webhook::rfc3339_ms(self.now_ms),
         };
         let deliveries = self
             .spec

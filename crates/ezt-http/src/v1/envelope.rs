@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::body::{parse_json, read_limited};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// The path of this endpoint; an envelope may not target it (no recursion).
@@ -45,8 +45,10 @@ pub fn router(api: Router) -> Router<AppState> {
     )
 }
 
-/// The hosted SDKs' envelope.
+/// The hosted SDKs' envelope (camelCase `metricName`, `customerId`, `targetUrl` are accepted
+/// too).
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"scope": "default", "metric_name": "jobs", "target_url": "https://ezthrottle.fly.dev/api/v1/jobs", "method": "POST", "headers": {"Content-Type": "application/json"}, "body": "{\"url\": \"https://api.example.com/orders\"}"}))]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// The hosted proxy's metering scope; accepted and ignored.
@@ -58,15 +60,44 @@ pub struct Envelope {
     #[serde(alias = "customerId")]
     pub customer_id: Option<String>,
     /// The API call, e.g. `https://ezthrottle.fly.dev/api/v1/jobs`; only its path and query
-    /// are used, and the path must be under `/api/v1/`.
+    /// are used. The path must be under `/api/v1/`, without `..`, and not the proxy itself; an
+    /// unknown path is forwarded and answered 404 inside `forwarded_response`; an event stream
+    /// (`…/events`) is `422 not_supported`.
     #[serde(alias = "targetUrl")]
+    #[schema(
+        pattern = r#"^(?!.*(\.\.|%2[eE]|/\.))([Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?)?/api/v1/(?!proxy(?:[/?#]|$))[^\s?#]*(\?[^\s#]*)?$"#,
+        example = "https://ezthrottle.fly.dev/api/v1/jobs"
+    )]
     pub target_url: String,
-    /// HTTP method of the call (default `POST`).
+    /// HTTP method of the call (default `POST`), any case.
+    #[schema(
+        pattern = "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Pp][Aa][Tt][Cc][Hh]|[Dd][Ee][Ll][Ee][Tt][Ee])$"
+    )]
     pub method: Option<String>,
-    /// Headers of the call (e.g. `Content-Type`); credentials are ignored.
+    /// Headers of the call (e.g. `Content-Type`): RFC 9110 token names, values without
+    /// control characters but tab; credentials and connection headers are not passed on.
+    #[schema(schema_with = envelope_headers)]
     pub headers: Option<BTreeMap<String, String>>,
     /// Body of the call, as a string (the hosted SDKs send JSON text).
     pub body: Option<String>,
+}
+
+fn envelope_headers() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>> {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaType, Type};
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .property_names(Some(
+            string().pattern(Some(ezt_core::openapi::HEADER_NAME_PATTERN)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            utoipa::openapi::RefOr::T(Schema::Object(
+                string()
+                    .pattern(Some(r"^[^\x00-\x08\x0a-\x1f\x7f]*$"))
+                    .build(),
+            )),
+        )))
+        .build()
 }
 
 /// What the hosted SDKs read back.
@@ -136,10 +167,10 @@ fn method(raw: Option<&str>) -> Result<Method, FieldError> {
 }
 
 /// Opens an enveloped call and answers with what the API answered to it.
-#[utoipa::path(post, path = "/api/v1/proxy", request_body = Envelope,
-    responses((status = 200, description = "the call was made; its answer is in forwarded_response", body = ProxyAnswer),
-              (status = 400, description = "bad envelope field"), (status = 401), (status = 413),
-              (status = 422, description = "target_url is an event stream")),
+#[utoipa::path(post, path = "/api/v1/proxy", operation_id = "proxyEnvelope", tag = "hosted-sdk", request_body = Envelope,
+    responses((status = 200, description = "the call was made; its answer (any status, including errors) is in forwarded_response", body = ProxyAnswer),
+              (status = 400, description = "a bad envelope field (`target_url` outside /api/v1/, a bad method or header)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 408, description = "the body did not arrive in time (`request_timeout`)", body = ErrorBody), (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody),
+              (status = 422, description = "target_url is an event stream (`not_supported`)", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn proxy(
     State(st): State<AppState>,

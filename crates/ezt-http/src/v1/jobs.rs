@@ -1,7 +1,6 @@
 //! `/api/v1/jobs`: STREAM admission, views, waiting, events, cancel and replay. Each handler
 //! parses, calls the runtime's jobs service (`ezt_runtime::jobs`) and maps the answer.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -18,7 +17,6 @@ use ezt_runtime::events::{JobEvent, Replay};
 use ezt_runtime::jobs::{Admitted, SubmitStatus};
 use ezt_store::{JobFilter, JobRecord, NewJob};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
@@ -26,7 +24,7 @@ pub use ezt_runtime::events::{DeliveryView, JobView, QuorumView};
 
 use crate::auth::Caller;
 use crate::body::read_limited;
-use crate::error::{ApiError, Path, Query};
+use crate::error::{ApiError, ErrorBody, Path, Query};
 use crate::state::AppState;
 
 /// Routes of this resource.
@@ -42,58 +40,14 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/jobs/{id}/webhooks/redeliver", post(redeliver))
 }
 
-/// A webhook on a job.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct WebhookIn {
-    /// Receiver; checked against the SSRF rules at submit and at connect time.
-    pub url: String,
-    /// Regions allowed to deliver it (one node delivers from its own).
-    pub regions: Option<Vec<String>>,
-    /// Counts towards `webhook_quorum` (default true).
-    pub has_quorum_vote: Option<bool>,
-}
-
-/// The body of `POST /api/v1/jobs` (see API.md; camelCase aliases are accepted too).
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct JobIn {
-    /// http(s) target; checked against the SSRF rules.
-    pub url: String,
-    /// GET POST PUT PATCH DELETE HEAD OPTIONS (default GET).
-    pub method: Option<String>,
-    /// Sent to the target; Authorization / API-key headers also pick the lane.
-    pub headers: Option<BTreeMap<String, String>>,
-    /// Sent as is.
-    pub body: Option<String>,
-    /// Echoed in views.
-    pub metadata: Option<BTreeMap<String, String>>,
-    /// Where the outcome is POSTed, signed (up to 10).
-    pub webhooks: Option<Vec<WebhookIn>>,
-    /// Voting webhooks that must acknowledge (1-10, at most the number of voting webhooks;
-    /// default 1 when there is one; 0 only when no webhook votes, as views show it).
-    pub webhook_quorum: Option<u32>,
-    /// Regions allowed to make the call.
-    pub regions: Option<Vec<String>>,
-    /// `fallback` or `strict`.
-    pub region_policy: Option<String>,
-    /// `race` (default) or `fanout`.
-    pub execution_mode: Option<String>,
-    /// {max_retries, max_reroutes, retry_codes, reroute_codes}.
-    pub retry_policy: Option<serde_json::Value>,
-    /// How long to keep trying: humantime string or integer ms (default 24h).
-    pub timeout: Option<serde_json::Value>,
-    /// Earliest first attempt, ms since epoch.
-    pub retry_at: Option<u64>,
-    /// Dedup key; else the `Idempotency-Key` request header (both set and different: 400);
-    /// else SHA-256 of tenant, lane credential fingerprint, method, url, body.
-    pub idempotent_key: Option<String>,
-}
-
 /// Answer to a submission.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"job_id": "job_01JD6Q3K9V2M8X4T7B5N0R1C2E", "status": "queued", "idempotent_key": "order-42"}))]
 pub struct SubmitOut {
     /// The job (or the existing job, for a duplicate).
     pub job_id: String,
-    /// `queued` or `duplicate`.
+    /// `queued` (stored; it will run) or `duplicate` (the job with this key is answered).
+    /// The job's own progress is its view's `state`.
     pub status: SubmitStatus,
     /// The dedup key in force.
     pub idempotent_key: String,
@@ -111,10 +65,104 @@ impl From<Admitted> for SubmitOut {
 
 /// Batch body.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"jobs": [{"url": "https://api.example.com/a"}, {"url": "https://api.example.com/b", "method": "POST"}]}))]
 #[serde(deny_unknown_fields)]
 pub struct BatchIn {
-    /// Up to 1,000 job specs.
+    /// 1 to 1,000 jobs (`limits.max_batch_jobs`), each the body of `POST /api/v1/jobs`
+    /// (`JobSpecIn`). Each is judged on its own: one that is not a valid job is refused in its
+    /// own result entry, and the others are still admitted.
+    #[schema(schema_with = batch_jobs)]
     pub jobs: Vec<serde_json::Value>,
+}
+
+fn batch_jobs() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>> {
+    use utoipa::openapi::schema::{AnyOfBuilder, ArrayBuilder, ObjectBuilder, SchemaType};
+    use utoipa::openapi::{Ref, RefOr, Schema};
+    let job = AnyOfBuilder::new()
+        .item(Ref::from_schema_name("JobSpecIn"))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::AnyValue)
+                .description(Some("anything else: refused in its result entry")),
+        )
+        .build();
+    ArrayBuilder::new()
+        .description(Some(
+            "1 to 1,000 jobs (`limits.max_batch_jobs`), each the body of `POST /api/v1/jobs` \
+             (`JobSpecIn`). Each is judged on its own: one that is not a valid job is refused in \
+             its own result entry, and the others are still admitted.",
+        ))
+        .items(RefOr::T(Schema::AnyOf(job)))
+        .min_items(Some(1))
+        .max_items(Some(1000))
+        .build()
+}
+
+/// One result of a batch: the submit answer, or the error body of that job alone.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchResult {
+    /// Admitted (queued or duplicate).
+    Admitted(SubmitOut),
+    /// Refused; the other jobs are unaffected.
+    Refused(ErrorBody),
+}
+
+/// Answer to a batch.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"results": [
+    {"job_id": "job_01JD6Q3K9V2M8X4T7B5N0R1C2E", "status": "queued", "idempotent_key": "5f1c…"},
+    {"error": {"code": "invalid_field", "field": "method", "message": "must be one of GET POST PUT PATCH DELETE HEAD OPTIONS"}}
+]}))]
+pub struct BatchOut {
+    /// One per submitted job, in request order.
+    pub results: Vec<BatchResult>,
+}
+
+/// A `200` to a submission: the duplicate's submit answer, or (with `?wait`) the final view.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SubmitOrView {
+    /// `status: duplicate`.
+    Submitted(SubmitOut),
+    /// The job, final within `?wait`.
+    Final(Box<JobView>),
+}
+
+/// One Server-Sent Event of `/events` (the frame, as a client's SSE parser sees it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SseEvent {
+    /// `queued`, `position`, `dispatching`, `attempt`, or the final state.
+    #[schema(schema_with = sse_event_names)]
+    pub event: String,
+    /// The event's JSON: `{job_id, at}`, `{job_id, position}`, `{job_id, attempt}`, an attempt,
+    /// or (final) the job view.
+    pub data: String,
+}
+
+fn sse_event_names() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>> {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([
+            "queued",
+            "position",
+            "dispatching",
+            "attempt",
+            "succeeded",
+            "failed",
+            "expired",
+            "cancelled",
+        ]))
+        .build()
+}
+
+/// Answer to a redelivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedeliverOut {
+    /// The job.
+    pub job_id: String,
+    /// The deliveries sent again (their ids are kept, so receivers can de-duplicate).
+    pub deliveries: Vec<String>,
 }
 
 /// A page of jobs.
@@ -126,12 +174,21 @@ pub struct JobList {
     pub next_cursor: Option<String>,
 }
 
-/// `?wait=` on submit.
+/// `?wait=` on submit, `?timeout=` on `/wait`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct WaitQuery {
-    /// Hold the answer until the job is final or this long passed (humantime, max 5m).
+    /// Hold the answer until the job is final or this long passed: integer milliseconds or a
+    /// humantime duration (`250ms`, `30s`, `1m`); more than 5 minutes counts as 5 minutes.
+    #[param(
+        pattern = r"^ *([0-9]{1,9}|([0-9]{1,9}(nanos|nsec|ns|usec|us|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y) *)+) *$",
+        example = "30s"
+    )]
     pub wait: Option<String>,
-    /// Same, for `/wait`.
+    /// Same as `wait` (the name `/wait` documents; `timeout` wins when both are given).
+    #[param(
+        pattern = r"^ *([0-9]{1,9}|([0-9]{1,9}(nanos|nsec|ns|usec|us|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y) *)+) *$",
+        example = "30s"
+    )]
     pub timeout: Option<String>,
 }
 
@@ -139,14 +196,18 @@ pub struct WaitQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct ListQuery {
     /// Only this state.
+    #[param(value_type = Option<ezt_core::JobState>)]
     pub state: Option<String>,
-    /// Only this lane.
+    /// Only this lane (as views show it, e.g. `api.example.com:443`).
     pub lane: Option<String>,
-    /// Only jobs created after (ms since epoch).
-    pub created_after: Option<u64>,
+    /// Only jobs created after (ms since epoch; 0 to 2^63-1).
+    #[param(minimum = 0, format = Int64)]
+    pub created_after: Option<i64>,
     /// Page size, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// From a previous page's `next_cursor`.
+    #[param(pattern = "^job_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
     pub cursor: Option<String>,
 }
 
@@ -170,10 +231,15 @@ fn view(st: &AppState, job: &JobRecord) -> JobView {
 }
 
 /// Submit one job.
-#[utoipa::path(post, path = "/api/v1/jobs", request_body = JobIn,
-    params(WaitQuery, ("Idempotency-Key" = Option<String>, Header, description = "taken as idempotent_key; 400 if the body sets a different one")),
-    responses((status = 202, body = SubmitOut), (status = 200, description = "duplicate, or final within ?wait", body = SubmitOut),
-              (status = 400, description = "bad field"), (status = 401), (status = 413), (status = 422), (status = 503)),
+#[utoipa::path(post, path = "/api/v1/jobs", operation_id = "submitJob", tag = "jobs",
+    request_body(content = ezt_core::job::JobSpecIn, description = "one job as a JSON object"),
+    params(WaitQuery, ("Idempotency-Key" = Option<String>, Header, description = "taken as idempotent_key (1-256 printable characters); 400 if the body sets a different one")),
+    responses((status = 202, description = "queued (or, with ?wait, not final in time)", body = SubmitOut),
+              (status = 200, description = "`status: duplicate` (a job with this key exists), or with ?wait the final job view", body = SubmitOrView),
+              (status = 400, description = "a bad field, parameter or header; `field` names it (`invalid_field`, `missing_field`, `unknown_field`, `invalid_json`)", body = ErrorBody),
+              (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 408, description = "the body did not arrive within `server.request_body_timeout_ms` (`request_timeout`)", body = ErrorBody), (status = 413, description = "the request body is larger than `limits.max_request_bytes` (1 MiB), or a job body larger than `limits.max_body_bytes` (256 KiB) (`payload_too_large`)", body = ErrorBody),
+              (status = 422, description = "well-formed but refused: `ssrf_denied` (target or webhook address), `not_supported` (workflow fields, `execution_mode: fanout`, strict regions), `too_many_lanes`, `region_unavailable`", body = ErrorBody),
+              (status = 429, description = "the tenant holds too many open streams and long polls (`too_many_waiters`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn submit(
     State(st): State<AppState>,
@@ -209,14 +275,15 @@ async fn submit(
     let out = SubmitOut::from(jobs.admit(&caller.tenant, vec![job]).await?.remove(0));
     st.rt.metrics.admission_latency.observe(t0.elapsed());
     if out.status == SubmitStatus::Duplicate {
-        return Ok((StatusCode::OK, Json(out)).into_response());
+        return Ok((StatusCode::OK, Json(SubmitOrView::Submitted(out))).into_response());
     }
     if let (Some(wait), Some(watch)) = (wait, watch) {
         if let (job, true) = jobs
             .wait_final(caller.tenant.id, id, wait, Some(watch))
             .await?
         {
-            return Ok((StatusCode::OK, Json(view(&st, &job))).into_response());
+            let view = SubmitOrView::Final(Box::new(view(&st, &job)));
+            return Ok((StatusCode::OK, Json(view)).into_response());
         }
     }
     Ok((StatusCode::ACCEPTED, Json(out)).into_response())
@@ -244,8 +311,13 @@ fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, FieldError> {
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// Submit up to 1,000 jobs in one transaction.
-#[utoipa::path(post, path = "/api/v1/jobs/batch", request_body = BatchIn,
-    responses((status = 202, description = "{results: [...]} in request order"), (status = 400), (status = 401), (status = 413), (status = 503)),
+#[utoipa::path(post, path = "/api/v1/jobs/batch", operation_id = "submitJobs", tag = "jobs",
+    request_body = BatchIn,
+    responses((status = 202, description = "one result per job, in request order; valid jobs are stored in one transaction", body = BatchOut),
+              (status = 400, description = "not a `{{jobs: [...]}}` object, 0 or more than `limits.max_batch_jobs` jobs, or an `Idempotency-Key` header (set `idempotent_key` per job)", body = ErrorBody),
+              (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 408, description = "the body did not arrive within `server.request_body_timeout_ms` (`request_timeout`)", body = ErrorBody), (status = 413, description = "the request body is larger than `limits.max_request_bytes` (1 MiB), or a job body larger than `limits.max_body_bytes` (256 KiB) (`payload_too_large`)", body = ErrorBody),
+              (status = 422, description = "the valid jobs would open too many lanes for the tenant (`too_many_lanes`)", body = ErrorBody),
+              (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn submit_batch(
     State(st): State<AppState>,
@@ -270,7 +342,7 @@ async fn submit_batch(
         return Err(FieldError::invalid("jobs", format!("must hold 1 to {max} jobs")).into());
     }
     let now = jobs.now_ms();
-    let mut results: Vec<Option<serde_json::Value>> = Vec::with_capacity(batch.jobs.len());
+    let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(batch.jobs.len());
     let mut valid = Vec::new();
     for (i, v) in batch.jobs.into_iter().enumerate() {
         let prepared = match job::from_value(v) {
@@ -284,7 +356,7 @@ async fn submit_batch(
             }
             Err(e) => {
                 st.rt.metrics.rejected.inc();
-                results.push(Some(ApiError::from(e).body()));
+                results.push(Some(BatchResult::Refused(ApiError::from(e).error_body())));
             }
         }
     }
@@ -294,15 +366,18 @@ async fn submit_batch(
             .into_iter()
             .zip(jobs.admit(&caller.tenant, valid).await?)
         {
-            results[i] = Some(serde_json::to_value(SubmitOut::from(out)).unwrap_or_default());
+            results[i] = Some(BatchResult::Admitted(SubmitOut::from(out)));
         }
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "results": results }))).into_response())
+    // Every slot was filled: refused jobs above, admitted ones from `admit`, in order.
+    let results = results.into_iter().flatten().collect();
+    Ok((StatusCode::ACCEPTED, Json(BatchOut { results })).into_response())
 }
 
 /// One job with its attempts.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", operation_id = "getJob", tag = "jobs", params(("id" = String, Path, description = "a job id from a submit answer", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", example = "job_01JD6Q3K9V2M8X4T7B5N0R1C2E")),
+    responses((status = 200, description = "the job with its attempts and deliveries", body = JobView), (status = 400, description = "the path is not valid UTF-8 (`invalid_field`, field `path`)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "no such job for this tenant (`not_found`)", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
+    security(("bearer" = [])))]
 async fn get_one(
     State(st): State<AppState>,
     caller: Caller,
@@ -313,8 +388,10 @@ async fn get_one(
 }
 
 /// Jobs, newest first.
-#[utoipa::path(get, path = "/api/v1/jobs", params(ListQuery),
-    responses((status = 200, body = JobList), (status = 400)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/jobs", operation_id = "listJobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, description = "a page of jobs, newest first (attempts and deliveries left out)", body = JobList),
+              (status = 400, description = "a bad query parameter; `field` names it", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
+    security(("bearer" = [])))]
 async fn list(
     State(st): State<AppState>,
     caller: Caller,
@@ -337,10 +414,16 @@ async fn list(
                 .map_err(|_| FieldError::invalid("cursor", "not a cursor from a previous page"))
         })
         .transpose()?;
+    let created_after = q
+        .created_after
+        .map(|t| {
+            u64::try_from(t).map_err(|_| FieldError::invalid("created_after", "must be 0 or more"))
+        })
+        .transpose()?;
     let filter = JobFilter {
         state,
         lane: q.lane,
-        created_after: q.created_after,
+        created_after,
         before,
         limit,
     };
@@ -353,8 +436,9 @@ async fn list(
 }
 
 /// Long-poll until the job is final.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/wait", params(("id" = String, Path), WaitQuery),
-    responses((status = 200, description = "final", body = JobView), (status = 202, description = "still going", body = JobView), (status = 404)),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/wait", operation_id = "waitJob", tag = "jobs", params(("id" = String, Path, description = "a job id from a submit answer", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", example = "job_01JD6Q3K9V2M8X4T7B5N0R1C2E"), WaitQuery),
+    responses((status = 200, description = "final", body = JobView), (status = 202, description = "still going after the wait (default 30s)", body = JobView),
+              (status = 400, description = "a bad path or `timeout`", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "no such job for this tenant (`not_found`)", body = ErrorBody), (status = 429, description = "the tenant holds too many open streams and long polls (`too_many_waiters`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn wait(
     State(st): State<AppState>,
@@ -385,8 +469,9 @@ fn sse(ev: &JobEvent) -> Event {
 }
 
 /// Server-Sent Events until the job is final; late subscribers first get what they missed.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", params(("id" = String, Path)),
-    responses((status = 200, description = "text/event-stream: queued, position, dispatching, attempt, then the final state"), (status = 404)),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", operation_id = "streamJobEvents", tag = "jobs", params(("id" = String, Path, description = "a job id from a submit answer", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", example = "job_01JD6Q3K9V2M8X4T7B5N0R1C2E")),
+    responses((status = 200, description = "Server-Sent Events until the job is final: `queued`, `position`, `dispatching`, `attempt`, then the final state (`succeeded`, `failed`, `expired`, `cancelled`) whose data is the job view; a late subscriber first gets what it missed", content_type = "text/event-stream", body = SseEvent),
+              (status = 400, description = "the path is not valid UTF-8 (`invalid_field`, field `path`)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "no such job for this tenant (`not_found`)", body = ErrorBody), (status = 429, description = "the tenant holds too many open streams and long polls (`too_many_waiters`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn events(
     State(st): State<AppState>,
@@ -450,8 +535,10 @@ async fn events(
 }
 
 /// Cancel a job that is not final.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", params(("id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 404), (status = 409, description = "already final")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", operation_id = "cancelJob", tag = "jobs", params(("id" = String, Path, description = "a job id from a submit answer", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", example = "job_01JD6Q3K9V2M8X4T7B5N0R1C2E")),
+    responses((status = 200, description = "cancelled", body = JobView), (status = 400, description = "the path is not valid UTF-8 (`invalid_field`, field `path`)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "no such job for this tenant (`not_found`)", body = ErrorBody),
+              (status = 409, description = "the job is already final (`conflict`)", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
+    security(("bearer" = [])))]
 async fn cancel(
     State(st): State<AppState>,
     caller: Caller,
@@ -462,8 +549,11 @@ async fn cancel(
 }
 
 /// Replay a failed or expired job as a new attempt series.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", params(("id" = String, Path)),
-    responses((status = 202, body = JobView), (status = 404), (status = 409, description = "not failed or expired")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", operation_id = "retryJob", tag = "jobs", params(("id" = String, Path, description = "a job id from a submit answer", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", example = "job_01JD6Q3K9V2M8X4T7B5N0R1C2E")),
+    responses((status = 202, description = "queued again as a new attempt series", body = JobView), (status = 400, description = "the path is not valid UTF-8 (`invalid_field`, field `path`)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "no such job for this tenant (`not_found`)", body = ErrorBody),
+              (status = 409, description = "only failed or expired jobs can be retried (`conflict`)", body = ErrorBody),
+              (status = 422, description = "the tenant has work waiting in too many lanes (`too_many_lanes`)", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
+    security(("bearer" = [])))]
 async fn retry(
     State(st): State<AppState>,
     caller: Caller,
@@ -475,9 +565,9 @@ async fn retry(
 
 /// Re-send the job's latest outcome to every webhook now, restarting their retry schedules
 /// (deliveries keep their ids, so receivers can de-duplicate).
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/webhooks/redeliver", params(("id" = String, Path)),
-    responses((status = 202, description = "{job_id, deliveries: [delivery ids re-sent]}"), (status = 404),
-              (status = 409, description = "the job has no deliveries yet (no webhooks, or not final)")),
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/webhooks/redeliver", operation_id = "redeliverJobWebhooks", tag = "jobs", params(("id" = String, Path, description = "a job id from a submit answer", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", example = "job_01JD6Q3K9V2M8X4T7B5N0R1C2E")),
+    responses((status = 202, description = "the deliveries sent again now", body = RedeliverOut), (status = 400, description = "the path is not valid UTF-8 (`invalid_field`, field `path`)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "no such job for this tenant (`not_found`)", body = ErrorBody),
+              (status = 409, description = "the job has no deliveries yet: no webhooks, or not final (`conflict`)", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`); retry after `Retry-After`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn redeliver(
     State(st): State<AppState>,
@@ -486,10 +576,9 @@ async fn redeliver(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let ids = st.rt.jobs.redeliver(caller.tenant.id, id).await?;
-    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "job_id": id.to_string(), "deliveries": ids })),
-    )
-        .into_response())
+    let out = RedeliverOut {
+        job_id: id.to_string(),
+        deliveries: ids.iter().map(ToString::to_string).collect(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(out)).into_response())
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::body::{parse_json, read_limited};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::AppState;
 
 /// Routes of this resource.
@@ -27,29 +27,58 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/webhook-secrets/rotate", post(rotate))
 }
 
-/// Body of `POST /api/v1/webhook-secrets`.
+/// Body of `POST /api/v1/webhook-secrets` (camelCase `primarySecret`, `secondarySecret` are
+/// accepted too). A secret is 16-256 characters, no control characters, not only whitespace;
+/// a `whsec_…` secret is used base64-decoded by Standard Webhooks verifiers.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"primary_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}))]
 #[serde(deny_unknown_fields)]
 pub struct SecretsIn {
-    /// Signs every delivery (16-256 characters).
+    /// Signs every delivery.
     #[serde(alias = "primarySecret")]
+    #[schema(
+        min_length = 16,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub primary_secret: String,
-    /// Also signs every delivery, second (e.g. the old secret while receivers switch).
+    /// Also signs every delivery, second (e.g. the old secret while receivers switch); must
+    /// differ from `primary_secret`.
     #[serde(alias = "secondarySecret")]
+    #[schema(
+        min_length = 16,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub secondary_secret: Option<String>,
 }
 
-/// Body of `POST /api/v1/webhook-secrets/rotate`.
+/// Body of `POST /api/v1/webhook-secrets/rotate` (`newSecret` is accepted too).
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"new_secret": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"}))]
 #[serde(deny_unknown_fields)]
 pub struct RotateIn {
-    /// Becomes the primary; the old primary becomes the secondary.
+    /// Becomes the primary (16-256 characters, as `primary_secret`; not the current primary);
+    /// the old primary becomes the secondary.
     #[serde(alias = "newSecret")]
+    #[schema(
+        min_length = 16,
+        max_length = 256,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub new_secret: String,
+}
+
+/// Answer to a delete.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedOut {
+    /// Always true.
+    pub deleted: bool,
 }
 
 /// The secrets as shown: masked.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"primary_secret": "****LaSw", "secondary_secret": null, "has_secondary": false, "updated_at": 1767323045678u64}))]
 pub struct SecretsView {
     /// `****` and the last characters: at most 4, at most a quarter of the secret (`****wxyz`).
     pub primary_secret: String,
@@ -109,9 +138,9 @@ fn view(st: &AppState, caller: &Caller, s: &WebhookSecrets) -> Result<SecretsVie
 }
 
 /// Set the tenant's secrets (replacing any).
-#[utoipa::path(post, path = "/api/v1/webhook-secrets", request_body = SecretsIn,
+#[utoipa::path(post, path = "/api/v1/webhook-secrets", operation_id = "setWebhookSecrets", tag = "webhook-secrets", request_body = SecretsIn,
     responses((status = 201, description = "created", body = SecretsView), (status = 200, description = "replaced", body = SecretsView),
-              (status = 400, description = "bad field"), (status = 401)),
+              (status = 400, description = "a bad field (`invalid_field`, `missing_field`, `unknown_field`, `invalid_json`)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 408, description = "the body did not arrive in time (`request_timeout`)", body = ErrorBody), (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn create(
     State(st): State<AppState>,
@@ -157,8 +186,8 @@ async fn create(
 }
 
 /// The tenant's secrets, masked.
-#[utoipa::path(get, path = "/api/v1/webhook-secrets",
-    responses((status = 200, body = SecretsView), (status = 404, description = "no secrets: webhooks go unsigned")),
+#[utoipa::path(get, path = "/api/v1/webhook-secrets", operation_id = "getWebhookSecrets", tag = "webhook-secrets",
+    responses((status = 200, description = "masked", body = SecretsView), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "the tenant has no webhook secret (`not_found`): webhooks go unsigned", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn get_masked(
     State(st): State<AppState>,
@@ -175,8 +204,8 @@ async fn get_masked(
 
 /// Make a new secret primary; the old primary stays as secondary, so receivers that still
 /// verify with it keep accepting deliveries until they switch.
-#[utoipa::path(post, path = "/api/v1/webhook-secrets/rotate", request_body = RotateIn,
-    responses((status = 200, body = SecretsView), (status = 400), (status = 404, description = "no secret to rotate yet")),
+#[utoipa::path(post, path = "/api/v1/webhook-secrets/rotate", operation_id = "rotateWebhookSecret", tag = "webhook-secrets", request_body = RotateIn,
+    responses((status = 200, description = "rotated", body = SecretsView), (status = 400, description = "a bad field (`invalid_field`, `missing_field`, `unknown_field`, `invalid_json`)", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "the tenant has no webhook secret (`not_found`): webhooks go unsigned", body = ErrorBody), (status = 408, description = "the body did not arrive in time (`request_timeout`)", body = ErrorBody), (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn rotate(
     State(st): State<AppState>,
@@ -217,8 +246,8 @@ async fn rotate(
 }
 
 /// Delete the tenant's secrets: webhooks go unsigned from then on.
-#[utoipa::path(delete, path = "/api/v1/webhook-secrets",
-    responses((status = 200, description = "{\"deleted\": true}"), (status = 404)),
+#[utoipa::path(delete, path = "/api/v1/webhook-secrets", operation_id = "deleteWebhookSecrets", tag = "webhook-secrets",
+    responses((status = 200, description = "deleted", body = DeletedOut), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "the tenant has no webhook secret (`not_found`): webhooks go unsigned", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn delete(State(st): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let deleted = st.rt.store.delete_webhook_secrets(caller.tenant.id).await?;
@@ -227,7 +256,7 @@ async fn delete(State(st): State<AppState>, caller: Caller) -> Result<Response, 
         return Err(ApiError::not_found("webhook secret"));
     }
     tracing::info!(tenant_id = %caller.tenant.id, "webhook secrets deleted");
-    Ok(Json(serde_json::json!({ "deleted": true })).into_response())
+    Ok(Json(DeletedOut { deleted: true }).into_response())
 }
 
 #[cfg(test)]

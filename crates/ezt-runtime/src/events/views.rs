@@ -13,13 +13,13 @@ pub struct JobView {
     /// Id.
     pub job_id: String,
     /// queued scheduled running succeeded failed expired cancelled.
+    #[cfg_attr(feature = "openapi", schema(value_type = ezt_core::JobState))]
     pub state: String,
     /// The lane it runs in.
     pub lane: String,
     /// Dedup key.
     pub idempotent_key: String,
     /// The spec, credentials redacted.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub spec: ezt_core::job::JobSpec,
     /// Metadata (also in spec).
     pub metadata: BTreeMap<String, String>,
@@ -38,13 +38,10 @@ pub struct JobView {
     /// Attempt series (1 + replays).
     pub series: u32,
     /// Every attempt (empty in lists).
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub attempts: Vec<Attempt>,
     /// Final (or last) response.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub response: Option<ezt_store::Response>,
     /// Why it failed.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub error: Option<ezt_store::JobError>,
     /// Deliveries of the latest outcome to each webhook, in the job's webhook order.
     pub webhooks: Vec<DeliveryView>,
@@ -95,6 +92,7 @@ pub struct DeliveryView {
     /// Counts towards the quorum.
     pub has_quorum_vote: bool,
     /// `pending`, `delivered` or `failed`.
+    #[cfg_attr(feature = "openapi", schema(value_type = ezt_core::webhook::DeliveryState))]
     pub state: String,
     /// The job's attempt series whose outcome it carries.
     pub series: u32,
@@ -105,7 +103,6 @@ pub struct DeliveryView {
     /// First 2xx (ms).
     pub acknowledged_at: Option<u64>,
     /// Every attempt: at, status_code or error, latency_ms, outcome, wait_ms.
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub attempts: Vec<ezt_store::DeliveryAttempt>,
 }
 
@@ -134,7 +131,6 @@ pub struct QuorumView {
     /// Voting webhooks that have acknowledged.
     pub acknowledged: u32,
     /// `pending`, `met` or `failed`.
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub state: ezt_core::webhook::QuorumState,
 }
 

@@ -104,6 +104,9 @@ pub async fn final_states_create_webhook_deliveries<S: JobStore + DeliveryStore>
     );
     assert_eq!(body["region"], "local");
     assert!(body.get("error").is_none());
+    // Standard Webhooks' `type` and `timestamp` next to the hosted fields.
+    assert_eq!(body["type"], "job.succeeded");
+    assert_eq!(body["timestamp"], "1970-01-01T00:00:00.120Z");
     let eb = s
         .lease_delivery(expired[0].id, lease(9, 200))
         .await
@@ -114,6 +117,7 @@ pub async fn final_states_create_webhook_deliveries<S: JobStore + DeliveryStore>
         (eb["status"].as_str(), eb["error"]["code"].as_str()),
         (Some("failed"), Some("deadline"))
     );
+    assert_eq!(eb["type"], "job.expired", "status failed, type job.expired");
     assert!(eb["response"].is_null());
     let cb = s
         .lease_delivery(cancelled[0].id, lease(10, 200))
@@ -122,6 +126,7 @@ pub async fn final_states_create_webhook_deliveries<S: JobStore + DeliveryStore>
         .unwrap();
     let cb: serde_json::Value = serde_json::from_slice(&cb.payload).unwrap();
     assert_eq!(cb["error"]["code"], "cancelled");
+    assert_eq!(cb["type"], "job.cancelled");
 
     // Fencing, then a retry.
     let retry = |token| DeliveryDone {

@@ -65,42 +65,33 @@ pub fn app(state: AppState) -> Router {
         .merge(api)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            refuse_oversized,
-        ))
-        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn_with_state(state, edge))
 }
 
-/// 413 from the declared `Content-Length` alone, before any handler waits for the body.
-async fn refuse_oversized(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = st.rt.cfg.limits.max_request_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return error::ApiError::too_large(limit).into_response();
-    }
-    next.run(req).await
-}
-
-/// Gives every request an id: the client's `X-Request-Id` when it is short visible ASCII,
-/// otherwise a fresh one. It is echoed in the response and names the request's log span.
-async fn request_id(req: Request, next: Next) -> Response {
+/// What every request goes through first, in one middleware (each layer of its own cost a
+/// boxed future per request on the admission path): a request id — the client's `X-Request-Id`
+/// when it is short visible ASCII, otherwise a fresh one — echoed in the response and naming
+/// the request's log span; and a 413 from the declared `Content-Length` alone, before any
+/// handler waits for the body.
+async fn edge(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID)
         .filter(|v| is_acceptable_id(v.as_bytes()))
         .cloned()
         .unwrap_or_else(new_request_id);
-    let span = tracing::info_span!(
-        "request",
-        request_id = id.to_str().unwrap_or_default(),
-        method = %req.method(),
-        path = req.uri().path(),
-    );
-    let mut resp = next.run(req).instrument(span).await;
+    let limit = st.rt.cfg.limits.max_request_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let mut resp = if declared.is_some_and(|n| n > limit as u64) {
+        error::ApiError::too_large(limit).into_response()
+    } else {
+        // One field: the span's fields are formatted when it opens, on every request.
+        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
+        next.run(req).instrument(span).await
+    };
     resp.headers_mut().insert(REQUEST_ID.clone(), id);
     resp
 }

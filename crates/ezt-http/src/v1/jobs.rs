@@ -447,7 +447,11 @@ async fn wait(
     Query(q): Query<WaitQuery>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let wait = parse_wait(q.timeout.as_deref().or(q.wait.as_deref()), "timeout")?
+    // Both spellings are checked even when both are given (`timeout` wins): a bad value is a
+    // 400 naming it, never silently ignored (found by the OpenAPI fuzz).
+    let timeout = parse_wait(q.timeout.as_deref(), "timeout")?;
+    let wait = timeout
+        .or(parse_wait(q.wait.as_deref(), "wait")?)
         .unwrap_or(Duration::from_secs(30));
     let (job, done) = st
         .rt

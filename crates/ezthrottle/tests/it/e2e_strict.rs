@@ -291,6 +291,11 @@ async fn query_route_and_method_errors_are_json() {
         ("/api/v1/jobs?limit=abc", "limit"),
         ("/api/v1/jobs?created_after=x", "created_after"),
         ("/api/v1/jobs?limit=-1", "limit"),
+        // Both spellings of the wait are checked, also when `timeout` wins (found by the fuzz).
+        (
+            "/api/v1/jobs/job_01M8NHNMKRPPD7Y403JGW1YCKN/wait?timeout=1ms&wait=nope",
+            "wait",
+        ),
     ] {
         let (st, b, h) = raw(&s, reqwest::Method::GET, path, "", &[]).await;
         assert_eq!(

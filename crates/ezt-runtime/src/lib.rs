@@ -27,6 +27,7 @@ mod store_retry;
 #[cfg(test)]
 mod tests;
 pub mod ttl_cache;
+pub mod webhook_secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,8 +57,8 @@ pub struct Runtime {
     pub lanes: lanes::SchedulerHandle,
     /// The webhook lanes.
     pub deliveries: deliver::Deliveries,
-    /// Webhook secrets: sealed at rest, cached in clear for signing.
-    pub signing_keys: Arc<deliver::SigningKeys>,
+    /// The webhook-secrets service (sealed at rest, cached in clear for signing).
+    pub secrets: Arc<webhook_secrets::Secrets>,
     /// Per-job event fan-out.
     pub events: Arc<events::Events>,
     /// Counters.
@@ -223,13 +224,18 @@ pub async fn start_with_clock(
         shutdown.cancelled().await;
         hub.close_all();
     });
+    let secrets = Arc::new(webhook_secrets::Secrets::new(
+        store.clone(),
+        signing_keys,
+        clock.clone(),
+    ));
     let rt = Runtime {
         cfg,
         store,
         jobs,
         lanes: job_lanes,
         deliveries,
-        signing_keys,
+        secrets,
         events,
         metrics,
         clock,

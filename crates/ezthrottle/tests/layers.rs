@@ -45,7 +45,14 @@ const FORBIDDEN_MODULES: &[(&str, &str, &[&str])] = &[
     (
         "ezt_runtime",
         "deliver",
-        &["dispatch", "jobs", "followups", "events", "notifier"],
+        &[
+            "dispatch",
+            "jobs",
+            "followups",
+            "events",
+            "notifier",
+            "webhook_secrets",
+        ],
     ),
     (
         "ezt_runtime",

@@ -8,7 +8,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use ezt_core::webhook::{MAX_SECRET_LEN, MIN_SECRET_LEN};
 use ezt_core::FieldError;
-use ezt_store::WebhookSecrets;
+use ezt_runtime::webhook_secrets::{Opened, SecretsError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -118,23 +118,24 @@ fn check(field: &str, s: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn view(st: &AppState, caller: &Caller, s: &WebhookSecrets) -> Result<SecretsView, ApiError> {
-    let open = |sealed: &[u8]| {
-        st.rt.signing_keys.sealer().open(caller.tenant.id, sealed).map_err(|e| {
-            tracing::error!(tenant_id = %caller.tenant.id, error = %e, "cannot open a webhook secret");
-            ApiError::new(ErrorCode::Internal,
-                "the stored secret does not open with this server's key",
-            )
-        })
-    };
-    let primary = open(&s.primary)?;
-    let secondary = s.secondary.as_deref().map(open).transpose()?;
-    Ok(SecretsView {
-        primary_secret: mask(&primary),
-        has_secondary: secondary.is_some(),
-        secondary_secret: secondary.as_deref().map(mask),
+fn view(s: &Opened) -> SecretsView {
+    SecretsView {
+        primary_secret: mask(&s.primary),
+        has_secondary: s.secondary.is_some(),
+        secondary_secret: s.secondary.as_deref().map(mask),
         updated_at: s.updated_at,
-    })
+    }
+}
+
+impl From<SecretsError> for ApiError {
+    fn from(e: SecretsError) -> Self {
+        match e {
+            SecretsError::NotFound => ApiError::not_found("webhook secret"),
+            SecretsError::AlreadyPrimary => FieldError::invalid("new_secret", e.to_string()).into(),
+            SecretsError::Unopenable => ApiError::new(ErrorCode::Internal, e.to_string()),
+            SecretsError::Store(s) => s.into(),
+        }
+    }
 }
 
 /// Set the tenant's secrets (replacing any).
@@ -157,32 +158,21 @@ async fn create(
             );
         }
     }
-    let tenant = caller.tenant.id;
-    let existed = st.rt.store.webhook_secrets(tenant).await?.is_some();
-    let sealed = WebhookSecrets {
-        primary: st
-            .rt
-            .signing_keys
-            .sealer()
-            .seal(tenant, &input.primary_secret),
-        secondary: input
-            .secondary_secret
-            .as_deref()
-            .map(|s| st.rt.signing_keys.sealer().seal(tenant, s)),
-        updated_at: st.rt.clock.now_ms(),
-    };
-    st.rt
-        .store
-        .put_webhook_secrets(tenant, sealed.clone())
+    let (opened, existed) = st
+        .rt
+        .secrets
+        .set(
+            caller.tenant.id,
+            &input.primary_secret,
+            input.secondary_secret.as_deref(),
+        )
         .await?;
-    st.rt.signing_keys.forget(tenant);
-    tracing::info!(tenant_id = %tenant, replaced = existed, "webhook secrets set");
     let status = if existed {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(view(&st, &caller, &sealed)?)).into_response())
+    Ok((status, Json(view(&opened))).into_response())
 }
 
 /// The tenant's secrets, masked.
@@ -193,13 +183,8 @@ async fn get_masked(
     State(st): State<AppState>,
     caller: Caller,
 ) -> Result<Json<SecretsView>, ApiError> {
-    let s = st
-        .rt
-        .store
-        .webhook_secrets(caller.tenant.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook secret"))?;
-    Ok(Json(view(&st, &caller, &s)?))
+    let s = st.rt.secrets.get(caller.tenant.id).await?;
+    Ok(Json(view(&s)))
 }
 
 /// Make a new secret primary; the old primary stays as secondary, so receivers that still
@@ -214,35 +199,19 @@ async fn rotate(
 ) -> Result<Json<SecretsView>, ApiError> {
     let input: RotateIn = parse_json(&read_limited(&st, body).await?)?;
     check("new_secret", &input.new_secret)?;
-    let tenant = caller.tenant.id;
-    if let Some(current) = st.rt.store.webhook_secrets(tenant).await? {
-        if st
-            .rt
-            .signing_keys
-            .sealer()
-            .open(tenant, &current.primary)
-            .ok()
-            .as_deref()
-            == Some(input.new_secret.as_str())
-        {
-            return Err(FieldError::invalid("new_secret", "is already the primary secret").into());
-        }
-    }
-    let sealed = st.rt.signing_keys.sealer().seal(tenant, &input.new_secret);
     let s = st
         .rt
-        .store
-        .rotate_webhook_secret(tenant, sealed, st.rt.clock.now_ms())
-        .await?
-        .inspect(|_| st.rt.signing_keys.forget(tenant))
-        .ok_or_else(|| {
-            ApiError::new(
+        .secrets
+        .rotate(caller.tenant.id, &input.new_secret)
+        .await
+        .map_err(|e| match e {
+            SecretsError::NotFound => ApiError::new(
                 ErrorCode::NotFound,
                 "no webhook secret to rotate: create one with POST /api/v1/webhook-secrets",
-            )
+            ),
+            e => e.into(),
         })?;
-    tracing::info!(tenant_id = %tenant, "webhook secret rotated");
-    Ok(Json(view(&st, &caller, &s)?))
+    Ok(Json(view(&s)))
 }
 
 /// Delete the tenant's secrets: webhooks go unsigned from then on.
@@ -250,12 +219,7 @@ async fn rotate(
     responses((status = 200, description = "deleted", body = DeletedOut), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "the tenant has no webhook secret (`not_found`): webhooks go unsigned", body = ErrorBody), (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn delete(State(st): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    let deleted = st.rt.store.delete_webhook_secrets(caller.tenant.id).await?;
-    st.rt.signing_keys.forget(caller.tenant.id);
-    if !deleted {
-        return Err(ApiError::not_found("webhook secret"));
-    }
-    tracing::info!(tenant_id = %caller.tenant.id, "webhook secrets deleted");
+    st.rt.secrets.delete(caller.tenant.id).await?;
     Ok(Json(DeletedOut { deleted: true }).into_response())
 }
 

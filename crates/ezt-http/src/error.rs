@@ -50,6 +50,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for the tests and the description that must name each one.
+    pub const ALL: [Self; 17] = [
+        Self::InvalidField,
+        Self::MissingField,
+        Self::UnknownField,
+        Self::InvalidJson,
+        Self::Unauthorized,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::RequestTimeout,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::NotSupported,
+        Self::SsrfDenied,
+        Self::RegionUnavailable,
+        Self::TooManyLanes,
+        Self::TooManyWaiters,
+        Self::Internal,
+        Self::Unavailable,
+    ];
+
     /// The code as sent.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -358,26 +379,7 @@ mod tests {
 
     #[test]
     fn codes_serialise_as_their_names() {
-        use ErrorCode::*;
-        for c in [
-            InvalidField,
-            MissingField,
-            UnknownField,
-            InvalidJson,
-            Unauthorized,
-            NotFound,
-            MethodNotAllowed,
-            RequestTimeout,
-            Conflict,
-            PayloadTooLarge,
-            NotSupported,
-            SsrfDenied,
-            RegionUnavailable,
-            TooManyLanes,
-            TooManyWaiters,
-            Internal,
-            Unavailable,
-        ] {
+        for c in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str(), "{c:?}");
         }
         let body = ApiError::from(FieldError::invalid("limit", "x")).body();

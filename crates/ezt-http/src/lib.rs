@@ -21,7 +21,6 @@ use axum::Router;
 use ezt_runtime::Runtime;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub use state::AppState;
 
@@ -50,6 +49,27 @@ pub async fn serve(
 /// Header carrying a request's id, in and out.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+tokio::task_local! {
+    /// The id of the request being handled, for log lines written while handling it.
+    ///
+    /// A task-local rather than a `tracing` span: a span per request (registry slot, formatted
+    /// fields, enter/exit on every poll) cost ~4 % of admission throughput with 64 clients, and
+    /// the id is its only field.
+    static CURRENT_REQUEST_ID: HeaderValue;
+}
+
+/// Calls `f` with the id of the request this task is handling (`None` outside a request).
+/// The log formatter adds it to every line written while a request is handled.
+pub fn with_current_request_id<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
+    let mut f = Some(f);
+    let found =
+        CURRENT_REQUEST_ID.try_with(|id| (f.take().expect("called once"))(id.to_str().ok()));
+    match found {
+        Ok(r) => r,
+        Err(_) => (f.take().expect("not called yet"))(None),
+    }
+}
+
 /// The whole API as one router (tests drive it with `oneshot`).
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
@@ -71,7 +91,7 @@ pub fn app(state: AppState) -> Router {
 /// What every request goes through first, in one middleware (each layer of its own cost a
 /// boxed future per request on the admission path): a request id — the client's `X-Request-Id`
 /// when it is short visible ASCII, otherwise a fresh one — echoed in the response and naming
-/// the request's log span; and a 413 from the declared `Content-Length` alone, before any
+/// every log line written while handling it; and a 413 from the declared `Content-Length` alone, before any
 /// handler waits for the body.
 async fn edge(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let id = req
@@ -88,9 +108,7 @@ async fn edge(State(st): State<AppState>, req: Request, next: Next) -> Response 
     let mut resp = if declared.is_some_and(|n| n > limit as u64) {
         error::ApiError::too_large(limit).into_response()
     } else {
-        // One field: the span's fields are formatted when it opens, on every request.
-        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
-        next.run(req).instrument(span).await
+        CURRENT_REQUEST_ID.scope(id.clone(), next.run(req)).await
     };
     resp.headers_mut().insert(REQUEST_ID.clone(), id);
     resp

@@ -381,7 +381,9 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (builder, app, shutdown) = (builder.clone(), app.clone(), shutdown.clone());
+        // A child token: the connection task polls it on every wake, and a child has its own
+        // lock, where polling the one shared token from every connection contended on one.
+        let (builder, app, shutdown) = (builder.clone(), app.clone(), shutdown.child_token());
         tokio::spawn(async move {
             let _registered = registered;
             let io = TokioIo::new(TrackedStream {

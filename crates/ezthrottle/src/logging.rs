@@ -6,6 +6,9 @@
 //! panicking inside the task that logged. Rust ignores SIGPIPE in its binaries, so a closed
 //! pipe is an `EPIPE` error here, not a signal that kills the process.
 //!
+//! Lines written while a request is handled end with its id (`request_id=…`; in JSON a top-level
+//! `"request_id"`), taken from the HTTP edge's task-local rather than from a per-request span.
+//!
 //! `--log-json` lines carry real JSON types: integers and booleans as such, and optional values
 //! logged with `?` (`None`, `Some(503)`) as `null` and their inner value.
 
@@ -16,6 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Lines that may wait for the writer thread before new ones are dropped.
 const QUEUE_LINES: usize = 8192;
@@ -101,15 +108,76 @@ pub(crate) fn init(json: bool) -> LogGuard {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .log_internal_errors(false);
-    // Without the writer thread (cannot spawn one), fall back to direct writes that ignore errors.
-    let installed = match (spawned.is_ok(), json) {
-        (true, true) => b.json().with_writer(writer).try_init(),
-        (true, false) => b.with_writer(writer).try_init(),
-        (false, true) => b.json().with_writer(|| IgnoreErrors).try_init(),
-        (false, false) => b.with_writer(|| IgnoreErrors).try_init(),
+    let installed = if json {
+        install(
+            b.json().map_event_format(WithRequestId),
+            spawned.is_ok(),
+            writer,
+        )
+    } else {
+        install(b.map_event_format(WithRequestId), spawned.is_ok(), writer)
     };
     let _ = installed; // already installed (tests): keep the first
     LogGuard { tx }
+}
+
+/// Installs `b` writing to the queue, or (without the writer thread: it could not be spawned)
+/// straight to stderr, ignoring errors.
+fn install<N, E>(
+    b: tracing_subscriber::fmt::SubscriberBuilder<N, E, tracing_subscriber::EnvFilter>,
+    queued: bool,
+    writer: QueuedStderr,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    N: for<'w> FormatFields<'w> + Send + Sync + 'static,
+    E: FormatEvent<tracing_subscriber::Registry, N> + Send + Sync + 'static,
+{
+    if queued {
+        b.with_writer(writer).try_init()
+    } else {
+        b.with_writer(|| IgnoreErrors).try_init()
+    }
+}
+
+/// Adds the id of the request being handled to each line the inner format writes.
+struct WithRequestId<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithRequestId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        ezt_http::with_current_request_id(|id| {
+            let Some(id) = id else {
+                return self.0.format_event(ctx, writer.by_ref(), event);
+            };
+            // The inner format sets its own ANSI choice, so a plain `Writer` loses nothing.
+            let mut line = String::with_capacity(256);
+            self.0.format_event(ctx, Writer::new(&mut line), event)?;
+            writer.write_str(&with_request_id(&line, id))
+        })
+    }
+}
+
+/// `line` (one formatted event, newline-terminated) with `id` added: a leading
+/// `"request_id"` member for a JSON object, a trailing ` request_id=…` for text.
+fn with_request_id(line: &str, id: &str) -> String {
+    let body = line.strip_suffix('\n').unwrap_or(line);
+    match body.strip_prefix('{') {
+        Some(rest) => {
+            let quoted = Value::String(id.to_string()).to_string();
+            let sep = if rest.starts_with('}') { "" } else { "," };
+            format!("{{\"request_id\":{quoted}{sep}{rest}\n")
+        }
+        None => format!("{body} request_id={id}\n"),
+    }
 }
 
 /// Stderr, ignoring write errors.
@@ -221,6 +289,19 @@ mod tests {
         assert_eq!(v["span"]["id"], "abc def");
         assert_eq!(v["spans"][0]["n"], Value::Null);
         assert_eq!(typed_json_line(b"not json\n"), b"not json\n");
+    }
+
+    #[test]
+    fn request_ids_join_text_and_json_lines() {
+        assert_eq!(
+            with_request_id("INFO x: job cancelled job_id=j1\n", "trace-me"),
+            "INFO x: job cancelled job_id=j1 request_id=trace-me\n"
+        );
+        let json = with_request_id("{\"level\":\"INFO\",\"fields\":{}}\n", "a\"b\\c");
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["request_id"], "a\"b\\c");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(with_request_id("{}\n", "r"), "{\"request_id\":\"r\"}\n");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{serve_args, watch_stderr, Reply, Target, TestServer, BIN};
+use crate::support::{in_days, serve_args, watch_stderr, Reply, Target, TestServer, BIN};
 
 const FAST_LANE: &str = "[lanes.default]\nrate = 100.0\nburst = 5\nmax_in_flight = 8\n";
 
@@ -181,6 +181,19 @@ async fn json_log_lines_are_json_with_typed_values() {
     let id = server.submit(json!({"url": target.url("flaky")})).await;
     let job = server.wait_final(&id, 30).await;
     assert_eq!(job["state"], "succeeded", "{job}");
+    // A line logged while handling a request carries its id as a top-level member.
+    let later = server
+        .submit(json!({"url": target.url("later"), "retry_at": in_days(1)}))
+        .await;
+    let r = server
+        .http
+        .post(server.url(&format!("/api/v1/jobs/{later}/cancel")))
+        .bearer_auth(&server.key)
+        .header("X-Request-Id", "json-\"trace\"-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     let pid = server.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -221,6 +234,12 @@ async fn json_log_lines_are_json_with_typed_values() {
         .unwrap_or_else(|| panic!("no typed 503 attempt line in:\n{text}"));
     assert!(retried["fields"]["error"].is_null(), "{retried}");
     assert!(retried["fields"]["wait_ms"].is_u64(), "{retried}");
+    let cancelled = find("job cancelled");
+    assert_eq!(cancelled["request_id"], "json-\"trace\"-7", "{cancelled}");
+    assert!(
+        find("listening on").get("request_id").is_none(),
+        "no id outside requests"
+    );
     assert!(
         find("stopped")["fields"]["left_in_flight"].is_u64(),
         "the last line was written before the exit"

@@ -1,5 +1,7 @@
 //! Request bodies: read under the configured size bound and deadline, parse naming the bad field.
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -16,11 +18,18 @@ pub(crate) async fn read_limited(st: &AppState, body: Body) -> Result<Bytes, Api
         return Err(ApiError::too_large(limit));
     }
     let deadline = Duration::from_millis(st.rt.cfg.server.request_body_timeout_ms);
-    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(ApiError::too_large(limit)),
-        Err(_) => Err(body_timeout(deadline)),
-    }
+    let mut read = std::pin::pin!(axum::body::to_bytes(body, limit));
+    // A small body usually came with the headers: read it without arming a timer (a timer per
+    // request was measurable on the admission path); only a body still arriving gets one.
+    let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    let done = match first {
+        Poll::Ready(r) => r,
+        Poll::Pending => match tokio::time::timeout(deadline, read).await {
+            Ok(r) => r,
+            Err(_) => return Err(body_timeout(deadline)),
+        },
+    };
+    done.map_err(|_| ApiError::too_large(limit))
 }
 
 /// 408: the body did not arrive in time.

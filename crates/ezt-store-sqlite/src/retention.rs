@@ -1,4 +1,4 @@
-//! Purging finished jobs in small batches, and handing the freed pages back to the file system.
+//! Purging finished jobs in small batches; SQLite reuses the freed pages for new jobs.
 
 use ezt_store::{PurgeCutoffs, Result};
 use rusqlite::{params_from_iter, types::Value, Connection};
@@ -8,10 +8,6 @@ use crate::codec::*;
 /// Finished jobs by finish time, so a purge reads only what it deletes.
 pub(crate) const MIGRATION: &str =
     "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;";
-
-/// Pages returned to the file system after each purge batch: about what 500 small jobs
-/// occupy, so the file shrinks as it is purged without one batch rewriting much of it.
-const VACUUM_PAGES: u32 = 2_000;
 
 /// Deletes up to `limit` purgeable jobs and everything hanging off them; see
 /// `MaintenanceStore::purge_finished`.
@@ -63,15 +59,6 @@ pub(crate) fn purge(c: &Connection, cutoffs: &PurgeCutoffs, limit: usize) -> Res
         for id in &ids {
             st.execute([id]).map_err(map_err)?;
         }
-    }
-    if !ids.is_empty() {
-        // A no-op unless auto_vacuum is INCREMENTAL (set by `schema::open`). The pragma frees
-        // one page per step (a row each), so it is stepped to the end, not executed once.
-        let mut st = c
-            .prepare_cached(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES})"))
-            .map_err(map_err)?;
-        let mut rows = st.query([]).map_err(map_err)?;
-        while rows.next().map_err(map_err)?.is_some() {}
     }
     Ok(ids.len())
 }

@@ -7,6 +7,9 @@
 # with scenarios 1/3/4). All traffic on 127.0.0.1. Writes
 # bench/results/<UTC date>-<git short sha>[-quick][-onlyN].json, a Markdown table next to it, charts
 # under bench/results/charts/, and (full runs of every scenario) the table in bench/README.md.
+# EZT_BENCH_BIN=/path/to/ezthrottle runs that server binary instead of this tree's build (an older
+# release for a before/after comparison under the same harness); its results are named
+# <date>-bin-<EZT_BENCH_LABEL, default the file name>…json.
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -35,15 +38,17 @@ fi
 echo "== peers: install if missing (bench/peers/setup.sh)" >&2
 "$BENCH/peers/setup.sh"
 echo "== building (release)" >&2
-(cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q -p ezthrottle)
+[[ -n "${EZT_BENCH_BIN:-}" ]] || (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q -p ezthrottle)
 (cd "$BENCH/loadgen" && CARGO_TARGET_DIR="$BENCH/loadgen/target" cargo build --release -q)
 # What was built: the shared target/ may be rebuilt by someone else mid-run, so run private copies.
 SHA=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo nogit)
+[[ -n "${EZT_BENCH_BIN:-}" ]] && SHA="bin-${EZT_BENCH_LABEL:-$(basename "$EZT_BENCH_BIN")}"
 DIRTY=$( (git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null || true) | (grep -v '^.. bench/' || true) | wc -l)
 
 # Data dirs live on the real disk (/tmp is the root ext4 here), never tmpfs: fsync must be real.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ezt-bench.XXXXXX")
-cp "$ROOT/target/release/ezthrottle" "$BENCH/loadgen/target/release/ezt-loadgen" "$WORK/"
+cp "${EZT_BENCH_BIN:-$ROOT/target/release/ezthrottle}" "$WORK/ezthrottle"
+cp "$BENCH/loadgen/target/release/ezt-loadgen" "$WORK/"
 EZT="$WORK/ezthrottle"
 LG="$WORK/ezt-loadgen"
 OUT="$WORK/out"; mkdir -p "$OUT"
@@ -68,7 +73,8 @@ log() { echo "== $(date -u +%H:%M:%S) $*" >&2; }
 write_config() {
   local f=$1; shift
   # No per-tenant lane cap: scenario 5 spreads one tenant over BIG_LANES (10,000) lanes.
-  { echo '[lanes]'; echo 'max_lanes_per_tenant = 0'
+  # (Binaries from before that key existed have no cap and would refuse it.)
+  { echo '[lanes]'; "$EZT" serve --help 2>/dev/null | grep -q MAX_LANES_PER_TENANT && echo 'max_lanes_per_tenant = 0'
     echo '[lanes.default]'; echo 'rate = 2.0'; echo 'burst = 1'; echo 'max_in_flight = 2'
     while (($#)); do
       printf '[lanes.hosts."127.0.0.1:%s"]\nrate = %s\nburst = %s\nmax_in_flight = %s\n' "$1" "$2" "$3" "$4"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TypeVar, Unpack, cast
 
@@ -29,7 +30,8 @@ R = TypeVar("R")
 
 
 class AsyncEZThrottle:
-    """Like ``EZThrottle``, for asyncio (``async with AsyncEZThrottle() as client``)."""
+    """Like ``EZThrottle``, for asyncio (``async with AsyncEZThrottle() as client``), with the
+    same retries and hosted-envelope mode."""
 
     def __init__(
         self,
@@ -37,22 +39,55 @@ class AsyncEZThrottle:
         base_url: str | None = None,
         *,
         timeout: float = _t.DEFAULT_TIMEOUT,
+        max_retries: int = 2,
+        retry_backoff: float = 0.5,
+        max_retry_delay: float = 8.0,
+        tracktags_url: str | None = None,
+        ezthrottle_url: str | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.api_key, self.base_url = _t.settings(api_key, base_url)
+        self.api_key, self.base_url = _t.settings(api_key, base_url or tracktags_url)
         self.timeout = timeout
+        self.retries = _t.Retries(max_retries, retry_backoff, max_retry_delay)
+        self.tracktags_url = tracktags_url.rstrip("/") if tracktags_url else None
+        self.ezthrottle_url = ezthrottle_url or _t.HOSTED_API_URL
         self._http = http_client or httpx.AsyncClient()
         self._owns_http = http_client is None
+        #: How retries wait (replaceable in tests).
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.stream = AsyncStream(self)
+
+    @property
+    def max_retries(self) -> int:
+        return self.retries.max_retries
 
     # -- plumbing
 
     async def _send(self, call: _t.Call, *, stream: bool = False) -> httpx.Response:
-        req = _t.build(self._http, call, self.base_url, self.api_key, self.timeout)
-        try:
-            return await self._http.send(req, stream=stream)
-        except httpx.TransportError as exc:
-            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+        sent, base = call, self.base_url
+        if self.tracktags_url and not call.external and not stream:
+            sent, base = _t.enveloped(call, self.ezthrottle_url), self.tracktags_url
+        attempt = 0
+        while True:
+            req = _t.build(self._http, sent, base, self.api_key, self.timeout)
+            try:
+                resp = await self._http.send(req, stream=stream)
+            except httpx.TransportError as exc:
+                delay = self.retries.delay(sent, attempt, None, exc)
+                if delay is None:
+                    raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+                why = repr(exc)
+            else:
+                if sent is not call:
+                    resp = _t.unwrapped(resp)
+                delay = self.retries.delay(sent, attempt, resp)
+                if delay is None:
+                    return resp
+                await resp.aclose()
+                why = f"HTTP {resp.status_code}"
+            _t.log_retry(call, attempt, delay, why)
+            await self._sleep(delay)
+            attempt += 1
 
     async def _run(self, plan: _t.Plan[T]) -> T:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar, Unpack, cast
 
@@ -33,6 +34,17 @@ class EZThrottle:
     variables ``EZTHROTTLE_API_KEY`` and ``EZTHROTTLE_URL`` (else ``http://127.0.0.1:8080``).
 
     ``timeout`` bounds plain API calls; long-polls extend it by the time the server holds them.
+
+    Idempotent calls (reads, long-polls, submits and batches, which the server deduplicates by
+    key or by the call's hash) are retried up to ``max_retries`` times (default 2; 0 turns
+    retries off) on connection errors, 408, 429 and 5xx, after an exponential backoff with full
+    jitter from ``retry_backoff`` seconds up to ``max_retry_delay``, or after ``Retry-After``.
+    Cancel, retry (replay), rotate and delete are never sent twice.
+
+    ``tracktags_url`` (the hosted SDK's name) sends every API call, as the hosted SDKs do, as an
+    envelope to ``POST {tracktags_url}/api/v1/proxy`` naming ``ezthrottle_url``; answers and
+    errors are the same as when calling directly. Event streams cannot be enveloped and go to
+    ``base_url`` (which then defaults to ``tracktags_url``).
     """
 
     def __init__(
@@ -41,23 +53,57 @@ class EZThrottle:
         base_url: str | None = None,
         *,
         timeout: float = _t.DEFAULT_TIMEOUT,
+        max_retries: int = 2,
+        retry_backoff: float = 0.5,
+        max_retry_delay: float = 8.0,
+        tracktags_url: str | None = None,
+        ezthrottle_url: str | None = None,
         http_client: httpx.Client | None = None,
     ) -> None:
-        self.api_key, self.base_url = _t.settings(api_key, base_url)
+        self.api_key, self.base_url = _t.settings(api_key, base_url or tracktags_url)
         self.timeout = timeout
+        self.retries = _t.Retries(max_retries, retry_backoff, max_retry_delay)
+        self.tracktags_url = tracktags_url.rstrip("/") if tracktags_url else None
+        self.ezthrottle_url = ezthrottle_url or _t.HOSTED_API_URL
         self._http = http_client or httpx.Client()
         self._owns_http = http_client is None
+        #: How retries wait (replaceable in tests).
+        self._sleep: Callable[[float], None] = time.sleep
         #: STREAM as one call: ``client.stream.post(url, json=..., timeout="1h")``.
         self.stream = Stream(self)
+
+    @property
+    def max_retries(self) -> int:
+        return self.retries.max_retries
 
     # -- plumbing
 
     def _send(self, call: _t.Call, *, stream: bool = False) -> httpx.Response:
-        req = _t.build(self._http, call, self.base_url, self.api_key, self.timeout)
-        try:
-            return self._http.send(req, stream=stream)
-        except httpx.TransportError as exc:
-            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+        """Sends ``call`` (enveloped in hosted mode), retrying it as ``self.retries`` allows."""
+        sent, base = call, self.base_url
+        if self.tracktags_url and not call.external and not stream:
+            sent, base = _t.enveloped(call, self.ezthrottle_url), self.tracktags_url
+        attempt = 0
+        while True:
+            req = _t.build(self._http, sent, base, self.api_key, self.timeout)
+            try:
+                resp = self._http.send(req, stream=stream)
+            except httpx.TransportError as exc:
+                delay = self.retries.delay(sent, attempt, None, exc)
+                if delay is None:
+                    raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+                why = repr(exc)
+            else:
+                if sent is not call:
+                    resp = _t.unwrapped(resp)
+                delay = self.retries.delay(sent, attempt, resp)
+                if delay is None:
+                    return resp
+                resp.close()
+                why = f"HTTP {resp.status_code}"
+            _t.log_retry(call, attempt, delay, why)
+            self._sleep(delay)
+            attempt += 1
 
     def _run(self, plan: _t.Plan[T]) -> T:
         try:

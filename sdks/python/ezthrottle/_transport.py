@@ -391,6 +391,15 @@ def submit(payload: JobPayload) -> Plan[SubmitResult]:
     return cast(SubmitResult, (yield from single(call)))
 
 
+def submit_wait(payload: JobPayload, wait: Duration) -> Plan[SubmitResult | Job]:
+    """Submits holding the answer (``?wait=``): the final job view if the job ends in time (it
+    has ``state``), else the submit answer. The server caps one hold at 5 minutes."""
+    hold = seconds(wait)
+    call = Call("POST", "/api/v1/jobs", params={"wait": wire_duration(wait)}, json=payload,
+                timeout=min(hold, MAX_POLL_S) + POLL_SLACK_S, idempotent=True)  # fmt: skip
+    return cast("SubmitResult | Job", (yield from single(call)))
+
+
 def submit_batch(payloads: Iterable[JobPayload]) -> Plan[list[BatchItem]]:
     call = Call("POST", "/api/v1/jobs/batch", json={"jobs": list(payloads)}, idempotent=True)
     out = yield from single(call)

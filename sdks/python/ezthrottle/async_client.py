@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TypeVar, Unpack, cast
+from typing import TypeVar, Unpack, cast, overload
 
 import httpx
 
@@ -114,10 +114,43 @@ class AsyncEZThrottle:
 
     # -- jobs
 
+    @overload
     async def submit_job(
-        self, url: str, method: str = "GET", **options: Unpack[JobOptions]
-    ) -> SubmitResult:
-        return await self._run(_t.submit(_t.job_payload(url, method, **options)))
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: None = None,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult: ...
+
+    @overload
+    async def submit_job(
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: Duration,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | Job: ...
+
+    async def submit_job(
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: Duration | None = None,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | Job:
+        """Stores the call durably and queues it: ``{"job_id", "status":
+        "queued"|"racing"|"duplicate", "idempotent_key"}``. Options are API.md's job fields.
+        With ``wait`` (a duration), the server holds the answer until the job is final, then
+        answers its final view (which has ``state``), or the submit answer when the wait ends
+        first."""
+        payload = _t.job_payload(url, method, **options)
+        if wait is None:
+            return await self._run(_t.submit(payload))
+        return await self._run(_t.submit_wait(payload, wait))
 
     async def submit_batch(self, jobs: Iterable[JobPayload]) -> list[BatchItem]:
         return await self._run(_t.submit_batch(jobs))

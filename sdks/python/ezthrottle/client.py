@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar, Unpack, cast
+from typing import TypeVar, Unpack, cast, overload
 
 import httpx
 
@@ -130,12 +130,43 @@ class EZThrottle:
 
     # -- jobs
 
+    @overload
     def submit_job(
-        self, url: str, method: str = "GET", **options: Unpack[JobOptions]
-    ) -> SubmitResult:
-        """Stores the call durably and queues it: ``{"job_id", "status": "queued"|"duplicate",
-        "idempotent_key"}``. Options are API.md's job fields."""
-        return self._run(_t.submit(_t.job_payload(url, method, **options)))
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: None = None,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult: ...
+
+    @overload
+    def submit_job(
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: Duration,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | Job: ...
+
+    def submit_job(
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: Duration | None = None,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | Job:
+        """Stores the call durably and queues it: ``{"job_id", "status":
+        "queued"|"racing"|"duplicate", "idempotent_key"}``. Options are API.md's job fields.
+        With ``wait`` (a duration), the server holds the answer until the job is final, then
+        answers its final view (which has ``state``), or the submit answer when the wait ends
+        first."""
+        payload = _t.job_payload(url, method, **options)
+        if wait is None:
+            return self._run(_t.submit(payload))
+        return self._run(_t.submit_wait(payload, wait))
 
     def submit_batch(self, jobs: Iterable[JobPayload]) -> list[BatchItem]:
         """Up to 1,000 jobs in one transaction; results in request order, each a submit result

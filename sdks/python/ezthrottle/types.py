@@ -98,7 +98,8 @@ class StreamOptions(CallOptions, total=False):
 
 
 class SubmitResult(TypedDict):
-    """Answer to a submission: ``status`` is ``"queued"`` or ``"duplicate"``."""
+    """Answer to a submission: ``status`` is ``"queued"``, ``"racing"`` (the job lists regions
+    in race mode) or ``"duplicate"``."""
 
     job_id: str
     status: str

@@ -96,7 +96,11 @@ async fn envelope_answers_a_new_job_201_and_a_duplicate_200() {
     assert_eq!((code, a["status"].as_str()), (201, Some("queued")), "{a}");
     let (_, again) = s.post("/api/v1/proxy", env).await;
     let (code, b) = forwarded(&again);
-    assert_eq!((code, b["status"].as_str()), (200, Some("duplicate")), "{b}");
+    assert_eq!(
+        (code, b["status"].as_str()),
+        (200, Some("duplicate")),
+        "{b}"
+    );
     assert_eq!(a["job_id"], b["job_id"]);
     // The native API keeps 202 for a new job.
     let (st, native) = s

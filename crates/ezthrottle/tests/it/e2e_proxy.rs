@@ -266,6 +266,15 @@ async fn hosted_python_package_works_unchanged() {
     assert_eq!(r["submit"]["status"], "queued");
     assert_eq!(r["duplicate"]["job_id"], id);
     assert_eq!(r["duplicate"]["status"], "duplicate");
+    assert_eq!(r["racing"]["status"], "racing", "{r}");
+    let racing = s
+        .wait_final(r["racing"]["job_id"].as_str().unwrap(), 20)
+        .await;
+    assert_eq!(
+        racing["spec"]["regions"],
+        json!(["us-east-1", "eu-west-1"]),
+        "{racing}"
+    );
     let view = s.wait_final(id, 20).await;
     let spec = &view["spec"];
     assert_eq!(spec["method"], "POST");

@@ -276,7 +276,9 @@ class EZThrottle:
     ) -> SubmitResult | R:
         """Submits the call; if EZThrottle cannot take it (unreachable, or 503 with nothing
         stored) runs ``fallback()`` instead, so EZThrottle never becomes a single point of
-        failure. Other errors (bad request, 429) propagate: the server is working."""
+        failure. Other errors (bad request, 429) propagate: the server is working. The submit is
+        retried first as every submit is (``max_retries``); pass a client with
+        ``max_retries=0`` to fall back at the first failure."""
         try:
             return self.submit_job(url, method, **options)
         except _t.SERVER_DOWN:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json as _json
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, NotRequired, TypedDict, Union
+from typing import Any, Literal, NotRequired, TypedDict, Union, final
 
 import httpx
 
@@ -97,6 +97,7 @@ class StreamOptions(CallOptions, total=False):
     content: str | bytes
 
 
+@final
 class SubmitResult(TypedDict):
     """Answer to a submission: ``status`` is ``"queued"``, ``"racing"`` (the job lists regions
     in race mode) or ``"duplicate"``."""

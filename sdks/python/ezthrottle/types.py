@@ -238,6 +238,7 @@ class Redelivery(TypedDict):
     deliveries: list[str]
 
 
+@final
 class FrugalResult(TypedDict):
     """What a FRUGAL step returns when it did not forward (the hosted SDK's shape)."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from ezthrottle import (
@@ -27,8 +28,8 @@ from ezthrottle import (
 )
 from ezthrottle._transport import Call, Retries
 
-JOB = {"job_id": "job_1", "state": "succeeded"}
-SUBMITTED = {"job_id": "job_1", "status": "queued", "idempotent_key": "k"}
+JOB: Any = {"job_id": "job_1", "state": "succeeded"}
+SUBMITTED: Any = {"job_id": "job_1", "status": "queued", "idempotent_key": "k"}
 
 
 @dataclass
@@ -272,7 +273,5 @@ def test_bad_retry_settings_are_refused() -> None:
         EZThrottle(api_key="k", retry_backoff=-1.0)
 
 
-def _network_error() -> Exception:
-    import httpx
-
+def _network_error() -> httpx.TransportError:
     return httpx.ConnectError("refused")

@@ -32,6 +32,9 @@ use crate::sealing::Sealer;
 pub enum SubmitStatus {
     /// Stored; it will run.
     Queued,
+    /// Stored; it will run, and it lists `regions` in `race` mode (the hosted service's
+    /// answer for such a job, whatever the number of live regions).
+    Racing,
     /// A job with the same idempotency key exists; that job is answered.
     Duplicate,
 }
@@ -245,9 +248,9 @@ impl Jobs {
                 &mut j.spec.headers,
             );
         }
-        let summaries: Vec<(PendingJob, String)> = jobs
+        let summaries: Vec<(PendingJob, String, SubmitStatus)> = jobs
             .iter()
-            .map(|j| (pending(j), j.idempotent_key.clone()))
+            .map(|j| (pending(j), j.idempotent_key.clone(), fresh_status(&j.spec)))
             .collect();
         let outcomes = self
             .store
@@ -256,13 +259,13 @@ impl Jobs {
         let weight = self.cfg.tiers.weight(tenant.tier);
         let mut fresh = Vec::new();
         let mut out = Vec::with_capacity(summaries.len());
-        for ((job, idempotent_key), o) in summaries.into_iter().zip(outcomes) {
+        for ((job, idempotent_key, status), o) in summaries.into_iter().zip(outcomes) {
             match o {
                 Admission::Inserted => {
                     tracing::debug!(job_id = %job.id, lane = %job.lane, "job admitted");
                     out.push(Admitted {
                         job_id: job.id,
-                        status: SubmitStatus::Queued,
+                        status,
                         idempotent_key,
                     });
                     fresh.push(Enqueue { job, weight });
@@ -416,6 +419,16 @@ impl Jobs {
                 Ok(ids)
             }
         }
+    }
+}
+
+/// What a newly stored job's submit answer says: `racing` when it lists regions in race mode
+/// (API.md), else `queued`.
+fn fresh_status(spec: &ezt_core::job::JobSpec) -> SubmitStatus {
+    if !spec.regions.is_empty() && spec.execution_mode == ezt_core::job::ExecutionMode::Race {
+        SubmitStatus::Racing
+    } else {
+        SubmitStatus::Queued
     }
 }
 

@@ -38,6 +38,8 @@ from .types import (
     WebhookSecrets,
 )
 from .webhooks import (
+    ReasonCode,
+    VerifyReason,
     sign_standard_webhook,
     sign_webhook,
     try_verify_with_secrets,
@@ -68,6 +70,7 @@ __all__ = [
     "NotFoundError",
     "QuotaExceededError",
     "RateLimitedError",
+    "ReasonCode",
     "RetryPolicy",
     "ServerEvent",
     "Step",
@@ -81,6 +84,7 @@ __all__ = [
     "UnavailableError",
     "UnreachableError",
     "ValidationError",
+    "VerifyReason",
     "WaitTimeoutError",
     "Webhook",
     "WebhookSecrets",

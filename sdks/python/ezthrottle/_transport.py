@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import os
+import random
 import re
 import time
 import warnings
@@ -16,7 +18,7 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar, Unpack, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -65,7 +67,8 @@ DEFAULT_STREAM_TIMEOUT: Duration = "5m"
 @dataclass(frozen=True)
 class Call:
     """One HTTP request. ``external`` calls go to the caller's own target (FRUGAL's local try)
-    and must never carry the EZThrottle key."""
+    and must never carry the EZThrottle key. ``idempotent`` calls may be sent again when no
+    usable answer came back (see ``Retries``); it defaults to true for GET."""
 
     method: str
     url: str
@@ -75,6 +78,13 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float | None = None
     external: bool = False
+    idempotent: bool | None = None
+
+    @property
+    def retryable(self) -> bool:
+        if self.external:
+            return False
+        return self.method == "GET" if self.idempotent is None else self.idempotent
 
 
 Plan = Generator[Call, httpx.Response, T]
@@ -98,6 +108,115 @@ USER_AGENT = f"ezthrottle-python/{VERSION}"
 #: What ``forward_or_fallback`` treats as "EZThrottle cannot take the call": no answer, or a 503
 #: with nothing stored. Other errors mean the server is working and propagate.
 SERVER_DOWN: tuple[type[EZThrottleError], ...] = (UnreachableError, UnavailableError)
+
+
+# ---------------------------------------------------------------------------- retries
+
+log = logging.getLogger("ezthrottle")
+
+#: Answers worth sending an idempotent call again for: the server could not take it just now.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: No answer, or a broken one: the network, not the request, is at fault.
+RETRY_ERRORS: tuple[type[httpx.TransportError], ...] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How idempotent calls are retried: at most ``max_retries`` more times (0 turns retries
+    off), after an exponential backoff with full jitter (a uniform draw in
+    ``[0, min(max_delay, initial_delay * 2**n)]`` before the n-th retry), or after exactly
+    ``Retry-After`` when the answer carries one no longer than ``max_retry_after`` (a longer
+    one is raised at once: the server asked for more patience than a retry loop should have)."""
+
+    max_retries: int = 2
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ValueError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if self.initial_delay < 0 or self.max_delay < 0 or self.max_retry_after < 0:
+            raise ValueError("retry delays must be >= 0")
+
+    def delay(
+        self,
+        call: Call,
+        attempt: int,
+        resp: httpx.Response | None,
+        exc: httpx.TransportError | None = None,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """Seconds to wait before sending ``call`` again after its ``attempt``-th retry (0 for
+        the first send) got ``resp`` or failed with ``exc``; ``None``: do not retry."""
+        if attempt >= self.max_retries or not call.retryable:
+            return None
+        if resp is not None:
+            if resp.status_code not in RETRY_STATUSES:
+                return None
+            after = retry_after(resp.headers.get("retry-after"))
+            if after is not None:
+                return after if after <= self.max_retry_after else None
+        elif not isinstance(exc, RETRY_ERRORS):
+            return None
+        cap = min(self.max_delay, self.initial_delay * (2**attempt))
+        return (rng or random).uniform(0.0, cap)
+
+
+def log_retry(call: Call, attempt: int, delay: float, why: str) -> None:
+    log.info("retrying %s %s in %.2fs (retry %d): %s", call.method, call.url, delay, attempt + 1,
+             why)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- the hosted envelope
+
+#: Where the hosted SDKs' envelopes say the API is; this server uses only the path.
+HOSTED_API_URL = "https://ezthrottle.fly.dev"
+
+
+def enveloped(call: Call, api_url: str) -> Call:
+    """``call`` wrapped as the hosted SDKs send it through their proxy: ``POST /api/v1/proxy``
+    with ``{"scope", "metric_name", "target_url", "method", "headers", "body"}``."""
+    target = api_url.rstrip("/") + call.url
+    if call.params:
+        target += "?" + urlencode({k: str(v) for k, v in call.params.items()})
+    if call.json is not None:
+        text = json.dumps(call.json)
+    elif isinstance(call.content, bytes):
+        text = call.content.decode()
+    else:
+        text = call.content or ""
+    envelope = {
+        "scope": "customer",
+        "metric_name": "",
+        "target_url": target,
+        "method": call.method,
+        "headers": {"Content-Type": "application/json", **call.headers},
+        "body": text,
+    }
+    return Call("POST", "/api/v1/proxy", json=envelope, timeout=call.timeout,
+                idempotent=call.retryable)  # fmt: skip
+
+
+def unwrapped(resp: httpx.Response) -> httpx.Response:
+    """The API's answer inside an envelope's answer, as if it had been called directly. The
+    proxy's own refusals (401, a bad envelope) are returned as they are."""
+    if not resp.is_success:
+        return resp
+    try:
+        fwd = resp.json()["forwarded_response"]
+        status, text = int(fwd["status_code"]), str(fwd.get("body") or "")
+        headers = {str(k): str(v) for k, v in (fwd.get("headers") or {}).items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EZThrottleError(f"not an envelope answer: {resp.text[:200]!r}",
+                              status=resp.status_code) from exc  # fmt: skip
+    headers.pop("content-length", None)
+    headers.pop("transfer-encoding", None)
+    return httpx.Response(status, headers=headers, content=text.encode(), request=resp.request)
 
 
 def direct_call(url: str, method: str, headers: dict[str, str] | None, body: str | None) -> Call:
@@ -266,11 +385,24 @@ def single(call: Call) -> Plan[Any]:
 
 
 def submit(payload: JobPayload) -> Plan[SubmitResult]:
-    return cast(SubmitResult, (yield from single(Call("POST", "/api/v1/jobs", json=payload))))
+    # Safe to send again: the server deduplicates by the job's key, or (none set) by the hash of
+    # the call, so a retry whose first answer was lost is answered with the same job.
+    call = Call("POST", "/api/v1/jobs", json=payload, idempotent=True)
+    return cast(SubmitResult, (yield from single(call)))
+
+
+def submit_wait(payload: JobPayload, wait: Duration) -> Plan[SubmitResult | Job]:
+    """Submits holding the answer (``?wait=``): the final job view if the job ends in time (it
+    has ``state``), else the submit answer. The server caps one hold at 5 minutes."""
+    hold = seconds(wait)
+    call = Call("POST", "/api/v1/jobs", params={"wait": wire_duration(wait)}, json=payload,
+                timeout=min(hold, MAX_POLL_S) + POLL_SLACK_S, idempotent=True)  # fmt: skip
+    return cast("SubmitResult | Job", (yield from single(call)))
 
 
 def submit_batch(payloads: Iterable[JobPayload]) -> Plan[list[BatchItem]]:
-    out = yield from single(Call("POST", "/api/v1/jobs/batch", json={"jobs": list(payloads)}))
+    call = Call("POST", "/api/v1/jobs/batch", json={"jobs": list(payloads)}, idempotent=True)
+    out = yield from single(call)
     return cast(list[BatchItem], out["results"])
 
 
@@ -341,6 +473,7 @@ def stream(method: str, url: str, options: StreamOptions) -> Plan[StreamResponse
         params={"wait": wire_duration(hold)},
         json=payload,
         timeout=hold + POLL_SLACK_S,
+        idempotent=True,
     )
     out = body(resp)
     if "state" in out:  # the server answered with the final job view
@@ -404,7 +537,7 @@ def secrets_create(primary: str, secondary: str | None) -> Plan[WebhookSecrets]:
     req: dict[str, str] = {"primary_secret": primary}
     if secondary is not None:
         req["secondary_secret"] = secondary
-    call = Call("POST", "/api/v1/webhook-secrets", json=req)
+    call = Call("POST", "/api/v1/webhook-secrets", json=req, idempotent=True)
     return cast(WebhookSecrets, (yield from single(call)))
 
 

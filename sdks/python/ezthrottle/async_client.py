@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TypeVar, Unpack, cast
+from typing import TypeVar, Unpack, cast, overload
 
 import httpx
 
@@ -29,7 +30,8 @@ R = TypeVar("R")
 
 
 class AsyncEZThrottle:
-    """Like ``EZThrottle``, for asyncio (``async with AsyncEZThrottle() as client``)."""
+    """Like ``EZThrottle``, for asyncio (``async with AsyncEZThrottle() as client``), with the
+    same retries and hosted-envelope mode."""
 
     def __init__(
         self,
@@ -37,22 +39,55 @@ class AsyncEZThrottle:
         base_url: str | None = None,
         *,
         timeout: float = _t.DEFAULT_TIMEOUT,
+        max_retries: int = 2,
+        retry_backoff: float = 0.5,
+        max_retry_delay: float = 8.0,
+        tracktags_url: str | None = None,
+        ezthrottle_url: str | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.api_key, self.base_url = _t.settings(api_key, base_url)
+        self.api_key, self.base_url = _t.settings(api_key, base_url or tracktags_url)
         self.timeout = timeout
+        self.retries = _t.Retries(max_retries, retry_backoff, max_retry_delay)
+        self.tracktags_url = tracktags_url.rstrip("/") if tracktags_url else None
+        self.ezthrottle_url = ezthrottle_url or _t.HOSTED_API_URL
         self._http = http_client or httpx.AsyncClient()
         self._owns_http = http_client is None
+        #: How retries wait (replaceable in tests).
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.stream = AsyncStream(self)
+
+    @property
+    def max_retries(self) -> int:
+        return self.retries.max_retries
 
     # -- plumbing
 
     async def _send(self, call: _t.Call, *, stream: bool = False) -> httpx.Response:
-        req = _t.build(self._http, call, self.base_url, self.api_key, self.timeout)
-        try:
-            return await self._http.send(req, stream=stream)
-        except httpx.TransportError as exc:
-            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+        sent, base = call, self.base_url
+        if self.tracktags_url and not call.external and not stream:
+            sent, base = _t.enveloped(call, self.ezthrottle_url), self.tracktags_url
+        attempt = 0
+        while True:
+            req = _t.build(self._http, sent, base, self.api_key, self.timeout)
+            try:
+                resp = await self._http.send(req, stream=stream)
+            except httpx.TransportError as exc:
+                delay = self.retries.delay(sent, attempt, None, exc)
+                if delay is None:
+                    raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+                why = repr(exc)
+            else:
+                if sent is not call:
+                    resp = _t.unwrapped(resp)
+                delay = self.retries.delay(sent, attempt, resp)
+                if delay is None:
+                    return resp
+                await resp.aclose()
+                why = f"HTTP {resp.status_code}"
+            _t.log_retry(call, attempt, delay, why)
+            await self._sleep(delay)
+            attempt += 1
 
     async def _run(self, plan: _t.Plan[T]) -> T:
         try:
@@ -79,10 +114,43 @@ class AsyncEZThrottle:
 
     # -- jobs
 
+    @overload
     async def submit_job(
-        self, url: str, method: str = "GET", **options: Unpack[JobOptions]
-    ) -> SubmitResult:
-        return await self._run(_t.submit(_t.job_payload(url, method, **options)))
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: None = None,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult: ...
+
+    @overload
+    async def submit_job(
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: Duration,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | Job: ...
+
+    async def submit_job(
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: Duration | None = None,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | Job:
+        """Stores the call durably and queues it: ``{"job_id", "status":
+        "queued"|"racing"|"duplicate", "idempotent_key"}``. Options are API.md's job fields.
+        With ``wait`` (a duration), the server holds the answer until the job is final, then
+        answers its final view (which has ``state``), or the submit answer when the wait ends
+        first."""
+        payload = _t.job_payload(url, method, **options)
+        if wait is None:
+            return await self._run(_t.submit(payload))
+        return await self._run(_t.submit_wait(payload, wait))
 
     async def submit_batch(self, jobs: Iterable[JobPayload]) -> list[BatchItem]:
         return await self._run(_t.submit_batch(jobs))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar, Unpack, cast
+from typing import TypeVar, Unpack, cast, overload
 
 import httpx
 
@@ -33,6 +34,17 @@ class EZThrottle:
     variables ``EZTHROTTLE_API_KEY`` and ``EZTHROTTLE_URL`` (else ``http://127.0.0.1:8080``).
 
     ``timeout`` bounds plain API calls; long-polls extend it by the time the server holds them.
+
+    Idempotent calls (reads, long-polls, submits and batches, which the server deduplicates by
+    key or by the call's hash) are retried up to ``max_retries`` times (default 2; 0 turns
+    retries off) on connection errors, 408, 429 and 5xx, after an exponential backoff with full
+    jitter from ``retry_backoff`` seconds up to ``max_retry_delay``, or after ``Retry-After``.
+    Cancel, retry (replay), rotate and delete are never sent twice.
+
+    ``tracktags_url`` (the hosted SDK's name) sends every API call, as the hosted SDKs do, as an
+    envelope to ``POST {tracktags_url}/api/v1/proxy`` naming ``ezthrottle_url``; answers and
+    errors are the same as when calling directly. Event streams cannot be enveloped and go to
+    ``base_url`` (which then defaults to ``tracktags_url``).
     """
 
     def __init__(
@@ -41,23 +53,57 @@ class EZThrottle:
         base_url: str | None = None,
         *,
         timeout: float = _t.DEFAULT_TIMEOUT,
+        max_retries: int = 2,
+        retry_backoff: float = 0.5,
+        max_retry_delay: float = 8.0,
+        tracktags_url: str | None = None,
+        ezthrottle_url: str | None = None,
         http_client: httpx.Client | None = None,
     ) -> None:
-        self.api_key, self.base_url = _t.settings(api_key, base_url)
+        self.api_key, self.base_url = _t.settings(api_key, base_url or tracktags_url)
         self.timeout = timeout
+        self.retries = _t.Retries(max_retries, retry_backoff, max_retry_delay)
+        self.tracktags_url = tracktags_url.rstrip("/") if tracktags_url else None
+        self.ezthrottle_url = ezthrottle_url or _t.HOSTED_API_URL
         self._http = http_client or httpx.Client()
         self._owns_http = http_client is None
+        #: How retries wait (replaceable in tests).
+        self._sleep: Callable[[float], None] = time.sleep
         #: STREAM as one call: ``client.stream.post(url, json=..., timeout="1h")``.
         self.stream = Stream(self)
+
+    @property
+    def max_retries(self) -> int:
+        return self.retries.max_retries
 
     # -- plumbing
 
     def _send(self, call: _t.Call, *, stream: bool = False) -> httpx.Response:
-        req = _t.build(self._http, call, self.base_url, self.api_key, self.timeout)
-        try:
-            return self._http.send(req, stream=stream)
-        except httpx.TransportError as exc:
-            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+        """Sends ``call`` (enveloped in hosted mode), retrying it as ``self.retries`` allows."""
+        sent, base = call, self.base_url
+        if self.tracktags_url and not call.external and not stream:
+            sent, base = _t.enveloped(call, self.ezthrottle_url), self.tracktags_url
+        attempt = 0
+        while True:
+            req = _t.build(self._http, sent, base, self.api_key, self.timeout)
+            try:
+                resp = self._http.send(req, stream=stream)
+            except httpx.TransportError as exc:
+                delay = self.retries.delay(sent, attempt, None, exc)
+                if delay is None:
+                    raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+                why = repr(exc)
+            else:
+                if sent is not call:
+                    resp = _t.unwrapped(resp)
+                delay = self.retries.delay(sent, attempt, resp)
+                if delay is None:
+                    return resp
+                resp.close()
+                why = f"HTTP {resp.status_code}"
+            _t.log_retry(call, attempt, delay, why)
+            self._sleep(delay)
+            attempt += 1
 
     def _run(self, plan: _t.Plan[T]) -> T:
         try:
@@ -84,12 +130,43 @@ class EZThrottle:
 
     # -- jobs
 
+    @overload
     def submit_job(
-        self, url: str, method: str = "GET", **options: Unpack[JobOptions]
-    ) -> SubmitResult:
-        """Stores the call durably and queues it: ``{"job_id", "status": "queued"|"duplicate",
-        "idempotent_key"}``. Options are API.md's job fields."""
-        return self._run(_t.submit(_t.job_payload(url, method, **options)))
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: None = None,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult: ...
+
+    @overload
+    def submit_job(
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: Duration,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | Job: ...
+
+    def submit_job(
+        self,
+        url: str,
+        method: str = "GET",
+        *,
+        wait: Duration | None = None,
+        **options: Unpack[JobOptions],
+    ) -> SubmitResult | Job:
+        """Stores the call durably and queues it: ``{"job_id", "status":
+        "queued"|"racing"|"duplicate", "idempotent_key"}``. Options are API.md's job fields.
+        With ``wait`` (a duration), the server holds the answer until the job is final, then
+        answers its final view (which has ``state``), or the submit answer when the wait ends
+        first."""
+        payload = _t.job_payload(url, method, **options)
+        if wait is None:
+            return self._run(_t.submit(payload))
+        return self._run(_t.submit_wait(payload, wait))
 
     def submit_batch(self, jobs: Iterable[JobPayload]) -> list[BatchItem]:
         """Up to 1,000 jobs in one transaction; results in request order, each a submit result
@@ -199,7 +276,9 @@ class EZThrottle:
     ) -> SubmitResult | R:
         """Submits the call; if EZThrottle cannot take it (unreachable, or 503 with nothing
         stored) runs ``fallback()`` instead, so EZThrottle never becomes a single point of
-        failure. Other errors (bad request, 429) propagate: the server is working."""
+        failure. Other errors (bad request, 429) propagate: the server is working. The submit is
+        retried first as every submit is (``max_retries``); pass a client with
+        ``max_retries=0`` to fall back at the first failure."""
         try:
             return self.submit_job(url, method, **options)
         except _t.SERVER_DOWN:

@@ -140,9 +140,12 @@ class ForwardToEZThrottle(EZThrottleError):
 
 
 class WebhookVerificationError(Exception):
-    """A webhook's signature did not verify; ``reason`` is the machine-readable cause
-    (``mismatch``, ``too_old``, ``too_new``, ``no_signature``, ``malformed``)."""
+    """A webhook's signature did not verify. ``reason`` is the verifier's reason (the hosted
+    SDK's text, e.g. ``signature_mismatch``); ``code`` its machine-readable cause (``mismatch``,
+    ``too_old``, ``too_new``, ``no_signature``, ``malformed``)."""
 
-    def __init__(self, message: str, reason: str = "mismatch") -> None:
+    def __init__(self, message: str, reason: str = "signature_mismatch") -> None:
         super().__init__(message)
         self.reason = reason
+        code = getattr(reason, "code", None)
+        self.code: str = str(code) if code is not None else reason

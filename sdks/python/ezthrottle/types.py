@@ -9,7 +9,7 @@ from __future__ import annotations
 import json as _json
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal, NotRequired, TypedDict, Union
+from typing import Any, Literal, NotRequired, TypedDict, Union, final
 
 import httpx
 
@@ -97,8 +97,10 @@ class StreamOptions(CallOptions, total=False):
     content: str | bytes
 
 
+@final
 class SubmitResult(TypedDict):
-    """Answer to a submission: ``status`` is ``"queued"`` or ``"duplicate"``."""
+    """Answer to a submission: ``status`` is ``"queued"``, ``"racing"`` (the job lists regions
+    in race mode) or ``"duplicate"``."""
 
     job_id: str
     status: str
@@ -236,6 +238,7 @@ class Redelivery(TypedDict):
     deliveries: list[str]
 
 
+@final
 class FrugalResult(TypedDict):
     """What a FRUGAL step returns when it did not forward (the hosted SDK's shape)."""
 

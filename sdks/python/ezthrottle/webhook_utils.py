@@ -2,6 +2,8 @@
 migration."""
 
 from .webhooks import (
+    ReasonCode,
+    VerifyReason,
     WebhookVerificationError,
     try_verify_with_secrets,
     verify_webhook_signature,
@@ -9,6 +11,8 @@ from .webhooks import (
 )
 
 __all__ = [
+    "ReasonCode",
+    "VerifyReason",
     "WebhookVerificationError",
     "try_verify_with_secrets",
     "verify_webhook_signature",

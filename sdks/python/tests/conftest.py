@@ -15,7 +15,7 @@ import time
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -261,7 +261,7 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     #: What the receiver's verifier said, per configured secret pair.
-    verdicts: list[tuple[bool, str]]
+    verdicts: Sequence[tuple[bool, str]]
 
     def json(self) -> Any:
         return json.loads(self.body)

@@ -112,7 +112,9 @@ pub struct ProxyAnswer {
 /// The API's answer to an enveloped call.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Forwarded {
-    /// HTTP status of the call (e.g. 202 for an accepted job, 400 for a bad field).
+    /// HTTP status of the call, as the hosted service answered it: `201` for a new job (the
+    /// native API's `202`), `200` for a duplicate (or, with `?wait`, a job final in time), `400`
+    /// for a bad field.
     pub status_code: u16,
     /// Response headers, lower-case names.
     pub headers: BTreeMap<String, String>,
@@ -166,6 +168,21 @@ fn method(raw: Option<&str>) -> Result<Method, FieldError> {
     }
 }
 
+/// Whether an envelope's path (and query) is the job submission, `/api/v1/jobs`.
+fn is_submit(path_and_query: &str) -> bool {
+    path_and_query.split('?').next() == Some("/api/v1/jobs")
+}
+
+/// The status the hosted service answered for a call: a new job is `201` there (the native
+/// `202`), a duplicate `200` as here; the hosted Go SDK accepts nothing else for a submission.
+fn hosted_status(submit: bool, native: u16) -> u16 {
+    if submit && native == 202 {
+        201
+    } else {
+        native
+    }
+}
+
 /// Opens an enveloped call and answers with what the API answered to it.
 #[utoipa::path(post, path = "/api/v1/proxy", operation_id = "proxyEnvelope", tag = "hosted-sdk", request_body = Envelope,
     responses((status = 200, description = "the call was made; its answer (any status, including errors) is in forwarded_response", body = ProxyAnswer),
@@ -182,7 +199,7 @@ async fn proxy(
     let envelope: Envelope = parse_json(&read_limited(&st, body).await?)?;
     let path = target(&envelope.target_url)?;
     let method = method(envelope.method.as_deref())?;
-    let mut call = Request::builder().method(method).uri(&path);
+    let mut call = Request::builder().method(method.clone()).uri(&path);
     for (name, value) in envelope.headers.iter().flatten() {
         let field = || format!("headers.{name}");
         let n = HeaderName::from_bytes(name.as_bytes())
@@ -203,8 +220,9 @@ async fn proxy(
     let call = call
         .body(Body::from(envelope.body.unwrap_or_default()))
         .map_err(|e| FieldError::invalid("target_url", format!("not a valid request: {e}")))?;
+    let submits = method == Method::POST && is_submit(&path);
     let answer = api.oneshot(call).await.unwrap_or_else(|e| match e {});
-    let status_code = answer.status().as_u16();
+    let status_code = hosted_status(submits, answer.status().as_u16());
     let headers = answer
         .headers()
         .iter()
@@ -262,6 +280,18 @@ mod tests {
             target("/api/v1/jobs/job_1/events").unwrap_err().code,
             "not_supported"
         );
+    }
+
+    #[test]
+    fn only_a_new_job_becomes_201() {
+        assert!(is_submit("/api/v1/jobs"));
+        assert!(is_submit("/api/v1/jobs?wait=5s"));
+        assert!(!is_submit("/api/v1/jobs/batch"));
+        assert!(!is_submit("/api/v1/jobs/job_1/cancel"));
+        assert_eq!(hosted_status(true, 202), 201);
+        assert_eq!(hosted_status(true, 200), 200);
+        assert_eq!(hosted_status(true, 400), 400);
+        assert_eq!(hosted_status(false, 202), 202);
     }
 
     #[test]

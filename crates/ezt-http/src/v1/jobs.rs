@@ -46,8 +46,9 @@ pub fn router() -> Router<AppState> {
 pub struct SubmitOut {
     /// The job (or the existing job, for a duplicate).
     pub job_id: String,
-    /// `queued` (stored; it will run) or `duplicate` (the job with this key is answered).
-    /// The job's own progress is its view's `state`.
+    /// `queued` (stored; it will run), `racing` (stored; it lists `regions` in `race` mode, as
+    /// the hosted service answered) or `duplicate` (the job with this key is answered). The
+    /// job's own progress is its view's `state`.
     pub status: SubmitStatus,
     /// The dedup key in force.
     pub idempotent_key: String,
@@ -102,7 +103,7 @@ fn batch_jobs() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::Sch
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum BatchResult {
-    /// Admitted (queued or duplicate).
+    /// Admitted (queued, racing or duplicate).
     Admitted(SubmitOut),
     /// Refused; the other jobs are unaffected.
     Refused(ErrorBody),
@@ -234,7 +235,7 @@ fn view(st: &AppState, job: &JobRecord) -> JobView {
 #[utoipa::path(post, path = "/api/v1/jobs", operation_id = "submitJob", tag = "jobs",
     request_body(content = ezt_core::job::JobSpecIn, description = "one job as a JSON object"),
     params(WaitQuery, ("Idempotency-Key" = Option<String>, Header, description = "taken as idempotent_key (1-256 printable characters); 400 if the body sets a different one")),
-    responses((status = 202, description = "queued (or, with ?wait, not final in time)", body = SubmitOut),
+    responses((status = 202, description = "queued or racing (or, with ?wait, not final in time); through the hosted envelope (`POST /api/v1/proxy`) this is 201", body = SubmitOut),
               (status = 200, description = "`status: duplicate` (a job with this key exists), or with ?wait the final job view", body = SubmitOrView),
               (status = 400, description = "a bad field, parameter or header; `field` names it (`invalid_field`, `missing_field`, `unknown_field`, `invalid_json`)", body = ErrorBody),
               (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 408, description = "the body did not arrive within `server.request_body_timeout_ms` (`request_timeout`)", body = ErrorBody), (status = 413, description = "the request body is larger than `limits.max_request_bytes` (1 MiB), or a job body larger than `limits.max_body_bytes` (256 KiB) (`payload_too_large`)", body = ErrorBody),

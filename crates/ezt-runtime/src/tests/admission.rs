@@ -77,6 +77,31 @@ async fn the_default_idempotency_key_dedupes_the_same_call_only() {
 }
 
 #[tokio::test]
+async fn a_job_listing_regions_in_race_mode_is_answered_racing() {
+    let (rig, _) = rig(Config::default()).await;
+    let mut regions = later(9, "regions");
+    regions["regions"] = json!(["us-east-1", "eu-west-1"]);
+    let (a, _) = rig.submit(regions.clone()).await;
+    let (b, _) = rig.submit(regions.clone()).await;
+    let mut explicit = later(9, "explicit race");
+    explicit["regions"] = json!(["local"]);
+    explicit["execution_mode"] = json!("race");
+    let (c, _) = rig.submit(explicit).await;
+    let (d, _) = rig.submit(later(9, "no regions")).await;
+    assert_eq!(
+        (a.status, b.status, c.status, d.status),
+        (
+            SubmitStatus::Racing,
+            SubmitStatus::Duplicate,
+            SubmitStatus::Racing,
+            SubmitStatus::Queued
+        )
+    );
+    assert_eq!(b.job_id, a.job_id);
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn the_lane_cap_refuses_a_new_lane_and_stores_nothing() {
     let mut cfg = Config::default();
     cfg.lanes.max_lanes_per_tenant = 1;

@@ -136,6 +136,40 @@ async fn duplicates_return_the_existing_job() {
 }
 
 #[tokio::test]
+async fn a_job_listing_regions_in_race_mode_is_answered_racing() {
+    let target = Target::start().await;
+    let server = TestServer::start_with(FAST_LANE);
+    // Two regions this node is not in (fallback policy: it runs here), race by default.
+    let spec = json!({"url": target.url("race"), "regions": ["us-east-1", "eu-west-1"]});
+    let (s1, a) = server.post("/api/v1/jobs", spec.clone()).await;
+    assert_eq!((s1, a["status"].as_str()), (202, Some("racing")), "{a}");
+    let (s2, b) = server.post("/api/v1/jobs", spec).await;
+    assert_eq!((s2, b["status"].as_str()), (200, Some("duplicate")), "{b}");
+    assert_eq!(a["job_id"], b["job_id"]);
+    let view = server.wait_final(a["job_id"].as_str().unwrap(), 30).await;
+    assert_eq!(view["state"], "succeeded", "{view}");
+    assert_eq!(view["spec"]["execution_mode"], "race");
+    // One region, the mode spelled out (camelCase too): still racing. No regions: queued.
+    let one = json!({"url": target.url("one"), "regions": ["local"], "executionMode": "race"});
+    let (_, c) = server.post("/api/v1/jobs", one).await;
+    assert_eq!(c["status"], "racing", "{c}");
+    let (_, d) = server
+        .post("/api/v1/jobs", json!({"url": target.url("none")}))
+        .await;
+    assert_eq!(d["status"], "queued", "{d}");
+    // Batch entries say the same.
+    let (s, e) = server
+        .post(
+            "/api/v1/jobs/batch",
+            json!({"jobs": [{"url": target.url("b1"), "regions": ["eu-west-1"]}, {"url": target.url("b2")}]}),
+        )
+        .await;
+    assert_eq!(s, 202, "{e}");
+    assert_eq!(e["results"][0]["status"], "racing", "{e}");
+    assert_eq!(e["results"][1]["status"], "queued", "{e}");
+}
+
+#[tokio::test]
 async fn cancel_stops_a_waiting_job() {
     let target = Target::start().await;
     let server = TestServer::start_with(FAST_LANE);

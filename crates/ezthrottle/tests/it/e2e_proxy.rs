@@ -44,7 +44,7 @@ async fn envelope_reaches_the_api_as_the_caller() {
     let (st, answer) = s.post("/api/v1/proxy", env.clone()).await;
     assert_eq!(st, 200, "{answer}");
     let (code, body) = forwarded(&answer);
-    assert_eq!(code, 202, "{body}");
+    assert_eq!(code, 201, "a new job is 201 inside the envelope: {body}");
     let id = body["job_id"].as_str().unwrap().to_string();
     let view = s.wait_final(&id, 20).await;
     assert_eq!(view["state"], "succeeded", "{view}");
@@ -83,6 +83,59 @@ async fn envelope_reaches_the_api_as_the_caller() {
         )
         .await;
     assert_eq!(forwarded(&answer).0, 404);
+}
+
+#[tokio::test]
+async fn envelope_answers_a_new_job_201_and_a_duplicate_200() {
+    let s = TestServer::start();
+    let t = Target::start().await;
+    let job = json!({"url": t.url("ok"), "idempotent_key": "env-201"});
+    let env = envelope("/api/v1/jobs", "POST", &job);
+    let (_, first) = s.post("/api/v1/proxy", env.clone()).await;
+    let (code, a) = forwarded(&first);
+    assert_eq!((code, a["status"].as_str()), (201, Some("queued")), "{a}");
+    let (_, again) = s.post("/api/v1/proxy", env).await;
+    let (code, b) = forwarded(&again);
+    assert_eq!(
+        (code, b["status"].as_str()),
+        (200, Some("duplicate")),
+        "{b}"
+    );
+    assert_eq!(a["job_id"], b["job_id"]);
+    // The native API keeps 202 for a new job.
+    let (st, native) = s
+        .post("/api/v1/jobs", json!({"url": t.url("native")}))
+        .await;
+    assert_eq!((st, native["status"].as_str()), (202, Some("queued")));
+    // Regions in race mode (the default): racing, 201, as the hosted service answered.
+    let racing = json!({"url": t.url("race"), "regions": ["us-east-1", "eu-west-1"]});
+    let (_, answer) = s
+        .post("/api/v1/proxy", envelope("/api/v1/jobs", "POST", &racing))
+        .await;
+    let (code, r) = forwarded(&answer);
+    assert_eq!((code, r["status"].as_str()), (201, Some("racing")), "{r}");
+    // With ?wait, a job final in time is its view, 200 as natively.
+    let waited = json!({"url": t.url("waited")});
+    let (_, answer) = s
+        .post(
+            "/api/v1/proxy",
+            envelope("/api/v1/jobs?wait=20s", "POST", &waited),
+        )
+        .await;
+    let (code, v) = forwarded(&answer);
+    assert_eq!((code, v["state"].as_str()), (200, Some("succeeded")), "{v}");
+    // Only submissions change: other calls keep their status (a batch stays 202).
+    let (_, answer) = s
+        .post(
+            "/api/v1/proxy",
+            envelope(
+                "/api/v1/jobs/batch",
+                "POST",
+                &json!({"jobs": [{"url": t.url("batch")}]}),
+            ),
+        )
+        .await;
+    assert_eq!(forwarded(&answer).0, 202);
 }
 
 #[tokio::test]
@@ -213,6 +266,15 @@ async fn hosted_python_package_works_unchanged() {
     assert_eq!(r["submit"]["status"], "queued");
     assert_eq!(r["duplicate"]["job_id"], id);
     assert_eq!(r["duplicate"]["status"], "duplicate");
+    assert_eq!(r["racing"]["status"], "racing", "{r}");
+    let racing = s
+        .wait_final(r["racing"]["job_id"].as_str().unwrap(), 20)
+        .await;
+    assert_eq!(
+        racing["spec"]["regions"],
+        json!(["us-east-1", "eu-west-1"]),
+        "{racing}"
+    );
     let view = s.wait_final(id, 20).await;
     let spec = &view["spec"];
     assert_eq!(spec["method"], "POST");

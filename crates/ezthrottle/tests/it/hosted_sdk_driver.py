@@ -80,6 +80,10 @@ def main() -> None:
     first = client.submit_job(**job)
     out["submit"] = first
     out["duplicate"] = client.submit_job(**job)
+    # Regions in race mode (the package's default mode): the hosted test-app asserts "racing".
+    out["racing"] = client.submit_job(
+        url=target, method="POST", body="racing", regions=["us-east-1", "eu-west-1"]
+    )
     body, sig = delivered(first["job_id"])
     out["verify_s1"] = verify_webhook_signature(body, sig, S1)
     out["verify_wrong"] = verify_webhook_signature(body, sig, S2)

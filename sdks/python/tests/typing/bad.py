@@ -11,3 +11,5 @@ def use(client: EZThrottle) -> None:
     job["stat"]  # E: TypedDict key
     Step(client).region_policy("nearest")  # E: Literal
     client.stream.post("https://x.example", jsn={})  # E: unexpected kwarg
+    client.submit_job("https://x.example")["state"]  # E: no wait, no job view
+    EZThrottle("k", max_retries="2")  # E: int

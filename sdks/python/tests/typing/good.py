@@ -22,3 +22,19 @@ def use(client: EZThrottle) -> None:
     print(r["status"])
     for e in client.events(out["job_id"]):
         print(e.event, e.data)
+
+
+def retries_envelope_and_reasons(body: bytes, header: str) -> None:
+    from ezthrottle import ReasonCode, VerifyReason, verify_webhook_signature
+
+    hosted = EZThrottle("k", tracktags_url="http://127.0.0.1:8080", max_retries=0)
+    patient = EZThrottle("k", max_retries=5, retry_backoff=0.25, max_retry_delay=4.0)
+    held = patient.submit_job("https://x.example", wait="30s")
+    if "state" in held:
+        print(held["state"])
+    plain: SubmitResult = hosted.submit_job("https://x.example")
+    ok, reason = verify_webhook_signature(body, header, "secret")
+    text: str = reason
+    r: VerifyReason = reason
+    if not ok and reason.code is ReasonCode.TOO_OLD:
+        print(plain["status"], text, r.code.value)

@@ -14,6 +14,8 @@
 //! the dedup window), the holder gives the key up and the job is inserted.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use deadpool_postgres::{GenericClient, Pool};
 use ezt_core::{JobId, JobState};
@@ -57,13 +59,21 @@ struct Request {
 #[derive(Clone)]
 pub(crate) struct Admitter {
     tx: mpsc::Sender<Request>,
+    /// Transactions committed so far (each holds one or more calls).
+    batches: Arc<AtomicU64>,
 }
 
 impl Admitter {
     pub(crate) fn start(pool: Pool) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, rx));
-        Self { tx }
+        let batches = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(pool, rx, batches.clone()));
+        Self { tx, batches }
+    }
+
+    /// Admission transactions committed since the store was opened.
+    pub(crate) fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 
     /// Admits `jobs` in the next group transaction; answers after it committed.
@@ -83,7 +93,7 @@ impl Admitter {
     }
 }
 
-async fn run(pool: Pool, mut rx: mpsc::Receiver<Request>) {
+async fn run(pool: Pool, mut rx: mpsc::Receiver<Request>, batches: Arc<AtomicU64>) {
     while let Some(first) = rx.recv().await {
         let mut n = first.jobs.len();
         let mut batch = vec![first];
@@ -107,6 +117,9 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Request>) {
         let mut result = result.map_err(|e| match e {
             Retry::Again(e) | Retry::Fail(e) => e,
         });
+        if result.is_ok() {
+            batches.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = &result {
             tracing::warn!(error = %e, jobs = jobs.len(), "store: admission batch failed; it is rolled back");
         }
@@ -173,7 +186,10 @@ async fn admit_batch(pool: &Pool, jobs: &[&Prepared]) -> Result<Vec<Admission>, 
     let ids: Vec<Vec<u8>> = jobs.iter().map(|p| id_bytes(p.job.id.0)).collect();
     let tenants: Vec<Vec<u8>> = jobs.iter().map(|p| id_bytes(p.job.tenant_id.0)).collect();
     let lanes: Vec<&str> = jobs.iter().map(|p| p.job.lane.0.as_str()).collect();
-    let states: Vec<&str> = jobs.iter().map(|p| initial_state(&p.job).as_str()).collect();
+    let states: Vec<&str> = jobs
+        .iter()
+        .map(|p| initial_state(&p.job).as_str())
+        .collect();
     let specs: Vec<&str> = jobs.iter().map(|p| p.spec.as_str()).collect();
     let hooked: Vec<bool> = jobs.iter().map(|p| p.hooked).collect();
     let keys: Vec<&str> = jobs.iter().map(|p| p.job.idempotent_key.as_str()).collect();
@@ -205,7 +221,10 @@ async fn admit_batch(pool: &Pool, jobs: &[&Prepared]) -> Result<Vec<Admission>, 
 
 /// A job the bulk insert skipped: a duplicate of the key's holder, or inserted after the
 /// holder gives up a lapsed claim.
-async fn resolve(tx: &deadpool_postgres::Transaction<'_>, p: &Prepared) -> Result<Admission, Retry> {
+async fn resolve(
+    tx: &deadpool_postgres::Transaction<'_>,
+    p: &Prepared,
+) -> Result<Admission, Retry> {
     let j = &p.job;
     let tenant = id_bytes(j.tenant_id.0);
     let holder = tx.prepare_cached(CLAIM_HOLDER).await.map_err(fail)?;

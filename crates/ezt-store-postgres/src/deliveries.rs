@@ -38,14 +38,8 @@ pub(crate) async fn record_outcome(
     let series: i32 = row.get(1);
     let spec: ezt_core::job::JobSpec = json_decode(row.get(2))?;
     let idempotent_key: &str = row.get(3);
-    let response: Option<Response> = row
-        .get::<_, Option<&str>>(5)
-        .map(json_decode)
-        .transpose()?;
-    let error: Option<JobError> = row
-        .get::<_, Option<&str>>(6)
-        .map(json_decode)
-        .transpose()?;
+    let response: Option<Response> = row.get::<_, Option<&str>>(5).map(json_decode).transpose()?;
+    let error: Option<JobError> = row.get::<_, Option<&str>>(6).map(json_decode).transpose()?;
     let ending = Ending {
         id,
         spec: &spec,
@@ -70,7 +64,11 @@ pub(crate) async fn record_outcome(
     c.execute(&st, &[&job, &series, &outcome.payload])
         .await
         .map_err(pg_err)?;
-    let ids: Vec<Vec<u8>> = outcome.deliveries.iter().map(|d| id_bytes(d.0 .0)).collect();
+    let ids: Vec<Vec<u8>> = outcome
+        .deliveries
+        .iter()
+        .map(|d| id_bytes(d.0 .0))
+        .collect();
     let idx: Vec<i32> = outcome.deliveries.iter().map(|d| d.1 as i32).collect();
     let urls: Vec<&str> = outcome.deliveries.iter().map(|d| d.2.as_str()).collect();
     let voting: Vec<bool> = outcome.deliveries.iter().map(|d| d.3).collect();
@@ -100,7 +98,8 @@ pub(crate) async fn record_outcome(
     Ok(outcome.pending(TenantId(bytes_id(&tenant_id)), now_ms))
 }
 
-const DELIVERY_COLUMNS: &str = "id, job_id, tenant_id, series, idx, url, voting, state, attempts::text, \
+const DELIVERY_COLUMNS: &str =
+    "id, job_id, tenant_id, series, idx, url, voting, state, attempts::text, \
      created_at, next_at, acked_at, failed_in_run";
 
 fn delivery_row(r: &Row) -> Result<DeliveryRecord> {

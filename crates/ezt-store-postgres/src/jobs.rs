@@ -27,9 +27,12 @@ async fn load_attempts(c: &impl GenericClient, id: JobId) -> Result<Vec<Attempt>
 
 /// Records a wake-up for a server sharing the database, and tells listeners at commit.
 async fn wake(c: &impl GenericClient, id: JobId) -> Result<()> {
-    c.execute("INSERT INTO wakeups (job_id) VALUES ($1)", &[&id_bytes(id.0)])
-        .await
-        .map_err(pg_err)?;
+    c.execute(
+        "INSERT INTO wakeups (job_id) VALUES ($1)",
+        &[&id_bytes(id.0)],
+    )
+    .await
+    .map_err(pg_err)?;
     c.execute("SELECT pg_notify($1, '')", &[&WAKEUP_CHANNEL])
         .await
         .map_err(pg_err)?;
@@ -64,10 +67,8 @@ impl JobStore for PgStore {
         };
         let mut j = job_row(&row)?;
         // Two more reads on the same connection, pipelined.
-        let (attempts, deliveries) = tokio::join!(
-            load_attempts(&c, id),
-            deliveries::latest_deliveries(&c, id)
-        );
+        let (attempts, deliveries) =
+            tokio::join!(load_attempts(&c, id), deliveries::latest_deliveries(&c, id));
         j.attempts = attempts?;
         j.deliveries = deliveries?;
         Ok(Some(j))
@@ -186,7 +187,14 @@ impl JobStore for PgStore {
                 let Some(row) = tx
                     .query_opt(
                         &st,
-                        &[&id, &token, &state.as_str(), &response_json, &error_json, &now],
+                        &[
+                            &id,
+                            &token,
+                            &state.as_str(),
+                            &response_json,
+                            &error_json,
+                            &now,
+                        ],
                     )
                     .await
                     .map_err(pg_err)?

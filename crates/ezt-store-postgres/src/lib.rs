@@ -96,9 +96,11 @@ impl PgStore {
     /// Like [`connect`](Self::connect) but leaves the schema as it is (for `migrate` itself
     /// and tests). Connections are made lazily, so this cannot fail for an unreachable server.
     pub fn connect_without_migrating(url: &str) -> Result<Self> {
-        let mut pg = tokio_postgres::Config::from_str(url).map_err(|e| Error::Other(format!(
-            "database URL: {e} (expected postgres://user@host:port/dbname)"
-        )))?;
+        let mut pg = tokio_postgres::Config::from_str(url).map_err(|e| {
+            Error::Other(format!(
+                "database URL: {e} (expected postgres://user@host:port/dbname)"
+            ))
+        })?;
         if pg.get_application_name().is_none() {
             pg.application_name("ezthrottle");
         }
@@ -143,6 +145,12 @@ impl PgStore {
             .await
             .map_err(pg_err)?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Admission transactions committed by this store so far: with group commit, fewer than
+    /// the `insert_jobs` calls when calls overlap (for metrics and tests).
+    pub fn admission_batches(&self) -> u64 {
+        self.admit.batches()
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {

@@ -12,7 +12,8 @@ use crate::codec::pg_err;
 
 /// (version, name, SQL) of every migration, in order. Versions are never reused or edited once
 /// released: a change is a new file.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
 
 /// The advisory lock migrations run under (an arbitrary constant: "ezt" + "migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x657a_745f_6d69_6772;
@@ -56,7 +57,11 @@ pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<us
     }
     tx.commit().await.map_err(pg_err)?;
     if ran > 0 {
-        tracing::info!(applied = ran, version = newest_known, "store: migrated the database");
+        tracing::info!(
+            applied = ran,
+            version = newest_known,
+            "store: migrated the database"
+        );
     }
     Ok(ran)
 }
@@ -64,10 +69,7 @@ pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<us
 /// Versions recorded as applied, oldest first (empty before the first migration).
 pub(crate) async fn applied(c: &impl GenericClient) -> Result<Vec<i32>> {
     let exists = c
-        .query_one(
-            "SELECT to_regclass('schema_migrations') IS NOT NULL",
-            &[],
-        )
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
         .await
         .map_err(pg_err)?
         .get::<_, bool>(0);
@@ -75,7 +77,10 @@ pub(crate) async fn applied(c: &impl GenericClient) -> Result<Vec<i32>> {
         return Ok(Vec::new());
     }
     let rows = c
-        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
         .await
         .map_err(pg_err)?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

@@ -15,8 +15,9 @@ use crate::codec::pg_err;
 pub const MIGRATIONS: &[(i32, &str, &str)] =
     &[(1, "init", include_str!("../migrations/0001_init.sql"))];
 
-/// The advisory lock migrations run under (an arbitrary constant: "ezt" + "migr" in ASCII).
-const MIGRATION_LOCK: i64 = 0x657a_745f_6d69_6772;
+/// The advisory lock migrations run under, with the schema's hash as its second half (one
+/// installation is one schema; tests migrate many side by side in one database).
+const MIGRATION_LOCK: i32 = 0x657a_746d; // "eztm"
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version integer PRIMARY KEY,
@@ -27,9 +28,12 @@ const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 /// Applies the missing migrations; returns how many ran.
 pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<usize> {
     let tx = client.transaction().await.map_err(pg_err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await
-        .map_err(pg_err)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))",
+        &[&MIGRATION_LOCK],
+    )
+    .await
+    .map_err(pg_err)?;
     tx.batch_execute(CREATE_LEDGER).await.map_err(pg_err)?;
     let done = applied(&tx).await?;
     let newest_known = MIGRATIONS.last().map_or(0, |m| m.0);

@@ -197,16 +197,37 @@ fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
 /// PostgreSQL when `database_url` is set (migrated on open), else the SQLite file.
 async fn open(cfg: &Config) -> Result<Arc<dyn Store>> {
     if let Some(url) = &cfg.database_url {
-        let store = ezt_store_postgres::PgStore::connect(&url.0)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(&url.0)))?;
-        return Ok(Arc::new(store));
+        return Ok(Arc::new(connect_postgres(&url.0).await?));
     }
     let store = ezt_store_sqlite::SqliteStore::open(cfg.db_path())
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening {}", cfg.db_path().display()))?;
     Ok(Arc::new(store))
+}
+
+/// Connects to PostgreSQL and migrates it.
+async fn connect_postgres(url: &str) -> Result<ezt_store_postgres::PgStore> {
+    ezt_store_postgres::PgStore::connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))
+}
+
+/// The store for `serve`: on PostgreSQL with the database's single-server lock held (see
+/// `PgStore::lock_single_server`), the counterpart of the SQLite data dir's lock file.
+async fn open_for_serving(
+    cfg: &Config,
+) -> Result<(Arc<dyn Store>, Option<ezt_store_postgres::ServerLock>)> {
+    let Some(url) = &cfg.database_url else {
+        return Ok((open(cfg).await?, None));
+    };
+    let store = connect_postgres(&url.0).await?;
+    let lock = store
+        .lock_single_server()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| redact_url(&url.0))?;
+    Ok((Arc::new(store), Some(lock)))
 }
 
 /// Where the store is, for logs and errors: the SQLite file, or the database URL without its
@@ -439,7 +460,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
             cfg.data_dir.display()
         );
     }
-    let store = open(&cfg).await?;
+    let (store, _single_server) = open_for_serving(&cfg).await?;
     if let Some(key) = ezt_runtime::admin::bootstrap(store.as_ref(), &SystemClock).await? {
         // A log line, so `--log-json` output stays all JSON; the key alone goes to stdout.
         tracing::info!("first start: created tenant \"default\" and an API key, printed on stdout. It is shown once; store it now");

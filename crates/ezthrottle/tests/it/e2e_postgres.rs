@@ -155,6 +155,20 @@ async fn serve_and_cli_share_a_postgres_database_and_state_survives_a_restart() 
     assert_eq!(job["state"], "succeeded", "{job}");
     let (s, _) = server.get_as(&default_key, "/api/v1/jobs").await;
     assert_eq!(s, 200, "the first start's key still works");
+
+    // A second server on the same database is refused (one per database until cluster
+    // mode), with the reason; the running one is untouched.
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(crate::support::serve_args(other.path(), config))
+        .env("EZTHROTTLE_DATABASE_URL", &url)
+        .output()
+        .expect("second server");
+    assert!(!out.status.success(), "a second server started: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another ezthrottle server"), "{err}");
+    let (s, _) = server.get_as(&key, &format!("/api/v1/jobs/{id2}")).await;
+    assert_eq!(s, 200);
 }
 
 #[test]

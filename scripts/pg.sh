@@ -3,7 +3,7 @@
 #
 #   scripts/pg.sh start DIR    initdb into DIR/data (once), start on a free port of 127.0.0.1 and
 #                              a unix socket in DIR; prints the URL. A no-op (prints the URL) when
-#                              DIR's server is already running.
+#                              DIR's server is already running; a restart keeps its port if free.
 #   scripts/pg.sh stop DIR     fast shutdown (sessions are ended, nothing committed is lost).
 #   scripts/pg.sh url DIR      prints postgres://ezt@127.0.0.1:PORT/postgres of DIR's server.
 #   scripts/pg.sh attach DIR   start, print the URL, then wait until stdin closes; then stop and
@@ -84,7 +84,13 @@ start() {
   fi
   local tries=0 port
   while :; do
-    port=$(free_port)
+    # A restart keeps its port (and so its URL) when the port is still free.
+    port=""
+    if [ "$tries" -eq 0 ] && [ -f "$dir/port" ]; then
+      port=$(cat "$dir/port")
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then port=""; fi
+    fi
+    [ -n "$port" ] || port=$(free_port)
     if as_owner "$BIN/pg_ctl" -D "$data" -l "$log" -w -t 60 start -o \
       "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=300" \
       >/dev/null 2>&1; then

@@ -63,8 +63,8 @@ CREATE UNIQUE INDEX jobs_key_claim ON jobs (tenant_id, idempotent_key) WHERE key
 CREATE INDEX jobs_by_tenant ON jobs (tenant_id, id);
 CREATE INDEX jobs_pending ON jobs (id) WHERE state IN ('queued', 'scheduled', 'running');
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
-CREATE INDEX jobs_leased ON jobs (lease_holder) WHERE lease_holder IS NOT NULL;
-CREATE INDEX jobs_lane_ledger ON jobs (lane, leased_at) WHERE leased_at IS NOT NULL;
+-- No index on lease_holder or (lane, leased_at) yet: every dispatch would pay for them, and
+-- nothing reads them on a hot path until cluster mode (dead-peer recovery, the ledger rebuild).
 
 CREATE TABLE attempts (
     job_id bytea NOT NULL,

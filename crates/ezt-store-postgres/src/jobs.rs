@@ -120,7 +120,8 @@ impl JobStore for PgStore {
         let st = c
             .prepare_cached(
                 "UPDATE jobs SET state = 'running', attempt_count = attempt_count + 1, lease_token = $2,
-                 leased_at = ezt_now_ms(), lease_expires_at = ezt_now_ms() + $3, updated_at = $4, lease_holder = $5
+                 leased_at = db.now, lease_expires_at = db.now + $3, updated_at = $4, lease_holder = $5
+                 FROM (SELECT ezt_now_ms() AS now) db
                  WHERE id = $1 AND state IN ('queued', 'scheduled')
                  RETURNING spec, tenant_id, idempotent_key, attempt_count, series, retries, reroutes, deadline_at",
             )

@@ -171,6 +171,76 @@ async fn serve_and_cli_share_a_postgres_database_and_state_survives_a_restart() 
     assert_eq!(s, 200);
 }
 
+/// A PostgreSQL of this test's own (scripts/pg.sh), stopped and removed when dropped.
+struct OwnPostgres(std::path::PathBuf);
+
+impl OwnPostgres {
+    fn pg(&self, cmd: &str) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg.sh");
+        let out = Command::new("bash")
+            .args([script, cmd])
+            .arg(&self.0)
+            .output()
+            .expect("run pg.sh");
+        assert!(out.status.success(), "pg.sh {cmd}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.pg("stop");
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The database goes away under a running server: submissions answer 503 (nothing acked that
+/// is not committed), the server stays up, and once the database is back it admits and runs
+/// jobs again without a restart.
+#[tokio::test]
+async fn a_database_restart_answers_503_then_the_server_carries_on() {
+    let pg = OwnPostgres(std::env::temp_dir().join(format!(
+        "ezt-pg-e2e-{}-{}",
+        std::process::id(),
+        in_days(0)
+    )));
+    let url = pg.pg("start");
+    let target = Target::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::spawn_env(tmp.path(), "", None, &[("EZTHROTTLE_DATABASE_URL", &url)]);
+    let first = server.submit(json!({"url": target.url("up")})).await;
+    server.wait_final(&first, 20).await;
+
+    pg.pg("stop");
+    let (s, b) = server
+        .post("/api/v1/jobs", json!({"url": target.url("down")}))
+        .await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b["error"]["code"], "unavailable", "{b}");
+
+    assert_eq!(pg.pg("start"), url);
+    // The pool replaces its broken connections as they are used: poll the submission (no event
+    // says "reconnected") with a deadline; a 503 until then, a 202 after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let (s, b) = server
+            .post("/api/v1/jobs", json!({"url": target.url("back")}))
+            .await;
+        if s == 202 {
+            break b["job_id"].as_str().unwrap().to_string();
+        }
+        assert_eq!(s, 503, "{b}");
+        assert!(std::time::Instant::now() < deadline, "still {s}: {b}");
+    };
+    let job = server.wait_final(&id, 20).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(
+        target.arrivals("down").is_empty(),
+        "the refused job was never run"
+    );
+    assert_eq!(target.arrivals("back").len(), 1);
+}
+
 #[test]
 fn a_bad_database_url_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -150,21 +150,25 @@ fn fail(e: tokio_postgres::Error) -> Retry {
 }
 
 /// Inserts every job whose key is free, in input order per key (sorted by tenant and key so
-/// concurrent batches on several nodes take the index's locks in one order: no deadlocks).
+/// concurrent batches on several nodes take the index's locks in one order: no deadlocks). Any
+/// conflict skips the row rather than failing the batch: a job whose id is already stored (a
+/// resubmission, e.g. a spool forwarding again) must not fail its batch-mates.
 const INSERT_MANY: &str = "
 INSERT INTO jobs (id, tenant_id, lane, state, spec, hooked, idempotent_key, created_at, updated_at, run_at, deadline_at)
 SELECT id, tenant_id, lane, state, spec, hooked, key, created_at, created_at, run_at, deadline_at
 FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::int8[], $9::int8[], $10::int8[])
      WITH ORDINALITY AS t(id, tenant_id, lane, state, spec, hooked, key, created_at, run_at, deadline_at, ord)
 ORDER BY tenant_id, key, ord
-ON CONFLICT (tenant_id, idempotent_key) WHERE key_claim DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING id";
 
 const INSERT_ONE: &str = "
 INSERT INTO jobs (id, tenant_id, lane, state, spec, hooked, idempotent_key, created_at, updated_at, run_at, deadline_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)
-ON CONFLICT (tenant_id, idempotent_key) WHERE key_claim DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING id";
+
+const SAME_ID: &str = "SELECT 1 FROM jobs WHERE id = $1";
 
 const CLAIM_HOLDER: &str = "SELECT id, state, finished_at FROM jobs
 WHERE tenant_id = $1 AND idempotent_key = $2 AND key_claim FOR UPDATE";
@@ -219,14 +223,24 @@ async fn admit_batch(pool: &Pool, jobs: &[&Prepared]) -> Result<Vec<Admission>, 
     Ok(out)
 }
 
-/// A job the bulk insert skipped: a duplicate of the key's holder, or inserted after the
-/// holder gives up a lapsed claim.
+/// A job the bulk insert skipped: already stored under its id, a duplicate of the key's holder,
+/// or inserted after the holder gives up a lapsed claim.
 async fn resolve(
     tx: &deadpool_postgres::Transaction<'_>,
     p: &Prepared,
 ) -> Result<Admission, Retry> {
     let j = &p.job;
     let tenant = id_bytes(j.tenant_id.0);
+    // This very job is stored already: it was admitted before.
+    let same = tx.prepare_cached(SAME_ID).await.map_err(fail)?;
+    if tx
+        .query_opt(&same, &[&id_bytes(j.id.0)])
+        .await
+        .map_err(fail)?
+        .is_some()
+    {
+        return Ok(Admission::Duplicate { existing: j.id });
+    }
     let holder = tx.prepare_cached(CLAIM_HOLDER).await.map_err(fail)?;
     let release = tx.prepare_cached(RELEASE_CLAIM).await.map_err(fail)?;
     let insert = tx.prepare_cached(INSERT_ONE).await.map_err(fail)?;

@@ -146,6 +146,32 @@ async fn idempotency_keys_hold_across_nodes() {
     }
 }
 
+/// A job submitted again under its own id (a resubmission) is a duplicate of itself, and does
+/// not fail the other jobs of its batch.
+#[tokio::test]
+async fn a_resubmitted_job_is_a_duplicate_of_itself() {
+    let url = testing::database_url().await;
+    let s = PgStore::connect(&url).await.unwrap();
+    let a = new_job(1, 1, "a", 100);
+    s.insert_jobs(vec![a.clone()], WINDOW).await.unwrap();
+    let mut renamed = a.clone();
+    renamed.idempotent_key = "another key".into();
+    let b = new_job(2, 1, "b", 100);
+    let res = s
+        .insert_jobs(vec![a.clone(), renamed, b.clone()], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        res,
+        vec![
+            Admission::Duplicate { existing: a.id },
+            Admission::Duplicate { existing: a.id },
+            Admission::Inserted
+        ]
+    );
+    assert!(s.get_job(None, b.id).await.unwrap().is_some());
+}
+
 /// The lease's times are the database's: a node whose clock is years off still leases for the
 /// length it asked, from the database's now.
 #[tokio::test]

@@ -130,6 +130,17 @@ impl PgStore {
             pg.application_name("ezthrottle");
         }
         pg.connect_timeout(Duration::from_secs(5));
+        // A database that vanishes without a FIN (a partition, a dead host) must fail queries in
+        // seconds, not after the kernel's two-hour keepalive: probe idle connections and bound
+        // unacknowledged sends, unless the URL chose its own values.
+        if pg.get_keepalives_idle() == Duration::from_secs(2 * 3600) {
+            pg.keepalives_idle(Duration::from_secs(10))
+                .keepalives_interval(Duration::from_secs(2))
+                .keepalives_retries(3);
+        }
+        if pg.get_tcp_user_timeout().is_none() {
+            pg.tcp_user_timeout(Duration::from_secs(15));
+        }
         let mgr = Manager::from_config(
             pg.clone(),
             tokio_postgres::NoTls,

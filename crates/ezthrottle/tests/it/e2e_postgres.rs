@@ -241,6 +241,22 @@ async fn a_database_restart_answers_503_then_the_server_carries_on() {
     assert_eq!(target.arrivals("back").len(), 1);
 }
 
+/// `migrate` without a database URL brings the SQLite file up to date (creating it).
+#[test]
+fn migrate_on_sqlite_makes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("EZTHROTTLE_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("schema up to date"));
+    assert!(dir.path().join("ezthrottle.db").is_file());
+}
+
 #[test]
 fn a_bad_database_url_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -69,5 +69,7 @@ if ! have_postgres; then
     $sudo_ mkdir -p /etc/postgresql-common
     echo "create_main_cluster = false" | $sudo_ tee /etc/postgresql-common/createcluster.conf >/dev/null
   fi
-  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq postgresql >/dev/null
+  # confold: keep that file (dpkg would otherwise ask about it, and CI has no terminal).
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql >/dev/null
 fi

@@ -69,7 +69,8 @@ if ! have_postgres; then
     $sudo_ mkdir -p /etc/postgresql-common
     echo "create_main_cluster = false" | $sudo_ tee /etc/postgresql-common/createcluster.conf >/dev/null
   fi
-  # confold: keep that file (dpkg would otherwise ask about it, and CI has no terminal).
-  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql >/dev/null
+  # Keep that file without a question (dpkg's and ucf's "confold"; CI has no terminal).
+  $sudo_ apt-get update -qq && $sudo_ env DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 \
+    apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    postgresql >/dev/null
 fi

@@ -7,7 +7,10 @@
 # - the hosted service's Python package, unmodified, from PyPI into target/hosted-sdk (never on the
 #   default path: it is also called `ezthrottle`), to prove POST /api/v1/proxy serves it as is;
 # - schemathesis (scripts/test-openapi-fuzz.sh: schema-driven fuzzing of /openapi.json), pinned;
-# - libfaketime (the fault suite's clock steps), from Debian's packages.
+# - libfaketime (the fault suite's clock steps), from Debian's packages;
+# - PostgreSQL's server binaries (initdb, pg_ctl, postgres), from Debian's `postgresql`: the
+#   PostgreSQL store's tests start their own throwaway server with scripts/pg.sh. No system
+#   cluster is created or started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOSTED_SDK_VERSION=1.3.0
@@ -43,4 +46,31 @@ if ! have_faketime; then
   [ "$(id -u)" -eq 0 ] || sudo_="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq libfaketime >/dev/null
+fi
+
+# What scripts/pg.sh looks for, in the same order.
+have_postgres() {
+  local d
+  if command -v pg_config >/dev/null 2>&1; then
+    d=$(pg_config --bindir 2>/dev/null || true)
+    [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && return 0
+  fi
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && return 0
+  done
+  command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1
+}
+if ! have_postgres; then
+  sudo_=""
+  [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  # The tests make their own clusters: keep the package from creating and starting one.
+  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    $sudo_ mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $sudo_ tee /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
+  # Keep that file without a question (dpkg's and ucf's "confold"; CI has no terminal).
+  $sudo_ apt-get update -qq && $sudo_ env DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 \
+    apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    postgresql >/dev/null
 fi

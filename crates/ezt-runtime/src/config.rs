@@ -18,8 +18,20 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the SQLite file and the lock file.
     pub data_dir: PathBuf,
+    /// PostgreSQL URL (`postgres://user@host:port/db`): when set, the store is that database
+    /// (the cluster store) instead of the SQLite file in `data_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<SecretKey>,
     /// This node's region name.
     pub region: String,
+    /// How other nodes of a cluster reach this one (`http://host:port`); stored, used by
+    /// cluster mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_url: Option<String>,
+    /// Shared secret that authenticates node-to-node calls in a cluster; stored, used by
+    /// cluster mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<SecretKey>,
     /// CIDRs exempt from the SSRF deny list (e.g. `127.0.0.0/8` for local testing; a bare
     /// address means that host).
     #[serde(deserialize_with = "cidrs")]
@@ -128,7 +140,10 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".parse().expect("static address"),
             data_dir: PathBuf::from("./ezthrottle-data"),
+            database_url: None,
             region: "local".into(),
+            advertise_url: None,
+            cluster_secret: None,
             allow_cidrs: Vec::new(),
             tiers: TierWeights::default(),
             lanes: LanesConfig::default(),
@@ -524,6 +539,32 @@ impl Config {
         if self.region.is_empty() {
             return Err(ConfigError::Invalid("region may not be empty".into()));
         }
+        if let Some(u) = &self.database_url {
+            if !(u.0.starts_with("postgres://") || u.0.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid(
+                    "database_url: must be a PostgreSQL URL, postgres://user@host:port/dbname"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(u) = &self.advertise_url {
+            let rest = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.chars().any(char::is_whitespace)) {
+                return Err(ConfigError::Invalid(
+                    "advertise_url: must be an http:// or https:// URL other nodes can reach"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(t) = &self.cluster_secret {
+            if t.0.len() < 16 || t.0.chars().any(char::is_whitespace) {
+                return Err(ConfigError::Invalid(
+                    "cluster_secret: must be at least 16 characters, without spaces".into(),
+                ));
+            }
+        }
         if let Some(t) = &self.metrics.bearer_token {
             if t.0.trim().is_empty() || t.0.chars().any(|c| c.is_whitespace()) {
                 return Err(ConfigError::Invalid(
@@ -554,7 +595,12 @@ pub const NON_CONFIG_ENV: &[&str] = &[
 
 /// Settings that exist but are absent from the serialized defaults (an `Option` skipped when
 /// unset), so the key walk cannot find them.
-const UNSET_BY_DEFAULT: &[&str] = &["secret_key"];
+const UNSET_BY_DEFAULT: &[&str] = &[
+    "secret_key",
+    "database_url",
+    "advertise_url",
+    "cluster_secret",
+];
 
 /// A command-line flag's value for `Config::load`.
 #[derive(Debug, Clone)]
@@ -720,15 +766,6 @@ fn env_layer(env: impl IntoIterator<Item = (String, String)>) -> Result<Layer, C
     for (name, v) in vars {
         if NON_CONFIG_ENV.contains(&name.as_str()) {
             continue;
-        }
-        if name == "EZTHROTTLE_DATABASE_URL" {
-            if v.is_empty() {
-                continue;
-            }
-            return Err(ConfigError::Env {
-                name,
-                message: "the PostgreSQL cluster store is not available in this build yet".into(),
-            });
         }
         let Some((path, default)) = keys.get(&name) else {
             return Err(ConfigError::Env {
@@ -950,7 +987,6 @@ mod tests {
                 ("EZTHROTTLE_URL", "http://127.0.0.1:8080"),
                 ("EZTHROTTLE_LOG", "debug"),
                 ("EZTHROTTLE_BIN", "/x"),
-                ("EZTHROTTLE_DATABASE_URL", ""),
             ]),
             Vec::new(),
         )
@@ -1033,6 +1069,9 @@ mod tests {
             "EZTHROTTLE_LANES_DEFAULT_RATE",
             "EZTHROTTLE_SECRET_KEY",
             "EZTHROTTLE_DATA_DIR",
+            "EZTHROTTLE_DATABASE_URL",
+            "EZTHROTTLE_ADVERTISE_URL",
+            "EZTHROTTLE_CLUSTER_SECRET",
         ] {
             assert!(names.contains(n), "{n}");
             assert!(env_help().contains(n), "--help lists {n}");
@@ -1040,6 +1079,57 @@ mod tests {
         for n in NON_CONFIG_ENV {
             assert!(!names.contains(*n), "{n} must not be a setting too");
         }
+    }
+
+    #[test]
+    fn cluster_settings_come_from_env_and_flags_and_are_checked() {
+        let c = Config::load(
+            None,
+            env(&[
+                (
+                    "EZTHROTTLE_DATABASE_URL",
+                    "postgres://ezt@127.0.0.1:5432/ezt",
+                ),
+                ("EZTHROTTLE_ADVERTISE_URL", "http://127.0.0.2:8080"),
+                ("EZTHROTTLE_CLUSTER_SECRET", "0123456789abcdef"),
+            ]),
+            vec![Flag::string(
+                "database_url",
+                "--database-url",
+                "postgresql://ezt@127.0.0.1:5433/other",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_url.as_ref().map(|u| u.0.as_str()),
+            Some("postgresql://ezt@127.0.0.1:5433/other"),
+            "the flag beats the variable"
+        );
+        assert_eq!(c.advertise_url.as_deref(), Some("http://127.0.0.2:8080"));
+        assert!(c.cluster_secret.is_some());
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdef"),
+            "the secret never reaches a log"
+        );
+        let unset =
+            Config::load(None, env(&[("EZTHROTTLE_DATABASE_URL", "")]), Vec::new()).unwrap();
+        assert_eq!(unset.database_url, None, "empty means SQLite");
+        let invalid = |c: &Config| c.validate().expect_err("invalid").to_string();
+        let c = Config {
+            database_url: Some(SecretKey("mysql://x".into())),
+            ..Config::default()
+        };
+        assert!(invalid(&c).contains("database_url"));
+        let c = Config {
+            advertise_url: Some("127.0.0.2:8080".into()),
+            ..Config::default()
+        };
+        assert!(invalid(&c).contains("advertise_url"));
+        let c = Config {
+            cluster_secret: Some(SecretKey("short".into())),
+            ..Config::default()
+        };
+        assert!(invalid(&c).contains("cluster_secret"));
     }
 
     #[test]

@@ -36,6 +36,10 @@ struct Global {
     /// Data directory (SQLite file and lock) [env: EZTHROTTLE_DATA_DIR].
     #[arg(long, global = true)]
     data_dir: Option<String>,
+    /// PostgreSQL URL (postgres://user@host:port/db): use that database instead of the SQLite
+    /// file, for the server and every subcommand [env: EZTHROTTLE_DATABASE_URL].
+    #[arg(long, global = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +53,14 @@ enum Cmd {
         /// This node's region (default "local") [env: EZTHROTTLE_REGION].
         #[arg(long)]
         region: Option<String>,
+        /// How other cluster nodes reach this one (http://host:port) [env:
+        /// EZTHROTTLE_ADVERTISE_URL].
+        #[arg(long)]
+        advertise_url: Option<String>,
+        /// Shared secret of node-to-node calls, the same on every node [env:
+        /// EZTHROTTLE_CLUSTER_SECRET].
+        #[arg(long)]
+        cluster_secret: Option<String>,
         /// CIDR exempt from the SSRF deny list (repeatable) [env: EZTHROTTLE_ALLOW_CIDRS,
         /// comma-separated].
         #[arg(long = "allow-cidr")]
@@ -57,6 +69,8 @@ enum Cmd {
         #[arg(long)]
         log_json: bool,
     },
+    /// Bring the database's schema up to date, then exit (`serve` also does this at start).
+    Migrate,
     /// Tenants.
     #[command(subcommand)]
     Tenants(TenantsCmd),
@@ -144,13 +158,24 @@ fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
     if let Some(d) = &g.data_dir {
         flags.push(Flag::string("data_dir", "--data-dir", d));
     }
+    if let Some(u) = &g.database_url {
+        flags.push(Flag::string("database_url", "--database-url", u));
+    }
     if let Cmd::Serve {
         listen,
         region,
+        advertise_url,
+        cluster_secret,
         allow_cidr,
         ..
     } = cmd
     {
+        if let Some(u) = advertise_url {
+            flags.push(Flag::string("advertise_url", "--advertise-url", u));
+        }
+        if let Some(s) = cluster_secret {
+            flags.push(Flag::string("cluster_secret", "--cluster-secret", s));
+        }
         if let Some(l) = listen {
             flags.push(Flag::string("listen", "--listen", l));
         }
@@ -169,11 +194,92 @@ fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
 }
 
 /// Opens the store named by the configuration: the one place that names a concrete backend.
-fn open(cfg: &Config) -> Result<Arc<dyn Store>> {
+/// PostgreSQL when `database_url` is set (migrated on open), else the SQLite file.
+async fn open(cfg: &Config) -> Result<Arc<dyn Store>> {
+    if let Some(url) = &cfg.database_url {
+        return Ok(Arc::new(connect_postgres(&url.0).await?));
+    }
     let store = ezt_store_sqlite::SqliteStore::open(cfg.db_path())
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening {}", cfg.db_path().display()))?;
     Ok(Arc::new(store))
+}
+
+/// Connects to PostgreSQL and migrates it.
+async fn connect_postgres(url: &str) -> Result<ezt_store_postgres::PgStore> {
+    ezt_store_postgres::PgStore::connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))
+}
+
+/// The store for `serve`: on PostgreSQL with the database's single-server lock held (see
+/// `PgStore::lock_single_server`), the counterpart of the SQLite data dir's lock file.
+async fn open_for_serving(
+    cfg: &Config,
+) -> Result<(Arc<dyn Store>, Option<ezt_store_postgres::ServerLock>)> {
+    let Some(url) = &cfg.database_url else {
+        return Ok((open(cfg).await?, None));
+    };
+    let store = connect_postgres(&url.0).await?;
+    let lock = store
+        .lock_single_server()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| redact_url(&url.0))?;
+    Ok((Arc::new(store), Some(lock)))
+}
+
+/// Where the store is, for logs and errors: the SQLite file, or the database URL without its
+/// password.
+fn store_location(cfg: &Config) -> String {
+    match &cfg.database_url {
+        Some(url) => redact_url(&url.0),
+        None => cfg.db_path().display().to_string(),
+    }
+}
+
+/// A URL with the password of its `user:password@` part replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `ezthrottle migrate`: the schema up to date, nothing else. PostgreSQL reports what it
+/// applied; SQLite migrates when opened.
+async fn migrate(cfg: &Config) -> Result<()> {
+    if let Some(url) = &cfg.database_url {
+        let store = ezt_store_postgres::PgStore::connect_without_migrating(&url.0)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ran = store
+            .migrate()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("migrating {}", redact_url(&url.0)))?;
+        let versions = store
+            .applied_migrations()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        note(&format!(
+            "{}: applied {ran} migration(s); schema version {}",
+            redact_url(&url.0),
+            versions.last().copied().unwrap_or(0)
+        ));
+        return Ok(());
+    }
+    open(cfg).await?;
+    note(&format!("{}: schema up to date", cfg.db_path().display()));
+    Ok(())
 }
 
 async fn tenant_id(store: &dyn Store, name: &str) -> Result<ezt_core::TenantId> {
@@ -205,8 +311,9 @@ pub(crate) async fn run(args: Args) -> Result<()> {
     let cfg = load_config(&args.global, &args.cmd)?;
     match args.cmd {
         Cmd::Serve { log_json, .. } => serve(cfg, log_json).await,
+        Cmd::Migrate => migrate(&cfg).await,
         Cmd::Tenants(c) => {
-            let store = open(&cfg)?;
+            let store = open(&cfg).await?;
             match c {
                 TenantsCmd::Create { name, tier } => {
                     let tier = Tier::parse(&tier)
@@ -224,7 +331,7 @@ pub(crate) async fn run(args: Args) -> Result<()> {
             }
         }
         Cmd::Keys(c) => {
-            let store = open(&cfg)?;
+            let store = open(&cfg).await?;
             match c {
                 KeysCmd::Create { tenant, json } => {
                     let t = tenant_id(store.as_ref(), &tenant).await?;
@@ -262,7 +369,7 @@ pub(crate) async fn run(args: Args) -> Result<()> {
             }
         }
         Cmd::Jobs(c) => {
-            let store = open(&cfg)?;
+            let store = open(&cfg).await?;
             match c {
                 JobsCmd::List {
                     tenant,
@@ -353,7 +460,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
             cfg.data_dir.display()
         );
     }
-    let store = open(&cfg)?;
+    let (store, _single_server) = open_for_serving(&cfg).await?;
     if let Some(key) = ezt_runtime::admin::bootstrap(store.as_ref(), &SystemClock).await? {
         // A log line, so `--log-json` output stays all JSON; the key alone goes to stdout.
         tracing::info!("first start: created tenant \"default\" and an API key, printed on stdout. It is shown once; store it now");
@@ -367,7 +474,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
     let (rt, sched) = ezt_runtime::start(cfg.clone(), store, shutdown.clone())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tracing::info!(%addr, port = addr.port(), data = %cfg.db_path().display(), region = %cfg.region, "listening on http://{addr}");
+    tracing::info!(%addr, port = addr.port(), data = %store_location(&cfg), region = %cfg.region, "listening on http://{addr}");
     let token = shutdown.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -382,4 +489,22 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
     ezt_http::serve(listener, rt, sched, shutdown).await;
     drop(lock);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            redact_url("postgres://ezt:s3cret@db:5432/ezt?sslmode=disable"),
+            "postgres://ezt:***@db:5432/ezt?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://ezt@127.0.0.1:5432/postgres"),
+            "postgres://ezt@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
 }

@@ -89,6 +89,9 @@ fn help_lists_the_variables() {
             "EZTHROTTLE_WEBHOOKS_RETRY_SCHEDULE",
             "EZTHROTTLE_METRICS_BEARER_TOKEN",
             "EZTHROTTLE_SECRET_KEY",
+            "EZTHROTTLE_DATABASE_URL",
+            "EZTHROTTLE_ADVERTISE_URL",
+            "EZTHROTTLE_CLUSTER_SECRET",
             "EZTHROTTLE_LOG",
         ] {
             assert!(text.contains(name), "{args:?} does not mention {name}");

@@ -16,6 +16,7 @@ mod e2e_lanes_bounded;
 mod e2e_limits;
 mod e2e_logging;
 mod e2e_openapi;
+mod e2e_postgres;
 mod e2e_proxy;
 mod e2e_security;
 mod e2e_strict;

@@ -1,0 +1,336 @@
+//! What the PostgreSQL store promises beyond the shared conformance suite: migrations that
+//! concurrent nodes can run together, group commit, idempotency keys that hold across nodes,
+//! database time for leases, and typed errors for a bad URL or an unreachable server.
+
+use std::sync::Arc;
+
+use ezt_core::JobId;
+use ezt_store::conformance::new_job;
+use ezt_store::prelude::*;
+use ezt_store::{Admission, Error, Lease, NodeId};
+use ezt_store_postgres::{testing, PgStore, MIGRATIONS};
+
+const WINDOW: u64 = 24 * 3600 * 1000;
+
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// Five nodes starting at once on an empty database: each migration runs exactly once, the
+/// others wait on the lock and find it done; a later start applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_migrate_once() {
+    let url = testing::database_url().await;
+    let stores: Vec<PgStore> = (0..5)
+        .map(|_| PgStore::connect_without_migrating(&url).unwrap())
+        .collect();
+    assert!(stores[0].applied_migrations().await.unwrap().is_empty());
+    let runs = futures::future::join_all(stores.iter().map(|s| s.migrate())).await;
+    let ran: usize = runs.into_iter().map(|r| r.unwrap()).sum();
+    assert_eq!(ran, MIGRATIONS.len(), "every migration ran once in total");
+    let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.0).collect();
+    assert_eq!(stores[3].applied_migrations().await.unwrap(), versions);
+    assert_eq!(
+        stores[4].migrate().await.unwrap(),
+        0,
+        "nothing left to apply"
+    );
+    let c = raw(&url).await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n as usize, MIGRATIONS.len());
+}
+
+/// A database migrated by a newer binary is refused, not silently used.
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let url = testing::database_url().await;
+    let s = PgStore::connect(&url).await.unwrap();
+    let c = raw(&url).await;
+    c.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES (9999, 'from the future')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = s.migrate().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Other(m) if m.contains("9999") && m.contains("newer")),
+        "{err:?}"
+    );
+}
+
+/// Concurrent `insert_jobs` calls share transactions (group commit), and every caller gets its
+/// own answers in its own order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_admissions_share_transactions() {
+    let url = testing::database_url().await;
+    let s = Arc::new(PgStore::connect(&url).await.unwrap());
+    let before = s.admission_batches();
+    let calls = 200u128;
+    let tasks: Vec<_> = (0..calls)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                // Each call: one new job and one duplicate of it.
+                let a = new_job(i * 2, 1, &format!("k{i}"), 100);
+                let b = new_job(i * 2 + 1, 1, &format!("k{i}"), 100);
+                let id = a.id;
+                let res = s.insert_jobs(vec![a, b], WINDOW).await.unwrap();
+                assert_eq!(
+                    res,
+                    vec![Admission::Inserted, Admission::Duplicate { existing: id }]
+                );
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let batches = s.admission_batches() - before;
+    assert!(
+        batches >= 1 && batches < calls as u64,
+        "{calls} overlapping calls took {batches} transactions"
+    );
+    let counts = s.count_by_state().await.unwrap();
+    assert!(
+        counts.contains(&(ezt_core::JobState::Queued, calls as u64)),
+        "{counts:?}"
+    );
+}
+
+/// Two nodes (two stores on one database) admitting the same keys at the same moment: each
+/// key gets exactly one job, and every duplicate names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_hold_across_nodes() {
+    let url = testing::database_url().await;
+    let a = Arc::new(PgStore::connect(&url).await.unwrap());
+    let b = Arc::new(PgStore::connect(&url).await.unwrap());
+    let keys = 50u128;
+    let mut tasks = Vec::new();
+    for node in 0..2u128 {
+        for round in 0..3u128 {
+            for k in 0..keys {
+                let s = if node == 0 { a.clone() } else { b.clone() };
+                let id = 1_000 * (node * 3 + round + 1) + k;
+                tasks.push(tokio::spawn(async move {
+                    let j = new_job(id, 7, &format!("key-{k}"), 100);
+                    let res = s.insert_jobs(vec![j.clone()], WINDOW).await.unwrap();
+                    (k, j.id, res.into_iter().next().unwrap())
+                }));
+            }
+        }
+    }
+    let mut inserted: std::collections::HashMap<u128, JobId> = Default::default();
+    let mut dups = Vec::new();
+    for t in tasks {
+        let (k, id, res) = t.await.unwrap();
+        match res {
+            Admission::Inserted => {
+                assert!(inserted.insert(k, id).is_none(), "key-{k} inserted twice");
+            }
+            Admission::Duplicate { existing } => dups.push((k, existing)),
+        }
+    }
+    assert_eq!(inserted.len(), keys as usize, "every key got its job");
+    assert_eq!(dups.len(), keys as usize * 5);
+    for (k, existing) in dups {
+        assert_eq!(existing, inserted[&k], "duplicates of key-{k} name its job");
+    }
+}
+
+/// A job submitted again under its own id (a resubmission) is a duplicate of itself, and does
+/// not fail the other jobs of its batch.
+#[tokio::test]
+async fn a_resubmitted_job_is_a_duplicate_of_itself() {
+    let url = testing::database_url().await;
+    let s = PgStore::connect(&url).await.unwrap();
+    let a = new_job(1, 1, "a", 100);
+    s.insert_jobs(vec![a.clone()], WINDOW).await.unwrap();
+    let mut renamed = a.clone();
+    renamed.idempotent_key = "another key".into();
+    let b = new_job(2, 1, "b", 100);
+    let res = s
+        .insert_jobs(vec![a.clone(), renamed, b.clone()], WINDOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        res,
+        vec![
+            Admission::Duplicate { existing: a.id },
+            Admission::Duplicate { existing: a.id },
+            Admission::Inserted
+        ]
+    );
+    assert!(s.get_job(None, b.id).await.unwrap().is_some());
+}
+
+/// The lease's times are the database's: a node whose clock is years off still leases for the
+/// length it asked, from the database's now.
+#[tokio::test]
+async fn leases_run_on_database_time() {
+    let url = testing::database_url().await;
+    let s = PgStore::connect(&url).await.unwrap();
+    let j = new_job(1, 1, "k", 100);
+    s.insert_jobs(vec![j.clone()], WINDOW).await.unwrap();
+    let t0 = s.db_now_ms().await.unwrap();
+    let lease = Lease {
+        token: 5,
+        now_ms: 100, // a clock stuck in 1970
+        expires_at: 100 + 30_000,
+        holder: NodeId::new("skewed"),
+    };
+    s.lease(j.id, lease).await.unwrap().unwrap();
+    let t1 = s.db_now_ms().await.unwrap();
+    let c = raw(&url).await;
+    let row = c
+        .query_one(
+            "SELECT leased_at, lease_expires_at, lease_holder FROM jobs WHERE id = $1",
+            &[&j.id.0.to_be_bytes().as_slice()],
+        )
+        .await
+        .unwrap();
+    let (leased_at, expires): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        (t0 as i64..=t1 as i64).contains(&leased_at),
+        "leased_at {leased_at} is database time ({t0}..={t1})"
+    );
+    assert_eq!(expires - leased_at, 30_000, "the caller's lease length");
+    assert_eq!(row.get::<_, &str>(2), "skewed");
+}
+
+/// One server per database until cluster mode: a second server's lock is refused while the
+/// first holds it, and granted once the first lets go.
+#[tokio::test]
+async fn one_server_per_database() {
+    let url = testing::database_url().await;
+    let a = PgStore::connect(&url).await.unwrap();
+    let b = PgStore::connect(&url).await.unwrap();
+    let held = a.lock_single_server().await.unwrap();
+    let err = b.lock_single_server().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Conflict(m) if m.contains("another ezthrottle server")),
+        "{err:?}"
+    );
+    drop(held);
+    // The release is the end of the first lock's session, which the server sees a moment
+    // later: poll (no event exists for it) with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match b.lock_single_server().await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(matches!(e, Error::Conflict(_)), "{e:?}");
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("the lock was not released: {e:?}"),
+        }
+    }
+}
+
+/// A server of this test's own, started and stopped with scripts/pg.sh (stopped and removed
+/// when dropped).
+struct OwnServer(std::path::PathBuf);
+
+impl OwnServer {
+    fn start() -> (Self, String) {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("ezt-pg-own-{}-{nanos}", std::process::id()));
+        let s = Self(dir);
+        let url = s.pg("start");
+        (s, url)
+    }
+
+    fn pg(&self, cmd: &str) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg.sh");
+        let out = std::process::Command::new("bash")
+            .args([script, cmd])
+            .arg(&self.0)
+            .output()
+            .expect("run pg.sh");
+        assert!(out.status.success(), "pg.sh {cmd}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.pg("stop");
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The database restarts under a running store: while it is down every call is `Unavailable`
+/// (nothing half-done, nothing hangs), and once it is back the same store works again on its
+/// own, with everything committed before still there.
+#[tokio::test]
+async fn the_store_carries_on_after_a_database_restart() {
+    let (server, url) = OwnServer::start();
+    let s = PgStore::connect(&url).await.unwrap();
+    let before = new_job(1, 1, "before", 100);
+    s.insert_jobs(vec![before.clone()], WINDOW).await.unwrap();
+
+    server.pg("stop");
+    let err = s.ping().await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let err = s
+        .insert_jobs(vec![new_job(2, 1, "down", 100)], WINDOW)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+
+    assert_eq!(server.pg("start"), url, "a restart keeps the URL");
+    // Pooled connections from before the restart fail once each and are replaced: poll the
+    // probe (no event exists for "reconnected") with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while let Err(e) = s.ping().await {
+        assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+        assert!(std::time::Instant::now() < deadline, "no reconnect: {e:?}");
+        tokio::task::yield_now().await;
+    }
+    let got = s.get_job(None, before.id).await.unwrap();
+    assert!(
+        got.is_some(),
+        "committed before the restart, there after it"
+    );
+    let after = new_job(3, 1, "after", 100);
+    assert_eq!(
+        s.insert_jobs(vec![after], WINDOW).await.unwrap(),
+        vec![Admission::Inserted]
+    );
+}
+
+/// Bad input is a typed error at once; an unreachable server is `Unavailable` (retry later),
+/// not a panic or a hang.
+#[tokio::test]
+async fn bad_urls_and_dead_servers_are_typed_errors() {
+    let err = PgStore::connect_without_migrating("mysql://nope").unwrap_err();
+    assert!(
+        matches!(&err, Error::Other(m) if m.contains("database URL")),
+        "{err:?}"
+    );
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s =
+        PgStore::connect_without_migrating(&format!("postgres://ezt@127.0.0.1:{port}/x")).unwrap();
+    let err = s.ping().await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let err = PgStore::connect(&format!("postgres://ezt@127.0.0.1:{port}/x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+}

@@ -1,0 +1,282 @@
+//! The server and the CLI on PostgreSQL (`--database-url`, `EZTHROTTLE_DATABASE_URL`): migrate,
+//! serve, manage keys from the CLI against the same database, run a job, restart, and find
+//! everything still there. The database is a real PostgreSQL (`ezt_store_postgres::testing`:
+//! EZT_TEST_DATABASE_URL, or one started by scripts/pg.sh for this test process).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{in_days, Target, TestServer, BIN};
+
+/// Runs the CLI against the database at `url`, with an empty `--data-dir` (so nothing can come
+/// from a SQLite file by mistake).
+fn db_cli(url: &str, empty_dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .args(["--database-url", url, "--data-dir"])
+        .arg(empty_dir)
+        .env_remove("EZTHROTTLE_DATABASE_URL")
+        .output()
+        .expect("run cli")
+}
+
+fn db_cli_ok(url: &str, empty_dir: &Path, args: &[&str]) -> String {
+    let out = db_cli(url, empty_dir, args);
+    assert!(
+        out.status.success(),
+        "ezthrottle {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+#[tokio::test]
+async fn serve_and_cli_share_a_postgres_database_and_state_survives_a_restart() {
+    let url = ezt_store_postgres::testing::database_url().await;
+    let target = Target::start().await;
+    let cli_dir = tempfile::tempdir().unwrap();
+
+    // `migrate` alone: the schema once, then nothing to do.
+    let first = db_cli(&url, cli_dir.path(), &["migrate"]);
+    assert!(first.status.success(), "{first:?}");
+    let said = String::from_utf8_lossy(&first.stderr).to_string();
+    assert!(said.contains("applied 1 migration(s)"), "{said}");
+    let again = db_cli(&url, cli_dir.path(), &["migrate"]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("applied 0 migration(s)"),
+        "{again:?}"
+    );
+
+    // The server, told by the environment.
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("EZTHROTTLE_DATABASE_URL", url.as_str())];
+    let config = "[lanes.default]\nrate = 50.0\nburst = 1\nmax_in_flight = 2\n";
+    let mut server = TestServer::spawn_env(tmp.path(), config, None, &env);
+    assert!(
+        server.logs().contains("127.0.0.1"),
+        "the log names the database: {}",
+        server.logs()
+    );
+
+    // A tenant and key made by the CLI on the same database, used at once by the server.
+    db_cli_ok(&url, cli_dir.path(), &["tenants", "create", "acme"]);
+    let created: Value = serde_json::from_str(&db_cli_ok(
+        &url,
+        cli_dir.path(),
+        &["keys", "create", "--tenant", "acme", "--json"],
+    ))
+    .unwrap();
+    let key = created["key"].as_str().unwrap().to_string();
+    let (s, b) = server
+        .post_as(&key, "/api/v1/jobs", json!({"url": target.url("pg")}))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["job_id"].as_str().unwrap().to_string();
+    let (s, job) = server
+        .get_as(&key, &format!("/api/v1/jobs/{id}/wait?timeout=20s"))
+        .await;
+    assert_eq!(
+        (s, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job}"
+    );
+    assert_eq!(
+        target.wait_for("pg", 1, Duration::from_secs(5)).await.len(),
+        1
+    );
+    let later = server
+        .post_as(
+            &key,
+            "/api/v1/jobs",
+            json!({"url": target.url("later"), "retry_at": in_days(1)}),
+        )
+        .await
+        .1["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The CLI sees what the server wrote.
+    let got: Value =
+        serde_json::from_str(&db_cli_ok(&url, cli_dir.path(), &["jobs", "get", &id])).unwrap();
+    assert_eq!(got["state"], "succeeded");
+    let listed: Value = serde_json::from_str(&db_cli_ok(
+        &url,
+        cli_dir.path(),
+        &["jobs", "list", "--tenant", "acme"],
+    ))
+    .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(
+        !tmp.path().join("ezthrottle.db").exists()
+            && !cli_dir.path().join("ezthrottle.db").exists(),
+        "no SQLite file was made"
+    );
+
+    // Restart (a crash, even): the jobs, the tenant and its key are all still there.
+    server.kill9();
+    let default_key = server.key.clone();
+    let server = TestServer::spawn_env(tmp.path(), config, Some(default_key.clone()), &env);
+    let (s, job) = server.get_as(&key, &format!("/api/v1/jobs/{id}")).await;
+    assert_eq!(
+        (s, job["state"].as_str()),
+        (200, Some("succeeded")),
+        "{job}"
+    );
+    let (s, waiting) = server.get_as(&key, &format!("/api/v1/jobs/{later}")).await;
+    assert_eq!(
+        (s, waiting["state"].as_str()),
+        (200, Some("scheduled")),
+        "{waiting}"
+    );
+    let (s, b) = server
+        .post_as(&key, "/api/v1/jobs", json!({"url": target.url("pg")}))
+        .await;
+    assert_eq!(
+        (s, b["status"].as_str(), b["job_id"].as_str()),
+        (200, Some("duplicate"), Some(id.as_str())),
+        "the idempotency key survived the restart: {b}"
+    );
+    let (s, b) = server
+        .post_as(
+            &key,
+            "/api/v1/jobs",
+            json!({"url": target.url("pg"), "body": "2"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id2 = b["job_id"].as_str().unwrap().to_string();
+    let (_, job) = server
+        .get_as(&key, &format!("/api/v1/jobs/{id2}/wait?timeout=20s"))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (s, _) = server.get_as(&default_key, "/api/v1/jobs").await;
+    assert_eq!(s, 200, "the first start's key still works");
+
+    // A second server on the same database is refused (one per database until cluster
+    // mode), with the reason; the running one is untouched.
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(crate::support::serve_args(other.path(), config))
+        .env("EZTHROTTLE_DATABASE_URL", &url)
+        .output()
+        .expect("second server");
+    assert!(!out.status.success(), "a second server started: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another ezthrottle server"), "{err}");
+    let (s, _) = server.get_as(&key, &format!("/api/v1/jobs/{id2}")).await;
+    assert_eq!(s, 200);
+}
+
+/// A PostgreSQL of this test's own (scripts/pg.sh), stopped and removed when dropped.
+struct OwnPostgres(std::path::PathBuf);
+
+impl OwnPostgres {
+    fn pg(&self, cmd: &str) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg.sh");
+        let out = Command::new("bash")
+            .args([script, cmd])
+            .arg(&self.0)
+            .output()
+            .expect("run pg.sh");
+        assert!(out.status.success(), "pg.sh {cmd}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.pg("stop");
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The database goes away under a running server: submissions answer 503 (nothing acked that
+/// is not committed), the server stays up, and once the database is back it admits and runs
+/// jobs again without a restart.
+#[tokio::test]
+async fn a_database_restart_answers_503_then_the_server_carries_on() {
+    let pg = OwnPostgres(std::env::temp_dir().join(format!(
+        "ezt-pg-e2e-{}-{}",
+        std::process::id(),
+        in_days(0)
+    )));
+    let url = pg.pg("start");
+    let target = Target::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::spawn_env(tmp.path(), "", None, &[("EZTHROTTLE_DATABASE_URL", &url)]);
+    let first = server.submit(json!({"url": target.url("up")})).await;
+    server.wait_final(&first, 20).await;
+
+    pg.pg("stop");
+    let (s, b) = server
+        .post("/api/v1/jobs", json!({"url": target.url("down")}))
+        .await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(b["error"]["code"], "unavailable", "{b}");
+
+    assert_eq!(pg.pg("start"), url);
+    // The pool replaces its broken connections as they are used: poll the submission (no event
+    // says "reconnected") with a deadline; a 503 until then, a 202 after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let (s, b) = server
+            .post("/api/v1/jobs", json!({"url": target.url("back")}))
+            .await;
+        if s == 202 {
+            break b["job_id"].as_str().unwrap().to_string();
+        }
+        assert_eq!(s, 503, "{b}");
+        assert!(std::time::Instant::now() < deadline, "still {s}: {b}");
+    };
+    let job = server.wait_final(&id, 20).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(
+        target.arrivals("down").is_empty(),
+        "the refused job was never run"
+    );
+    assert_eq!(target.arrivals("back").len(), 1);
+}
+
+/// `migrate` without a database URL brings the SQLite file up to date (creating it).
+#[test]
+fn migrate_on_sqlite_makes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("EZTHROTTLE_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("schema up to date"));
+    assert!(dir.path().join("ezthrottle.db").is_file());
+}
+
+#[test]
+fn a_bad_database_url_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = db_cli("mysql://x", dir.path(), &["tenants", "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database_url") && err.contains("--database-url"),
+        "{err}"
+    );
+    // Nothing listens there: the error says which database could not be reached.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://ezt:pw@127.0.0.1:{port}/x");
+    let out = db_cli(&url, dir.path(), &["migrate"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("pw@"), "the password is not printed: {err}");
+}

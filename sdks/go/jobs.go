@@ -25,8 +25,8 @@ type JobSpec struct {
 	Regions       []string `json:"regions,omitempty"`
 	RegionPolicy  string   `json:"region_policy,omitempty"`  // "fallback" | "strict"
 	ExecutionMode string   `json:"execution_mode,omitempty"` // "race" | "fanout"
-	// RetryPolicy: zero fields take the server's defaults (3 retries, 2 reroutes, …).
-	RetryPolicy *RetryPolicy `json:"retry_policy,omitempty"`
+	// RetryPolicy: nil fields take the server's defaults (3 retries, 2 reroutes, …).
+	RetryPolicy *JobRetryPolicy `json:"retry_policy,omitempty"`
 	// Timeout is how long the server keeps trying (default 24h); then the job ends expired.
 	Timeout time.Duration `json:"-"`
 	// RetryAt is the earliest time of the first call, ms since the Unix epoch (a delayed job).
@@ -41,6 +41,38 @@ type JobSpec struct {
 	OnFailure          *JobSpec `json:"on_failure,omitempty"`
 	OnFailureTimeoutMs int      `json:"on_failure_timeout_ms,omitempty"`
 }
+
+// JobRetryPolicy is a job's retry behaviour. Unset (nil) fields take the server's defaults:
+// 3 retries on retry_codes [429, 503] and network errors, 2 reroutes on reroute_codes [500, 502,
+// 504]. Int makes the pointers: &JobRetryPolicy{MaxRetries: ezthrottle.Int(0)} never retries.
+type JobRetryPolicy struct {
+	MaxRetries  *int `json:"max_retries,omitempty"`
+	MaxReroutes *int `json:"max_reroutes,omitempty"`
+	// RetryCodes and RerouteCodes are sent when non-nil (an empty, non-nil list means none).
+	RetryCodes   []int `json:"-"`
+	RerouteCodes []int `json:"-"`
+}
+
+// MarshalJSON sends the set fields only.
+func (p JobRetryPolicy) MarshalJSON() ([]byte, error) {
+	out := map[string]any{}
+	if p.MaxRetries != nil {
+		out["max_retries"] = *p.MaxRetries
+	}
+	if p.MaxReroutes != nil {
+		out["max_reroutes"] = *p.MaxReroutes
+	}
+	if p.RetryCodes != nil {
+		out["retry_codes"] = p.RetryCodes
+	}
+	if p.RerouteCodes != nil {
+		out["reroute_codes"] = p.RerouteCodes
+	}
+	return json.Marshal(out)
+}
+
+// Int returns a pointer to n (for the optional numbers of JobSpec and JobRetryPolicy).
+func Int(n int) *int { return &n }
 
 // Trigger says when a fallback job runs: Type "on_error" with Codes, or "on_timeout" with
 // TimeoutMs.

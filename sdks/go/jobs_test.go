@@ -143,13 +143,13 @@ func TestCancelAndConflict(t *testing.T) {
 func TestRetryAFailedJob(t *testing.T) {
 	c := newClient(t)
 	ctx := ctxT(t)
-	sub, err := c.Submit(ctx, ezthrottle.JobSpec{URL: uniq(t, "/fail"), RetryPolicy: &ezthrottle.RetryPolicy{MaxRetries: 1, MaxReroutes: 1}})
+	sub, err := c.Submit(ctx, ezthrottle.JobSpec{URL: uniq(t, "/fail"), RetryPolicy: &ezthrottle.JobRetryPolicy{MaxRetries: ezthrottle.Int(0), MaxReroutes: ezthrottle.Int(0)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	job, err := c.Wait(ctx, sub.JobID, 60*time.Second)
-	if err != nil || job.State != "failed" || job.Response.StatusCode != 500 {
-		t.Fatalf("a /fail job ends failed: %v %s", err, job.Raw)
+	if err != nil || job.State != "failed" || job.Response.StatusCode != 500 || len(job.Attempts) != 1 {
+		t.Fatalf("a /fail job with no retries ends failed after one attempt: %v %s", err, job.Raw)
 	}
 	again, err := c.Retry(ctx, sub.JobID)
 	if err != nil || again.Final() || again.Series != 2 {

@@ -19,13 +19,14 @@ import (
 type VerificationResult struct {
 	Verified bool
 	Reason   string
-	// Code is the reason as one of the codes all EZThrottle SDKs share: "" when verified,
-	// else "no_signature", "malformed", "too_old", "too_new" or "mismatch".
+	// Code is the reason as one of the codes all EZThrottle SDKs share: "valid", or
+	// "no_signature", "malformed", "too_old", "too_new", "mismatch".
 	Code string
 }
 
 // Shared failure codes (VerificationResult.Code).
 const (
+	VerifyValid       = "valid"
 	VerifyNoSignature = "no_signature"
 	VerifyMalformed   = "malformed"
 	VerifyTooOld      = "too_old"
@@ -81,6 +82,10 @@ func VerifyWebhookSignatureAt(payload []byte, signatureHeader, secret string, to
 	if len(sigs) == 0 {
 		return VerificationResult{Reason: "missing_v1_signature", Code: VerifyNoSignature}
 	}
+	if strings.Join(sigs, "") == "" {
+		// Only empty v1= values: the hosted reason, and never a match.
+		return VerificationResult{Reason: "missing_v1_signature", Code: VerifyMismatch}
+	}
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if !haveTS || err != nil || sec < 0 || strings.HasPrefix(ts, "+") {
 		return VerificationResult{
@@ -112,7 +117,7 @@ func VerifyWebhookSignatureAt(payload []byte, signatureHeader, secret string, to
 		}
 	}
 	if ok {
-		return VerificationResult{Verified: true, Reason: "valid"}
+		return VerificationResult{Verified: true, Reason: "valid", Code: VerifyValid}
 	}
 	return VerificationResult{Reason: "signature_mismatch", Code: VerifyMismatch}
 }
@@ -145,11 +150,11 @@ func TryVerifyWithSecrets(payload []byte, signatureHeader, primarySecret, second
 func TryVerifyWithSecretsAt(payload []byte, signatureHeader, primarySecret, secondarySecret string, tolerance int, now time.Time) VerificationResult {
 	primary := VerifyWebhookSignatureAt(payload, signatureHeader, primarySecret, tolerance, now)
 	if primary.Verified {
-		return VerificationResult{Verified: true, Reason: "valid_primary"}
+		return VerificationResult{Verified: true, Reason: "valid_primary", Code: VerifyValid}
 	}
 	if secondarySecret != "" {
 		if VerifyWebhookSignatureAt(payload, signatureHeader, secondarySecret, tolerance, now).Verified {
-			return VerificationResult{Verified: true, Reason: "valid_secondary"}
+			return VerificationResult{Verified: true, Reason: "valid_secondary", Code: VerifyValid}
 		}
 	}
 	return VerificationResult{
@@ -228,7 +233,7 @@ func VerifyStandardWebhookAt(payload []byte, headers http.Header, secret string,
 		}
 	}
 	if ok {
-		return VerificationResult{Verified: true, Reason: "valid"}
+		return VerificationResult{Verified: true, Reason: "valid", Code: VerifyValid}
 	}
 	return fail(VerifyMismatch)
 }

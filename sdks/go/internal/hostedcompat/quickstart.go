@@ -9,9 +9,9 @@ import (
 	"net/http"
 	"time"
 
+	ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"
 	"github.com/ezthrottle/ezthrottle/sdks/go/internal/hostedcompat/gin"
 	"github.com/ezthrottle/ezthrottle/sdks/go/internal/hostedcompat/uuid"
-	ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"
 )
 
 // RunHostedQuickStart is a hosted-style program, written with the hosted 1.2.0 names only: a

@@ -4,9 +4,9 @@ package main
 import (
 	"context"
 
+	ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"
 	"github.com/ezthrottle/ezthrottle/sdks/go/internal/hostedcompat/gin"
 	"github.com/ezthrottle/ezthrottle/sdks/go/internal/hostedcompat/uuid"
-	ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"
 )
 
 func main() {

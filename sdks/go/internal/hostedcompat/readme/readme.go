@@ -10,9 +10,9 @@ import (
 	"net/http"
 	"time"
 
+	ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"
 	"github.com/ezthrottle/ezthrottle/sdks/go/internal/hostedcompat/gin"
 	"github.com/ezthrottle/ezthrottle/sdks/go/internal/hostedcompat/uuid"
-	ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"
 )
 
 // "Streaming Webhook Results (Non-Blocking)"

@@ -9,9 +9,9 @@ import (
 	"net/http"
 	"os"
 
+	ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"
 	"github.com/ezthrottle/ezthrottle/sdks/go/internal/hostedcompat/gin"
 	"github.com/ezthrottle/ezthrottle/sdks/go/internal/hostedcompat/uuid"
-	ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"
 )
 
 var (

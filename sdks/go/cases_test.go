@@ -71,6 +71,7 @@ func TestSharedCases(t *testing.T) {
 	}
 	for _, c := range file.Cases {
 		t.Run(c.Name, func(t *testing.T) {
+			t.Parallel() // each case has its own ${run} token: no two share a key or a URL
 			vars := map[string]any{"target": env.target, "run": runToken()}
 			for i, s := range c.Steps {
 				if err := runStep(s, vars); err != nil {

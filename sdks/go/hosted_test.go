@@ -53,6 +53,7 @@ func (r *recorder) seen() []string {
 func isNew(status int) bool { return status == 201 || status == 202 } // 202: servers before the hosted statuses
 
 func TestHostedStepPerformanceGoesThroughTheEnvelope(t *testing.T) {
+	t.Parallel()
 	rec := newRecorder(t)
 	client := ezthrottle.NewClient(env.key, ezthrottle.WithTracktTagsURL(rec.url))
 	key := "perf-" + time.Now().Format("150405.000000000")
@@ -92,6 +93,7 @@ func TestHostedStepPerformanceGoesThroughTheEnvelope(t *testing.T) {
 }
 
 func TestHostedStepIdempotentStrategies(t *testing.T) {
+	t.Parallel()
 	client := newClient(t)
 	url := uniq(t, "/status")
 	run := func(s ezthrottle.IdempotentStrategy) *ezthrottle.QueueResponse {
@@ -113,6 +115,7 @@ func TestHostedStepIdempotentStrategies(t *testing.T) {
 }
 
 func TestHostedFrugal(t *testing.T) {
+	t.Parallel()
 	// Local success never needs the server: a client pointed nowhere still succeeds.
 	nowhere := ezthrottle.NewClient("k", ezthrottle.WithTracktTagsURL("http://127.0.0.1:1"))
 	q, err := ezthrottle.NewStep(nowhere).URL(uniq(t, "/ok")).Execute(context.Background())
@@ -159,6 +162,7 @@ func TestHostedFrugal(t *testing.T) {
 }
 
 func TestExecuteWithForwarding(t *testing.T) {
+	t.Parallel()
 	client := newClient(t)
 	url := uniq(t, "/legacy")
 	res, err := ezthrottle.ExecuteWithForwarding(client, func() (interface{}, *ezthrottle.ForwardRequest, error) {
@@ -190,6 +194,7 @@ func TestExecuteWithForwarding(t *testing.T) {
 }
 
 func TestHostedSubmitJobAndQueueRequest(t *testing.T) {
+	t.Parallel()
 	client := newClient(t)
 	_, err := client.SubmitJob(&ezthrottle.SubmitJobRequest{URL: uniq(t, "/x"), Method: "GET", Metadata: map[string]interface{}{"n": 1}})
 	var e *ezthrottle.EZThrottleError
@@ -248,6 +253,7 @@ func (h *hook) await(t *testing.T, n int) delivery {
 }
 
 func TestHostedWebhookFlowWithSignatures(t *testing.T) {
+	t.Parallel()
 	key := newTenantKey(t)
 	const secret = "quickstart-secret-0123456789"
 	client := ezthrottle.NewClient(key, ezthrottle.WithTracktTagsURL(env.url), ezthrottle.WithWebhookSecrets(secret, ""))

@@ -11,6 +11,7 @@ import (
 // A program written with the hosted SDK's names runs against this server with only the base
 // URL changed: Step → job succeeded → signed webhook verified and stored.
 func TestHostedStyleQuickStartRunsAgainstTheServer(t *testing.T) {
+	t.Parallel()
 	res, err := hostedcompat.RunHostedQuickStart(newTenantKey(t), env.url, env.target+"/charges?from=hosted-quickstart", 30*time.Second)
 	if err != nil {
 		t.Fatal(err)

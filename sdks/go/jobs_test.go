@@ -12,6 +12,7 @@ import (
 )
 
 func TestSubmitThenWaitSucceeds(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx := ctxT(t)
 	url := uniq(t, "/echo")
@@ -46,6 +47,7 @@ func TestSubmitThenWaitSucceeds(t *testing.T) {
 }
 
 func TestSubmitWithWaitReturnsTheFinalView(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	sub, err := c.Submit(ctxT(t), ezthrottle.JobSpec{URL: uniq(t, "/echo")}, ezthrottle.SubmitWait(20*time.Second))
 	if err != nil {
@@ -57,6 +59,7 @@ func TestSubmitWithWaitReturnsTheFinalView(t *testing.T) {
 }
 
 func TestDuplicateSubmitAnswersTheSameJob(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx := ctxT(t)
 	spec := ezthrottle.JobSpec{URL: uniq(t, "/echo"), IdempotentKey: "dup-" + t.Name() + time.Now().String()}
@@ -85,6 +88,7 @@ func TestDuplicateSubmitAnswersTheSameJob(t *testing.T) {
 }
 
 func TestTypedErrors(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx := ctxT(t)
 
@@ -119,6 +123,7 @@ func TestTypedErrors(t *testing.T) {
 }
 
 func TestCancelAndConflict(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx := ctxT(t)
 	later := time.Now().Add(10 * time.Minute).UnixMilli()
@@ -141,6 +146,7 @@ func TestCancelAndConflict(t *testing.T) {
 }
 
 func TestRetryAFailedJob(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx := ctxT(t)
 	sub, err := c.Submit(ctx, ezthrottle.JobSpec{URL: uniq(t, "/fail"), RetryPolicy: &ezthrottle.JobRetryPolicy{MaxRetries: ezthrottle.Int(0), MaxReroutes: ezthrottle.Int(0)}})
@@ -162,6 +168,7 @@ func TestRetryAFailedJob(t *testing.T) {
 }
 
 func TestWaitTimesOutWithTheCurrentView(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx := ctxT(t)
 	sub, err := c.Submit(ctx, ezthrottle.JobSpec{URL: uniq(t, "/later"), RetryAt: time.Now().Add(10 * time.Minute).UnixMilli()})
@@ -179,6 +186,7 @@ func TestWaitTimesOutWithTheCurrentView(t *testing.T) {
 }
 
 func TestBatch(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx := ctxT(t)
 	res, err := c.Batch(ctx, []ezthrottle.JobSpec{{URL: uniq(t, "/a")}, {URL: "ftp://nope"}, {URL: uniq(t, "/b")}})
@@ -199,6 +207,7 @@ func TestBatch(t *testing.T) {
 }
 
 func TestEventsInOrder(t *testing.T) {
+	t.Parallel()
 	c := newClient(t)
 	ctx := ctxT(t)
 	sub, err := c.Submit(ctx, ezthrottle.JobSpec{URL: uniq(t, "/flaky")})
@@ -248,6 +257,7 @@ func TestEventsInOrder(t *testing.T) {
 }
 
 func TestList(t *testing.T) {
+	t.Parallel()
 	c := tenantClient(t)
 	ctx := ctxT(t)
 	var ids []string

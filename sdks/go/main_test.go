@@ -77,7 +77,10 @@ var listening = regexp.MustCompile(`listening on (http://[0-9.]+:[0-9]+)`)
 
 func startServer(tmp string) (func(), error) {
 	cmd := exec.Command(env.bin, "serve", "--listen", "127.0.0.1:0", "--allow-cidr", "127.0.0.1/32", "--data-dir", env.dataDir)
-	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	// Every test calls the one demo target, so with one tenant they share a lane: a faster
+	// default lane than the 2/s keeps the suite short (no case depends on the lane rate).
+	cmd.Env = append(os.Environ(), "NO_COLOR=1", "EZTHROTTLE_LANES_DEFAULT_RATE=50",
+		"EZTHROTTLE_LANES_DEFAULT_BURST=20", "EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT=16")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

@@ -38,6 +38,7 @@ func quickStart(t *testing.T) string {
 }
 
 func TestReadmeQuickStartRuns(t *testing.T) {
+	t.Parallel()
 	code := quickStart(t)
 	self, err := filepath.Abs(".")
 	if err != nil {

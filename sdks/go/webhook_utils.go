@@ -112,7 +112,7 @@ func VerifyWebhookSignatureAt(payload []byte, signatureHeader, secret string, to
 	ok := false
 	for _, sig := range sigs {
 		// Every v1 is compared (no early exit); an empty one never matches.
-		if sig != "" && hmac.Equal(want, []byte(strings.ToLower(sig))) {
+		if sig != "" && hmac.Equal(want, []byte(sig)) {
 			ok = true
 		}
 	}

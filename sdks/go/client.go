@@ -161,7 +161,7 @@ func (c *Client) do(ctx context.Context, cl call) (*answer, error) {
 			if err == nil {
 				return nil, apiError(ans.status, ans.header, ans.body, time.Now())
 			}
-			return nil, unreachable(err)
+			return nil, canceled(ctxErr, err)
 		}
 		var apiErr *EZThrottleError
 		if err != nil {

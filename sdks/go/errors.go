@@ -33,8 +33,8 @@ type EZThrottleError struct {
 	// Status is the HTTP status of the answer; 0 when none came (see Err).
 	Status int
 	// Code is the API error code ("invalid_field", "not_found", "quota_exceeded", …); for
-	// errors without an answer "unreachable", and for answers without a JSON error body
-	// "http_<status>".
+	// errors without an answer "unreachable" (or "canceled" when the context ended), and for
+	// answers without a JSON error body "http_<status>".
 	Code string
 	// Field names the offending input field when the server named one
 	// ("retry_policy.max_retries", "headers.x-api-key", …).
@@ -127,7 +127,7 @@ var (
 	// ErrServer: any 5xx.
 	ErrServer error = &kind{"server error", func(e *EZThrottleError) bool { return e.Status >= 500 }}
 	// ErrUnreachable: no answer came (connection refused or reset, timeout before an answer).
-	ErrUnreachable error = &kind{"unreachable", func(e *EZThrottleError) bool { return e.Status == 0 && e.Err != nil }}
+	ErrUnreachable error = &kind{"unreachable", func(e *EZThrottleError) bool { return e.Code == "unreachable" }}
 )
 
 // ErrWaitTimeout is matched (errors.Is) by the *WaitTimeoutError that Wait returns when the
@@ -175,6 +175,15 @@ func apiError(status int, header http.Header, body []byte, now time.Time) *EZThr
 
 func unreachable(err error) *EZThrottleError {
 	return &EZThrottleError{Code: "unreachable", Message: "no answer from the server", Err: err}
+}
+
+// canceled is the error of a call its context ended (errors.Is(err, context.Canceled) or
+// context.DeadlineExceeded holds).
+func canceled(ctxErr, err error) *EZThrottleError {
+	if err == nil {
+		err = ctxErr
+	}
+	return &EZThrottleError{Code: "canceled", Message: "the call's context ended: " + ctxErr.Error(), Err: err}
 }
 
 // parseRetryAfter reads seconds or an HTTP date; 0 when absent or unreadable.

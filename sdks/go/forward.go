@@ -2,6 +2,7 @@ package ezthrottle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -71,4 +72,18 @@ func ExecuteWithForwardingContext(ctx context.Context, client *Client, fn func()
 		return nil, fmt.Errorf("failed to forward to EZThrottle: %w", err)
 	}
 	return q, nil
+}
+
+// ForwardOrFallback submits spec; if EZThrottle cannot take it — no answer, or 503 (nothing
+// stored) — it runs fallback instead (and reports fellBack), so EZThrottle never becomes a
+// single point of failure. Other errors (bad input, 429) are returned: the server is working.
+func (c *Client) ForwardOrFallback(ctx context.Context, spec JobSpec, fallback func(context.Context) error) (sub *Submission, fellBack bool, err error) {
+	sub, err = c.Submit(ctx, spec)
+	if err == nil {
+		return sub, false, nil
+	}
+	if ctx.Err() == nil && (errors.Is(err, ErrUnreachable) || errors.Is(err, ErrUnavailable)) {
+		return nil, true, fallback(ctx)
+	}
+	return nil, false, err
 }

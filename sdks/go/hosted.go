@@ -306,13 +306,29 @@ func queueToSubmit(req *QueueRequest) *SubmitJobRequest {
 	return s
 }
 
-// Request makes a direct HTTP call with the client's *http.Client (no EZThrottle involved);
-// FRUGAL steps use it for their local try.
+// Request makes a direct HTTP call with the client's *http.Client (no EZThrottle involved),
+// bounded by WithTimeout (default 30s, as the hosted client's timeout); FRUGAL steps use it for
+// their local try. Close the body.
 func (c *Client) Request(method, url string, headers map[string]string, body string) (*http.Response, error) {
 	return c.request(context.Background(), method, url, headers, body)
 }
 
 func (c *Client) request(ctx context.Context, method, url string, headers map[string]string, body string) (*http.Response, error) {
+	// Bounded like the hosted SDK's 30 s client timeout (WithTimeout), body read included.
+	cancel := context.CancelFunc(func() {})
+	if c.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+	}
+	resp, err := c.requestOnce(ctx, method, url, headers, body)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+func (c *Client) requestOnce(ctx context.Context, method, url string, headers map[string]string, body string) (*http.Response, error) {
 	var r io.Reader
 	if body != "" {
 		r = bytes.NewReader([]byte(body))

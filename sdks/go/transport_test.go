@@ -253,3 +253,44 @@ func TestJobSpecJSON(t *testing.T) {
 		t.Fatalf("\n got %s\nwant %s", b, want)
 	}
 }
+
+func TestContextEndIsCanceledNotUnreachable(t *testing.T) {
+	hold := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hold }))
+	defer srv.Close()
+	defer close(hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := fast(srv.URL).Get(ctx, "job_1")
+	var e *EZThrottleError
+	if !errors.As(err, &e) || e.Code != "canceled" || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnreachable) {
+		t.Fatalf("%#v", err)
+	}
+}
+
+func TestForwardOrFallback(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "http://" + l.Addr().String()
+	l.Close()
+	ran := 0
+	fb := func(context.Context) error { ran++; return nil }
+	sub, fell, err := fast(down).ForwardOrFallback(context.Background(), JobSpec{URL: "https://x"}, fb)
+	if err != nil || !fell || sub != nil || ran != 1 {
+		t.Fatalf("server down: %v %v %v ran=%d", sub, fell, err, ran)
+	}
+	busy, _ := scripted(t, status(503, `{"error":{"code":"unavailable","message":"x"}}`))
+	if _, fell, err := fast(busy.URL).ForwardOrFallback(context.Background(), JobSpec{URL: "https://x"}, fb); err != nil || !fell || ran != 2 {
+		t.Fatalf("503: %v %v ran=%d", fell, err, ran)
+	}
+	bad, _ := scripted(t, status(400, `{"error":{"code":"invalid_field","field":"url","message":"x"}}`))
+	if _, fell, err := fast(bad.URL).ForwardOrFallback(context.Background(), JobSpec{URL: "x"}, fb); !errors.Is(err, ErrValidation) || fell || ran != 2 {
+		t.Fatalf("400: %v %v ran=%d", fell, err, ran)
+	}
+	ok, _ := scripted(t, status(202, `{"job_id":"job_5","status":"queued","idempotent_key":"k"}`))
+	if sub, fell, err := fast(ok.URL).ForwardOrFallback(context.Background(), JobSpec{URL: "https://x"}, fb); err != nil || fell || sub.JobID != "job_5" || ran != 2 {
+		t.Fatalf("202: %v %v %v", sub, fell, err)
+	}
+}

@@ -12,6 +12,9 @@
 //     (strings, context in the legacy example) are added: they would not compile against the
 //     hosted SDK either.
 //
+// against-hosted.sh checks the other direction (needs the hosted source and the Go module
+// proxy): the same files, import path changed back, compile against the hosted SDK itself.
+//
 // quickstart.go (RunHostedQuickStart) is a hosted-style program the tests run against the
 // real server: Step builder → job succeeded → signed webhook verified, using hosted names only.
 package hostedcompat

@@ -99,6 +99,8 @@ type QueueResponse struct {
 	ExecutedLocally bool   `json:"executed_locally,omitempty"`
 	StatusCode      int    `json:"status_code,omitempty"`
 	ResponseBody    string `json:"response_body,omitempty"`
+	// Error says why a FRUGAL local call failed ("Request failed: 500"); this SDK's addition.
+	Error string `json:"error,omitempty"`
 
 	// ForwardedStatus is the status the server answered the submit with inside the envelope
 	// (201 new, 200 duplicate; 202 from servers before the hosted statuses); 0 for a local

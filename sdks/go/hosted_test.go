@@ -142,10 +142,13 @@ func TestHostedFrugal(t *testing.T) {
 	}
 
 	// A status not in the list: the hosted error, typed.
-	_, err = ezthrottle.NewStep(client).URL(uniq(t, "/fail")).FallbackOnError([]int{429}).Execute(context.Background())
+	local, err := ezthrottle.NewStep(client).URL(uniq(t, "/fail")).FallbackOnError([]int{429}).Execute(context.Background())
 	var e *ezthrottle.EZThrottleError
 	if !errors.As(err, &e) || e.Status != 500 || e.Code != "local_call_failed" || !strings.Contains(err.Error(), "request failed with status 500") {
 		t.Fatalf("unlisted status: %#v", err)
+	}
+	if local == nil || local.Status != "failed" || !local.ExecutedLocally || local.StatusCode != 500 || local.Error != "Request failed: 500" || local.JobID != "" {
+		t.Fatalf("the local failure result: %+v", local)
 	}
 
 	// A network error forwards (the server then meets the same dead port and keeps trying).

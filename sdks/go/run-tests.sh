@@ -14,4 +14,6 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 (cd ../../bench/sdk-overhead/go && go vet ./...)
-go test -count=1 "$@" ./...
+# -v so the shared suite prints one line per case (ok <name> / FAIL <name>); the RUN/PAUSE/CONT
+# bookkeeping is dropped.
+go test -count=1 -v "$@" ./... 2>&1 | grep -v -E '^=== (RUN|PAUSE|CONT|NAME)'

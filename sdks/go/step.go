@@ -171,7 +171,10 @@ func (s *Step) OnFailureTimeout(timeoutMs int) *Step { s.onFailureTimeout = time
 // Execute runs the step. PERFORMANCE submits the job and returns the submit answer. FRUGAL
 // calls the target first: a 2xx returns {Status "success", ExecutedLocally, StatusCode,
 // ResponseBody} (and starts OnSuccess in the background, as the hosted SDK did); a status in
-// FallbackOnError or a network error submits the job; any other status is an error.
+// FallbackOnError or a network error submits the job; any other status is an error, as with
+// the hosted SDK (*EZThrottleError, Code "local_call_failed") — returned together with the
+// local result {Status "failed", ExecutedLocally, StatusCode, ResponseBody, Error}, the shape
+// the other EZThrottle SDKs return for it.
 func (s *Step) Execute(ctx context.Context) (*QueueResponse, error) {
 	if ctx == nil {
 		ctx = context.Background()
@@ -211,7 +214,15 @@ func (s *Step) executeFrugal(ctx context.Context) (*QueueResponse, error) {
 			}, nil
 		}
 		if readErr == nil && !contains(s.fallbackOnError, resp.StatusCode) {
-			return nil, &EZThrottleError{
+			failed := &QueueResponse{
+				Status:          "failed",
+				QueuedAt:        time.Now().UnixMilli(),
+				ExecutedLocally: true,
+				StatusCode:      resp.StatusCode,
+				ResponseBody:    string(body),
+				Error:           fmt.Sprintf("Request failed: %d", resp.StatusCode),
+			}
+			return failed, &EZThrottleError{
 				Status:  resp.StatusCode,
 				Code:    "local_call_failed",
 				Message: fmt.Sprintf("request failed with status %d", resp.StatusCode),

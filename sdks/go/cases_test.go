@@ -70,6 +70,7 @@ func TestSharedCases(t *testing.T) {
 		t.Fatal("cases.json has no cases")
 	}
 	for _, c := range file.Cases {
+		c := c // Go < 1.22: one variable per iteration for the parallel subtests
 		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel() // each case has its own ${run} token: no two share a key or a URL
 			vars := map[string]any{"target": env.target, "run": runToken()}
@@ -98,8 +99,8 @@ func lookup(name string, vars map[string]any) (any, error) {
 	if name == "now_ms" {
 		return time.Now().UnixMilli(), nil
 	}
-	if rest, ok := strings.CutPrefix(name, "now_ms+"); ok {
-		n, err := strconv.ParseInt(rest, 10, 64)
+	if strings.HasPrefix(name, "now_ms+") {
+		n, err := strconv.ParseInt(name[len("now_ms+"):], 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("bad placeholder ${%s}", name)
 		}

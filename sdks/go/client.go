@@ -3,11 +3,12 @@ package ezthrottle
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -200,7 +201,16 @@ func (c *Client) backoff(attempt int, retryAfter time.Duration) time.Duration {
 	if ceiling <= 0 {
 		return 0
 	}
-	return rand.N(ceiling)
+	return jitter(ceiling)
+}
+
+// jitter is a uniform random duration in [0, n), from crypto/rand (no shared seeded source).
+func jitter(n time.Duration) time.Duration {
+	var b [8]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		return n / 2
+	}
+	return time.Duration(binary.LittleEndian.Uint64(b[:]) % uint64(n))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

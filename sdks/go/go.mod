@@ -1,3 +1,3 @@
 module github.com/ezthrottle/ezthrottle/sdks/go
 
-go 1.22
+go 1.19

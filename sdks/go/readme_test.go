@@ -45,7 +45,7 @@ func TestReadmeQuickStartRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	gomod := "module quickstart\n\ngo 1.22\n\nrequire github.com/ezthrottle/ezthrottle/sdks/go v0.0.0\n\n" +
+	gomod := "module quickstart\n\ngo 1.19\n\nrequire github.com/ezthrottle/ezthrottle/sdks/go v0.0.0\n\n" +
 		"replace github.com/ezthrottle/ezthrottle/sdks/go => " + self + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
 		t.Fatal(err)

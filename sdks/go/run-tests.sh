@@ -2,8 +2,9 @@
 # The Go SDK's checks: gofmt, go vet (which also compiles internal/hostedcompat, the hosted
 # 1.2.0 examples, and bench/sdk-overhead/go), then go test against the real server binary
 # (EZTHROTTLE_BIN, default <repo>/target/debug/ezthrottle) and scripts/demo/target.py, including
-# the shared case suite (EZT_SDK_CASES_DIR, default <repo>/testdata/sdk-cases). Needs Go 1.22+;
-# no module downloads (the SDK has no dependencies). Extra arguments go to `go test`.
+# the shared case suite (EZT_SDK_CASES_DIR, default <repo>/testdata/sdk-cases). Needs Go 1.19+
+# (Debian 12's golang-go will do); no module downloads (the SDK has no dependencies). Extra
+# arguments go to `go test`.
 set -euo pipefail
 cd "$(dirname "$0")"
 export GOPROXY=off GOWORK=off

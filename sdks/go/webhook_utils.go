@@ -216,8 +216,8 @@ func VerifyStandardWebhookAt(payload []byte, headers http.Header, secret string,
 		return fail(VerifyTooNew)
 	}
 	key := []byte(secret)
-	if rest, ok := strings.CutPrefix(secret, "whsec_"); ok {
-		if key, err = base64.StdEncoding.DecodeString(rest); err != nil {
+	if strings.HasPrefix(secret, "whsec_") {
+		if key, err = base64.StdEncoding.DecodeString(secret[len("whsec_"):]); err != nil {
 			return fail(VerifyMalformed)
 		}
 	}

@@ -1,6 +1,6 @@
 module github.com/ezthrottle/ezthrottle/bench/sdk-overhead/go
 
-go 1.22
+go 1.19
 
 require github.com/ezthrottle/ezthrottle/sdks/go v0.0.0
 

@@ -16,5 +16,5 @@ grep -rl 'sdks/go' "$work" | xargs sed -i \
 	-e 's|ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"|ezthrottle "github.com/rjpruitt16/ezthrottle-go"|'
 # The hosted tree's own test-app and examples are separate programs: leave them out.
 mkdir "$work/hosted" && (cd "$hosted" && tar --exclude=./test-app --exclude=./examples -cf - .) | tar -xf - -C "$work/hosted"
-printf 'module hc\n\ngo 1.22\n\nrequire github.com/rjpruitt16/ezthrottle-go v1.2.0\n\nreplace github.com/rjpruitt16/ezthrottle-go => ./hosted\n' >"$work/go.mod"
+printf 'module hc\n\ngo 1.21\n\nrequire github.com/rjpruitt16/ezthrottle-go v1.2.0\n\nreplace github.com/rjpruitt16/ezthrottle-go => ./hosted\n' >"$work/go.mod"
 cd "$work" && GOFLAGS=-mod=mod go vet ./... && echo "the hostedcompat examples compile against the hosted SDK at $hosted"

@@ -54,16 +54,17 @@ type SubmitJobRequest struct {
 
 // Webhook is where a job's outcome is delivered. HasQuorumVote false is not sent, so the
 // server's default (true: it votes) applies, as with the hosted SDK; set NoVote to make a
-// webhook that is told but does not count toward the quorum.
+// webhook that is told but does not count toward the quorum. The field is sent in the hosted
+// spelling, hasQuorumVote (this server accepts both spellings).
 type Webhook struct {
 	URL           string   `json:"url"`
 	Regions       []string `json:"regions,omitempty"`
 	HasQuorumVote bool     `json:"hasQuorumVote,omitempty"`
-	// NoVote sends has_quorum_vote false (this package's addition).
+	// NoVote sends hasQuorumVote false (this package's addition).
 	NoVote bool `json:"-"`
 }
 
-// MarshalJSON writes the hosted shape, plus has_quorum_vote false for NoVote.
+// MarshalJSON writes the hosted shape, plus hasQuorumVote false for NoVote.
 func (w Webhook) MarshalJSON() ([]byte, error) {
 	out := map[string]any{"url": w.URL}
 	if len(w.Regions) > 0 {
@@ -71,7 +72,7 @@ func (w Webhook) MarshalJSON() ([]byte, error) {
 	}
 	switch {
 	case w.NoVote:
-		out["has_quorum_vote"] = false
+		out["hasQuorumVote"] = false
 	case w.HasQuorumVote:
 		out["hasQuorumVote"] = true
 	}

@@ -293,3 +293,36 @@ func TestEnvironmentConfiguresTheClient(t *testing.T) {
 		t.Fatalf("with the key from the environment a missing job is 404, got %v", err)
 	}
 }
+
+func TestWebhookVotesReachTheServer(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := ctxT(t)
+	sub, err := c.Submit(ctx, ezthrottle.JobSpec{URL: uniq(t, "/v"), RetryAt: time.Now().Add(time.Hour).UnixMilli(),
+		Webhooks: []ezthrottle.Webhook{{URL: env.target + "/voter"}, {URL: env.target + "/watcher", NoVote: true}},
+		Timeout:  90 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := c.Get(ctx, sub.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec struct {
+		Webhooks []struct {
+			URL  string `json:"url"`
+			Vote bool   `json:"has_quorum_vote"`
+		} `json:"webhooks"`
+		Quorum    int   `json:"webhook_quorum"`
+		TimeoutMs int64 `json:"timeout_ms"`
+	}
+	if err := json.Unmarshal(job.Spec, &spec); err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.Webhooks) != 2 || !spec.Webhooks[0].Vote || spec.Webhooks[1].Vote || spec.Quorum != 1 || spec.TimeoutMs != 90*60*1000 {
+		t.Fatalf("spec: %s", job.Spec)
+	}
+	if _, err := c.Cancel(ctx, sub.JobID); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -248,7 +248,7 @@ func TestJobSpecJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"url":"https://x","webhooks":[{"has_quorum_vote":false,"url":"https://h"},{"hasQuorumVote":true,"url":"https://v"}],"webhook_quorum":0,"timeout":"90000ms"}`
+	want := `{"url":"https://x","webhooks":[{"hasQuorumVote":false,"url":"https://h"},{"hasQuorumVote":true,"url":"https://v"}],"webhook_quorum":0,"timeout":"90000ms"}`
 	if string(b) != want {
 		t.Fatalf("\n got %s\nwant %s", b, want)
 	}

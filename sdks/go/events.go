@@ -40,6 +40,7 @@ func (e Event) Job() (*Job, error) {
 // EventStream reads a job's events as they happen. Close it when done (reading to the end
 // closes it too).
 type EventStream struct {
+	ctx    context.Context
 	body   io.ReadCloser
 	r      *bufio.Reader
 	done   bool
@@ -70,16 +71,18 @@ func (c *Client) Events(ctx context.Context, jobID string) (*EventStream, error)
 		return nil, &EZThrottleError{Status: ans.status, Code: "invalid_answer",
 			Message: fmt.Sprintf("expected an event stream, got %q", ct), Body: body}
 	}
-	return newEventStream(ans.resp.Body), nil
+	s := newEventStream(ans.resp.Body)
+	s.ctx = ctx
+	return s, nil
 }
 
 func newEventStream(body io.ReadCloser) *EventStream {
-	return &EventStream{body: body, r: bufio.NewReaderSize(body, 16<<10)}
+	return &EventStream{ctx: context.Background(), body: body, r: bufio.NewReaderSize(body, 16<<10)}
 }
 
 // Next blocks for the next event. After the final event (or when the server ends the stream)
 // it returns io.EOF. A stream cut before its final event is an *EZThrottleError wrapping
-// io.ErrUnexpectedEOF.
+// io.ErrUnexpectedEOF (Code "unreachable"), or Code "canceled" when the context ended.
 func (s *EventStream) Next() (Event, error) {
 	if s.done || s.closed {
 		return Event{}, io.EOF
@@ -94,6 +97,9 @@ func (s *EventStream) Next() (Event, error) {
 			if errors.Is(err, io.EOF) && !seen {
 				s.done = true
 				return Event{}, io.EOF
+			}
+			if ctxErr := s.ctx.Err(); ctxErr != nil {
+				return Event{}, canceled(ctxErr, err)
 			}
 			return Event{}, unreachable(fmt.Errorf("event stream cut: %w", io.ErrUnexpectedEOF))
 		}

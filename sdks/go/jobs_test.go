@@ -1,6 +1,7 @@
 package ezthrottle_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -323,6 +324,40 @@ func TestWebhookVotesReachTheServer(t *testing.T) {
 		t.Fatalf("spec: %s", job.Spec)
 	}
 	if _, err := c.Cancel(ctx, sub.JobID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEventsEndWithTheContext(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	sub, err := c.Submit(ctxT(t), ezthrottle.JobSpec{URL: uniq(t, "/later"), RetryAt: time.Now().Add(time.Hour).UnixMilli()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := c.Events(ctx, sub.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	first, err := stream.Next()
+	if err != nil || first.Type != "queued" {
+		t.Fatalf("first event: %v %+v", err, first)
+	}
+	cancel() // the job stays scheduled for an hour: only the context can end this stream
+	for {
+		ev, err := stream.Next()
+		if err == nil && ev.Type == "position" {
+			continue
+		}
+		var e *ezthrottle.EZThrottleError
+		if !errors.As(err, &e) || e.Code != "canceled" || !errors.Is(err, context.Canceled) {
+			t.Fatalf("after cancel: %+v %#v", ev, err)
+		}
+		break
+	}
+	if _, err := c.Cancel(ctxT(t), sub.JobID); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -230,8 +230,8 @@ func (s *Step) executeFrugal(ctx context.Context) (*QueueResponse, error) {
 			}
 		}
 	}
-	if ctx.Err() != nil {
-		return nil, unreachable(ctx.Err())
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return nil, canceled(ctxErr, err)
 	}
 	return s.client.submitJob(ctx, s.ToSubmitJobRequest())
 }

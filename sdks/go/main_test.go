@@ -81,6 +81,7 @@ func startServer(tmp string) (func(), error) {
 	// default lane than the 2/s keeps the suite short (no case depends on the lane rate).
 	cmd.Env = append(os.Environ(), "NO_COLOR=1", "EZTHROTTLE_LANES_DEFAULT_RATE=50",
 		"EZTHROTTLE_LANES_DEFAULT_BURST=20", "EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT=16")
+	dieWithUs(cmd)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -186,6 +187,7 @@ func startTarget(tmp string) (func(), error) {
 	}
 	cmd := exec.Command("python3", filepath.Join(env.repo, "scripts", "demo", "target.py"), fmt.Sprint(port))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	dieWithUs(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting scripts/demo/target.py: %w", err)
 	}

@@ -27,6 +27,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	ezthrottle "github.com/ezthrottle/ezthrottle/sdks/go"
@@ -41,10 +42,8 @@ func main() {
 
 	if *base == "" {
 		stop, u, k, err := startServer()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "sdk-overhead:", err)
-			os.Exit(1)
-		}
+		must(err)
+		cleanup = stop // must() runs it too: os.Exit skips deferred calls
 		defer stop()
 		*base, *key = u, k
 	}
@@ -132,9 +131,13 @@ func stats(d []time.Duration) map[string]float64 {
 	return map[string]float64{"median_us": at(0.5), "p99_us": at(0.99), "min_us": at(0), "max_us": at(1)}
 }
 
+// cleanup stops the server this run started, if any.
+var cleanup = func() {}
+
 func must(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sdk-overhead:", err)
+		cleanup()
 		os.Exit(1)
 	}
 }
@@ -158,10 +161,13 @@ func startServer() (stop func(), url, key string, err error) {
 		os.RemoveAll(dir)
 		return nil, "", "", fmt.Errorf("starting %s: %w", bin, err)
 	}
+	var once sync.Once
 	stop = func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-		os.RemoveAll(dir)
+		once.Do(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			_ = cmd.Wait()
+			os.RemoveAll(dir)
+		})
 	}
 	urlCh := make(chan string, 1)
 	go func() {

@@ -1,0 +1,3 @@
+module github.com/ezthrottle/ezthrottle/sdks/go
+
+go 1.19

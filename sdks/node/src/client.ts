@@ -192,7 +192,7 @@ export class EZThrottle {
   }
 
   /** `GET /api/v1/jobs/{id}`: the job view. */
-  get(jobId: string): Promise<Job> {
+  async get(jobId: string): Promise<Job> {
     return this.http.json<Job>({ method: "GET", path: jobPath(jobId), idempotent: true });
   }
 
@@ -275,18 +275,18 @@ export class EZThrottle {
 
   /** `POST /api/v1/jobs/{id}/cancel`: ends a job that is not final (409 `ConflictError` if it
    * is); answers the view. Not resent after a lost answer (a resend would answer 409). */
-  cancel(jobId: string): Promise<Job> {
+  async cancel(jobId: string): Promise<Job> {
     return this.http.json<Job>({ method: "POST", path: jobPath(jobId, "/cancel"), idempotent: false });
   }
 
   /** `POST /api/v1/jobs/{id}/retry`: re-queues a `failed`/`expired` job as a new attempt series;
    * answers the view. */
-  retry(jobId: string): Promise<Job> {
+  async retry(jobId: string): Promise<Job> {
     return this.http.json<Job>({ method: "POST", path: jobPath(jobId, "/retry"), idempotent: false });
   }
 
   /** `POST /api/v1/jobs/{id}/webhooks/redeliver`: delivers the outcome to the webhooks again. */
-  redeliverWebhooks(jobId: string): Promise<Record<string, unknown>> {
+  async redeliverWebhooks(jobId: string): Promise<Record<string, unknown>> {
     return this.http.json({ method: "POST", path: jobPath(jobId, "/webhooks/redeliver"), idempotent: false });
   }
 

@@ -4,7 +4,8 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { SDK_DIR, startAll, token } from "./support.mjs";
@@ -52,3 +53,73 @@ test("README quick start runs: job succeeded, webhook verified", async () => {
     rmSync(file, { force: true });
   }
 });
+
+// The issue's "done when": `npm install ./sdks/node` into an app, then code written for the hosted
+// 1.4.0 package (CommonJS, its README's quick start and webhook verification) runs with only the
+// URL added: Step → server → succeeded, webhook verified.
+const HOSTED_APP = `
+const http = require("node:http");
+const { EZThrottle, Step, StepType, verifyWebhookSignature } = require("ezthrottle");
+
+async function main() {
+  const client = new EZThrottle({ apiKey: process.env.KEY, tracktagsUrl: process.env.URL });
+  const WEBHOOK_SECRET = "your_secret_min_16_chars";
+  await client.createWebhookSecret(WEBHOOK_SECRET);
+  let done;
+  const delivered = new Promise((r) => (done = r));
+  const app = http.createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      const { verified, reason } = verifyWebhookSignature(body, req.headers["x-ezthrottle-signature"], WEBHOOK_SECRET);
+      res.writeHead(verified ? 200 : 401).end();
+      done({ reason, status: JSON.parse(body).status, job_id: JSON.parse(body).job_id });
+    });
+  }).listen(0, "127.0.0.1");
+  await new Promise((r) => app.once("listening", r));
+
+  const result = await new Step(client)
+    .url(process.env.TARGET)
+    .method("POST")
+    .type(StepType.PERFORMANCE)
+    .webhooks([{ url: "http://127.0.0.1:" + app.address().port + "/webhook" }])
+    .execute();
+  console.log("Job ID: " + result.job_id);
+  const hook = await delivered;
+  console.log("webhook " + hook.job_id + " " + hook.status + " " + hook.reason);
+  app.close();
+}
+main().catch((e) => { console.error(e); process.exit(1); });
+`;
+
+test("npm install ./sdks/node into an app; hosted-style CommonJS code runs unchanged but the URL", async () => {
+  const app = mkdtempSync(join(tmpdir(), "ezt-node-app-"));
+  try {
+    writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true }));
+    writeFileSync(join(app, "main.cjs"), HOSTED_APP);
+    await run("npm", ["install", "--offline", "--no-audit", "--no-fund", "--loglevel=error", SDK_DIR], { cwd: app });
+    const { stdout } = await run(process.execPath, ["main.cjs"], {
+      cwd: app,
+      env: { ...process.env, KEY: env.server.key, URL: env.server.url, TARGET: `${env.target.url}/app?run=${token()}` },
+    });
+    const id = /^Job ID: (job_\w+)$/m.exec(stdout)?.[1];
+    assert.ok(id, stdout);
+    assert.match(stdout, new RegExp(`^webhook ${id} success valid$`, "m"));
+  } finally {
+    rmSync(app, { recursive: true, force: true });
+  }
+});
+
+function run(cmd, args, options) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { ...options, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d) => (stdout += d));
+    p.stderr.on("data", (d) => (stderr += d));
+    p.once("exit", (code) =>
+      code === 0 ? resolve({ stdout, stderr }) : reject(new Error(`${cmd} ${args.join(" ")}: exit ${code}\n${stdout}\n${stderr}`)),
+    );
+  });
+}

@@ -28,7 +28,7 @@ export {
   verifyWebhookSignatureStrict,
 } from "./webhookUtils.js";
 export type { VerificationCode, VerificationResult } from "./webhookUtils.js";
-export { SSEDecoder } from "./sse.js";
+export { SSEDecoder, readEvents } from "./sse.js";
 export { VERSION } from "./transport.js";
 
 import { EZThrottle } from "./client.js";

@@ -14,7 +14,7 @@ var __exportStar = (this && this.__exportStar) || function(m, exports) {
     for (var p in m) if (p !== "default" && !Object.prototype.hasOwnProperty.call(exports, p)) __createBinding(exports, m, p);
 };
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.VERSION = exports.SSEDecoder = exports.verifyWebhookSignatureStrict = exports.verifyWebhookSignature = exports.tryVerifyWithSecrets = exports.signWebhook = exports.WebhookVerificationError = exports.DEFAULT_TOLERANCE = exports.withAutoForward = exports.executeWithForwarding = exports.IdempotentStrategy = exports.StepType = exports.Step = exports.ValidationError = exports.UnreachableError = exports.UnavailableError = exports.TimeoutError = exports.RateLimitedError = exports.RateLimitError = exports.NotFoundError = exports.EZThrottleError = exports.ConflictError = exports.AuthenticationError = exports.toJobSpec = exports.httpStatusOf = exports.EZThrottle = void 0;
+exports.VERSION = exports.readEvents = exports.SSEDecoder = exports.verifyWebhookSignatureStrict = exports.verifyWebhookSignature = exports.tryVerifyWithSecrets = exports.signWebhook = exports.WebhookVerificationError = exports.DEFAULT_TOLERANCE = exports.withAutoForward = exports.executeWithForwarding = exports.IdempotentStrategy = exports.StepType = exports.Step = exports.ValidationError = exports.UnreachableError = exports.UnavailableError = exports.TimeoutError = exports.RateLimitedError = exports.RateLimitError = exports.NotFoundError = exports.EZThrottleError = exports.ConflictError = exports.AuthenticationError = exports.toJobSpec = exports.httpStatusOf = exports.EZThrottle = void 0;
 var client_js_1 = require("./client.js");
 Object.defineProperty(exports, "EZThrottle", { enumerable: true, get: function () { return client_js_1.EZThrottle; } });
 Object.defineProperty(exports, "httpStatusOf", { enumerable: true, get: function () { return client_js_1.httpStatusOf; } });
@@ -49,6 +49,7 @@ Object.defineProperty(exports, "verifyWebhookSignature", { enumerable: true, get
 Object.defineProperty(exports, "verifyWebhookSignatureStrict", { enumerable: true, get: function () { return webhookUtils_js_1.verifyWebhookSignatureStrict; } });
 var sse_js_1 = require("./sse.js");
 Object.defineProperty(exports, "SSEDecoder", { enumerable: true, get: function () { return sse_js_1.SSEDecoder; } });
+Object.defineProperty(exports, "readEvents", { enumerable: true, get: function () { return sse_js_1.readEvents; } });
 var transport_js_1 = require("./transport.js");
 Object.defineProperty(exports, "VERSION", { enumerable: true, get: function () { return transport_js_1.VERSION; } });
 const client_js_2 = require("./client.js");

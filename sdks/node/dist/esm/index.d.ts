@@ -10,7 +10,7 @@ export { executeWithForwarding, withAutoForward } from "./forward.js";
 export type { ForwardRequest } from "./forward.js";
 export { DEFAULT_TOLERANCE, WebhookVerificationError, signWebhook, tryVerifyWithSecrets, verifyWebhookSignature, verifyWebhookSignatureStrict, } from "./webhookUtils.js";
 export type { VerificationCode, VerificationResult } from "./webhookUtils.js";
-export { SSEDecoder } from "./sse.js";
+export { SSEDecoder, readEvents } from "./sse.js";
 export { VERSION } from "./transport.js";
 import { EZThrottle } from "./client.js";
 export default EZThrottle;

@@ -6,7 +6,7 @@ export { IdempotentStrategy } from "./idempotentStrategy.js";
 export * from "./types.js";
 export { executeWithForwarding, withAutoForward } from "./forward.js";
 export { DEFAULT_TOLERANCE, WebhookVerificationError, signWebhook, tryVerifyWithSecrets, verifyWebhookSignature, verifyWebhookSignatureStrict, } from "./webhookUtils.js";
-export { SSEDecoder } from "./sse.js";
+export { SSEDecoder, readEvents } from "./sse.js";
 export { VERSION } from "./transport.js";
 import { EZThrottle } from "./client.js";
 export default EZThrottle;

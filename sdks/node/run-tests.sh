@@ -10,4 +10,5 @@ cd "$(dirname "$0")"
 npm ci --no-audit --no-fund --loglevel=error
 node node_modules/typescript/bin/tsc -p tsconfig.json --noEmit --strict
 node node_modules/typescript/bin/tsc -p test/hosted-compat/tsconfig.json
+node node_modules/typescript/bin/tsc -p test/typing/tsconfig.json
 node --test "$@" test/*.test.mjs

@@ -189,13 +189,42 @@ export interface JobResponse {
     body: string;
     body_truncated?: boolean;
 }
+/** The spec as a job view shows it: every default filled in, headers as `[name, value]` pairs
+ * (credentials `[redacted]`). */
+export interface JobSpecView {
+    url: string;
+    method: string;
+    headers: [string, string][];
+    body: string | null;
+    metadata: Record<string, string>;
+    regions: string[];
+    retry_policy: Required<RetryPolicy>;
+    timeout_ms: number;
+    retry_at: number | null;
+    webhooks?: {
+        url: string;
+        regions?: string[];
+        has_quorum_vote: boolean;
+    }[];
+    webhook_quorum: number;
+    region_policy: "fallback" | "strict";
+    execution_mode: "race" | "fanout";
+    [key: string]: unknown;
+}
+/** Webhook delivery progress of a job: voting acknowledgements needed and received. */
+export interface QuorumState {
+    required: number;
+    acknowledged: number;
+    state: string;
+    [key: string]: unknown;
+}
 /** `GET /api/v1/jobs/{id}`: the job, its attempts and outcome. */
 export interface Job {
     job_id: string;
     state: JobState;
     lane: string;
     idempotent_key: string;
-    spec: Record<string, unknown>;
+    spec: JobSpecView;
     metadata: Record<string, string>;
     created_at: number;
     updated_at: number;
@@ -211,7 +240,7 @@ export interface Job {
         message: string;
     } | null;
     webhooks: Record<string, unknown>[];
-    webhook_quorum: number | null;
+    webhook_quorum: QuorumState | null;
     parent_id: string | null;
     children: string[];
 }

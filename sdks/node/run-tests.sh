@@ -7,7 +7,7 @@
 # shared case suite is read from (default <repo>/testdata/sdk-cases).
 set -euo pipefail
 cd "$(dirname "$0")"
-npm ci --no-audit --no-fund --loglevel=error
+npm ci --prefer-offline --no-audit --no-fund --loglevel=error
 node node_modules/typescript/bin/tsc -p tsconfig.json --noEmit --strict
 node node_modules/typescript/bin/tsc -p test/hosted-compat/tsconfig.json
 node node_modules/typescript/bin/tsc -p test/typing/tsconfig.json

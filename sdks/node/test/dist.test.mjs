@@ -8,10 +8,9 @@ import { join, relative } from "node:path";
 import { test } from "node:test";
 import { SDK_DIR } from "./support.mjs";
 
-function files(dir) {
-  return readdirSync(dir, { withFileTypes: true, recursive: true })
-    .filter((e) => e.isFile())
-    .map((e) => relative(dir, join(e.parentPath ?? e.path, e.name)))
+function files(dir, root = dir) {
+  return readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? files(join(dir, e.name), root) : [relative(root, join(dir, e.name))]))
     .sort();
 }
 

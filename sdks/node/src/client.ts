@@ -286,7 +286,7 @@ export class EZThrottle {
   }
 
   /** `POST /api/v1/jobs/{id}/webhooks/redeliver`: delivers the outcome to the webhooks again. */
-  async redeliverWebhooks(jobId: string): Promise<Record<string, unknown>> {
+  async redeliverWebhooks(jobId: string): Promise<{ job_id: string; deliveries: string[] }> {
     return this.http.json({ method: "POST", path: jobPath(jobId, "/webhooks/redeliver"), idempotent: false });
   }
 

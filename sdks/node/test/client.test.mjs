@@ -275,6 +275,16 @@ describe("webhooks", () => {
       );
       const tampered = Buffer.concat([delivery.body, Buffer.from(" ")]);
       assert.equal(verifyWebhookSignature(tampered, sig, "new-secret-0000000002").reason, "signature_mismatch");
+
+      const again = await c.redeliverWebhooks(answer.job_id);
+      assert.equal(again.job_id, answer.job_id);
+      assert.deepEqual(again.deliveries, [delivery.headers["x-ezthrottle-delivery-id"]]);
+      const second = await hook.next();
+      assert.equal(second.headers["x-ezthrottle-delivery-id"], delivery.headers["x-ezthrottle-delivery-id"]);
+      assert.equal(
+        verifyWebhookSignature(second.body, second.headers["x-ezthrottle-signature"], "new-secret-0000000002").reason,
+        "valid",
+      );
     } finally {
       await hook.close();
     }

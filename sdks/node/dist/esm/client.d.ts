@@ -71,7 +71,10 @@ export declare class EZThrottle {
      * answers the view. */
     retry(jobId: string): Promise<Job>;
     /** `POST /api/v1/jobs/{id}/webhooks/redeliver`: delivers the outcome to the webhooks again. */
-    redeliverWebhooks(jobId: string): Promise<Record<string, unknown>>;
+    redeliverWebhooks(jobId: string): Promise<{
+        job_id: string;
+        deliveries: string[];
+    }>;
     /** One page of `GET /api/v1/jobs` (newest first). */
     listPage(options?: ListOptions): Promise<JobPage>;
     /** Every job matching the filters, newest first, fetching pages as the loop goes. */

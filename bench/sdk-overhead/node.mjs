@@ -43,6 +43,7 @@ async function startServer() {
   });
   return {
     ...info,
+    binary: bin,
     stop: async () => {
       proc.removeAllListeners("exit");
       const exited = new Promise((r) => proc.once("exit", r));
@@ -61,7 +62,7 @@ function stats(samples) {
 }
 
 const server = process.env.EZTHROTTLE_URL && process.env.EZTHROTTLE_API_KEY
-  ? { url: process.env.EZTHROTTLE_URL.replace(/\/+$/, ""), key: process.env.EZTHROTTLE_API_KEY, stop: async () => {} }
+  ? { url: process.env.EZTHROTTLE_URL.replace(/\/+$/, ""), key: process.env.EZTHROTTLE_API_KEY, binary: null, stop: async () => {} }
   : await startServer();
 try {
   const client = new EZThrottle({ apiKey: server.key, baseUrl: server.url });
@@ -110,6 +111,7 @@ try {
     sdk: "node",
     sdk_version: VERSION,
     node: process.version,
+    server_binary: server.binary,
     submits_per_side: N,
     warmup_per_side: WARMUP,
     sdk_submit: s,

@@ -21,6 +21,8 @@ export { executeWithForwarding, withAutoForward } from "./forward.js";
 export type { ForwardRequest } from "./forward.js";
 export {
   DEFAULT_TOLERANCE,
+  signStandardWebhook,
+  verifyStandardWebhook,
   WebhookVerificationError,
   signWebhook,
   tryVerifyWithSecrets,

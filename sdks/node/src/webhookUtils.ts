@@ -57,6 +57,20 @@ export function signWebhook(
   return [`t=${t}`, ...list.map((s) => `v1=${hexSignature(s, t, payload)}`)].join(",");
 }
 
+/** The hosted text and code when `sent` is further than `tolerance` seconds from `current`. */
+function expiry(
+  sent: number,
+  current: number,
+  tolerance: number,
+): { reason: string; code: VerificationCode } | null {
+  const diff = Math.abs(current - sent);
+  if (diff <= tolerance) return null;
+  return {
+    reason: `timestamp_expired (diff=${diff}s, tolerance=${tolerance}s)`,
+    code: sent < current ? "too_old" : "too_new",
+  };
+}
+
 function fail(reason: string, code: VerificationCode): VerificationResult {
   return { verified: false, reason, code };
 }
@@ -94,19 +108,19 @@ export function verifyWebhookSignature(
     if (signatures.length === 0) {
       return fail("missing_v1_signature", emptyV1 ? "mismatch" : "no_signature");
     }
-    const ts = timestamp ?? "0";
+    const current = Math.floor(now ?? Date.now() / 1000);
+    if (timestamp === null) {
+      // The hosted SDK reads a missing timestamp as 0, which is always expired.
+      const expired = expiry(0, current, tolerance);
+      if (expired) return fail(expired.reason, "malformed");
+      throw new Error("missing timestamp");
+    }
+    const ts = timestamp;
     if (!/^\d+$/.test(ts)) {
       throw new Error(`invalid timestamp ${JSON.stringify(ts)}: expected unix seconds`);
     }
-    const current = Math.floor(now ?? Date.now() / 1000);
-    const sent = Number(ts);
-    const diff = Math.abs(current - sent);
-    if (diff > tolerance) {
-      return fail(
-        `timestamp_expired (diff=${diff}s, tolerance=${tolerance}s)`,
-        sent < current ? "too_old" : "too_new",
-      );
-    }
+    const expired = expiry(Number(ts), current, tolerance);
+    if (expired) return fail(expired.reason, expired.code);
     const expected = Buffer.from(hexSignature(secret, ts, payload), "utf8");
     for (const sig of signatures) {
       const given = Buffer.from(sig, "utf8");
@@ -173,4 +187,79 @@ export function tryVerifyWithSecrets(
     reason: `both_secrets_failed (primary: ${primary.reason})`,
     ...(primary.code ? { code: primary.code } : {}),
   };
+}
+
+// ------------------------------------------------------------------------------ Standard Webhooks
+
+/** A `whsec_` secret is base64 (the Standard Webhooks convention); any other secret is used as
+ * its UTF-8 bytes, which is how the server signs with it. */
+function standardKey(secret: string): Buffer {
+  return secret.startsWith("whsec_")
+    ? Buffer.from(secret.slice("whsec_".length), "base64")
+    : Buffer.from(secret, "utf8");
+}
+
+function standardSignature(secret: string, msgId: string, timestamp: string, payload: Payload): Buffer {
+  return createHmac("sha256", standardKey(secret))
+    .update(`${msgId}.${timestamp}.`)
+    .update(bytes(payload))
+    .digest();
+}
+
+function header(
+  headers: Headers | Record<string, string | string[] | undefined>,
+  name: string,
+): string | null {
+  if (typeof (headers as Headers).get === "function") return (headers as Headers).get(name);
+  for (const [k, v] of Object.entries(headers as Record<string, string | string[] | undefined>)) {
+    if (k.toLowerCase() === name) return Array.isArray(v) ? (v[0] ?? null) : (v ?? null);
+  }
+  return null;
+}
+
+/** The `webhook-signature` value the server sends for these secrets (to test a receiver). */
+export function signStandardWebhook(
+  payload: Payload,
+  secrets: string | string[],
+  msgId: string,
+  timestamp: number,
+): string {
+  const list = typeof secrets === "string" ? [secrets] : secrets;
+  const t = String(Math.floor(timestamp));
+  return list.map((s) => `v1,${standardSignature(s, msgId, t, payload).toString("base64")}`).join(" ");
+}
+
+/**
+ * Verify a delivery's Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
+ * `webhook-signature`; names case-insensitive; a `Headers` or Node's `req.headers`). `reason`
+ * and `code` are the structured reason: `valid`, `no_signature`, `malformed`, `too_old`,
+ * `too_new`, `mismatch`.
+ */
+export function verifyStandardWebhook(
+  payload: Payload,
+  headers: Headers | Record<string, string | string[] | undefined>,
+  secret: string,
+  tolerance: number = DEFAULT_TOLERANCE,
+  now?: number,
+): VerificationResult {
+  const no = (code: VerificationCode): VerificationResult => fail(code, code);
+  const msgId = header(headers, "webhook-id");
+  const ts = header(headers, "webhook-timestamp")?.trim() ?? null;
+  const sigHeader = header(headers, "webhook-signature");
+  if (!sigHeader) return no("no_signature");
+  if (!msgId || ts === null || !/^\d+$/.test(ts)) return no("malformed");
+  const sigs = sigHeader
+    .split(" ")
+    .filter((p) => p.startsWith("v1,"))
+    .map((p) => p.slice("v1,".length));
+  if (sigs.length === 0) return no("no_signature");
+  const expired = expiry(Number(ts), Math.floor(now ?? Date.now() / 1000), tolerance);
+  if (expired) return no(expired.code);
+  const want = standardSignature(secret, msgId, ts, payload);
+  let ok = false;
+  for (const sig of sigs) {
+    const got = Buffer.from(sig, "base64");
+    if (got.length === want.length && timingSafeEqual(got, want)) ok = true;
+  }
+  return ok ? { verified: true, reason: "valid", code: "valid" } : no("mismatch");
 }

@@ -14,7 +14,7 @@ var __exportStar = (this && this.__exportStar) || function(m, exports) {
     for (var p in m) if (p !== "default" && !Object.prototype.hasOwnProperty.call(exports, p)) __createBinding(exports, m, p);
 };
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.VERSION = exports.readEvents = exports.SSEDecoder = exports.verifyWebhookSignatureStrict = exports.verifyWebhookSignature = exports.tryVerifyWithSecrets = exports.signWebhook = exports.WebhookVerificationError = exports.DEFAULT_TOLERANCE = exports.withAutoForward = exports.executeWithForwarding = exports.IdempotentStrategy = exports.StepType = exports.Step = exports.ValidationError = exports.UnreachableError = exports.UnavailableError = exports.TimeoutError = exports.RateLimitedError = exports.RateLimitError = exports.NotFoundError = exports.EZThrottleError = exports.ConflictError = exports.AuthenticationError = exports.toJobSpec = exports.httpStatusOf = exports.EZThrottle = void 0;
+exports.VERSION = exports.readEvents = exports.SSEDecoder = exports.verifyWebhookSignatureStrict = exports.verifyWebhookSignature = exports.tryVerifyWithSecrets = exports.signWebhook = exports.WebhookVerificationError = exports.verifyStandardWebhook = exports.signStandardWebhook = exports.DEFAULT_TOLERANCE = exports.withAutoForward = exports.executeWithForwarding = exports.IdempotentStrategy = exports.StepType = exports.Step = exports.ValidationError = exports.UnreachableError = exports.UnavailableError = exports.TimeoutError = exports.RateLimitedError = exports.RateLimitError = exports.NotFoundError = exports.EZThrottleError = exports.ConflictError = exports.AuthenticationError = exports.toJobSpec = exports.httpStatusOf = exports.EZThrottle = void 0;
 var client_js_1 = require("./client.js");
 Object.defineProperty(exports, "EZThrottle", { enumerable: true, get: function () { return client_js_1.EZThrottle; } });
 Object.defineProperty(exports, "httpStatusOf", { enumerable: true, get: function () { return client_js_1.httpStatusOf; } });
@@ -42,6 +42,8 @@ Object.defineProperty(exports, "executeWithForwarding", { enumerable: true, get:
 Object.defineProperty(exports, "withAutoForward", { enumerable: true, get: function () { return forward_js_1.withAutoForward; } });
 var webhookUtils_js_1 = require("./webhookUtils.js");
 Object.defineProperty(exports, "DEFAULT_TOLERANCE", { enumerable: true, get: function () { return webhookUtils_js_1.DEFAULT_TOLERANCE; } });
+Object.defineProperty(exports, "signStandardWebhook", { enumerable: true, get: function () { return webhookUtils_js_1.signStandardWebhook; } });
+Object.defineProperty(exports, "verifyStandardWebhook", { enumerable: true, get: function () { return webhookUtils_js_1.verifyStandardWebhook; } });
 Object.defineProperty(exports, "WebhookVerificationError", { enumerable: true, get: function () { return webhookUtils_js_1.WebhookVerificationError; } });
 Object.defineProperty(exports, "signWebhook", { enumerable: true, get: function () { return webhookUtils_js_1.signWebhook; } });
 Object.defineProperty(exports, "tryVerifyWithSecrets", { enumerable: true, get: function () { return webhookUtils_js_1.tryVerifyWithSecrets; } });

@@ -8,7 +8,7 @@ export { IdempotentStrategy } from "./idempotentStrategy.js";
 export * from "./types.js";
 export { executeWithForwarding, withAutoForward } from "./forward.js";
 export type { ForwardRequest } from "./forward.js";
-export { DEFAULT_TOLERANCE, WebhookVerificationError, signWebhook, tryVerifyWithSecrets, verifyWebhookSignature, verifyWebhookSignatureStrict, } from "./webhookUtils.js";
+export { DEFAULT_TOLERANCE, signStandardWebhook, verifyStandardWebhook, WebhookVerificationError, signWebhook, tryVerifyWithSecrets, verifyWebhookSignature, verifyWebhookSignatureStrict, } from "./webhookUtils.js";
 export type { VerificationCode, VerificationResult } from "./webhookUtils.js";
 export { SSEDecoder, readEvents } from "./sse.js";
 export { VERSION } from "./transport.js";

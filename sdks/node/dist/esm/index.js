@@ -5,7 +5,7 @@ export { StepType } from "./stepType.js";
 export { IdempotentStrategy } from "./idempotentStrategy.js";
 export * from "./types.js";
 export { executeWithForwarding, withAutoForward } from "./forward.js";
-export { DEFAULT_TOLERANCE, WebhookVerificationError, signWebhook, tryVerifyWithSecrets, verifyWebhookSignature, verifyWebhookSignatureStrict, } from "./webhookUtils.js";
+export { DEFAULT_TOLERANCE, signStandardWebhook, verifyStandardWebhook, WebhookVerificationError, signWebhook, tryVerifyWithSecrets, verifyWebhookSignature, verifyWebhookSignatureStrict, } from "./webhookUtils.js";
 export { SSEDecoder, readEvents } from "./sse.js";
 export { VERSION } from "./transport.js";
 import { EZThrottle } from "./client.js";

@@ -42,3 +42,12 @@ export declare function verifyWebhookSignatureStrict(payload: Payload, signature
  * `valid_secondary`, or `both_secrets_failed (primary: <the primary's reason>)`.
  */
 export declare function tryVerifyWithSecrets(payload: Payload, signatureHeader: string | null | undefined, primarySecret: string, secondarySecret?: string | null, tolerance?: number, now?: number): VerificationResult;
+/** The `webhook-signature` value the server sends for these secrets (to test a receiver). */
+export declare function signStandardWebhook(payload: Payload, secrets: string | string[], msgId: string, timestamp: number): string;
+/**
+ * Verify a delivery's Standard Webhooks headers (`webhook-id`, `webhook-timestamp`,
+ * `webhook-signature`; names case-insensitive; a `Headers` or Node's `req.headers`). `reason`
+ * and `code` are the structured reason: `valid`, `no_signature`, `malformed`, `too_old`,
+ * `too_new`, `mismatch`.
+ */
+export declare function verifyStandardWebhook(payload: Payload, headers: Headers | Record<string, string | string[] | undefined>, secret: string, tolerance?: number, now?: number): VerificationResult;

@@ -15,6 +15,7 @@ import {
   ValidationError,
   httpStatusOf,
   tryVerifyWithSecrets,
+  verifyStandardWebhook,
   verifyWebhookSignature,
 } from "ezthrottle";
 import { startAll, token } from "./support.mjs";
@@ -273,6 +274,8 @@ describe("webhooks", () => {
         tryVerifyWithSecrets(delivery.body, sig, "unrelated-secret-00003", "old-secret-0000000001").reason,
         "valid_secondary",
       );
+      assert.equal(verifyStandardWebhook(delivery.body, delivery.headers, "new-secret-0000000002").reason, "valid");
+      assert.equal(verifyStandardWebhook(delivery.body, delivery.headers, "old-secret-0000000001").reason, "valid");
       const tampered = Buffer.concat([delivery.body, Buffer.from(" ")]);
       assert.equal(verifyWebhookSignature(tampered, sig, "new-secret-0000000002").reason, "signature_mismatch");
 

@@ -349,52 +349,61 @@ export class EZThrottle {
   // ---------------------------------------------------------------------------- hosted API
 
   /** Through the hosted proxy envelope: answers the forwarded answer's status and parsed body;
-   * a refused call throws its typed error (the status inside the envelope). */
+   * a refused call throws its typed error (the status inside the envelope). A 429 or 503 inside
+   * the envelope (nothing was done) is retried like one outside. */
   private async envelope(
     method: string,
     path: string,
     payload: unknown,
     idempotent: boolean,
   ): Promise<{ status: number; json: any }> {
-    const res = await this.http.send({
-      method: "POST",
-      path: `${this.tracktagsUrl}/api/v1/proxy`,
-      json: {
-        scope: "customer",
-        metric_name: "",
-        target_url: `${this.ezthrottleUrl}${path}`,
-        method,
-        headers: payload === undefined ? {} : { "Content-Type": "application/json" },
-        body: payload === undefined ? "" : JSON.stringify(payload),
-      },
-      idempotent,
-    });
-    const text = await res.text();
-    if (res.status === 429) {
-      const err = errorFromAnswer(429, text, res.headers.get("retry-after"));
-      throw new RateLimitError(`Rate limited: ${err.message}`, {
-        status: 429,
-        code: err.code,
-        retryAfter: parseRetryAfter(res.headers.get("retry-after")),
-        body: err.body,
+    for (let n = 0; ; n++) {
+      const res = await this.http.send({
+        method: "POST",
+        path: `${this.tracktagsUrl}/api/v1/proxy`,
+        json: {
+          scope: "customer",
+          metric_name: "",
+          target_url: `${this.ezthrottleUrl}${path}`,
+          method,
+          headers: payload === undefined ? {} : { "Content-Type": "application/json" },
+          body: payload === undefined ? "" : JSON.stringify(payload),
+        },
+        idempotent,
       });
+      const text = await res.text();
+      if (res.status === 429) {
+        const err = errorFromAnswer(429, text, res.headers.get("retry-after"));
+        throw new RateLimitError(`Rate limited: ${err.message}`, {
+          status: 429,
+          code: err.code,
+          retryAfter: parseRetryAfter(res.headers.get("retry-after")),
+          body: err.body,
+        });
+      }
+      if (res.status !== 200) {
+        throw errorFromAnswer(res.status, text, res.headers.get("retry-after"));
+      }
+      const answer = JSON.parse(text) as EnvelopeAnswer;
+      if (answer.status !== "allowed") {
+        throw new EZThrottleError(`Request denied: ${answer.error ?? "Unknown error"}`, {
+          status: res.status,
+          code: "denied",
+          body: answer,
+        });
+      }
+      const fwd = answer.forwarded_response ?? {};
+      const status = fwd.status_code ?? 0;
+      const body = fwd.body ?? "";
+      if (status >= 200 && status < 300) {
+        return { status, json: body === "" ? {} : JSON.parse(body) };
+      }
+      const retryAfter = fwd.headers?.["retry-after"] ?? null;
+      const refused = status === 429 || status === 503;
+      if (!refused || n >= this.http.maxRetries || !(await this.http.backoff(n, parseRetryAfter(retryAfter)))) {
+        throw errorFromAnswer(status, body, retryAfter);
+      }
     }
-    if (res.status !== 200) throw errorFromAnswer(res.status, text, res.headers.get("retry-after"));
-    const answer = JSON.parse(text) as EnvelopeAnswer;
-    if (answer.status !== "allowed") {
-      throw new EZThrottleError(`Request denied: ${answer.error ?? "Unknown error"}`, {
-        status: res.status,
-        code: "denied",
-        body: answer,
-      });
-    }
-    const fwd = answer.forwarded_response ?? {};
-    const status = fwd.status_code ?? 0;
-    const body = fwd.body ?? "";
-    if (status < 200 || status >= 300) {
-      throw errorFromAnswer(status, body, fwd.headers?.["retry-after"] ?? null);
-    }
-    return { status, json: body === "" ? {} : JSON.parse(body) };
   }
 
   /** The hosted SDK's submit: camelCase options, answers `{job_id, status, idempotent_key}`.

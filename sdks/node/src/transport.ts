@@ -148,6 +148,18 @@ export class Transport {
     return u.toString();
   }
 
+  /** Retries a call may get after its first try. */
+  get maxRetries(): number {
+    return this.opts.maxRetries;
+  }
+
+  /** Waits before retry number `n` (0-based); `false` when `Retry-After` is too long to wait. */
+  async backoff(n: number, retryAfterS: number | null, signal?: AbortSignal): Promise<boolean> {
+    if (retryAfterS !== null && retryAfterS > MAX_RETRY_AFTER_S) return false;
+    await sleep(this.delay(n, retryAfterS), signal);
+    return true;
+  }
+
   /** Full-jitter backoff for retry number `n` (0-based), or the server's `Retry-After`. */
   private delay(n: number, retryAfterS: number | null): number {
     if (retryAfterS !== null) return retryAfterS * 1000;

@@ -308,6 +308,37 @@ describe("retries", () => {
     assert.equal(err.status, null);
   });
 
+  test("a 503 inside the hosted envelope is retried; a 400 inside it is not", async () => {
+    const inner = (status, body, headers = {}) =>
+      json(200, { status: "allowed", forwarded_response: { status_code: status, headers, body: JSON.stringify(body) } });
+    const s = await scripted([
+      inner(503, { error: { code: "unavailable", message: "store down" } }, { "retry-after": "0" }),
+      inner(201, { job_id: "job_e", status: "queued", idempotent_key: "k" }),
+    ]);
+    try {
+      const c = new EZThrottle({ apiKey: "k", tracktagsUrl: s.url });
+      const answer = await new Step(c).url("https://x.example.com").execute();
+      assert.equal(answer.job_id, "job_e");
+      assert.equal(httpStatusOf(answer), 201);
+      assert.equal(s.hits, 2);
+      const sent = JSON.parse(s.bodies[0]);
+      assert.equal(sent.target_url, `${s.url}/api/v1/jobs`);
+      assert.deepEqual(JSON.parse(sent.body), { url: "https://x.example.com", method: "GET" });
+    } finally {
+      await s.close();
+    }
+    const bad = await scripted([inner(400, { error: { code: "invalid_field", field: "url", message: "bad" } })]);
+    try {
+      const c = new EZThrottle({ apiKey: "k", tracktagsUrl: bad.url });
+      const err = await c.submitJob({ url: "https://x.example.com" }).catch((e) => e);
+      assert.ok(err instanceof ValidationError, String(err));
+      assert.equal(err.field, "url");
+      assert.equal(bad.hits, 1);
+    } finally {
+      await bad.close();
+    }
+  });
+
   test("a request that outlives timeoutMs is UnreachableError code timeout", async () => {
     const s = await scripted([() => undefined]);
     try {

@@ -87,7 +87,8 @@ export declare class EZThrottle {
         body?: unknown;
     }): Promise<RawResponse>;
     /** Through the hosted proxy envelope: answers the forwarded answer's status and parsed body;
-     * a refused call throws its typed error (the status inside the envelope). */
+     * a refused call throws its typed error (the status inside the envelope). A 429 or 503 inside
+     * the envelope (nothing was done) is retried like one outside. */
     private envelope;
     /** The hosted SDK's submit: camelCase options, answers `{job_id, status, idempotent_key}`.
      * With `tracktagsUrl` set it goes through the hosted proxy envelope (201 new, 200 duplicate;

@@ -116,6 +116,17 @@ class Transport {
         }
         return u.toString();
     }
+    /** Retries a call may get after its first try. */
+    get maxRetries() {
+        return this.opts.maxRetries;
+    }
+    /** Waits before retry number `n` (0-based); `false` when `Retry-After` is too long to wait. */
+    async backoff(n, retryAfterS, signal) {
+        if (retryAfterS !== null && retryAfterS > MAX_RETRY_AFTER_S)
+            return false;
+        await sleep(this.delay(n, retryAfterS), signal);
+        return true;
+    }
     /** Full-jitter backoff for retry number `n` (0-based), or the server's `Retry-After`. */
     delay(n, retryAfterS) {
         if (retryAfterS !== null)

@@ -48,6 +48,10 @@ export declare class Transport {
     private readonly opts;
     constructor(opts: TransportOptions);
     private url;
+    /** Retries a call may get after its first try. */
+    get maxRetries(): number;
+    /** Waits before retry number `n` (0-based); `false` when `Retry-After` is too long to wait. */
+    backoff(n: number, retryAfterS: number | null, signal?: AbortSignal): Promise<boolean>;
     /** Full-jitter backoff for retry number `n` (0-based), or the server's `Retry-After`. */
     private delay;
     /** Sends a call, retrying as its kind allows; answers the last response (any status). Throws

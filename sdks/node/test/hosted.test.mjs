@@ -339,6 +339,24 @@ describe("retries", () => {
     }
   });
 
+  test("an event stream that ends before the final event is UnreachableError", async () => {
+    const s = await scripted([
+      (res) => res.writeHead(200, { "content-type": "text/event-stream" }).end('event: queued\ndata: {"job_id":"job_x"}\n\n'),
+    ]);
+    try {
+      const c = new EZThrottle({ apiKey: "k", baseUrl: s.url });
+      const seen = [];
+      const err = await (async () => {
+        for await (const ev of c.events("job_x")) seen.push(ev.event);
+      })().catch((e) => e);
+      assert.deepEqual(seen, ["queued"]);
+      assert.ok(err instanceof UnreachableError, String(err));
+      assert.match(err.message, /ended before the job was final/);
+    } finally {
+      await s.close();
+    }
+  });
+
   test("a request that outlives timeoutMs is UnreachableError code timeout", async () => {
     const s = await scripted([() => undefined]);
     try {

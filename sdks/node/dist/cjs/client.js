@@ -178,8 +178,9 @@ class EZThrottle {
     }
     /** `GET /api/v1/jobs/{id}/events` as an async iterator of `{event, data, id}`: `queued`,
      * `position`, `dispatching`, `attempt`, …, then the final event (its data: the final view),
-     * after which the iteration ends. A late subscriber first gets the events it missed. Break
-     * out of the loop (or abort `signal`) to stop early. */
+     * after which the iteration ends (a stream that ends or breaks off before it throws
+     * `UnreachableError`). A late subscriber first gets the events it missed. Break out of the
+     * loop (or abort `signal`) to stop early. */
     async *events(jobId, options = {}) {
         const idle = new AbortController();
         let timer;
@@ -209,10 +210,8 @@ class EZThrottle {
             if (!res.ok) {
                 throw (0, errors_js_1.errorFromAnswer)(res.status, await res.text(), res.headers.get("retry-after"));
             }
-            if (!res.body)
-                return;
             try {
-                for await (const ev of (0, sse_js_1.readEvents)(res.body, touch)) {
+                for await (const ev of (0, sse_js_1.readEvents)(res.body ?? new ReadableStream(), touch)) {
                     yield ev;
                     if (isFinal(ev.event))
                         return;
@@ -228,6 +227,9 @@ class EZThrottle {
                     cause: err,
                 });
             }
+            throw new errors_js_1.UnreachableError(`event stream of ${jobId} ended before the job was final`, {
+                code: "unreachable",
+            });
         }
         finally {
             clearTimeout(timer);

@@ -59,8 +59,9 @@ export declare class EZThrottle {
     }): Promise<Job>;
     /** `GET /api/v1/jobs/{id}/events` as an async iterator of `{event, data, id}`: `queued`,
      * `position`, `dispatching`, `attempt`, …, then the final event (its data: the final view),
-     * after which the iteration ends. A late subscriber first gets the events it missed. Break
-     * out of the loop (or abort `signal`) to stop early. */
+     * after which the iteration ends (a stream that ends or breaks off before it throws
+     * `UnreachableError`). A late subscriber first gets the events it missed. Break out of the
+     * loop (or abort `signal`) to stop early. */
     events(jobId: string, options?: {
         signal?: AbortSignal;
     }): AsyncGenerator<JobEvent>;

@@ -173,8 +173,9 @@ export class EZThrottle {
     }
     /** `GET /api/v1/jobs/{id}/events` as an async iterator of `{event, data, id}`: `queued`,
      * `position`, `dispatching`, `attempt`, …, then the final event (its data: the final view),
-     * after which the iteration ends. A late subscriber first gets the events it missed. Break
-     * out of the loop (or abort `signal`) to stop early. */
+     * after which the iteration ends (a stream that ends or breaks off before it throws
+     * `UnreachableError`). A late subscriber first gets the events it missed. Break out of the
+     * loop (or abort `signal`) to stop early. */
     async *events(jobId, options = {}) {
         const idle = new AbortController();
         let timer;
@@ -204,10 +205,8 @@ export class EZThrottle {
             if (!res.ok) {
                 throw errorFromAnswer(res.status, await res.text(), res.headers.get("retry-after"));
             }
-            if (!res.body)
-                return;
             try {
-                for await (const ev of readEvents(res.body, touch)) {
+                for await (const ev of readEvents(res.body ?? new ReadableStream(), touch)) {
                     yield ev;
                     if (isFinal(ev.event))
                         return;
@@ -223,6 +222,9 @@ export class EZThrottle {
                     cause: err,
                 });
             }
+            throw new UnreachableError(`event stream of ${jobId} ended before the job was final`, {
+                code: "unreachable",
+            });
         }
         finally {
             clearTimeout(timer);

@@ -7,6 +7,7 @@
 
 import {
   EZThrottleError,
+  JobFailedError,
   RateLimitError,
   TimeoutError,
   UnavailableError,
@@ -28,6 +29,8 @@ import {
   type JobSpec,
   type JobState,
   type RawResponse,
+  type StreamOptions,
+  type StreamResponse,
   type SubmitJobParams,
   type SubmitResult,
   type WebhookConfig,
@@ -40,6 +43,8 @@ const MAX_POLL_MS = 300_000;
 const POLL_SLACK_MS = 30_000;
 /** The server sends a keep-alive comment every 15 s: a minute of silence is a dead stream. */
 const EVENTS_IDLE_MS = 60_000;
+/** Time after a `stream()` job's own timeout for the server to record it `expired`. */
+const STREAM_GRACE_MS = 30_000;
 
 const statusOfAnswer = new WeakMap<object, number>();
 
@@ -176,6 +181,51 @@ export class EZThrottle {
     const text = await res.text();
     if (!res.ok) throw errorFromAnswer(res.status, text, res.headers.get("retry-after"));
     return remember(JSON.parse(text) as SubmitResult | Job, res.status);
+  }
+
+  /**
+   * STREAM in one call: the job is stored, run by the server (rate-limited, retried on
+   * 429/5xx/network errors) and this answers the target's final response once it succeeded. The
+   * server holds the answer (`?wait=`, then long-polls): no client-side sleeping. A job that ends
+   * `failed`/`expired`/`cancelled` throws `JobFailedError` (with `.job`).
+   */
+  async stream(method: string, url: string, options: StreamOptions = {}): Promise<StreamResponse> {
+    const { json, body, timeout = "5m", signal, headers, ...fields } = options;
+    const spec: JobSpec = { ...fields, url, method: method.toUpperCase(), timeout: wireDuration(timeout) };
+    const hdrs: Record<string, string> = { ...headers };
+    if (json !== undefined) {
+      spec.body = JSON.stringify(json);
+      if (!Object.keys(hdrs).some((h) => h.toLowerCase() === "content-type")) {
+        hdrs["Content-Type"] = "application/json";
+      }
+    } else if (body !== undefined) {
+      spec.body = body;
+    }
+    if (Object.keys(hdrs).length > 0) spec.headers = hdrs;
+    const total = durationMs(timeout);
+    const deadline = Date.now() + total + STREAM_GRACE_MS;
+    const opts: SubmitOptions = { wait: `${Math.min(total, MAX_POLL_MS)}ms` };
+    if (signal) opts.signal = signal;
+    const answer = await this.submit(spec, opts);
+    let job: Job;
+    if ("state" in answer) {
+      job = answer; // the server answered with the final view
+    } else {
+      const waitOpts: { timeout: number; signal?: AbortSignal } = {
+        timeout: Math.max(deadline - Date.now(), 0) / 1000,
+      };
+      if (signal) waitOpts.signal = signal;
+      job = await this.wait(answer.job_id, waitOpts);
+    }
+    if (job.state !== "succeeded" || job.response === null) throw new JobFailedError(job);
+    const r = job.response;
+    return {
+      status: r.status_code,
+      headers: new Headers(r.headers),
+      text: r.body,
+      json: () => JSON.parse(r.body),
+      job,
+    };
   }
 
   /** `POST /api/v1/jobs/batch`: up to 1,000 specs in one transaction; one result per spec, in

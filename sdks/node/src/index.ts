@@ -4,6 +4,7 @@ export {
   AuthenticationError,
   ConflictError,
   EZThrottleError,
+  JobFailedError,
   NotFoundError,
   RateLimitError,
   RateLimitedError,

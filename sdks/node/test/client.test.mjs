@@ -10,6 +10,7 @@ import {
   ConflictError,
   EZThrottle,
   EZThrottleError,
+  JobFailedError,
   NotFoundError,
   TimeoutError,
   ValidationError,
@@ -112,6 +113,25 @@ describe("jobs", () => {
     const job = await client.submit({ url: `${env.target.url}/ok?t=${token()}` }, { wait: 30 });
     assert.ok("state" in job, JSON.stringify(job));
     assert.equal(job.state, "succeeded");
+  });
+
+  test("stream answers the target's response once the job succeeded", async () => {
+    const r = await client.stream("post", `${env.target.url}/flaky?s=${token()}`, { json: { a: 1 }, timeout: "60s" });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get("content-type"), "application/json");
+    assert.equal(r.json().body, '{"a":1}');
+    assert.equal(r.job.attempts.length, 2);
+    assert.equal(r.job.spec.headers.find(([k]) => k.toLowerCase() === "content-type")[1], "application/json");
+  });
+
+  test("stream throws JobFailedError with the final view when the job failed", async () => {
+    const err = await client
+      .stream("GET", `${env.target.url}/fail?s=${token()}`, { retry_policy: { max_retries: 0, max_reroutes: 0 } })
+      .catch((e) => e);
+    assert.ok(err instanceof JobFailedError, String(err));
+    assert.equal(err.job.state, "failed");
+    assert.equal(err.status, 500);
+    assert.equal(err.code, "retries_exhausted");
   });
 
   test("wait runs out on a delayed job: TimeoutError carrying the last view", async () => {

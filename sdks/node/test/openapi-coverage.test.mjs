@@ -9,7 +9,7 @@ import { REPO } from "./support.mjs";
 
 const METHODS = {
   "GET /api/v1/jobs": ["list", "listPage"],
-  "POST /api/v1/jobs": ["submit", "submitJob"],
+  "POST /api/v1/jobs": ["submit", "submitJob", "stream"],
   "POST /api/v1/jobs/batch": ["batch"],
   "GET /api/v1/jobs/{id}": ["get"],
   "POST /api/v1/jobs/{id}/cancel": ["cancel"],

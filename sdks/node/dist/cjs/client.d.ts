@@ -4,7 +4,7 @@
  * secret calls, `forwardOrFallback`, …) keep their names, arguments and results, and go through
  * the hosted proxy envelope when `tracktagsUrl` is set.
  */
-import { type BatchItem, type Duration, type EZThrottleConfig, type Job, type JobEvent, type JobPage, type JobPayload, type JobSpec, type JobState, type RawResponse, type SubmitJobParams, type SubmitResult, type WebhookSecrets } from "./types.js";
+import { type BatchItem, type Duration, type EZThrottleConfig, type Job, type JobEvent, type JobPage, type JobPayload, type JobSpec, type JobState, type RawResponse, type StreamOptions, type StreamResponse, type SubmitJobParams, type SubmitResult, type WebhookSecrets } from "./types.js";
 /** The HTTP status the server gave a `submitJob` / `Step.execute()` answer (inside the hosted
  * envelope: 201 new job, 200 duplicate; natively 202 / 200). `undefined` for local results. */
 export declare function httpStatusOf(result: object): number | undefined;
@@ -45,6 +45,13 @@ export declare class EZThrottle {
         wait?: undefined;
     }): Promise<SubmitResult>;
     submit(spec: JobSpec, options: SubmitOptions): Promise<SubmitResult | Job>;
+    /**
+     * STREAM in one call: the job is stored, run by the server (rate-limited, retried on
+     * 429/5xx/network errors) and this answers the target's final response once it succeeded. The
+     * server holds the answer (`?wait=`, then long-polls): no client-side sleeping. A job that ends
+     * `failed`/`expired`/`cancelled` throws `JobFailedError` (with `.job`).
+     */
+    stream(method: string, url: string, options?: StreamOptions): Promise<StreamResponse>;
     /** `POST /api/v1/jobs/batch`: up to 1,000 specs in one transaction; one result per spec, in
      * order (a submit answer, or `{error}` for a refused spec). */
     batch(jobs: JobSpec[]): Promise<BatchItem[]>;

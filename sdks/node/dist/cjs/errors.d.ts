@@ -74,6 +74,12 @@ export declare class TimeoutError extends EZThrottleError {
     job: Job | null;
     constructor(message: string, job?: Job | null);
 }
+/** A `stream()` call's job ended `failed`, `expired` or `cancelled`; `job` is the final view,
+ * `code` the job's error code, `status` the target's last status (if it answered). */
+export declare class JobFailedError extends EZThrottleError {
+    job: Job;
+    constructor(job: Job);
+}
 /** A webhook's signature did not verify; `reason` is the hosted reason string. */
 export declare class WebhookVerificationError extends Error {
     reason: string;

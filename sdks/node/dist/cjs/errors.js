@@ -7,7 +7,7 @@
  * retryAt)`, `TimeoutError(message)` and `WebhookVerificationError(message)` construct as before.
  */
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.WebhookVerificationError = exports.TimeoutError = exports.UnreachableError = exports.UnavailableError = exports.RateLimitedError = exports.RateLimitError = exports.ConflictError = exports.NotFoundError = exports.AuthenticationError = exports.ValidationError = exports.EZThrottleError = void 0;
+exports.WebhookVerificationError = exports.JobFailedError = exports.TimeoutError = exports.UnreachableError = exports.UnavailableError = exports.RateLimitedError = exports.RateLimitError = exports.ConflictError = exports.NotFoundError = exports.AuthenticationError = exports.ValidationError = exports.EZThrottleError = void 0;
 exports.parseRetryAfter = parseRetryAfter;
 exports.errorFromAnswer = errorFromAnswer;
 /** Base class of every error the client throws for an API call. */
@@ -105,6 +105,21 @@ class TimeoutError extends EZThrottleError {
     }
 }
 exports.TimeoutError = TimeoutError;
+/** A `stream()` call's job ended `failed`, `expired` or `cancelled`; `job` is the final view,
+ * `code` the job's error code, `status` the target's last status (if it answered). */
+class JobFailedError extends EZThrottleError {
+    job;
+    constructor(job) {
+        const err = job.error ?? { code: job.state, message: `job ${job.state}` };
+        super(`job ${job.job_id} ended ${job.state}: ${err.message}`, {
+            status: job.response?.status_code ?? null,
+            code: err.code,
+        });
+        this.name = "JobFailedError";
+        this.job = job;
+    }
+}
+exports.JobFailedError = JobFailedError;
 /** A webhook's signature did not verify; `reason` is the hosted reason string. */
 class WebhookVerificationError extends Error {
     reason;

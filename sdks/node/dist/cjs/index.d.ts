@@ -1,6 +1,6 @@
 export { EZThrottle, httpStatusOf, toJobSpec } from "./client.js";
 export type { ListOptions, SubmitOptions } from "./client.js";
-export { AuthenticationError, ConflictError, EZThrottleError, NotFoundError, RateLimitError, RateLimitedError, TimeoutError, UnavailableError, UnreachableError, ValidationError, } from "./errors.js";
+export { AuthenticationError, ConflictError, EZThrottleError, JobFailedError, NotFoundError, RateLimitError, RateLimitedError, TimeoutError, UnavailableError, UnreachableError, ValidationError, } from "./errors.js";
 export type { ErrorDetails } from "./errors.js";
 export { Step } from "./step.js";
 export { StepType } from "./stepType.js";

@@ -14,7 +14,7 @@ var __exportStar = (this && this.__exportStar) || function(m, exports) {
     for (var p in m) if (p !== "default" && !Object.prototype.hasOwnProperty.call(exports, p)) __createBinding(exports, m, p);
 };
 Object.defineProperty(exports, "__esModule", { value: true });
-exports.VERSION = exports.readEvents = exports.SSEDecoder = exports.verifyWebhookSignatureStrict = exports.verifyWebhookSignature = exports.tryVerifyWithSecrets = exports.signWebhook = exports.WebhookVerificationError = exports.verifyStandardWebhook = exports.signStandardWebhook = exports.DEFAULT_TOLERANCE = exports.withAutoForward = exports.executeWithForwarding = exports.IdempotentStrategy = exports.StepType = exports.Step = exports.ValidationError = exports.UnreachableError = exports.UnavailableError = exports.TimeoutError = exports.RateLimitedError = exports.RateLimitError = exports.NotFoundError = exports.EZThrottleError = exports.ConflictError = exports.AuthenticationError = exports.toJobSpec = exports.httpStatusOf = exports.EZThrottle = void 0;
+exports.VERSION = exports.readEvents = exports.SSEDecoder = exports.verifyWebhookSignatureStrict = exports.verifyWebhookSignature = exports.tryVerifyWithSecrets = exports.signWebhook = exports.WebhookVerificationError = exports.verifyStandardWebhook = exports.signStandardWebhook = exports.DEFAULT_TOLERANCE = exports.withAutoForward = exports.executeWithForwarding = exports.IdempotentStrategy = exports.StepType = exports.Step = exports.ValidationError = exports.UnreachableError = exports.UnavailableError = exports.TimeoutError = exports.RateLimitedError = exports.RateLimitError = exports.NotFoundError = exports.JobFailedError = exports.EZThrottleError = exports.ConflictError = exports.AuthenticationError = exports.toJobSpec = exports.httpStatusOf = exports.EZThrottle = void 0;
 var client_js_1 = require("./client.js");
 Object.defineProperty(exports, "EZThrottle", { enumerable: true, get: function () { return client_js_1.EZThrottle; } });
 Object.defineProperty(exports, "httpStatusOf", { enumerable: true, get: function () { return client_js_1.httpStatusOf; } });
@@ -23,6 +23,7 @@ var errors_js_1 = require("./errors.js");
 Object.defineProperty(exports, "AuthenticationError", { enumerable: true, get: function () { return errors_js_1.AuthenticationError; } });
 Object.defineProperty(exports, "ConflictError", { enumerable: true, get: function () { return errors_js_1.ConflictError; } });
 Object.defineProperty(exports, "EZThrottleError", { enumerable: true, get: function () { return errors_js_1.EZThrottleError; } });
+Object.defineProperty(exports, "JobFailedError", { enumerable: true, get: function () { return errors_js_1.JobFailedError; } });
 Object.defineProperty(exports, "NotFoundError", { enumerable: true, get: function () { return errors_js_1.NotFoundError; } });
 Object.defineProperty(exports, "RateLimitError", { enumerable: true, get: function () { return errors_js_1.RateLimitError; } });
 Object.defineProperty(exports, "RateLimitedError", { enumerable: true, get: function () { return errors_js_1.RateLimitedError; } });

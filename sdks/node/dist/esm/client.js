@@ -4,7 +4,7 @@
  * secret calls, `forwardOrFallback`, …) keep their names, arguments and results, and go through
  * the hosted proxy envelope when `tracktagsUrl` is set.
  */
-import { EZThrottleError, RateLimitError, TimeoutError, UnavailableError, UnreachableError, errorFromAnswer, parseRetryAfter, } from "./errors.js";
+import { EZThrottleError, JobFailedError, RateLimitError, TimeoutError, UnavailableError, UnreachableError, errorFromAnswer, parseRetryAfter, } from "./errors.js";
 import { readEvents } from "./sse.js";
 import { Transport, anySignal, durationMs, resolveSettings, wireDuration } from "./transport.js";
 import { FINAL_STATES, } from "./types.js";
@@ -14,6 +14,8 @@ const MAX_POLL_MS = 300_000;
 const POLL_SLACK_MS = 30_000;
 /** The server sends a keep-alive comment every 15 s: a minute of silence is a dead stream. */
 const EVENTS_IDLE_MS = 60_000;
+/** Time after a `stream()` job's own timeout for the server to record it `expired`. */
+const STREAM_GRACE_MS = 30_000;
 const statusOfAnswer = new WeakMap();
 /** The HTTP status the server gave a `submitJob` / `Step.execute()` answer (inside the hosted
  * envelope: 201 new job, 200 duplicate; natively 202 / 200). `undefined` for local results. */
@@ -129,6 +131,56 @@ export class EZThrottle {
         if (!res.ok)
             throw errorFromAnswer(res.status, text, res.headers.get("retry-after"));
         return remember(JSON.parse(text), res.status);
+    }
+    /**
+     * STREAM in one call: the job is stored, run by the server (rate-limited, retried on
+     * 429/5xx/network errors) and this answers the target's final response once it succeeded. The
+     * server holds the answer (`?wait=`, then long-polls): no client-side sleeping. A job that ends
+     * `failed`/`expired`/`cancelled` throws `JobFailedError` (with `.job`).
+     */
+    async stream(method, url, options = {}) {
+        const { json, body, timeout = "5m", signal, headers, ...fields } = options;
+        const spec = { ...fields, url, method: method.toUpperCase(), timeout: wireDuration(timeout) };
+        const hdrs = { ...headers };
+        if (json !== undefined) {
+            spec.body = JSON.stringify(json);
+            if (!Object.keys(hdrs).some((h) => h.toLowerCase() === "content-type")) {
+                hdrs["Content-Type"] = "application/json";
+            }
+        }
+        else if (body !== undefined) {
+            spec.body = body;
+        }
+        if (Object.keys(hdrs).length > 0)
+            spec.headers = hdrs;
+        const total = durationMs(timeout);
+        const deadline = Date.now() + total + STREAM_GRACE_MS;
+        const opts = { wait: `${Math.min(total, MAX_POLL_MS)}ms` };
+        if (signal)
+            opts.signal = signal;
+        const answer = await this.submit(spec, opts);
+        let job;
+        if ("state" in answer) {
+            job = answer; // the server answered with the final view
+        }
+        else {
+            const waitOpts = {
+                timeout: Math.max(deadline - Date.now(), 0) / 1000,
+            };
+            if (signal)
+                waitOpts.signal = signal;
+            job = await this.wait(answer.job_id, waitOpts);
+        }
+        if (job.state !== "succeeded" || job.response === null)
+            throw new JobFailedError(job);
+        const r = job.response;
+        return {
+            status: r.status_code,
+            headers: new Headers(r.headers),
+            text: r.body,
+            json: () => JSON.parse(r.body),
+            job,
+        };
     }
     /** `POST /api/v1/jobs/batch`: up to 1,000 specs in one transaction; one result per spec, in
      * order (a submit answer, or `{error}` for a refused spec). */

@@ -91,6 +91,20 @@ export class TimeoutError extends EZThrottleError {
         this.job = job;
     }
 }
+/** A `stream()` call's job ended `failed`, `expired` or `cancelled`; `job` is the final view,
+ * `code` the job's error code, `status` the target's last status (if it answered). */
+export class JobFailedError extends EZThrottleError {
+    job;
+    constructor(job) {
+        const err = job.error ?? { code: job.state, message: `job ${job.state}` };
+        super(`job ${job.job_id} ended ${job.state}: ${err.message}`, {
+            status: job.response?.status_code ?? null,
+            code: err.code,
+        });
+        this.name = "JobFailedError";
+        this.job = job;
+    }
+}
 /** A webhook's signature did not verify; `reason` is the hosted reason string. */
 export class WebhookVerificationError extends Error {
     reason;

@@ -1,5 +1,5 @@
 export { EZThrottle, httpStatusOf, toJobSpec } from "./client.js";
-export { AuthenticationError, ConflictError, EZThrottleError, NotFoundError, RateLimitError, RateLimitedError, TimeoutError, UnavailableError, UnreachableError, ValidationError, } from "./errors.js";
+export { AuthenticationError, ConflictError, EZThrottleError, JobFailedError, NotFoundError, RateLimitError, RateLimitedError, TimeoutError, UnavailableError, UnreachableError, ValidationError, } from "./errors.js";
 export { Step } from "./step.js";
 export { StepType } from "./stepType.js";
 export { IdempotentStrategy } from "./idempotentStrategy.js";

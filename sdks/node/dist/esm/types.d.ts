@@ -279,3 +279,21 @@ export interface RawResponse {
     json: any;
     text: string;
 }
+/** `stream()`'s options: the job fields (snake_case) besides url and method, plus the body as
+ * `json` (serialised, `Content-Type` set) or `body` (text), and `timeout` (default `"5m"`): how
+ * long the server keeps trying, and how long the call waits. */
+export type StreamOptions = Omit<JobSpec, "url" | "method" | "body" | "timeout"> & {
+    json?: unknown;
+    body?: string;
+    timeout?: Duration;
+    signal?: AbortSignal;
+};
+/** The target's answer to a `stream()` call, and the job that got it. */
+export interface StreamResponse {
+    status: number;
+    headers: Headers;
+    text: string;
+    /** The body parsed as JSON (throws if it is not JSON). */
+    json(): any;
+    job: Job;
+}

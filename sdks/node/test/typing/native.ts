@@ -42,6 +42,8 @@ export async function native(): Promise<void> {
   const results: BatchItem[] = await client.batch([{ url: "https://a" }, { url: "https://b" }]);
   for (const r of results) console.log("error" in r ? r.error.code : r.job_id);
   for await (const j of client.list({ state: "failed", limit: 10 })) console.log(j.job_id);
+  const streamed = await client.stream("POST", "https://api.example.com", { json: { a: 1 }, timeout: "2m", metadata: { k: "v" } });
+  console.log(streamed.status, streamed.headers.get("content-type"), streamed.text, streamed.job.state);
   const raw = await client.raw("GET", "/healthz");
   console.log(raw.status, raw.json);
 
@@ -60,6 +62,8 @@ export function refused(): void {
   void client.submit({ method: "GET" });
   // @ts-expect-error methods of the spec are the wire's snake_case
   void client.submit({ url: "https://x", retryPolicy: { max_retries: 1 } });
+  // @ts-expect-error stream takes the url as its own argument
+  void client.stream("GET", "https://x", { url: "https://y" });
   // @ts-expect-error job states are a closed set
   void client.list({ state: "done" });
   // @ts-expect-error step types are the enum

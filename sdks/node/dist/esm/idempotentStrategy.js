@@ -1,0 +1,9 @@
+/** How a `Step` without an explicit `idempotentKey` is deduplicated. */
+export var IdempotentStrategy;
+(function (IdempotentStrategy) {
+    /** The server derives the key from the call (tenant, credential, method, url, body): the same
+     * call twice is one job (the default). */
+    IdempotentStrategy["HASH"] = "hash";
+    /** A fresh random key per `execute()`: every call runs (polling, scheduled jobs). */
+    IdempotentStrategy["UNIQUE"] = "unique";
+})(IdempotentStrategy || (IdempotentStrategy = {}));

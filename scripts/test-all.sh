@@ -14,6 +14,12 @@ export EZTHROTTLE_BIN="$PWD/target/debug/ezthrottle"
 if [ -f sdks/python/run-tests.sh ]; then
   bash sdks/python/run-tests.sh
 fi
+if [ -f sdks/node/run-tests.sh ]; then
+  bash sdks/node/run-tests.sh
+fi
+if [ -f sdks/go/run-tests.sh ]; then
+  bash sdks/go/run-tests.sh
+fi
 # The README's tour, pasted as a newcomer would (ports 8080, 9000, 9001).
 bash scripts/test-readme-tour.sh
 # Schema-driven fuzzing of every operation in /openapi.json: zero failures, zero 5xx. A fixed seed

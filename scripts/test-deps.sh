@@ -74,3 +74,20 @@ if ! have_postgres; then
     apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     postgresql >/dev/null
 fi
+
+# The Go SDK's suite: any Go 1.19+ (Debian 12's golang-go is 1.19).
+if [ -f sdks/go/go.mod ] && ! command -v go >/dev/null 2>&1; then
+  sudo_=""
+  [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq golang-go >/dev/null
+fi
+
+# The Node SDK's suite: Node 18+ with npm (its own dev dependencies come from npm in run-tests.sh).
+if [ -f sdks/node/package.json ] && { ! command -v npm >/dev/null 2>&1 \
+  || [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 18 ]; }; then
+  sudo_=""
+  [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq nodejs npm >/dev/null
+fi

@@ -668,6 +668,10 @@ pub struct LaneDetail {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
+    /// The configured default (`lanes.default`).
+    Default,
+    /// Pinned by the operator (`lanes.hosts`).
+    Config,
     /// A response header of the target.
     Header,
     /// Adaptive pacing (AIMD) found it.

@@ -716,7 +716,11 @@ struct RateHint {
 /// time. Both providers refill continuously and may enforce a minute's quota in shorter slices
 /// (OpenAI: "60,000 requests/minute may be enforced as 1,000 requests/second"), so the burst is
 /// 1: in any window of `w` seconds GCRA then lets at most `1 + w * rate` through.
-fn per_minute_hint(h: Headers<'_>, limit: &'static str, remaining: &'static str) -> Option<RateHint> {
+fn per_minute_hint(
+    h: Headers<'_>,
+    limit: &'static str,
+    remaining: &'static str,
+) -> Option<RateHint> {
     let q = h.first(limit, parse_digits).filter(|q| *q >= 1)?;
     Some(RateHint {
         rate: Some(q as f64 / 60.0),
@@ -782,7 +786,10 @@ fn rate_hints(h: Headers<'_>, now_ms: u64) -> Vec<RateHint> {
         } else {
             3600
         };
-        if let Some(q) = h.first("x-ratelimit-limit", parse_digits).filter(|q| *q >= 1) {
+        if let Some(q) = h
+            .first("x-ratelimit-limit", parse_digits)
+            .filter(|q| *q >= 1)
+        {
             let remaining = h.first("x-ratelimit-remaining", parse_whole);
             let announced = q as f64 / window as f64;
             let left = remaining.zip(h.first("x-ratelimit-reset", |v| parse_reset(v, now_ms)));
@@ -803,9 +810,17 @@ fn rate_hints(h: Headers<'_>, now_ms: u64) -> Vec<RateHint> {
         // seconds, so the shortest window they can name is 1 s: never above the limit (or,
         // without one, the remaining budget) per second.
         for (limit, remaining, reset) in [
-            ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"),
+            (
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+            ),
             ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"),
-            ("x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset"),
+            (
+                "x-rate-limit-limit",
+                "x-rate-limit-remaining",
+                "x-rate-limit-reset",
+            ),
         ] {
             let Some(r) = h.first(remaining, parse_whole) else {
                 continue;
@@ -1012,12 +1027,20 @@ mod tests {
                 case.name
             );
             if e.remaining.is_some() {
-                assert_eq!(got.remaining, e.remaining, "case {:?}: remaining", case.name);
+                assert_eq!(
+                    got.remaining, e.remaining,
+                    "case {:?}: remaining",
+                    case.name
+                );
             }
             for (g, w, what) in [
                 (&got.sources.rate, &e.sources.rate, "rate"),
                 (&got.sources.burst, &e.sources.burst, "burst"),
-                (&got.sources.max_in_flight, &e.sources.max_in_flight, "max_in_flight"),
+                (
+                    &got.sources.max_in_flight,
+                    &e.sources.max_in_flight,
+                    "max_in_flight",
+                ),
                 (&got.sources.pause, &e.sources.pause, "pause"),
             ] {
                 if w.is_some() {

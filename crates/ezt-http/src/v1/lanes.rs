@@ -177,7 +177,7 @@ pub struct LanesOut {
 #[serde(deny_unknown_fields)]
 pub struct PinIn {
     /// Requests per second, > 0 (at most 1000000).
-    #[schema(minimum = 0.0, maximum = 1000000.0)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0)]
     pub rate: Option<f64>,
     /// Back-to-back requests, >= 1.
     #[schema(minimum = 1, maximum = 1000000)]
@@ -191,7 +191,7 @@ pub struct PinIn {
     pub adaptive: Option<bool>,
     /// Highest rate adaptive pacing may reach, requests/s (default `lanes.adaptive.ceiling`).
     #[serde(alias = "adaptiveCeiling")]
-    #[schema(minimum = 0.0, maximum = 1000000.0)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0)]
     pub adaptive_ceiling: Option<f64>,
 }
 

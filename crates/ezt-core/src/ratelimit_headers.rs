@@ -47,9 +47,10 @@
 //!   headers never touch the request rate.
 //! - GitHub (`x-ratelimit-resource` present): `x-ratelimit-limit` per fixed hour (per minute
 //!   for the `search` and `code_search` resources); the rate is the lower of limit / window and
-//!   `remaining / (reset - now)` (when the key is shared, the budget left is what counts).
+//!   `(remaining + 1) / (reset - now)` (when the key is shared, the budget left is what counts).
 //! - Generic `X-RateLimit-*`, draft <= 06 `RateLimit-*` and `X-Rate-Limit-*` name no window:
-//!   `remaining / (reset - now)`, never above the limit (or, without one, remaining) per
+//!   `(remaining + 1) / (reset - now)` (the answered call was one of the window's: this keeps
+//!   the window's calls evenly spaced), never above the limit (or, without one, remaining) per
 //!   second, as whole-second headers cannot describe a window shorter than 1 s. Burst 1.
 //! - `X-Shopify-Shop-Api-Call-Limit: used/bucket` (bucket >= 1): a leaky bucket draining
 //!   bucket / 20 per second (40 -> 2/s, 400 -> 20/s on Plus), so `rate_per_sec` = bucket / 20
@@ -64,7 +65,9 @@
 //!   seconds (Shopify sends `2.0`), or an HTTP-date in IMF-fixdate, rfc850 or asctime form.
 //!   Negative, empty or garbage values are ignored; huge values are capped.
 //! - `RateLimit` draft-11 (SF List): items are a policy name (String) with `r` (required,
-//!   integer >= 0) and `t` (integer seconds >= 0). `r = 0` with `t` pauses `t` seconds.
+//!   integer >= 0) and `t` (integer seconds >= 0). `r = 0` with `t` pauses `t` seconds, or
+//!   `t - 1` when the response itself was a success (2xx/3xx): `t` is rounded up, so the quota
+//!   resets within `(t - 1, t]`, and the lane's pace covers the rest (draft-07 `reset` alike).
 //!   Token names (`default;r=5`) and items with missing or mistyped `r`/`t` are skipped whole.
 //! - `RateLimit` draft-07 (SF Dictionary `limit=100, remaining=50, reset=5`): `remaining = 0`
 //!   pauses `reset` seconds. A line is read as draft-07 only if it is not a valid SF List.
@@ -173,6 +176,7 @@ pub const MAX_PAUSE_MS: u64 = 24 * 3600 * 1000;
 /// receipt, used to turn reset moments into pauses.
 pub fn parse(headers: &[(String, String)], status: u16, now_ms: u64) -> LimitChange {
     let h = Headers(headers);
+    let granted = (200..=399).contains(&status);
     let mut sources = Sources::default();
 
     // Rate and burst: every dialect's reading, the most restrictive wins.
@@ -225,7 +229,7 @@ pub fn parse(headers: &[(String, String)], status: u16, now_ms: u64) -> LimitCha
         None => {
             let shopify = h.first("x-shopify-shop-api-call-limit", parse_shopify);
             let others = [
-                (ratelimit_field_pause(h), "ratelimit"),
+                (ratelimit_field_pause(h, granted), "ratelimit"),
                 (
                     exhausted_pause(h, "ratelimit-remaining", "ratelimit-reset", |v| {
                         parse_reset(v, now_ms)
@@ -283,7 +287,7 @@ pub fn parse(headers: &[(String, String)], status: u16, now_ms: u64) -> LimitCha
 
     let throttled = match status {
         429 | 503 => Some(true),
-        200..=399 => Some(false),
+        _ if granted => Some(false),
         _ => None,
     };
 
@@ -659,19 +663,27 @@ fn int_param(item: &Item, key: &str) -> Result<Option<u64>, ()> {
 }
 
 /// Pause from the `RateLimit` field lines: draft-11 List or draft-07 Dictionary.
-fn ratelimit_field_pause(h: Headers<'_>) -> Option<u64> {
+///
+/// Their reset is delta-seconds, so a server rounds it up: the quota resets within
+/// `(t - 1, t]`. When the call that spent the last request went through (`granted`), the lane
+/// pauses `t - 1` s and its pace does the rest (with a 1 s window, a full second's pause after
+/// every window's last call would waste about half of the limit); if that was early, the
+/// refusal that follows pauses the full `t`.
+fn ratelimit_field_pause(h: Headers<'_>, granted: bool) -> Option<u64> {
+    let slack = u64::from(granted) * 1000;
     h.all("ratelimit")
         .filter_map(|line| match Parser::parse_list(line.as_bytes()) {
             Ok(list) => list
                 .iter()
                 .filter_map(|entry| match entry {
-                    ListEntry::Item(item) => draft11_pause(item),
+                    ListEntry::Item(item) => draft11_pause(item).map(|p| p.saturating_sub(slack)),
                     ListEntry::InnerList(_) => None,
                 })
                 .max(),
             Err(_) => Parser::parse_dictionary(line.as_bytes())
                 .ok()
-                .and_then(|dict| draft07_pause(&dict)),
+                .and_then(|dict| draft07_pause(&dict))
+                .map(|p| p.saturating_sub(slack)),
         })
         .max()
 }
@@ -736,11 +748,16 @@ fn parse_whole(v: &str) -> Option<u64> {
 }
 
 /// `remaining` spread evenly over the `t_left_ms` to the reset, at most `cap` per second.
+///
+/// The answered call was one of the window's, so an even pace puts it one interval before the
+/// `remaining` others: (remaining + 1) / (reset - now) is the pace that keeps the window's
+/// calls even (with just `remaining`, the last call of every window would land on the reset
+/// and a 1 s window of 4 would carry 3). The `remaining` calls still all leave before the reset.
 fn paced(remaining: u64, t_left_ms: u64, cap: f64) -> Option<f64> {
     if remaining == 0 || t_left_ms == 0 {
         return None;
     }
-    let r = (remaining as f64 * 1000.0 / t_left_ms as f64).min(cap);
+    let r = ((remaining as f64 + 1.0) * 1000.0 / t_left_ms as f64).min(cap);
     (r.is_finite() && r > 0.0).then_some(r)
 }
 
@@ -1310,7 +1327,9 @@ mod tests {
                 NOW,
             );
             let rate = got.rate_per_sec.expect("rate");
-            prop_assert!(rate * t_left_ms as f64 / 1000.0 <= r as f64 * (1.0 + 1e-9));
+            // One interval, then `r` calls at this pace, all before the reset.
+            prop_assert!(rate * t_left_ms as f64 / 1000.0 <= (r + 1) as f64 * (1.0 + 1e-9));
+            prop_assert!(r as f64 / rate <= t_left_ms as f64 / 1000.0 * (1.0 + 1e-9) || rate >= q.max(r) as f64 * (1.0 - 1e-12));
             prop_assert!(rate <= q.max(r) as f64 * (1.0 + 1e-12));
             prop_assert_eq!(got.burst, Some(1));
             prop_assert_eq!(got.remaining, Some(r));
@@ -1337,7 +1356,7 @@ mod tests {
                 Some(rate) => {
                     prop_assert!(rate <= q as f64 / 3600.0 * (1.0 + 1e-12));
                     if t_left_s > 0 {
-                        prop_assert!(rate * t_left_s as f64 <= (r as f64).max(q as f64 / 3600.0 * t_left_s as f64) * (1.0 + 1e-9));
+                        prop_assert!(rate * t_left_s as f64 <= ((r + 1) as f64).max(q as f64 / 3600.0 * t_left_s as f64) * (1.0 + 1e-9));
                     }
                 }
             }

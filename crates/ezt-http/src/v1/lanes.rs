@@ -319,7 +319,7 @@ async fn list(State(st): State<AppState>, caller: Caller) -> Json<LanesOut> {
 /// Pin (or, with `{}`, unpin) the limits of the caller's lanes to a host; adaptive pacing is
 /// opted in or out here too.
 #[utoipa::path(put, path = "/api/v1/lanes/{host}/limits", operation_id = "pinLaneLimits", tag = "lanes", request_body = PinIn,
-    params(("host" = String, Path, description = "the target's host, or host:port to pin one port only", example = "api.openai.com")),
+    params(("host" = String, Path, description = "the target's host, or host:port to pin one port only", pattern = r"^[A-Za-z0-9.:\[\]_-]{1,260}$", example = "api.openai.com")),
     responses((status = 200, description = "the lanes as now pinned", body = LanesOut),
               (status = 400, description = "a bad field (`invalid_field`, `unknown_field`, `invalid_json`); `host` for a bad path", body = ErrorBody), (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody), (status = 404, description = "the caller has no lane to this host yet (`not_found`, field `host`): submit a job first", body = ErrorBody), (status = 408, description = "the body did not arrive in time (`request_timeout`)", body = ErrorBody), (status = 409, description = "the operator pinned this host in the configuration (`conflict`)", body = ErrorBody), (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody)),
     security(("bearer" = [])))]

@@ -6,6 +6,7 @@
 //! testable with plain unit and property tests.
 #![warn(missing_docs)]
 
+pub mod aimd;
 pub mod api_key;
 pub mod duration;
 pub mod error;

@@ -16,8 +16,10 @@
 //! - `RateLimit` and `RateLimit-Policy` are Structured Fields that HTTP may split across
 //!   lines. Each line is parsed on its own; a line that is not a valid Structured Field is
 //!   ignored alone and every valid line contributes (draft-07 servers send one line per policy).
-//! - `status` is not consulted: every hint is honoured on every status, since limits arrive on
-//!   200s (Shopify, GitHub `remaining: 0`), 403s (GitHub), 429s and 503s alike.
+//! - Every hint is honoured on every status, since limits arrive on 200s (Shopify, GitHub
+//!   `remaining: 0`), 403s (GitHub), 429s and 503s alike. The status only sets `throttled`
+//!   (429/503: yes, 2xx/3xx: no), which adaptive pacing feeds on.
+//! - Every learned value names its [`Source`]: the header (lower-case) and the window.
 //! - Every pause is capped at [`MAX_PAUSE_MS`]; a reset moment already past gives `Some(0)`
 //!   ("go now"), which differs from `None` ("no information").
 //!
@@ -39,8 +41,22 @@
 //!     Without `w` there is no rate, so such a policy is skipped; `q = 0` cannot be a rate
 //!     either (the pause comes from `RateLimit`/`Retry-After`).
 //!   - `concurrent-requests` policies with `q >= 1`: `max_in_flight` = the smallest `q`.
-//! - `X-Shopify-Shop-Api-Call-Limit: used/bucket` (bucket >= 1): `burst` = bucket (the
-//!   smaller one if `RateLimit-Policy` also gives a burst). No rate is assumed from it.
+//! - OpenAI `x-ratelimit-limit-requests` and Anthropic `anthropic-ratelimit-requests-limit`
+//!   (>= 1) are quotas per minute: `rate_per_sec` = limit / 60 with `burst` 1, since both
+//!   refill continuously and may enforce the minute in shorter slices. Their `*-tokens`
+//!   headers never touch the request rate.
+//! - GitHub (`x-ratelimit-resource` present): `x-ratelimit-limit` per fixed hour (per minute
+//!   for the `search` and `code_search` resources); the rate is the lower of limit / window and
+//!   `(remaining + 1) / (reset - now)` (when the key is shared, the budget left is what counts).
+//! - Generic `X-RateLimit-*`, draft <= 06 `RateLimit-*` and `X-Rate-Limit-*` name no window:
+//!   `(remaining + 1) / (reset - now)` (the answered call was one of the window's: this keeps
+//!   the window's calls evenly spaced), never above the limit (or, without one, remaining) per
+//!   second, as whole-second headers cannot describe a window shorter than 1 s. Burst 1.
+//! - `X-Shopify-Shop-Api-Call-Limit: used/bucket` (bucket >= 1): a leaky bucket draining
+//!   bucket / 20 per second (40 -> 2/s, 400 -> 20/s on Plus), so `rate_per_sec` = bucket / 20
+//!   and `burst` = bucket.
+//! - Conflicting dialects: the lowest rate and the smallest burst win (each from its own
+//!   source). `remaining` is the smallest budget any dialect reports.
 //!
 //! # Pause
 //! `Retry-After` wins whenever it has a valid value, even a smaller one; otherwise the largest of
@@ -49,7 +65,9 @@
 //!   seconds (Shopify sends `2.0`), or an HTTP-date in IMF-fixdate, rfc850 or asctime form.
 //!   Negative, empty or garbage values are ignored; huge values are capped.
 //! - `RateLimit` draft-11 (SF List): items are a policy name (String) with `r` (required,
-//!   integer >= 0) and `t` (integer seconds >= 0). `r = 0` with `t` pauses `t` seconds.
+//!   integer >= 0) and `t` (integer seconds >= 0). `r = 0` with `t` pauses `t` seconds, or
+//!   `t - 1` when the response itself was a success (2xx/3xx): `t` is rounded up, so the quota
+//!   resets within `(t - 1, t]`, and the lane's pace covers the rest (draft-07 `reset` alike).
 //!   Token names (`default;r=5`) and items with missing or mistyped `r`/`t` are skipped whole.
 //! - `RateLimit` draft-07 (SF Dictionary `limit=100, remaining=50, reset=5`): `remaining = 0`
 //!   pauses `reset` seconds. A line is read as draft-07 only if it is not a valid SF List.
@@ -89,6 +107,60 @@ pub struct LimitChange {
     pub max_in_flight: Option<u32>,
     /// Pause the whole lane for this many ms from receipt of the response (capped at 24 h).
     pub pause_for_ms: Option<u64>,
+    /// Requests left in the provider's current window (the smallest any header announced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// Which header each value above came from, and over which window.
+    #[serde(default, skip_serializing_if = "Sources::is_empty")]
+    pub sources: Sources,
+    /// `Some(true)` when the answer was "slow down" (429 or 503), `Some(false)` when the call
+    /// went through (status below 400); `None` otherwise. Adaptive pacing feeds on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<bool>,
+}
+
+/// Where a learned value came from: the header that carried it and the window it was
+/// announced over, in seconds (`None`: the header names no window).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// Header name, as the dialect spells it (`x-ratelimit-limit-requests`).
+    pub header: String,
+    /// Window of the announced quota, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<u64>,
+}
+
+impl Source {
+    fn new(header: &str, window_s: Option<u64>) -> Self {
+        Self {
+            header: header.to_owned(),
+            window_s,
+        }
+    }
+}
+
+/// The source of each value of a [`LimitChange`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sources {
+    /// Of `rate_per_sec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Source>,
+    /// Of `burst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<Source>,
+    /// Of `max_in_flight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<Source>,
+    /// Of `pause_for_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Source>,
+}
+
+impl Sources {
+    /// Nothing recorded.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Longest pause any header can impose (24 h), so that a buggy or hostile upstream cannot
@@ -103,55 +175,130 @@ pub const MAX_PAUSE_MS: u64 = 24 * 3600 * 1000;
 /// is taken so callers need not change when one does. `now_ms` is ms since the Unix epoch at
 /// receipt, used to turn reset moments into pauses.
 pub fn parse(headers: &[(String, String)], status: u16, now_ms: u64) -> LimitChange {
-    let _ = status;
     let h = Headers(headers);
-    let policy = policy_hints(h);
-    let shopify = h.first("x-shopify-shop-api-call-limit", parse_shopify);
+    let granted = (200..=399).contains(&status);
+    let mut sources = Sources::default();
 
-    let rate_per_sec = h.first("x-ezthrottle-rps", parse_rps).or(policy.rate);
-    let burst = min_opt(policy.burst, shopify.map(|s| s.bucket));
-    let max_in_flight = h
-        .first("x-ezthrottle-max-concurrent", parse_count)
-        .or(policy.concurrency);
+    // Rate and burst: every dialect's reading, the most restrictive wins.
+    let hints = rate_hints(h, now_ms);
+    let mut rate_per_sec = None;
+    let mut burst = None;
+    for hint in &hints {
+        if let Some(r) = hint.rate {
+            if rate_per_sec.is_none_or(|cur| r < cur) {
+                rate_per_sec = Some(r);
+                sources.rate = Some(hint.source.clone());
+            }
+        }
+        if let Some(b) = hint.burst {
+            if burst.is_none_or(|cur| b < cur) {
+                burst = Some(b);
+                sources.burst = Some(hint.source.clone());
+            }
+        }
+    }
+    if let Some(r) = h.first("x-ezthrottle-rps", parse_rps) {
+        rate_per_sec = Some(r);
+        sources.rate = Some(Source::new("x-ezthrottle-rps", None));
+    }
+    let remaining = hints.iter().filter_map(|hint| hint.remaining).min();
+
+    let policy_concurrency = policy_hints(h).concurrency;
+    let max_in_flight = match h.first("x-ezthrottle-max-concurrent", parse_count) {
+        Some(m) => {
+            sources.max_in_flight = Some(Source::new("x-ezthrottle-max-concurrent", None));
+            Some(m)
+        }
+        None => {
+            if policy_concurrency.is_some() {
+                sources.max_in_flight = Some(Source::new("ratelimit-policy", None));
+            }
+            policy_concurrency
+        }
+    };
 
     let retry_after = h
         .all("retry-after")
         .filter_map(|v| parse_retry_after(v, now_ms))
         .max();
-    let pause_for_ms = retry_after.or_else(|| {
-        let others = [
-            ratelimit_field_pause(h),
-            exhausted_pause(h, "ratelimit-remaining", "ratelimit-reset", |v| {
-                parse_reset(v, now_ms)
-            }),
-            exhausted_pause(h, "x-ratelimit-remaining", "x-ratelimit-reset", |v| {
-                parse_reset(v, now_ms)
-            }),
-            exhausted_pause(h, "x-rate-limit-remaining", "x-rate-limit-reset", |v| {
-                parse_reset(v, now_ms)
-            }),
-            exhausted_pause(
-                h,
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-                parse_go_duration_ms,
-            ),
-            exhausted_pause(
-                h,
-                "anthropic-ratelimit-requests-remaining",
-                "anthropic-ratelimit-requests-reset",
-                |v| parse_datetime_ms(v).map(|at| until(at, now_ms)),
-            ),
-            shopify.and_then(|s| (s.used >= u64::from(s.bucket)).then_some(1000)),
-        ];
-        others.into_iter().flatten().max()
-    });
+    let pause_for_ms = match retry_after {
+        Some(p) => {
+            sources.pause = Some(Source::new("retry-after", None));
+            Some(p)
+        }
+        None => {
+            let shopify = h.first("x-shopify-shop-api-call-limit", parse_shopify);
+            let others = [
+                (ratelimit_field_pause(h, granted), "ratelimit"),
+                (
+                    exhausted_pause(h, "ratelimit-remaining", "ratelimit-reset", |v| {
+                        parse_reset(v, now_ms)
+                    }),
+                    "ratelimit-reset",
+                ),
+                (
+                    exhausted_pause(h, "x-ratelimit-remaining", "x-ratelimit-reset", |v| {
+                        parse_reset(v, now_ms)
+                    }),
+                    "x-ratelimit-reset",
+                ),
+                (
+                    exhausted_pause(h, "x-rate-limit-remaining", "x-rate-limit-reset", |v| {
+                        parse_reset(v, now_ms)
+                    }),
+                    "x-rate-limit-reset",
+                ),
+                (
+                    exhausted_pause(
+                        h,
+                        "x-ratelimit-remaining-requests",
+                        "x-ratelimit-reset-requests",
+                        parse_go_duration_ms,
+                    ),
+                    "x-ratelimit-reset-requests",
+                ),
+                (
+                    exhausted_pause(
+                        h,
+                        "anthropic-ratelimit-requests-remaining",
+                        "anthropic-ratelimit-requests-reset",
+                        |v| parse_datetime_ms(v).map(|at| until(at, now_ms)),
+                    ),
+                    "anthropic-ratelimit-requests-reset",
+                ),
+                (
+                    shopify.and_then(|s| (s.used >= u64::from(s.bucket)).then_some(1000)),
+                    "x-shopify-shop-api-call-limit",
+                ),
+            ];
+            let best = others
+                .into_iter()
+                .filter_map(|(p, name)| p.map(|p| (p, name)))
+                .fold(None, |acc: Option<(u64, &str)>, (p, name)| match acc {
+                    Some((q, _)) if q >= p => acc,
+                    _ => Some((p, name)),
+                });
+            best.map(|(p, name)| {
+                sources.pause = Some(Source::new(name, None));
+                p
+            })
+        }
+    };
+
+    let throttled = match status {
+        429 | 503 => Some(true),
+        _ if granted => Some(false),
+        _ => None,
+    };
 
     LimitChange {
         rate_per_sec,
         burst,
         max_in_flight,
         pause_for_ms,
+        remaining,
+        sources,
+        throttled,
     }
 }
 
@@ -516,19 +663,27 @@ fn int_param(item: &Item, key: &str) -> Result<Option<u64>, ()> {
 }
 
 /// Pause from the `RateLimit` field lines: draft-11 List or draft-07 Dictionary.
-fn ratelimit_field_pause(h: Headers<'_>) -> Option<u64> {
+///
+/// Their reset is delta-seconds, so a server rounds it up: the quota resets within
+/// `(t - 1, t]`. When the call that spent the last request went through (`granted`), the lane
+/// pauses `t - 1` s and its pace does the rest (with a 1 s window, a full second's pause after
+/// every window's last call would waste about half of the limit); if that was early, the
+/// refusal that follows pauses the full `t`.
+fn ratelimit_field_pause(h: Headers<'_>, granted: bool) -> Option<u64> {
+    let slack = u64::from(granted) * 1000;
     h.all("ratelimit")
         .filter_map(|line| match Parser::parse_list(line.as_bytes()) {
             Ok(list) => list
                 .iter()
                 .filter_map(|entry| match entry {
-                    ListEntry::Item(item) => draft11_pause(item),
+                    ListEntry::Item(item) => draft11_pause(item).map(|p| p.saturating_sub(slack)),
                     ListEntry::InnerList(_) => None,
                 })
                 .max(),
             Err(_) => Parser::parse_dictionary(line.as_bytes())
                 .ok()
-                .and_then(|dict| draft07_pause(&dict)),
+                .and_then(|dict| draft07_pause(&dict))
+                .map(|p| p.saturating_sub(slack)),
         })
         .max()
 }
@@ -560,9 +715,179 @@ fn draft07_pause(dict: &Dictionary) -> Option<u64> {
     }
 }
 
+/// One dialect's reading of the lane's pace.
+#[derive(Debug, Clone, PartialEq)]
+struct RateHint {
+    rate: Option<f64>,
+    burst: Option<u32>,
+    remaining: Option<u64>,
+    source: Source,
+}
+
+/// Per-minute request quotas (OpenAI, Anthropic): the limit spread over its minute, one at a
+/// time. Both providers refill continuously and may enforce a minute's quota in shorter slices
+/// (OpenAI: "60,000 requests/minute may be enforced as 1,000 requests/second"), so the burst is
+/// 1: in any window of `w` seconds GCRA then lets at most `1 + w * rate` through.
+fn per_minute_hint(
+    h: Headers<'_>,
+    limit: &'static str,
+    remaining: &'static str,
+) -> Option<RateHint> {
+    let q = h.first(limit, parse_digits).filter(|q| *q >= 1)?;
+    Some(RateHint {
+        rate: Some(q as f64 / 60.0),
+        burst: Some(1),
+        remaining: h.first(remaining, parse_whole),
+        source: Source::new(limit, Some(60)),
+    })
+}
+
+/// A `*-Remaining` count, whole requests (Reddit's `599.0` is 599).
+fn parse_whole(v: &str) -> Option<u64> {
+    Decimal::parse(v, false).map(|d| u64::try_from(d.int).unwrap_or(u64::MAX))
+}
+
+/// `remaining` spread evenly over the `t_left_ms` to the reset, at most `cap` per second.
+///
+/// The answered call was one of the window's, so an even pace puts it one interval before the
+/// `remaining` others: (remaining + 1) / (reset - now) is the pace that keeps the window's
+/// calls even (with just `remaining`, the last call of every window would land on the reset
+/// and a 1 s window of 4 would carry 3). The `remaining` calls still all leave before the reset.
+fn paced(remaining: u64, t_left_ms: u64, cap: f64) -> Option<f64> {
+    if remaining == 0 || t_left_ms == 0 {
+        return None;
+    }
+    let r = ((remaining as f64 + 1.0) * 1000.0 / t_left_ms as f64).min(cap);
+    (r.is_finite() && r > 0.0).then_some(r)
+}
+
+/// Every dialect's reading of rate, burst and remaining budget (see the module docs).
+fn rate_hints(h: Headers<'_>, now_ms: u64) -> Vec<RateHint> {
+    let mut out = Vec::new();
+    let policy = policy_hints(h);
+    if policy.rate.is_some() || policy.burst.is_some() {
+        out.push(RateHint {
+            rate: policy.rate,
+            burst: policy.burst,
+            remaining: ratelimit_field_remaining(h),
+            source: Source::new("ratelimit-policy", policy.window_s),
+        });
+    }
+    out.extend(per_minute_hint(
+        h,
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+    ));
+    out.extend(per_minute_hint(
+        h,
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+    ));
+    if let Some(s) = h.first("x-shopify-shop-api-call-limit", parse_shopify) {
+        // The REST Admin API's leaky bucket drains at a twentieth of its size per second
+        // (40 -> 2/s standard, 400 -> 20/s Plus).
+        out.push(RateHint {
+            rate: Some(f64::from(s.bucket) / 20.0),
+            burst: Some(s.bucket),
+            remaining: Some(u64::from(s.bucket).saturating_sub(s.used)),
+            source: Source::new("x-shopify-shop-api-call-limit", None),
+        });
+    }
+    let github_resource = h.first("x-ratelimit-resource", |v| (!v.is_empty()).then_some(v));
+    if let Some(resource) = github_resource {
+        // GitHub: fixed windows of an hour, except the search resources' minute.
+        let window = if resource.eq_ignore_ascii_case("search")
+            || resource.eq_ignore_ascii_case("code_search")
+        {
+            60
+        } else {
+            3600
+        };
+        if let Some(q) = h
+            .first("x-ratelimit-limit", parse_digits)
+            .filter(|q| *q >= 1)
+        {
+            let remaining = h.first("x-ratelimit-remaining", parse_whole);
+            let announced = q as f64 / window as f64;
+            let left = remaining.zip(h.first("x-ratelimit-reset", |v| parse_reset(v, now_ms)));
+            let rate = match left {
+                Some((0, _)) => None,
+                Some((r, t)) => Some(paced(r, t, announced).unwrap_or(announced)),
+                None => Some(announced),
+            };
+            out.push(RateHint {
+                rate,
+                burst: rate.map(|_| 1),
+                remaining,
+                source: Source::new("x-ratelimit-limit", Some(window)),
+            });
+        }
+    } else {
+        // Window unknown: pace what is left evenly until the reset. Headers count in whole
+        // seconds, so the shortest window they can name is 1 s: never above the limit (or,
+        // without one, the remaining budget) per second.
+        for (limit, remaining, reset) in [
+            (
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+            ),
+            ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"),
+            (
+                "x-rate-limit-limit",
+                "x-rate-limit-remaining",
+                "x-rate-limit-reset",
+            ),
+        ] {
+            let Some(r) = h.first(remaining, parse_whole) else {
+                continue;
+            };
+            let q = h.first(limit, parse_digits).filter(|q| *q >= 1);
+            let cap = q.unwrap_or(r).max(r) as f64;
+            let rate = h
+                .first(reset, |v| parse_reset(v, now_ms))
+                .and_then(|t| paced(r, t, cap));
+            out.push(RateHint {
+                rate,
+                burst: rate.map(|_| 1),
+                remaining: Some(r),
+                source: Source::new(remaining, None),
+            });
+        }
+    }
+    out
+}
+
+/// Requests left according to the `RateLimit` field (draft-11 `r`, draft-07 `remaining`).
+fn ratelimit_field_remaining(h: Headers<'_>) -> Option<u64> {
+    h.all("ratelimit")
+        .filter_map(|line| match Parser::parse_list(line.as_bytes()) {
+            Ok(list) => list
+                .iter()
+                .filter_map(|entry| match entry {
+                    ListEntry::Item(item) if matches!(item.bare_item, BareItem::String(_)) => {
+                        int_param(item, "r").ok().flatten()
+                    }
+                    _ => None,
+                })
+                .min(),
+            Err(_) => Parser::parse_dictionary(line.as_bytes())
+                .ok()
+                .and_then(|dict| match dict.get("remaining") {
+                    Some(ListEntry::Item(item)) => {
+                        item.bare_item.as_int().and_then(|n| u64::try_from(n).ok())
+                    }
+                    _ => None,
+                }),
+        })
+        .min()
+}
+
 #[derive(Debug, Default, PartialEq)]
 struct PolicyHints {
     rate: Option<f64>,
+    /// Window of the policy that set `rate`.
+    window_s: Option<u64>,
     burst: Option<u32>,
     concurrency: Option<u32>,
 }
@@ -632,7 +957,10 @@ fn policy_hints(h: Headers<'_>) -> PolicyHints {
         match (p.unit, p.window_s) {
             (QuotaUnit::Requests, Some(w)) => {
                 let rate = p.quota as f64 / w as f64;
-                hints.rate = Some(hints.rate.map_or(rate, |r| r.min(rate)));
+                if hints.rate.is_none_or(|r| rate < r) {
+                    hints.rate = Some(rate);
+                    hints.window_s = Some(w);
+                }
                 hints.burst = min_opt(hints.burst, Some(quota32));
             }
             (QuotaUnit::ConcurrentRequests, _) => {
@@ -715,6 +1043,27 @@ mod tests {
                 "case {:?}: pause_for_ms",
                 case.name
             );
+            if e.remaining.is_some() {
+                assert_eq!(
+                    got.remaining, e.remaining,
+                    "case {:?}: remaining",
+                    case.name
+                );
+            }
+            for (g, w, what) in [
+                (&got.sources.rate, &e.sources.rate, "rate"),
+                (&got.sources.burst, &e.sources.burst, "burst"),
+                (
+                    &got.sources.max_in_flight,
+                    &e.sources.max_in_flight,
+                    "max_in_flight",
+                ),
+                (&got.sources.pause, &e.sources.pause, "pause"),
+            ] {
+                if w.is_some() {
+                    assert_eq!(g, w, "case {:?}: source of {what}", case.name);
+                }
+            }
         }
     }
 
@@ -868,7 +1217,15 @@ mod tests {
 
     #[test]
     fn empty_input_teaches_nothing() {
-        assert_eq!(parse(&[], 200, NOW), LimitChange::default());
+        assert_eq!(
+            parse(&[], 0, NOW),
+            LimitChange::default(),
+            "no headers, no status class"
+        );
+        assert_eq!(parse(&[], 200, NOW).throttled, Some(false));
+        assert_eq!(parse(&[], 429, NOW).throttled, Some(true));
+        assert_eq!(parse(&[], 503, NOW).throttled, Some(true));
+        assert_eq!(parse(&[], 500, NOW).throttled, None);
     }
 
     fn header_name() -> impl Strategy<Value = String> {
@@ -927,6 +1284,121 @@ mod tests {
             }
             prop_assert_ne!(got.burst, Some(0));
             prop_assert_ne!(got.max_in_flight, Some(0));
+        }
+
+        #[test]
+        fn per_minute_dialects_spread_the_limit_over_the_minute(
+            q in 1u64..10_000_000,
+            anthropic in any::<bool>(),
+            tokens_left in 0u64..10,
+        ) {
+            let (limit, tokens) = if anthropic {
+                ("anthropic-ratelimit-requests-limit", "anthropic-ratelimit-tokens-remaining")
+            } else {
+                ("x-ratelimit-limit-requests", "x-ratelimit-remaining-tokens")
+            };
+            let got = parse(
+                &hs(&[(limit, &q.to_string()), (tokens, &tokens_left.to_string())]),
+                200,
+                NOW,
+            );
+            let rate = got.rate_per_sec.expect("rate");
+            prop_assert!((rate - q as f64 / 60.0).abs() <= 1e-9 * rate.max(1.0));
+            prop_assert_eq!(got.burst, Some(1));
+            prop_assert_eq!(got.pause_for_ms, None);
+            // GCRA lets at most burst + w * rate through in any window w: never above q a minute.
+            prop_assert!(1.0 + 60.0 * rate <= q as f64 + 1.0 + 1e-6);
+        }
+
+        #[test]
+        fn unknown_window_never_spends_more_than_remaining_before_reset(
+            q in 1u64..100_000,
+            r in 1u64..100_000,
+            t_left_ms in 1u64..4_000_000,
+        ) {
+            let reset_ms = NOW + t_left_ms;
+            let got = parse(
+                &hs(&[
+                    ("X-RateLimit-Limit", &q.to_string()),
+                    ("X-RateLimit-Remaining", &r.to_string()),
+                    ("X-RateLimit-Reset", &reset_ms.to_string()),
+                ]),
+                200,
+                NOW,
+            );
+            let rate = got.rate_per_sec.expect("rate");
+            // One interval, then `r` calls at this pace, all before the reset.
+            prop_assert!(rate * t_left_ms as f64 / 1000.0 <= (r + 1) as f64 * (1.0 + 1e-9));
+            prop_assert!(r as f64 / rate <= t_left_ms as f64 / 1000.0 * (1.0 + 1e-9) || rate >= q.max(r) as f64 * (1.0 - 1e-12));
+            prop_assert!(rate <= q.max(r) as f64 * (1.0 + 1e-12));
+            prop_assert_eq!(got.burst, Some(1));
+            prop_assert_eq!(got.remaining, Some(r));
+        }
+
+        #[test]
+        fn github_never_above_the_announced_hour(
+            q in 1u64..1_000_000,
+            r in 0u64..1_000_000,
+            t_left_s in 0u64..7200,
+        ) {
+            let got = parse(
+                &hs(&[
+                    ("x-ratelimit-limit", &q.to_string()),
+                    ("x-ratelimit-remaining", &r.to_string()),
+                    ("x-ratelimit-reset", &(NOW / 1000 + t_left_s).to_string()),
+                    ("x-ratelimit-resource", "core"),
+                ]),
+                200,
+                NOW,
+            );
+            match got.rate_per_sec {
+                None => prop_assert_eq!(r, 0),
+                Some(rate) => {
+                    prop_assert!(rate <= q as f64 / 3600.0 * (1.0 + 1e-12));
+                    if t_left_s > 0 {
+                        prop_assert!(rate * t_left_s as f64 <= ((r + 1) as f64).max(q as f64 / 3600.0 * t_left_s as f64) * (1.0 + 1e-9));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn shopify_drains_a_twentieth_of_its_bucket(used in 0u64..1000, bucket in 1u32..10_000) {
+            let got = parse(
+                &hs(&[("X-Shopify-Shop-Api-Call-Limit", &format!("{used}/{bucket}"))]),
+                200,
+                NOW,
+            );
+            prop_assert_eq!(got.rate_per_sec, Some(f64::from(bucket) / 20.0));
+            prop_assert_eq!(got.burst, Some(bucket));
+            prop_assert_eq!(got.pause_for_ms, (used >= u64::from(bucket)).then_some(1000));
+        }
+
+        #[test]
+        fn conflicting_dialects_the_most_restrictive_wins(
+            openai_q in 1u64..100_000,
+            policy_q in 1u64..10_000,
+            policy_w in 1u64..100,
+            bucket in 1u32..1000,
+        ) {
+            let policy = format!("\"p\";q={policy_q};w={policy_w}");
+            let openai = openai_q.to_string();
+            let shopify = format!("0/{bucket}");
+            let got = parse(
+                &hs(&[
+                    ("x-ratelimit-limit-requests", &openai),
+                    ("RateLimit-Policy", &policy),
+                    ("X-Shopify-Shop-Api-Call-Limit", &shopify),
+                ]),
+                200,
+                NOW,
+            );
+            let want = (openai_q as f64 / 60.0)
+                .min(policy_q as f64 / policy_w as f64)
+                .min(f64::from(bucket) / 20.0);
+            prop_assert_eq!(got.rate_per_sec, Some(want));
+            prop_assert_eq!(got.burst, Some(1));
+            prop_assert!(got.sources.rate.is_some());
         }
 
         #[test]

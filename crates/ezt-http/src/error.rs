@@ -351,6 +351,12 @@ impl From<ezt_runtime::jobs::JobsError> for ApiError {
             JobsError::TooManyWaiters(_) => {
                 Self::new(ErrorCode::TooManyWaiters, e.to_string()).with_retry_after(1)
             }
+            JobsError::Lane(ezt_runtime::lanes::PinError::NoLane(_)) => {
+                Self::new(ErrorCode::NotFound, e.to_string()).with_field("host")
+            }
+            JobsError::Lane(ezt_runtime::lanes::PinError::OperatorPinned(_)) => {
+                Self::conflict(e.to_string())
+            }
         }
     }
 }

@@ -74,6 +74,7 @@ pub fn with_current_request_id<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(v1::jobs::router())
+        .merge(v1::lanes::router())
         .merge(v1::webhook_secrets::router())
         .merge(ops::router())
         .fallback(|| async { error::ApiError::not_found("route") })

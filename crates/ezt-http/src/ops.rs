@@ -152,6 +152,7 @@ for the other final states. Limits shown are the defaults (`config.default.toml`
     tags(
         (name = "jobs", description = "Submit calls, read and control jobs"),
         (name = "webhook-secrets", description = "The tenant's webhook signing secrets"),
+        (name = "lanes", description = "The caller's lanes: limits in force, where they came from, pins"),
         (name = "hosted-sdk", description = "The hosted SDKs' envelope"),
         (name = "operations", description = "Health, readiness, metrics"),
     ),
@@ -173,6 +174,8 @@ for the other final states. Limits shown are the defaults (`config.default.toml`
         crate::v1::webhook_secrets::get_masked,
         crate::v1::webhook_secrets::rotate,
         crate::v1::webhook_secrets::delete,
+        crate::v1::lanes::list,
+        crate::v1::lanes::pin,
         crate::v1::envelope::proxy,
     ),
     modifiers(&BearerAuth)

@@ -2,4 +2,5 @@
 
 pub mod envelope;
 pub mod jobs;
+pub mod lanes;
 pub mod webhook_secrets;

@@ -209,6 +209,61 @@ pub struct LanesConfig {
     /// Most distinct lanes one tenant may have work waiting in at once; a submission that
     /// would open one more is refused (422 `too_many_lanes`). 0: no cap.
     pub max_lanes_per_tenant: usize,
+    /// Adaptive pacing (AIMD) for targets that announce no limit: opt-in per host.
+    pub adaptive: AdaptiveConfig,
+}
+
+/// Adaptive pacing: which hosts probe for their limit, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptiveConfig {
+    /// Hosts (`host` or `host:port`) whose lanes pace adaptively while they announce nothing.
+    pub hosts: Vec<String>,
+    /// Lowest rate, requests/s.
+    pub floor: f64,
+    /// Highest rate, requests/s (also the default ceiling of a tenant's opt-in).
+    pub ceiling: f64,
+    /// Additive increase per second, as a fraction of the rate after the last decrease.
+    pub increase: f64,
+    /// Factor applied on a 429/503.
+    pub decrease: f64,
+    /// No second decrease within this many ms.
+    pub cooldown_ms: u64,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        let p = ezt_core::aimd::AimdParams::default();
+        Self {
+            hosts: Vec::new(),
+            floor: p.floor,
+            ceiling: p.ceiling,
+            increase: p.increase,
+            decrease: p.decrease,
+            cooldown_ms: p.cooldown_ms,
+        }
+    }
+}
+
+impl AdaptiveConfig {
+    /// The core's parameters, with `ceiling` instead of the configured one when given.
+    pub fn params(&self, ceiling: Option<f64>) -> ezt_core::aimd::AimdParams {
+        ezt_core::aimd::AimdParams {
+            floor: self.floor,
+            ceiling: ceiling.unwrap_or(self.ceiling).max(self.floor),
+            increase: self.increase,
+            decrease: self.decrease,
+            cooldown_ms: self.cooldown_ms,
+        }
+    }
+
+    /// Whether `authority` (`host:port`) or its host is listed.
+    pub fn covers(&self, authority: &str) -> bool {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        self.hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(authority) || h.eq_ignore_ascii_case(host))
+    }
 }
 
 impl Default for LanesConfig {
@@ -223,6 +278,7 @@ impl Default for LanesConfig {
             credential_headers: Vec::new(),
             idle_evict_after_ms: 600_000,
             max_lanes_per_tenant: 1000,
+            adaptive: AdaptiveConfig::default(),
         }
     }
 }
@@ -505,6 +561,11 @@ impl Config {
             }
         };
         lim("lanes.default", &self.lanes.default)?;
+        self.lanes
+            .adaptive
+            .params(None)
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("lanes.adaptive: {e}")))?;
         for (h, l) in &self.lanes.hosts {
             lim(&format!("lanes.hosts.{h}"), l)?;
         }

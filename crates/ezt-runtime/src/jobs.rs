@@ -74,6 +74,9 @@ pub enum JobsError {
     /// The tenant holds too many open streams and long polls.
     #[error("this tenant already has {} open event streams and long polls; close one or retry later", .0.limit)]
     TooManyWaiters(TooManyWaiters),
+    /// A lane pin could not be applied.
+    #[error(transparent)]
+    Lane(#[from] crate::lanes::PinError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] ezt_store::Error),
@@ -155,6 +158,34 @@ impl Jobs {
             followups: parts.followups,
             clock: parts.clock,
         }
+    }
+
+    /// The caller's lanes (those it has had work in since they were loaded), key order.
+    pub async fn lanes(&self, tenant: TenantId) -> Vec<crate::lanes::LaneView> {
+        let mut mine: Vec<_> = self
+            .lanes
+            .lanes()
+            .await
+            .into_iter()
+            .filter(|l| l.tenants.contains(&tenant))
+            .collect();
+        mine.sort_by(|a, b| a.lane.cmp(&b.lane));
+        mine
+    }
+
+    /// Pins the limits of the caller's lanes to `host` (`host` or `host:port`); an empty pin
+    /// unpins them. The pin is saved with the lane and outlives restarts.
+    pub async fn pin_lane_limits(
+        &self,
+        tenant: TenantId,
+        host: &str,
+        mut pin: ezt_store::LanePin,
+    ) -> Result<Vec<crate::lanes::LaneView>, JobsError> {
+        pin.at_ms = self.clock.now_ms();
+        Ok(self
+            .lanes
+            .pin(tenant, host.to_ascii_lowercase(), pin)
+            .await?)
     }
 
     /// Now, from the service's clock (one value for a whole batch).

@@ -233,7 +233,7 @@ impl Metrics {
             let _ = writeln!(out, "ezthrottle_jobs{{state=\"{}\"}} {n}", s.as_str());
         }
         type LaneValue = fn(&LaneView) -> f64;
-        let per_lane: [(&str, &str, &str, LaneValue); 4] = [
+        let per_lane: [(&str, &str, &str, LaneValue); 8] = [
             (
                 "ezthrottle_lane_queue_depth",
                 "gauge",
@@ -245,6 +245,30 @@ impl Metrics {
                 "gauge",
                 "Requests per second allowed in a lane.",
                 |l| l.rate,
+            ),
+            (
+                "ezthrottle_lane_burst",
+                "gauge",
+                "Back-to-back requests allowed in a lane.",
+                |l| f64::from(l.burst),
+            ),
+            (
+                "ezthrottle_lane_max_in_flight",
+                "gauge",
+                "In-flight cap of a lane.",
+                |l| f64::from(l.max_in_flight),
+            ),
+            (
+                "ezthrottle_lane_remaining",
+                "gauge",
+                "Requests left in the target's window, as it last said (NaN: it never said).",
+                |l| l.remaining.map_or(f64::NAN, |r| r as f64),
+            ),
+            (
+                "ezthrottle_lane_paused_until_seconds",
+                "gauge",
+                "End of the pause the target asked for, Unix seconds (0: not paused).",
+                |l| l.paused_until.map_or(0.0, |p| p as f64 / 1000.0),
             ),
             (
                 "ezthrottle_lane_in_flight",
@@ -276,6 +300,21 @@ impl Metrics {
                     let _ = writeln!(out, "{name}{{lane=\"{}\"}} {}", esc(&l.lane), value(l));
                 }
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ezthrottle_lane_rate_source Where a lane's rate comes from: default, config, header (with its name), adaptive, tenant (busiest lanes only).\n# TYPE ezthrottle_lane_rate_source gauge"
+        );
+        for l in shown[0].iter() {
+            let (kind, header) = l.detail.rate.as_ref().map_or(("default", ""), |r| {
+                (source_kind(r.kind), r.header.as_deref().unwrap_or(""))
+            });
+            let _ = writeln!(
+                out,
+                "ezthrottle_lane_rate_source{{lane=\"{}\",kind=\"{kind}\",header=\"{}\"}} 1",
+                esc(&l.lane),
+                esc(header)
+            );
         }
         for (prefix, what, all) in [
             ("ezthrottle_lanes", "", lanes),
@@ -340,6 +379,19 @@ fn by_outcome(out: &mut String, name: &str, help: &str, counters: &[(&str, &Coun
     }
 }
 
+/// A source kind as its API name.
+fn source_kind(k: ezt_store::SourceKind) -> &'static str {
+    use ezt_store::SourceKind::*;
+    match k {
+        Default => "default",
+        Config => "config",
+        Header => "header",
+        Adaptive => "adaptive",
+        Tenant => "tenant",
+        Derived => "derived",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,6 +407,7 @@ mod tests {
             paused_until: None,
             pinned: false,
             dispatched: i as u64,
+            ..LaneView::default()
         }
     }
 

@@ -13,11 +13,12 @@ impl LaneStore for PgStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "INSERT INTO lanes (lane, rate, burst, max_in_flight, paused_until_ms, learned_at_ms, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, ezt_now_ms())
+                "INSERT INTO lanes (lane, rate, burst, max_in_flight, paused_until_ms, learned_at_ms, detail, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, ezt_now_ms())
                  ON CONFLICT (lane) DO UPDATE SET rate = EXCLUDED.rate, burst = EXCLUDED.burst,
                  max_in_flight = EXCLUDED.max_in_flight, paused_until_ms = EXCLUDED.paused_until_ms,
-                 learned_at_ms = EXCLUDED.learned_at_ms, updated_at = EXCLUDED.updated_at",
+                 learned_at_ms = EXCLUDED.learned_at_ms, detail = EXCLUDED.detail,
+                 updated_at = EXCLUDED.updated_at",
             )
             .await
             .map_err(pg_err)?;
@@ -30,6 +31,7 @@ impl LaneStore for PgStore {
                 &(s.max_in_flight as i32),
                 &s.paused_until_ms.map(|v| v as i64),
                 &(s.updated_at_ms as i64),
+                &json_encode(&s.detail)?,
             ],
         )
         .await
@@ -42,18 +44,44 @@ impl LaneStore for PgStore {
         // A row made by an ownership claim alone has learned nothing yet.
         let row = c
             .query_opt(
-                "SELECT rate, burst, max_in_flight, paused_until_ms, learned_at_ms FROM lanes
+                "SELECT rate, burst, max_in_flight, paused_until_ms, learned_at_ms, detail FROM lanes
                  WHERE lane = $1 AND rate IS NOT NULL",
                 &[&lane],
             )
             .await
             .map_err(pg_err)?;
-        Ok(row.map(|r| LaneState {
-            rate: r.get(0),
-            burst: r.get::<_, Option<i32>>(1).unwrap_or(0) as u32,
-            max_in_flight: r.get::<_, Option<i32>>(2).unwrap_or(0) as u32,
-            paused_until_ms: r.get::<_, Option<i64>>(3).map(|v| v as u64),
-            updated_at_ms: r.get::<_, Option<i64>>(4).unwrap_or(0) as u64,
-        }))
+        row.map(|r| lane_state_of(&r, 0)).transpose()
     }
+
+    async fn lane_states(&self) -> Result<Vec<(String, LaneState)>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT lane, rate, burst, max_in_flight, paused_until_ms, learned_at_ms, detail
+                 FROM lanes WHERE rate IS NOT NULL ORDER BY lane",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| Ok((r.get::<_, String>(0), lane_state_of(r, 1)?)))
+            .collect()
+    }
+}
+
+/// A lane state from the columns `rate, burst, max_in_flight, paused_until_ms, learned_at_ms,
+/// detail` starting at `at`.
+fn lane_state_of(r: &tokio_postgres::Row, at: usize) -> Result<LaneState> {
+    Ok(LaneState {
+        rate: r.get(at),
+        burst: r.get::<_, Option<i32>>(at + 1).unwrap_or(0) as u32,
+        max_in_flight: r.get::<_, Option<i32>>(at + 2).unwrap_or(0) as u32,
+        paused_until_ms: r.get::<_, Option<i64>>(at + 3).map(|v| v as u64),
+        updated_at_ms: r.get::<_, Option<i64>>(at + 4).unwrap_or(0) as u64,
+        detail: r
+            .get::<_, Option<&str>>(at + 5)
+            .map(json_decode)
+            .transpose()?
+            .unwrap_or_default(),
+    })
 }

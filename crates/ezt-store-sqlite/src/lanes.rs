@@ -38,4 +38,23 @@ impl LaneStore for SqliteStore {
             .await?;
         data.map(|d| json_decode(&d)).transpose()
     }
+
+    async fn lane_states(&self) -> Result<Vec<(String, LaneState)>> {
+        let rows: Vec<(String, String)> = self
+            .read(move |c| {
+                let mut st = c
+                    .prepare("SELECT lane, data FROM lane_states ORDER BY lane")
+                    .map_err(map_err)?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(map_err)?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(map_err)?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(lane, d)| Ok((lane, json_decode(&d)?)))
+            .collect()
+    }
 }

@@ -15,4 +15,6 @@ pub trait LaneStore: Send + Sync + 'static {
     async fn save_lane_state(&self, lane: &str, state: LaneState) -> Result<()>;
     /// What was last saved for `lane`.
     async fn lane_state(&self, lane: &str) -> Result<Option<LaneState>>;
+    /// Every saved lane state, by lane name (for `ezthrottle lanes list`), in name order.
+    async fn lane_states(&self) -> Result<Vec<(String, LaneState)>>;
 }

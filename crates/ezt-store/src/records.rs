@@ -623,7 +623,7 @@ impl Outcome {
 /// What a lane learned from its target (rate, concurrency, a pause), kept across the lane's
 /// eviction from memory and across restarts, so an idle lane that is dropped and later
 /// re-created does not forget a Retry-After or a slower rate the target asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaneState {
     /// Sustained requests per second in force.
     pub rate: f64,
@@ -635,6 +635,89 @@ pub struct LaneState {
     pub paused_until_ms: Option<u64>,
     /// When this was saved, ms since epoch.
     pub updated_at_ms: u64,
+    /// Why the lane runs at its speed, and what its tenant pinned (absent in states saved
+    /// before sources were kept).
+    #[serde(default)]
+    pub detail: LaneDetail,
+}
+
+/// Where a lane's values came from, and the limits a tenant pinned on it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LaneDetail {
+    /// Source of the rate in force (`None`: the configured default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<LearnedFrom>,
+    /// Source of the burst in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<LearnedFrom>,
+    /// Source of the in-flight cap in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<LearnedFrom>,
+    /// Source of the last pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<LearnedFrom>,
+    /// Requests left in the provider's window at the last response that said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// Limits pinned through `PUT /api/v1/lanes/{host}/limits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<LanePin>,
+}
+
+/// How a lane value was set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// The configured default (`lanes.default`).
+    Default,
+    /// Pinned by the operator (`lanes.hosts`).
+    Config,
+    /// A response header of the target.
+    Header,
+    /// Adaptive pacing (AIMD) found it.
+    Adaptive,
+    /// The tenant pinned it.
+    Tenant,
+    /// Derived from the learned rate (in-flight cap: one second of calls).
+    Derived,
+}
+
+/// The source of one learned value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedFrom {
+    /// How it was set.
+    pub kind: SourceKind,
+    /// The header (lower-case), when `kind` is `header` or `derived`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Window of the announced quota, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<u64>,
+    /// When it was learned, ms since epoch.
+    pub at_ms: u64,
+}
+
+/// Limits a tenant pinned on its own lane; each set field overrides what is learned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LanePin {
+    /// Requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// In-flight cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+    /// Adaptive pacing on (`Some(true)`) or off (`Some(false)`) for this lane, whatever the
+    /// configuration says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<bool>,
+    /// Ceiling of adaptive pacing, requests/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_ceiling: Option<f64>,
+    /// When it was pinned, ms since epoch.
+    pub at_ms: u64,
 }
 
 /// Who may be purged: finished jobs older than their tenant's cutoff (ms since the epoch).

@@ -80,6 +80,77 @@ enum Cmd {
     /// Jobs.
     #[command(subcommand)]
     Jobs(JobsCmd),
+    /// Lanes (what each learned about its target, as saved).
+    #[command(subcommand)]
+    Lanes(LanesCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum LanesCmd {
+    /// Every lane the store knows, as JSON: limits in force, where each came from, the pause,
+    /// the remaining budget and any tenant pin. A running server saves a lane when what it
+    /// learned changes (a drifting rate when it moves 10 %) and when the lane goes idle, so
+    /// this can lag the live view (`GET /api/v1/lanes`) by that much.
+    List {
+        /// Only lanes whose target host (or host:port) is this.
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+/// A lane as `lanes list` prints it.
+#[derive(Debug, serde::Serialize)]
+struct LaneListed {
+    /// `job` or `webhook`.
+    kind: String,
+    lane: String,
+    host: String,
+    credential_fingerprint: Option<String>,
+    rate: f64,
+    burst: u32,
+    max_in_flight: u32,
+    paused_until: Option<u64>,
+    saved_at: u64,
+    remaining: Option<u64>,
+    /// Where rate, burst, in-flight cap and the last pause came from (absent: configured).
+    sources: serde_json::Value,
+    pin: Option<ezt_store::LanePin>,
+}
+
+fn lane_listed(name: String, st: ezt_store::LaneState) -> LaneListed {
+    let (kind, lane) = name
+        .split_once(':')
+        .map_or(("job".to_string(), name.clone()), |(k, l)| {
+            (k.to_string(), l.to_string())
+        });
+    let (host, fp) = match lane.split_once('#') {
+        Some((h, f)) => (h.to_string(), Some(f.to_string())),
+        None => (lane.clone(), None),
+    };
+    LaneListed {
+        kind,
+        lane,
+        host,
+        credential_fingerprint: fp,
+        rate: st.rate,
+        burst: st.burst,
+        max_in_flight: st.max_in_flight,
+        paused_until: st.paused_until_ms,
+        saved_at: st.updated_at_ms,
+        remaining: st.detail.remaining,
+        sources: serde_json::json!({
+            "rate": st.detail.rate,
+            "burst": st.detail.burst,
+            "max_in_flight": st.detail.max_in_flight,
+            "pause": st.detail.pause,
+        }),
+        pin: st.detail.pin,
+    }
+}
+
+fn host_matches(host_port: &str, want: &str) -> bool {
+    let h = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    host_port.eq_ignore_ascii_case(want) || h.eq_ignore_ascii_case(want)
 }
 
 #[derive(Debug, Subcommand)]
@@ -367,6 +438,17 @@ pub(crate) async fn run(args: Args) -> Result<()> {
                     Ok(())
                 }
             }
+        }
+        Cmd::Lanes(LanesCmd::List { host }) => {
+            let store = open(&cfg).await?;
+            let lanes: Vec<LaneListed> = store
+                .lane_states()
+                .await?
+                .into_iter()
+                .map(|(name, st)| lane_listed(name, st))
+                .filter(|l| host.as_deref().is_none_or(|h| host_matches(&l.host, h)))
+                .collect();
+            print_json(&lanes)
         }
         Cmd::Jobs(c) => {
             let store = open(&cfg).await?;

@@ -11,9 +11,10 @@ pub async fn lane_states_persist<S: LaneStore>(s: S) {
         max_in_flight: 3,
         paused_until_ms: Some(1_700_000_000_000),
         updated_at_ms: 1,
+        detail: LaneDetail::default(),
     };
-    s.save_lane_state("job:a", st).await.unwrap();
-    assert_eq!(s.lane_state("job:a").await.unwrap(), Some(st));
+    s.save_lane_state("job:a", st.clone()).await.unwrap();
+    assert_eq!(s.lane_state("job:a").await.unwrap(), Some(st.clone()));
     assert_eq!(
         s.lane_state("webhook:a").await.unwrap(),
         None,
@@ -23,12 +24,35 @@ pub async fn lane_states_persist<S: LaneStore>(s: S) {
         rate: 7.25,
         paused_until_ms: None,
         updated_at_ms: 2,
+        detail: LaneDetail {
+            rate: Some(LearnedFrom {
+                kind: SourceKind::Header,
+                header: Some("x-ratelimit-limit-requests".into()),
+                window_s: Some(60),
+                at_ms: 2,
+            }),
+            remaining: Some(17),
+            pin: Some(LanePin {
+                max_in_flight: Some(4),
+                adaptive: Some(true),
+                adaptive_ceiling: Some(40.0),
+                at_ms: 2,
+                ..LanePin::default()
+            }),
+            ..LaneDetail::default()
+        },
         ..st
     };
-    s.save_lane_state("job:a", newer).await.unwrap();
+    s.save_lane_state("job:a", newer.clone()).await.unwrap();
     assert_eq!(
         s.lane_state("job:a").await.unwrap(),
-        Some(newer),
-        "last save wins"
+        Some(newer.clone()),
+        "last save wins, sources and pin included"
+    );
+    s.save_lane_state("webhook:b", st.clone()).await.unwrap();
+    assert_eq!(
+        s.lane_states().await.unwrap(),
+        vec![("job:a".to_string(), newer), ("webhook:b".to_string(), st)],
+        "every state, in name order"
     );
 }

@@ -11,6 +11,7 @@ mod e2e_cli;
 mod e2e_config;
 mod e2e_conn;
 mod e2e_crash;
+mod e2e_dialects;
 mod e2e_jobs;
 mod e2e_lanes_bounded;
 mod e2e_limits;

@@ -217,6 +217,8 @@ impl Executor {
             latency_ms,
             decision: verdict,
             wait_ms,
+            link: 0,
+            next_link: None,
         };
         let (next, end) = self.next_state(plan, &call, verdict, done_ms);
         let done = AttemptDone {

@@ -264,25 +264,23 @@ pub struct JobSpecIn {
         )
     )]
     idempotent_key: Option<String>,
-    /// Workflows (later issue): a job to run if this one fails. Answered `422 not_supported`
-    /// today.
+    /// A fallback chain: a job (plus `trigger`) run when this one fails with one of the
+    /// trigger's codes, or raced against it when it is slow; one logical job.
     #[serde(alias = "fallbackJob")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_job))]
     fallback_job: Option<serde_json::Value>,
-    /// Workflows (later issue): a job to run after this one succeeds. Answered
-    /// `422 not_supported` today.
+    /// A job created when this one (with its fallbacks) succeeds.
     #[serde(alias = "onSuccess")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_job))]
     on_success: Option<serde_json::Value>,
-    /// Workflows (later issue): a job to run after this one fails for good. Answered
-    /// `422 not_supported` today.
+    /// A job created when this one (with its fallbacks) fails or expires.
     #[serde(alias = "onFailure")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_job))]
     on_failure: Option<serde_json::Value>,
-    /// Workflows (later issue): how long `on_failure` may wait, ms. Answered
-    /// `422 not_supported` today.
+    /// Needs `on_failure`: if the job has not succeeded this many ms after submission it ends
+    /// `expired` and `on_failure` runs.
     #[serde(alias = "onFailureTimeoutMs")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 0, format = Int64))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, format = Int64))]
     on_failure_timeout_ms: Option<u64>,
 }
 
@@ -329,15 +327,15 @@ pub struct JobSpec {
     /// The next link of this job's fallback chain, if any (runs when this link fails with one
     /// of its trigger's codes, or races it when this link is slow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub fallback: Option<Box<Fallback>>,
     /// A job created when this one (the whole chain) succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub on_success: Option<Box<Child>>,
     /// A job created when this one (the whole chain) fails or expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub on_failure: Option<Box<Child>>,
     /// The job ends `expired` (and `on_failure` runs) if it has not succeeded this many ms
     /// after submission.
@@ -345,12 +343,12 @@ pub struct JobSpec {
     pub on_failure_timeout_ms: Option<u64>,
     /// The job whose outcome created this one, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub parent: Option<ParentRef>,
 }
 
 /// When a fallback link starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Trigger {
     /// The link before it failed for good with one of these statuses.
@@ -368,10 +366,12 @@ pub enum Trigger {
 
 /// One fallback link of a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Fallback {
     /// When it starts.
     pub trigger: Trigger,
     /// The call (its own `fallback` continues the chain).
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub spec: JobSpec,
     /// Sent as its `Idempotency-Key` (else the chain's key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -380,8 +380,10 @@ pub struct Fallback {
 
 /// A job created by another job's outcome (`on_success`, `on_failure`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Child {
     /// Its spec.
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub spec: JobSpec,
     /// Its lane (set at admission, where lanes are computed).
     #[serde(default)]
@@ -393,6 +395,7 @@ pub struct Child {
 
 /// Which outcome of the parent created a child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Relation {
     /// The parent succeeded.
@@ -413,6 +416,7 @@ impl Relation {
 
 /// A child's link to its parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParentRef {
     /// The parent job's id.
     pub job_id: String,
@@ -644,6 +648,9 @@ pub struct Validated {
     pub nested_targets: Vec<(String, TargetUrl)>,
 }
 
+/// A validated nested job: its spec, key and (for a fallback link) trigger.
+type NestedJob = (JobSpec, Option<String>, Option<Trigger>);
+
 /// A nested job field: absent or null, else it must be an object.
 fn take_object(
     v: Option<serde_json::Value>,
@@ -812,10 +819,7 @@ impl JobSpecIn {
         let mut nest = |name: &str,
                         v: Option<serde_json::Map<String, serde_json::Value>>,
                         link: bool|
-         -> Result<
-            Option<(JobSpec, Option<String>, Option<Trigger>)>,
-            FieldError,
-        > {
+         -> Result<Option<NestedJob>, FieldError> {
             let Some(mut obj) = v else { return Ok(None) };
             if !nested_allowed {
                 return Err(FieldError::invalid(
@@ -881,7 +885,7 @@ impl JobSpecIn {
                 idempotent_key: key,
             })
         });
-        let child = |v: Option<(JobSpec, Option<String>, Option<Trigger>)>| {
+        let child = |v: Option<NestedJob>| {
             v.map(|(spec, key, _)| {
                 Box::new(Child {
                     spec,

@@ -155,7 +155,12 @@ for the other final states. Limits shown are the defaults (`config.default.toml`
         (name = "hosted-sdk", description = "The hosted SDKs' envelope"),
         (name = "operations", description = "Health, readiness, metrics"),
     ),
-    components(schemas(ErrorBody, ezt_core::webhook::Payload)),
+    components(schemas(
+        ErrorBody,
+        ezt_core::webhook::Payload,
+        ezt_core::job::Fallback,
+        ezt_core::job::Child
+    )),
     paths(
         healthz,
         readyz,

@@ -175,11 +175,12 @@ impl Jobs {
             local_region: &self.cfg.region,
             now_ms: now,
         };
-        let v = input.validate(&cx)?;
+        let mut v = input.validate(&cx)?;
         // Admission check of the resolved addresses; the connect-time check repeats it.
         let hooks = v.webhook_targets.iter().enumerate();
         for (field, target) in std::iter::once(("url".to_string(), &v.target))
             .chain(hooks.map(|(i, t)| (format!("webhooks[{i}].url"), t)))
+            .chain(v.nested_targets.iter().map(|(f, t)| (f.clone(), t)))
         {
             if let TargetHost::Domain(host) = &target.host {
                 if let Err(ResolveError::Blocked(b)) =
@@ -206,17 +207,48 @@ impl Jobs {
                 v.spec.body.as_deref(),
             )
         });
+        self.child_lanes(&mut v.spec);
         let run_at = v.spec.retry_at.unwrap_or(now).max(now);
+        // `on_failure_timeout_ms`: no success by then ends the job (expired), which runs
+        // `on_failure`.
+        let budget = v
+            .spec
+            .on_failure_timeout_ms
+            .map_or(v.spec.timeout_ms, |t| t.min(v.spec.timeout_ms));
         Ok(NewJob {
             id: JobId::new(now, rand::random()),
             tenant_id: tenant,
             lane,
-            deadline_at: now.saturating_add(v.spec.timeout_ms),
+            deadline_at: now.saturating_add(budget),
             spec: v.spec,
             idempotent_key,
             created_at: now,
             run_at,
         })
+    }
+
+    /// Sets the lane of every child job (`on_success`, `on_failure`, at any depth) the way a
+    /// submitted job's is set, before its credentials are sealed.
+    fn child_lanes(&self, spec: &mut ezt_core::job::JobSpec) {
+        for c in [
+            spec.on_success.as_deref_mut(),
+            spec.on_failure.as_deref_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // Validation parsed this URL already.
+            if let Ok(t) = ezt_core::ssrf::check_url(&self.ssrf, &c.spec.url) {
+                c.lane = ezt_core::lane::lane_for(
+                    &t.authority(),
+                    &c.spec.headers,
+                    &self.cfg.lanes.credential_headers,
+                    &self.fingerprint_key,
+                )
+                .0;
+            }
+            self.child_lanes(&mut c.spec);
+        }
     }
 
     /// Refuses work that would give the tenant more lanes with waiting work than
@@ -241,12 +273,10 @@ impl Jobs {
         self.check_lane_cap(tenant.id, &jobs)?;
         // After `prepare` fingerprinted the credentials for the lane and the default key.
         for j in &mut jobs {
-            crate::credentials::seal_headers(
-                &self.sealer,
-                j.tenant_id,
-                &self.cfg,
-                &mut j.spec.headers,
-            );
+            let tenant = j.tenant_id;
+            j.spec.for_each_mut(&mut |s| {
+                crate::credentials::seal_headers(&self.sealer, tenant, &self.cfg, &mut s.headers)
+            });
         }
         let summaries: Vec<(PendingJob, String, SubmitStatus)> = jobs
             .iter()

@@ -69,7 +69,7 @@ pub(crate) fn record_outcome(
     if let Some(child) = ending.child(tenant, row.series) {
         // Same transaction as the parent's end; a key a live job holds makes it a duplicate.
         let spec = json_encode(&child.spec)?;
-        crate::jobs::insert_one(c, &spec, child, 0)?;
+        crate::admission::insert_one(c, &spec, child, 0)?;
     }
     let Some(outcome) = ending.outcome() else {
         return Ok(Vec::new());

@@ -11,6 +11,7 @@
 //! the same two primitives here: `read` (a pooled reader) and `write` (the writer thread).
 #![warn(missing_docs)]
 
+mod admission;
 mod codec;
 mod deliveries;
 mod jobs;

@@ -132,6 +132,10 @@ class Attempt(TypedDict):
     #: ``interrupted``: the server stopped during the call (crash); the job ran again.
     decision: Literal["success", "retry", "reroute", "fail", "interrupted"]
     wait_ms: int | None
+    #: Which link of a ``fallback_job`` chain made the call (absent: the job itself, 0).
+    link: NotRequired[int]
+    #: The chain link the job moved to after this attempt, if it moved.
+    next_link: NotRequired[int]
 
 
 class StoredResponse(TypedDict):

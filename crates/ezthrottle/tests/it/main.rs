@@ -7,6 +7,7 @@
 mod support;
 
 mod e2e_at_rest;
+mod e2e_chains;
 mod e2e_cli;
 mod e2e_config;
 mod e2e_conn;

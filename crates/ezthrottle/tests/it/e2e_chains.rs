@@ -245,3 +245,65 @@ async fn bad_chains_are_refused_with_the_nested_field() {
         );
     }
 }
+
+/// The hosted Python package 1.3.0, unmodified, builds a fallback + on-success chain; our
+/// server runs it: the primary's 500 hands over to the fallback, the root job's webhook says
+/// success, and the on-success child runs.
+#[tokio::test]
+async fn the_hosted_python_package_builds_a_chain_that_runs() {
+    let s = TestServer::start();
+    let t = Target::start().await;
+    t.default_reply("boom", Reply::status(500));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/hosted-sdk");
+    assert!(
+        dir.join("ezthrottle").is_dir(),
+        "the hosted Python package is missing from {}: run `bash scripts/test-deps.sh`",
+        dir.display()
+    );
+    let driver = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/hosted_chain_driver.py"
+    );
+    let (url, key) = (s.url(""), s.key.clone());
+    let (boom, rescue, after) = (t.url("boom"), t.url("rescue"), t.url("after"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(driver)
+            .env("PYTHONPATH", dir)
+            .env("PYTHONNOUSERSITE", "1")
+            .env("EZT_URL", url.trim_end_matches('/'))
+            .env("EZT_KEY", key)
+            .env("PRIMARY", boom)
+            .env("RESCUE", rescue)
+            .env("AFTER", after)
+            .output()
+            .expect("python3")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "driver failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.logs()
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("driver prints JSON");
+    assert_eq!(
+        r["payload"]["fallback_job"]["trigger"]["type"], "on_error",
+        "{r}"
+    );
+    let id = r["result"]["job_id"].as_str().expect("job_id").to_string();
+    assert_eq!(r["webhook"]["job_id"], id.as_str(), "{r}");
+    assert_eq!(r["webhook"]["status"], "success", "{r}");
+    assert_eq!(r["webhook"]["idempotent_key"], "hosted-chain-42");
+    let v = s.wait_final(&id, 30).await;
+    assert_eq!(v["state"], "succeeded", "{v:#}");
+    assert_eq!(t.arrivals("rescue").len(), 1);
+    let child = v["children"][0]
+        .as_str()
+        .expect("the on_success child")
+        .to_string();
+    let c = s.wait_final(&child, 30).await;
+    assert_eq!(c["state"], "succeeded", "{c:#}");
+    assert_eq!(t.arrivals("after")[0].body, "{\"next\": true}");
+}

@@ -344,6 +344,9 @@ pub struct JobSpec {
     /// The job whose outcome created this one, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRef>,
+    /// The workflow step (or compensation) this job runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<crate::workflow::StepRef>,
 }
 
 /// When a fallback link starts.
@@ -1121,6 +1124,7 @@ impl JobSpecIn {
                 on_failure,
                 on_failure_timeout_ms: self.on_failure_timeout_ms,
                 parent: None,
+                workflow: None,
             },
             target,
             idempotent_key: self.idempotent_key,

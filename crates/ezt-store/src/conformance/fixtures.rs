@@ -40,6 +40,7 @@ pub(crate) fn spec(url: &str) -> JobSpec {
         on_failure: None,
         on_failure_timeout_ms: None,
         parent: None,
+        workflow: None,
     }
 }
 

@@ -54,37 +54,9 @@ pub(crate) async fn record_outcome(
     if let Some(child) = ending.child(TenantId(bytes_id(&tenant_id)), series as u32) {
         // Same transaction as the parent's end. A key claimed by another job (or the id
         // stored already) skips it: the child exists, or a live job holds its key.
-        let st = c
-            .prepare_cached(
-                "INSERT INTO jobs (id, tenant_id, lane, state, spec, hooked, idempotent_key, created_at, updated_at, run_at, deadline_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10) ON CONFLICT DO NOTHING",
-            )
-            .await
-            .map_err(pg_err)?;
-        let state = if child.run_at > child.created_at {
-            ezt_core::JobState::Scheduled
-        } else {
-            ezt_core::JobState::Queued
-        };
-        let hooked = !child.spec.webhooks.is_empty() || ezt_store::has_children(&child.spec);
-        c.execute(
-            &st,
-            &[
-                &id_bytes(child.id.0),
-                &tenant_id,
-                &child.lane.0,
-                &state.as_str(),
-                &json_encode(&child.spec)?,
-                &hooked,
-                &child.idempotent_key,
-                &(child.created_at as i64),
-                &(child.run_at as i64),
-                &(child.deadline_at as i64),
-            ],
-        )
-        .await
-        .map_err(pg_err)?;
+        crate::workflows::insert_job(c, &child).await?;
     }
+    crate::workflows::step_job_ended(c, &ending).await?;
     let Some(outcome) = ending.outcome() else {
         return Ok(Vec::new());
     };

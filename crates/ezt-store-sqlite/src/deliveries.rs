@@ -31,7 +31,7 @@ CREATE TABLE webhook_secrets (
 /// What a finishing `UPDATE … RETURNING` yields: whether the job has webhooks. The spec omits
 /// an empty `webhooks` list, so most jobs answer false without their spec (whose body may be
 /// 256 KiB) being copied out of SQLite on the dispatch path.
-pub(crate) const HOOKED: &str = "(instr(spec, '\"webhooks\":') > 0 OR instr(spec, '\"on_success\":') > 0 OR instr(spec, '\"on_failure\":') > 0)";
+pub(crate) const HOOKED: &str = "(instr(spec, '\"webhooks\":') > 0 OR instr(spec, '\"on_success\":') > 0 OR instr(spec, '\"on_failure\":') > 0 OR instr(spec, '\"workflow\":') > 0)";
 
 /// Creates the payload and deliveries of a job that this transaction has just made final;
 /// `hooked` is what the finishing UPDATE returned as `HOOKED`.
@@ -71,6 +71,7 @@ pub(crate) fn record_outcome(
         let spec = json_encode(&child.spec)?;
         crate::admission::insert_one(c, &spec, child, 0)?;
     }
+    crate::workflows::step_job_ended(c, &ending)?;
     let Some(outcome) = ending.outcome() else {
         return Ok(Vec::new());
     };

@@ -23,6 +23,7 @@ mod retention;
 mod schema;
 mod secrets;
 mod tenants;
+mod workflows;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -653,9 +653,10 @@ impl Ending<'_> {
     }
 }
 
-/// Whether a spec's end may create a child (stores use it to skip reading the spec back).
+/// Whether a spec's end may create jobs (children, a workflow's next steps): stores use it to
+/// skip reading the spec back.
 pub fn has_children(spec: &JobSpec) -> bool {
-    spec.on_success.is_some() || spec.on_failure.is_some()
+    spec.on_success.is_some() || spec.on_failure.is_some() || spec.workflow.is_some()
 }
 
 impl Outcome {

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The capability names are `tenants`, `jobs`, `recovery`, `deliveries`, `secrets`, `lanes`
-//! and `maintenance`. Each expands to one `#[tokio::test]` per case (named after the case),
+//! `maintenance` and `workflows`. Each expands to one `#[tokio::test]` per case (named after the case),
 //! each with a fresh store made by evaluating the expression again.
 
 mod fixtures;
@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod recovery;
 pub mod secrets;
 pub mod tenants;
+pub mod workflows;
 
 pub use fixtures::new_job;
 
@@ -62,6 +63,9 @@ macro_rules! conformance_tests {
     (maintenance: $make:expr) => {
         $crate::conformance_tests!(@case $make; maintenance: purge_removes_old_finished_jobs);
     };
+    (workflows: $make:expr) => {
+        $crate::conformance_tests!(@case $make; workflows: a_step_end_advances_its_run_once);
+    };
     ($make:expr) => {
         $crate::conformance_tests!(tenants: $make);
         $crate::conformance_tests!(jobs: $make);
@@ -70,5 +74,6 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(secrets: $make);
         $crate::conformance_tests!(lanes: $make);
         $crate::conformance_tests!(maintenance: $make);
+        $crate::conformance_tests!(workflows: $make);
     };
 }

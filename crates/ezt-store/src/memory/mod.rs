@@ -10,6 +10,7 @@ mod lanes;
 mod maintenance;
 mod secrets;
 mod tenants;
+mod workflows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -35,6 +36,7 @@ struct Inner {
     delivery_leases: HashMap<DeliveryId, (u64, NodeId)>,
     secrets: HashMap<TenantId, WebhookSecrets>,
     lane_states: HashMap<String, LaneState>,
+    workflows: BTreeMap<ezt_core::WorkflowId, crate::WorkflowRecord>,
 }
 
 impl Inner {
@@ -53,10 +55,19 @@ impl Inner {
             now_ms,
         };
         let child = ending.child(j.tenant_id, j.series);
+        let mut steps = Vec::new();
+        if let Some((wf, r)) = crate::workflow_of(&j.spec) {
+            if let Some(rec) = self.workflows.get_mut(&wf) {
+                steps = crate::step_ended(rec, r, &ending);
+            }
+        }
         let outcome = ending.outcome();
         if let Some(child) = child {
             // A key held by a live job makes the child a duplicate of it (not created).
             self.insert_one(child, 0);
+        }
+        for job in steps {
+            self.insert_one(job, 0);
         }
         let Some(outcome) = outcome else {
             return Vec::new();

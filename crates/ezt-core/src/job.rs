@@ -346,7 +346,20 @@ pub struct JobSpec {
     pub parent: Option<ParentRef>,
     /// The workflow step (or compensation) this job runs, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workflow: Option<crate::workflow::StepRef>,
+    pub workflow: Option<StepRef>,
+}
+
+/// What a step's job knows of its workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepRef {
+    /// The run.
+    pub workflow_id: String,
+    /// Index of the step in the definition.
+    pub step: u32,
+    /// True for the step's compensation job.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compensation: bool,
 }
 
 /// When a fallback link starts.

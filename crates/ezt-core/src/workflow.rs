@@ -21,18 +21,7 @@ pub const MAX_STEPS: usize = 100;
 /// Longest step name, bytes.
 pub const MAX_NAME_BYTES: usize = 64;
 
-/// What a step's job knows of its workflow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct StepRef {
-    /// The run.
-    pub workflow_id: String,
-    /// Index of the step in the definition.
-    pub step: u32,
-    /// True for the step's compensation job.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub compensation: bool,
-}
+pub use crate::job::StepRef;
 
 /// A job spec whose url, header values and body may hold `{{…}}` templates, and its lane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,8 +468,9 @@ pub struct ValidatedWorkflow {
     pub targets: Vec<(String, crate::ssrf::TargetUrl)>,
 }
 
-/// Replaces every `{{…}}` by `x`, for checking the shape of a template.
-fn mask(s: &str) -> String {
+/// Replaces every `{{…}}` by `x`, for checking the shape of a template (and, since the host
+/// is never templated, for finding a step's lane).
+pub fn mask(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(a) = rest.find("{{") {

@@ -75,6 +75,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(v1::jobs::router())
         .merge(v1::webhook_secrets::router())
+        .merge(v1::workflows::router())
         .merge(ops::router())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state.clone());

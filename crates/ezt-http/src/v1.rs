@@ -3,3 +3,4 @@
 pub mod envelope;
 pub mod jobs;
 pub mod webhook_secrets;
+pub mod workflows;

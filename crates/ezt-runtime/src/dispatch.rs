@@ -130,6 +130,11 @@ impl Executor {
                     let child = ezt_core::job::child_id(id, relation, job.series);
                     self.followups.after(Transition::Spawned(vec![child])).await;
                 }
+                if let Some((workflow, _)) = ezt_store::workflow_of(&job.spec) {
+                    self.followups
+                        .after(Transition::StepEnded { job: id, workflow })
+                        .await;
+                }
             }
         }
     }
@@ -376,6 +381,14 @@ impl Executor {
         if let Some(relation) = final_state {
             let child = ezt_core::job::child_id(id, relation, leased.series);
             self.followups.after(Transition::Spawned(vec![child])).await;
+        }
+        // A workflow step: the store advanced its run; what it released goes to the lanes.
+        if let (Some(_), Some((workflow, _))) =
+            (done_next_state, ezt_store::workflow_of(&leased.spec))
+        {
+            self.followups
+                .after(Transition::StepEnded { job: id, workflow })
+                .await;
         }
         (end, change)
     }

@@ -53,6 +53,14 @@ pub enum Transition {
     /// Jobs a job's end created (`on_success` / `on_failure` children, by their derived ids):
     /// those stored and waiting go to their lanes.
     Spawned(Vec<JobId>),
+    /// A workflow step's job (or compensation) ended: the store advanced its run; the steps
+    /// that end released go to their lanes.
+    StepEnded {
+        /// The step's job.
+        job: JobId,
+        /// Its run.
+        workflow: ezt_core::WorkflowId,
+    },
     /// Another process changed these jobs (the CLI's `jobs cancel` / `jobs retry`), with their
     /// tenants' weights: pending deliveries go out, jobs not final go back to their lanes.
     Woken(Vec<(JobRecord, u32)>),
@@ -120,6 +128,24 @@ impl Followups {
                 self.jobs.enqueue(vec![Enqueue { job, weight }]);
             }
             Transition::Spawned(ids) => self.spawned(ids).await,
+            Transition::StepEnded { job, workflow } => {
+                let Ok(Some(rec)) = self.store.get_workflow(None, workflow).await else {
+                    return;
+                };
+                let by = job.to_string();
+                let mut ids: Vec<JobId> = Vec::new();
+                for (i, st) in rec.run.state.steps.iter().enumerate() {
+                    let running = st.status == ezt_core::workflow::StepStatus::Running;
+                    if running && st.released_by.as_deref() == Some(by.as_str()) {
+                        ids.push(ezt_core::workflow::step_job_id(workflow, i as u32, false));
+                    }
+                    // At most one compensation runs at a time; the lanes ignore a job they hold.
+                    if st.compensation == Some(ezt_core::workflow::StepStatus::Running) {
+                        ids.push(ezt_core::workflow::step_job_id(workflow, i as u32, true));
+                    }
+                }
+                self.spawned(ids).await;
+            }
             Transition::Woken(records) => {
                 let mut jobs = Vec::new();
                 for (j, weight) in records {

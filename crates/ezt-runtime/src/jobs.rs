@@ -315,6 +315,93 @@ impl Jobs {
         Ok(out)
     }
 
+    /// Checks a workflow, freezes its definition, and stores the run with the jobs of the
+    /// steps it starts with (one transaction); answers the run's id.
+    pub async fn submit_workflow(
+        &self,
+        tenant: &Tenant,
+        input: ezt_core::workflow::WorkflowIn,
+    ) -> Result<ezt_core::WorkflowId, JobsError> {
+        let now = self.clock.now_ms();
+        let cx = ezt_core::job::Context {
+            limits: &self.cfg.limits.job,
+            ssrf: &self.ssrf,
+            local_region: &self.cfg.region,
+            now_ms: now,
+        };
+        let mut v = input.validate(&cx)?;
+        for (field, target) in &v.targets {
+            if let TargetHost::Domain(host) = &target.host {
+                if let Err(ResolveError::Blocked(b)) =
+                    self.resolver.resolve_checked(host, target.port).await
+                {
+                    return Err(FieldError::ssrf(field.clone(), b.to_string()).into());
+                }
+            }
+        }
+        let lanes = &self.cfg.lanes.credential_headers;
+        for step in &mut v.def.steps {
+            for t in std::iter::once(&mut step.job).chain(step.compensate.as_mut()) {
+                // The host is never templated: the masked URL names the lane.
+                if let Ok(target) =
+                    ezt_core::ssrf::check_url(&self.ssrf, &ezt_core::workflow::mask(&t.spec.url))
+                {
+                    t.lane = ezt_core::lane::lane_for(
+                        &target.authority(),
+                        &t.spec.headers,
+                        lanes,
+                        &self.fingerprint_key,
+                    )
+                    .0;
+                }
+                crate::credentials::seal_headers(
+                    &self.sealer,
+                    tenant.id,
+                    &self.cfg,
+                    &mut t.spec.headers,
+                );
+            }
+        }
+        let id = ezt_core::WorkflowId::new(now, rand::random());
+        let mut run = ezt_core::workflow::Run::new(v.def);
+        let jobs = ezt_store::release_jobs(run.start(id), tenant.id, now);
+        self.check_lane_cap(tenant.id, &jobs)?;
+        let pending: Vec<PendingJob> = jobs.iter().map(pending).collect();
+        self.store
+            .insert_workflow(
+                ezt_store::WorkflowRecord {
+                    id,
+                    tenant_id: tenant.id,
+                    run,
+                    created_at: now,
+                    updated_at: now,
+                },
+                jobs,
+            )
+            .await?;
+        let weight = self.cfg.tiers.weight(tenant.tier);
+        tracing::info!(workflow_id = %id, steps_started = pending.len(), "workflow admitted");
+        self.metrics.admitted.add(pending.len() as u64);
+        let fresh = pending
+            .into_iter()
+            .map(|job| Enqueue { job, weight })
+            .collect();
+        self.followups.after(Transition::Admitted(fresh)).await;
+        Ok(id)
+    }
+
+    /// The tenant's workflow run.
+    pub async fn get_workflow(
+        &self,
+        tenant: TenantId,
+        id: ezt_core::WorkflowId,
+    ) -> Result<ezt_store::WorkflowRecord, JobsError> {
+        self.store
+            .get_workflow(Some(tenant), id)
+            .await?
+            .ok_or(JobsError::NotFound)
+    }
+
     /// The tenant's job.
     pub async fn get(&self, tenant: TenantId, id: JobId) -> Result<JobRecord, JobsError> {
         self.store

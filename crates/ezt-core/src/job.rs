@@ -360,6 +360,13 @@ pub struct StepRef {
     /// True for the step's compensation job.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub compensation: bool,
+    /// Page number (from 1) of a paginated step's job; 0 for other steps.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub page: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// When a fallback link starts.

@@ -48,6 +48,76 @@ pub struct StepDef {
     pub non_blocking: bool,
     /// Run, in reverse order of completion, when a critical step fails after this one succeeded.
     pub compensate: Option<JobTemplate>,
+    /// Follow pages: one job per page, each page a checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paginate: Option<Paginate>,
+}
+
+/// How a paginated step finds its next page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PageStyle {
+    /// The `Link` header's `rel="next"` URL (GitHub, Shopify); same origin only.
+    Link,
+    /// A cursor at the JSON path `next` of the body (Stripe-like with `has_more`), sent as the
+    /// query parameter `cursor_param`.
+    BodyCursor,
+    /// `offset_param` grows by `page_size` per page.
+    Offset,
+    /// `page_param` counts pages from 1.
+    Page,
+}
+
+/// A step's `paginate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Paginate {
+    /// How the next page is found.
+    pub style: PageStyle,
+    /// `body_cursor`: the JSON path of the next cursor (absent or null: last page).
+    #[serde(default)]
+    pub next: Option<String>,
+    /// `body_cursor`: the JSON path of a boolean; false means last page.
+    #[serde(default)]
+    pub has_more: Option<String>,
+    /// The query parameter that carries the cursor, offset or page number (default `cursor`,
+    /// `offset` or `page`).
+    #[serde(default)]
+    pub param: Option<String>,
+    /// The JSON path of the page's items: an empty array ends the walk (and, for `offset`,
+    /// fewer than `page_size`).
+    #[serde(default)]
+    pub items: Option<String>,
+    /// `offset`: items per page.
+    #[serde(default)]
+    pub page_size: Option<u64>,
+    /// Most pages (default 1,000, at most 100,000); the step then ends `truncated`.
+    #[serde(default = "default_max_pages")]
+    pub max_pages: u32,
+}
+
+fn default_max_pages() -> u32 {
+    1000
+}
+
+/// One page of a paginated step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PageState {
+    /// From 1.
+    pub n: u32,
+    /// Its job.
+    pub job_id: String,
+    /// The URL it called.
+    pub url: String,
+    /// The cursor (or offset, page number, next link) it was called with.
+    pub cursor: Option<String>,
+    /// Its status, once answered.
+    pub status: Option<u16>,
+    /// The next page's cursor it produced, if any.
+    pub next: Option<String>,
 }
 
 /// The frozen definition of a run.
@@ -138,6 +208,12 @@ pub struct StepState {
     /// Order of completion (for compensating in reverse).
     #[serde(default)]
     pub finished_seq: u32,
+    /// A paginated step's pages so far.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<PageState>,
+    /// The walk stopped at `max_pages`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// A run's state.
@@ -176,6 +252,95 @@ pub fn step_job_id(wf: WorkflowId, step: u32, compensation: bool) -> JobId {
     JobId::new(wf.timestamp_ms(), random)
 }
 
+/// The id of page `n` of a paginated step's job.
+pub fn page_job_id(wf: WorkflowId, step: u32, n: u32) -> JobId {
+    let salt = (u128::from(step) << 8) | (u128::from(n) << 24) | 0x5a00_0000_0000_0000;
+    let random = (wf.0 ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & ((1u128 << 80) - 1);
+    JobId::new(wf.timestamp_ms(), random)
+}
+
+fn param_name(p: &Paginate) -> String {
+    p.param.clone().unwrap_or_else(|| {
+        match p.style {
+            PageStyle::Offset => "offset",
+            PageStyle::Page => "page",
+            _ => "cursor",
+        }
+        .to_string()
+    })
+}
+
+/// `url` with `name=value` (form-encoded) added to its query, replacing an earlier `name`.
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    let (base, frag) = url
+        .split_once('#')
+        .map_or((url, None), |(b, f)| (b, Some(f)));
+    let (path, query) = base.split_once('?').map_or((base, ""), |(p, q)| (p, q));
+    let prefix = format!("{}=", encode(name, true));
+    let mut parts: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    parts.push(format!("{prefix}{}", encode(value, true)));
+    let mut out = format!("{path}?{}", parts.join("&"));
+    if let Some(f) = frag {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+/// The `rel="next"` target of a `Link` header (RFC 8288), if any.
+fn next_link(headers: &[(String, String)]) -> Option<String> {
+    for (n, v) in headers {
+        if !n.eq_ignore_ascii_case("link") {
+            continue;
+        }
+        for part in v.split(',') {
+            let part = part.trim();
+            let Some(end) = part.find('>') else { continue };
+            let target = part.strip_prefix('<').map(|p| &p[..end - 1]);
+            let params = &part[end + 1..];
+            let is_next = params.split(';').any(|kv| {
+                let kv = kv.trim();
+                kv.strip_prefix("rel=").is_some_and(|r| {
+                    r.trim_matches('"')
+                        .split_ascii_whitespace()
+                        .any(|x| x.eq_ignore_ascii_case("next"))
+                })
+            });
+            if is_next {
+                return target.map(str::to_string);
+            }
+        }
+    }
+    None
+}
+
+/// `link` made absolute against `base` (absolute links and `/path` links).
+fn absolute(base: &str, link: &str) -> String {
+    if link.contains("://") {
+        return link.to_string();
+    }
+    let o = origin(base);
+    if link.starts_with('/') {
+        format!("{o}{link}")
+    } else {
+        format!("{o}/{link}")
+    }
+}
+
+/// `scheme://host[:port]` of a URL, lower-cased.
+fn origin(url: &str) -> String {
+    let Some(s) = url.find("://") else {
+        return String::new();
+    };
+    let rest = &url[s + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    url[..s + 3 + end].to_ascii_lowercase()
+}
+
 /// A run: its frozen definition and its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
@@ -200,6 +365,8 @@ impl Run {
                 compensation_job_id: None,
                 compensation: None,
                 finished_seq: 0,
+                pages: Vec::new(),
+                truncated: false,
             })
             .collect();
         Self {
@@ -256,6 +423,30 @@ impl Run {
         if self.state.steps[i].status != StepStatus::Running {
             return out;
         }
+        if self.def.steps[i].paginate.is_some() {
+            let current = self.state.steps[i].pages.last().map_or(0, |p| p.n);
+            if r.page != current {
+                return out; // an earlier page's end, recorded already
+            }
+            if state == JobState::Succeeded {
+                if let Some(resp) = &response {
+                    match self.next_page(wf, i, resp, job) {
+                        Ok(Some(release)) => {
+                            self.state.steps[i].response = response;
+                            out.push(release);
+                            return out;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            return self.fail_step(wf, i, job, response, Some(e));
+                        }
+                    }
+                }
+            }
+            if let Some(p) = self.state.steps[i].pages.last_mut() {
+                p.status = response.as_ref().map(|r| r.status);
+            }
+        }
         self.state.finished += 1;
         let seq = self.state.finished;
         let st = &mut self.state.steps[i];
@@ -272,6 +463,133 @@ impl Run {
         }
         self.release(wf, Some(job), &mut out);
         out
+    }
+
+    /// Ends step `i` failed with `error` (a page it cannot follow) and releases what follows.
+    fn fail_step(
+        &mut self,
+        wf: WorkflowId,
+        i: usize,
+        job: JobId,
+        response: Option<StepResponse>,
+        error: Option<String>,
+    ) -> Vec<Release> {
+        let mut out = Vec::new();
+        self.state.finished += 1;
+        let seq = self.state.finished;
+        let st = &mut self.state.steps[i];
+        st.response = response;
+        st.error = error;
+        st.finished_seq = seq;
+        st.status = StepStatus::Failed;
+        self.step_failed(wf, i, Some(job), &mut out);
+        self.release(wf, Some(job), &mut out);
+        out
+    }
+
+    /// After page N of step `i` succeeded: the job of page N + 1, or `None` when the walk is
+    /// over (no next page, or `max_pages`), or an error (`loop_detected`, a link elsewhere).
+    fn next_page(
+        &mut self,
+        wf: WorkflowId,
+        i: usize,
+        resp: &StepResponse,
+        by: JobId,
+    ) -> Result<Option<Release>, String> {
+        let p = self.def.steps[i].paginate.clone().expect("paginated");
+        let st = &self.state.steps[i];
+        let last = st.pages.last().cloned().expect("a page ran");
+        let body = || serde_json::from_str::<Value>(&resp.body).ok();
+        let items_len = |b: &Option<Value>| -> Option<usize> {
+            let path = p.items.as_deref()?;
+            let segs = parse_path(path).ok()?;
+            walk(b.as_ref()?, &segs)?.as_array().map(Vec::len)
+        };
+        let b = body();
+        let n_items = items_len(&b);
+        let next: Option<String> = if n_items == Some(0) {
+            None
+        } else {
+            match p.style {
+                PageStyle::Link => next_link(&resp.headers),
+                PageStyle::BodyCursor => {
+                    let at = |path: &Option<String>| {
+                        let segs = parse_path(path.as_deref()?).ok()?;
+                        walk(b.as_ref()?, &segs).cloned()
+                    };
+                    if at(&p.has_more) == Some(Value::Bool(false)) {
+                        None
+                    } else {
+                        match at(&p.next) {
+                            Some(Value::String(c)) if !c.is_empty() => Some(c),
+                            Some(Value::Number(c)) => Some(c.to_string()),
+                            _ => None,
+                        }
+                    }
+                }
+                PageStyle::Offset => {
+                    let size = p.page_size.unwrap_or(0);
+                    if n_items.is_some_and(|k| (k as u64) < size) {
+                        None
+                    } else {
+                        Some((u64::from(last.n) * size).to_string())
+                    }
+                }
+                PageStyle::Page => Some((last.n + 1).to_string()),
+            }
+        };
+        let st = &mut self.state.steps[i];
+        if let Some(l) = st.pages.last_mut() {
+            l.status = Some(resp.status);
+            l.next = next.clone();
+        }
+        let Some(cursor) = next else { return Ok(None) };
+        if st
+            .pages
+            .iter()
+            .any(|q| q.cursor.as_deref() == Some(cursor.as_str()))
+        {
+            return Err(format!(
+                "loop_detected: page {} gave the cursor {cursor:?} again",
+                last.n
+            ));
+        }
+        if last.n >= p.max_pages {
+            st.truncated = true;
+            return Ok(None);
+        }
+        let url = match p.style {
+            PageStyle::Link => {
+                let u = absolute(&last.url, &cursor);
+                if origin(&u) != origin(&last.url) {
+                    return Err(format!(
+                        "pagination_invalid: the next link {u:?} leaves the step's host"
+                    ));
+                }
+                u
+            }
+            _ => with_param(&st.pages[0].url, &param_name(&p), &cursor),
+        };
+        let n = last.n + 1;
+        let mut spec = self.def.steps[i].job.spec.clone();
+        // Headers and body render as for page 1 (from the same checkpointed results).
+        let rendered = render(&spec, &self.def.input, &self.def, &self.state)?;
+        spec = rendered;
+        spec.url = url.clone();
+        let id = page_job_id(wf, i as u32, n);
+        let st = &mut self.state.steps[i];
+        st.pages.push(PageState {
+            n,
+            job_id: id.to_string(),
+            url,
+            cursor: Some(cursor),
+            status: None,
+            next: None,
+        });
+        st.job_id = Some(id.to_string());
+        st.released_by = Some(by.to_string());
+        let lane = self.def.steps[i].job.lane.clone();
+        Ok(Some(self.released(wf, i, false, spec, lane, id)))
     }
 
     fn step_failed(&mut self, wf: WorkflowId, i: usize, by: Option<JobId>, out: &mut Vec<Release>) {
@@ -367,14 +685,22 @@ impl Run {
         lane: String,
         id: JobId,
     ) -> Release {
+        let page = if compensation {
+            0
+        } else {
+            self.state.steps[step].pages.last().map_or(0, |p| p.n)
+        };
         spec.workflow = Some(StepRef {
             workflow_id: wf.to_string(),
             step: step as u32,
             compensation,
+            page,
         });
         let name = &self.def.steps[step].name;
         let key = if compensation {
             format!("{wf}:{name}:compensate")
+        } else if page > 0 {
+            format!("{wf}:{name}:page:{page}")
         } else {
             format!("{wf}:{name}")
         };
@@ -404,11 +730,26 @@ impl Run {
             let t = self.def.steps[j].job.clone();
             match render(&t.spec, &self.def.input, &self.def, &self.state) {
                 Ok(spec) => {
-                    let id = step_job_id(wf, j as u32, false);
+                    let paginated = self.def.steps[j].paginate.is_some();
+                    let id = if paginated {
+                        page_job_id(wf, j as u32, 1)
+                    } else {
+                        step_job_id(wf, j as u32, false)
+                    };
                     let st = &mut self.state.steps[j];
                     st.status = StepStatus::Running;
                     st.job_id = Some(id.to_string());
                     st.released_by = by.map(|b| b.to_string());
+                    if paginated {
+                        st.pages.push(PageState {
+                            n: 1,
+                            job_id: id.to_string(),
+                            url: spec.url.clone(),
+                            cursor: None,
+                            status: None,
+                            next: None,
+                        });
+                    }
                     out.push(self.released(wf, j, false, spec, t.lane, id));
                 }
                 Err(e) => {
@@ -673,14 +1014,16 @@ impl WorkflowIn {
         let mut targets = Vec::new();
         for (i, mut o) in objs.into_iter().enumerate() {
             let f = format!("steps[{i}]");
-            for n in ["when", "paginate"] {
-                if o.remove(n).is_some_and(|v| !v.is_null()) {
-                    return Err(FieldError::not_supported(
-                        format!("{f}.{n}"),
-                        "not available on this server yet",
-                    ));
-                }
+            if o.remove("when").is_some_and(|v| !v.is_null()) {
+                return Err(FieldError::not_supported(
+                    format!("{f}.when"),
+                    "not available on this server yet",
+                ));
             }
+            let paginate = match o.remove("paginate") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(check_paginate(v, &format!("{f}.paginate"))?),
+            };
             let deps = match o.remove("depends_on").or_else(|| o.remove("dependsOn")) {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(a)) => {
@@ -766,6 +1109,7 @@ impl WorkflowIn {
                 critical: critical.unwrap_or(!non_blocking),
                 non_blocking,
                 compensate,
+                paginate,
             });
         }
         check_graph(&steps)?;
@@ -836,6 +1180,39 @@ impl WorkflowIn {
     }
 }
 
+fn check_paginate(v: Value, field: &str) -> Result<Paginate, FieldError> {
+    let p: Paginate =
+        serde_json::from_value(v).map_err(|e| FieldError::invalid(field, e.to_string()))?;
+    if p.max_pages < 1 || p.max_pages > 100_000 {
+        return Err(FieldError::invalid(
+            format!("{field}.max_pages"),
+            "1 to 100000",
+        ));
+    }
+    for (name, path) in [
+        ("next", &p.next),
+        ("has_more", &p.has_more),
+        ("items", &p.items),
+    ] {
+        if let Some(path) = path {
+            parse_path(path).map_err(|e| FieldError::invalid(format!("{field}.{name}"), e))?;
+        }
+    }
+    match p.style {
+        PageStyle::BodyCursor if p.next.is_none() => {
+            Err(FieldError::missing(format!("{field}.next")))
+        }
+        PageStyle::Offset if p.page_size.is_none_or(|s| s == 0) => Err(FieldError::invalid(
+            format!("{field}.page_size"),
+            "offset pagination needs page_size (items per page)",
+        )),
+        PageStyle::Page | PageStyle::Offset if p.items.is_none() => {
+            Err(FieldError::missing(format!("{field}.items")))
+        }
+        _ => Ok(p),
+    }
+}
+
 fn check_graph(steps: &[StepDef]) -> Result<(), FieldError> {
     // Kahn: whatever is never freed sits on a cycle.
     let n = steps.len();
@@ -885,9 +1262,9 @@ fn check_reference(
     let path = parse_path(expr)?;
     match path.first() {
         Some(Seg::Name(n)) if n == "input" => Ok(()),
-        Some(Seg::Name(n)) if n == "page" => {
-            Err("page.cursor needs paginate, which is not available yet".into())
-        }
+        Some(Seg::Name(n)) if n == "page" => Err(
+            "page.cursor is not a template: a paginated step adds its cursor to the query".into(),
+        ),
         Some(Seg::Name(n)) if n == "steps" => {
             let Some(Seg::Name(step)) = path.get(1) else {
                 return Err("expected steps.<name>.response…".into());
@@ -1223,6 +1600,7 @@ mod tests {
             workflow_id: wf.to_string(),
             step: 0,
             compensation: false,
+            page: 0,
         };
         let next = run.step_ended(
             wf,
@@ -1349,5 +1727,164 @@ mod tests {
                 .field,
             "steps"
         );
+    }
+
+    #[test]
+    fn pages_follow_links_and_cursors_and_stop() {
+        let v = validate(serde_json::json!({
+            "steps": [
+                {"name": "crawl", "url": "http://127.0.0.1/items?per_page=2",
+                 "paginate": {"style": "link", "max_pages": 3}},
+                {"name": "stripe", "url": "http://127.0.0.1/charges", "depends_on": ["crawl"],
+                 "paginate": {"style": "body_cursor", "next": "data[1].id", "has_more": "has_more", "param": "starting_after"}}
+            ]
+        }))
+        .unwrap();
+        let wf = WorkflowId::new(10, 7);
+        let mut run = Run::new(v.def);
+        let first = run.start(wf);
+        assert_eq!(first[0].id, page_job_id(wf, 0, 1));
+        assert_eq!(first[0].key, format!("{wf}:crawl:page:1"));
+        let page = |n: u32, step: u32| StepRef {
+            workflow_id: wf.to_string(),
+            step,
+            compensation: false,
+            page: n,
+        };
+        let link = |next: &str| StepResponse {
+            status: 200,
+            headers: vec![(
+                "Link".into(),
+                format!("<{next}>; rel=\"next\", <http://127.0.0.1/items?page=1>; rel=\"first\""),
+            )],
+            body: "[]".into(),
+        };
+        let out = run.step_ended(
+            wf,
+            &page(1, 0),
+            first[0].id,
+            JobState::Succeeded,
+            Some(link("/items?page=2")),
+            None,
+        );
+        assert_eq!(out[0].spec.url, "http://127.0.0.1/items?page=2");
+        assert_eq!(out[0].key, format!("{wf}:crawl:page:2"));
+        assert!(
+            run.step_ended(
+                wf,
+                &page(1, 0),
+                first[0].id,
+                JobState::Succeeded,
+                Some(link("/x")),
+                None
+            )
+            .is_empty(),
+            "page 1 once"
+        );
+        let out = run.step_ended(
+            wf,
+            &page(2, 0),
+            out[0].id,
+            JobState::Succeeded,
+            Some(link("http://127.0.0.1/items?page=3")),
+            None,
+        );
+        let out = run.step_ended(
+            wf,
+            &page(3, 0),
+            out[0].id,
+            JobState::Succeeded,
+            Some(link("/items?page=4")),
+            None,
+        );
+        // max_pages 3: truncated, and the next step starts.
+        assert!(run.state.steps[0].truncated);
+        assert_eq!(run.state.steps[0].status, StepStatus::Succeeded);
+        assert_eq!(run.state.steps[0].pages.len(), 3);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].spec.url, "http://127.0.0.1/charges");
+        let body = |more: bool, last: &str| StepResponse {
+            status: 200,
+            headers: vec![],
+            body: format!(
+                "{{\"has_more\": {more}, \"data\": [{{\"id\": \"a\"}}, {{\"id\": \"{last}\"}}]}}"
+            ),
+        };
+        let p2 = run.step_ended(
+            wf,
+            &page(1, 1),
+            out[0].id,
+            JobState::Succeeded,
+            Some(body(true, "ch 2")),
+            None,
+        );
+        assert_eq!(
+            p2[0].spec.url,
+            "http://127.0.0.1/charges?starting_after=ch+2"
+        );
+        // The same cursor again: a loop, the step fails.
+        let end = run.step_ended(
+            wf,
+            &page(2, 1),
+            p2[0].id,
+            JobState::Succeeded,
+            Some(body(true, "ch 2")),
+            None,
+        );
+        assert!(end.is_empty());
+        assert!(run.state.steps[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("loop_detected"));
+        assert_eq!(run.state.status, RunStatus::Failed);
+    }
+
+    #[test]
+    fn a_next_link_to_another_host_is_refused() {
+        let v = validate(serde_json::json!({"steps": [{"name": "c", "url": "http://127.0.0.1/a", "paginate": {"style": "link"}}]})).unwrap();
+        let wf = WorkflowId::new(10, 8);
+        let mut run = Run::new(v.def);
+        let first = run.start(wf);
+        let r = StepRef {
+            workflow_id: wf.to_string(),
+            step: 0,
+            compensation: false,
+            page: 1,
+        };
+        let resp = StepResponse {
+            status: 200,
+            headers: vec![("link".into(), "<http://169.254.169.254/x>; rel=next".into())],
+            body: String::new(),
+        };
+        assert!(run
+            .step_ended(wf, &r, first[0].id, JobState::Succeeded, Some(resp), None)
+            .is_empty());
+        assert!(run.state.steps[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("pagination_invalid"));
+        for (p, field) in [
+            (
+                serde_json::json!({"style": "body_cursor"}),
+                "steps[0].paginate.next",
+            ),
+            (
+                serde_json::json!({"style": "offset", "items": "data"}),
+                "steps[0].paginate.page_size",
+            ),
+            (
+                serde_json::json!({"style": "link", "max_pages": 0}),
+                "steps[0].paginate.max_pages",
+            ),
+            (
+                serde_json::json!({"style": "sideways"}),
+                "steps[0].paginate",
+            ),
+        ] {
+            let e = validate(serde_json::json!({"steps": [{"name": "c", "url": "http://127.0.0.1/a", "paginate": p}]})).unwrap_err();
+            assert_eq!(e.field, field, "{e:?}");
+        }
     }
 }

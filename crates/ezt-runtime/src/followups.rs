@@ -134,14 +134,19 @@ impl Followups {
                 };
                 let by = job.to_string();
                 let mut ids: Vec<JobId> = Vec::new();
-                for (i, st) in rec.run.state.steps.iter().enumerate() {
+                for st in &rec.run.state.steps {
                     let running = st.status == ezt_core::workflow::StepStatus::Running;
+                    // A step's current job (a paginated step's latest page).
                     if running && st.released_by.as_deref() == Some(by.as_str()) {
-                        ids.push(ezt_core::workflow::step_job_id(workflow, i as u32, false));
+                        ids.extend(st.job_id.as_deref().and_then(|j| j.parse::<JobId>().ok()));
                     }
                     // At most one compensation runs at a time; the lanes ignore a job they hold.
                     if st.compensation == Some(ezt_core::workflow::StepStatus::Running) {
-                        ids.push(ezt_core::workflow::step_job_id(workflow, i as u32, true));
+                        ids.extend(
+                            st.compensation_job_id
+                                .as_deref()
+                                .and_then(|j| j.parse::<JobId>().ok()),
+                        );
                     }
                 }
                 self.spawned(ids).await;

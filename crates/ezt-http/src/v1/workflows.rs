@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ezt_core::workflow::{RunStatus, StepResponse, StepStatus, WorkflowIn};
+use ezt_core::workflow::{PageState, RunStatus, StepResponse, StepStatus, WorkflowIn};
 use ezt_core::WorkflowId;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -58,6 +58,10 @@ pub struct StepView {
     pub compensation_job_id: Option<String>,
     /// Its compensation's status.
     pub compensation: Option<StepStatus>,
+    /// A paginated step's pages so far (each a job, each a checkpoint).
+    pub pages: Vec<PageState>,
+    /// The walk stopped at `max_pages`.
+    pub truncated: bool,
 }
 
 /// A workflow run.
@@ -81,12 +85,12 @@ pub struct WorkflowView {
 
 /// Submit a workflow.
 #[utoipa::path(post, path = "/api/v1/workflows", operation_id = "submitWorkflow", tag = "workflows",
-    request_body(content = WorkflowIn, description = "a workflow: steps are job specs plus `name`, `depends_on`, `critical`, `non_blocking`, `retry` (the step's wall-clock budget) and `compensate`; url paths and queries, header values and bodies may use `{{input.<path>}}` and `{{steps.<name>.response.status|headers.<name>|body<path>}}`"),
+    request_body(content = WorkflowIn, description = "a workflow: steps are job specs plus `name`, `depends_on`, `critical`, `non_blocking`, `retry` (the step's wall-clock budget), `compensate` and `paginate`; url paths and queries, header values and bodies may use `{{input.<path>}}` and `{{steps.<name>.response.status|headers.<name>|body<path>}}`"),
     responses((status = 202, description = "stored; the first steps are queued", body = WorkflowSubmitted),
               (status = 400, description = "a bad step or field; `field` names it (`steps[2].depends_on`, …)", body = ErrorBody),
               (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
               (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody),
-              (status = 422, description = "`ssrf_denied`, `not_supported` (`when`, `paginate`, workflow `webhooks`), `too_many_lanes`", body = ErrorBody),
+              (status = 422, description = "`ssrf_denied`, `not_supported` (`when`, workflow `webhooks`), `too_many_lanes`", body = ErrorBody),
               (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn submit(
@@ -157,6 +161,8 @@ async fn get_one(
             error: s.error.clone(),
             compensation_job_id: s.compensation_job_id.clone(),
             compensation: s.compensation,
+            pages: s.pages.clone(),
+            truncated: s.truncated,
         });
     }
     Ok(Json(WorkflowView {

@@ -21,6 +21,7 @@ pub async fn a_step_end_advances_its_run_once<S: Store>(s: S) {
         critical: true,
         non_blocking: false,
         compensate: None,
+        paginate: None,
     };
     let def = Definition {
         name: "two".into(),

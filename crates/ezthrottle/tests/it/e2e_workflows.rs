@@ -250,10 +250,16 @@ async fn hostile_templates_and_bad_definitions_are_refused_cleanly() {
             "steps[0].body",
         ),
         (
-            json!({"steps": [{"name": "a", "url": target.url("a"), "paginate": {"next": "link:next"}}]}),
+            json!({"steps": [{"name": "a", "url": target.url("a"), "paginate": {"style": "body_cursor"}}]}),
+            400,
+            "missing_field",
+            "steps[0].paginate.next",
+        ),
+        (
+            json!({"steps": [{"name": "a", "url": target.url("a"), "when": "true"}]}),
             422,
             "not_supported",
-            "steps[0].paginate",
+            "steps[0].when",
         ),
         (json!({"steps": []}), 400, "invalid_field", "steps"),
     ] {
@@ -269,4 +275,73 @@ async fn hostile_templates_and_bad_definitions_are_refused_cleanly() {
         .get("/api/v1/workflows/wf_01JD6Q3K9V2M8X4T7B5N0R1C2E")
         .await;
     assert_eq!(st, 404);
+}
+
+/// A 50-page crawl following `Link: rel="next"`: a 429 with Retry-After on page 20 pauses the
+/// lane and the crawl goes on; kill -9 during page 30 resumes at page 30 without fetching a
+/// finished page again.
+#[tokio::test]
+async fn a_fifty_page_crawl_survives_a_429_and_kill_9() {
+    let target = Target::start().await;
+    let next = |n: u32| {
+        Reply::status(200).header(
+            "Link",
+            &format!("<{}?page={n}>; rel=\"next\"", target.url("pages")),
+        )
+    };
+    let mut script = Vec::new();
+    for n in 1..=50u32 {
+        if n == 20 {
+            script.push(Reply::status(429).header("Retry-After", "1"));
+        }
+        let reply = if n == 50 {
+            Reply::status(200)
+        } else {
+            next(n + 1)
+        };
+        if n == 30 {
+            // In flight at the kill; answered again (immediately) after the restart.
+            script.push(Reply {
+                delay_ms: 3000,
+                ..reply.clone()
+            });
+        }
+        script.push(reply);
+    }
+    target.script("pages", script);
+    let mut server = TestServer::start();
+    let (dir, key) = (server.dir.clone(), server.key.clone());
+    let id = submit(
+        &server,
+        json!({"steps": [{"name": "crawl", "url": format!("{}?page=1", target.url("pages")),
+                          "paginate": {"style": "link"}}]}),
+    )
+    .await;
+    // 29 pages and the 429, then page 30 is in flight.
+    target.wait_for("pages", 31, T).await;
+    server.kill9();
+    let server2 = TestServer::spawn(&dir, "", Some(key));
+    let v = wait_done(&server2, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    let pages = step(&v, "crawl")["pages"].as_array().unwrap().clone();
+    assert_eq!(pages.len(), 50, "{v:#}");
+    assert_eq!(pages[49]["next"], Value::Null);
+    let mut seen: std::collections::BTreeMap<String, Vec<std::time::Instant>> = Default::default();
+    for a in target.arrivals("pages") {
+        seen.entry(a.headers["idempotency-key"].clone())
+            .or_default()
+            .push(a.at);
+    }
+    assert_eq!(seen.len(), 50, "one key per page");
+    for n in 1..=50 {
+        let times = &seen[&format!("{id}:crawl:page:{n}")];
+        let want = if n == 20 || n == 30 { 2 } else { 1 };
+        assert_eq!(times.len(), want, "page {n}");
+    }
+    let p20 = &seen[&format!("{id}:crawl:page:20")];
+    let paused = p20[1].duration_since(p20[0]);
+    assert!(
+        paused >= Duration::from_millis(900),
+        "Retry-After: 1 paused the lane only {paused:?}"
+    );
 }

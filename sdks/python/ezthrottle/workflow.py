@@ -40,10 +40,13 @@ class WorkflowBuilder:
         non_blocking: bool = False,
         retry: Duration | None = None,
         compensate: Step | None = None,
+        paginate: dict[str, Any] | None = None,
     ) -> WorkflowBuilder:
         """Adds a step: ``step``'s call plus its place in the graph. ``retry`` is the step's
         wall-clock budget; ``compensate`` runs (in reverse order of completion) when a
-        critical step fails after this one succeeded."""
+        critical step fails after this one succeeded. ``paginate`` (``{"style": "link"}``,
+        ``{"style": "body_cursor", "next": "data[99].id", "has_more": "has_more"}``, …)
+        follows pages, one job per page."""
         from . import _transport as _t
 
         if any(s["name"] == name for s in self._steps):
@@ -60,6 +63,8 @@ class WorkflowBuilder:
             body["non_blocking"] = True
         if retry is not None:
             body["retry"] = _t.wire_duration(retry)
+        if paginate is not None:
+            body["paginate"] = dict(paginate)
         if compensate is not None:
             comp: dict[str, Any] = dict(compensate.to_payload())
             comp.pop("idempotent_key", None)

@@ -307,3 +307,52 @@ async fn the_hosted_python_package_builds_a_chain_that_runs() {
     assert_eq!(c["state"], "succeeded", "{c:#}");
     assert_eq!(t.arrivals("after")[0].body, "{\"next\": true}");
 }
+
+/// The research brief's chain: the primary answers 500 → its `on_error` fallback is slow →
+/// that one's `on_timeout` fallback wins; one webhook for the root, `success`.
+#[tokio::test]
+async fn error_then_timeout_fallbacks_compose() {
+    let target = Target::start().await;
+    target.default_reply("status500", Reply::status(500));
+    target.default_reply(
+        "delay2",
+        Reply {
+            status: 200,
+            headers: vec![],
+            delay_ms: 2000,
+        },
+    );
+    let hooks = PyReceiver::start(&[], 0);
+    let s = TestServer::start();
+    let id = s
+        .submit(json!({
+            "url": target.url("status500"),
+            "retry_policy": {"max_reroutes": 0},
+            "webhooks": [{"url": hooks.url("/hook")}],
+            "fallback_job": {
+                "url": target.url("delay2"),
+                "trigger": {"type": "on_error", "codes": [500, 502, 503]},
+                "fallback_job": {"url": target.url("ok200"), "trigger": {"type": "on_timeout", "timeout_ms": 500}}
+            }
+        }))
+        .await;
+    let v = s.wait_final(&id, 30).await;
+    assert_eq!(v["state"], "succeeded", "{v:#}");
+    let links: Vec<u64> = v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["link"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        links,
+        vec![0, 2],
+        "the primary, then the race won by the last link: {v:#}"
+    );
+    let b = body(&hooks.next(T).await);
+    assert_eq!(
+        (b["job_id"].as_str(), b["status"].as_str()),
+        (Some(id.as_str()), Some("success"))
+    );
+    target.wait_aborted("delay2", T).await;
+}

@@ -345,3 +345,24 @@ async fn a_fifty_page_crawl_survives_a_429_and_kill_9() {
         "Retry-After: 1 paused the lane only {paused:?}"
     );
 }
+
+/// `retry: "3s"` is the step's wall-clock budget: an always-503 critical step ends `expired`
+/// within it and fails the run.
+#[tokio::test]
+async fn a_retry_budget_expires_the_step_and_fails_the_run() {
+    let target = Target::start().await;
+    target.default_reply("busy", Reply::status(503));
+    let s = TestServer::start();
+    let t0 = std::time::Instant::now();
+    let id = submit(
+        &s,
+        json!({"steps": [{"name": "fulfil", "url": target.url("busy"), "retry": "3s",
+                          "retry_policy": {"max_retries": 100}}]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    let took = t0.elapsed();
+    assert_eq!(v["status"], "failed", "{v:#}");
+    assert_eq!(step(&v, "fulfil")["job"]["state"], "expired", "{v:#}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

@@ -789,7 +789,7 @@ pub struct WorkflowIn {
     pub input: Option<Value>,
     /// Steps: job fields plus `name`, `depends_on`, `critical`, `non_blocking`, `retry`,
     /// `compensate`.
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>, min_items = 1, max_items = 100))]
     pub steps: Vec<Value>,
     /// Workflow webhooks (`workflow.completed` / `workflow.failed`): not available yet.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]

@@ -501,7 +501,14 @@ impl Jobs {
         self.followups
             .after(Transition::Cancelled { id, deliveries })
             .await;
-        self.get(tenant, id).await
+        let job = self.get(tenant, id).await?;
+        // A cancelled workflow step fails its run like any end (compensations may start).
+        if let Some((workflow, _)) = ezt_store::workflow_of(&job.spec) {
+            self.followups
+                .after(Transition::StepEnded { job: id, workflow })
+                .await;
+        }
+        Ok(job)
     }
 
     /// Replays a failed or expired job as a new attempt series; returns it as it is now.

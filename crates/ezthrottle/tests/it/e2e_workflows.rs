@@ -366,3 +366,40 @@ async fn a_retry_budget_expires_the_step_and_fails_the_run() {
     assert_eq!(step(&v, "fulfil")["job"]["state"], "expired", "{v:#}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// Cancelling a step's job ends the step `cancelled`: a critical step's end fails the run and
+/// the compensations run at once.
+#[tokio::test]
+async fn cancelling_a_step_job_fails_the_run_and_compensates() {
+    let target = Target::start().await;
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [
+            {"name": "charge", "url": target.url("charge"),
+             "compensate": {"url": target.url("refund"), "method": "POST"}},
+            {"name": "later", "url": target.url("later"), "depends_on": ["charge"],
+             "retry_at": crate::support::in_days(30)}
+        ]}),
+    )
+    .await;
+    // `later` waits for its far-future first attempt: cancel it.
+    let deadline = tokio::time::Instant::now() + T;
+    let job = loop {
+        let (_, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
+        if let Some(j) = step(&v, "later")["job_id"].as_str() {
+            break j.to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let (st, b) = s
+        .post(&format!("/api/v1/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    target.wait_for("refund", 1, T).await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    assert_eq!(step(&v, "later")["status"], "cancelled");
+    assert_eq!(step(&v, "charge")["compensation"], "succeeded");
+}

@@ -356,3 +356,47 @@ async fn error_then_timeout_fallbacks_compose() {
     );
     target.wait_aborted("delay2", T).await;
 }
+
+/// kill -9 right after the parent's success (the child's call in flight): after the restart
+/// there is still exactly one child job, and it finishes.
+#[tokio::test]
+async fn kill_9_never_loses_or_doubles_a_child() {
+    let target = Target::start().await;
+    target.script(
+        "slowchild",
+        vec![Reply {
+            status: 200,
+            headers: vec![],
+            delay_ms: 5000,
+        }],
+    );
+    let mut server = TestServer::start();
+    let (dir, key) = (server.dir.clone(), server.key.clone());
+    let id = server
+        .submit(
+            json!({"url": target.url("parent"), "on_success": {"url": target.url("slowchild")}}),
+        )
+        .await;
+    target.wait_for("slowchild", 1, T).await;
+    server.kill9();
+    let s = TestServer::spawn(&dir, "", Some(key));
+    let v = s.wait_final(&id, 30).await;
+    assert_eq!(v["state"], "succeeded");
+    let child = v["children"][0].as_str().unwrap().to_string();
+    let c = s.wait_final(&child, 30).await;
+    assert_eq!(c["state"], "succeeded", "{c:#}");
+    assert_eq!(c["parent_id"], id.as_str());
+    let (_, page) = s.get("/api/v1/jobs?limit=100").await;
+    let jobs = page["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 2, "the parent and one child: {page:#}");
+    assert_eq!(
+        target.arrivals("parent").len(),
+        1,
+        "the parent is not called again"
+    );
+    assert_eq!(
+        target.arrivals("slowchild").len(),
+        2,
+        "the child's cut-off call is sent again"
+    );
+}

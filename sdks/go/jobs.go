@@ -34,7 +34,7 @@ type JobSpec struct {
 	// IdempotentKey dedups submissions; empty = a hash of the call (identical calls dedup).
 	IdempotentKey string `json:"idempotent_key,omitempty"`
 
-	// Workflow fields (the server answers 422 not_supported until workflows land).
+	// Chain fields: a fallback chain (one logical job) and the children its outcome creates.
 	FallbackJob        *JobSpec `json:"fallback_job,omitempty"`
 	Trigger            *Trigger `json:"trigger,omitempty"` // on a fallback job: when it runs
 	OnSuccess          *JobSpec `json:"on_success,omitempty"`

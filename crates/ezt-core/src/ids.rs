@@ -127,6 +127,12 @@ id_type!(
     "dlv_"
 );
 
+id_type!(
+    /// A workflow run: a DAG of steps, each a job.
+    WorkflowId,
+    "wf_"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -264,25 +264,23 @@ pub struct JobSpecIn {
         )
     )]
     idempotent_key: Option<String>,
-    /// Workflows (later issue): a job to run if this one fails. Answered `422 not_supported`
-    /// today.
+    /// A fallback chain: a job (plus `trigger`) run when this one fails with one of the
+    /// trigger's codes, or raced against it when it is slow; one logical job.
     #[serde(alias = "fallbackJob")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_job))]
     fallback_job: Option<serde_json::Value>,
-    /// Workflows (later issue): a job to run after this one succeeds. Answered
-    /// `422 not_supported` today.
+    /// A job created when this one (with its fallbacks) succeeds.
     #[serde(alias = "onSuccess")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_job))]
     on_success: Option<serde_json::Value>,
-    /// Workflows (later issue): a job to run after this one fails for good. Answered
-    /// `422 not_supported` today.
+    /// A job created when this one (with its fallbacks) fails or expires.
     #[serde(alias = "onFailure")]
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_job))]
     on_failure: Option<serde_json::Value>,
-    /// Workflows (later issue): how long `on_failure` may wait, ms. Answered
-    /// `422 not_supported` today.
+    /// Needs `on_failure`: if the job has not succeeded this many ms after submission it ends
+    /// `expired` and `on_failure` runs.
     #[serde(alias = "onFailureTimeoutMs")]
-    #[cfg_attr(feature = "openapi", schema(minimum = 0, format = Int64))]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, format = Int64))]
     on_failure_timeout_ms: Option<u64>,
 }
 
@@ -326,6 +324,182 @@ pub struct JobSpec {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub execution_mode: ExecutionMode,
+    /// The next link of this job's fallback chain, if any (runs when this link fails with one
+    /// of its trigger's codes, or races it when this link is slow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
+    pub fallback: Option<Box<Fallback>>,
+    /// A job created when this one (the whole chain) succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
+    pub on_success: Option<Box<Child>>,
+    /// A job created when this one (the whole chain) fails or expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
+    pub on_failure: Option<Box<Child>>,
+    /// The job ends `expired` (and `on_failure` runs) if it has not succeeded this many ms
+    /// after submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure_timeout_ms: Option<u64>,
+    /// The job whose outcome created this one, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// The workflow step (or compensation) this job runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<StepRef>,
+}
+
+/// What a step's job knows of its workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepRef {
+    /// The run.
+    pub workflow_id: String,
+    /// Index of the step in the definition.
+    pub step: u32,
+    /// True for the step's compensation job.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compensation: bool,
+    /// Page number (from 1) of a paginated step's job; 0 for other steps.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub page: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+/// When a fallback link starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Trigger {
+    /// The link before it failed for good with one of these statuses.
+    OnError {
+        /// HTTP statuses.
+        codes: Vec<u16>,
+    },
+    /// The link before it has not answered after this long: both run, the first 2xx wins and
+    /// the other call is cancelled.
+    OnTimeout {
+        /// Milliseconds after the previous link's call started.
+        timeout_ms: u64,
+    },
+}
+
+/// One fallback link of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Fallback {
+    /// When it starts.
+    pub trigger: Trigger,
+    /// The call (its own `fallback` continues the chain).
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
+    pub spec: JobSpec,
+    /// Sent as its `Idempotency-Key` (else the chain's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_key: Option<String>,
+}
+
+/// A job created by another job's outcome (`on_success`, `on_failure`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Child {
+    /// Its spec.
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
+    pub spec: JobSpec,
+    /// Its lane (set at admission, where lanes are computed).
+    #[serde(default)]
+    pub lane: String,
+    /// Its dedup key; else `<parent id>:<relation>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_key: Option<String>,
+}
+
+/// Which outcome of the parent created a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    /// The parent succeeded.
+    OnSuccess,
+    /// The parent failed or expired.
+    OnFailure,
+}
+
+impl Relation {
+    /// As written in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Relation::OnSuccess => "on_success",
+            Relation::OnFailure => "on_failure",
+        }
+    }
+}
+
+/// A child's link to its parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ParentRef {
+    /// The parent job's id.
+    pub job_id: String,
+    /// Which outcome created it.
+    pub relation: Relation,
+}
+
+/// The id of the child `relation` of `parent`'s attempt series `series` (a replayed parent
+/// makes a new child): derived, not random, so whoever knows the parent finds the child.
+pub fn child_id(parent: crate::JobId, relation: Relation, series: u32) -> crate::JobId {
+    let salt: u128 = match relation {
+        Relation::OnSuccess => 0x5a17_c0de_0001_9e3f_77b1,
+        Relation::OnFailure => 0xfa11_c0de_0002_6a09_e667,
+    };
+    let random = (parent.0 ^ salt ^ (u128::from(series) << 40)) & ((1u128 << 80) - 1);
+    crate::JobId::new(parent.timestamp_ms(), random)
+}
+
+/// Most nested jobs (fallback links, children) below one job.
+pub const MAX_NESTING: usize = 8;
+
+impl JobSpec {
+    /// The chain's links in order: this spec, then each fallback (with its trigger and key).
+    pub fn links(&self) -> Vec<(&JobSpec, Option<&Trigger>, Option<&str>)> {
+        let mut out = vec![(self, None, None)];
+        let mut cur = self.fallback.as_deref();
+        while let Some(f) = cur {
+            out.push((&f.spec, Some(&f.trigger), f.idempotent_key.as_deref()));
+            cur = f.spec.fallback.as_deref();
+        }
+        out
+    }
+
+    /// The child this final state creates, if any.
+    pub fn child_for(&self, state: crate::JobState) -> Option<(Relation, &Child)> {
+        use crate::JobState as S;
+        match state {
+            S::Succeeded => self.on_success.as_deref().map(|c| (Relation::OnSuccess, c)),
+            S::Failed | S::Expired => self.on_failure.as_deref().map(|c| (Relation::OnFailure, c)),
+            _ => None,
+        }
+    }
+
+    /// Every spec of the tree (this one, fallback links, children, recursively), mutably: for
+    /// sealing credential headers at admission.
+    pub fn for_each_mut(&mut self, f: &mut dyn FnMut(&mut JobSpec)) {
+        f(self);
+        if let Some(fb) = self.fallback.as_deref_mut() {
+            fb.spec.for_each_mut(f);
+        }
+        for c in [
+            self.on_success.as_deref_mut(),
+            self.on_failure.as_deref_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            c.spec.for_each_mut(f);
+        }
+    }
 }
 
 /// `region_policy` of a job.
@@ -492,6 +666,86 @@ pub struct Validated {
     pub idempotent_key: Option<String>,
     /// The parsed webhook URLs, in order (domains still to be resolved and checked).
     pub webhook_targets: Vec<TargetUrl>,
+    /// The targets and webhooks of nested jobs (fallback links, children), with their field
+    /// paths (domains still to be resolved and checked).
+    pub nested_targets: Vec<(String, TargetUrl)>,
+}
+
+/// A validated nested job: its spec, key and (for a fallback link) trigger.
+type NestedJob = (JobSpec, Option<String>, Option<Trigger>);
+
+/// A nested job field: absent or null, else it must be an object.
+fn take_object(
+    v: Option<serde_json::Value>,
+    name: &str,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, FieldError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(o)) => Ok(Some(o)),
+        Some(_) => Err(FieldError::invalid(name, "must be a job object")),
+    }
+}
+
+/// A nested job's error, named from the top (`fallback_job.url`).
+fn prefixed(mut e: FieldError, prefix: &str) -> FieldError {
+    if e.code == "invalid_json" {
+        e.code = "invalid_field";
+    }
+    e.field = if e.field.is_empty() {
+        prefix.to_string()
+    } else {
+        format!("{prefix}.{}", e.field)
+    };
+    e
+}
+
+/// `{"type": "on_error", "codes": [...]}` or `{"type": "on_timeout", "timeout_ms": N}`
+/// (`timeoutMs` too).
+fn parse_trigger(v: serde_json::Value, field: &str) -> Result<Trigger, FieldError> {
+    let serde_json::Value::Object(mut o) = v else {
+        return Err(FieldError::invalid(field, "must be an object with a type"));
+    };
+    if let Some(t) = o.remove("timeoutMs") {
+        if o.insert("timeout_ms".into(), t).is_some() {
+            return Err(FieldError::invalid(
+                format!("{field}.timeout_ms"),
+                "given more than once",
+            ));
+        }
+    }
+    let t: Trigger = serde_json::from_value(serde_json::Value::Object(o)).map_err(|e| {
+        FieldError::invalid(
+            field,
+            format!("{e}; expected {{\"type\": \"on_error\", \"codes\": [500]}} or {{\"type\": \"on_timeout\", \"timeout_ms\": 5000}}"),
+        )
+    })?;
+    match &t {
+        Trigger::OnError { codes } => {
+            if codes.is_empty() || codes.len() > 100 {
+                return Err(FieldError::invalid(
+                    format!("{field}.codes"),
+                    "1 to 100 HTTP statuses",
+                ));
+            }
+            for (i, c) in codes.iter().enumerate() {
+                if !(100..=599).contains(c) || (200..300).contains(c) {
+                    return Err(FieldError::invalid(
+                        format!("{field}.codes[{i}]"),
+                        "must be an HTTP status 100-599 outside 2xx",
+                    ));
+                }
+            }
+        }
+        Trigger::OnTimeout { timeout_ms } => {
+            if *timeout_ms < 1 || *timeout_ms > 24 * 3600 * 1000 {
+                return Err(FieldError::invalid(
+                    format!("{field}.timeout_ms"),
+                    "must be between 1 and 86400000",
+                ));
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// A header field value under RFC 9110 §5.5: visible characters, space, tab and obs-text; no
@@ -531,6 +785,10 @@ impl JobSpecIn {
     /// Checks every field and normalises the job. Fields whose feature has not landed yet are
     /// answered `not_supported` rather than silently ignored.
     pub fn validate(self, cx: &Context<'_>) -> Result<Validated, FieldError> {
+        self.validate_at(cx, 0)
+    }
+
+    fn validate_at(self, cx: &Context<'_>, depth: usize) -> Result<Validated, FieldError> {
         let l = cx.limits;
         let (webhooks, webhook_targets) = validate_webhooks(self.webhooks, cx)?;
         let voters = webhooks.iter().filter(|w| w.has_quorum_vote).count() as u32;
@@ -562,29 +820,105 @@ impl JobSpecIn {
             }
             Some(q) => q,
         };
-        // Features of later issues: refuse loudly.
-        for (name, v) in [
-            ("fallback_job", &self.fallback_job),
-            ("on_success", &self.on_success),
-            ("on_failure", &self.on_failure),
-        ] {
-            match v {
-                None | Some(serde_json::Value::Null) => {}
-                Some(serde_json::Value::Object(_)) => {
-                    return Err(FieldError::not_supported(
-                        name,
-                        "workflows are not available on this server yet",
-                    ))
-                }
-                Some(_) => return Err(FieldError::invalid(name, "must be a job object")),
-            }
-        }
-        if self.on_failure_timeout_ms.is_some() {
-            return Err(FieldError::not_supported(
+        let fallback_in = take_object(self.fallback_job, "fallback_job")?;
+        let on_success_in = take_object(self.on_success, "on_success")?;
+        let on_failure_in = take_object(self.on_failure, "on_failure")?;
+        if self.on_failure_timeout_ms.is_some() && on_failure_in.is_none() {
+            return Err(FieldError::invalid(
                 "on_failure_timeout_ms",
-                "workflows are not available on this server yet",
+                "needs on_failure: it says when on_failure runs",
             ));
         }
+        if let Some(ms) = self.on_failure_timeout_ms {
+            if ms < 1 || ms > l.max_timeout_ms {
+                return Err(FieldError::invalid(
+                    "on_failure_timeout_ms",
+                    format!("must be between 1 and {}", l.max_timeout_ms),
+                ));
+            }
+        }
+        let nested_allowed = depth < MAX_NESTING;
+        let mut nested_targets = Vec::new();
+        let mut nest = |name: &str,
+                        v: Option<serde_json::Map<String, serde_json::Value>>,
+                        link: bool|
+         -> Result<Option<NestedJob>, FieldError> {
+            let Some(mut obj) = v else { return Ok(None) };
+            if !nested_allowed {
+                return Err(FieldError::invalid(
+                    name,
+                    format!("nested more than {MAX_NESTING} levels deep"),
+                ));
+            }
+            let trigger = if link {
+                let t = obj
+                    .remove("trigger")
+                    .ok_or_else(|| FieldError::missing(format!("{name}.trigger")))?;
+                Some(parse_trigger(t, &format!("{name}.trigger"))?)
+            } else {
+                None
+            };
+            let input =
+                from_value(serde_json::Value::Object(obj)).map_err(|e| prefixed(e, name))?;
+            if link {
+                for (field, given) in [
+                    (
+                        "webhooks",
+                        input.webhooks.as_ref().is_some_and(|w| !w.is_empty()),
+                    ),
+                    (
+                        "on_success",
+                        input.on_success.as_ref().is_some_and(|v| !v.is_null()),
+                    ),
+                    (
+                        "on_failure",
+                        input.on_failure.as_ref().is_some_and(|v| !v.is_null()),
+                    ),
+                    (
+                        "on_failure_timeout_ms",
+                        input.on_failure_timeout_ms.is_some(),
+                    ),
+                    ("timeout", input.timeout.is_some()),
+                    ("retry_at", input.retry_at.is_some()),
+                ] {
+                    if given {
+                        return Err(FieldError::invalid(
+                            format!("{name}.{field}"),
+                            "not allowed on a fallback link: the chain's first job sets it for the whole chain",
+                        ));
+                    }
+                }
+            }
+            let v = input
+                .validate_at(cx, depth + 1)
+                .map_err(|e| prefixed(e, name))?;
+            nested_targets.push((format!("{name}.url"), v.target));
+            for (i, t) in v.webhook_targets.into_iter().enumerate() {
+                nested_targets.push((format!("{name}.webhooks[{i}].url"), t));
+            }
+            for (f, t) in v.nested_targets {
+                nested_targets.push((format!("{name}.{f}"), t));
+            }
+            Ok(Some((v.spec, v.idempotent_key, trigger)))
+        };
+        let fallback = nest("fallback_job", fallback_in, true)?.map(|(spec, key, trigger)| {
+            Box::new(Fallback {
+                trigger: trigger.expect("links have triggers"),
+                spec,
+                idempotent_key: key,
+            })
+        });
+        let child = |v: Option<NestedJob>| {
+            v.map(|(spec, key, _)| {
+                Box::new(Child {
+                    spec,
+                    lane: String::new(),
+                    idempotent_key: key,
+                })
+            })
+        };
+        let on_success = child(nest("on_success", on_success_in, false)?);
+        let on_failure = child(nest("on_failure", on_failure_in, false)?);
         match self.execution_mode.as_deref() {
             None | Some("race") => {}
             Some("fanout") => {
@@ -805,10 +1139,17 @@ impl JobSpecIn {
                 region_policy,
                 // `fanout` was refused above until cluster mode lands.
                 execution_mode: ExecutionMode::Race,
+                fallback,
+                on_success,
+                on_failure,
+                on_failure_timeout_ms: self.on_failure_timeout_ms,
+                parent: None,
+                workflow: None,
             },
             target,
             idempotent_key: self.idempotent_key,
             webhook_targets,
+            nested_targets,
         })
     }
 }
@@ -886,11 +1227,13 @@ impl JobSpec {
     /// The spec as shown to clients: credential header values replaced by `[redacted]`.
     pub fn redacted(&self, extra_credential_headers: &[String]) -> JobSpec {
         let mut out = self.clone();
-        for (n, v) in out.headers.iter_mut() {
-            if is_sensitive_header(n, extra_credential_headers) {
-                *v = "[redacted]".into();
+        out.for_each_mut(&mut |spec| {
+            for (n, v) in spec.headers.iter_mut() {
+                if is_sensitive_header(n, extra_credential_headers) {
+                    *v = "[redacted]".into();
+                }
             }
-        }
+        });
         out
     }
 }
@@ -1011,22 +1354,6 @@ mod tests {
     fn later_features_are_refused_not_ignored() {
         for (json, field) in [
             (
-                r#"{"url":"http://127.0.0.1/","fallback_job":{"url":"https://example.com"}}"#,
-                "fallback_job",
-            ),
-            (
-                r#"{"url":"http://127.0.0.1/","on_success":{"url":"https://example.com"}}"#,
-                "on_success",
-            ),
-            (
-                r#"{"url":"http://127.0.0.1/","on_failure":{"url":"https://example.com"}}"#,
-                "on_failure",
-            ),
-            (
-                r#"{"url":"http://127.0.0.1/","on_failure_timeout_ms":5}"#,
-                "on_failure_timeout_ms",
-            ),
-            (
                 r#"{"url":"http://127.0.0.1/","execution_mode":"fanout"}"#,
                 "execution_mode",
             ),
@@ -1119,6 +1446,138 @@ mod tests {
         // SDKs send the default quorum even without webhooks.
         let v = cx_validate(r#"{"url":"http://127.0.0.1/","webhook_quorum":1}"#).unwrap();
         assert_eq!(v.spec.webhook_quorum, 0);
+    }
+
+    #[test]
+    fn chains_parse_as_the_hosted_sdks_send_them() {
+        let v = cx_validate(
+            r#"{"url":"http://127.0.0.1/a","webhooks":[{"url":"http://127.0.0.1/h"}],
+                "fallback_job":{"url":"http://127.0.0.1/b","method":"POST","trigger":{"type":"on_error","codes":[500,502]},
+                   "fallbackJob":{"url":"http://127.0.0.1/c","trigger":{"type":"on_timeout","timeoutMs":500}}},
+                "onSuccess":{"url":"http://127.0.0.1/s","idempotentKey":"s-1","webhooks":[{"url":"http://127.0.0.1/h2"}]},
+                "on_failure":{"url":"http://127.0.0.1/f"},"on_failure_timeout_ms":9000}"#,
+        )
+        .unwrap();
+        let links = v.spec.links();
+        assert_eq!(links.len(), 3);
+        assert_eq!(links[1].0.method, "POST");
+        assert_eq!(
+            links[1].1,
+            Some(&Trigger::OnError {
+                codes: vec![500, 502]
+            })
+        );
+        assert_eq!(links[2].1, Some(&Trigger::OnTimeout { timeout_ms: 500 }));
+        let (rel, child) = v.spec.child_for(crate::JobState::Succeeded).unwrap();
+        assert_eq!(rel, Relation::OnSuccess);
+        assert_eq!(child.idempotent_key.as_deref(), Some("s-1"));
+        assert_eq!(child.spec.webhooks.len(), 1);
+        assert_eq!(
+            v.spec.child_for(crate::JobState::Expired).unwrap().0,
+            Relation::OnFailure
+        );
+        assert!(v.spec.child_for(crate::JobState::Cancelled).is_none());
+        assert_eq!(v.spec.on_failure_timeout_ms, Some(9000));
+        assert_eq!(v.nested_targets.len(), 5, "{:?}", v.nested_targets);
+        // The stored form reads back (a spec without chains keeps its old JSON).
+        let json = serde_json::to_string(&v.spec).unwrap();
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), v.spec);
+        let plain = cx_validate(r#"{"url":"http://127.0.0.1/a"}"#).unwrap().spec;
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(
+            !json.contains("\"fallback\":") && !json.contains("parent"),
+            "{json}"
+        );
+        // Children ids are derived from the parent, distinct per relation.
+        let p = crate::JobId::new(5_000, 42);
+        assert_eq!(
+            child_id(p, Relation::OnSuccess, 1),
+            child_id(p, Relation::OnSuccess, 1)
+        );
+        assert_ne!(
+            child_id(p, Relation::OnSuccess, 1),
+            child_id(p, Relation::OnFailure, 1)
+        );
+        assert_eq!(child_id(p, Relation::OnFailure, 1).timestamp_ms(), 5_000);
+        assert_ne!(
+            child_id(p, Relation::OnFailure, 1),
+            child_id(p, Relation::OnFailure, 2)
+        );
+    }
+
+    #[test]
+    fn bad_chains_name_the_nested_field() {
+        for (json, code, field) in [
+            (
+                r#"{"url":"http://127.0.0.1/","fallback_job":{"url":"http://127.0.0.1/b"}}"#,
+                "missing_field",
+                "fallback_job.trigger",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","fallback_job":{"url":"http://127.0.0.1/b","trigger":{"type":"sometimes"}}}"#,
+                "invalid_field",
+                "fallback_job.trigger",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","fallback_job":{"url":"http://127.0.0.1/b","trigger":{"type":"on_error","codes":[200]}}}"#,
+                "invalid_field",
+                "fallback_job.trigger.codes[0]",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","fallback_job":{"url":"http://10.0.0.1/b","trigger":{"type":"on_error","codes":[500]}}}"#,
+                "ssrf_denied",
+                "fallback_job.url",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","fallback_job":{"url":"http://127.0.0.1/b","trigger":{"type":"on_error","codes":[500]},"webhooks":[{"url":"http://127.0.0.1/h"}]}}"#,
+                "invalid_field",
+                "fallback_job.webhooks",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","on_success":{"url":"http://127.0.0.1/b","bogus":1}}"#,
+                "unknown_field",
+                "on_success.bogus",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","on_success":{"url":"http://127.0.0.1/b","on_failure":{"method":"GET"}}}"#,
+                "missing_field",
+                "on_success.on_failure.url",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","on_success":[1]}"#,
+                "invalid_field",
+                "on_success",
+            ),
+            (
+                r#"{"url":"http://127.0.0.1/","on_failure_timeout_ms":5}"#,
+                "invalid_field",
+                "on_failure_timeout_ms",
+            ),
+        ] {
+            let e = err(json);
+            assert_eq!(
+                (e.code, e.field.as_str()),
+                (code, field),
+                "{json}: {}",
+                e.message
+            );
+        }
+        // Nesting depth 8 is fine, 9 is refused.
+        let mut job = r#"{"url":"http://127.0.0.1/z"}"#.to_string();
+        for _ in 0..MAX_NESTING {
+            job = format!(r#"{{"url":"http://127.0.0.1/","on_success":{job}}}"#);
+        }
+        assert!(cx_validate(&job).is_ok());
+        let deeper = format!(r#"{{"url":"http://127.0.0.1/","on_success":{job}}}"#);
+        let e = err(&deeper);
+        assert!(
+            e.field.ends_with("on_success") && e.message.contains("nested"),
+            "{e:?}"
+        );
+        // Credentials are hidden at every level of a view.
+        let v = cx_validate(r#"{"url":"http://127.0.0.1/","on_success":{"url":"http://127.0.0.1/b","headers":{"Authorization":"Bearer x"}}}"#).unwrap();
+        let r = v.spec.redacted(&[]);
+        assert_eq!(r.on_success.unwrap().spec.headers[0].1, "[redacted]");
     }
 
     #[test]

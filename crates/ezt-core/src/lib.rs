@@ -24,7 +24,8 @@ pub mod ssrf;
 pub mod state;
 pub mod tier;
 pub mod webhook;
+pub mod workflow;
 
 pub use error::FieldError;
-pub use ids::{ApiKeyId, DeliveryId, JobId, TenantId};
+pub use ids::{ApiKeyId, DeliveryId, JobId, TenantId, WorkflowId};
 pub use state::JobState;

@@ -236,8 +236,16 @@ pub fn status_codes() -> impl Into<RefOr<Schema>> {
 pub fn workflow_job() -> impl Into<RefOr<Schema>> {
     nullable_object()
         .description(Some(
-            "A job of the same shape as the submit body (workflows). Not available yet: an \
-             object is answered 422 not_supported; null is the same as absent.",
+            "A job of the same shape as the submit body; null is the same as absent. In \
+             `fallback_job` it also carries `trigger`: {\"type\": \"on_error\", \"codes\": [500]} \
+             (run it when the previous link finally fails with one of those statuses) or \
+             {\"type\": \"on_timeout\", \"timeout_ms\": 5000} (start it when the previous link has \
+             not answered by then; the first 2xx wins and the other call is cancelled), may nest \
+             its own `fallback_job`, and may not set `webhooks`, `timeout`, `retry_at`, \
+             `on_success`, `on_failure`: the chain's first job sets those for the whole chain. \
+             `on_success` / `on_failure` are full jobs (own webhooks and key; default key \
+             `<parent job_id>:<relation>`) created in the transaction that records the parent's \
+             outcome. Nesting depth at most 8.",
         ))
         .examples([serde_json::json!({"url": "https://api.example.com/fallback"})])
         .build()

@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::jobs::router())
         .merge(v1::lanes::router())
         .merge(v1::webhook_secrets::router())
+        .merge(v1::workflows::router())
         .merge(ops::router())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state.clone());

@@ -153,10 +153,16 @@ for the other final states. Limits shown are the defaults (`config.default.toml`
         (name = "jobs", description = "Submit calls, read and control jobs"),
         (name = "webhook-secrets", description = "The tenant's webhook signing secrets"),
         (name = "lanes", description = "The caller's lanes: limits in force, where they came from, pins"),
+        (name = "workflows", description = "Static workflows: a DAG of steps, each a durable job"),
         (name = "hosted-sdk", description = "The hosted SDKs' envelope"),
         (name = "operations", description = "Health, readiness, metrics"),
     ),
-    components(schemas(ErrorBody, ezt_core::webhook::Payload)),
+    components(schemas(
+        ErrorBody,
+        ezt_core::webhook::Payload,
+        ezt_core::job::Fallback,
+        ezt_core::job::Child
+    )),
     paths(
         healthz,
         readyz,
@@ -170,6 +176,8 @@ for the other final states. Limits shown are the defaults (`config.default.toml`
         crate::v1::jobs::cancel,
         crate::v1::jobs::retry,
         crate::v1::jobs::redeliver,
+        crate::v1::workflows::submit,
+        crate::v1::workflows::get_one,
         crate::v1::webhook_secrets::create,
         crate::v1::webhook_secrets::get_masked,
         crate::v1::webhook_secrets::rotate,

@@ -4,3 +4,4 @@ pub mod envelope;
 pub mod jobs;
 pub mod lanes;
 pub mod webhook_secrets;
+pub mod workflows;

@@ -78,7 +78,7 @@ pub(crate) fn open_headers(
 
 /// Shows sealed values as `[redacted]` (views must not print even the sealed form).
 pub(crate) fn hide_sealed(mut spec: ezt_core::job::JobSpec) -> ezt_core::job::JobSpec {
-    hide_sealed_values(&mut spec.headers);
+    spec.for_each_mut(&mut |s| hide_sealed_values(&mut s.headers));
     spec
 }
 

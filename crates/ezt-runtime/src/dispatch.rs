@@ -9,9 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ezt_core::job::{JobSpec, Trigger};
 use ezt_core::lane::LaneKey;
 use ezt_core::ratelimit_headers::{self, LimitChange};
-use ezt_core::retry::{plan_next, Outcome, Plan, Verdict};
+use ezt_core::retry::{plan_next, Counters, Outcome, Plan, Verdict};
 use ezt_core::ssrf::SsrfPolicy;
 use ezt_core::{JobId, JobState, TenantId};
 use ezt_outbound::{log_target, CallError, SsrfResolver};
@@ -24,6 +25,9 @@ use crate::followups::{Followups, Transition};
 use crate::lanes::{AttemptEnd, GateTicket, Ran, Runner};
 use crate::metrics::Metrics;
 use crate::store_retry::until_stored;
+
+/// One link of a fallback chain: its spec, trigger and own key.
+type Link<'a> = (&'a JobSpec, Option<&'a Trigger>, Option<&'a str>);
 
 /// What the call produced.
 struct CallResult {
@@ -120,7 +124,85 @@ impl Executor {
             self.followups
                 .after(Transition::Final { id, deliveries })
                 .await;
+            // The store created the `on_failure` child with the expiry; hand it to its lane.
+            if let Ok(Some(job)) = self.store.get_job(None, id).await {
+                if let Some((relation, _)) = job.spec.child_for(JobState::Expired) {
+                    let child = ezt_core::job::child_id(id, relation, job.series);
+                    self.followups.after(Transition::Spawned(vec![child])).await;
+                }
+                if let Some((workflow, _)) = ezt_store::workflow_of(&job.spec) {
+                    self.followups
+                        .after(Transition::StepEnded { job: id, workflow })
+                        .await;
+                }
+            }
         }
+    }
+
+    /// The chain link a job stands at: 0, or where its attempts of this series moved it (a
+    /// link never goes back, so the furthest one named counts; an attempt a crash cut off
+    /// names none).
+    async fn current_link(&self, id: JobId, series: u32) -> usize {
+        match self.store.get_job(None, id).await {
+            Ok(Some(job)) => job
+                .attempts
+                .iter()
+                .filter(|a| a.series == series)
+                .map(|a| a.next_link.unwrap_or(a.link))
+                .max()
+                .unwrap_or(0) as usize,
+            _ => 0,
+        }
+    }
+
+    /// Calls link `k` of the chain; when link `k + 1` is an `on_timeout` fallback and link `k`
+    /// has not answered by then, starts it too (and so on down the chain): the first 2xx
+    /// wins and the other call is dropped (cancelled). Without a 2xx, the latest link's answer
+    /// counts. Answers the result and the link that produced it.
+    fn call_chain<'a>(
+        &'a self,
+        job: &'a LeasedJob,
+        links: &'a [Link<'a>],
+        k: usize,
+        timeout: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (CallResult, usize)> + Send + 'a>> {
+        Box::pin(async move {
+            let (spec, _, key) = links[k];
+            let key = key.unwrap_or(job.idempotent_key.as_str());
+            let primary = self.call(job.tenant_id, spec, key, timeout);
+            let race_after = match links.get(k + 1) {
+                Some((_, Some(Trigger::OnTimeout { timeout_ms }), _)) => *timeout_ms,
+                _ => return (primary.await, k),
+            };
+            tokio::pin!(primary);
+            tokio::select! {
+                r = &mut primary => return (r, k),
+                () = tokio::time::sleep(Duration::from_millis(race_after)) => {}
+            }
+            tracing::info!(
+                link = k + 1,
+                "fallback link started: the previous link is slow"
+            );
+            let racer = self.call_chain(job, links, k + 1, timeout);
+            tokio::pin!(racer);
+            let ok =
+                |r: &CallResult| matches!(r.outcome, Outcome::Status(s) if (200..300).contains(&s));
+            tokio::select! {
+                r = &mut primary => {
+                    if ok(&r) {
+                        return (r, k);
+                    }
+                    racer.await
+                }
+                (r, l) = &mut racer => {
+                    if ok(&r) {
+                        return (r, l);
+                    }
+                    let p = primary.await;
+                    if ok(&p) { (p, k) } else { (r, l) }
+                }
+            }
+        })
     }
 
     /// Makes one attempt of `id` in `lane`.
@@ -155,23 +237,38 @@ impl Executor {
         });
         let started_ms = self.clock.now_ms();
         let left = leased.deadline_at.saturating_sub(started_ms);
-        let (call, latency_ms, change) = if left == 0 {
-            (CallResult::failed(CallError::DeadlinePassed), 0, None)
+        // A fallback chain: which link to call (only chained jobs read their history).
+        let links = leased.spec.links();
+        let current = if links.len() > 1 {
+            self.current_link(id, leased.series)
+                .await
+                .min(links.len() - 1)
+        } else {
+            0
+        };
+        let (call, latency_ms, change, link) = if left == 0 {
+            (
+                CallResult::failed(CallError::DeadlinePassed),
+                0,
+                None,
+                current,
+            )
         } else {
             let timeout = Duration::from_millis(self.cfg.attempt_timeout_ms.min(left));
             gate.pass().await;
             let t0 = Instant::now();
-            let r = self.call(&leased, timeout).await;
+            let (r, link) = self.call_chain(&leased, &links, current, timeout).await;
             let latency = t0.elapsed().as_millis() as u64;
-            let change = r.response.as_ref().map(|resp| {
+            // Only the job's own target paces its lane; a fallback link's host is another.
+            let change = r.response.as_ref().filter(|_| link == 0).map(|resp| {
                 ratelimit_headers::parse(&resp.headers, resp.status_code, self.clock.now_ms())
             });
             if let Some(c) = &change {
                 gate.apply(c, Instant::now());
             }
-            (r, latency, change)
+            (r, latency, change, link)
         };
-        let policy = &leased.spec.retry_policy;
+        let policy = &links[link].0.retry_policy;
         let verdict = if call.ssrf() {
             Verdict::Fail
         } else {
@@ -179,18 +276,40 @@ impl Executor {
         };
         let done_ms = self.clock.now_ms();
         let pause = change.as_ref().and_then(|c| c.pause_for_ms);
+        // A link that took over starts its own retry counters.
+        let counters = if link == current {
+            leased.counters
+        } else {
+            Counters::default()
+        };
         let plan = if left == 0 {
             Plan::Expire
         } else {
             plan_next(
                 policy,
                 verdict,
-                leased.counters,
+                counters,
                 pause,
                 done_ms,
                 leased.deadline_at,
                 &mut rand::thread_rng(),
             )
+        };
+        let mut next_link = (link != current).then_some(link as u32);
+        // A link that failed for good with one of the next link's `on_error` codes hands over
+        // to it, now.
+        let plan = match (plan, &call.outcome, links.get(link + 1)) {
+            (Plan::Fail, Outcome::Status(s), Some((_, Some(Trigger::OnError { codes }), _)))
+                if codes.contains(s) && !call.ssrf() =>
+            {
+                next_link = Some(link as u32 + 1);
+                tracing::info!(job_id = %id, link = link + 1, status = s, "fallback link takes over");
+                Plan::RetryAt {
+                    at: done_ms,
+                    counters: Counters::default(),
+                }
+            }
+            (p, _, _) => p,
         };
         match (&call.outcome, verdict) {
             (Outcome::NetworkError, _) => self.metrics.attempts_network_error.inc(),
@@ -217,8 +336,14 @@ impl Executor {
             latency_ms,
             decision: verdict,
             wait_ms,
+            link: link as u32,
+            next_link,
         };
         let (next, end) = self.next_state(plan, &call, verdict, done_ms);
+        let done_next_state = match &next {
+            Next::Final { state, .. } => Some(*state),
+            Next::Retry { .. } => None,
+        };
         let done = AttemptDone {
             id,
             lease_token: token,
@@ -233,7 +358,7 @@ impl Executor {
         if verdict == Verdict::Success {
             tracing::debug!(attempt = leased.attempt_no, status = ?attempt.status_code, "attempt finished");
         } else {
-            tracing::info!(job_id = %id, lane = %lane, target = %log_target(&leased.spec.url), attempt = leased.attempt_no, status = ?attempt.status_code, error = ?attempt.error, decision = ?verdict, wait_ms = ?wait_ms, "attempt finished");
+            tracing::info!(job_id = %id, lane = %lane, target = %log_target(&links[link].0.url), attempt = leased.attempt_no, status = ?attempt.status_code, error = ?attempt.error, decision = ?verdict, wait_ms = ?wait_ms, "attempt finished");
         }
         let Some(deliveries) = recorded else {
             tracing::info!(
@@ -243,11 +368,28 @@ impl Executor {
         };
         self.events
             .publish(id, || JobEvent::Attempt(Box::new(attempt)));
+        let final_state = match &done_next_state {
+            Some(state) => leased.spec.child_for(*state).map(|(r, _)| r),
+            None => None,
+        };
         let transition = match end {
             AttemptEnd::Finished => Transition::Final { id, deliveries },
             AttemptEnd::RetryAfter(_) => Transition::Retrying { deliveries },
         };
         self.followups.after(transition).await;
+        // The store created the outcome's child with it; hand it to its lane.
+        if let Some(relation) = final_state {
+            let child = ezt_core::job::child_id(id, relation, leased.series);
+            self.followups.after(Transition::Spawned(vec![child])).await;
+        }
+        // A workflow step: the store advanced its run; what it released goes to the lanes.
+        if let (Some(_), Some((workflow, _))) =
+            (done_next_state, ezt_store::workflow_of(&leased.spec))
+        {
+            self.followups
+                .after(Transition::StepEnded { job: id, workflow })
+                .await;
+        }
         (end, change)
     }
 
@@ -333,23 +475,25 @@ impl Executor {
         until_stored("attempt", || self.store.complete_attempt(done.clone())).await
     }
 
-    async fn call(&self, job: &LeasedJob, timeout: Duration) -> CallResult {
-        let target = match ezt_core::ssrf::check_url(&self.policy, &job.spec.url) {
+    async fn call(
+        &self,
+        tenant: TenantId,
+        spec: &JobSpec,
+        idempotent_key: &str,
+        timeout: Duration,
+    ) -> CallResult {
+        let target = match ezt_core::ssrf::check_url(&self.policy, &spec.url) {
             Ok(t) => t,
             Err(e) => return CallResult::failed(CallError::ssrf_denied(e)),
         };
         // check_url refused a denied IP literal; names are filtered by the resolver at connect time.
         let method =
-            reqwest::Method::from_bytes(job.spec.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let opened = match crate::credentials::open_headers(
-            &self.sealer,
-            job.tenant_id,
-            &job.spec.headers,
-        ) {
+            reqwest::Method::from_bytes(spec.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let opened = match crate::credentials::open_headers(&self.sealer, tenant, &spec.headers) {
             Ok(o) => o,
             Err(e) => return CallResult::failed(CallError::SealedHeader(e.to_string())),
         };
-        let headers = opened.as_deref().unwrap_or(&job.spec.headers);
+        let headers = opened.as_deref().unwrap_or(&spec.headers);
         let mut req = self.client.request(method, target.url).timeout(timeout);
         let mut has_key = false;
         for (n, v) in headers {
@@ -357,9 +501,9 @@ impl Executor {
             req = req.header(n.as_str(), v.as_str());
         }
         if !has_key {
-            req = req.header("Idempotency-Key", job.idempotent_key.as_str());
+            req = req.header("Idempotency-Key", idempotent_key);
         }
-        if let Some(b) = &job.spec.body {
+        if let Some(b) = &spec.body {
             req = req.body(b.clone());
         }
         let resp = match req.send().await {

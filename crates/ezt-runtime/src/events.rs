@@ -351,6 +351,8 @@ mod tests {
             latency_ms: 1,
             decision: ezt_core::retry::Verdict::Retry,
             wait_ms: Some(10),
+            link: 0,
+            next_link: None,
         }
     }
 

@@ -50,6 +50,17 @@ pub enum Transition {
     },
     /// Deliveries were restarted (redeliver).
     Redelivered(Vec<PendingDelivery>),
+    /// Jobs a job's end created (`on_success` / `on_failure` children, by their derived ids):
+    /// those stored and waiting go to their lanes.
+    Spawned(Vec<JobId>),
+    /// A workflow step's job (or compensation) ended: the store advanced its run; the steps
+    /// that end released go to their lanes.
+    StepEnded {
+        /// The step's job.
+        job: JobId,
+        /// Its run.
+        workflow: ezt_core::WorkflowId,
+    },
     /// Another process changed these jobs (the CLI's `jobs cancel` / `jobs retry`), with their
     /// tenants' weights: pending deliveries go out, jobs not final go back to their lanes.
     Woken(Vec<(JobRecord, u32)>),
@@ -62,6 +73,7 @@ pub struct Followups {
     jobs: SchedulerHandle,
     deliveries: Deliveries,
     credential_headers: Vec<String>,
+    tiers: ezt_core::tier::TierWeights,
 }
 
 impl std::fmt::Debug for Followups {
@@ -86,7 +98,14 @@ impl Followups {
             jobs,
             deliveries,
             credential_headers,
+            tiers: Default::default(),
         }
+    }
+
+    /// The tiers' fair-share weights, for the children it puts in lanes.
+    pub fn with_tiers(mut self, tiers: ezt_core::tier::TierWeights) -> Self {
+        self.tiers = tiers;
+        self
     }
 
     /// Does what `t` implies.
@@ -108,6 +127,30 @@ impl Followups {
             Transition::Requeued { job, weight } => {
                 self.jobs.enqueue(vec![Enqueue { job, weight }]);
             }
+            Transition::Spawned(ids) => self.spawned(ids).await,
+            Transition::StepEnded { job, workflow } => {
+                let Ok(Some(rec)) = self.store.get_workflow(None, workflow).await else {
+                    return;
+                };
+                let by = job.to_string();
+                let mut ids: Vec<JobId> = Vec::new();
+                for st in &rec.run.state.steps {
+                    let running = st.status == ezt_core::workflow::StepStatus::Running;
+                    // A step's current job (a paginated step's latest page).
+                    if running && st.released_by.as_deref() == Some(by.as_str()) {
+                        ids.extend(st.job_id.as_deref().and_then(|j| j.parse::<JobId>().ok()));
+                    }
+                    // At most one compensation runs at a time; the lanes ignore a job they hold.
+                    if st.compensation == Some(ezt_core::workflow::StepStatus::Running) {
+                        ids.extend(
+                            st.compensation_job_id
+                                .as_deref()
+                                .and_then(|j| j.parse::<JobId>().ok()),
+                        );
+                    }
+                }
+                self.spawned(ids).await;
+            }
             Transition::Woken(records) => {
                 let mut jobs = Vec::new();
                 for (j, weight) in records {
@@ -127,6 +170,38 @@ impl Followups {
                 self.jobs.enqueue(jobs);
             }
         }
+    }
+
+    /// Puts stored children that wait into their lanes, with their tenant's weight. A child
+    /// the store did not create (its key was held by a live job) is skipped; one that cannot
+    /// be read now waits for the next start's recovery.
+    async fn spawned(&self, ids: Vec<JobId>) {
+        let mut jobs = Vec::new();
+        for id in ids {
+            let Ok(Some(j)) = self.store.get_job(None, id).await else {
+                continue;
+            };
+            if j.state.is_final() {
+                continue;
+            }
+            let tier = match self.store.list_tenants().await {
+                Ok(ts) => ts.into_iter().find(|t| t.id == j.tenant_id).map(|t| t.tier),
+                Err(_) => None,
+            };
+            let weight = tier.map_or(1, |t| self.tiers.weight(t));
+            tracing::info!(job_id = %id, lane = %j.lane, "child job created by its parent's outcome");
+            jobs.push(Enqueue {
+                job: PendingJob {
+                    id: j.id,
+                    tenant_id: j.tenant_id,
+                    lane: j.lane,
+                    run_at: j.run_at,
+                    deadline_at: j.deadline_at,
+                },
+                weight,
+            });
+        }
+        self.jobs.enqueue(jobs);
     }
 
     /// Sends the final event with the job's view to watchers (reading the job only if anyone

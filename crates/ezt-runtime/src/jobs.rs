@@ -206,11 +206,12 @@ impl Jobs {
             local_region: &self.cfg.region,
             now_ms: now,
         };
-        let v = input.validate(&cx)?;
+        let mut v = input.validate(&cx)?;
         // Admission check of the resolved addresses; the connect-time check repeats it.
         let hooks = v.webhook_targets.iter().enumerate();
         for (field, target) in std::iter::once(("url".to_string(), &v.target))
             .chain(hooks.map(|(i, t)| (format!("webhooks[{i}].url"), t)))
+            .chain(v.nested_targets.iter().map(|(f, t)| (f.clone(), t)))
         {
             if let TargetHost::Domain(host) = &target.host {
                 if let Err(ResolveError::Blocked(b)) =
@@ -237,17 +238,48 @@ impl Jobs {
                 v.spec.body.as_deref(),
             )
         });
+        self.child_lanes(&mut v.spec);
         let run_at = v.spec.retry_at.unwrap_or(now).max(now);
+        // `on_failure_timeout_ms`: no success by then ends the job (expired), which runs
+        // `on_failure`.
+        let budget = v
+            .spec
+            .on_failure_timeout_ms
+            .map_or(v.spec.timeout_ms, |t| t.min(v.spec.timeout_ms));
         Ok(NewJob {
             id: JobId::new(now, rand::random()),
             tenant_id: tenant,
             lane,
-            deadline_at: now.saturating_add(v.spec.timeout_ms),
+            deadline_at: now.saturating_add(budget),
             spec: v.spec,
             idempotent_key,
             created_at: now,
             run_at,
         })
+    }
+
+    /// Sets the lane of every child job (`on_success`, `on_failure`, at any depth) the way a
+    /// submitted job's is set, before its credentials are sealed.
+    fn child_lanes(&self, spec: &mut ezt_core::job::JobSpec) {
+        for c in [
+            spec.on_success.as_deref_mut(),
+            spec.on_failure.as_deref_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // Validation parsed this URL already.
+            if let Ok(t) = ezt_core::ssrf::check_url(&self.ssrf, &c.spec.url) {
+                c.lane = ezt_core::lane::lane_for(
+                    &t.authority(),
+                    &c.spec.headers,
+                    &self.cfg.lanes.credential_headers,
+                    &self.fingerprint_key,
+                )
+                .0;
+            }
+            self.child_lanes(&mut c.spec);
+        }
     }
 
     /// Refuses work that would give the tenant more lanes with waiting work than
@@ -272,12 +304,10 @@ impl Jobs {
         self.check_lane_cap(tenant.id, &jobs)?;
         // After `prepare` fingerprinted the credentials for the lane and the default key.
         for j in &mut jobs {
-            crate::credentials::seal_headers(
-                &self.sealer,
-                j.tenant_id,
-                &self.cfg,
-                &mut j.spec.headers,
-            );
+            let tenant = j.tenant_id;
+            j.spec.for_each_mut(&mut |s| {
+                crate::credentials::seal_headers(&self.sealer, tenant, &self.cfg, &mut s.headers)
+            });
         }
         let summaries: Vec<(PendingJob, String, SubmitStatus)> = jobs
             .iter()
@@ -314,6 +344,93 @@ impl Jobs {
         self.metrics.admitted.add(fresh.len() as u64);
         self.followups.after(Transition::Admitted(fresh)).await;
         Ok(out)
+    }
+
+    /// Checks a workflow, freezes its definition, and stores the run with the jobs of the
+    /// steps it starts with (one transaction); answers the run's id.
+    pub async fn submit_workflow(
+        &self,
+        tenant: &Tenant,
+        input: ezt_core::workflow::WorkflowIn,
+    ) -> Result<ezt_core::WorkflowId, JobsError> {
+        let now = self.clock.now_ms();
+        let cx = ezt_core::job::Context {
+            limits: &self.cfg.limits.job,
+            ssrf: &self.ssrf,
+            local_region: &self.cfg.region,
+            now_ms: now,
+        };
+        let mut v = input.validate(&cx)?;
+        for (field, target) in &v.targets {
+            if let TargetHost::Domain(host) = &target.host {
+                if let Err(ResolveError::Blocked(b)) =
+                    self.resolver.resolve_checked(host, target.port).await
+                {
+                    return Err(FieldError::ssrf(field.clone(), b.to_string()).into());
+                }
+            }
+        }
+        let lanes = &self.cfg.lanes.credential_headers;
+        for step in &mut v.def.steps {
+            for t in std::iter::once(&mut step.job).chain(step.compensate.as_mut()) {
+                // The host is never templated: the masked URL names the lane.
+                if let Ok(target) =
+                    ezt_core::ssrf::check_url(&self.ssrf, &ezt_core::workflow::mask(&t.spec.url))
+                {
+                    t.lane = ezt_core::lane::lane_for(
+                        &target.authority(),
+                        &t.spec.headers,
+                        lanes,
+                        &self.fingerprint_key,
+                    )
+                    .0;
+                }
+                crate::credentials::seal_headers(
+                    &self.sealer,
+                    tenant.id,
+                    &self.cfg,
+                    &mut t.spec.headers,
+                );
+            }
+        }
+        let id = ezt_core::WorkflowId::new(now, rand::random());
+        let mut run = ezt_core::workflow::Run::new(v.def);
+        let jobs = ezt_store::release_jobs(run.start(id), tenant.id, now);
+        self.check_lane_cap(tenant.id, &jobs)?;
+        let pending: Vec<PendingJob> = jobs.iter().map(pending).collect();
+        self.store
+            .insert_workflow(
+                ezt_store::WorkflowRecord {
+                    id,
+                    tenant_id: tenant.id,
+                    run,
+                    created_at: now,
+                    updated_at: now,
+                },
+                jobs,
+            )
+            .await?;
+        let weight = self.cfg.tiers.weight(tenant.tier);
+        tracing::info!(workflow_id = %id, steps_started = pending.len(), "workflow admitted");
+        self.metrics.admitted.add(pending.len() as u64);
+        let fresh = pending
+            .into_iter()
+            .map(|job| Enqueue { job, weight })
+            .collect();
+        self.followups.after(Transition::Admitted(fresh)).await;
+        Ok(id)
+    }
+
+    /// The tenant's workflow run.
+    pub async fn get_workflow(
+        &self,
+        tenant: TenantId,
+        id: ezt_core::WorkflowId,
+    ) -> Result<ezt_store::WorkflowRecord, JobsError> {
+        self.store
+            .get_workflow(Some(tenant), id)
+            .await?
+            .ok_or(JobsError::NotFound)
     }
 
     /// The tenant's job.
@@ -415,7 +532,14 @@ impl Jobs {
         self.followups
             .after(Transition::Cancelled { id, deliveries })
             .await;
-        self.get(tenant, id).await
+        let job = self.get(tenant, id).await?;
+        // A cancelled workflow step fails its run like any end (compensations may start).
+        if let Some((workflow, _)) = ezt_store::workflow_of(&job.spec) {
+            self.followups
+                .after(Transition::StepEnded { job: id, workflow })
+                .await;
+        }
+        Ok(job)
     }
 
     /// Replays a failed or expired job as a new attempt series; returns it as it is now.

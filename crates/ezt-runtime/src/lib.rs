@@ -134,13 +134,16 @@ pub async fn start_with_clock(
     // The job lanes' handle exists before dispatch, which reports to `followups`, which
     // hands work back to the lanes.
     let (inbox, job_lanes) = lanes::channel(&cfg.lanes);
-    let followups = Arc::new(followups::Followups::new(
-        store.clone(),
-        events.clone(),
-        job_lanes.clone(),
-        deliveries.clone(),
-        cfg.lanes.credential_headers.clone(),
-    ));
+    let followups = Arc::new(
+        followups::Followups::new(
+            store.clone(),
+            events.clone(),
+            job_lanes.clone(),
+            deliveries.clone(),
+            cfg.lanes.credential_headers.clone(),
+        )
+        .with_tiers(cfg.tiers),
+    );
     let executor = Arc::new(dispatch::Executor::new(
         store.clone(),
         &cfg,

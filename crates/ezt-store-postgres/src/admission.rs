@@ -43,7 +43,8 @@ impl Prepared {
     pub(crate) fn new(job: NewJob, window_ms: u64) -> Result<Self> {
         Ok(Self {
             spec: json_encode(&job.spec)?,
-            hooked: !job.spec.webhooks.is_empty(),
+            // Children are created where webhooks are: when the job ends.
+            hooked: !job.spec.webhooks.is_empty() || ezt_store::has_children(&job.spec),
             job,
             window_ms,
         })

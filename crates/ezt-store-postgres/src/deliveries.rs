@@ -51,6 +51,12 @@ pub(crate) async fn record_outcome(
         region,
         now_ms,
     };
+    if let Some(child) = ending.child(TenantId(bytes_id(&tenant_id)), series as u32) {
+        // Same transaction as the parent's end. A key claimed by another job (or the id
+        // stored already) skips it: the child exists, or a live job holds its key.
+        crate::workflows::insert_job(c, &child).await?;
+    }
+    crate::workflows::step_job_ended(c, &ending).await?;
     let Some(outcome) = ending.outcome() else {
         return Ok(Vec::new());
     };

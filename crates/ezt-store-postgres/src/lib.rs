@@ -54,6 +54,7 @@ mod secrets;
 mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod workflows;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lane_detail",
         include_str!("../migrations/0002_lane_detail.sql"),
     ),
+    (
+        3,
+        "workflows",
+        include_str!("../migrations/0003_workflows.sql"),
+    ),
 ];
 
 /// The advisory lock migrations run under, with the schema's hash as its second half (one

@@ -31,7 +31,7 @@ CREATE TABLE webhook_secrets (
 /// What a finishing `UPDATE … RETURNING` yields: whether the job has webhooks. The spec omits
 /// an empty `webhooks` list, so most jobs answer false without their spec (whose body may be
 /// 256 KiB) being copied out of SQLite on the dispatch path.
-pub(crate) const HOOKED: &str = "instr(spec, '\"webhooks\":') > 0";
+pub(crate) const HOOKED: &str = "(instr(spec, '\"webhooks\":') > 0 OR instr(spec, '\"on_success\":') > 0 OR instr(spec, '\"on_failure\":') > 0 OR instr(spec, '\"workflow\":') > 0)";
 
 /// Creates the payload and deliveries of a job that this transaction has just made final;
 /// `hooked` is what the finishing UPDATE returned as `HOOKED`.
@@ -65,11 +65,17 @@ pub(crate) fn record_outcome(
         region,
         now_ms,
     };
+    let tenant = TenantId(blob_id(&row.tenant_id));
+    if let Some(child) = ending.child(tenant, row.series) {
+        // Same transaction as the parent's end; a key a live job holds makes it a duplicate.
+        let spec = json_encode(&child.spec)?;
+        crate::admission::insert_one(c, &spec, child, 0)?;
+    }
+    crate::workflows::step_job_ended(c, &ending)?;
     let Some(outcome) = ending.outcome() else {
         return Ok(Vec::new());
     };
     let job = id_blob(id.0);
-    let tenant = TenantId(blob_id(&row.tenant_id));
     c.prepare_cached(
         "INSERT OR REPLACE INTO webhook_payloads (job_id, series, payload) VALUES (?1, ?2, ?3)",
     )

@@ -7,7 +7,7 @@ use ezt_store::*;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::codec::*;
-use crate::{deliveries, recovery, tenant_clause, SqliteStore};
+use crate::{admission, deliveries, recovery, tenant_clause, SqliteStore};
 
 /// A job's attempts in order (they live in their own table so a list never loads them).
 fn load_attempts(conn: &Connection, id: JobId) -> Result<Vec<Attempt>> {
@@ -29,50 +29,9 @@ impl JobStore for SqliteStore {
             .map(|j| Ok((json_encode(&j.spec)?, j)))
             .collect::<Result<Vec<_>>>()?;
         self.write(move |c| {
-            let mut out = Vec::with_capacity(jobs.len());
-            let mut find = c
-                .prepare_cached(
-                    "SELECT id, state, finished_at FROM jobs WHERE tenant_id = ?1 AND idempotent_key = ?2 ORDER BY id DESC LIMIT 1",
-                )
-                .map_err(map_err)?;
-            let mut insert = c
-                .prepare_cached(
-                    "INSERT INTO jobs (id, tenant_id, lane, state, spec, idempotent_key, created_at, updated_at, run_at, deadline_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
-                )
-                .map_err(map_err)?;
-            for (spec, j) in jobs {
-                let tenant = id_blob(j.tenant_id.0);
-                let existing = find
-                    .query_row(params![tenant, j.idempotent_key], |r| {
-                        Ok((blob_id(&r.get::<_, Vec<u8>>(0)?), r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
-                    })
-                    .optional()
-                    .map_err(map_err)?;
-                if let Some((id, state, finished)) = existing {
-                    let state = parse_state(&state)?;
-                    if ezt_store::dedups(state, finished.map(|f| f as u64), j.created_at, dedup_window_ms) {
-                        out.push(Admission::Duplicate { existing: JobId(id) });
-                        continue;
-                    }
-                }
-                let state = if j.run_at > j.created_at { JobState::Scheduled } else { JobState::Queued };
-                insert
-                    .execute(params![
-                        id_blob(j.id.0),
-                        tenant,
-                        j.lane.0,
-                        state.as_str(),
-                        spec,
-                        j.idempotent_key,
-                        j.created_at as i64,
-                        j.run_at as i64,
-                        j.deadline_at as i64
-                    ])
-                    .map_err(map_err)?;
-                out.push(Admission::Inserted);
-            }
-            Ok(out)
+            jobs.into_iter()
+                .map(|(spec, j)| admission::insert_one(c, &spec, j, dedup_window_ms))
+                .collect()
         })
         .await
     }

@@ -11,6 +11,7 @@
 //! the same two primitives here: `read` (a pooled reader) and `write` (the writer thread).
 #![warn(missing_docs)]
 
+mod admission;
 mod codec;
 mod deliveries;
 mod jobs;
@@ -22,6 +23,7 @@ mod retention;
 mod schema;
 mod secrets;
 mod tenants;
+mod workflows;
 mod writer;
 
 use std::path::{Path, PathBuf};

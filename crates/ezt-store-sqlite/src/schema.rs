@@ -42,6 +42,7 @@ ALTER TABLE webhook_deliveries ADD COLUMN lease_holder TEXT;
 UPDATE jobs SET lease_holder = 'local' WHERE lease_token IS NOT NULL;
 UPDATE webhook_deliveries SET lease_holder = 'local' WHERE lease_token IS NOT NULL;
 "#,
+    crate::workflows::MIGRATION,
 ];
 
 /// Opens a connection with the durability settings a 202 relies on. The writer connection

@@ -64,6 +64,8 @@ async fn fill_and_finish(s: &SqliteStore, from: u128, n: u128, now: u64) {
                 latency_ms: 1,
                 decision: ezt_core::retry::Verdict::Success,
                 wait_ms: None,
+                link: 0,
+                next_link: None,
             },
             next: ezt_store::Next::Final {
                 state: ezt_core::JobState::Succeeded,

@@ -13,6 +13,7 @@
 //! | [`SecretStore`]    | webhook signing secrets, the installation's key/value secrets |
 //! | [`LaneStore`]      | what lanes learned from their targets                         |
 //! | [`MaintenanceStore`] | readiness probe, retention                                  |
+//! | [`WorkflowStore`]  | workflow runs (advanced by the outcome of their step jobs)     |
 //!
 //! [`Store`] is all of them at once (implemented for every type that has them), so the server
 //! can hold one `Arc<dyn Store>`. Every capability's methods can be called on a `dyn Store` (and
@@ -33,6 +34,7 @@ mod memory;
 mod records;
 mod secrets;
 mod tenants;
+mod workflows;
 
 #[cfg(feature = "testing")]
 pub mod conformance;
@@ -46,18 +48,25 @@ pub use memory::MemoryStore;
 pub use records::*;
 pub use secrets::SecretStore;
 pub use tenants::TenantStore;
+pub use workflows::{release_jobs, step_ended, workflow_of, WorkflowRecord, WorkflowStore};
 
 /// Everything the server needs from durable storage: every capability trait at once.
 ///
 /// Implemented for every type that implements them all; never implement it by hand. Times are
 /// passed in (ms since the epoch) by the caller's clock, so tests are deterministic.
 pub trait Store:
-    TenantStore + JobStore + DeliveryStore + SecretStore + LaneStore + MaintenanceStore
+    TenantStore + JobStore + DeliveryStore + SecretStore + LaneStore + MaintenanceStore + WorkflowStore
 {
 }
 
 impl<T> Store for T where
-    T: TenantStore + JobStore + DeliveryStore + SecretStore + LaneStore + MaintenanceStore
+    T: TenantStore
+        + JobStore
+        + DeliveryStore
+        + SecretStore
+        + LaneStore
+        + MaintenanceStore
+        + WorkflowStore
 {
 }
 
@@ -66,6 +75,7 @@ impl<T> Store for T where
 pub mod prelude {
     pub use crate::{
         DeliveryStore, JobStore, LaneStore, MaintenanceStore, SecretStore, Store, TenantStore,
+        WorkflowStore,
     };
 }
 

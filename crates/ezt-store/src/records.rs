@@ -139,6 +139,16 @@ pub struct Attempt {
     pub decision: Verdict,
     /// Wait before the next attempt, ms, if any.
     pub wait_ms: Option<u64>,
+    /// Which link of the job's fallback chain made the call (0: the job itself).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub link: u32,
+    /// The chain link the job moved to after this attempt, if it moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_link: Option<u32>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Attempt {
@@ -157,6 +167,8 @@ impl Attempt {
             latency_ms: 0,
             decision: Verdict::Interrupted,
             wait_ms: None,
+            link: 0,
+            next_link: None,
         }
     }
 }
@@ -603,6 +615,48 @@ impl Ending<'_> {
             deliveries,
         })
     }
+}
+
+impl Ending<'_> {
+    /// The child job this ending creates (`on_success` after a success, `on_failure` after a
+    /// failure or expiry), for `tenant`; `None` when the spec names none. Every store inserts it
+    /// in the transaction that makes the parent final, under its derived id
+    /// ([`ezt_core::job::child_id`]) and, unless the child names one, the key
+    /// `<parent id>:<relation>[:<series>]`, so no crash loses or doubles it.
+    pub fn child(&self, tenant_id: TenantId, series: u32) -> Option<NewJob> {
+        let (relation, child) = self.spec.child_for(self.state)?;
+        let mut spec = child.spec.clone();
+        spec.parent = Some(ezt_core::job::ParentRef {
+            job_id: self.id.to_string(),
+            relation,
+        });
+        let now = self.now_ms;
+        Some(NewJob {
+            id: ezt_core::job::child_id(self.id, relation, series),
+            tenant_id,
+            lane: LaneKey(child.lane.clone()),
+            idempotent_key: child
+                .idempotent_key
+                .clone()
+                .unwrap_or_else(|| match series {
+                    1 => format!("{}:{}", self.id, relation.as_str()),
+                    n => format!("{}:{}:{n}", self.id, relation.as_str()),
+                }),
+            created_at: now,
+            run_at: spec.retry_at.unwrap_or(now).max(now),
+            deadline_at: now.saturating_add(
+                spec.on_failure_timeout_ms
+                    .map_or(spec.timeout_ms, |t| t.min(spec.timeout_ms)),
+            ),
+            spec,
+        })
+    }
+}
+
+/// Whether a spec's end may create jobs (children, a workflow's next steps): stores use it to
+/// skip reading the spec back.
+pub fn has_children(spec: &JobSpec) -> bool {
+    spec.on_success.is_some() || spec.on_failure.is_some() || spec.workflow.is_some()
 }
 
 impl Outcome {

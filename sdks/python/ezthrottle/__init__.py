@@ -22,6 +22,7 @@ from .errors import (
 )
 from .forwarding import auto_forward
 from .step import IdempotentStrategy, Step, StepResult, StepType
+from .workflow import WorkflowBuilder
 from .types import (
     Attempt,
     BatchItem,
@@ -36,6 +37,9 @@ from .types import (
     SubmitResult,
     Webhook,
     WebhookSecrets,
+    Workflow,
+    WorkflowStep,
+    WorkflowSubmitted,
 )
 from .webhooks import (
     ReasonCode,
@@ -89,6 +93,10 @@ __all__ = [
     "Webhook",
     "WebhookSecrets",
     "WebhookVerificationError",
+    "Workflow",
+    "WorkflowBuilder",
+    "WorkflowStep",
+    "WorkflowSubmitted",
     "auto_forward",
     "sign_standard_webhook",
     "sign_webhook",

@@ -48,6 +48,8 @@ from .types import (
     StreamResponse,
     SubmitResult,
     WebhookSecrets,
+    Workflow,
+    WorkflowSubmitted,
 )
 
 T = TypeVar("T")
@@ -404,6 +406,18 @@ def submit_batch(payloads: Iterable[JobPayload]) -> Plan[list[BatchItem]]:
     call = Call("POST", "/api/v1/jobs/batch", json={"jobs": list(payloads)}, idempotent=True)
     out = yield from single(call)
     return cast(list[BatchItem], out["results"])
+
+
+def submit_workflow(payload: dict[str, Any]) -> Plan[WorkflowSubmitted]:
+    # Not resent on a lost answer: a second POST would start a second run.
+    call = Call("POST", "/api/v1/workflows", json=payload, idempotent=False)
+    return cast(WorkflowSubmitted, (yield from single(call)))
+
+
+def get_workflow(workflow_id: str) -> Plan[Workflow]:
+    if not workflow_id.startswith("wf_") or "/" in workflow_id:
+        raise ValueError(f"not a workflow id: {workflow_id!r}")
+    return cast(Workflow, (yield from single(Call("GET", f"/api/v1/workflows/{workflow_id}"))))
 
 
 def get_job(job_id: str) -> Plan[Job]:

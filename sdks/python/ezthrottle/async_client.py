@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TypeVar, Unpack, cast, overload
+from typing import Any, TypeVar, Unpack, cast, overload
 
 import httpx
 
 from . import _transport as _t
-from .errors import UnreachableError
+from .workflow import WorkflowBuilder
+from .errors import UnreachableError, WaitTimeoutError
 from .types import (
+    WORKFLOW_FINAL,
+    Workflow,
+    WorkflowSubmitted,
     FINAL_STATES,
     BatchItem,
     Duration,
@@ -169,6 +174,30 @@ class AsyncEZThrottle:
         return await self.submit_job(
             url, method, **_t.legacy_options(webhook_url, headers, body, metadata, retry_at)
         )
+
+    async def submit_workflow(self, workflow: WorkflowBuilder | dict[str, Any]) -> WorkflowSubmitted:
+        """Submits a workflow run (``WorkflowBuilder`` or the raw body); answers its id."""
+        payload = workflow.to_payload() if isinstance(workflow, WorkflowBuilder) else workflow
+        return await self._run(_t.submit_workflow(payload))
+
+    async def get_workflow(self, workflow_id: str) -> Workflow:
+        """The run with every step (and each step's job: attempts, state, timings)."""
+        return await self._run(_t.get_workflow(workflow_id))
+
+    async def wait_workflow(
+        self, workflow_id: str, timeout: Duration = 60.0, interval: float = 0.2
+    ) -> Workflow:
+        """The run once over (``succeeded``, ``failed`` or ``compensation_failed``), polled
+        every ``interval`` seconds (runs have no event stream yet). Raises ``WaitTimeoutError``
+        after ``timeout``."""
+        deadline = time.monotonic() + _t.seconds(timeout)
+        while True:
+            run = await self.get_workflow(workflow_id)
+            if run["status"] in WORKFLOW_FINAL:
+                return run
+            if time.monotonic() >= deadline:
+                raise WaitTimeoutError(f"workflow {workflow_id} not over within {timeout}")
+            await self._sleep(interval)
 
     async def get_job(self, job_id: str) -> Job:
         return await self._run(_t.get_job(job_id))

@@ -132,6 +132,10 @@ class Attempt(TypedDict):
     #: ``interrupted``: the server stopped during the call (crash); the job ran again.
     decision: Literal["success", "retry", "reroute", "fail", "interrupted"]
     wait_ms: int | None
+    #: Which link of a ``fallback_job`` chain made the call (absent: the job itself, 0).
+    link: NotRequired[int]
+    #: The chain link the job moved to after this attempt, if it moved.
+    next_link: NotRequired[int]
 
 
 class StoredResponse(TypedDict):
@@ -278,3 +282,55 @@ class StreamResponse:
 
     def json(self) -> Any:
         return _json.loads(self.text)
+
+
+WorkflowStatus = Literal["running", "compensating", "succeeded", "failed", "compensation_failed"]
+StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+
+
+class WorkflowSubmitted(TypedDict):
+    """``POST /api/v1/workflows`` (202)."""
+
+    workflow_id: str
+    status: WorkflowStatus
+
+
+class StepResponse(TypedDict):
+    """The part of a step's answer later steps may read."""
+
+    status: int
+    headers: list[list[str]]
+    body: str
+
+
+class WorkflowStep(TypedDict):
+    """One step of a run."""
+
+    name: str
+    status: StepStatus
+    depends_on: list[str]
+    critical: bool
+    non_blocking: bool
+    job_id: str | None
+    #: The step's job (attempts, state, timings), once released.
+    job: Job | None
+    response: StepResponse | None
+    #: Why it failed (``template_unresolved: …`` when a template had no value).
+    error: str | None
+    compensation_job_id: str | None
+    compensation: StepStatus | None
+
+
+class Workflow(TypedDict):
+    """``GET /api/v1/workflows/{id}``."""
+
+    workflow_id: str
+    name: str
+    status: WorkflowStatus
+    steps: list[WorkflowStep]
+    warnings: list[str]
+    created_at: int
+    updated_at: int
+
+
+WORKFLOW_FINAL: frozenset[str] = frozenset({"succeeded", "failed", "compensation_failed"})

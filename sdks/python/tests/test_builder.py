@@ -1,6 +1,5 @@
-"""Every ``Step`` option reaches the server as API.md says: asserted on the stored job, or — for
-the workflow options this server answers ``not_supported`` — on the exact bytes sent plus the
-server naming the same field (a misspelled field would be ``unknown_field`` instead)."""
+"""Every ``Step`` option reaches the server as API.md says: asserted on the stored job, on the
+exact bytes sent, and for the workflow options on the chain the server runs."""
 
 from __future__ import annotations
 
@@ -166,31 +165,34 @@ def test_workflow_options_are_sent_exactly(target: Target) -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("field", "configure"),
-    [
-        ("fallback_job", lambda s, t: s.fallback(Step().url(t.unique()), trigger_on_error=[500])),
-        ("fallback_job", lambda s, t: s.fallback(Step().url(t.unique()), trigger_on_timeout=10)),
-        ("on_success", lambda s, t: s.on_success(Step().url(t.unique()))),
-        ("on_failure", lambda s, t: s.on_failure(Step().url(t.unique()))),
-    ],
-)
-def test_server_names_each_workflow_field_not_supported(
-    client: EZThrottle, target: Target, field: str, configure: object
-) -> None:
-    step = Step(client).url(target.unique())
-    configure(step, target)  # type: ignore[operator]
-    with pytest.raises(ValidationError) as e:
-        step.execute()
-    assert (e.value.status, e.value.code, e.value.field) == (422, "not_supported", field)
+def test_server_runs_a_fallback_and_on_success_chain(client: EZThrottle, target: Target) -> None:
+    primary, rescue, after = target.unique("status/500"), target.unique("rescue"), target.unique()
+    out = (
+        Step(client)
+        .url(primary)
+        .retry_policy({"max_reroutes": 0})
+        .fallback(Step().url(rescue).method("POST"), trigger_on_error=[500])
+        .on_success(Step().url(after).method("POST").body("next"))
+        .execute()
+    )
+    job = client.wait(out["job_id"])
+    assert job["state"] == "succeeded"
+    assert [a.get("link", 0) for a in job["attempts"]] == [0, 1]
+    assert len(target.requests(rescue)) == 1
+    [child_id] = job["children"]
+    child = client.wait(child_id)
+    assert child["state"] == "succeeded" and child["parent_id"] == out["job_id"]
+    assert [r.body for r in target.await_requests(after, 1)] == [b"next"]
 
 
-def test_on_failure_timeout_is_spelled_as_the_server_reads_it(
-    client: EZThrottle, target: Target
-) -> None:
+def test_on_failure_timeout_needs_on_failure(client: EZThrottle, target: Target) -> None:
     with pytest.raises(ValidationError) as e:
         client.submit_job(target.unique(), on_failure_timeout_ms=1000)
-    assert (e.value.code, e.value.field) == ("not_supported", "on_failure_timeout_ms")
+    assert (e.value.status, e.value.code, e.value.field) == (
+        400,
+        "invalid_field",
+        "on_failure_timeout_ms",
+    )
 
 
 def test_webhook_quorum_reaches_the_server(client: EZThrottle, target: Target) -> None:

@@ -47,9 +47,10 @@ pub struct JobView {
     pub webhooks: Vec<DeliveryView>,
     /// Whether enough voting webhooks acknowledged (absent for jobs without webhooks).
     pub webhook_quorum: Option<QuorumView>,
-    /// Parent job in a workflow.
+    /// The job whose outcome created this one (`on_success` / `on_failure`), if any.
     pub parent_id: Option<String>,
-    /// Child jobs.
+    /// The child job this job's outcome created (`on_success` after a success, `on_failure`
+    /// after a failure or expiry).
     pub children: Vec<String>,
 }
 
@@ -75,8 +76,14 @@ impl JobView {
             error: j.error.clone(),
             webhooks: j.deliveries.iter().map(DeliveryView::from).collect(),
             webhook_quorum: QuorumView::of(j),
-            parent_id: None,
-            children: Vec::new(),
+            parent_id: j.spec.parent.as_ref().map(|p| p.job_id.clone()),
+            // The child the latest outcome created (its id is derived from this job's).
+            children: j
+                .spec
+                .child_for(j.state)
+                .map(|(relation, _)| ezt_core::job::child_id(j.id, relation, j.series).to_string())
+                .into_iter()
+                .collect(),
         }
     }
 }

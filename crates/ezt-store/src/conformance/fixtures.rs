@@ -35,6 +35,12 @@ pub(crate) fn spec(url: &str) -> JobSpec {
         webhook_quorum: 0,
         region_policy: Default::default(),
         execution_mode: Default::default(),
+        fallback: None,
+        on_success: None,
+        on_failure: None,
+        on_failure_timeout_ms: None,
+        parent: None,
+        workflow: None,
     }
 }
 
@@ -77,6 +83,8 @@ pub(crate) fn attempt(n: u32, decision: Verdict) -> Attempt {
         latency_ms: 1,
         decision,
         wait_ms: None,
+        link: 0,
+        next_link: None,
     }
 }
 

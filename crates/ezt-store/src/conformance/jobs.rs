@@ -307,3 +307,94 @@ pub async fn list_paginates_and_filters<S: JobStore>(s: S) {
     };
     assert!(listed(&s, None, lane).await.is_empty());
 }
+
+/// A job's end creates its `on_success` / `on_failure` child in the same transaction, under the
+/// derived id, once; a cancel creates none.
+pub async fn chain_children_are_created_with_the_outcome<S: JobStore>(s: S) {
+    use ezt_core::job::{child_id, Child, Relation};
+    let mut parent = new_job(1, 1, "parent", 100);
+    let child_spec = |url: &str| {
+        Box::new(Child {
+            spec: super::fixtures::spec(url),
+            lane: "127.0.0.1:9".into(),
+            idempotent_key: None,
+        })
+    };
+    parent.spec.on_success = Some(child_spec("http://127.0.0.1:9/ok"));
+    parent.spec.on_failure = Some(child_spec("http://127.0.0.1:9/bad"));
+    let mut expiring = new_job(2, 1, "expiring", 100);
+    expiring.spec.on_failure = Some(child_spec("http://127.0.0.1:9/late"));
+    let mut cancelled = new_job(3, 1, "cancelled", 100);
+    cancelled.spec.on_failure = Some(child_spec("http://127.0.0.1:9/never"));
+    s.insert_jobs(
+        vec![parent.clone(), expiring.clone(), cancelled.clone()],
+        WINDOW,
+    )
+    .await
+    .unwrap();
+    s.lease(parent.id, lease(7, 200)).await.unwrap().unwrap();
+    let done = AttemptDone {
+        id: parent.id,
+        lease_token: 7,
+        attempt: attempt(1, Verdict::Success),
+        next: Next::Final {
+            state: JobState::Succeeded,
+            response: Some(ok_response()),
+            error: None,
+        },
+        now_ms: 300,
+    };
+    assert!(s.complete_attempt(done.clone()).await.unwrap().is_some());
+    assert!(
+        s.complete_attempt(done).await.unwrap().is_none(),
+        "a second completion creates nothing"
+    );
+    let ok = child_id(parent.id, Relation::OnSuccess, 1);
+    let child = s
+        .get_job(None, ok)
+        .await
+        .unwrap()
+        .expect("on_success child");
+    assert_eq!(child.state, JobState::Queued);
+    assert_eq!(child.tenant_id, parent.tenant_id);
+    assert_eq!(child.spec.url, "http://127.0.0.1:9/ok");
+    assert_eq!(child.idempotent_key, format!("{}:on_success", parent.id));
+    assert_eq!(
+        (child.created_at, child.run_at, child.deadline_at),
+        (300, 300, 60_300)
+    );
+    let p = child.spec.parent.expect("linked to its parent");
+    assert_eq!(
+        (p.job_id, p.relation),
+        (parent.id.to_string(), Relation::OnSuccess)
+    );
+    assert!(
+        s.get_job(None, child_id(parent.id, Relation::OnFailure, 1))
+            .await
+            .unwrap()
+            .is_none(),
+        "on_failure only after a failure"
+    );
+    // The child waits like any job (recovery lists it).
+    let waiting = s
+        .recover(&NodeId::local(), 400, "local")
+        .await
+        .unwrap()
+        .jobs;
+    assert!(waiting.iter().any(|j| j.id == ok), "{waiting:?}");
+
+    assert!(s.expire(expiring.id, 500, "local").await.unwrap().is_some());
+    let late = s
+        .get_job(None, child_id(expiring.id, Relation::OnFailure, 1))
+        .await
+        .unwrap()
+        .expect("expiry runs on_failure");
+    assert_eq!(late.spec.url, "http://127.0.0.1:9/late");
+
+    s.cancel(None, cancelled.id, 600, "local").await.unwrap();
+    assert!(s
+        .get_job(None, child_id(cancelled.id, Relation::OnFailure, 1))
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The capability names are `tenants`, `jobs`, `recovery`, `deliveries`, `secrets`, `lanes`
-//! and `maintenance`. Each expands to one `#[tokio::test]` per case (named after the case),
+//! `maintenance` and `workflows`. Each expands to one `#[tokio::test]` per case (named after the case),
 //! each with a fresh store made by evaluating the expression again.
 
 mod fixtures;
@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod recovery;
 pub mod secrets;
 pub mod tenants;
+pub mod workflows;
 
 pub use fixtures::new_job;
 
@@ -43,7 +44,7 @@ macro_rules! conformance_tests {
     (jobs: $make:expr) => {
         $crate::conformance_tests!(@case $make; jobs: jobs_are_tenant_scoped, idempotency_dedups,
             lease_fences_completion, retry_schedules_next_attempt, cancel_wins_over_late_completion,
-            replay_and_expire, list_paginates_and_filters);
+            replay_and_expire, list_paginates_and_filters, chain_children_are_created_with_the_outcome);
     };
     (recovery: $make:expr) => {
         $crate::conformance_tests!(@case $make; recovery: recover_releases_running,
@@ -62,6 +63,9 @@ macro_rules! conformance_tests {
     (maintenance: $make:expr) => {
         $crate::conformance_tests!(@case $make; maintenance: purge_removes_old_finished_jobs);
     };
+    (workflows: $make:expr) => {
+        $crate::conformance_tests!(@case $make; workflows: a_step_end_advances_its_run_once);
+    };
     ($make:expr) => {
         $crate::conformance_tests!(tenants: $make);
         $crate::conformance_tests!(jobs: $make);
@@ -70,5 +74,6 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(secrets: $make);
         $crate::conformance_tests!(lanes: $make);
         $crate::conformance_tests!(maintenance: $make);
+        $crate::conformance_tests!(workflows: $make);
     };
 }

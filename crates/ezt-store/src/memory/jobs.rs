@@ -10,49 +10,10 @@ use crate::*;
 impl JobStore for MemoryStore {
     async fn insert_jobs(&self, jobs: Vec<NewJob>, dedup_window_ms: u64) -> Result<Vec<Admission>> {
         let mut g = self.lock();
-        let mut out = Vec::with_capacity(jobs.len());
-        for j in jobs {
-            let k = (j.tenant_id, j.idempotent_key.clone());
-            if let Some(existing) = g.by_key.get(&k).copied() {
-                let e = &g.jobs[&existing];
-                if crate::dedups(e.state, e.finished_at, j.created_at, dedup_window_ms) {
-                    out.push(Admission::Duplicate { existing });
-                    continue;
-                }
-            }
-            g.by_key.insert(k, j.id);
-            let state = if j.run_at > j.created_at {
-                JobState::Scheduled
-            } else {
-                JobState::Queued
-            };
-            g.jobs.insert(
-                j.id,
-                JobRecord {
-                    id: j.id,
-                    tenant_id: j.tenant_id,
-                    lane: j.lane,
-                    state,
-                    spec: j.spec,
-                    idempotent_key: j.idempotent_key,
-                    created_at: j.created_at,
-                    updated_at: j.created_at,
-                    run_at: j.run_at,
-                    deadline_at: j.deadline_at,
-                    attempt_count: 0,
-                    retries: 0,
-                    reroutes: 0,
-                    series: 1,
-                    response: None,
-                    error: None,
-                    finished_at: None,
-                    attempts: Vec::new(),
-                    deliveries: Vec::new(),
-                },
-            );
-            out.push(Admission::Inserted);
-        }
-        Ok(out)
+        Ok(jobs
+            .into_iter()
+            .map(|j| g.insert_one(j, dedup_window_ms))
+            .collect())
     }
 
     async fn get_job(&self, tenant: Option<TenantId>, id: JobId) -> Result<Option<JobRecord>> {

@@ -10,6 +10,7 @@ mod lanes;
 mod maintenance;
 mod secrets;
 mod tenants;
+mod workflows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -35,6 +36,7 @@ struct Inner {
     delivery_leases: HashMap<DeliveryId, (u64, NodeId)>,
     secrets: HashMap<TenantId, WebhookSecrets>,
     lane_states: HashMap<String, LaneState>,
+    workflows: BTreeMap<ezt_core::WorkflowId, crate::WorkflowRecord>,
 }
 
 impl Inner {
@@ -52,9 +54,25 @@ impl Inner {
             region,
             now_ms,
         };
-        let Some(outcome) = ending.outcome() else {
+        let child = ending.child(j.tenant_id, j.series);
+        let mut steps = Vec::new();
+        if let Some((wf, r)) = crate::workflow_of(&j.spec) {
+            if let Some(rec) = self.workflows.get_mut(&wf) {
+                steps = crate::step_ended(rec, r, &ending);
+            }
+        }
+        let outcome = ending.outcome();
+        if let Some(child) = child {
+            // A key held by a live job makes the child a duplicate of it (not created).
+            self.insert_one(child, 0);
+        }
+        for job in steps {
+            self.insert_one(job, 0);
+        }
+        let Some(outcome) = outcome else {
             return Vec::new();
         };
+        let j = &self.jobs[&id];
         let (tenant_id, series) = (j.tenant_id, j.series);
         let pending = outcome.pending(tenant_id, now_ms);
         self.payloads.insert((id, series), outcome.payload);
@@ -79,6 +97,51 @@ impl Inner {
             );
         }
         pending
+    }
+
+    /// Admits one job (see `JobStore::insert_jobs`).
+    fn insert_one(&mut self, j: NewJob, dedup_window_ms: u64) -> Admission {
+        let k = (j.tenant_id, j.idempotent_key.clone());
+        if let Some(existing) = self.by_key.get(&k).copied() {
+            let e = &self.jobs[&existing];
+            if crate::dedups(e.state, e.finished_at, j.created_at, dedup_window_ms) {
+                return Admission::Duplicate { existing };
+            }
+        }
+        if self.jobs.contains_key(&j.id) {
+            return Admission::Duplicate { existing: j.id };
+        }
+        self.by_key.insert(k, j.id);
+        let state = if j.run_at > j.created_at {
+            ezt_core::JobState::Scheduled
+        } else {
+            ezt_core::JobState::Queued
+        };
+        self.jobs.insert(
+            j.id,
+            JobRecord {
+                id: j.id,
+                tenant_id: j.tenant_id,
+                lane: j.lane,
+                state,
+                spec: j.spec,
+                idempotent_key: j.idempotent_key,
+                created_at: j.created_at,
+                updated_at: j.created_at,
+                run_at: j.run_at,
+                deadline_at: j.deadline_at,
+                attempt_count: 0,
+                retries: 0,
+                reroutes: 0,
+                series: 1,
+                response: None,
+                error: None,
+                finished_at: None,
+                attempts: Vec::new(),
+                deliveries: Vec::new(),
+            },
+        );
+        Admission::Inserted
     }
 
     /// The deliveries of a job's latest outcome, in webhook order.

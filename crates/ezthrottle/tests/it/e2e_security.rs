@@ -183,10 +183,10 @@ async fn bad_fields_are_named() {
             "webhooks[0].url",
         ),
         (
-            json!({"url": url, "on_success": {"url": url}}),
+            json!({"url": url, "on_success": {"url": "http://10.0.0.1/h"}}),
             422,
-            "not_supported",
-            "on_success",
+            "ssrf_denied",
+            "on_success.url",
         ),
         (
             json!({"url": url, "execution_mode": "fanout"}),

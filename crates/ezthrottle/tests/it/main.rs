@@ -7,6 +7,7 @@
 mod support;
 
 mod e2e_at_rest;
+mod e2e_chains;
 mod e2e_cli;
 mod e2e_config;
 mod e2e_conn;
@@ -22,6 +23,7 @@ mod e2e_proxy;
 mod e2e_security;
 mod e2e_strict;
 mod e2e_webhooks;
+mod e2e_workflows;
 mod fault_clock;
 mod fault_common;
 mod fault_disk;

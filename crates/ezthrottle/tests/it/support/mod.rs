@@ -307,6 +307,8 @@ impl Reply {
 #[derive(Default)]
 struct TargetState {
     arrivals: Mutex<Vec<Arrival>>,
+    /// Paths whose caller hung up before a delayed reply was sent.
+    aborted: Mutex<Vec<String>>,
     scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
     defaults: Mutex<HashMap<String, Reply>>,
     notify: Notify,
@@ -370,6 +372,21 @@ impl Target {
     }
 
     /// Waits (on arrival events, not a sleep loop) until `/name` saw `n` calls.
+    /// Waits until a caller of `/<name>` hung up before its delayed reply was sent.
+    pub async fn wait_aborted(&self, name: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let path = format!("/{name}");
+        loop {
+            let notified = self.state.notify.notified();
+            if self.state.aborted.lock().unwrap().contains(&path) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("/{name}: the caller did not hang up within {timeout:?}");
+            }
+        }
+    }
+
     pub async fn wait_for(&self, name: &str, n: usize, timeout: Duration) -> Vec<Arrival> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -417,7 +434,19 @@ async fn handle(
             .unwrap_or(Reply::status(200))
     };
     if reply.delay_ms > 0 {
+        // A caller that hangs up while we wait drops this future: the guard records it.
+        struct Aborted(Option<(Arc<TargetState>, String)>);
+        impl Drop for Aborted {
+            fn drop(&mut self) {
+                if let Some((st, name)) = self.0.take() {
+                    st.aborted.lock().unwrap().push(format!("/{name}"));
+                    st.notify.notify_waiters();
+                }
+            }
+        }
+        let mut guard = Aborted(Some((st.clone(), name.clone())));
         tokio::time::sleep(Duration::from_millis(reply.delay_ms)).await;
+        guard.0 = None;
     }
     let mut h = HeaderMap::new();
     for (n, v) in &reply.headers {

@@ -1,0 +1,177 @@
+//! `/api/v1/workflows`: static workflows (a DAG of steps, each a durable job). Handlers parse,
+//! call the runtime's jobs service and map the answer.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ezt_core::workflow::{PageState, RunStatus, StepResponse, StepStatus, WorkflowIn};
+use ezt_core::WorkflowId;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::body::read_limited;
+use crate::error::{ApiError, ErrorBody, Path};
+use crate::state::AppState;
+use crate::v1::jobs::JobView;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/workflows", post(submit))
+        .route("/api/v1/workflows/{id}", get(get_one))
+}
+
+/// Answer to a submitted workflow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowSubmitted {
+    /// The run's id.
+    pub workflow_id: String,
+    /// `running`.
+    pub status: RunStatus,
+}
+
+/// One step of a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    /// Its name.
+    pub name: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// Steps that must succeed first.
+    pub depends_on: Vec<String>,
+    /// Its failure fails the run.
+    pub critical: bool,
+    /// Never gates dependents nor decides the outcome.
+    pub non_blocking: bool,
+    /// Its job, once released.
+    pub job_id: Option<String>,
+    /// Its job with attempts and timings, once released.
+    pub job: Option<JobView>,
+    /// The answer later steps may read.
+    pub response: Option<StepResponse>,
+    /// Why it failed (`template_unresolved: …` when a template had no value).
+    pub error: Option<String>,
+    /// Its compensation's job, if one ran.
+    pub compensation_job_id: Option<String>,
+    /// Its compensation's status.
+    pub compensation: Option<StepStatus>,
+    /// A paginated step's pages so far (each a job, each a checkpoint).
+    pub pages: Vec<PageState>,
+    /// The walk stopped at `max_pages`.
+    pub truncated: bool,
+}
+
+/// A workflow run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowView {
+    /// Id.
+    pub workflow_id: String,
+    /// Name.
+    pub name: String,
+    /// `running`, `compensating`, `succeeded`, `failed` or `compensation_failed`.
+    pub status: RunStatus,
+    /// Every step, in definition order.
+    pub steps: Vec<StepView>,
+    /// Failures of non-blocking steps.
+    pub warnings: Vec<String>,
+    /// Submission, ms since the epoch.
+    pub created_at: u64,
+    /// Last change, ms since the epoch.
+    pub updated_at: u64,
+}
+
+/// Submit a workflow.
+#[utoipa::path(post, path = "/api/v1/workflows", operation_id = "submitWorkflow", tag = "workflows",
+    request_body(content = WorkflowIn, description = "a workflow: steps are job specs plus `name`, `depends_on`, `critical`, `non_blocking`, `retry` (the step's wall-clock budget), `compensate` and `paginate`; url paths and queries, header values and bodies may use `{{input.<path>}}` and `{{steps.<name>.response.status|headers.<name>|body<path>}}`"),
+    responses((status = 202, description = "stored; the first steps are queued", body = WorkflowSubmitted),
+              (status = 400, description = "a bad step or field; `field` names it (`steps[2].depends_on`, …)", body = ErrorBody),
+              (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
+              (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody),
+              (status = 422, description = "`ssrf_denied`, `not_supported` (`when`, workflow `webhooks`), `too_many_lanes`", body = ErrorBody),
+              (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn submit(
+    State(st): State<AppState>,
+    caller: Caller,
+    body: Body,
+) -> Result<(StatusCode, Json<WorkflowSubmitted>), ApiError> {
+    let bytes = read_limited(&st, body).await?;
+    let input: WorkflowIn = ezt_core::job::parse_object(&bytes, "one workflow as a JSON object")?;
+    let id = st.rt.jobs.submit_workflow(&caller.tenant, input).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(WorkflowSubmitted {
+            workflow_id: id.to_string(),
+            status: RunStatus::Running,
+        }),
+    ))
+}
+
+/// A workflow run with every step.
+#[utoipa::path(get, path = "/api/v1/workflows/{id}", operation_id = "getWorkflow", tag = "workflows", params(("id" = String, Path, description = "a workflow id from a submit answer")),
+    responses((status = 200, description = "the run: every step with its job (attempts, state, timings)", body = WorkflowView),
+              (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
+              (status = 404, description = "no such workflow for this tenant (`not_found`)", body = ErrorBody),
+              (status = 503, description = "storage is unavailable (`unavailable`)", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_one(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let id: WorkflowId = id.parse().map_err(|_| ApiError::not_found("workflow"))?;
+    let rec = st
+        .rt
+        .jobs
+        .get_workflow(caller.tenant.id, id)
+        .await
+        .map_err(|e| match e {
+            ezt_runtime::jobs::JobsError::NotFound => ApiError::not_found("workflow"),
+            e => e.into(),
+        })?;
+    let def = &rec.run.def;
+    let mut steps = Vec::with_capacity(def.steps.len());
+    for (d, s) in def.steps.iter().zip(&rec.run.state.steps) {
+        let job = match s.job_id.as_deref().and_then(|j| j.parse().ok()) {
+            Some(j) => match st.rt.jobs.get(caller.tenant.id, j).await {
+                Ok(job) => Some(JobView::from_record(
+                    &job,
+                    &st.rt.cfg.lanes.credential_headers,
+                )),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        steps.push(StepView {
+            name: d.name.clone(),
+            status: s.status,
+            depends_on: d
+                .depends_on
+                .iter()
+                .map(|i| def.steps[*i as usize].name.clone())
+                .collect(),
+            critical: d.critical,
+            non_blocking: d.non_blocking,
+            job_id: s.job_id.clone(),
+            job,
+            response: s.response.clone(),
+            error: s.error.clone(),
+            compensation_job_id: s.compensation_job_id.clone(),
+            compensation: s.compensation,
+            pages: s.pages.clone(),
+            truncated: s.truncated,
+        });
+    }
+    Ok(Json(WorkflowView {
+        workflow_id: rec.id.to_string(),
+        name: def.name.clone(),
+        status: rec.run.state.status,
+        steps,
+        warnings: rec.run.state.warnings.clone(),
+        created_at: rec.created_at,
+        updated_at: rec.updated_at,
+    }))
+}

@@ -1,0 +1,108 @@
+//! `WorkflowStore` on SQLite: one row per run (definition and state as JSON), advanced by the
+//! outcome hook of its step jobs in their transaction (`step_ended`).
+
+use async_trait::async_trait;
+use ezt_core::{TenantId, WorkflowId};
+use ezt_store::*;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::codec::*;
+use crate::{admission, tenant_clause, SqliteStore};
+
+pub(crate) const MIGRATION: &str = "CREATE TABLE workflows (
+    id BLOB PRIMARY KEY, tenant_id BLOB NOT NULL, run TEXT NOT NULL, created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);";
+
+fn load(
+    c: &Connection,
+    tenant: Option<TenantId>,
+    id: WorkflowId,
+) -> Result<Option<WorkflowRecord>> {
+    let (clause, t) = tenant_clause(tenant);
+    let row = c
+        .prepare_cached(&format!(
+            "SELECT tenant_id, run, created_at, updated_at FROM workflows WHERE id = ?1{clause}"
+        ))
+        .and_then(|mut st| {
+            st.query_row(params![id_blob(id.0), t], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(map_err)?;
+    row.map(|(tenant, run, created, updated)| {
+        Ok(WorkflowRecord {
+            id,
+            tenant_id: TenantId(blob_id(&tenant)),
+            run: json_decode(&run)?,
+            created_at: created as u64,
+            updated_at: updated as u64,
+        })
+    })
+    .transpose()
+}
+
+/// The outcome hook's part for a step job: advance its run, insert what it releases.
+pub(crate) fn step_job_ended(c: &Connection, ending: &Ending<'_>) -> Result<()> {
+    let Some((wf, r)) = workflow_of(ending.spec) else {
+        return Ok(());
+    };
+    let Some(mut rec) = load(c, None, wf)? else {
+        return Ok(());
+    };
+    let jobs = step_ended(&mut rec, r, ending);
+    c.prepare_cached("UPDATE workflows SET run = ?2, updated_at = ?3 WHERE id = ?1")
+        .and_then(|mut st| {
+            st.execute(params![
+                id_blob(wf.0),
+                json_encode(&rec.run)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                rec.updated_at as i64
+            ])
+        })
+        .map_err(map_err)?;
+    for j in jobs {
+        let spec = json_encode(&j.spec)?;
+        admission::insert_one(c, &spec, j, 0)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl WorkflowStore for SqliteStore {
+    async fn insert_workflow(&self, wf: WorkflowRecord, jobs: Vec<NewJob>) -> Result<()> {
+        let run = json_encode(&wf.run)?;
+        let jobs = jobs
+            .into_iter()
+            .map(|j| Ok((json_encode(&j.spec)?, j)))
+            .collect::<Result<Vec<_>>>()?;
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO workflows (id, tenant_id, run, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![id_blob(wf.id.0), id_blob(wf.tenant_id.0), run, wf.created_at as i64])
+            })
+            .map_err(map_err)?;
+            for (spec, j) in jobs {
+                admission::insert_one(c, &spec, j, 0)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_workflow(
+        &self,
+        tenant: Option<TenantId>,
+        id: WorkflowId,
+    ) -> Result<Option<WorkflowRecord>> {
+        self.read(move |c| load(c, tenant, id)).await
+    }
+}

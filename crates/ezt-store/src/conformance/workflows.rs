@@ -1,0 +1,107 @@
+//! `WorkflowStore`: a run is stored with the steps it starts with, and a step job's end
+//! advances it (result recorded, dependents released, rendered from the result) in the same
+//! transaction, once.
+
+use ezt_core::retry::Verdict;
+use ezt_core::workflow::{step_job_id, Definition, JobTemplate, Run, StepDef, StepStatus};
+use ezt_core::{JobState, TenantId, WorkflowId};
+
+use super::fixtures::*;
+use crate::*;
+
+/// A two-step run: `b` depends on `a` and reads `a`'s answer.
+pub async fn a_step_end_advances_its_run_once<S: Store>(s: S) {
+    let step = |name: &str, url: &str, deps: Vec<u32>| StepDef {
+        name: name.into(),
+        job: JobTemplate {
+            spec: spec(url),
+            lane: "127.0.0.1:9".into(),
+        },
+        depends_on: deps,
+        critical: true,
+        non_blocking: false,
+        compensate: None,
+        paginate: None,
+    };
+    let def = Definition {
+        name: "two".into(),
+        input: serde_json::json!({}),
+        steps: vec![
+            step("a", "http://127.0.0.1:9/a", vec![]),
+            step(
+                "b",
+                "http://127.0.0.1:9/b/{{steps.a.response.body.id}}",
+                vec![0],
+            ),
+        ],
+    };
+    let wf = WorkflowId::new(100, 5);
+    let mut run = Run::new(def);
+    let first = release_jobs(run.start(wf), TenantId(1), 100);
+    assert_eq!(first.len(), 1);
+    let a = first[0].id;
+    assert_eq!(a, step_job_id(wf, 0, false));
+    s.insert_workflow(
+        WorkflowRecord {
+            id: wf,
+            tenant_id: TenantId(1),
+            run,
+            created_at: 100,
+            updated_at: 100,
+        },
+        first,
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.get_workflow(Some(TenantId(2)), wf)
+            .await
+            .unwrap()
+            .is_none(),
+        "tenant-scoped"
+    );
+    let job = s
+        .get_job(None, a)
+        .await
+        .unwrap()
+        .expect("the first step's job");
+    assert_eq!(job.idempotent_key, format!("{wf}:a"));
+    s.lease(a, lease(3, 200)).await.unwrap().unwrap();
+    let done = AttemptDone {
+        id: a,
+        lease_token: 3,
+        attempt: attempt(1, Verdict::Success),
+        next: Next::Final {
+            state: JobState::Succeeded,
+            response: Some(Response {
+                body: r#"{"id": "x y"}"#.into(),
+                ..ok_response()
+            }),
+            error: None,
+        },
+        now_ms: 300,
+    };
+    assert!(s.complete_attempt(done.clone()).await.unwrap().is_some());
+    assert!(s.complete_attempt(done).await.unwrap().is_none());
+    let rec = s
+        .get_workflow(Some(TenantId(1)), wf)
+        .await
+        .unwrap()
+        .unwrap();
+    let st = &rec.run.state.steps;
+    assert_eq!(
+        (st[0].status, st[1].status),
+        (StepStatus::Succeeded, StepStatus::Running)
+    );
+    assert_eq!(st[0].response.as_ref().unwrap().body, r#"{"id": "x y"}"#);
+    assert_eq!(st[1].released_by, Some(a.to_string()));
+    assert_eq!(rec.updated_at, 300);
+    let b = s
+        .get_job(None, step_job_id(wf, 1, false))
+        .await
+        .unwrap()
+        .expect("released in the step's transaction");
+    assert_eq!(b.spec.url, "http://127.0.0.1:9/b/x%20y");
+    assert_eq!(b.state, JobState::Queued);
+    assert_eq!(b.created_at, 300);
+}

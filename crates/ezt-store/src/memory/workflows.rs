@@ -1,0 +1,31 @@
+//! `WorkflowStore` in memory.
+
+use async_trait::async_trait;
+use ezt_core::{TenantId, WorkflowId};
+
+use super::MemoryStore;
+use crate::*;
+
+#[async_trait]
+impl WorkflowStore for MemoryStore {
+    async fn insert_workflow(&self, wf: WorkflowRecord, jobs: Vec<NewJob>) -> Result<()> {
+        let mut g = self.lock();
+        g.workflows.insert(wf.id, wf);
+        for j in jobs {
+            g.insert_one(j, 0);
+        }
+        Ok(())
+    }
+
+    async fn get_workflow(
+        &self,
+        tenant: Option<TenantId>,
+        id: WorkflowId,
+    ) -> Result<Option<WorkflowRecord>> {
+        let g = self.lock();
+        Ok(g.workflows
+            .get(&id)
+            .filter(|w| tenant.is_none_or(|t| t == w.tenant_id))
+            .cloned())
+    }
+}

@@ -1,0 +1,405 @@
+//! Static workflows end to end (issue 14 §2): data passing between steps, a non-blocking
+//! failure, a critical failure compensated in reverse, kill -9 in the middle of a run, hostile
+//! templates and bad definitions.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{Reply, Target, TestServer};
+
+const T: Duration = Duration::from_secs(40);
+
+async fn submit(s: &TestServer, wf: Value) -> String {
+    let (st, b) = s.post("/api/v1/workflows", wf).await;
+    assert_eq!(st, 202, "{b}");
+    b["workflow_id"].as_str().unwrap().to_string()
+}
+
+/// Polls the run until it is over (a run has no event stream yet).
+async fn wait_done(s: &TestServer, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (st, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
+        assert_eq!(st, 200, "{v}");
+        if !matches!(v["status"].as_str(), Some("running" | "compensating")) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run not over: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn step<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn five_steps_pass_data_and_a_non_blocking_failure_only_warns() {
+    let target = Target::start().await;
+    target.default_reply("broken", Reply::status(500));
+    let s = TestServer::start();
+    let no_retry = json!({"max_retries": 0, "max_reroutes": 0});
+    let id = submit(
+        &s,
+        json!({
+            "name": "order",
+            "input": {"sku": "A \"1\"", "qty": 3},
+            "steps": [
+                {"name": "reserve", "url": target.url("reserve"), "method": "POST",
+                 "body": "{\"sku\": \"{{input.sku}}\", \"qty\": {{input.qty}}}"},
+                {"name": "charge", "url": target.url("charge"), "method": "POST", "depends_on": ["reserve"],
+                 "headers": {"X-From": "{{steps.reserve.response.body.path}}"},
+                 "body": "{\"reserved\": {{steps.reserve.response.status}}, \"note\": \"sku {{input.sku}}\"}"},
+                {"name": "survey", "url": target.url("broken"), "depends_on": ["charge"],
+                 "non_blocking": true, "retry_policy": no_retry},
+                {"name": "ship", "url": target.url("ship"), "method": "POST", "depends_on": ["charge"],
+                 "body": "{\"prev\": {{steps.charge.response.body.path}}}"},
+                {"name": "email", "url": target.url("email"), "depends_on": ["ship", "reserve"]}
+            ]
+        }),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{v:#}");
+    assert_eq!(step(&v, "survey")["status"], "failed");
+    for name in ["reserve", "charge", "ship", "email"] {
+        assert_eq!(step(&v, name)["status"], "succeeded", "{name}: {v:#}");
+        assert_eq!(target.arrivals(name).len(), 1, "{name} called once");
+        let job = &step(&v, name)["job"];
+        assert_eq!(job["state"], "succeeded");
+        assert_eq!(job["attempts"].as_array().unwrap().len(), 1);
+    }
+    let reserve: Value = serde_json::from_str(&target.arrivals("reserve")[0].body).unwrap();
+    assert_eq!(
+        reserve,
+        json!({"sku": "A \"1\"", "qty": 3}),
+        "typed and escaped"
+    );
+    let charge = &target.arrivals("charge")[0];
+    assert_eq!(charge.headers["x-from"], "/reserve");
+    assert_eq!(
+        charge.headers["idempotency-key"],
+        format!("{id}:charge"),
+        "a deterministic key per (workflow, step)"
+    );
+    let body: Value = serde_json::from_str(&charge.body).unwrap();
+    assert_eq!(body, json!({"reserved": 200, "note": "sku A \"1\""}));
+    let ship: Value = serde_json::from_str(&target.arrivals("ship")[0].body).unwrap();
+    assert_eq!(
+        ship,
+        json!({"prev": "/charge"}),
+        "a bare placeholder takes the typed value"
+    );
+}
+
+#[tokio::test]
+async fn a_critical_failure_runs_the_compensations_in_reverse() {
+    let target = Target::start().await;
+    target.default_reply("ship", Reply::status(400));
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({
+            "steps": [
+                {"name": "charge", "url": target.url("charge"), "method": "POST",
+                 "compensate": {"url": target.url("refund"), "method": "POST",
+                                "body": "{\"charge\": \"{{steps.charge.response.body.path}}\"}"}},
+                {"name": "reserve", "url": target.url("reserve"), "depends_on": ["charge"],
+                 "compensate": {"url": target.url("release"), "method": "POST"}},
+                {"name": "ship", "url": target.url("ship"), "depends_on": ["reserve"]},
+                {"name": "notify", "url": target.url("notify"), "depends_on": ["ship"]}
+            ]
+        }),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    assert_eq!(step(&v, "ship")["status"], "failed");
+    assert_eq!(step(&v, "notify")["status"], "cancelled");
+    assert!(target.arrivals("notify").is_empty());
+    assert_eq!(step(&v, "charge")["compensation"], "succeeded");
+    assert_eq!(step(&v, "reserve")["compensation"], "succeeded");
+    let (release, refund) = (target.arrivals("release"), target.arrivals("refund"));
+    assert_eq!(
+        (release.len(), refund.len()),
+        (1, 1),
+        "each compensation once"
+    );
+    assert!(release[0].at <= refund[0].at, "reverse order of completion");
+    assert_eq!(refund[0].body, "{\"charge\": \"/charge\"}");
+    assert_eq!(
+        refund[0].headers["idempotency-key"],
+        format!("{id}:charge:compensate")
+    );
+}
+
+#[tokio::test]
+async fn kill_9_mid_run_resumes_without_repeating_finished_steps() {
+    let target = Target::start().await;
+    target.default_reply(
+        "s3",
+        Reply {
+            status: 200,
+            headers: vec![],
+            delay_ms: 1500,
+        },
+    );
+    let mut server = TestServer::start();
+    let (dir, key) = (server.dir.clone(), server.key.clone());
+    let steps: Vec<Value> = (1..=5)
+        .map(|i| {
+            let mut st = json!({"name": format!("s{i}"), "url": target.url(&format!("s{i}"))});
+            if i > 1 {
+                st["depends_on"] = json!([format!("s{}", i - 1)]);
+            }
+            st
+        })
+        .collect();
+    let id = submit(&server, json!({"steps": steps})).await;
+    // s3 is in flight: s1 and s2 are done and recorded.
+    target.wait_for("s3", 1, T).await;
+    server.kill9();
+    let server2 = TestServer::spawn(&dir, "", Some(key));
+    let v = wait_done(&server2, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    for (name, calls) in [("s1", 1), ("s2", 1), ("s4", 1), ("s5", 1)] {
+        assert_eq!(target.arrivals(name).len(), calls, "{name}: {v:#}");
+    }
+    // The call cut off by the kill runs again (same Idempotency-Key); nothing else does.
+    let s3 = target.arrivals("s3");
+    assert_eq!(s3.len(), 2, "in flight at the kill, so sent again");
+    assert_eq!(
+        s3[0].headers["idempotency-key"],
+        s3[1].headers["idempotency-key"]
+    );
+    let attempts = step(&v, "s3")["job"]["attempts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(attempts[0]["decision"], "interrupted", "{attempts:?}");
+}
+
+#[tokio::test]
+async fn hostile_templates_and_bad_definitions_are_refused_cleanly() {
+    let target = Target::start().await;
+    let s = TestServer::start();
+    // CR/LF into a header, a path to a missing field: the step fails before any request.
+    let id = submit(
+        &s,
+        json!({
+            "input": {"evil": "x\r\nX-Injected: 1"},
+            "steps": [
+                {"name": "inject", "url": target.url("inject"), "critical": false,
+                 "headers": {"X-V": "{{input.evil}}"}},
+                {"name": "missing", "url": target.url("missing"), "body": "{{input.nope.deeper}}"}
+            ]
+        }),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    assert!(
+        step(&v, "inject")["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("template_invalid"),
+        "{v:#}"
+    );
+    assert!(
+        step(&v, "missing")["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("template_unresolved"),
+        "{v:#}"
+    );
+    assert!(target.arrivals("inject").is_empty() && target.arrivals("missing").is_empty());
+
+    for (wf, status, code, field) in [
+        (
+            json!({"steps": [{"name": "a", "url": "http://{{input.host}}/x"}]}),
+            400,
+            "invalid_field",
+            "steps[0].url",
+        ),
+        (
+            json!({"steps": [{"name": "a", "url": "http://10.0.0.1/x"}]}),
+            422,
+            "ssrf_denied",
+            "steps[0].url",
+        ),
+        (
+            json!({"steps": [{"name": "a", "url": target.url("a"), "depends_on": ["b"]}, {"name": "b", "url": target.url("b"), "depends_on": ["a"]}]}),
+            400,
+            "invalid_field",
+            "steps[0].depends_on",
+        ),
+        (
+            json!({"steps": [{"name": "a", "url": target.url("a"), "body": "{{steps.b.response.body.id}}"}, {"name": "b", "url": target.url("b")}]}),
+            400,
+            "invalid_field",
+            "steps[0].body",
+        ),
+        (
+            json!({"steps": [{"name": "a", "url": target.url("a"), "paginate": {"style": "body_cursor"}}]}),
+            400,
+            "missing_field",
+            "steps[0].paginate.next",
+        ),
+        (
+            json!({"steps": [{"name": "a", "url": target.url("a"), "when": "true"}]}),
+            422,
+            "not_supported",
+            "steps[0].when",
+        ),
+        (json!({"steps": []}), 400, "invalid_field", "steps"),
+    ] {
+        let (st, b) = s.post("/api/v1/workflows", wf.clone()).await;
+        assert_eq!(st, status, "{wf}: {b}");
+        assert_eq!(
+            (b["error"]["code"].as_str(), b["error"]["field"].as_str()),
+            (Some(code), Some(field)),
+            "{b}"
+        );
+    }
+    let (st, _) = s
+        .get("/api/v1/workflows/wf_01JD6Q3K9V2M8X4T7B5N0R1C2E")
+        .await;
+    assert_eq!(st, 404);
+}
+
+/// A 50-page crawl following `Link: rel="next"`: a 429 with Retry-After on page 20 pauses the
+/// lane and the crawl goes on; kill -9 during page 30 resumes at page 30 without fetching a
+/// finished page again.
+#[tokio::test]
+async fn a_fifty_page_crawl_survives_a_429_and_kill_9() {
+    let target = Target::start().await;
+    let next = |n: u32| {
+        Reply::status(200).header(
+            "Link",
+            &format!("<{}?page={n}>; rel=\"next\"", target.url("pages")),
+        )
+    };
+    let mut script = Vec::new();
+    for n in 1..=50u32 {
+        if n == 20 {
+            script.push(Reply::status(429).header("Retry-After", "1"));
+        }
+        let reply = if n == 50 {
+            Reply::status(200)
+        } else {
+            next(n + 1)
+        };
+        if n == 30 {
+            // In flight at the kill; answered again (immediately) after the restart.
+            script.push(Reply {
+                delay_ms: 3000,
+                ..reply.clone()
+            });
+        }
+        script.push(reply);
+    }
+    target.script("pages", script);
+    let mut server = TestServer::start();
+    let (dir, key) = (server.dir.clone(), server.key.clone());
+    let id = submit(
+        &server,
+        json!({"steps": [{"name": "crawl", "url": format!("{}?page=1", target.url("pages")),
+                          "paginate": {"style": "link"}}]}),
+    )
+    .await;
+    // 29 pages and the 429, then page 30 is in flight.
+    target.wait_for("pages", 31, T).await;
+    server.kill9();
+    let server2 = TestServer::spawn(&dir, "", Some(key));
+    let v = wait_done(&server2, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    let pages = step(&v, "crawl")["pages"].as_array().unwrap().clone();
+    assert_eq!(pages.len(), 50, "{v:#}");
+    assert_eq!(pages[49]["next"], Value::Null);
+    let mut seen: std::collections::BTreeMap<String, Vec<std::time::Instant>> = Default::default();
+    for a in target.arrivals("pages") {
+        seen.entry(a.headers["idempotency-key"].clone())
+            .or_default()
+            .push(a.at);
+    }
+    assert_eq!(seen.len(), 50, "one key per page");
+    for n in 1..=50 {
+        let times = &seen[&format!("{id}:crawl:page:{n}")];
+        let want = if n == 20 || n == 30 { 2 } else { 1 };
+        assert_eq!(times.len(), want, "page {n}");
+    }
+    let p20 = &seen[&format!("{id}:crawl:page:20")];
+    let paused = p20[1].duration_since(p20[0]);
+    assert!(
+        paused >= Duration::from_millis(900),
+        "Retry-After: 1 paused the lane only {paused:?}"
+    );
+}
+
+/// `retry: "3s"` is the step's wall-clock budget: an always-503 critical step ends `expired`
+/// within it and fails the run.
+#[tokio::test]
+async fn a_retry_budget_expires_the_step_and_fails_the_run() {
+    let target = Target::start().await;
+    target.default_reply("busy", Reply::status(503));
+    let s = TestServer::start();
+    let t0 = std::time::Instant::now();
+    let id = submit(
+        &s,
+        json!({"steps": [{"name": "fulfil", "url": target.url("busy"), "retry": "3s",
+                          "retry_policy": {"max_retries": 100}}]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    let took = t0.elapsed();
+    assert_eq!(v["status"], "failed", "{v:#}");
+    assert_eq!(step(&v, "fulfil")["job"]["state"], "expired", "{v:#}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// Cancelling a step's job ends the step `cancelled`: a critical step's end fails the run and
+/// the compensations run at once.
+#[tokio::test]
+async fn cancelling_a_step_job_fails_the_run_and_compensates() {
+    let target = Target::start().await;
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [
+            {"name": "charge", "url": target.url("charge"),
+             "compensate": {"url": target.url("refund"), "method": "POST"}},
+            {"name": "later", "url": target.url("later"), "depends_on": ["charge"],
+             "retry_at": crate::support::in_days(30)}
+        ]}),
+    )
+    .await;
+    // `later` waits for its far-future first attempt: cancel it.
+    let deadline = tokio::time::Instant::now() + T;
+    let job = loop {
+        let (_, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
+        if let Some(j) = step(&v, "later")["job_id"].as_str() {
+            break j.to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let (st, b) = s
+        .post(&format!("/api/v1/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{b}");
+    target.wait_for("refund", 1, T).await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    assert_eq!(step(&v, "later")["status"], "cancelled");
+    assert_eq!(step(&v, "charge")["compensation"], "succeeded");
+}

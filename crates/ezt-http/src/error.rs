@@ -351,6 +351,10 @@ impl From<ezt_runtime::jobs::JobsError> for ApiError {
             JobsError::TooManyWaiters(_) => {
                 Self::new(ErrorCode::TooManyWaiters, e.to_string()).with_retry_after(1)
             }
+            // The database is down and the spool is full: nothing stored, retry later.
+            JobsError::Spool(_) => {
+                Self::new(ErrorCode::Unavailable, e.to_string()).with_retry_after(5)
+            }
         }
     }
 }

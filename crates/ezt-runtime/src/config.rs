@@ -60,6 +60,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Inbound connections and waiters.
     pub server: ServerConfig,
+    /// Store and forward while the cluster database is unreachable.
+    pub spool: SpoolConfig,
 }
 
 /// A key that must never reach a log: `Debug` prints a placeholder.
@@ -156,6 +158,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             retention: RetentionConfig::default(),
             server: ServerConfig::default(),
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -342,6 +345,30 @@ impl Default for ServerConfig {
             max_connections: 4096,
             fd_reserve: 256,
             max_waiters_per_tenant: 1000,
+        }
+    }
+}
+
+/// Store and forward (cluster store only): while the database is unreachable, admissions are
+/// fsynced into a SQLite spool in the data dir and forwarded, in order, when it is back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Most jobs waiting in the spool; above it admissions answer 503 with Retry-After.
+    pub max_jobs: u64,
+    /// A store call on the admission and read paths not answered within this counts as the
+    /// database being unreachable, ms.
+    pub store_deadline_ms: u64,
+    /// Most spooled jobs forwarded in one database transaction.
+    pub forward_batch: usize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_jobs: 100_000,
+            store_deadline_ms: 2_000,
+            forward_batch: 500,
         }
     }
 }
@@ -571,6 +598,15 @@ impl Config {
                     "metrics.bearer_token: must be a non-empty token without spaces (unset it for an open /metrics)".into(),
                 ));
             }
+        }
+        if self.spool.max_jobs == 0
+            || self.spool.store_deadline_ms == 0
+            || self.spool.forward_batch == 0
+        {
+            return Err(ConfigError::Invalid(
+                "spool.max_jobs, spool.store_deadline_ms and spool.forward_batch must be > 0"
+                    .into(),
+            ));
         }
         self.outbound.validate()?;
         self.retention.validate()?;

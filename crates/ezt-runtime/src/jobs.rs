@@ -24,6 +24,7 @@ use crate::followups::{Followups, Transition};
 use crate::lanes::{Enqueue, SchedulerHandle, TooManyLanes};
 use crate::metrics::Metrics;
 use crate::sealing::Sealer;
+use crate::spool::{Spool, SpoolError, Spooled};
 
 /// What a submission became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -77,6 +78,10 @@ pub enum JobsError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] ezt_store::Error),
+    /// The database is unreachable and the node's spool cannot take the jobs (full, or its
+    /// disk failed): nothing was stored.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// An open long poll or event stream: the tenant's waiter slot and the job's subscription,
@@ -107,6 +112,7 @@ pub struct Jobs {
     fingerprint_key: Arc<Vec<u8>>,
     followups: Arc<Followups>,
     clock: Arc<dyn Clock>,
+    spool: Option<Arc<Spool>>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -136,6 +142,8 @@ pub struct JobsParts {
     pub followups: Arc<Followups>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
+    /// Store and forward while the database is unreachable (cluster store only).
+    pub spool: Option<Arc<Spool>>,
 }
 
 impl Jobs {
@@ -154,6 +162,7 @@ impl Jobs {
             fingerprint_key: parts.fingerprint_key,
             followups: parts.followups,
             clock: parts.clock,
+            spool: parts.spool,
         }
     }
 
@@ -252,10 +261,28 @@ impl Jobs {
             .iter()
             .map(|j| (pending(j), j.idempotent_key.clone(), fresh_status(&j.spec)))
             .collect();
-        let outcomes = self
-            .store
-            .insert_jobs(jobs, self.cfg.dedup_window_ms)
-            .await?;
+        let outcomes = match self.insert(jobs).await? {
+            Stored::Database(o) => o,
+            Stored::Spool(o) => {
+                // Answered as stored; the forwarder hands them to the lanes later.
+                return Ok(summaries
+                    .into_iter()
+                    .zip(o)
+                    .map(|((job, idempotent_key, status), o)| match o {
+                        Admission::Inserted => Admitted {
+                            job_id: job.id,
+                            status,
+                            idempotent_key,
+                        },
+                        Admission::Duplicate { existing } => Admitted {
+                            job_id: existing,
+                            status: SubmitStatus::Duplicate,
+                            idempotent_key,
+                        },
+                    })
+                    .collect());
+            }
+        };
         let weight = self.cfg.tiers.weight(tenant.tier);
         let mut fresh = Vec::new();
         let mut out = Vec::with_capacity(summaries.len());
@@ -285,12 +312,73 @@ impl Jobs {
         Ok(out)
     }
 
-    /// The tenant's job.
+    /// Stores admitted jobs: in the database, or (with a spool) in the node's spool when the
+    /// database is unreachable, does not answer within the deadline, or jobs already wait in
+    /// the spool (admission order is kept).
+    async fn insert(&self, jobs: Vec<NewJob>) -> Result<Stored, JobsError> {
+        let window = self.cfg.dedup_window_ms;
+        let Some(spool) = &self.spool else {
+            return Ok(Stored::Database(
+                self.store.insert_jobs(jobs, window).await?,
+            ));
+        };
+        if spool.waiting() == 0 {
+            let tried = tokio::time::timeout(
+                spool.deadline(),
+                self.store.insert_jobs(jobs.clone(), window),
+            )
+            .await;
+            match tried {
+                Ok(Ok(o)) => return Ok(Stored::Database(o)),
+                Ok(Err(ezt_store::Error::Unavailable { message })) => {
+                    tracing::warn!(error = %message, "the database is unavailable; admitting into the spool");
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    tracing::warn!(
+                        deadline_ms = spool.deadline().as_millis() as u64,
+                        "the database did not answer in time; admitting into the spool"
+                    );
+                }
+            }
+        }
+        Ok(Stored::Spool(spool.admit(jobs, window).await?))
+    }
+
+    /// The tenant's job. With a spool: a job waiting there is answered from it when the
+    /// database does not have it or cannot answer, and a spooled id forwarded as a duplicate
+    /// resolves to the surviving job.
     pub async fn get(&self, tenant: TenantId, id: JobId) -> Result<JobRecord, JobsError> {
-        self.store
-            .get_job(Some(tenant), id)
-            .await?
-            .ok_or(JobsError::NotFound)
+        let Some(spool) = &self.spool else {
+            return self
+                .store
+                .get_job(Some(tenant), id)
+                .await?
+                .ok_or(JobsError::NotFound);
+        };
+        let unreachable = match tokio::time::timeout(
+            spool.deadline(),
+            self.store.get_job(Some(tenant), id),
+        )
+        .await
+        {
+            Ok(Ok(Some(j))) => return Ok(j),
+            Ok(Ok(None)) => None,
+            Ok(Err(e @ ezt_store::Error::Unavailable { .. })) => Some(JobsError::Store(e)),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => Some(JobsError::Store(ezt_store::Error::Unavailable {
+                message: "the database did not answer in time".into(),
+            })),
+        };
+        match spool.lookup(tenant, id).await? {
+            Spooled::Waiting(rec) => Ok(*rec),
+            Spooled::Forwarded(other) if other != id && unreachable.is_none() => self
+                .store
+                .get_job(Some(tenant), other)
+                .await?
+                .ok_or(JobsError::NotFound),
+            _ => Err(unreachable.unwrap_or(JobsError::NotFound)),
+        }
     }
 
     /// The tenant's jobs, newest first.
@@ -420,6 +508,12 @@ impl Jobs {
             }
         }
     }
+}
+
+/// Where admitted jobs went.
+enum Stored {
+    Database(Vec<Admission>),
+    Spool(Vec<Admission>),
 }
 
 /// What a newly stored job's submit answer says: `racing` when it lists regions in race mode

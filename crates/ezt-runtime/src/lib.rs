@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod notifier;
 pub mod retention;
 pub mod sealing;
+pub mod spool;
 mod store_retry;
 #[cfg(test)]
 mod tests;
@@ -95,6 +96,38 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
     clock: Arc<dyn clock::Clock>,
 ) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
+    start_inner(cfg, store, None, shutdown, clock).await
+}
+
+/// [`start`] on a cluster store with the node's local spool (see [`spool`]): admissions go to
+/// `spool` while `store` is unreachable and are forwarded when it is back.
+pub async fn start_with_spool(
+    cfg: Config,
+    store: Arc<dyn Store>,
+    spool: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
+    start_inner(
+        cfg,
+        store,
+        Some(spool),
+        shutdown,
+        Arc::new(clock::SystemClock),
+    )
+    .await
+}
+
+async fn start_inner(
+    cfg: Config,
+    store: Arc<dyn Store>,
+    spool: Option<Arc<dyn Store>>,
+    shutdown: CancellationToken,
+    clock: Arc<dyn clock::Clock>,
+) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
+    let spool = match spool {
+        Some(s) => Some(spool::Spool::open(&cfg, s).await?),
+        None => None,
+    };
     let cfg = Arc::new(cfg);
     let tasks = TaskTracker::new();
     let ssrf = SsrfPolicy::new(cfg.allow_cidrs.clone());
@@ -204,7 +237,18 @@ pub async fn start_with_clock(
         fingerprint_key: Arc::new(fingerprint_key),
         followups: followups.clone(),
         clock: clock.clone(),
+        spool: spool.clone(),
     }));
+    if let Some(spool) = spool {
+        tokio::spawn(spool.forward(
+            cfg.clone(),
+            store.clone(),
+            followups.clone(),
+            metrics.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(retention::run(
         store.clone(),
         cfg.retention.clone(),

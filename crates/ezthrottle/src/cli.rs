@@ -471,9 +471,18 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let (rt, sched) = ezt_runtime::start(cfg.clone(), store, shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = if cfg.database_url.is_some() {
+        // Store and forward: the node's own spool beside its lock, for when PostgreSQL is
+        // unreachable (see ezt_runtime::spool).
+        let path = cfg.data_dir.join("spool.db");
+        let spool = ezt_store_sqlite::SqliteStore::open(&path)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("opening the spool {}", path.display()))?;
+        ezt_runtime::start_with_spool(cfg.clone(), store, Arc::new(spool), shutdown.clone()).await
+    } else {
+        ezt_runtime::start(cfg.clone(), store, shutdown.clone()).await
+    };
+    let (rt, sched) = started.map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(%addr, port = addr.port(), data = %store_location(&cfg), region = %cfg.region, "listening on http://{addr}");
     let token = shutdown.clone();
     tokio::spawn(async move {

@@ -32,6 +32,10 @@ pub struct Config {
     /// cluster mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret: Option<SecretKey>,
+    /// This node's id in a cluster (letters, digits, `-`, `_`, `.`; at most 64). Unset: the id
+    /// kept in the data dir's `node_id` file, made (random) on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
     /// CIDRs exempt from the SSRF deny list (e.g. `127.0.0.0/8` for local testing; a bare
     /// address means that host).
     #[serde(deserialize_with = "cidrs")]
@@ -146,6 +150,7 @@ impl Default for Config {
             region: "local".into(),
             advertise_url: None,
             cluster_secret: None,
+            node_id: None,
             allow_cidrs: Vec::new(),
             tiers: TierWeights::default(),
             lanes: LanesConfig::default(),
@@ -592,6 +597,13 @@ impl Config {
                 ));
             }
         }
+        if let Some(id) = &self.node_id {
+            if !valid_node_id(id) {
+                return Err(ConfigError::Invalid(
+                    "node_id: 1 to 64 letters, digits, '-', '_' or '.'".into(),
+                ));
+            }
+        }
         if let Some(t) = &self.metrics.bearer_token {
             if t.0.trim().is_empty() || t.0.chars().any(|c| c.is_whitespace()) {
                 return Err(ConfigError::Invalid(
@@ -617,6 +629,20 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("ezthrottle.db")
     }
+
+    /// Whether this node is (or may be) one of several on one database: the store is
+    /// PostgreSQL.
+    pub fn clustered(&self) -> bool {
+        self.database_url.is_some()
+    }
+}
+
+/// A node id as stored and shown: 1–64 of `[A-Za-z0-9._-]`.
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// `EZTHROTTLE_*` variables that are not settings: the log filter, what the SDKs read (a shell
@@ -636,6 +662,7 @@ const UNSET_BY_DEFAULT: &[&str] = &[
     "database_url",
     "advertise_url",
     "cluster_secret",
+    "node_id",
 ];
 
 /// A command-line flag's value for `Config::load`.

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::events::{Events, JobEvent};
+use crate::fence::NodeFence;
 use crate::followups::{Followups, Transition};
 use crate::lanes::{AttemptEnd, GateTicket, Ran, Runner};
 use crate::metrics::Metrics;
@@ -61,6 +62,8 @@ pub struct Executor {
     sealer: Arc<crate::sealing::Sealer>,
     /// The wall clock (leases, attempt times, retry plans, deadlines).
     clock: Arc<dyn Clock>,
+    /// This node (holder of the leases; its self-fence is checked before sending).
+    node: Arc<NodeFence>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -104,7 +107,14 @@ impl Executor {
             followups,
             sealer,
             clock,
+            node: Arc::new(NodeFence::single(ezt_store::NodeId::local())),
         })
+    }
+
+    /// Names this node as the holder of its leases, under its self-fence.
+    pub fn on_node(mut self, node: Arc<NodeFence>) -> Self {
+        self.node = node;
+        self
     }
 
     /// Ends a job whose deadline passed while it waited. The scheduler has already dropped it,
@@ -139,7 +149,7 @@ impl Executor {
             token,
             now_ms: now,
             expires_at: now + self.cfg.attempt_timeout_ms + 30_000,
-            holder: ezt_store::NodeId::local(),
+            holder: self.node.id().clone(),
         };
         let leased = match self.store.lease(id, lease).await {
             Ok(Some(l)) => l,

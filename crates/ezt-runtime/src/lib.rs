@@ -16,9 +16,11 @@ mod credentials;
 pub mod deliver;
 pub mod dispatch;
 pub mod events;
+pub mod fence;
 pub mod followups;
 pub mod jobs;
 pub mod lanes;
+pub mod membership;
 pub mod metrics;
 pub mod notifier;
 pub mod retention;
@@ -68,6 +70,8 @@ pub struct Runtime {
     pub clock: Arc<dyn clock::Clock>,
     /// Every attempt and delivery in flight (graceful drain waits on it).
     pub tasks: TaskTracker,
+    /// This node: its id, epoch and self-fence.
+    pub node: Arc<fence::NodeFence>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -133,6 +137,13 @@ async fn start_inner(
     let ssrf = SsrfPolicy::new(cfg.allow_cidrs.clone());
     let events = Arc::new(events::Events::default());
     let metrics = Arc::new(metrics::Metrics::default());
+    let node_id = membership::node_id(&cfg)
+        .map_err(|e| format!("node id in {}: {e}", cfg.data_dir.display()))?;
+    let node = Arc::new(if cfg.clustered() {
+        fence::NodeFence::clustered(node_id.clone())
+    } else {
+        fence::NodeFence::single(node_id.clone())
+    });
     let fingerprint_key = store
         .meta_get_or_init("lane_fingerprint_key", rand::random::<[u8; 32]>().to_vec())
         .await?;
@@ -141,15 +152,18 @@ async fn start_inner(
         &cfg.data_dir,
     )?);
     let signing_keys = Arc::new(deliver::SigningKeys::new(store.clone(), sealer.clone()));
-    let deliverer = Arc::new(deliver::Deliverer::new(
-        store.clone(),
-        &cfg.webhooks,
-        &cfg.outbound,
-        SsrfResolver::new(ssrf.clone()),
-        signing_keys.clone(),
-        metrics.clone(),
-        clock.clone(),
-    )?);
+    let deliverer = Arc::new(
+        deliver::Deliverer::new(
+            store.clone(),
+            &cfg.webhooks,
+            &cfg.outbound,
+            SsrfResolver::new(ssrf.clone()),
+            signing_keys.clone(),
+            metrics.clone(),
+            clock.clone(),
+        )?
+        .on_node(node.clone()),
+    );
     let (webhook_sched, deliveries) = lanes::Scheduler::new(
         config::LanesConfig {
             idle_evict_after_ms: cfg.lanes.idle_evict_after_ms,
@@ -174,16 +188,19 @@ async fn start_inner(
         deliveries.clone(),
         cfg.lanes.credential_headers.clone(),
     ));
-    let executor = Arc::new(dispatch::Executor::new(
-        store.clone(),
-        &cfg,
-        ssrf,
-        events.clone(),
-        metrics.clone(),
-        followups.clone(),
-        sealer.clone(),
-        clock.clone(),
-    )?);
+    let executor = Arc::new(
+        dispatch::Executor::new(
+            store.clone(),
+            &cfg,
+            ssrf,
+            events.clone(),
+            metrics.clone(),
+            followups.clone(),
+            sealer.clone(),
+            clock.clone(),
+        )?
+        .on_node(node.clone()),
+    );
     let sched = lanes::Scheduler::with_inbox(
         inbox,
         cfg.lanes.clone(),
@@ -200,8 +217,9 @@ async fn start_inner(
     // Rebuild the indexes: every job not final goes back to its lane, every pending delivery
     // to its receiver's lane.
     let t0 = clock::monotonic();
-    let node = ezt_store::NodeId::local(); // one node holds every lease; a cluster names itself
-    let recovered = store.recover(&node, clock.now_ms(), &cfg.region).await?;
+    // Only this node's own leases: a previous run of it (same id, kept in the data dir whose
+    // lock this process holds) is dead; other nodes' running attempts are theirs.
+    let recovered = store.recover(&node_id, clock.now_ms(), &cfg.region).await?;
     let weights = notifier::tenant_weights(&cfg, store.as_ref()).await?;
     let n = recovered.jobs.len();
     let n_deliveries = recovered.deliveries.len();
@@ -284,6 +302,7 @@ async fn start_inner(
         metrics,
         clock,
         tasks,
+        node,
     };
     Ok((rt, sched_task))
 }

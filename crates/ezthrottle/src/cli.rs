@@ -61,6 +61,10 @@ enum Cmd {
         /// EZTHROTTLE_CLUSTER_SECRET].
         #[arg(long)]
         cluster_secret: Option<String>,
+        /// This node's id in a cluster (default: kept in the data dir's `node_id` file) [env:
+        /// EZTHROTTLE_NODE_ID].
+        #[arg(long)]
+        node_id: Option<String>,
         /// CIDR exempt from the SSRF deny list (repeatable) [env: EZTHROTTLE_ALLOW_CIDRS,
         /// comma-separated].
         #[arg(long = "allow-cidr")]
@@ -166,10 +170,14 @@ fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
         region,
         advertise_url,
         cluster_secret,
+        node_id,
         allow_cidr,
         ..
     } = cmd
     {
+        if let Some(n) = node_id {
+            flags.push(Flag::string("node_id", "--node-id", n));
+        }
         if let Some(u) = advertise_url {
             flags.push(Flag::string("advertise_url", "--advertise-url", u));
         }
@@ -211,23 +219,6 @@ async fn connect_postgres(url: &str) -> Result<ezt_store_postgres::PgStore> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))
-}
-
-/// The store for `serve`: on PostgreSQL with the database's single-server lock held (see
-/// `PgStore::lock_single_server`), the counterpart of the SQLite data dir's lock file.
-async fn open_for_serving(
-    cfg: &Config,
-) -> Result<(Arc<dyn Store>, Option<ezt_store_postgres::ServerLock>)> {
-    let Some(url) = &cfg.database_url else {
-        return Ok((open(cfg).await?, None));
-    };
-    let store = connect_postgres(&url.0).await?;
-    let lock = store
-        .lock_single_server()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| redact_url(&url.0))?;
-    Ok((Arc::new(store), Some(lock)))
 }
 
 /// Where the store is, for logs and errors: the SQLite file, or the database URL without its
@@ -460,7 +451,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
             cfg.data_dir.display()
         );
     }
-    let (store, _single_server) = open_for_serving(&cfg).await?;
+    let store = open(&cfg).await?;
     if let Some(key) = ezt_runtime::admin::bootstrap(store.as_ref(), &SystemClock).await? {
         // A log line, so `--log-json` output stays all JSON; the key alone goes to stdout.
         tracing::info!("first start: created tenant \"default\" and an API key, printed on stdout. It is shown once; store it now");

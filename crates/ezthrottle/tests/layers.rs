@@ -81,6 +81,19 @@ const FORBIDDEN_MODULES: &[(&str, &str, &[&str])] = &[
     ),
     ("ezt_runtime", "clock", &["*"]),
     ("ezt_runtime", "config", &["*"]),
+    ("ezt_runtime", "fence", &["*"]),
+    (
+        "ezt_runtime",
+        "membership",
+        &[
+            "lanes",
+            "dispatch",
+            "deliver",
+            "jobs",
+            "followups",
+            "notifier",
+        ],
+    ),
 ];
 
 /// The workspace's `crates/` directory (`EZT_LAYERS_CRATES` checks another tree, e.g. an

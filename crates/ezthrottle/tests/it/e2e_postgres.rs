@@ -156,18 +156,29 @@ async fn serve_and_cli_share_a_postgres_database_and_state_survives_a_restart() 
     let (s, _) = server.get_as(&default_key, "/api/v1/jobs").await;
     assert_eq!(s, 200, "the first start's key still works");
 
-    // A second server on the same database is refused (one per database until cluster
-    // mode), with the reason; the running one is untouched.
+    // A second server on the same database starts beside the first (cluster mode): each node
+    // has an id of its own, kept in its data dir, and recovering its own leases at start leaves
+    // the other node's alone. A job submitted to either runs.
     let other = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(crate::support::serve_args(other.path(), config))
-        .env("EZTHROTTLE_DATABASE_URL", &url)
-        .output()
-        .expect("second server");
-    assert!(!out.status.success(), "a second server started: {out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another ezthrottle server"), "{err}");
-    let (s, _) = server.get_as(&key, &format!("/api/v1/jobs/{id2}")).await;
+    let second = TestServer::spawn_env(other.path(), config, Some(default_key.clone()), &env);
+    let first_id = std::fs::read_to_string(tmp.path().join("node_id")).unwrap();
+    let second_id = std::fs::read_to_string(other.path().join("node_id")).unwrap();
+    assert!(!first_id.trim().is_empty());
+    assert_ne!(first_id, second_id, "each node names itself");
+    let (s, b) = second
+        .post_as(
+            &key,
+            "/api/v1/jobs",
+            json!({"url": target.url("pg"), "body": "3"}),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let id3 = b["job_id"].as_str().unwrap().to_string();
+    let (_, job) = server
+        .get_as(&key, &format!("/api/v1/jobs/{id3}/wait?timeout=20s"))
+        .await;
+    assert_eq!(job["state"], "succeeded", "either node shows it: {job}");
+    let (s, _) = second.get_as(&key, &format!("/api/v1/jobs/{id2}")).await;
     assert_eq!(s, 200);
 }
 

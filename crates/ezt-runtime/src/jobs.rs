@@ -166,6 +166,12 @@ impl Jobs {
         }
     }
 
+    /// The client-side deadline of store calls on the admission path when store and forward is
+    /// on (a cluster store with a spool): a call not answered in it counts as unreachable.
+    pub fn store_deadline(&self) -> Option<Duration> {
+        self.spool.as_ref().map(|s| s.deadline())
+    }
+
     /// Now, from the service's clock (one value for a whole batch).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()

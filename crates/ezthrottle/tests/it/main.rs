@@ -27,3 +27,4 @@ mod fault_disk;
 mod fault_hostile;
 mod fault_kill;
 mod fault_sigterm;
+mod fault_spool;

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod faultproxy;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::net::SocketAddr;

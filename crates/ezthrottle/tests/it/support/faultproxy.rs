@@ -135,11 +135,7 @@ async fn serve(
     let (mut a, mut b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
         // Nothing is read while blackholed: the bytes wait in the kernel buffers.
-        let open = async {
-            mode.wait_for(|m| *m != Mode::Blackhole)
-                .await
-                .map(|m| *m)
-        };
+        let open = async { mode.wait_for(|m| *m != Mode::Blackhole).await.map(|m| *m) };
         let m = tokio::select! {
             _ = gen.cancelled() => break,
             _ = stop.cancelled() => break,

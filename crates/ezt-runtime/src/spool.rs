@@ -16,7 +16,8 @@
 //!   becomes an alias of the surviving job (kept in the spool's meta table), so a `GET` of
 //!   either id shows one job.
 //! - A full spool (`spool.max_jobs` waiting) refuses admission (503 with Retry-After); nothing
-//!   acknowledged is ever dropped.
+//!   acknowledged is ever dropped. Forwarded jobs stay in the spool for the dedup window (so
+//!   the spool's own key dedup and the aliases hold that long), then are purged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -170,6 +171,7 @@ impl Spool {
     ) {
         loop {
             if self.waiting() == 0 {
+                self.purge(&cfg, clock.as_ref()).await;
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = self.wake.notified() => {}
@@ -199,6 +201,25 @@ impl Spool {
         }
     }
 
+    /// Deletes forwarded jobs older than the dedup window (their key no longer dedups, and a
+    /// spooled id aliased to another job stops resolving then).
+    async fn purge(&self, cfg: &Config, clock: &dyn Clock) {
+        let cutoffs = ezt_store::PurgeCutoffs {
+            default: Some(clock.now_ms().saturating_sub(cfg.dedup_window_ms)),
+            tenants: Vec::new(),
+        };
+        loop {
+            match self.store.purge_finished(&cutoffs, 1000).await {
+                Ok(1000) => continue,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "spool: cannot purge forwarded jobs");
+                    return;
+                }
+            }
+        }
+    }
+
     /// One batch, oldest first; answers how many were forwarded.
     async fn forward_round(
         &self,
@@ -215,12 +236,14 @@ impl Spool {
             return Ok(0);
         }
         ids.truncate(self.batch);
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in &ids {
-            if let Some(r) = self.store.get_job(None, *id).await? {
-                jobs.push(new_job(r));
-            }
-        }
+        // Concurrent reads (the spool's reader pool); concurrent writes below share commits.
+        let read = ids.iter().map(|id| self.store.get_job(None, *id));
+        let jobs: Vec<NewJob> = futures::future::try_join_all(read)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(new_job)
+            .collect();
         let window = cfg.dedup_window_ms;
         let outcomes =
             tokio::time::timeout(self.deadline * 5, db.insert_jobs(jobs.clone(), window))
@@ -258,10 +281,11 @@ impl Spool {
         metrics.admitted.add(n as u64);
         followups.after(Transition::Admitted(fresh)).await;
         let now = clock.now_ms();
-        for job in &jobs {
-            // Marked forwarded; a spooled job is never run from the spool.
-            self.store.cancel(None, job.id, now, &cfg.region).await?;
-        }
+        // Marked forwarded (a spooled job is never run from the spool), group-committed.
+        let marks = jobs
+            .iter()
+            .map(|job| self.store.cancel(None, job.id, now, &cfg.region));
+        futures::future::try_join_all(marks).await?;
         self.waiting
             .fetch_sub((jobs.len() as u64).min(self.waiting()), Ordering::Relaxed);
         Ok(jobs.len())

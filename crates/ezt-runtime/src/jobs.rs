@@ -24,7 +24,7 @@ use crate::followups::{Followups, Transition};
 use crate::lanes::{Enqueue, SchedulerHandle, TooManyLanes};
 use crate::metrics::Metrics;
 use crate::sealing::Sealer;
-use crate::spool::{Spool, SpoolError, Spooled};
+use crate::spool::{Spool, SpoolError};
 
 /// What a submission became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -362,29 +362,26 @@ impl Jobs {
                 .await?
                 .ok_or(JobsError::NotFound);
         };
-        let unreachable = match tokio::time::timeout(
-            spool.deadline(),
-            self.store.get_job(Some(tenant), id),
-        )
-        .await
-        {
-            Ok(Ok(Some(j))) => return Ok(j),
-            Ok(Ok(None)) => None,
-            Ok(Err(e @ ezt_store::Error::Unavailable { .. })) => Some(JobsError::Store(e)),
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => Some(JobsError::Store(ezt_store::Error::Unavailable {
-                message: "the database did not answer in time".into(),
-            })),
+        let db = async {
+            if let Some(j) = self.store.get_job(Some(tenant), id).await? {
+                return Ok(Some(j));
+            }
+            match crate::spool::alias_of(self.store.as_ref(), tenant, id).await? {
+                Some(other) => self.store.get_job(Some(tenant), other).await,
+                None => Ok(None),
+            }
         };
-        match spool.lookup(tenant, id).await? {
-            Spooled::Waiting(rec) => Ok(*rec),
-            Spooled::Forwarded(other) if other != id && unreachable.is_none() => self
-                .store
-                .get_job(Some(tenant), other)
-                .await?
-                .ok_or(JobsError::NotFound),
-            _ => Err(unreachable.unwrap_or(JobsError::NotFound)),
-        }
+        let unreachable = match tokio::time::timeout(spool.deadline(), db).await {
+            Ok(Ok(Some(j))) => return Ok(j),
+            Ok(Ok(None)) => JobsError::NotFound,
+            Ok(Err(e @ ezt_store::Error::Unavailable { .. })) => JobsError::Store(e),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => JobsError::Store(ezt_store::Error::Unavailable {
+                message: "the database did not answer in time".into(),
+            }),
+        };
+        // Not in the database (yet), or it cannot say: a job still waiting in the spool.
+        spool.waiting_job(tenant, id).await?.ok_or(unreachable)
     }
 
     /// The tenant's jobs, newest first.

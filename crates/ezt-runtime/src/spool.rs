@@ -13,8 +13,8 @@
 //!   never run from the spool). A crash between the two writes forwards the job again, which
 //!   the database answers as the same job (its id is stored already).
 //! - A job whose key the database already holds under another id is a duplicate: the spooled id
-//!   becomes an alias of the surviving job (kept in the spool's meta table), so a `GET` of
-//!   either id shows one job.
+//!   becomes an alias of the surviving job, recorded in the database's meta table (before the
+//!   spool marks the job forwarded), so a `GET` of either id on any node shows one job.
 //! - A full spool (`spool.max_jobs` waiting) refuses admission (503 with Retry-After); nothing
 //!   acknowledged is ever dropped. Forwarded jobs stay in the spool for the dedup window (so
 //!   the spool's own key dedup and the aliases hold that long), then are purged.
@@ -37,18 +37,8 @@ use crate::metrics::Metrics;
 /// How long the forwarder waits before trying an unreachable database again.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 /// Meta key prefix of an alias: a spooled id whose job the database holds under another id.
-const ALIAS: &str = "spool_alias:";
-
-/// A spooled job as a reader sees it.
-#[derive(Debug)]
-pub(crate) enum Spooled {
-    /// Waiting in the spool (not yet in the database).
-    Waiting(Box<JobRecord>),
-    /// Forwarded: the database holds it under this id (its own, or the surviving job's).
-    Forwarded(JobId),
-    /// Not a job of this spool.
-    Unknown,
-}
+/// The value is the tenant's id then the surviving job's id (16 bytes each, big-endian).
+const ALIAS: &str = "job_alias:";
 
 /// The node's spool. Cheap to share behind an `Arc`.
 pub struct Spool {
@@ -138,24 +128,17 @@ impl Spool {
         Ok(out)
     }
 
-    /// What the spool knows of `id` (the tenant's).
-    pub(crate) async fn lookup(&self, tenant: TenantId, id: JobId) -> ezt_store::Result<Spooled> {
-        let Some(rec) = self.store.get_job(Some(tenant), id).await? else {
-            return Ok(Spooled::Unknown);
-        };
-        if rec.state != JobState::Cancelled {
-            return Ok(Spooled::Waiting(Box::new(rec)));
-        }
-        // Forwarded: its alias if the forwarder recorded one (before marking it), else itself.
-        let own = id.0.to_be_bytes().to_vec();
-        let v = self
+    /// The tenant's job `id` if it waits in the spool (not yet forwarded).
+    pub(crate) async fn waiting_job(
+        &self,
+        tenant: TenantId,
+        id: JobId,
+    ) -> ezt_store::Result<Option<JobRecord>> {
+        Ok(self
             .store
-            .meta_get_or_init(&format!("{ALIAS}{id}"), own)
-            .await?;
-        let target = <[u8; 16]>::try_from(v.as_slice())
-            .map(|b| JobId(u128::from_be_bytes(b)))
-            .map_err(|_| Error::Other(format!("spool alias of {id} is not a job id")))?;
-        Ok(Spooled::Forwarded(target))
+            .get_job(Some(tenant), id)
+            .await?
+            .filter(|r| r.state != JobState::Cancelled))
     }
 
     /// Forwards the spool until `shutdown`: woken by every spooled admission, and every
@@ -268,11 +251,9 @@ impl Spool {
                 });
             } else {
                 metrics.duplicates.inc();
-                self.store
-                    .meta_get_or_init(
-                        &format!("{ALIAS}{}", job.id),
-                        survivor.0.to_be_bytes().to_vec(),
-                    )
+                let mut v = job.tenant_id.0.to_be_bytes().to_vec();
+                v.extend_from_slice(&survivor.0.to_be_bytes());
+                db.meta_get_or_init(&format!("{ALIAS}{}", job.id), v)
                     .await?;
                 tracing::info!(spooled = %job.id, job_id = %survivor, "spool: a spooled job's key was admitted elsewhere; its id now resolves to that job");
             }
@@ -290,6 +271,23 @@ impl Spool {
             .fetch_sub((jobs.len() as u64).min(self.waiting()), Ordering::Relaxed);
         Ok(jobs.len())
     }
+}
+
+/// The job a spooled id was forwarded into when its key was taken (see the module doc), if
+/// `id` is such an alias of the tenant's.
+pub(crate) async fn alias_of(
+    db: &dyn Store,
+    tenant: TenantId,
+    id: JobId,
+) -> ezt_store::Result<Option<JobId>> {
+    let Some(v) = db.meta_get(&format!("{ALIAS}{id}")).await? else {
+        return Ok(None);
+    };
+    let (t, j) = v
+        .split_at_checked(16)
+        .and_then(|(t, j)| Some((<[u8; 16]>::try_from(t).ok()?, <[u8; 16]>::try_from(j).ok()?)))
+        .ok_or_else(|| Error::Other(format!("the alias of {id} is not a tenant and job id")))?;
+    Ok((TenantId(u128::from_be_bytes(t)) == tenant).then_some(JobId(u128::from_be_bytes(j))))
 }
 
 /// The spool's waiting jobs, oldest first (ids are time-ordered).

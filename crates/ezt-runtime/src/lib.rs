@@ -128,15 +128,15 @@ async fn start_inner(
     shutdown: CancellationToken,
     clock: Arc<dyn clock::Clock>,
 ) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
+    let metrics = Arc::new(metrics::Metrics::default());
     let spool = match spool {
-        Some(s) => Some(spool::Spool::open(&cfg, s).await?),
+        Some(s) => Some(spool::Spool::open(&cfg, s, metrics.clone()).await?),
         None => None,
     };
     let cfg = Arc::new(cfg);
     let tasks = TaskTracker::new();
     let ssrf = SsrfPolicy::new(cfg.allow_cidrs.clone());
     let events = Arc::new(events::Events::default());
-    let metrics = Arc::new(metrics::Metrics::default());
     let node_id = membership::node_id(&cfg)
         .map_err(|e| format!("node id in {}: {e}", cfg.data_dir.display()))?;
     let node = Arc::new(if cfg.clustered() {

@@ -48,6 +48,7 @@ pub struct Spool {
     batch: usize,
     waiting: AtomicU64,
     wake: Notify,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Spool {
@@ -75,7 +76,11 @@ pub enum SpoolError {
 impl Spool {
     /// The spool over `store` (the node's local spool database), with the jobs already waiting
     /// in it counted.
-    pub async fn open(cfg: &Config, store: Arc<dyn Store>) -> ezt_store::Result<Arc<Self>> {
+    pub async fn open(
+        cfg: &Config,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> ezt_store::Result<Arc<Self>> {
         let waiting = pending_ids(store.as_ref(), &cfg.region).await?.len() as u64;
         if waiting > 0 {
             tracing::warn!(
@@ -90,6 +95,7 @@ impl Spool {
             batch: cfg.spool.forward_batch,
             waiting: AtomicU64::new(waiting),
             wake: Notify::new(),
+            metrics,
         }))
     }
 
@@ -124,6 +130,8 @@ impl Spool {
             .filter(|a| matches!(a, Admission::Inserted))
             .count() as u64;
         self.waiting.fetch_add(inserted, Ordering::Relaxed);
+        self.metrics.spool_admitted.add(inserted);
+        self.metrics.spool_waiting.set(self.waiting());
         self.wake.notify_one();
         Ok(out)
     }
@@ -173,8 +181,12 @@ impl Spool {
                     );
                     continue;
                 }
-                Err(e) => {
+                Err(e @ Error::Unavailable { .. }) => {
                     tracing::debug!(error = %e, waiting = self.waiting(), "spool: the database is still unreachable");
+                }
+                Err(e) => {
+                    // Not an outage: say so loudly; the batch is tried again (never dropped).
+                    tracing::warn!(error = %e, waiting = self.waiting(), "spool: cannot forward; retrying");
                 }
             }
             tokio::select! {
@@ -215,6 +227,7 @@ impl Spool {
         let mut ids = pending_ids(self.store.as_ref(), &cfg.region).await?;
         // Keep the count honest (jobs forwarded by a previous run, a restart).
         self.waiting.store(ids.len() as u64, Ordering::Relaxed);
+        self.metrics.spool_waiting.set(self.waiting());
         if ids.is_empty() {
             return Ok(0);
         }
@@ -269,6 +282,8 @@ impl Spool {
         futures::future::try_join_all(marks).await?;
         self.waiting
             .fetch_sub((jobs.len() as u64).min(self.waiting()), Ordering::Relaxed);
+        metrics.spool_forwarded.add(jobs.len() as u64);
+        metrics.spool_waiting.set(self.waiting());
         Ok(jobs.len())
     }
 }

@@ -190,6 +190,15 @@ async fn blackholed_database_admissions_go_to_the_spool_within_the_deadline() {
         target.arrivals("b1").is_empty(),
         "a spooled job is not sent"
     );
+    // A scrape does not hang on the silent database either.
+    let t0 = Instant::now();
+    let (st, text) = s.get_text("/metrics").await;
+    assert_eq!(st, 200);
+    assert!(t0.elapsed() < Duration::from_millis(800 * 2 + 1500));
+    assert!(
+        text.lines().any(|l| l == "ezthrottle_spool_waiting 2"),
+        "{text}"
+    );
 
     // Healed: the stuck connections are cut, new ones flow.
     proxy.set(Mode::Forward);
@@ -357,6 +366,15 @@ async fn a_full_spool_answers_503_with_retry_after_and_drops_nothing() {
         target.arrivals("f3").is_empty(),
         "the refused job was not stored"
     );
+    let (st, text) = s.get_text("/metrics").await;
+    assert_eq!(st, 200);
+    for line in [
+        "ezthrottle_spool_admitted_total 3",
+        "ezthrottle_spool_forwarded_total 3",
+        "ezthrottle_spool_waiting 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
     // Room again.
     accepted(&s, json!({"url": target.url("f4")})).await;
 }

@@ -222,40 +222,53 @@ async fn blackholed_database_admissions_go_to_the_spool_within_the_deadline() {
 async fn case5_postgres_crash_and_restart_loses_nothing_acknowledged() {
     let pg = OwnPg::start();
     let target = Target::start().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let s = node(tmp.path(), &pg.url, None, 10_000);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(da.path(), &pg.url, None, 10_000);
+    let b = node(db.path(), &pg.url, Some(a.key.clone()), 10_000);
+    let nodes = [&a, &b];
+    verify_key(&b).await;
 
-    let mut acked: Vec<(String, String)> = Vec::new();
+    // (job id, target path, node that took it), submitted round-robin.
+    let mut acked: Vec<(String, String, usize)> = Vec::new();
     for i in 0..10 {
         let name = format!("pre{i}");
-        acked.push((accepted(&s, json!({"url": target.url(&name)})).await, name));
+        let id = accepted(nodes[i % 2], json!({"url": target.url(&name)})).await;
+        acked.push((id, name, i % 2));
     }
     pg.crash();
-    let mut spooled = Vec::new();
     for i in 0..30 {
         let name = format!("down{i}");
-        let id = accepted(&s, json!({"url": target.url(&name)})).await;
-        spooled.push(id.clone());
-        acked.push((id, name));
+        let id = accepted(nodes[i % 2], json!({"url": target.url(&name)})).await;
+        acked.push((id, name, i % 2));
     }
-    // A spooled job reads from the spool while the database is down.
-    let (st, v) = s.get(&format!("/api/v1/jobs/{}", spooled[0])).await;
-    assert_eq!(st, 200, "{v}");
-    assert_eq!(v["state"], "queued");
+    // A spooled job reads from its node's spool while the database is down.
+    for (id, _, n) in &acked[10..12] {
+        let (st, v) = nodes[*n].get(&format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["state"], "queued");
+    }
     assert!(
         target.arrivals("down0").is_empty(),
         "nothing spooled is sent while the database is down"
     );
 
     pg.restart();
-    for i in 0..5 {
+    for i in 0..6 {
         let name = format!("post{i}");
-        acked.push((accepted(&s, json!({"url": target.url(&name)})).await, name));
+        let id = accepted(nodes[i % 2], json!({"url": target.url(&name)})).await;
+        acked.push((id, name, i % 2));
     }
-    // lost = acknowledged but never arrived: must be 0. Every job ends succeeded.
-    for (id, name) in &acked {
-        let v = final_view(&s, id, Duration::from_secs(60)).await;
+    // lost = acknowledged but never arrived: must be 0. Every job ends succeeded, and reads
+    // the same on both nodes.
+    for (id, name, n) in &acked {
+        let v = final_view(nodes[*n], id, Duration::from_secs(60)).await;
         assert_eq!(v["state"], "succeeded", "{name}: {v}");
+        let (st, other) = nodes[1 - *n].get(&format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(st, 200, "{other}");
+        assert_eq!(
+            other["state"], "succeeded",
+            "{name} on the other node: {other}"
+        );
         assert!(
             !target.arrivals(name).is_empty(),
             "{name} was acked and never arrived"

@@ -150,6 +150,7 @@ impl Executor {
             now_ms: now,
             expires_at: now + self.cfg.attempt_timeout_ms + 30_000,
             holder: self.node.id().clone(),
+            fence: gate.fence(),
         };
         let leased = match self.store.lease(id, lease).await {
             Ok(Some(l)) => l,

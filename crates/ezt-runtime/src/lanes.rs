@@ -409,6 +409,9 @@ pub struct GateTicket<Id = JobId> {
     lane: usize,
     handle: SchedulerHandle<Id>,
     held: bool,
+    /// Cluster mode: the fence the attempt lease must be taken under (the lane's stored name
+    /// and epoch, this node's epoch).
+    fence: Option<ezt_store::Fence>,
 }
 
 impl<Id> GateTicket<Id> {
@@ -421,6 +424,11 @@ impl<Id> GateTicket<Id> {
     /// What a response taught, applied at once to the lane's send gate.
     pub fn apply(&self, c: &LimitChange, at: Instant) {
         self.gate.apply(c, at);
+    }
+
+    /// The fence this attempt's lease must hold under (cluster mode), else `None`.
+    pub fn fence(&self) -> Option<ezt_store::Fence> {
+        self.fence.clone()
     }
 
     fn release(&mut self) {
@@ -1045,6 +1053,7 @@ impl<R: Runner> Scheduler<R> {
                     lane,
                     handle: self.handle.clone(),
                     held: true,
+                    fence: None,
                 };
                 if let Some(e) = self.jobs.get_mut(&id) {
                     e.at = Where::Running;

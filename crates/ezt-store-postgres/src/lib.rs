@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod admission;
+mod cluster;
 mod codec;
 mod deliveries;
 mod jobs;
@@ -63,6 +64,7 @@ use ezt_store::{Error, Result};
 
 use codec::{pg_err, pool_err};
 
+pub use cluster::LANE_CHANNEL;
 pub use schema::MIGRATIONS;
 
 /// Connections kept by a node's pool.

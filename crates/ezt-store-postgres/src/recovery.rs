@@ -42,6 +42,8 @@ pub(crate) async fn release(
             ns.push(n);
             data.push(json_encode(&a)?);
         }
+        // `lease_expires_at` stays: the cut-off call may still be running at its target, so a
+        // lane's adopter counts it as in flight until then (`ClusterStore::claim_lane`).
         // An attempt already recorded under that number wins.
         c.execute(
             "INSERT INTO attempts (job_id, n, data) SELECT * FROM unnest($1::bytea[], $2::int4[], $3::text[])
@@ -52,7 +54,7 @@ pub(crate) async fn release(
         .map_err(pg_err)?;
         c.execute(
             "UPDATE jobs SET state = CASE WHEN run_at > $1 THEN 'scheduled' ELSE 'queued' END,
-             lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL
+             lease_token = NULL, lease_holder = NULL
              WHERE state = 'running' AND lease_holder = $2",
             &[&(now_ms as i64), &holder],
         )

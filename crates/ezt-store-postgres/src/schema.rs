@@ -12,8 +12,10 @@ use crate::codec::pg_err;
 
 /// (version, name, SQL) of every migration, in order. Versions are never reused or edited once
 /// released: a change is a new file.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "cluster", include_str!("../migrations/0002_cluster.sql")),
+];
 
 /// The advisory lock migrations run under, with the schema's hash as its second half (one
 /// installation is one schema; tests migrate many side by side in one database).

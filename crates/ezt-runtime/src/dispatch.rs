@@ -171,6 +171,14 @@ impl Executor {
         } else {
             let timeout = Duration::from_millis(self.cfg.attempt_timeout_ms.min(left));
             gate.pass().await;
+            if !gate.may_send() {
+                // Self-fenced between the lease and the send (cluster mode): nothing left, so
+                // the lease is undone and the job waits for its lane's (next) owner.
+                tracing::info!("self-fenced before sending; the attempt is undone");
+                let undone = until_stored("unlease", || self.store.unlease(id, token)).await;
+                tracing::debug!(undone, "unlease");
+                return (AttemptEnd::Finished, None);
+            }
             let t0 = Instant::now();
             let r = self.call(&leased, timeout).await;
             let latency = t0.elapsed().as_millis() as u64;

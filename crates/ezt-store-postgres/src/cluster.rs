@@ -300,6 +300,45 @@ impl ClusterStore for PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT lane FROM lanes WHERE owner_node = $1 AND owner_node_epoch = $2 ORDER BY lane",
+                &[&id.as_str(), &(epoch as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<PendingJob>> {
+        let keys: Vec<&str> = lanes
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .collect();
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id, tenant_id, lane, run_at, deadline_at FROM jobs
+                 WHERE lane = ANY($1) AND state IN ('queued', 'scheduled') AND lease_token IS NULL
+                 ORDER BY id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&st, &[&keys]).await.map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| PendingJob {
+                id: JobId(bytes_id(r.get(0))),
+                tenant_id: ezt_core::TenantId(bytes_id(r.get(1))),
+                lane: ezt_core::lane::LaneKey(r.get(2)),
+                run_at: to_u64(r.get(3)),
+                deadline_at: to_u64(r.get(4)),
+            })
+            .collect())
+    }
+
     async fn dead_holders(&self) -> Result<Vec<NodeId>> {
         let c = self.client().await?;
         let rows = c

@@ -86,6 +86,45 @@ impl ClusterStore for SqliteStore {
             .collect())
     }
 
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>> {
+        Ok(self.solo.owned_lanes(id, epoch))
+    }
+
+    async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<PendingJob>> {
+        let keys: Vec<String> = lanes
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix).map(str::to_string))
+            .collect();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, tenant_id, lane, run_at, deadline_at FROM jobs
+                     WHERE state IN ('queued', 'scheduled') AND lease_token IS NULL AND lane = ?1
+                     ORDER BY id",
+                )
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for k in &keys {
+                let rows = st
+                    .query_map(params![k], |r| {
+                        Ok(PendingJob {
+                            id: ezt_core::JobId(blob_id(&r.get::<_, Vec<u8>>(0)?)),
+                            tenant_id: ezt_core::TenantId(blob_id(&r.get::<_, Vec<u8>>(1)?)),
+                            lane: ezt_core::lane::LaneKey(r.get(2)?),
+                            run_at: r.get::<_, i64>(3)? as u64,
+                            deadline_at: r.get::<_, i64>(4)? as u64,
+                        })
+                    })
+                    .map_err(map_err)?;
+                for r in rows {
+                    out.push(r.map_err(map_err)?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn dead_holders(&self) -> Result<Vec<NodeId>> {
         let holders: Vec<String> = self
             .read(|c| {

@@ -141,6 +141,11 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Lanes (stored names, `prefix` + key) that have waiting jobs (queued or scheduled, not
     /// leased) and no live owner.
     async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Lanes (stored names) this membership owns.
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>>;
+    /// Waiting jobs (queued or scheduled, not leased) of the given lanes (stored names,
+    /// `prefix` + key), for their owner's index.
+    async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<crate::PendingJob>>;
     /// Holders of job or delivery leases that are no live member (dead nodes, or the single
     /// node's `local` from before cluster mode).
     async fn dead_holders(&self) -> Result<Vec<NodeId>>;
@@ -332,6 +337,16 @@ impl SoloCluster {
                     owner_alive: false,
                 },
             })
+            .collect()
+    }
+
+    /// See [`ClusterStore::owned_lanes`].
+    pub fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Vec<String> {
+        let g = self.lock();
+        g.lanes
+            .iter()
+            .filter(|(_, (o, oe, _))| o == id.as_str() && *oe == epoch)
+            .map(|(l, _)| l.clone())
             .collect()
     }
 

@@ -78,6 +78,31 @@ impl ClusterStore for MemoryStore {
         Ok(out)
     }
 
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>> {
+        Ok(self.solo.owned_lanes(id, epoch))
+    }
+
+    async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<PendingJob>> {
+        let g = self.lock();
+        Ok(g.jobs
+            .values()
+            .filter(|j| {
+                matches!(j.state, JobState::Queued | JobState::Scheduled)
+                    && !g.leases.contains_key(&j.id)
+                    && lanes
+                        .iter()
+                        .any(|l| l.strip_prefix(prefix) == Some(j.lane.0.as_str()))
+            })
+            .map(|j| PendingJob {
+                id: j.id,
+                tenant_id: j.tenant_id,
+                lane: j.lane.clone(),
+                run_at: j.run_at,
+                deadline_at: j.deadline_at,
+            })
+            .collect())
+    }
+
     async fn dead_holders(&self) -> Result<Vec<NodeId>> {
         let now = wall_ms();
         let g = self.lock();

@@ -1,6 +1,7 @@
 //! Test support: the real `ezthrottle` binary as a child process, and a local mock target.
-
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;

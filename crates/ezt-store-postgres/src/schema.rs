@@ -30,6 +30,12 @@ const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 /// Applies the missing migrations; returns how many ran.
 pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<usize> {
     let tx = client.transaction().await.map_err(pg_err)?;
+    // Waiting for another node's migration is expected: no session lock timeout here.
+    tx.batch_execute(
+        "SET LOCAL lock_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0",
+    )
+    .await
+    .map_err(pg_err)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))",
         &[&MIGRATION_LOCK],

@@ -262,6 +262,7 @@ impl Runner for Deliverer {
             now_ms: now,
             expires_at: now + self.timeout.as_millis() as u64 + 30_000,
             holder: self.node.id().clone(),
+            fence: None,
         };
         let finished = Ran {
             end: AttemptEnd::Finished,

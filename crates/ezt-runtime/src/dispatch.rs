@@ -26,6 +26,10 @@ use crate::lanes::{AttemptEnd, GateTicket, Ran, Runner};
 use crate::metrics::Metrics;
 use crate::store_retry::until_stored;
 
+/// Cluster mode: how long an attempt lease outlasts its call's timeout (covers the send
+/// gate's short wait and the completion write).
+const CLUSTER_LEASE_MARGIN_MS: u64 = 2_000;
+
 /// What the call produced.
 struct CallResult {
     outcome: Outcome,
@@ -148,8 +152,18 @@ impl Executor {
         let lease = Lease {
             token,
             now_ms: now,
-            expires_at: now + self.cfg.attempt_timeout_ms + 30_000,
+            // The lease outlasts the call by a margin. On one node nobody takes a live lease, so
+            // a generous one costs nothing; in a cluster an adopter counts a dead owner's
+            // unexpired leases as calls in flight, so it is kept short there.
+            expires_at: now
+                + self.cfg.attempt_timeout_ms
+                + if self.node.is_clustered() {
+                    CLUSTER_LEASE_MARGIN_MS
+                } else {
+                    30_000
+                },
             holder: self.node.id().clone(),
+            fence: gate.fence(),
         };
         let leased = match self.store.lease(id, lease).await {
             Ok(Some(l)) => l,
@@ -170,6 +184,14 @@ impl Executor {
         } else {
             let timeout = Duration::from_millis(self.cfg.attempt_timeout_ms.min(left));
             gate.pass().await;
+            if !gate.may_send() {
+                // Self-fenced between the lease and the send (cluster mode): nothing left, so
+                // the lease is undone and the job waits for its lane's (next) owner.
+                tracing::info!("self-fenced before sending; the attempt is undone");
+                let undone = until_stored("unlease", || self.store.unlease(id, token)).await;
+                tracing::debug!(undone, "unlease");
+                return (AttemptEnd::Finished, None);
+            }
             let t0 = Instant::now();
             let r = self.call(&leased, timeout).await;
             let latency = t0.elapsed().as_millis() as u64;

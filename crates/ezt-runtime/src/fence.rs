@@ -29,6 +29,8 @@ pub struct NodeFence {
     deadline_ms: AtomicU64,
     /// Set on a graceful leave: never reopened.
     left: AtomicBool,
+    /// The live, non-draining members as last read (ids), for placement.
+    members: std::sync::RwLock<Vec<NodeId>>,
 }
 
 impl NodeFence {
@@ -41,6 +43,7 @@ impl NodeFence {
             epoch: AtomicU64::new(0),
             deadline_ms: AtomicU64::new(u64::MAX),
             left: AtomicBool::new(false),
+            members: Default::default(),
         }
     }
 
@@ -53,6 +56,7 @@ impl NodeFence {
             epoch: AtomicU64::new(0),
             deadline_ms: AtomicU64::new(0),
             left: AtomicBool::new(false),
+            members: Default::default(),
         }
     }
 
@@ -124,8 +128,80 @@ impl NodeFence {
     }
 }
 
+impl NodeFence {
+    /// Replaces the view of live members placement works over.
+    pub fn set_members(&self, mut ids: Vec<NodeId>) {
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        *self.members.write().unwrap_or_else(|p| p.into_inner()) = ids;
+    }
+
+    /// The live members as last read.
+    pub fn members(&self) -> Vec<NodeId> {
+        self.members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether this node is where `lane` belongs: the member with the highest rendezvous
+    /// weight for it. True when the member view is empty or lacks this node (before the first
+    /// read, or while it is being re-read) only if no other member is known.
+    pub fn preferred(&self, lane: &str) -> bool {
+        let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+        match rendezvous(lane, members.iter()) {
+            Some(best) => best == &self.id,
+            None => true,
+        }
+    }
+}
+
+/// Highest-random-weight placement: the member whose hash with `lane` is largest. Adding or
+/// removing a member moves only the lanes that member wins or held.
+pub fn rendezvous<'a>(lane: &str, members: impl Iterator<Item = &'a NodeId>) -> Option<&'a NodeId> {
+    members.max_by_key(|m| (weight(m.as_str(), lane), m.as_str()))
+}
+
+/// A stable 64-bit hash of (node, lane): FNV-1a, then a SplitMix64 finaliser for spread.
+fn weight(node: &str, lane: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes().chain([0xff]).chain(lane.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rendezvous_spreads_lanes_and_moves_few_on_a_change() {
+        let three: Vec<NodeId> = ["a", "b", "c"].into_iter().map(NodeId::new).collect();
+        let lanes: Vec<String> = (0..3000).map(|i| format!("job:host{i}:443")).collect();
+        let owner = |ms: &[NodeId], l: &str| rendezvous(l, ms.iter()).unwrap().clone();
+        let before: Vec<NodeId> = lanes.iter().map(|l| owner(&three, l)).collect();
+        for n in &three {
+            let k = before.iter().filter(|o| *o == n).count();
+            assert!((800..1200).contains(&k), "{n}: {k} of 3000");
+        }
+        let two = &three[..2];
+        let moved = lanes
+            .iter()
+            .zip(&before)
+            .filter(|(l, o)| owner(two, l) != **o)
+            .count();
+        let held_by_c = before.iter().filter(|o| o.as_str() == "c").count();
+        assert_eq!(moved, held_by_c, "only the removed node's lanes move");
+        let f = NodeFence::clustered(NodeId::new("b"));
+        assert!(f.preferred("job:x"), "alone, every lane is ours");
+        f.set_members(three.clone());
+        let mine = lanes.iter().filter(|l| f.preferred(l)).count();
+        assert_eq!(mine, before.iter().filter(|o| o.as_str() == "b").count());
+    }
+
     use std::time::Duration;
 
     use super::*;

@@ -72,6 +72,8 @@ pub struct Runtime {
     pub tasks: TaskTracker,
     /// This node: its id, epoch and self-fence.
     pub node: Arc<fence::NodeFence>,
+    /// Cluster mode: this node's membership (None on one node).
+    pub membership: Option<Arc<membership::Membership>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -212,7 +214,8 @@ async fn start_inner(
         }),
         tasks.clone(),
         clock.clone(),
-    );
+    )
+    .in_cluster(node.clone());
 
     // Rebuild the indexes: every job not final goes back to its lane, every pending delivery
     // to its receiver's lane.
@@ -224,9 +227,15 @@ async fn start_inner(
     let n = recovered.jobs.len();
     let n_deliveries = recovered.deliveries.len();
     deliver::enqueue(&deliveries, recovered.deliveries);
+    // In a cluster, waiting jobs belong to their lanes' owners: membership indexes this node's
+    // (and the ones it adopts) once it has joined.
+    let recovered_jobs = if cfg.clustered() {
+        Vec::new()
+    } else {
+        recovered.jobs
+    };
     job_lanes.enqueue(
-        recovered
-            .jobs
+        recovered_jobs
             .into_iter()
             .map(|job| lanes::Enqueue {
                 weight: weights.get(&job.tenant_id).copied().unwrap_or(1),
@@ -240,6 +249,26 @@ async fn start_inner(
         ms = t0.elapsed().as_millis() as u64,
         "recovered waiting jobs"
     );
+
+    let membership = if cfg.clustered() {
+        let (m, events) = membership::Membership::start(
+            &cfg,
+            store.clone(),
+            node.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(forward_membership(
+            events,
+            cfg.clone(),
+            store.clone(),
+            job_lanes.clone(),
+            deliveries.clone(),
+        ));
+        Some(m)
+    } else {
+        None
+    };
 
     let (t1, t2) = (shutdown.clone(), shutdown.clone());
     let sched_task = tokio::spawn(async move {
@@ -303,6 +332,7 @@ async fn start_inner(
         clock,
         tasks,
         node,
+        membership,
     };
     Ok((rt, sched_task))
 }
@@ -315,6 +345,39 @@ impl Runtime {
         let _ = sched.await;
         self.tasks.close();
         let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
+        if let Some(m) = &self.membership {
+            m.finish().await;
+        }
         self.metrics.job_lanes.in_flight() + self.metrics.webhook_lanes.in_flight()
+    }
+}
+
+/// Hands what membership reports to the lanes: waiting jobs (with their tenants' weights),
+/// deliveries freed from dead nodes, and "claim your lanes again".
+async fn forward_membership(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<membership::Event>,
+    cfg: Arc<Config>,
+    store: Arc<dyn Store>,
+    job_lanes: lanes::SchedulerHandle,
+    deliveries: deliver::Deliveries,
+) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            membership::Event::Jobs(jobs) => {
+                let weights = notifier::tenant_weights(&cfg, store.as_ref())
+                    .await
+                    .unwrap_or_default();
+                job_lanes.enqueue(
+                    jobs.into_iter()
+                        .map(|job| lanes::Enqueue {
+                            weight: weights.get(&job.tenant_id).copied().unwrap_or(1),
+                            job,
+                        })
+                        .collect(),
+                );
+            }
+            membership::Event::Deliveries(d) => deliver::enqueue(&deliveries, d),
+            membership::Event::Fenced => job_lanes.fenced(),
+        }
     }
 }

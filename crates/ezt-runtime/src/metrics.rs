@@ -380,6 +380,7 @@ mod tests {
             paused_until: None,
             pinned: false,
             dispatched: i as u64,
+            lane_epoch: None,
         }
     }
 

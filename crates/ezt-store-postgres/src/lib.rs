@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod admission;
+mod cluster;
 mod codec;
 mod deliveries;
 mod jobs;
@@ -63,7 +64,12 @@ use ezt_store::{Error, Result};
 
 use codec::{pg_err, pool_err};
 
+pub use cluster::LANE_CHANNEL;
 pub use schema::MIGRATIONS;
+
+/// Set on every pooled session (see `connect_without_migrating`).
+const SESSION_SETTINGS: &str =
+    "SET idle_in_transaction_session_timeout = '4s'; SET lock_timeout = '3s'";
 
 /// Connections kept by a node's pool.
 const DEFAULT_POOL: usize = 16;
@@ -127,6 +133,17 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(mgr)
+            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    // A node paused mid-transaction (SIGSTOP, a partition) must not hold row
+                    // locks for long: the server ends such a session, and nobody waits on a
+                    // lock for more than a few seconds.
+                    client
+                        .batch_execute(SESSION_SETTINGS)
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
             .max_size(DEFAULT_POOL)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(10)))

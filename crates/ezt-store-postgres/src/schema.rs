@@ -12,8 +12,10 @@ use crate::codec::pg_err;
 
 /// (version, name, SQL) of every migration, in order. Versions are never reused or edited once
 /// released: a change is a new file.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "cluster", include_str!("../migrations/0002_cluster.sql")),
+];
 
 /// The advisory lock migrations run under, with the schema's hash as its second half (one
 /// installation is one schema; tests migrate many side by side in one database).
@@ -28,6 +30,12 @@ const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 /// Applies the missing migrations; returns how many ran.
 pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<usize> {
     let tx = client.transaction().await.map_err(pg_err)?;
+    // Waiting for another node's migration is expected: no session lock timeout here.
+    tx.batch_execute(
+        "SET LOCAL lock_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0",
+    )
+    .await
+    .map_err(pg_err)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))",
         &[&MIGRATION_LOCK],

@@ -186,6 +186,7 @@ async fn leases_run_on_database_time() {
         now_ms: 100, // a clock stuck in 1970
         expires_at: 100 + 30_000,
         holder: NodeId::new("skewed"),
+        fence: None,
     };
     s.lease(j.id, lease).await.unwrap().unwrap();
     let t1 = s.db_now_ms().await.unwrap();

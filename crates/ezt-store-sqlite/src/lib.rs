@@ -11,6 +11,7 @@
 //! the same two primitives here: `read` (a pooled reader) and `write` (the writer thread).
 #![warn(missing_docs)]
 
+mod cluster;
 mod codec;
 mod deliveries;
 mod jobs;
@@ -42,6 +43,8 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    /// Membership and lane ownership of the one-member cluster.
+    solo: Arc<ezt_store::SoloCluster>,
 }
 
 impl SqliteStore {
@@ -58,6 +61,7 @@ impl SqliteStore {
             writer,
             readers: Arc::new(Mutex::new(readers)),
             path,
+            solo: Arc::default(),
         })
     }
 

@@ -13,6 +13,7 @@
 //! | [`SecretStore`]    | webhook signing secrets, the installation's key/value secrets |
 //! | [`LaneStore`]      | what lanes learned from their targets                         |
 //! | [`MaintenanceStore`] | readiness probe, retention                                  |
+//! | [`ClusterStore`]   | node membership, lane ownership and fencing (cluster mode)     |
 //!
 //! [`Store`] is all of them at once (implemented for every type that has them), so the server
 //! can hold one `Arc<dyn Store>`. Every capability's methods can be called on a `dyn Store` (and
@@ -24,6 +25,7 @@
 //! and one transaction.
 #![warn(missing_docs)]
 
+mod cluster;
 mod deliveries;
 mod error;
 mod jobs;
@@ -37,6 +39,9 @@ mod tenants;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
+pub use cluster::{
+    ClusterStore, Fence, LaneClaim, LaneOwner, NodeInfo, NodeRecord, OwnedLane, SoloCluster,
+};
 pub use deliveries::DeliveryStore;
 pub use error::{Error, Result};
 pub use jobs::JobStore;
@@ -52,12 +57,18 @@ pub use tenants::TenantStore;
 /// Implemented for every type that implements them all; never implement it by hand. Times are
 /// passed in (ms since the epoch) by the caller's clock, so tests are deterministic.
 pub trait Store:
-    TenantStore + JobStore + DeliveryStore + SecretStore + LaneStore + MaintenanceStore
+    TenantStore + JobStore + DeliveryStore + SecretStore + LaneStore + MaintenanceStore + ClusterStore
 {
 }
 
 impl<T> Store for T where
-    T: TenantStore + JobStore + DeliveryStore + SecretStore + LaneStore + MaintenanceStore
+    T: TenantStore
+        + JobStore
+        + DeliveryStore
+        + SecretStore
+        + LaneStore
+        + MaintenanceStore
+        + ClusterStore
 {
 }
 
@@ -65,7 +76,8 @@ impl<T> Store for T where
 /// `use ezt_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        DeliveryStore, JobStore, LaneStore, MaintenanceStore, SecretStore, Store, TenantStore,
+        ClusterStore, DeliveryStore, JobStore, LaneStore, MaintenanceStore, SecretStore, Store,
+        TenantStore,
     };
 }
 

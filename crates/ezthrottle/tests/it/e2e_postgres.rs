@@ -43,7 +43,7 @@ async fn serve_and_cli_share_a_postgres_database_and_state_survives_a_restart() 
     let first = db_cli(&url, cli_dir.path(), &["migrate"]);
     assert!(first.status.success(), "{first:?}");
     let said = String::from_utf8_lossy(&first.stderr).to_string();
-    assert!(said.contains("applied 1 migration(s)"), "{said}");
+    assert!(said.contains("applied 2 migration(s)"), "{said}");
     let again = db_cli(&url, cli_dir.path(), &["migrate"]);
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("applied 0 migration(s)"),

@@ -22,6 +22,7 @@ mod e2e_security;
 mod e2e_strict;
 mod e2e_webhooks;
 mod fault_clock;
+mod fault_cluster;
 mod fault_common;
 mod fault_disk;
 mod fault_hostile;

@@ -320,7 +320,7 @@ impl Jobs {
 
     /// Stores admitted jobs: in the database, or (with a spool) in the node's spool when the
     /// database is unreachable, does not answer within the deadline, or jobs already wait in
-    /// the spool (admission order is kept).
+    /// the spool (admission order is kept, unless the spool is full).
     async fn insert(&self, jobs: Vec<NewJob>) -> Result<Stored, JobsError> {
         let window = self.cfg.dedup_window_ms;
         let Some(spool) = &self.spool else {
@@ -328,7 +328,9 @@ impl Jobs {
                 self.store.insert_jobs(jobs, window).await?,
             ));
         };
-        if spool.waiting() == 0 {
+        // A full spool tries the database too, before refusing: when it answers, availability
+        // wins over strict admission order (the spool is still being forwarded).
+        if spool.waiting() == 0 || spool.would_overflow(jobs.len()) {
             let tried = tokio::time::timeout(
                 spool.deadline(),
                 self.store.insert_jobs(jobs.clone(), window),

@@ -104,6 +104,11 @@ impl Spool {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// Whether `n` more jobs would pass `spool.max_jobs`.
+    pub(crate) fn would_overflow(&self, n: usize) -> bool {
+        self.waiting().saturating_add(n as u64) > self.max_jobs
+    }
+
     /// The client-side deadline of a database call on the admission and read paths.
     pub(crate) fn deadline(&self) -> Duration {
         self.deadline
@@ -116,8 +121,7 @@ impl Spool {
         jobs: Vec<NewJob>,
         window_ms: u64,
     ) -> Result<Vec<Admission>, SpoolError> {
-        let n = jobs.len() as u64;
-        if self.waiting().saturating_add(n) > self.max_jobs {
+        if self.would_overflow(jobs.len()) {
             return Err(SpoolError::Full { max: self.max_jobs });
         }
         let out = self

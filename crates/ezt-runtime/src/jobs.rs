@@ -172,6 +172,12 @@ impl Jobs {
         self.spool.as_ref().map(|s| s.deadline())
     }
 
+    /// Whether admissions currently go to the spool (the database was found unreachable and
+    /// the spool is not yet forwarded): callers skip database reads they can do without.
+    pub fn spooling(&self) -> bool {
+        self.spool.as_ref().is_some_and(|s| s.waiting() > 0)
+    }
+
     /// Now, from the service's clock (one value for a whole batch).
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()

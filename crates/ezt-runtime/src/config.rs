@@ -966,6 +966,27 @@ pub fn parse_cidrs<'a>(
 mod tests {
     use super::*;
 
+    #[test]
+    fn spool_bounds_must_be_positive() {
+        let c = Config::load(
+            None,
+            vec![("EZTHROTTLE_SPOOL_MAX_JOBS".into(), "7".into())],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(c.spool.max_jobs, 7);
+        for var in [
+            "EZTHROTTLE_SPOOL_MAX_JOBS",
+            "EZTHROTTLE_SPOOL_STORE_DEADLINE_MS",
+            "EZTHROTTLE_SPOOL_FORWARD_BATCH",
+        ] {
+            let e = Config::load(None, vec![(var.into(), "0".into())], Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("spool.max_jobs"), "{var}: {e}");
+        }
+    }
+
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
         vars.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

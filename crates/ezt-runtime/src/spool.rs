@@ -345,3 +345,36 @@ fn pending(j: &NewJob) -> ezt_store::PendingJob {
         deadline_at: j.deadline_at,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ezt_store::{MemoryStore, SecretStore};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_alias_resolves_for_its_tenant_only() {
+        let db = MemoryStore::new();
+        let (t1, t2) = (TenantId::new(1, 1), TenantId::new(2, 2));
+        let (spooled, survivor) = (JobId::new(10, 1), JobId::new(11, 2));
+        let mut v = t1.0.to_be_bytes().to_vec();
+        v.extend_from_slice(&survivor.0.to_be_bytes());
+        db.meta_get_or_init(&format!("{ALIAS}{spooled}"), v)
+            .await
+            .unwrap();
+        assert_eq!(alias_of(&db, t1, spooled).await.unwrap(), Some(survivor));
+        assert_eq!(
+            alias_of(&db, t2, spooled).await.unwrap(),
+            None,
+            "another tenant's alias is not found"
+        );
+        assert_eq!(alias_of(&db, t1, survivor).await.unwrap(), None);
+        db.meta_get_or_init(&format!("{ALIAS}{survivor}"), vec![1, 2, 3])
+            .await
+            .unwrap();
+        assert!(
+            alias_of(&db, t1, survivor).await.is_err(),
+            "a malformed alias is an error, not a job"
+        );
+    }
+}

@@ -5,6 +5,8 @@
 #                              a unix socket in DIR; prints the URL. A no-op (prints the URL) when
 #                              DIR's server is already running; a restart keeps its port if free.
 #   scripts/pg.sh stop DIR     fast shutdown (sessions are ended, nothing committed is lost).
+#   scripts/pg.sh crash DIR    immediate shutdown (`pg_ctl stop -m immediate`: no checkpoint, crash
+#                              recovery at the next start), for fault tests.
 #   scripts/pg.sh url DIR      prints postgres://ezt@127.0.0.1:PORT/postgres of DIR's server.
 #   scripts/pg.sh attach DIR   start, print the URL, then wait until stdin closes; then stop and
 #                              remove DIR. Tests run it with a pipe on stdin, so the server goes
@@ -113,9 +115,16 @@ stop() {
   fi
 }
 
+crash() {
+  if running; then
+    as_owner "$BIN/pg_ctl" -D "$data" -m immediate -w -t 60 stop >/dev/null
+  fi
+}
+
 case "$cmd" in
   start) start ;;
   stop) stop ;;
+  crash) crash ;;
   url)
     running || { echo "pg.sh: no server running in $dir" >&2; exit 1; }
     url
@@ -128,7 +137,7 @@ case "$cmd" in
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: $0 start|stop|url|attach DIR" >&2
+    echo "usage: $0 start|stop|crash|url|attach DIR" >&2
     exit 2
     ;;
 esac

@@ -104,6 +104,27 @@ impl Gcra {
         self.tat.max(now).saturating_sub(self.tolerance).max(now)
     }
 
+    /// Counts requests that were sent before this limiter existed (another node's, for a lane
+    /// it adopted): each `ages[i]` says how long before `now` one left. The limiter then stands
+    /// as if it had allowed them itself, so a window spanning the hand-over holds no more than
+    /// `burst + rate·w`. Ages need not be sorted; ages larger than `now` are fine (they are
+    /// replayed on a shifted axis).
+    pub fn replay(&mut self, now: Nanos, ages: &[Nanos]) {
+        let Some(&oldest) = ages.iter().max() else {
+            return;
+        };
+        let mut sorted = ages.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        // On the shifted axis, `now` is `oldest` and a request `age` ago is `oldest - age`.
+        let mut tat: Nanos = 0;
+        for age in sorted {
+            tat = tat.max(oldest - age) + self.interval;
+        }
+        if tat > oldest {
+            self.tat = self.tat.max(now.saturating_add(tat - oldest));
+        }
+    }
+
     /// Blocks everything until `until` (a provider said "come back later"): nothing will be
     /// allowed before it, and then at most one request, then the normal rate.
     pub fn pause_until(&mut self, until: Nanos) {
@@ -117,6 +138,30 @@ mod tests {
     use proptest::prelude::*;
 
     const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn replayed_history_holds_the_window_across_a_hand_over() {
+        // 10/s, burst 1: another node sent at 0.0, 0.1 and 0.2 s; the adopter starts at 0.25 s
+        // (on its own axis, 5 s) and may send next at 0.3 s, not at once.
+        let mut g = Gcra::new(10.0, 1);
+        let now = 5 * S;
+        g.replay(now, &[S / 4, S / 20, S * 3 / 20]);
+        assert_eq!(
+            g.check(now),
+            Decision::Wait {
+                until: now + S / 20
+            }
+        );
+        assert_eq!(g.check(now + S / 20), Decision::Allow);
+        // History older than one interval costs nothing.
+        let mut g = Gcra::new(10.0, 1);
+        g.replay(S, &[3 * S, 2 * S]);
+        assert_eq!(g.check(S), Decision::Allow);
+        // Ages beyond `now` (a node that just started) are fine.
+        let mut g = Gcra::new(1.0, 2);
+        g.replay(10, &[S / 2, S / 4]);
+        assert_eq!(g.check(10), Decision::Wait { until: 10 + S / 2 });
+    }
 
     #[test]
     fn two_per_second_spaces_by_half_a_second() {

@@ -357,6 +357,10 @@ impl From<ezt_runtime::jobs::JobsError> for ApiError {
             JobsError::Lane(ezt_runtime::lanes::PinError::OperatorPinned(_)) => {
                 Self::conflict(e.to_string())
             }
+            // The database is down and the spool is full: nothing stored, retry later.
+            JobsError::Spool(_) => {
+                Self::new(ErrorCode::Unavailable, e.to_string()).with_retry_after(5)
+            }
         }
     }
 }

@@ -106,17 +106,24 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
         .into_response();
     }
     let now = st.rt.clock.now_ms();
+    // With store and forward, a scrape must not hang on an unreachable database: the store's
+    // figures are left out past the store deadline (the spool's are in memory).
+    let deadline = st
+        .rt
+        .jobs
+        .store_deadline()
+        .unwrap_or(std::time::Duration::MAX);
+    let states = tokio::time::timeout(deadline, st.rt.store.count_by_state());
+    let oldest = tokio::time::timeout(deadline, st.rt.store.oldest_pending_delivery());
     let snap = ezt_runtime::metrics::Snapshot {
         max_lane_series: st.rt.cfg.metrics.max_lane_series,
-        states: st.rt.store.count_by_state().await.unwrap_or_default(),
+        states: states.await.ok().and_then(Result::ok).unwrap_or_default(),
         lanes: st.rt.lanes.lanes().await,
         webhook_lanes: st.rt.deliveries.lanes().await,
-        oldest_pending_delivery_s: st
-            .rt
-            .store
-            .oldest_pending_delivery()
+        oldest_pending_delivery_s: oldest
             .await
             .ok()
+            .and_then(Result::ok)
             .flatten()
             .map(|t| now.saturating_sub(t) as f64 / 1000.0),
     };

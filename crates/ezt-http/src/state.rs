@@ -11,6 +11,10 @@ use ezt_store::Tenant;
 /// may come from the CLI in another process) takes effect within this bound.
 pub const AUTH_TTL: Duration = Duration::from_secs(1);
 
+/// With store and forward, while the database is unreachable: how long ago a key must have
+/// been verified on this node to keep admitting (a revocation made meanwhile is not seen).
+pub const STALE_AUTH: Duration = Duration::from_secs(3600);
+
 /// Recently verified keys: key digest → tenant, fresh for [`AUTH_TTL`].
 pub type AuthCache = TtlCache<[u8; 32], Tenant>;
 

@@ -32,6 +32,10 @@ pub struct Config {
     /// cluster mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret: Option<SecretKey>,
+    /// This node's id in a cluster (letters, digits, `-`, `_`, `.`; at most 64). Unset: the id
+    /// kept in the data dir's `node_id` file, made (random) on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
     /// CIDRs exempt from the SSRF deny list (e.g. `127.0.0.0/8` for local testing; a bare
     /// address means that host).
     #[serde(deserialize_with = "cidrs")]
@@ -60,6 +64,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Inbound connections and waiters.
     pub server: ServerConfig,
+    /// Store and forward while the cluster database is unreachable.
+    pub spool: SpoolConfig,
 }
 
 /// A key that must never reach a log: `Debug` prints a placeholder.
@@ -144,6 +150,7 @@ impl Default for Config {
             region: "local".into(),
             advertise_url: None,
             cluster_secret: None,
+            node_id: None,
             allow_cidrs: Vec::new(),
             tiers: TierWeights::default(),
             lanes: LanesConfig::default(),
@@ -156,6 +163,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             retention: RetentionConfig::default(),
             server: ServerConfig::default(),
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -402,6 +410,30 @@ impl Default for ServerConfig {
     }
 }
 
+/// Store and forward (cluster store only): while the database is unreachable, admissions are
+/// fsynced into a SQLite spool in the data dir and forwarded, in order, when it is back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Most jobs waiting in the spool; above it admissions answer 503 with Retry-After.
+    pub max_jobs: u64,
+    /// A store call on the admission and read paths not answered within this counts as the
+    /// database being unreachable, ms.
+    pub store_deadline_ms: u64,
+    /// Most spooled jobs forwarded in one database transaction.
+    pub forward_batch: usize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_jobs: 100_000,
+            store_deadline_ms: 2_000,
+            forward_batch: 500,
+        }
+    }
+}
+
 /// A retention period: `None` for `"never"`.
 pub fn parse_retention(s: &str) -> Result<Option<u64>, String> {
     if s.trim().eq_ignore_ascii_case("never") {
@@ -626,12 +658,28 @@ impl Config {
                 ));
             }
         }
+        if let Some(id) = &self.node_id {
+            if !valid_node_id(id) {
+                return Err(ConfigError::Invalid(
+                    "node_id: 1 to 64 letters, digits, '-', '_' or '.'".into(),
+                ));
+            }
+        }
         if let Some(t) = &self.metrics.bearer_token {
             if t.0.trim().is_empty() || t.0.chars().any(|c| c.is_whitespace()) {
                 return Err(ConfigError::Invalid(
                     "metrics.bearer_token: must be a non-empty token without spaces (unset it for an open /metrics)".into(),
                 ));
             }
+        }
+        if self.spool.max_jobs == 0
+            || self.spool.store_deadline_ms == 0
+            || self.spool.forward_batch == 0
+        {
+            return Err(ConfigError::Invalid(
+                "spool.max_jobs, spool.store_deadline_ms and spool.forward_batch must be > 0"
+                    .into(),
+            ));
         }
         self.outbound.validate()?;
         self.retention.validate()?;
@@ -642,6 +690,20 @@ impl Config {
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("ezthrottle.db")
     }
+
+    /// Whether this node is (or may be) one of several on one database: the store is
+    /// PostgreSQL.
+    pub fn clustered(&self) -> bool {
+        self.database_url.is_some()
+    }
+}
+
+/// A node id as stored and shown: 1–64 of `[A-Za-z0-9._-]`.
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// `EZTHROTTLE_*` variables that are not settings: the log filter, what the SDKs read (a shell
@@ -661,6 +723,7 @@ const UNSET_BY_DEFAULT: &[&str] = &[
     "database_url",
     "advertise_url",
     "cluster_secret",
+    "node_id",
 ];
 
 /// A command-line flag's value for `Config::load`.
@@ -963,6 +1026,27 @@ pub fn parse_cidrs<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spool_bounds_must_be_positive() {
+        let c = Config::load(
+            None,
+            vec![("EZTHROTTLE_SPOOL_MAX_JOBS".into(), "7".into())],
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(c.spool.max_jobs, 7);
+        for var in [
+            "EZTHROTTLE_SPOOL_MAX_JOBS",
+            "EZTHROTTLE_SPOOL_STORE_DEADLINE_MS",
+            "EZTHROTTLE_SPOOL_FORWARD_BATCH",
+        ] {
+            let e = Config::load(None, vec![(var.into(), "0".into())], Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("spool.max_jobs"), "{var}: {e}");
+        }
+    }
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
         vars.iter()

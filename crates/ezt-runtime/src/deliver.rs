@@ -22,6 +22,7 @@ use ezt_store::{
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::fence::NodeFence;
 use crate::lanes::{AttemptEnd, GateTicket, Item, Ran, Runner, SchedulerHandle};
 use crate::metrics::Metrics;
 use crate::sealing::Sealer;
@@ -62,6 +63,8 @@ pub struct Deliverer {
     metrics: Arc<Metrics>,
     /// The wall clock (leases, signatures' timestamps, the retry schedule).
     clock: Arc<dyn Clock>,
+    /// This node (holder of the leases; its self-fence is checked before sending).
+    node: Arc<NodeFence>,
 }
 
 /// Tenants' webhook secrets in clear, read from the store and opened once per tenant and second
@@ -186,7 +189,14 @@ impl Deliverer {
             keys,
             metrics,
             clock,
+            node: Arc::new(NodeFence::single(ezt_store::NodeId::local())),
         })
+    }
+
+    /// Names this node as the holder of its leases, under its self-fence.
+    pub fn on_node(mut self, node: Arc<NodeFence>) -> Self {
+        self.node = node;
+        self
     }
 
     async fn send(&self, d: &LeasedDelivery, secrets: &[String]) -> Sent {
@@ -251,7 +261,8 @@ impl Runner for Deliverer {
             token,
             now_ms: now,
             expires_at: now + self.timeout.as_millis() as u64 + 30_000,
-            holder: ezt_store::NodeId::local(),
+            holder: self.node.id().clone(),
+            fence: None,
         };
         let finished = Ran {
             end: AttemptEnd::Finished,

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::events::{Events, JobEvent};
+use crate::fence::NodeFence;
 use crate::followups::{Followups, Transition};
 use crate::lanes::{AttemptEnd, GateTicket, Ran, Runner};
 use crate::metrics::Metrics;
@@ -28,6 +29,9 @@ use crate::store_retry::until_stored;
 
 /// One link of a fallback chain: its spec, trigger and own key.
 type Link<'a> = (&'a JobSpec, Option<&'a Trigger>, Option<&'a str>);
+/// Cluster mode: how long an attempt lease outlasts its call's timeout (covers the send
+/// gate's short wait and the completion write).
+const CLUSTER_LEASE_MARGIN_MS: u64 = 2_000;
 
 /// What the call produced.
 struct CallResult {
@@ -65,6 +69,8 @@ pub struct Executor {
     sealer: Arc<crate::sealing::Sealer>,
     /// The wall clock (leases, attempt times, retry plans, deadlines).
     clock: Arc<dyn Clock>,
+    /// This node (holder of the leases; its self-fence is checked before sending).
+    node: Arc<NodeFence>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -108,7 +114,14 @@ impl Executor {
             followups,
             sealer,
             clock,
+            node: Arc::new(NodeFence::single(ezt_store::NodeId::local())),
         })
+    }
+
+    /// Names this node as the holder of its leases, under its self-fence.
+    pub fn on_node(mut self, node: Arc<NodeFence>) -> Self {
+        self.node = node;
+        self
     }
 
     /// Ends a job whose deadline passed while it waited. The scheduler has already dropped it,
@@ -220,8 +233,18 @@ impl Executor {
         let lease = Lease {
             token,
             now_ms: now,
-            expires_at: now + self.cfg.attempt_timeout_ms + 30_000,
-            holder: ezt_store::NodeId::local(),
+            // The lease outlasts the call by a margin. On one node nobody takes a live lease, so
+            // a generous one costs nothing; in a cluster an adopter counts a dead owner's
+            // unexpired leases as calls in flight, so it is kept short there.
+            expires_at: now
+                + self.cfg.attempt_timeout_ms
+                + if self.node.is_clustered() {
+                    CLUSTER_LEASE_MARGIN_MS
+                } else {
+                    30_000
+                },
+            holder: self.node.id().clone(),
+            fence: gate.fence(),
         };
         let leased = match self.store.lease(id, lease).await {
             Ok(Some(l)) => l,
@@ -256,6 +279,14 @@ impl Executor {
         } else {
             let timeout = Duration::from_millis(self.cfg.attempt_timeout_ms.min(left));
             gate.pass().await;
+            if !gate.may_send() {
+                // Self-fenced between the lease and the send (cluster mode): nothing left, so
+                // the lease is undone and the job waits for its lane's (next) owner.
+                tracing::info!("self-fenced before sending; the attempt is undone");
+                let undone = until_stored("unlease", || self.store.unlease(id, token)).await;
+                tracing::debug!(undone, "unlease");
+                return (AttemptEnd::Finished, None);
+            }
             let t0 = Instant::now();
             let (r, link) = self.call_chain(&leased, &links, current, timeout).await;
             let latency = t0.elapsed().as_millis() as u64;

@@ -24,6 +24,7 @@ use crate::followups::{Followups, Transition};
 use crate::lanes::{Enqueue, SchedulerHandle, TooManyLanes};
 use crate::metrics::Metrics;
 use crate::sealing::Sealer;
+use crate::spool::{Spool, SpoolError};
 
 /// What a submission became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -80,6 +81,10 @@ pub enum JobsError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] ezt_store::Error),
+    /// The database is unreachable and the node's spool cannot take the jobs (full, or its
+    /// disk failed): nothing was stored.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// An open long poll or event stream: the tenant's waiter slot and the job's subscription,
@@ -110,6 +115,7 @@ pub struct Jobs {
     fingerprint_key: Arc<Vec<u8>>,
     followups: Arc<Followups>,
     clock: Arc<dyn Clock>,
+    spool: Option<Arc<Spool>>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -139,6 +145,8 @@ pub struct JobsParts {
     pub followups: Arc<Followups>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
+    /// Store and forward while the database is unreachable (cluster store only).
+    pub spool: Option<Arc<Spool>>,
 }
 
 impl Jobs {
@@ -157,6 +165,7 @@ impl Jobs {
             fingerprint_key: parts.fingerprint_key,
             followups: parts.followups,
             clock: parts.clock,
+            spool: parts.spool,
         }
     }
 
@@ -186,6 +195,18 @@ impl Jobs {
             .lanes
             .pin(tenant, host.to_ascii_lowercase(), pin)
             .await?)
+    }
+
+    /// The client-side deadline of store calls on the admission path when store and forward is
+    /// on (a cluster store with a spool): a call not answered in it counts as unreachable.
+    pub fn store_deadline(&self) -> Option<Duration> {
+        self.spool.as_ref().map(|s| s.deadline())
+    }
+
+    /// Whether admissions currently go to the spool (the database was found unreachable and
+    /// the spool is not yet forwarded): callers skip database reads they can do without.
+    pub fn spooling(&self) -> bool {
+        self.spool.as_ref().is_some_and(|s| s.waiting() > 0)
     }
 
     /// Now, from the service's clock (one value for a whole batch).
@@ -313,10 +334,28 @@ impl Jobs {
             .iter()
             .map(|j| (pending(j), j.idempotent_key.clone(), fresh_status(&j.spec)))
             .collect();
-        let outcomes = self
-            .store
-            .insert_jobs(jobs, self.cfg.dedup_window_ms)
-            .await?;
+        let outcomes = match self.insert(jobs).await? {
+            Stored::Database(o) => o,
+            Stored::Spool(o) => {
+                // Answered as stored; the forwarder hands them to the lanes later.
+                return Ok(summaries
+                    .into_iter()
+                    .zip(o)
+                    .map(|((job, idempotent_key, status), o)| match o {
+                        Admission::Inserted => Admitted {
+                            job_id: job.id,
+                            status,
+                            idempotent_key,
+                        },
+                        Admission::Duplicate { existing } => Admitted {
+                            job_id: existing,
+                            status: SubmitStatus::Duplicate,
+                            idempotent_key,
+                        },
+                    })
+                    .collect());
+            }
+        };
         let weight = self.cfg.tiers.weight(tenant.tier);
         let mut fresh = Vec::new();
         let mut out = Vec::with_capacity(summaries.len());
@@ -433,12 +472,72 @@ impl Jobs {
             .ok_or(JobsError::NotFound)
     }
 
-    /// The tenant's job.
+    /// Stores admitted jobs: in the database, or (with a spool) in the node's spool when the
+    /// database is unreachable, does not answer within the deadline, or jobs already wait in
+    /// the spool (admission order is kept, unless the spool is full).
+    async fn insert(&self, jobs: Vec<NewJob>) -> Result<Stored, JobsError> {
+        let window = self.cfg.dedup_window_ms;
+        let Some(spool) = &self.spool else {
+            return Ok(Stored::Database(
+                self.store.insert_jobs(jobs, window).await?,
+            ));
+        };
+        // A full spool tries the database too, before refusing: when it answers, availability
+        // wins over strict admission order (the spool is still being forwarded).
+        if spool.waiting() == 0 || spool.would_overflow(jobs.len()) {
+            let tried = tokio::time::timeout(
+                spool.deadline(),
+                self.store.insert_jobs(jobs.clone(), window),
+            )
+            .await;
+            match tried {
+                Ok(Ok(o)) => return Ok(Stored::Database(o)),
+                Ok(Err(ezt_store::Error::Unavailable { message })) => {
+                    tracing::warn!(error = %message, "the database is unavailable; admitting into the spool");
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    tracing::warn!(
+                        deadline_ms = spool.deadline().as_millis() as u64,
+                        "the database did not answer in time; admitting into the spool"
+                    );
+                }
+            }
+        }
+        Ok(Stored::Spool(spool.admit(jobs, window).await?))
+    }
+
+    /// The tenant's job. With a spool: a job waiting there is answered from it when the
+    /// database does not have it or cannot answer, and a spooled id forwarded as a duplicate
+    /// resolves to the surviving job.
     pub async fn get(&self, tenant: TenantId, id: JobId) -> Result<JobRecord, JobsError> {
-        self.store
-            .get_job(Some(tenant), id)
-            .await?
-            .ok_or(JobsError::NotFound)
+        let Some(spool) = &self.spool else {
+            return self
+                .store
+                .get_job(Some(tenant), id)
+                .await?
+                .ok_or(JobsError::NotFound);
+        };
+        let db = async {
+            if let Some(j) = self.store.get_job(Some(tenant), id).await? {
+                return Ok(Some(j));
+            }
+            match crate::spool::alias_of(self.store.as_ref(), tenant, id).await? {
+                Some(other) => self.store.get_job(Some(tenant), other).await,
+                None => Ok(None),
+            }
+        };
+        let unreachable = match tokio::time::timeout(spool.deadline(), db).await {
+            Ok(Ok(Some(j))) => return Ok(j),
+            Ok(Ok(None)) => JobsError::NotFound,
+            Ok(Err(e @ ezt_store::Error::Unavailable { .. })) => JobsError::Store(e),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => JobsError::Store(ezt_store::Error::Unavailable {
+                message: "the database did not answer in time".into(),
+            }),
+        };
+        // Not in the database (yet), or it cannot say: a job still waiting in the spool.
+        spool.waiting_job(tenant, id).await?.ok_or(unreachable)
     }
 
     /// The tenant's jobs, newest first.
@@ -575,6 +674,12 @@ impl Jobs {
             }
         }
     }
+}
+
+/// Where admitted jobs went.
+enum Stored {
+    Database(Vec<Admission>),
+    Spool(Vec<Admission>),
 }
 
 /// What a newly stored job's submit answer says: `racing` when it lists regions in race mode

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{LaneLimit, LanesConfig};
+use crate::fence::NodeFence;
 
 /// A job the scheduler should run, with its tenant's weight.
 #[derive(Debug, Clone)]
@@ -166,6 +167,27 @@ pub(crate) enum Command<Id> {
         key: LaneKey,
         state: Option<LaneState>,
     },
+    /// Cluster mode: the answer to a claim of the lane at this index, under this node epoch.
+    Claimed {
+        lane: usize,
+        key: LaneKey,
+        node_epoch: u64,
+        claim: Result<ezt_store::LaneClaim, String>,
+    },
+    /// Cluster mode: this node lost its membership (or began a new one): every lane it owned
+    /// must be claimed again before it dispatches.
+    Fenced,
+}
+
+/// Who dispatches a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Own {
+    /// One node: always this one.
+    Single,
+    /// Cluster mode: this node, under this lane epoch and node epoch.
+    Mine { lane_epoch: u64, node_epoch: u64 },
+    /// Cluster mode: another node, or nobody yet.
+    NotMine,
 }
 
 /// Where a scheduler keeps what its lanes learned: the store, under `prefix` + the lane key
@@ -234,6 +256,10 @@ pub struct LaneView {
     pub pinned: bool,
     /// Calls dispatched since start.
     pub dispatched: u64,
+    /// Cluster mode: the lane epoch this node dispatches it under (absent on one node, or
+    /// when another node owns it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lane_epoch: Option<u64>,
 }
 
 /// Cheap handle for talking to a scheduler.
@@ -305,6 +331,11 @@ impl<Id: Debug> SchedulerHandle<Id> {
     /// Drops cancelled work from its queue.
     pub fn remove(&self, id: Id) {
         let _ = self.tx.send(Command::Remove(id));
+    }
+    /// Cluster mode: this node lost its membership (or began a new one); every lane it owned
+    /// is claimed again before it dispatches.
+    pub fn fenced(&self) {
+        let _ = self.tx.send(Command::Fenced);
     }
     pub(crate) fn done(&self, id: Id, lane: usize, ran: Ran) {
         let _ = self.tx.send(Command::Done {
@@ -472,6 +503,11 @@ pub struct GateTicket<Id = JobId> {
     lane: usize,
     handle: SchedulerHandle<Id>,
     held: bool,
+    /// Cluster mode: the fence the attempt lease must be taken under (the lane's stored name
+    /// and epoch, this node's epoch).
+    fence: Option<ezt_store::Fence>,
+    /// Cluster mode: this node, whose self-fence is checked right before sending.
+    node: Option<Arc<NodeFence>>,
 }
 
 impl<Id> GateTicket<Id> {
@@ -484,6 +520,22 @@ impl<Id> GateTicket<Id> {
     /// What a response taught, applied at once to the lane's send gate.
     pub fn apply(&self, c: &LimitChange, at: Instant) {
         self.gate.apply(c, at);
+    }
+
+    /// The fence this attempt's lease must hold under (cluster mode), else `None`.
+    pub fn fence(&self) -> Option<ezt_store::Fence> {
+        self.fence.clone()
+    }
+
+    /// Whether the call may leave now: always on one node; in a cluster, only while this
+    /// node's self-fence is open and it has the membership the lane was claimed under. Checked
+    /// after [`pass`](Self::pass), right before the bytes leave.
+    pub fn may_send(&self) -> bool {
+        match (&self.node, &self.fence) {
+            (Some(n), Some(f)) => n.is_open() && n.epoch() == f.node_epoch,
+            (Some(_), None) => false,
+            _ => true,
+        }
     }
 
     fn release(&mut self) {
@@ -537,6 +589,11 @@ struct Lane<Id> {
     saved_rate: f64,
     /// Tenants with work in the lane since it was loaded.
     tenants: HashSet<TenantId>,
+    /// Who dispatches it.
+    owner: Own,
+    /// Cluster mode: calls of earlier owners that may still be running, until when they count
+    /// as in flight here.
+    foreign: Vec<Instant>,
 }
 
 /// The in-flight cap a learned rate implies when the target announces none: one second of
@@ -655,7 +712,19 @@ impl<Id> Lane<Id> {
             detail,
             adaptive: self.aimd.is_some(),
             tenants,
+            lane_epoch: match self.owner {
+                Own::Mine { lane_epoch, .. } => Some(lane_epoch),
+                _ => None,
+            },
         }
+    }
+
+    /// In flight: this node's attempts plus earlier owners' calls not yet expired.
+    fn busy(&mut self, now: Instant) -> u32 {
+        if !self.foreign.is_empty() {
+            self.foreign.retain(|t| *t > now);
+        }
+        self.in_flight + self.foreign.len() as u32
     }
 }
 
@@ -688,6 +757,8 @@ pub(crate) struct Scheduler<R: Runner> {
     tasks: TaskTracker,
     /// The wall clock (`run_at`, deadlines and pauses are wall-clock ms).
     clock: Arc<dyn Clock>,
+    /// Cluster mode: this node; lanes are dispatched only once claimed, under its fence.
+    cluster: Option<Arc<NodeFence>>,
 }
 
 /// A scheduler's inbox, made before its runner so that the runner (or what it reports to) can
@@ -768,7 +839,50 @@ impl<R: Runner> Scheduler<R> {
             stats,
             tasks,
             clock,
+            cluster: None,
         }
+    }
+
+    /// Cluster mode: lanes are claimed before they dispatch, and only their owner dispatches
+    /// them (needs `memory`: claims go to its store under its prefix).
+    pub(crate) fn in_cluster(mut self, node: Arc<NodeFence>) -> Self {
+        if node.is_clustered() && self.memory.is_some() {
+            self.cluster = Some(node);
+        }
+        self
+    }
+
+    /// Asks the store for the lane at `i` (cluster mode): taken when this node is where it
+    /// belongs; the answer comes back as `Command::Claimed`.
+    fn claim(&self, i: usize, key: LaneKey, after: Option<std::time::Duration>) {
+        let (Some(node), Some(m)) = (self.cluster.clone(), &self.memory) else {
+            return;
+        };
+        let (store, name) = (m.store.clone(), format!("{}{}", m.prefix, key.0));
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            if let Some(d) = after {
+                tokio::time::sleep(d).await;
+            }
+            let node_epoch = node.epoch();
+            let take = node.is_open() && node.preferred(&name);
+            let claim = store
+                .claim_lane(node.id(), node_epoch, &name, take)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = handle.tx.send(Command::Claimed {
+                lane: i,
+                key,
+                node_epoch,
+                claim,
+            });
+        });
+    }
+
+    /// The stored name of a lane (`job:` + key).
+    fn stored_name(&self, key: &LaneKey) -> String {
+        let prefix = self.memory.as_ref().map_or("", |m| m.prefix);
+        format!("{prefix}{}", key.0)
     }
 
     fn nanos(&self, t: Instant) -> Nanos {
@@ -817,6 +931,12 @@ impl<R: Runner> Scheduler<R> {
             aimd: None,
             saved_rate: limit.rate,
             tenants: HashSet::new(),
+            owner: if self.cluster.is_some() {
+                Own::NotMine
+            } else {
+                Own::Single
+            },
+            foreign: Vec::new(),
         };
         let mut lane = lane;
         lane.set_adaptive(&self.lanes_cfg, false);
@@ -831,7 +951,9 @@ impl<R: Runner> Scheduler<R> {
             }
         };
         self.lane_ids.insert(key.clone(), i);
-        if let Some(m) = &self.memory {
+        if self.cluster.is_some() {
+            self.claim(i, key.clone(), None);
+        } else if let Some(m) = &self.memory {
             let (store, name) = (m.store.clone(), format!("{}{}", m.prefix, key.0));
             let (handle, key) = (self.handle.clone(), key.clone());
             tokio::spawn(async move {
@@ -896,6 +1018,16 @@ impl<R: Runner> Scheduler<R> {
             return; // already known (e.g. a wakeup for a job the API already handed us)
         }
         let lane = self.lane_index(&e.lane);
+        {
+            // Cluster mode: work for a lane another node owned when last asked: ask again (it
+            // may have died, or left the lane).
+            let l = self.lane(lane);
+            if l.owner == Own::NotMine && !l.loading {
+                l.loading = true;
+                let key = l.key.clone();
+                self.claim(lane, key, None);
+            }
+        }
         self.hold(lane, e.tenant);
         let at = if e.run_at > now {
             Where::Delayed
@@ -1032,32 +1164,158 @@ impl<R: Runner> Scheduler<R> {
                 self.due.push(lane);
                 let Some(st) = state else { return };
                 let pause = st.paused_until_ms.filter(|&p| p > now).map(|p| p - now);
-                let c = LimitChange {
-                    rate_per_sec: Some(st.rate),
-                    burst: Some(st.burst),
-                    max_in_flight: Some(st.max_in_flight),
-                    pause_for_ms: pause,
-                    ..LimitChange::default()
-                };
-                let cfg = self.lanes_cfg.clone();
-                let l = self.lane(lane);
-                l.gate.apply(&c, now_i);
-                l.learned = true;
-                l.saved_rate = st.rate;
-                if !l.pinned {
-                    l.detail = st.detail.clone();
+                self.restore(lane, &st, pause, now, now_i);
+            }
+            Command::Claimed {
+                lane,
+                key,
+                node_epoch,
+                claim,
+            } => self.claimed(lane, key, node_epoch, claim, now, now_i),
+            Command::Fenced => {
+                let mut again = Vec::new();
+                for (i, slot) in self.lanes.iter_mut().enumerate() {
+                    let Some(l) = slot else { continue };
+                    if matches!(l.owner, Own::Mine { .. }) {
+                        l.owner = Own::NotMine;
+                    }
+                    if l.owner == Own::NotMine && !l.loading && l.items > 0 {
+                        l.loading = true;
+                        again.push((i, l.key.clone()));
+                    }
                 }
-                tracing::debug!(lane = %l.key, rate = st.rate, pause_ms = pause, "lane restored what it learned");
-                self.learn(lane, &c, now_i, false);
+                for (i, key) in again {
+                    self.claim(i, key, Some(std::time::Duration::from_millis(100)));
+                }
+            }
+        }
+    }
+
+    /// Applies what the store remembers of a lane (after a restart, an eviction or an
+    /// adoption): its limits, the pause left (`pause_ms`), where each value came from, the
+    /// tenant's pin and adaptive pacing.
+    fn restore(
+        &mut self,
+        lane: usize,
+        st: &LaneState,
+        pause_ms: Option<u64>,
+        now: u64,
+        now_i: Instant,
+    ) {
+        let c = LimitChange {
+            rate_per_sec: Some(st.rate),
+            burst: Some(st.burst),
+            max_in_flight: Some(st.max_in_flight),
+            pause_for_ms: pause_ms,
+            ..LimitChange::default()
+        };
+        let cfg = self.lanes_cfg.clone();
+        let l = self.lane(lane);
+        l.gate.apply(&c, now_i);
+        l.learned = true;
+        l.saved_rate = st.rate;
+        if !l.pinned {
+            l.detail = st.detail.clone();
+        }
+        tracing::debug!(lane = %l.key, rate = st.rate, pause_ms, "lane restored what it learned");
+        self.learn(lane, &c, now_i, false);
+        let l = self.lane(lane);
+        l.enforce_pin(now);
+        let resumed = l
+            .detail
+            .rate
+            .as_ref()
+            .is_some_and(|r| r.kind == SourceKind::Adaptive);
+        l.aimd = None;
+        l.set_adaptive(&cfg, resumed);
+    }
+
+    /// What a claim answered (cluster mode).
+    fn claimed(
+        &mut self,
+        lane: usize,
+        key: LaneKey,
+        node_epoch: u64,
+        claim: Result<ezt_store::LaneClaim, String>,
+        now: u64,
+        now_i: Instant,
+    ) {
+        let Some(l) = self.lanes[lane].as_mut().filter(|l| l.key == key) else {
+            return; // evicted meanwhile
+        };
+        match claim {
+            Err(e) => {
+                tracing::warn!(lane = %key, error = %e, "cannot claim the lane; asking again in 1 s");
+                self.claim(lane, key, Some(std::time::Duration::from_secs(1)));
+            }
+            Ok(ezt_store::LaneClaim::Owned(o)) => {
+                l.loading = false;
+                let fresh = l.owner
+                    != (Own::Mine {
+                        lane_epoch: o.lane_epoch,
+                        node_epoch,
+                    });
+                l.owner = Own::Mine {
+                    lane_epoch: o.lane_epoch,
+                    node_epoch,
+                };
+                self.due.push(lane);
+                if !fresh {
+                    return;
+                }
+                tracing::info!(lane = %key, lane_epoch = o.lane_epoch, ledger = o.ledger_ages_ms.len(), foreign_in_flight = o.foreign_in_flight_ms.len(), pause_left_ms = o.pause_left_ms, "lane claimed");
+                // The pause left on the database clock, so a skewed node keeps it whole.
+                match &o.state {
+                    Some(st) => self.restore(lane, st, o.pause_left_ms, now, now_i),
+                    None => {
+                        let c = LimitChange {
+                            pause_for_ms: o.pause_left_ms,
+                            ..LimitChange::default()
+                        };
+                        self.lane(lane).gate.apply(&c, now_i);
+                        self.learn(lane, &c, now_i, false);
+                    }
+                }
+                // The earlier owners' sends, so no window spans more than the limit.
+                let ages: Vec<Nanos> = o
+                    .ledger_ages_ms
+                    .iter()
+                    .map(|a| a.saturating_mul(1_000_000))
+                    .collect();
+                let now_n = self.nanos(now_i);
                 let l = self.lane(lane);
-                l.enforce_pin(now);
-                let resumed = l
-                    .detail
-                    .rate
-                    .as_ref()
-                    .is_some_and(|r| r.kind == SourceKind::Adaptive);
-                l.aimd = None;
-                l.set_adaptive(&cfg, resumed);
+                l.gcra.replay(now_n, &ages);
+                l.gate.with(|(g, _, _)| g.replay(now_n, &ages));
+                l.foreign = o
+                    .foreign_in_flight_ms
+                    .iter()
+                    .map(|ms| now_i + std::time::Duration::from_millis(*ms))
+                    .collect();
+            }
+            Ok(ezt_store::LaneClaim::Elsewhere { owner }) => {
+                l.loading = false;
+                l.owner = Own::NotMine;
+                // Its waiting work is the owner's: drop it from this index (it stays stored)
+                // and tell the owner.
+                let ids: Vec<R::Id> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, e)| e.lane == lane && e.at != Where::Running)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &ids {
+                    self.forget(id);
+                }
+                if !ids.is_empty() {
+                    self.lane(lane).queue.remove_where(|j| ids.contains(j));
+                    tracing::debug!(lane = %key, owner = owner.as_deref().unwrap_or("-"), jobs = ids.len(), "lane is another node's: its work is left to it");
+                    if let Some(m) = &self.memory {
+                        let (store, name) = (m.store.clone(), self.stored_name(&key));
+                        tokio::spawn(async move {
+                            let _ = store.notify_lane(&name).await;
+                        });
+                    }
+                }
             }
         }
     }
@@ -1361,15 +1619,41 @@ impl<R: Runner> Scheduler<R> {
         let mut due = std::mem::take(&mut self.due);
         due.sort_unstable();
         due.dedup();
+        if let Some(node) = &self.cluster {
+            if !node.open_at(now_i) {
+                // Self-fenced: nothing leaves until the membership is renewed; look again soon.
+                let at = now_i + std::time::Duration::from_millis(200);
+                for lane in due {
+                    if let Some(l) = self.lanes.get_mut(lane).and_then(Option::as_mut) {
+                        if l.wake_at.is_none_or(|w| w > at || w <= now_i) {
+                            l.wake_at = Some(at);
+                            self.wakeups.push(Reverse((at, lane)));
+                        }
+                    }
+                }
+                return;
+            }
+        }
         for lane in due {
             // An index may be stale (a kick for a lane evicted since): such a lane is skipped.
             while let Some(l) = self.lanes.get_mut(lane).and_then(Option::as_mut) {
                 if l.queue.is_empty()
                     || l.loading
+                    || l.owner == Own::NotMine
                     || l.in_flight >= l.limit.max_in_flight
                     || l.gate.waiting.load(std::sync::atomic::Ordering::Acquire)
                         >= gate_pipeline(l.limit.rate)
                 {
+                    break;
+                }
+                if l.busy(now_i) >= l.limit.max_in_flight {
+                    // Earlier owners' calls still count: come back when the first expires.
+                    if let Some(&at) = l.foreign.iter().min() {
+                        if l.wake_at.is_none_or(|w| w > at || w <= now_i) {
+                            l.wake_at = Some(at);
+                            self.wakeups.push(Reverse((at, lane)));
+                        }
+                    }
                     break;
                 }
                 let ready = l.gcra.ready_at(now_n);
@@ -1392,11 +1676,24 @@ impl<R: Runner> Scheduler<R> {
                 l.gate
                     .waiting
                     .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let fence = match l.owner {
+                    Own::Mine {
+                        lane_epoch,
+                        node_epoch,
+                    } => Some(ezt_store::Fence {
+                        lane: format!("{}{}", self.memory.as_ref().map_or("", |m| m.prefix), key.0),
+                        lane_epoch,
+                        node_epoch,
+                    }),
+                    _ => None,
+                };
                 let mut ticket = GateTicket {
                     gate: l.gate.clone(),
                     lane,
                     handle: self.handle.clone(),
                     held: true,
+                    fence,
+                    node: self.cluster.clone(),
                 };
                 if let Some(e) = self.jobs.get_mut(&id) {
                     e.at = Where::Running;

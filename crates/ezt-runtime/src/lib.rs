@@ -16,13 +16,16 @@ mod credentials;
 pub mod deliver;
 pub mod dispatch;
 pub mod events;
+pub mod fence;
 pub mod followups;
 pub mod jobs;
 pub mod lanes;
+pub mod membership;
 pub mod metrics;
 pub mod notifier;
 pub mod retention;
 pub mod sealing;
+pub mod spool;
 mod store_retry;
 #[cfg(test)]
 mod tests;
@@ -67,6 +70,10 @@ pub struct Runtime {
     pub clock: Arc<dyn clock::Clock>,
     /// Every attempt and delivery in flight (graceful drain waits on it).
     pub tasks: TaskTracker,
+    /// This node: its id, epoch and self-fence.
+    pub node: Arc<fence::NodeFence>,
+    /// Cluster mode: this node's membership (None on one node).
+    pub membership: Option<Arc<membership::Membership>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -95,11 +102,50 @@ pub async fn start_with_clock(
     shutdown: CancellationToken,
     clock: Arc<dyn clock::Clock>,
 ) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
+    start_inner(cfg, store, None, shutdown, clock).await
+}
+
+/// [`start`] on a cluster store with the node's local spool (see [`spool`]): admissions go to
+/// `spool` while `store` is unreachable and are forwarded when it is back.
+pub async fn start_with_spool(
+    cfg: Config,
+    store: Arc<dyn Store>,
+    spool: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
+    start_inner(
+        cfg,
+        store,
+        Some(spool),
+        shutdown,
+        Arc::new(clock::SystemClock),
+    )
+    .await
+}
+
+async fn start_inner(
+    cfg: Config,
+    store: Arc<dyn Store>,
+    spool: Option<Arc<dyn Store>>,
+    shutdown: CancellationToken,
+    clock: Arc<dyn clock::Clock>,
+) -> Result<(Runtime, tokio::task::JoinHandle<()>), BoxError> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let spool = match spool {
+        Some(s) => Some(spool::Spool::open(&cfg, s, metrics.clone()).await?),
+        None => None,
+    };
     let cfg = Arc::new(cfg);
     let tasks = TaskTracker::new();
     let ssrf = SsrfPolicy::new(cfg.allow_cidrs.clone());
     let events = Arc::new(events::Events::default());
-    let metrics = Arc::new(metrics::Metrics::default());
+    let node_id = membership::node_id(&cfg)
+        .map_err(|e| format!("node id in {}: {e}", cfg.data_dir.display()))?;
+    let node = Arc::new(if cfg.clustered() {
+        fence::NodeFence::clustered(node_id.clone())
+    } else {
+        fence::NodeFence::single(node_id.clone())
+    });
     let fingerprint_key = store
         .meta_get_or_init("lane_fingerprint_key", rand::random::<[u8; 32]>().to_vec())
         .await?;
@@ -108,15 +154,18 @@ pub async fn start_with_clock(
         &cfg.data_dir,
     )?);
     let signing_keys = Arc::new(deliver::SigningKeys::new(store.clone(), sealer.clone()));
-    let deliverer = Arc::new(deliver::Deliverer::new(
-        store.clone(),
-        &cfg.webhooks,
-        &cfg.outbound,
-        SsrfResolver::new(ssrf.clone()),
-        signing_keys.clone(),
-        metrics.clone(),
-        clock.clone(),
-    )?);
+    let deliverer = Arc::new(
+        deliver::Deliverer::new(
+            store.clone(),
+            &cfg.webhooks,
+            &cfg.outbound,
+            SsrfResolver::new(ssrf.clone()),
+            signing_keys.clone(),
+            metrics.clone(),
+            clock.clone(),
+        )?
+        .on_node(node.clone()),
+    );
     let (webhook_sched, deliveries) = lanes::Scheduler::new(
         config::LanesConfig {
             idle_evict_after_ms: cfg.lanes.idle_evict_after_ms,
@@ -144,16 +193,19 @@ pub async fn start_with_clock(
         )
         .with_tiers(cfg.tiers),
     );
-    let executor = Arc::new(dispatch::Executor::new(
-        store.clone(),
-        &cfg,
-        ssrf,
-        events.clone(),
-        metrics.clone(),
-        followups.clone(),
-        sealer.clone(),
-        clock.clone(),
-    )?);
+    let executor = Arc::new(
+        dispatch::Executor::new(
+            store.clone(),
+            &cfg,
+            ssrf,
+            events.clone(),
+            metrics.clone(),
+            followups.clone(),
+            sealer.clone(),
+            clock.clone(),
+        )?
+        .on_node(node.clone()),
+    );
     let sched = lanes::Scheduler::with_inbox(
         inbox,
         cfg.lanes.clone(),
@@ -165,20 +217,28 @@ pub async fn start_with_clock(
         }),
         tasks.clone(),
         clock.clone(),
-    );
+    )
+    .in_cluster(node.clone());
 
     // Rebuild the indexes: every job not final goes back to its lane, every pending delivery
     // to its receiver's lane.
     let t0 = clock::monotonic();
-    let node = ezt_store::NodeId::local(); // one node holds every lease; a cluster names itself
-    let recovered = store.recover(&node, clock.now_ms(), &cfg.region).await?;
+    // Only this node's own leases: a previous run of it (same id, kept in the data dir whose
+    // lock this process holds) is dead; other nodes' running attempts are theirs.
+    let recovered = store.recover(&node_id, clock.now_ms(), &cfg.region).await?;
     let weights = notifier::tenant_weights(&cfg, store.as_ref()).await?;
     let n = recovered.jobs.len();
     let n_deliveries = recovered.deliveries.len();
     deliver::enqueue(&deliveries, recovered.deliveries);
+    // In a cluster, waiting jobs belong to their lanes' owners: membership indexes this node's
+    // (and the ones it adopts) once it has joined.
+    let recovered_jobs = if cfg.clustered() {
+        Vec::new()
+    } else {
+        recovered.jobs
+    };
     job_lanes.enqueue(
-        recovered
-            .jobs
+        recovered_jobs
             .into_iter()
             .map(|job| lanes::Enqueue {
                 weight: weights.get(&job.tenant_id).copied().unwrap_or(1),
@@ -192,6 +252,26 @@ pub async fn start_with_clock(
         ms = t0.elapsed().as_millis() as u64,
         "recovered waiting jobs"
     );
+
+    let membership = if cfg.clustered() {
+        let (m, events) = membership::Membership::start(
+            &cfg,
+            store.clone(),
+            node.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(forward_membership(
+            events,
+            cfg.clone(),
+            store.clone(),
+            job_lanes.clone(),
+            deliveries.clone(),
+        ));
+        Some(m)
+    } else {
+        None
+    };
 
     let (t1, t2) = (shutdown.clone(), shutdown.clone());
     let sched_task = tokio::spawn(async move {
@@ -207,7 +287,18 @@ pub async fn start_with_clock(
         fingerprint_key: Arc::new(fingerprint_key),
         followups: followups.clone(),
         clock: clock.clone(),
+        spool: spool.clone(),
     }));
+    if let Some(spool) = spool {
+        tokio::spawn(spool.forward(
+            cfg.clone(),
+            store.clone(),
+            followups.clone(),
+            metrics.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(retention::run(
         store.clone(),
         cfg.retention.clone(),
@@ -243,6 +334,8 @@ pub async fn start_with_clock(
         metrics,
         clock,
         tasks,
+        node,
+        membership,
     };
     Ok((rt, sched_task))
 }
@@ -255,6 +348,39 @@ impl Runtime {
         let _ = sched.await;
         self.tasks.close();
         let _ = tokio::time::timeout(limit, self.tasks.wait()).await;
+        if let Some(m) = &self.membership {
+            m.finish().await;
+        }
         self.metrics.job_lanes.in_flight() + self.metrics.webhook_lanes.in_flight()
+    }
+}
+
+/// Hands what membership reports to the lanes: waiting jobs (with their tenants' weights),
+/// deliveries freed from dead nodes, and "claim your lanes again".
+async fn forward_membership(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<membership::Event>,
+    cfg: Arc<Config>,
+    store: Arc<dyn Store>,
+    job_lanes: lanes::SchedulerHandle,
+    deliveries: deliver::Deliveries,
+) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            membership::Event::Jobs(jobs) => {
+                let weights = notifier::tenant_weights(&cfg, store.as_ref())
+                    .await
+                    .unwrap_or_default();
+                job_lanes.enqueue(
+                    jobs.into_iter()
+                        .map(|job| lanes::Enqueue {
+                            weight: weights.get(&job.tenant_id).copied().unwrap_or(1),
+                            job,
+                        })
+                        .collect(),
+                );
+            }
+            membership::Event::Deliveries(d) => deliver::enqueue(&deliveries, d),
+            membership::Event::Fenced => job_lanes.fenced(),
+        }
     }
 }

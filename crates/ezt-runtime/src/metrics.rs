@@ -41,6 +41,10 @@ impl Gauge {
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+    /// Sets it.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
     /// Current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -146,6 +150,12 @@ pub struct Metrics {
     pub deliveries_failed: Counter,
     /// Time from a job's end to its webhook's first acknowledgement.
     pub delivery_latency: Histogram<Slow>,
+    /// Jobs admitted into the node's spool (the database was unreachable).
+    pub spool_admitted: Counter,
+    /// Spooled jobs forwarded to the database.
+    pub spool_forwarded: Counter,
+    /// Jobs waiting in the node's spool.
+    pub spool_waiting: Gauge,
 }
 
 /// What the scrape reads from elsewhere.
@@ -205,6 +215,16 @@ impl Metrics {
             self.rejected.get(),
         );
         counter(
+            "ezthrottle_spool_admitted_total",
+            "Jobs admitted into this node's spool while the database was unreachable.",
+            self.spool_admitted.get(),
+        );
+        counter(
+            "ezthrottle_spool_forwarded_total",
+            "Spooled jobs forwarded to the database.",
+            self.spool_forwarded.get(),
+        );
+        counter(
             "ezthrottle_dispatched_total",
             "Attempts handed to the executor.",
             self.job_lanes.dispatched(),
@@ -219,6 +239,11 @@ impl Metrics {
                 ("reroute", &self.attempts_reroute),
                 ("fail", &self.attempts_fail),
             ],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ezthrottle_spool_waiting Jobs waiting in this node's spool.\n# TYPE ezthrottle_spool_waiting gauge\nezthrottle_spool_waiting {}",
+            self.spool_waiting.get()
         );
         let _ = writeln!(
             out,

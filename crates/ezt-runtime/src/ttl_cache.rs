@@ -40,6 +40,15 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
             .map(|(v, _)| v.clone())
     }
 
+    /// The value, if cached less than `max_age` ago (a stale read, for when the source cannot
+    /// answer: an entry past the TTL stays until replaced or the map is cleared).
+    pub fn get_within(&self, key: &K, max_age: Duration) -> Option<V> {
+        self.lock()
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < max_age)
+            .map(|(v, _)| v.clone())
+    }
+
     /// Caches `value` from now.
     pub fn insert(&self, key: K, value: V) {
         let mut g = self.lock();
@@ -69,5 +78,10 @@ mod tests {
         let c = TtlCache::new(Duration::ZERO);
         c.insert(1, "a");
         assert_eq!(c.get(&1), None, "older than the TTL counts as absent");
+        assert_eq!(
+            c.get_within(&1, Duration::from_secs(60)),
+            Some("a"),
+            "but a stale read still finds it"
+        );
     }
 }

@@ -30,6 +30,11 @@ const MAX_BATCH: usize = 2048;
 const QUEUE: usize = 4096;
 /// Times a batch is run again after a deadlock or serialization failure.
 const RETRIES: usize = 3;
+/// A batch transaction not finished within this fails as unavailable and its connection is
+/// dropped from the pool: a connection whose peer vanished without a word (a blackholing
+/// middlebox, a user-space proxy that keeps the socket open) would otherwise hold the batcher,
+/// and every admission behind it, until TCP gives up, which through a proxy is never.
+const BATCH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A job ready for the batch: its spec already encoded on the caller's task.
 pub(crate) struct Prepared {
@@ -185,7 +190,34 @@ fn initial_state(j: &NewJob) -> JobState {
 }
 
 async fn admit_batch(pool: &Pool, jobs: &[&Prepared]) -> Result<Vec<Admission>, Retry> {
-    let mut client = pool.get().await.map_err(|e| Retry::Fail(pool_err(e)))?;
+    let deadline = tokio::time::Instant::now() + BATCH_DEADLINE;
+    let unanswered = || {
+        Retry::Fail(Error::Unavailable {
+            message: format!(
+                "the database did not answer within {} s",
+                BATCH_DEADLINE.as_secs()
+            ),
+        })
+    };
+    let mut client = tokio::time::timeout_at(deadline, pool.get())
+        .await
+        .map_err(|_| unanswered())?
+        .map_err(|e| Retry::Fail(pool_err(e)))?;
+    match tokio::time::timeout_at(deadline, admit_on(&mut client, jobs)).await {
+        Ok(r) => r,
+        Err(_) => {
+            // Out of the pool and closed: its state is unknown (the transaction may still be
+            // open on the server, which rolls it back when the connection ends).
+            drop(deadpool_postgres::Object::take(client));
+            Err(unanswered())
+        }
+    }
+}
+
+async fn admit_on(
+    client: &mut deadpool_postgres::Object,
+    jobs: &[&Prepared],
+) -> Result<Vec<Admission>, Retry> {
     let tx = client.transaction().await.map_err(fail)?;
     let insert = tx.prepare_cached(INSERT_MANY).await.map_err(fail)?;
     let ids: Vec<Vec<u8>> = jobs.iter().map(|p| id_bytes(p.job.id.0)).collect();

@@ -120,9 +120,14 @@ impl JobStore for PgStore {
         let st = c
             .prepare_cached(
                 "UPDATE jobs SET state = 'running', attempt_count = attempt_count + 1, lease_token = $2,
-                 leased_at = db.now, lease_expires_at = db.now + $3, updated_at = $4, lease_holder = $5
+                 leased_at = db.now, lease_expires_at = db.now + $3, updated_at = $4, lease_holder = $5,
+                 lane_epoch = $7
                  FROM (SELECT ezt_now_ms() AS now) db
                  WHERE id = $1 AND state IN ('queued', 'scheduled')
+                   AND ($6::text IS NULL OR EXISTS (
+                     SELECT 1 FROM lanes l JOIN nodes n ON n.id = l.owner_node
+                     WHERE l.lane = $6 AND l.lane_epoch = $7 AND l.owner_node = $5
+                       AND l.owner_node_epoch = $8 AND n.epoch = $8 AND n.expires_at > db.now))
                  RETURNING spec, tenant_id, idempotent_key, attempt_count, series, retries, reroutes, deadline_at",
             )
             .await
@@ -137,6 +142,9 @@ impl JobStore for PgStore {
                     &ttl,
                     &(lease.now_ms as i64),
                     &lease.holder.as_str(),
+                    &lease.fence.as_ref().map(|f| f.lane.as_str()),
+                    &lease.fence.as_ref().map(|f| f.lane_epoch as i64),
+                    &lease.fence.as_ref().map(|f| f.node_epoch as i64),
                 ],
             )
             .await

@@ -13,12 +13,12 @@ impl LaneStore for PgStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "INSERT INTO lanes (lane, rate, burst, max_in_flight, paused_until_ms, learned_at_ms, detail, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, ezt_now_ms())
+                "INSERT INTO lanes (lane, rate, burst, max_in_flight, paused_until_ms, learned_at_ms, detail, updated_at, paused_until_db)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, ezt_now_ms(), ezt_now_ms() + $8)
                  ON CONFLICT (lane) DO UPDATE SET rate = EXCLUDED.rate, burst = EXCLUDED.burst,
                  max_in_flight = EXCLUDED.max_in_flight, paused_until_ms = EXCLUDED.paused_until_ms,
                  learned_at_ms = EXCLUDED.learned_at_ms, detail = EXCLUDED.detail,
-                 updated_at = EXCLUDED.updated_at",
+                 updated_at = EXCLUDED.updated_at, paused_until_db = EXCLUDED.paused_until_db",
             )
             .await
             .map_err(pg_err)?;
@@ -32,6 +32,10 @@ impl LaneStore for PgStore {
                 &s.paused_until_ms.map(|v| v as i64),
                 &(s.updated_at_ms as i64),
                 &json_encode(&s.detail)?,
+                // The pause as the saving node's clock sees it (until − now at saving), moved
+                // onto the database clock: an adopter reads the remaining pause from it.
+                &s.paused_until_ms
+                    .map(|p| p.saturating_sub(s.updated_at_ms) as i64),
             ],
         )
         .await

@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod admission;
+mod cluster;
 mod codec;
 mod deliveries;
 mod jobs;
@@ -64,40 +65,23 @@ use ezt_store::{Error, Result};
 
 use codec::{pg_err, pool_err};
 
+pub use cluster::LANE_CHANNEL;
 pub use schema::MIGRATIONS;
+
+/// Set on every pooled session (see `connect_without_migrating`).
+const SESSION_SETTINGS: &str =
+    "SET idle_in_transaction_session_timeout = '4s'; SET lock_timeout = '3s'";
 
 /// Connections kept by a node's pool.
 const DEFAULT_POOL: usize = 16;
-
-/// The single-server advisory lock, with the schema's hash as its second half: one
-/// installation is one schema (tests run many side by side in one database).
-const SINGLE_SERVER_LOCK: i32 = 0x657a_7473; // "ezts"
-
-/// The single-server lock ([`PgStore::lock_single_server`]); released when dropped.
-pub struct ServerLock {
-    _client: tokio_postgres::Client,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl std::fmt::Debug for ServerLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ServerLock")
-    }
-}
-
-impl Drop for ServerLock {
-    fn drop(&mut self) {
-        // Ends the connection, and with it the session's lock.
-        self.task.abort();
-    }
-}
 
 /// The PostgreSQL store. Cheap to clone (a pool and a channel).
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
     admit: admission::Admitter,
-    /// For connections of their own (the single-server lock; later LISTEN and the heartbeat).
+    /// For connections of their own (LISTEN for the cluster notifier, not yet used).
+    #[allow(dead_code)]
     pg: tokio_postgres::Config,
 }
 
@@ -150,6 +134,17 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(mgr)
+            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    // A node paused mid-transaction (SIGSTOP, a partition) must not hold row
+                    // locks for long: the server ends such a session, and nobody waits on a
+                    // lock for more than a few seconds.
+                    client
+                        .batch_execute(SESSION_SETTINGS)
+                        .await
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
             .max_size(DEFAULT_POOL)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(10)))
@@ -182,45 +177,6 @@ impl PgStore {
             .await
             .map_err(pg_err)?;
         Ok(row.get::<_, i64>(0) as u64)
-    }
-
-    /// Takes the database's single-server lock (a session advisory lock on a connection of its
-    /// own), held until the guard is dropped. Until cluster mode (membership, lane ownership)
-    /// exists, one server per database is what is safe: a second one would release the first
-    /// one's running attempts at its start (`recover` of the shared local holder) and send them
-    /// again. `Conflict` when another server holds it. The CLI does not take it, like the SQLite
-    /// store's data-dir lock.
-    pub async fn lock_single_server(&self) -> Result<ServerLock> {
-        let (client, conn) = self
-            .pg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(pg_err)?;
-        let task = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "store: the single-server lock's connection ended; another server could now start on this database");
-            }
-        });
-        let got: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext(COALESCE(current_schema(), '')))",
-                &[&SINGLE_SERVER_LOCK],
-            )
-            .await
-            .map_err(pg_err)?
-            .get(0);
-        if !got {
-            task.abort();
-            return Err(Error::Conflict(
-                "another ezthrottle server is running on this database; until cluster mode \
-                 exists, run one server per database (the CLI may run beside it)"
-                    .into(),
-            ));
-        }
-        Ok(ServerLock {
-            _client: client,
-            task,
-        })
     }
 
     /// Admission transactions committed by this store so far: with group commit, fewer than

@@ -20,8 +20,11 @@ pub(crate) async fn release(
 ) -> Result<Vec<PendingDelivery>> {
     let cut = c
         .query(
+            // SKIP LOCKED: a row locked by a paused node's open transaction (a zombie stopped
+            // mid-write) must not hold up the recovery of everything else; the server ends such
+            // a transaction (`idle_in_transaction_session_timeout`) and a later sweep takes it.
             "SELECT id, attempt_count, series, updated_at FROM jobs
-             WHERE state = 'running' AND lease_holder = $1 FOR UPDATE",
+             WHERE state = 'running' AND lease_holder = $1 FOR UPDATE SKIP LOCKED",
             &[&holder],
         )
         .await
@@ -42,6 +45,8 @@ pub(crate) async fn release(
             ns.push(n);
             data.push(json_encode(&a)?);
         }
+        // `lease_expires_at` stays: the cut-off call may still be running at its target, so a
+        // lane's adopter counts it as in flight until then (`ClusterStore::claim_lane`).
         // An attempt already recorded under that number wins.
         c.execute(
             "INSERT INTO attempts (job_id, n, data) SELECT * FROM unnest($1::bytea[], $2::int4[], $3::text[])
@@ -52,16 +57,18 @@ pub(crate) async fn release(
         .map_err(pg_err)?;
         c.execute(
             "UPDATE jobs SET state = CASE WHEN run_at > $1 THEN 'scheduled' ELSE 'queued' END,
-             lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL
-             WHERE state = 'running' AND lease_holder = $2",
-            &[&(now_ms as i64), &holder],
+             lease_token = NULL, lease_holder = NULL
+             WHERE id = ANY($3) AND state = 'running' AND lease_holder = $2",
+            &[&(now_ms as i64), &holder, &ids],
         )
         .await
         .map_err(pg_err)?;
     }
     c.execute(
         "UPDATE webhook_deliveries SET lease_token = NULL, lease_holder = NULL
-         WHERE state = 'pending' AND lease_token IS NOT NULL AND lease_holder = $1",
+         WHERE id IN (SELECT id FROM webhook_deliveries
+                      WHERE state = 'pending' AND lease_token IS NOT NULL AND lease_holder = $1
+                      FOR UPDATE SKIP LOCKED)",
         &[&holder],
     )
     .await

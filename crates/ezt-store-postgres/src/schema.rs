@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "workflows",
         include_str!("../migrations/0003_workflows.sql"),
     ),
+    (4, "cluster", include_str!("../migrations/0004_cluster.sql")),
 ];
 
 /// The advisory lock migrations run under, with the schema's hash as its second half (one
@@ -39,6 +40,12 @@ const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 /// Applies the missing migrations; returns how many ran.
 pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<usize> {
     let tx = client.transaction().await.map_err(pg_err)?;
+    // Waiting for another node's migration is expected: no session lock timeout here.
+    tx.batch_execute(
+        "SET LOCAL lock_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0",
+    )
+    .await
+    .map_err(pg_err)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))",
         &[&MIGRATION_LOCK],

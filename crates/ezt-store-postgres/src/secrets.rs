@@ -91,4 +91,13 @@ impl SecretStore for PgStore {
             .map_err(pg_err)?;
         Ok(row.get(0))
     }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+            .await
+            .map_err(pg_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
 }

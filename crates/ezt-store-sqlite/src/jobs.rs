@@ -89,6 +89,14 @@ impl JobStore for SqliteStore {
     }
 
     async fn lease(&self, id: JobId, lease: Lease) -> Result<Option<LeasedJob>> {
+        if let Some(f) = &lease.fence {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            if !self.solo.fence_holds(&lease.holder, f, now) {
+                return Ok(None);
+            }
+        }
         self.write(move |c| {
             let row = c
                 .prepare_cached(

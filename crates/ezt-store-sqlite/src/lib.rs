@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod admission;
+mod cluster;
 mod codec;
 mod deliveries;
 mod jobs;
@@ -44,6 +45,8 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    /// Membership and lane ownership of the one-member cluster.
+    solo: Arc<ezt_store::SoloCluster>,
 }
 
 impl SqliteStore {
@@ -60,6 +63,7 @@ impl SqliteStore {
             writer,
             readers: Arc::new(Mutex::new(readers)),
             path,
+            solo: Arc::default(),
         })
     }
 

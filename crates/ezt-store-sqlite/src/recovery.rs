@@ -133,6 +133,7 @@ mod tests {
                 now_ms: 110,
                 expires_at: 999,
                 holder: NodeId::local(),
+                fence: None,
             };
             s.lease(id, lease).await.unwrap().unwrap();
         }

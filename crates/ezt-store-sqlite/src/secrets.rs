@@ -49,6 +49,18 @@ impl SecretStore for SqliteStore {
         })
         .await
     }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let key = key.to_string();
+        self.read(move |c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(map_err)
+        })
+        .await
+    }
 }
 
 pub(crate) fn put_secrets(c: &Connection, tenant: TenantId, s: &WebhookSecrets) -> Result<()> {

@@ -49,6 +49,7 @@ async fn fill_and_finish(s: &SqliteStore, from: u128, n: u128, now: u64) {
             now_ms: now,
             expires_at: now + 1_000,
             holder: NodeId::local(),
+            fence: None,
         };
         s.lease(id, lease).await.unwrap().unwrap();
         s.complete_attempt(ezt_store::AttemptDone {

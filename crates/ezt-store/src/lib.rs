@@ -14,6 +14,7 @@
 //! | [`LaneStore`]      | what lanes learned from their targets                         |
 //! | [`MaintenanceStore`] | readiness probe, retention                                  |
 //! | [`WorkflowStore`]  | workflow runs (advanced by the outcome of their step jobs)     |
+//! | [`ClusterStore`]   | node membership, lane ownership and fencing (cluster mode)     |
 //!
 //! [`Store`] is all of them at once (implemented for every type that has them), so the server
 //! can hold one `Arc<dyn Store>`. Every capability's methods can be called on a `dyn Store` (and
@@ -25,6 +26,7 @@
 //! and one transaction.
 #![warn(missing_docs)]
 
+mod cluster;
 mod deliveries;
 mod error;
 mod jobs;
@@ -39,6 +41,9 @@ mod workflows;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
+pub use cluster::{
+    ClusterStore, Fence, LaneClaim, LaneOwner, NodeInfo, NodeRecord, OwnedLane, SoloCluster,
+};
 pub use deliveries::DeliveryStore;
 pub use error::{Error, Result};
 pub use jobs::JobStore;
@@ -55,7 +60,14 @@ pub use workflows::{release_jobs, step_ended, workflow_of, WorkflowRecord, Workf
 /// Implemented for every type that implements them all; never implement it by hand. Times are
 /// passed in (ms since the epoch) by the caller's clock, so tests are deterministic.
 pub trait Store:
-    TenantStore + JobStore + DeliveryStore + SecretStore + LaneStore + MaintenanceStore + WorkflowStore
+    TenantStore
+    + JobStore
+    + DeliveryStore
+    + SecretStore
+    + LaneStore
+    + MaintenanceStore
+    + WorkflowStore
+    + ClusterStore
 {
 }
 
@@ -67,6 +79,7 @@ impl<T> Store for T where
         + LaneStore
         + MaintenanceStore
         + WorkflowStore
+        + ClusterStore
 {
 }
 
@@ -74,8 +87,8 @@ impl<T> Store for T where
 /// `use ezt_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        DeliveryStore, JobStore, LaneStore, MaintenanceStore, SecretStore, Store, TenantStore,
-        WorkflowStore,
+        ClusterStore, DeliveryStore, JobStore, LaneStore, MaintenanceStore, SecretStore, Store,
+        TenantStore, WorkflowStore,
     };
 }
 

@@ -293,6 +293,10 @@ pub struct Lease {
     pub expires_at: u64,
     /// The node running the attempt; `recover` releases one holder's leases.
     pub holder: NodeId,
+    /// Cluster mode: the lease is taken only while this fence holds (the holder still owns the
+    /// lane under this epoch and its own lease holds), else nothing is leased. `None` on one
+    /// node and for webhook deliveries.
+    pub fence: Option<crate::cluster::Fence>,
 }
 
 /// What an attempt needs.

@@ -29,4 +29,6 @@ pub trait SecretStore: Send + Sync + 'static {
     /// A value from the installation's small key/value table (e.g. the fingerprint secret),
     /// set to `init` atomically if absent, so every node (and the CLI) agrees on the first one.
     async fn meta_get_or_init(&self, key: &str, init: Vec<u8>) -> Result<Vec<u8>>;
+    /// A value from that table, without setting it (e.g. a spooled job id's alias).
+    async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>>;
 }

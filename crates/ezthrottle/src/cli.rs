@@ -61,6 +61,10 @@ enum Cmd {
         /// EZTHROTTLE_CLUSTER_SECRET].
         #[arg(long)]
         cluster_secret: Option<String>,
+        /// This node's id in a cluster (default: kept in the data dir's `node_id` file) [env:
+        /// EZTHROTTLE_NODE_ID].
+        #[arg(long)]
+        node_id: Option<String>,
         /// CIDR exempt from the SSRF deny list (repeatable) [env: EZTHROTTLE_ALLOW_CIDRS,
         /// comma-separated].
         #[arg(long = "allow-cidr")]
@@ -237,10 +241,14 @@ fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
         region,
         advertise_url,
         cluster_secret,
+        node_id,
         allow_cidr,
         ..
     } = cmd
     {
+        if let Some(n) = node_id {
+            flags.push(Flag::string("node_id", "--node-id", n));
+        }
         if let Some(u) = advertise_url {
             flags.push(Flag::string("advertise_url", "--advertise-url", u));
         }
@@ -282,23 +290,6 @@ async fn connect_postgres(url: &str) -> Result<ezt_store_postgres::PgStore> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))
-}
-
-/// The store for `serve`: on PostgreSQL with the database's single-server lock held (see
-/// `PgStore::lock_single_server`), the counterpart of the SQLite data dir's lock file.
-async fn open_for_serving(
-    cfg: &Config,
-) -> Result<(Arc<dyn Store>, Option<ezt_store_postgres::ServerLock>)> {
-    let Some(url) = &cfg.database_url else {
-        return Ok((open(cfg).await?, None));
-    };
-    let store = connect_postgres(&url.0).await?;
-    let lock = store
-        .lock_single_server()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| redact_url(&url.0))?;
-    Ok((Arc::new(store), Some(lock)))
 }
 
 /// Where the store is, for logs and errors: the SQLite file, or the database URL without its
@@ -542,7 +533,7 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
             cfg.data_dir.display()
         );
     }
-    let (store, _single_server) = open_for_serving(&cfg).await?;
+    let store = open(&cfg).await?;
     if let Some(key) = ezt_runtime::admin::bootstrap(store.as_ref(), &SystemClock).await? {
         // A log line, so `--log-json` output stays all JSON; the key alone goes to stdout.
         tracing::info!("first start: created tenant \"default\" and an API key, printed on stdout. It is shown once; store it now");
@@ -553,9 +544,18 @@ async fn serve(cfg: Config, log_json: bool) -> Result<()> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let (rt, sched) = ezt_runtime::start(cfg.clone(), store, shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = if cfg.database_url.is_some() {
+        // Store and forward: the node's own spool beside its lock, for when PostgreSQL is
+        // unreachable (see ezt_runtime::spool).
+        let path = cfg.data_dir.join("spool.db");
+        let spool = ezt_store_sqlite::SqliteStore::open(&path)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("opening the spool {}", path.display()))?;
+        ezt_runtime::start_with_spool(cfg.clone(), store, Arc::new(spool), shutdown.clone()).await
+    } else {
+        ezt_runtime::start(cfg.clone(), store, shutdown.clone()).await
+    };
+    let (rt, sched) = started.map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(%addr, port = addr.port(), data = %store_location(&cfg), region = %cfg.region, "listening on http://{addr}");
     let token = shutdown.clone();
     tokio::spawn(async move {

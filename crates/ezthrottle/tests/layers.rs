@@ -81,6 +81,21 @@ const FORBIDDEN_MODULES: &[(&str, &str, &[&str])] = &[
     ),
     ("ezt_runtime", "clock", &["*"]),
     ("ezt_runtime", "config", &["*"]),
+    ("ezt_runtime", "fence", &["*"]),
+    // The spool forwards through `followups`; admission (`jobs`) calls it, never the reverse.
+    ("ezt_runtime", "spool", &["jobs", "dispatch", "deliver"]),
+    (
+        "ezt_runtime",
+        "membership",
+        &[
+            "lanes",
+            "dispatch",
+            "deliver",
+            "jobs",
+            "followups",
+            "notifier",
+        ],
+    ),
 ];
 
 /// The workspace's `crates/` directory (`EZT_LAYERS_CRATES` checks another tree, e.g. an

@@ -69,6 +69,7 @@ pub(crate) fn lease_by(token: u64, now: u64, holder: NodeId) -> Lease {
         now_ms: now,
         expires_at: now + 30_000,
         holder,
+        fence: None,
     }
 }
 

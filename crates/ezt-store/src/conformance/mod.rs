@@ -9,11 +9,12 @@
 //! ```
 //!
 //! The capability names are `tenants`, `jobs`, `recovery`, `deliveries`, `secrets`, `lanes`
-//! `maintenance` and `workflows`. Each expands to one `#[tokio::test]` per case (named after the case),
+//! `maintenance`, `workflows` and `cluster`. Each expands to one `#[tokio::test]` per case (named after the case),
 //! each with a fresh store made by evaluating the expression again.
 
 mod fixtures;
 
+pub mod cluster;
 pub mod deliveries;
 pub mod jobs;
 pub mod lanes;
@@ -66,6 +67,11 @@ macro_rules! conformance_tests {
     (workflows: $make:expr) => {
         $crate::conformance_tests!(@case $make; workflows: a_step_end_advances_its_run_once);
     };
+    (cluster: $make:expr) => {
+        $crate::conformance_tests!(@case $make; cluster: membership_epochs_and_leases,
+            lane_claims_fence_the_attempt_lease, an_owner_reads_what_the_lane_learned,
+            dead_holders_are_listed);
+    };
     ($make:expr) => {
         $crate::conformance_tests!(tenants: $make);
         $crate::conformance_tests!(jobs: $make);
@@ -75,5 +81,6 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(lanes: $make);
         $crate::conformance_tests!(maintenance: $make);
         $crate::conformance_tests!(workflows: $make);
+        $crate::conformance_tests!(cluster: $make);
     };
 }

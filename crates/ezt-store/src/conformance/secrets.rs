@@ -63,4 +63,11 @@ pub async fn meta_is_set_once<S: SecretStore>(s: S) {
     let m1 = s.meta_get_or_init("fp", vec![1, 2]).await.unwrap();
     let m2 = s.meta_get_or_init("fp", vec![3]).await.unwrap();
     assert_eq!((m1, m2), (vec![1, 2], vec![1, 2]), "meta is set once");
+    assert_eq!(s.meta_get("fp").await.unwrap(), Some(vec![1, 2]));
+    assert_eq!(
+        s.meta_get("absent").await.unwrap(),
+        None,
+        "a plain read sets nothing"
+    );
+    assert_eq!(s.meta_get("absent").await.unwrap(), None);
 }

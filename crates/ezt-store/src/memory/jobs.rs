@@ -84,6 +84,14 @@ impl JobStore for MemoryStore {
     }
 
     async fn lease(&self, id: JobId, lease: Lease) -> Result<Option<LeasedJob>> {
+        if let Some(f) = &lease.fence {
+            if !self
+                .solo
+                .fence_holds(&lease.holder, f, super::cluster::wall_ms())
+            {
+                return Ok(None);
+            }
+        }
         let mut g = self.lock();
         let Some(j) = g.jobs.get_mut(&id) else {
             return Ok(None);

@@ -4,6 +4,7 @@
 //! One mutex guards everything, so each call is atomic the way a backend's transaction is. The
 //! capability traits are implemented one module each, like the SQLite backend's.
 
+mod cluster;
 mod deliveries;
 mod jobs;
 mod lanes;
@@ -168,6 +169,8 @@ impl Inner {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Membership and lane ownership of the one-member cluster.
+    solo: crate::SoloCluster,
 }
 
 impl MemoryStore {

@@ -44,4 +44,8 @@ impl SecretStore for MemoryStore {
             .or_insert(init)
             .clone())
     }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.lock().meta.get(key).cloned())
+    }
 }

@@ -1,6 +1,8 @@
 //! Test support: the real `ezthrottle` binary as a child process, and a local mock target.
-
 #![allow(dead_code)]
+
+pub mod cluster;
+pub mod faultproxy;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;

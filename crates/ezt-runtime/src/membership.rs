@@ -1,0 +1,347 @@
+//! Cluster membership (issue 13): this node's identity, its lease on the `nodes` table, the
+//! self-fence, lane placement and the sweeper that adopts dead nodes' lanes.
+//!
+//! Depends on `fence` and the store; never on `lanes` (the lanes learn what they own from the
+//! commands it sends through their handle's seam in `lib.rs`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ezt_store::{NodeId, NodeInfo, PendingDelivery, PendingJob, Store};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{valid_node_id, Config};
+use crate::fence::NodeFence;
+
+/// How often a node renews its lease and sweeps.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node's lease, on the database clock: declared dead this long after its last renewal.
+pub const NODE_TTL: Duration = Duration::from_secs(5);
+/// The self-fence closes this much before the lease could expire (`NODE_TTL - MARGIN` after
+/// the heartbeat was *sent*), so a node stops sending before anyone may adopt its lanes.
+pub const MARGIN: Duration = Duration::from_millis(500);
+/// Lanes' stored names for jobs.
+const JOB_PREFIX: &str = "job:";
+
+/// What membership tells the rest of the runtime (`lib.rs` forwards it to the lanes).
+#[derive(Debug)]
+pub enum Event {
+    /// Waiting jobs of lanes this node owns or should adopt: index them (their lanes claim
+    /// before dispatching).
+    Jobs(Vec<PendingJob>),
+    /// Deliveries freed by recovering a dead node.
+    Deliveries(Vec<PendingDelivery>),
+    /// The membership was lost or renewed under a new epoch: lanes must be claimed again.
+    Fenced,
+}
+
+/// This node's membership: joins, heartbeats, sweeps, hands over at shutdown.
+pub struct Membership {
+    store: Arc<dyn Store>,
+    node: Arc<NodeFence>,
+    info: NodeInfo,
+    clock: Arc<dyn Clock>,
+    events: mpsc::UnboundedSender<Event>,
+    /// Cancelled once the runtime's calls in flight have ended (then the node leaves).
+    done: CancellationToken,
+    /// Wakes the owned-lane poll at once (a notification from another node).
+    poke: Arc<tokio::sync::Notify>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// Starts the membership task of `node`; events go to the returned receiver.
+    pub fn start(
+        cfg: &Config,
+        store: Arc<dyn Store>,
+        node: Arc<NodeFence>,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let info = NodeInfo {
+            id: node.id().clone(),
+            region: cfg.region.clone(),
+            advertise_url: cfg.advertise_url.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let m = Arc::new(Self {
+            store,
+            node,
+            info,
+            clock,
+            events: tx,
+            done: CancellationToken::new(),
+            poke: Arc::default(),
+            task: Default::default(),
+        });
+        let task = tokio::spawn(m.clone().run(cfg.region.clone(), shutdown));
+        *m.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        (m, rx)
+    }
+
+    /// A handle that wakes the owned-lane poll at once (for a notification listener).
+    pub fn poke(&self) -> Arc<tokio::sync::Notify> {
+        self.poke.clone()
+    }
+
+    /// After shutdown, once calls in flight have ended: leaves the cluster (waits briefly).
+    pub async fn finish(&self) {
+        self.done.cancel();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(3), t).await;
+        }
+    }
+
+    async fn run(self: Arc<Self>, region: String, shutdown: CancellationToken) {
+        let mut epoch: Option<u64> = None;
+        let mut warned_at: Option<Instant> = None;
+        let mut fenced_told = false;
+        loop {
+            let t0 = Instant::now();
+            if shutdown.is_cancelled() {
+                break;
+            }
+            match epoch {
+                None => match self
+                    .store
+                    .join(&self.info, NODE_TTL.as_millis() as u64)
+                    .await
+                {
+                    Ok(e) => {
+                        self.node.renew(e, t0, NODE_TTL - MARGIN);
+                        tracing::info!(node = %self.info.id, epoch = e, "joined the cluster");
+                        epoch = Some(e);
+                        fenced_told = false;
+                        let _ = self.events.send(Event::Fenced);
+                    }
+                    Err(e) => {
+                        if warned_at.is_none_or(|w| w.elapsed() > Duration::from_secs(10)) {
+                            tracing::warn!(node = %self.info.id, error = %e, "cannot join the cluster yet; retrying every second");
+                            warned_at = Some(Instant::now());
+                        }
+                    }
+                },
+                Some(e) => {
+                    let beat = tokio::time::timeout(
+                        NODE_TTL - MARGIN,
+                        self.store
+                            .heartbeat(&self.info.id, e, NODE_TTL.as_millis() as u64),
+                    )
+                    .await;
+                    match beat {
+                        Ok(Ok(true)) => {
+                            self.node.renew(e, t0, NODE_TTL - MARGIN);
+                            fenced_told = false;
+                        }
+                        Ok(Ok(false)) => {
+                            self.node.close();
+                            tracing::warn!(node = %self.info.id, epoch = e, "this node was declared dead (its lease expired); it stopped sending and rejoins");
+                            epoch = None;
+                            let _ = self.events.send(Event::Fenced);
+                            continue;
+                        }
+                        Ok(Err(err)) => {
+                            tracing::warn!(error = %err, left_ms = self.node.remaining().as_millis() as u64, "heartbeat failed");
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                left_ms = self.node.remaining().as_millis() as u64,
+                                "heartbeat timed out"
+                            );
+                        }
+                    }
+                    if !self.node.is_open() && !fenced_told {
+                        fenced_told = true;
+                        tracing::warn!("self-fenced: the lease could not be renewed in time; nothing is sent until it is");
+                        let _ = self.events.send(Event::Fenced);
+                    }
+                }
+            }
+            if let (Some(e), true) = (epoch, self.node.is_open()) {
+                if let Err(err) = self.sweep(e, &region).await {
+                    tracing::debug!(error = %err, "sweep failed; next second");
+                }
+            }
+            let next = t0 + HEARTBEAT;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep_until(next) => {}
+                _ = self.poke.notified() => {
+                    if let (Some(e), true) = (epoch, self.node.is_open()) {
+                        let _ = self.poll_owned(e).await;
+                    }
+                    tokio::time::sleep_until(next).await;
+                }
+            }
+        }
+        // Hand-over: lanes released at once (others claim them), nothing more leaves from
+        // here; the lease is kept while calls in flight finish, then the node leaves.
+        self.node.leave();
+        let Some(e) = epoch else { return };
+        match self.store.drain(&self.info.id, e).await {
+            Ok(()) => tracing::info!(node = %self.info.id, "released this node's lanes"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot release this node's lanes; others adopt them when its lease expires")
+            }
+        }
+        loop {
+            let t0 = Instant::now();
+            tokio::select! {
+                _ = self.done.cancelled() => break,
+                _ = tokio::time::sleep_until(t0 + HEARTBEAT) => {}
+            }
+            let _ = self
+                .store
+                .heartbeat(&self.info.id, e, NODE_TTL.as_millis() as u64)
+                .await;
+        }
+        match self.store.leave(&self.info.id, e).await {
+            Ok(()) => tracing::info!(node = %self.info.id, "left the cluster"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot leave the cluster; its lease expires on its own")
+            }
+        }
+    }
+
+    /// Members for placement, dead nodes' leases freed, lanes without a live owner adopted
+    /// where this node is their place, and this node's own lanes' waiting work indexed.
+    async fn sweep(&self, epoch: u64, region: &str) -> ezt_store::Result<()> {
+        let nodes = self.store.nodes().await?;
+        self.node.set_members(
+            nodes
+                .iter()
+                .filter(|n| n.alive && !n.draining)
+                .map(|n| NodeId::new(n.id.as_str()))
+                .collect(),
+        );
+        for holder in self.store.dead_holders().await? {
+            if holder == *self.node.id() {
+                continue;
+            }
+            let rec = self
+                .store
+                .recover(&holder, self.clock.now_ms(), region)
+                .await?;
+            tracing::info!(dead = %holder, deliveries = rec.deliveries.len(), "recovered a dead node's leases");
+            if !rec.deliveries.is_empty() {
+                let _ = self.events.send(Event::Deliveries(rec.deliveries));
+            }
+        }
+        let orphans: Vec<String> = self
+            .store
+            .orphan_lanes(JOB_PREFIX)
+            .await?
+            .into_iter()
+            .filter(|l| self.node.preferred(l))
+            .collect();
+        if !orphans.is_empty() {
+            let jobs = self.store.waiting_jobs(JOB_PREFIX, &orphans).await?;
+            tracing::info!(
+                lanes = orphans.len(),
+                jobs = jobs.len(),
+                "adopting lanes without a live owner"
+            );
+            let _ = self.events.send(Event::Jobs(jobs));
+        }
+        self.poll_owned(epoch).await
+    }
+
+    /// Indexes the waiting work of this node's lanes (admitted on other nodes meanwhile).
+    async fn poll_owned(&self, epoch: u64) -> ezt_store::Result<()> {
+        let owned = self.store.owned_lanes(&self.info.id, epoch).await?;
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let jobs = self.store.waiting_jobs(JOB_PREFIX, &owned).await?;
+        if !jobs.is_empty() {
+            let _ = self.events.send(Event::Jobs(jobs));
+        }
+        Ok(())
+    }
+}
+
+/// The name of the file in the data dir that keeps a node's id across restarts.
+pub const NODE_ID_FILE: &str = "node_id";
+
+/// This node's id: on one node (SQLite) the shared local holder; in a cluster the configured
+/// `node_id`, else the one kept in the data dir (made at random on first start). The data dir's
+/// lock file guarantees that no other live process uses the same kept id, which is what makes
+/// recovering this id's leases at start safe.
+pub fn node_id(cfg: &Config) -> std::io::Result<NodeId> {
+    if !cfg.clustered() {
+        return Ok(NodeId::local());
+    }
+    if let Some(id) = &cfg.node_id {
+        return Ok(NodeId::new(id.as_str()));
+    }
+    kept_or_new(&cfg.data_dir).map(NodeId::new)
+}
+
+fn kept_or_new(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if valid_node_id(s.trim()) => return Ok(s.trim().to_string()),
+        Ok(s) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {:?} is not a node id (1-64 of letters, digits, - _ .)",
+                    path.display(),
+                    s.trim()
+                ),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = format!("n-{:012x}", rand::random::<u64>() >> 16);
+    let tmp = dir.join(format!("{NODE_ID_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_keeps_its_id_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(crate::config::SecretKey("postgres://x@h/db".into())),
+            ..Config::default()
+        };
+        let a = node_id(&cfg).unwrap();
+        assert!(a.as_str().starts_with("n-"), "{a}");
+        assert_eq!(node_id(&cfg).unwrap(), a, "kept across restarts");
+        let named = Config {
+            node_id: Some("east-1".into()),
+            ..cfg.clone()
+        };
+        assert_eq!(node_id(&named).unwrap().as_str(), "east-1");
+        std::fs::write(dir.path().join(NODE_ID_FILE), "no spaces allowed").unwrap();
+        let e = node_id(&cfg).unwrap_err();
+        assert!(e.to_string().contains("not a node id"), "{e}");
+        let single = Config {
+            database_url: None,
+            ..cfg
+        };
+        assert_eq!(node_id(&single).unwrap(), NodeId::local());
+    }
+}

@@ -1,0 +1,408 @@
+//! `ClusterStore` on PostgreSQL: node leases and lane claims on the database clock.
+//!
+//! Membership is one `nodes` row per node, leased (`expires_at`) with `ezt_now_ms()`; each
+//! join takes a new epoch from `node_epochs`. A lane's owner is its `lanes` row's `owner_node`
+//! and `owner_node_epoch`; every change of owner takes a new `lane_epoch` from `lane_epochs`,
+//! and the attempt lease (`jobs.rs`) is conditional on it.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use ezt_core::JobId;
+use ezt_store::*;
+
+use crate::codec::*;
+use crate::PgStore;
+
+/// How far back the ledger an adopter rebuilds its limiter from reaches.
+const LEDGER_MS: i64 = 60_000;
+/// At most this many ledger entries are handed over (the newest).
+const LEDGER_MAX: i64 = 10_000;
+
+/// The channel owners LISTEN on for "new work in this lane".
+pub const LANE_CHANNEL: &str = "ezt_lane";
+
+fn to_u64(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+#[async_trait]
+impl ClusterStore for PgStore {
+    async fn join(&self, node: &NodeInfo, ttl_ms: u64) -> Result<u64> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "INSERT INTO nodes (id, epoch, region, advertise_url, version, draining, started_at, expires_at)
+                 VALUES ($1, nextval('node_epochs'), $2, $3, $4, false, ezt_now_ms(), ezt_now_ms() + $5)
+                 ON CONFLICT (id) DO UPDATE SET epoch = EXCLUDED.epoch, region = EXCLUDED.region,
+                   advertise_url = EXCLUDED.advertise_url, version = EXCLUDED.version, draining = false,
+                   started_at = EXCLUDED.started_at, expires_at = EXCLUDED.expires_at
+                 WHERE nodes.expires_at <= ezt_now_ms()
+                 RETURNING epoch",
+                &[
+                    &node.id.as_str(),
+                    &node.region,
+                    &node.advertise_url,
+                    &node.version,
+                    &(ttl_ms as i64),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        match row {
+            Some(r) => Ok(to_u64(r.get(0))),
+            None => Err(Error::Conflict(format!(
+                "a live node named {} is already a member (its lease has not expired)",
+                node.id
+            ))),
+        }
+    }
+
+    async fn heartbeat(&self, id: &NodeId, epoch: u64, ttl_ms: u64) -> Result<bool> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE nodes SET expires_at = ezt_now_ms() + $3
+                 WHERE id = $1 AND epoch = $2 AND expires_at > ezt_now_ms()",
+            )
+            .await
+            .map_err(pg_err)?;
+        let n = c
+            .execute(&st, &[&id.as_str(), &(epoch as i64), &(ttl_ms as i64)])
+            .await
+            .map_err(pg_err)?;
+        Ok(n == 1)
+    }
+
+    async fn drain(&self, id: &NodeId, epoch: u64) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        tx.execute(
+            "UPDATE nodes SET draining = true WHERE id = $1 AND epoch = $2",
+            &[&id.as_str(), &(epoch as i64)],
+        )
+        .await
+        .map_err(pg_err)?;
+        release_all(&tx, id, epoch).await?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn leave(&self, id: &NodeId, epoch: u64) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        release_all(&tx, id, epoch).await?;
+        tx.execute(
+            "UPDATE nodes SET expires_at = LEAST(expires_at, ezt_now_ms()), draining = true
+             WHERE id = $1 AND epoch = $2",
+            &[&id.as_str(), &(epoch as i64)],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT n.id, n.epoch, n.region, n.advertise_url, n.version, n.started_at, n.expires_at,
+                        n.expires_at > ezt_now_ms(), n.draining,
+                        (SELECT count(*) FROM lanes l WHERE l.owner_node = n.id AND l.owner_node_epoch = n.epoch)
+                 FROM nodes n ORDER BY n.id",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeRecord {
+                id: r.get(0),
+                epoch: to_u64(r.get(1)),
+                region: r.get(2),
+                advertise_url: r.get(3),
+                version: r.get(4),
+                started_at_ms: to_u64(r.get(5)),
+                expires_at_ms: to_u64(r.get(6)),
+                alive: r.get(7),
+                draining: r.get(8),
+                lanes: to_u64(r.get(9)),
+            })
+            .collect())
+    }
+
+    async fn claim_lane(
+        &self,
+        id: &NodeId,
+        epoch: u64,
+        lane: &str,
+        take: bool,
+    ) -> Result<LaneClaim> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO lanes (lane) VALUES ($1) ON CONFLICT (lane) DO NOTHING",
+            &[&lane],
+        )
+        .await
+        .map_err(pg_err)?;
+        // The row locked, the owner's liveness and this node's own, on one database instant.
+        let r = tx
+            .query_one(
+                "SELECT l.owner_node, l.owner_node_epoch, l.lane_epoch,
+                        (o.id IS NOT NULL AND o.epoch = l.owner_node_epoch AND o.expires_at > db.now),
+                        EXISTS (SELECT 1 FROM nodes m WHERE m.id = $2 AND m.epoch = $3
+                                AND m.expires_at > db.now AND NOT m.draining),
+                        db.now
+                 FROM lanes l
+                 CROSS JOIN (SELECT ezt_now_ms() AS now) db
+                 LEFT JOIN nodes o ON o.id = l.owner_node
+                 WHERE l.lane = $1
+                 FOR UPDATE OF l",
+                &[&lane, &id.as_str(), &(epoch as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        let owner: Option<String> = r.get(0);
+        let owner_epoch: Option<i64> = r.get(1);
+        let mut lane_epoch: i64 = r.get(2);
+        let owner_alive: bool = r.get(3);
+        let me_alive: bool = r.get(4);
+        let now: i64 = r.get(5);
+        let mine = owner.as_deref() == Some(id.as_str()) && owner_epoch == Some(epoch as i64);
+        if !mine {
+            if owner_alive {
+                tx.commit().await.map_err(pg_err)?;
+                return Ok(LaneClaim::Elsewhere { owner });
+            }
+            if !take || !me_alive {
+                tx.commit().await.map_err(pg_err)?;
+                return Ok(LaneClaim::Elsewhere { owner: None });
+            }
+            lane_epoch = tx
+                .query_one(
+                    "UPDATE lanes SET owner_node = $2, owner_node_epoch = $3,
+                     lane_epoch = nextval('lane_epochs'), updated_at = ezt_now_ms()
+                     WHERE lane = $1 RETURNING lane_epoch",
+                    &[&lane, &id.as_str(), &(epoch as i64)],
+                )
+                .await
+                .map_err(pg_err)?
+                .get(0);
+        }
+        let st = tx
+            .query_one(
+                "SELECT rate, burst, max_in_flight, paused_until_ms, learned_at_ms, paused_until_db, detail
+                 FROM lanes WHERE lane = $1",
+                &[&lane],
+            )
+            .await
+            .map_err(pg_err)?;
+        let rate: Option<f64> = st.get(0);
+        let state = rate.map(|rate| LaneState {
+            rate,
+            burst: st.get::<_, Option<i32>>(1).unwrap_or(0) as u32,
+            max_in_flight: st.get::<_, Option<i32>>(2).unwrap_or(0) as u32,
+            paused_until_ms: st.get::<_, Option<i64>>(3).map(to_u64),
+            updated_at_ms: st.get::<_, Option<i64>>(4).map_or(0, to_u64),
+            detail: st
+                .get::<_, Option<&str>>(6)
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or_default(),
+        });
+        let pause_left_ms = st
+            .get::<_, Option<i64>>(5)
+            .filter(|&p| p > now)
+            .map(|p| to_u64(p - now));
+        let key = lane.strip_prefix("job:").unwrap_or(lane);
+        // Calls that may still be running under earlier owners: leased under another epoch (or
+        // cut off by recovery, token gone) and their lease not yet expired.
+        let foreign = tx
+            .query(
+                "SELECT lease_expires_at - $3 FROM jobs
+                 WHERE lane = $1 AND leased_at IS NOT NULL AND lease_expires_at > $3
+                   AND (lease_token IS NULL OR lane_epoch IS DISTINCT FROM $2)",
+                &[&key, &lane_epoch, &now],
+            )
+            .await
+            .map_err(pg_err)?;
+        let ledger = tx
+            .query(
+                "SELECT $2 - leased_at FROM jobs
+                 WHERE lane = $1 AND leased_at > $2 - $3 AND leased_at <= $2
+                 ORDER BY leased_at DESC LIMIT $4",
+                &[&key, &now, &LEDGER_MS, &LEDGER_MAX],
+            )
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(LaneClaim::Owned(OwnedLane {
+            lane_epoch: to_u64(lane_epoch),
+            state,
+            pause_left_ms,
+            foreign_in_flight_ms: foreign.iter().map(|r| to_u64(r.get(0))).collect(),
+            ledger_ages_ms: ledger.iter().map(|r| to_u64(r.get(0))).collect(),
+        }))
+    }
+
+    async fn release_lanes(&self, id: &NodeId, epoch: u64, lanes: &[String]) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE lanes SET owner_node = NULL, owner_node_epoch = NULL, updated_at = ezt_now_ms()
+             WHERE lane = ANY($3) AND owner_node = $1 AND owner_node_epoch = $2",
+            &[&id.as_str(), &(epoch as i64), &lanes],
+        )
+        .await
+        .map_err(pg_err)?;
+        for l in lanes {
+            let _ = c
+                .execute("SELECT pg_notify($1, $2)", &[&LANE_CHANNEL, l])
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn lane_owners(&self, lanes: &[String]) -> Result<Vec<LaneOwner>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT w.lane, l.owner_node, l.owner_node_epoch, COALESCE(l.lane_epoch, 0),
+                        (o.id IS NOT NULL AND o.epoch = l.owner_node_epoch AND o.expires_at > ezt_now_ms())
+                 FROM unnest($1::text[]) AS w(lane)
+                 LEFT JOIN lanes l ON l.lane = w.lane
+                 LEFT JOIN nodes o ON o.id = l.owner_node",
+                &[&lanes],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| LaneOwner {
+                lane: r.get(0),
+                owner_node: r.get(1),
+                owner_node_epoch: r.get::<_, Option<i64>>(2).map(to_u64),
+                lane_epoch: to_u64(r.get(3)),
+                owner_alive: r.get(4),
+            })
+            .collect())
+    }
+
+    async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT w.name FROM (
+                    SELECT DISTINCT $1 || lane AS name FROM jobs
+                    WHERE state IN ('queued', 'scheduled') AND lease_token IS NULL) w
+                 LEFT JOIN lanes l ON l.lane = w.name
+                 LEFT JOIN nodes o ON o.id = l.owner_node AND o.epoch = l.owner_node_epoch
+                      AND o.expires_at > ezt_now_ms()
+                 WHERE o.id IS NULL
+                 ORDER BY w.name",
+                &[&prefix],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT lane FROM lanes WHERE owner_node = $1 AND owner_node_epoch = $2 ORDER BY lane",
+                &[&id.as_str(), &(epoch as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<PendingJob>> {
+        let keys: Vec<&str> = lanes
+            .iter()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .collect();
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id, tenant_id, lane, run_at, deadline_at FROM jobs
+                 WHERE lane = ANY($1) AND state IN ('queued', 'scheduled') AND lease_token IS NULL
+                 ORDER BY id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c.query(&st, &[&keys]).await.map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| PendingJob {
+                id: JobId(bytes_id(r.get(0))),
+                tenant_id: ezt_core::TenantId(bytes_id(r.get(1))),
+                lane: ezt_core::lane::LaneKey(r.get(2)),
+                run_at: to_u64(r.get(3)),
+                deadline_at: to_u64(r.get(4)),
+            })
+            .collect())
+    }
+
+    async fn dead_holders(&self) -> Result<Vec<NodeId>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT h FROM (
+                    SELECT DISTINCT lease_holder AS h FROM jobs
+                    WHERE lease_holder IS NOT NULL AND lease_token IS NOT NULL
+                    UNION
+                    SELECT DISTINCT lease_holder FROM webhook_deliveries
+                    WHERE lease_holder IS NOT NULL AND lease_token IS NOT NULL) x
+                 WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = x.h AND n.expires_at > ezt_now_ms())
+                 ORDER BY h",
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeId::new(r.get::<_, String>(0)))
+            .collect())
+    }
+
+    async fn notify_lane(&self, lane: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("SELECT pg_notify($1, $2)", &[&LANE_CHANNEL, &lane])
+            .await
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn unlease(&self, job: JobId, token: u64) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE jobs SET state = 'queued', attempt_count = attempt_count - 1,
+                 lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL
+                 WHERE id = $1 AND state = 'running' AND lease_token = $2",
+                &[&id_bytes(job.0), &(token as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(n == 1)
+    }
+}
+
+/// Frees every lane a membership owns, telling their next owners.
+async fn release_all(c: &impl GenericClient, id: &NodeId, epoch: u64) -> Result<()> {
+    let rows = c
+        .query(
+            "UPDATE lanes SET owner_node = NULL, owner_node_epoch = NULL, updated_at = ezt_now_ms()
+             WHERE owner_node = $1 AND owner_node_epoch = $2 RETURNING lane",
+            &[&id.as_str(), &(epoch as i64)],
+        )
+        .await
+        .map_err(pg_err)?;
+    for r in &rows {
+        let lane: String = r.get(0);
+        c.execute("SELECT pg_notify($1, $2)", &[&LANE_CHANNEL, &lane])
+            .await
+            .map_err(pg_err)?;
+    }
+    Ok(())
+}

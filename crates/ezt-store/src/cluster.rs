@@ -1,0 +1,379 @@
+//! Cluster membership and lane ownership (issue 13): node leases with epochs on the database's
+//! clock, lane claims with a fencing epoch, and what an adopter needs to carry on a lane.
+//!
+//! On PostgreSQL this is shared by every node. The embedded backends (SQLite, memory) are a
+//! one-member cluster ([`SoloCluster`]): the same answers, kept in memory, with the process's
+//! own clock standing in for the database's.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::{LaneState, NodeId, Result};
+
+/// What a node says about itself when it joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its region.
+    pub region: String,
+    /// How other nodes reach it, if set.
+    pub advertise_url: Option<String>,
+    /// Its version.
+    pub version: String,
+}
+
+/// A member as the store sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRecord {
+    /// Its id.
+    pub id: String,
+    /// Its current membership's epoch (new at every join).
+    pub epoch: u64,
+    /// Its region.
+    pub region: String,
+    /// How other nodes reach it.
+    pub advertise_url: Option<String>,
+    /// Its version.
+    pub version: String,
+    /// When it joined (database time, ms).
+    pub started_at_ms: u64,
+    /// Until when its lease holds (database time, ms).
+    pub expires_at_ms: u64,
+    /// Whether its lease holds now (database time).
+    pub alive: bool,
+    /// Shutting down: it owns no lanes and takes none, but finishes its calls in flight.
+    pub draining: bool,
+    /// Lanes it owns.
+    pub lanes: u64,
+}
+
+/// The fencing check an attempt lease is conditional on: the lane is still owned by the
+/// leasing node under this lane epoch, and the node's own lease (this node epoch) holds on the
+/// database's clock. A node that lost either leases nothing, so it sends nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lane's stored name (`job:` + lane key).
+    pub lane: String,
+    /// The lane epoch the node claimed it under.
+    pub lane_epoch: u64,
+    /// The node's membership epoch.
+    pub node_epoch: u64,
+}
+
+/// What a node learns when it owns a lane (claimed now, or already its own).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedLane {
+    /// The fencing token of this ownership; grows on every change of owner.
+    pub lane_epoch: u64,
+    /// What the lane learned (written through by earlier owners).
+    pub state: Option<LaneState>,
+    /// How much of a Retry-After pause is left, computed on the database clock (so a node with
+    /// a skewed clock neither ends it early nor stretches it).
+    pub pause_left_ms: Option<u64>,
+    /// Attempts of this lane still running under other owners' leases (not yet completed, lease
+    /// not expired): for each, how long until its lease expires. The new owner counts them as in
+    /// flight until then.
+    pub foreign_in_flight_ms: Vec<u64>,
+    /// How long ago (database time) each attempt of the recent past was leased in this lane: the
+    /// ledger the new owner rebuilds its limiter from.
+    pub ledger_ages_ms: Vec<u64>,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LaneClaim {
+    /// This node owns the lane now.
+    Owned(OwnedLane),
+    /// Another live node owns it (or it is free and the caller did not take it: `owner` None).
+    Elsewhere {
+        /// The live owner, if any.
+        owner: Option<String>,
+    },
+}
+
+/// A lane's owner as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaneOwner {
+    /// Stored lane name.
+    pub lane: String,
+    /// Owner node id (None: free).
+    pub owner_node: Option<String>,
+    /// The owner's epoch when it claimed.
+    pub owner_node_epoch: Option<u64>,
+    /// Fencing epoch.
+    pub lane_epoch: u64,
+    /// Whether the owner's lease holds now.
+    pub owner_alive: bool,
+}
+
+/// Cluster membership and lane ownership.
+#[async_trait]
+pub trait ClusterStore: Send + Sync + 'static {
+    /// Joins with a new epoch and a lease of `ttl_ms` (database time). `Conflict` when a live
+    /// node already has this id (two processes must not share one).
+    async fn join(&self, node: &NodeInfo, ttl_ms: u64) -> Result<u64>;
+    /// Extends the lease by `ttl_ms` from the database's now. `false`: this membership has been
+    /// declared dead (the lease expired, or a newer epoch joined): stop and rejoin.
+    async fn heartbeat(&self, id: &NodeId, epoch: u64, ttl_ms: u64) -> Result<bool>;
+    /// Starts a graceful hand-over: releases this membership's lanes (others may claim them
+    /// at once) and marks it draining; the lease keeps holding (heartbeats go on) so that its
+    /// calls in flight can still record their outcome.
+    async fn drain(&self, id: &NodeId, epoch: u64) -> Result<()>;
+    /// Leaves: releases this membership's lanes and ends the lease.
+    async fn leave(&self, id: &NodeId, epoch: u64) -> Result<()>;
+    /// Every member, alive or not, by id.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Claims `lane` for this membership when it is free, its owner's lease has expired, or it
+    /// is this node's under an older epoch, and `take` is set; answers what the owner needs.
+    /// A lane this membership already owns answers `Owned` with its current epoch.
+    async fn claim_lane(
+        &self,
+        id: &NodeId,
+        epoch: u64,
+        lane: &str,
+        take: bool,
+    ) -> Result<LaneClaim>;
+    /// Gives up lanes this membership owns.
+    async fn release_lanes(&self, id: &NodeId, epoch: u64, lanes: &[String]) -> Result<()>;
+    /// Owners of the given lanes (unknown lanes are free, epoch 0).
+    async fn lane_owners(&self, lanes: &[String]) -> Result<Vec<LaneOwner>>;
+    /// Lanes (stored names, `prefix` + key) that have waiting jobs (queued or scheduled, not
+    /// leased) and no live owner.
+    async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Lanes (stored names) this membership owns.
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>>;
+    /// Waiting jobs (queued or scheduled, not leased) of the given lanes (stored names,
+    /// `prefix` + key), for their owner's index.
+    async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<crate::PendingJob>>;
+    /// Holders of job or delivery leases that are no live member (dead nodes, or the single
+    /// node's `local` from before cluster mode).
+    async fn dead_holders(&self) -> Result<Vec<NodeId>>;
+    /// Tells the owner of `lane` that it has new work (a speed-up only: owners also poll).
+    async fn notify_lane(&self, lane: &str) -> Result<()>;
+    /// Undoes an attempt lease whose call never left (the node fenced itself between the lease
+    /// and the send): the job waits again, as if never leased. `false` if the token no longer
+    /// holds.
+    async fn unlease(&self, job: ezt_core::JobId, token: u64) -> Result<bool>;
+}
+
+/// A one-member cluster for the embedded backends: membership and claims in memory, on the
+/// process's clock. Whatever joins is the only member; its lanes are its own.
+#[derive(Debug, Default)]
+pub struct SoloCluster {
+    inner: std::sync::Mutex<Solo>,
+}
+
+#[derive(Debug, Default)]
+struct Solo {
+    node: Option<(NodeInfo, u64, u64, u64)>, // info, epoch, started, expires
+    draining: bool,
+    epochs: u64,
+    lane_epochs: u64,
+    lanes: std::collections::BTreeMap<String, (String, u64, u64)>, // owner, owner epoch, lane epoch
+}
+
+impl SoloCluster {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Solo> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// See [`ClusterStore::join`]; `now_ms` is the process's clock.
+    pub fn join(&self, node: &NodeInfo, ttl_ms: u64, now_ms: u64) -> Result<u64> {
+        let mut g = self.lock();
+        if let Some((n, _, _, exp)) = &g.node {
+            if n.id == node.id && *exp > now_ms {
+                return Err(crate::Error::Conflict(format!(
+                    "a live node named {} is already a member",
+                    node.id
+                )));
+            }
+        }
+        g.epochs += 1;
+        g.draining = false;
+        let e = g.epochs;
+        g.node = Some((node.clone(), e, now_ms, now_ms + ttl_ms));
+        Ok(e)
+    }
+
+    /// See [`ClusterStore::heartbeat`].
+    pub fn heartbeat(&self, id: &NodeId, epoch: u64, ttl_ms: u64, now_ms: u64) -> bool {
+        let mut g = self.lock();
+        match &mut g.node {
+            Some((n, e, _, exp)) if n.id == *id && *e == epoch && *exp > now_ms => {
+                *exp = now_ms + ttl_ms;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// See [`ClusterStore::drain`].
+    pub fn drain(&self, id: &NodeId, epoch: u64) {
+        let mut g = self.lock();
+        if g.node
+            .as_ref()
+            .is_some_and(|(n, e, _, _)| n.id == *id && *e == epoch)
+        {
+            g.draining = true;
+        }
+        g.lanes
+            .retain(|_, (o, oe, _)| !(o == id.as_str() && *oe == epoch));
+    }
+
+    /// See [`ClusterStore::leave`].
+    pub fn leave(&self, id: &NodeId, epoch: u64, now_ms: u64) {
+        let mut g = self.lock();
+        if let Some((n, e, _, exp)) = &mut g.node {
+            if n.id == *id && *e == epoch {
+                *exp = now_ms.min(*exp);
+            }
+        }
+        g.lanes
+            .retain(|_, (o, oe, _)| !(o == id.as_str() && *oe == epoch));
+    }
+
+    fn alive(&self, g: &Solo, owner: &str, owner_epoch: u64, now_ms: u64) -> bool {
+        g.node.as_ref().is_some_and(|(n, e, _, exp)| {
+            n.id.as_str() == owner && *e == owner_epoch && *exp > now_ms
+        })
+    }
+
+    /// See [`ClusterStore::nodes`].
+    pub fn nodes(&self, now_ms: u64) -> Vec<NodeRecord> {
+        let g = self.lock();
+        g.node
+            .iter()
+            .map(|(n, e, started, exp)| NodeRecord {
+                id: n.id.to_string(),
+                epoch: *e,
+                region: n.region.clone(),
+                advertise_url: n.advertise_url.clone(),
+                version: n.version.clone(),
+                started_at_ms: *started,
+                expires_at_ms: *exp,
+                alive: *exp > now_ms,
+                draining: g.draining,
+                lanes: g
+                    .lanes
+                    .values()
+                    .filter(|(o, oe, _)| o == n.id.as_str() && oe == e)
+                    .count() as u64,
+            })
+            .collect()
+    }
+
+    /// See [`ClusterStore::claim_lane`]; `state` is what the backend's `LaneStore` remembers.
+    pub fn claim_lane(
+        &self,
+        id: &NodeId,
+        epoch: u64,
+        lane: &str,
+        take: bool,
+        state: Option<LaneState>,
+        now_ms: u64,
+    ) -> LaneClaim {
+        let mut g = self.lock();
+        let current = g.lanes.get(lane).cloned();
+        let lane_epoch = match current {
+            Some((o, oe, le)) if o == id.as_str() && oe == epoch => le,
+            Some((o, oe, _)) if self.alive(&g, &o, oe, now_ms) => {
+                return LaneClaim::Elsewhere { owner: Some(o) };
+            }
+            _ if !take => return LaneClaim::Elsewhere { owner: None },
+            _ => {
+                g.lane_epochs += 1;
+                let le = g.lane_epochs;
+                g.lanes
+                    .insert(lane.to_string(), (id.to_string(), epoch, le));
+                le
+            }
+        };
+        let pause_left_ms = state
+            .as_ref()
+            .and_then(|s| s.paused_until_ms)
+            .filter(|&p| p > now_ms)
+            .map(|p| p - now_ms);
+        LaneClaim::Owned(OwnedLane {
+            lane_epoch,
+            state,
+            pause_left_ms,
+            foreign_in_flight_ms: Vec::new(),
+            ledger_ages_ms: Vec::new(),
+        })
+    }
+
+    /// See [`ClusterStore::release_lanes`].
+    pub fn release_lanes(&self, id: &NodeId, epoch: u64, lanes: &[String]) {
+        let mut g = self.lock();
+        for l in lanes {
+            if g.lanes
+                .get(l)
+                .is_some_and(|(o, oe, _)| o == id.as_str() && *oe == epoch)
+            {
+                g.lanes.remove(l);
+            }
+        }
+    }
+
+    /// See [`ClusterStore::lane_owners`].
+    pub fn lane_owners(&self, lanes: &[String], now_ms: u64) -> Vec<LaneOwner> {
+        let g = self.lock();
+        lanes
+            .iter()
+            .map(|l| match g.lanes.get(l) {
+                Some((o, oe, le)) => LaneOwner {
+                    lane: l.clone(),
+                    owner_node: Some(o.clone()),
+                    owner_node_epoch: Some(*oe),
+                    lane_epoch: *le,
+                    owner_alive: self.alive(&g, o, *oe, now_ms),
+                },
+                None => LaneOwner {
+                    lane: l.clone(),
+                    owner_node: None,
+                    owner_node_epoch: None,
+                    lane_epoch: 0,
+                    owner_alive: false,
+                },
+            })
+            .collect()
+    }
+
+    /// See [`ClusterStore::owned_lanes`].
+    pub fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Vec<String> {
+        let g = self.lock();
+        g.lanes
+            .iter()
+            .filter(|(_, (o, oe, _))| o == id.as_str() && *oe == epoch)
+            .map(|(l, _)| l.clone())
+            .collect()
+    }
+
+    /// Whether `holder` may lease under `fence` now.
+    pub fn fence_holds(&self, holder: &NodeId, fence: &Fence, now_ms: u64) -> bool {
+        let g = self.lock();
+        g.lanes.get(&fence.lane).is_some_and(|(o, oe, le)| {
+            o == holder.as_str()
+                && *oe == fence.node_epoch
+                && *le == fence.lane_epoch
+                && self.alive(&g, o, *oe, now_ms)
+        })
+    }
+
+    /// Whether `holder` is the live member.
+    pub fn is_live(&self, holder: &str, now_ms: u64) -> bool {
+        let g = self.lock();
+        g.node
+            .as_ref()
+            .is_some_and(|(n, _, _, exp)| n.id.as_str() == holder && *exp > now_ms)
+    }
+
+    /// Whether `lane` has a live owner.
+    pub fn owned(&self, lane: &str, now_ms: u64) -> bool {
+        let g = self.lock();
+        g.lanes
+            .get(lane)
+            .is_some_and(|(o, oe, _)| self.alive(&g, o, *oe, now_ms))
+    }
+}

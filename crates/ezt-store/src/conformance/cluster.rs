@@ -1,0 +1,220 @@
+//! `ClusterStore`: membership leases with epochs, lane claims that fence the attempt lease,
+//! hand-over, and what an adopter is told. The embedded backends answer as a one-member
+//! cluster; PostgreSQL as a shared one.
+
+use super::fixtures::*;
+use crate::*;
+
+const TTL: u64 = 60_000;
+
+fn info(id: &str) -> NodeInfo {
+    NodeInfo {
+        id: NodeId::new(id),
+        region: "r1".into(),
+        advertise_url: Some("http://127.0.0.2:1".into()),
+        version: "test".into(),
+    }
+}
+
+fn job_lane() -> String {
+    format!("job:{}", new_job(1, 1, "k", 100).lane.0)
+}
+
+fn fenced(token: u64, holder: &str, lane_epoch: u64, node_epoch: u64) -> Lease {
+    Lease {
+        fence: Some(Fence {
+            lane: job_lane(),
+            lane_epoch,
+            node_epoch,
+        }),
+        ..lease_by(token, 110, NodeId::new(holder))
+    }
+}
+
+/// A node joins with an epoch, heartbeats, cannot be joined twice while alive, and after
+/// leaving its heartbeat fails and a rejoin gets a newer epoch.
+pub async fn membership_epochs_and_leases<S: ClusterStore>(s: S) {
+    let a = info("node-a");
+    let e1 = s.join(&a, TTL).await.unwrap();
+    assert!(e1 > 0);
+    assert!(s.heartbeat(&a.id, e1, TTL).await.unwrap());
+    assert!(
+        !s.heartbeat(&a.id, e1 + 1000, TTL).await.unwrap(),
+        "another epoch's heartbeat is refused"
+    );
+    let err = s.join(&a, TTL).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    let nodes = s.nodes().await.unwrap();
+    let me = nodes.iter().find(|n| n.id == "node-a").expect("listed");
+    assert!(me.alive && !me.draining, "{me:?}");
+    assert_eq!((me.epoch, me.region.as_str()), (e1, "r1"));
+    assert!(me.expires_at_ms >= me.started_at_ms + TTL - 1000, "{me:?}");
+    s.leave(&a.id, e1).await.unwrap();
+    assert!(!s.heartbeat(&a.id, e1, TTL).await.unwrap(), "left");
+    assert!(!s
+        .nodes()
+        .await
+        .unwrap()
+        .iter()
+        .any(|n| n.id == "node-a" && n.alive));
+    let e2 = s.join(&a, TTL).await.unwrap();
+    assert!(e2 > e1, "epochs grow: {e1} then {e2}");
+}
+
+/// A lane is taken only when asked; its owner's fenced lease works, a wrong lane epoch or
+/// node epoch leases nothing, and after a drain the lane is free and the old fence is void.
+pub async fn lane_claims_fence_the_attempt_lease<S: JobStore + ClusterStore>(s: S) {
+    let (a, b, c) = (
+        new_job(1, 1, "a", 100),
+        new_job(2, 1, "b", 100),
+        new_job(3, 1, "c", 100),
+    );
+    s.insert_jobs(vec![a.clone(), b.clone(), c.clone()], WINDOW)
+        .await
+        .unwrap();
+    let lane = job_lane();
+    let n = info("node-a");
+    let e = s.join(&n, TTL).await.unwrap();
+    assert_eq!(
+        s.orphan_lanes("job:").await.unwrap(),
+        vec![lane.clone()],
+        "waiting work, no owner"
+    );
+    assert_eq!(
+        s.claim_lane(&n.id, e, &lane, false).await.unwrap(),
+        LaneClaim::Elsewhere { owner: None },
+        "not taken unless asked"
+    );
+    let LaneClaim::Owned(o) = s.claim_lane(&n.id, e, &lane, true).await.unwrap() else {
+        panic!("a free lane is taken");
+    };
+    assert!(o.lane_epoch > 0);
+    assert_eq!(o.pause_left_ms, None);
+    let LaneClaim::Owned(again) = s.claim_lane(&n.id, e, &lane, true).await.unwrap() else {
+        panic!("still mine");
+    };
+    assert_eq!(
+        again.lane_epoch, o.lane_epoch,
+        "owning again keeps the epoch"
+    );
+    assert!(s.orphan_lanes("job:").await.unwrap().is_empty());
+    let owners = s.lane_owners(std::slice::from_ref(&lane)).await.unwrap();
+    assert_eq!(owners[0].owner_node.as_deref(), Some("node-a"));
+    assert!(owners[0].owner_alive);
+
+    assert!(
+        s.lease(a.id, fenced(1, "node-a", o.lane_epoch + 1, e))
+            .await
+            .unwrap()
+            .is_none(),
+        "a stale lane epoch leases nothing"
+    );
+    assert!(
+        s.lease(a.id, fenced(1, "node-a", o.lane_epoch, e + 1))
+            .await
+            .unwrap()
+            .is_none(),
+        "another node epoch leases nothing"
+    );
+    assert!(
+        s.lease(a.id, fenced(1, "node-b", o.lane_epoch, e))
+            .await
+            .unwrap()
+            .is_none(),
+        "another holder leases nothing"
+    );
+    let leased = s
+        .lease(a.id, fenced(1, "node-a", o.lane_epoch, e))
+        .await
+        .unwrap()
+        .expect("the owner leases");
+    assert_eq!(leased.attempt_no, 1);
+    // The call never left (self-fence between lease and send): undone, as if never leased.
+    assert!(s.unlease(a.id, 1).await.unwrap());
+    assert!(!s.unlease(a.id, 1).await.unwrap(), "once");
+    let again = s
+        .lease(a.id, fenced(2, "node-a", o.lane_epoch, e))
+        .await
+        .unwrap()
+        .expect("leasable again");
+    assert_eq!(again.attempt_no, 1, "the undone lease is not an attempt");
+
+    s.drain(&n.id, e).await.unwrap();
+    assert!(
+        s.lease(b.id, fenced(3, "node-a", o.lane_epoch, e))
+            .await
+            .unwrap()
+            .is_none(),
+        "after the hand-over the old owner leases nothing"
+    );
+    assert!(
+        s.heartbeat(&n.id, e, TTL).await.unwrap(),
+        "a draining node keeps its lease"
+    );
+    assert!(s.nodes().await.unwrap()[0].draining);
+    let owners = s.lane_owners(std::slice::from_ref(&lane)).await.unwrap();
+    assert_eq!(owners[0].owner_node, None, "released");
+    s.leave(&n.id, e).await.unwrap();
+    let e2 = s.join(&n, TTL).await.unwrap();
+    let LaneClaim::Owned(o2) = s.claim_lane(&n.id, e2, &lane, true).await.unwrap() else {
+        panic!("free again");
+    };
+    assert!(
+        o2.lane_epoch > o.lane_epoch,
+        "a new owner, a new lane epoch"
+    );
+    assert!(s
+        .lease(c.id, fenced(4, "node-a", o2.lane_epoch, e2))
+        .await
+        .unwrap()
+        .is_some());
+}
+
+/// What the lane learned (and a pause still running) is handed to its next owner.
+pub async fn an_owner_reads_what_the_lane_learned<S: LaneStore + ClusterStore>(s: S) {
+    let lane = job_lane();
+    let n = info("node-a");
+    let e = s.join(&n, TTL).await.unwrap();
+    let st = LaneState {
+        rate: 10.0,
+        burst: 1,
+        max_in_flight: 5,
+        paused_until_ms: Some(1_000 + 60_000),
+        updated_at_ms: 1_000,
+        detail: Default::default(),
+    };
+    s.save_lane_state(&lane, st.clone()).await.unwrap();
+    let LaneClaim::Owned(o) = s.claim_lane(&n.id, e, &lane, true).await.unwrap() else {
+        panic!("taken");
+    };
+    assert_eq!(o.state.map(|s| (s.rate, s.max_in_flight)), Some((10.0, 5)));
+    // The embedded backends take the saved time as their own clock's; PostgreSQL moves the
+    // remaining pause onto its own clock. Either way most of a minute is left, not less.
+    if let Some(left) = o.pause_left_ms {
+        assert!(left <= 60_000, "{left}");
+    }
+    assert_eq!(
+        s.lane_state(&lane).await.unwrap(),
+        Some(st),
+        "claiming never changes what was learned"
+    );
+}
+
+/// Leases held by no live member are listed for recovery; a live member's are not.
+pub async fn dead_holders_are_listed<S: JobStore + ClusterStore>(s: S) {
+    let (a, b) = (new_job(1, 1, "a", 100), new_job(2, 1, "b", 100));
+    s.insert_jobs(vec![a.clone(), b.clone()], WINDOW)
+        .await
+        .unwrap();
+    let n = info("node-a");
+    s.join(&n, TTL).await.unwrap();
+    s.lease(a.id, lease_by(1, 110, NodeId::new("ghost")))
+        .await
+        .unwrap()
+        .unwrap();
+    s.lease(b.id, lease_by(2, 110, NodeId::new("node-a")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.dead_holders().await.unwrap(), vec![NodeId::new("ghost")]);
+}

@@ -1,0 +1,259 @@
+//! Cluster harness (issue 13): nodes on 127.0.0.2–127.0.0.4 sharing one real PostgreSQL, a
+//! target of ours that logs every call's start and end, and the checkers that read that log.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::any;
+use axum::Router;
+
+use super::{TestServer, BIN};
+
+/// One call the target saw.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The body the job was submitted with (the test's own job number).
+    pub body: String,
+    pub start: Instant,
+    /// None while running (or if the caller went away before the answer).
+    pub end: Option<Instant>,
+}
+
+#[derive(Default)]
+struct TargetState {
+    calls: Mutex<Vec<Call>>,
+    delay_ms: AtomicU32,
+    /// Answer the next call with 429 and this Retry-After (seconds), once.
+    retry_after_once: Mutex<Option<u64>>,
+    notify: tokio::sync::Notify,
+}
+
+/// The shared target: every node calls it; it logs start and end of each call.
+#[derive(Clone)]
+pub struct LogTarget {
+    pub addr: SocketAddr,
+    state: Arc<TargetState>,
+}
+
+/// Records the end of a call even when the caller goes away (the handler is then dropped).
+struct EndGuard {
+    state: Arc<TargetState>,
+    index: usize,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let mut calls = self.state.calls.lock().unwrap();
+        if calls[self.index].end.is_none() {
+            calls[self.index].end = Some(Instant::now());
+        }
+    }
+}
+
+async fn handle(
+    State(st): State<Arc<TargetState>>,
+    _h: HeaderMap,
+    body: String,
+) -> (StatusCode, HeaderMap, String) {
+    let index = {
+        let mut calls = st.calls.lock().unwrap();
+        calls.push(Call {
+            body,
+            start: Instant::now(),
+            end: None,
+        });
+        calls.len() - 1
+    };
+    st.notify.notify_waiters();
+    let _guard = EndGuard {
+        state: st.clone(),
+        index,
+    };
+    let retry = st.retry_after_once.lock().unwrap().take();
+    let mut headers = HeaderMap::new();
+    if let Some(secs) = retry {
+        headers.insert("retry-after", secs.to_string().parse().unwrap());
+        return (StatusCode::TOO_MANY_REQUESTS, headers, "slow down".into());
+    }
+    let delay = st.delay_ms.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+    (StatusCode::OK, headers, "ok".into())
+}
+
+impl LogTarget {
+    /// A target on 127.0.0.1 answering 200 after `delay_ms`.
+    pub async fn start(delay_ms: u32) -> Self {
+        let state = Arc::new(TargetState::default());
+        state.delay_ms.store(delay_ms, Ordering::Relaxed);
+        let app = Router::new()
+            .route("/{name}", any(handle))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/work", self.addr)
+    }
+
+    /// The next call gets 429 with `Retry-After: secs`.
+    pub fn retry_after_once(&self, secs: u64) {
+        *self.state.retry_after_once.lock().unwrap() = Some(secs);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// Waits (on call events) until `n` calls arrived; returns them.
+    pub async fn wait_calls(&self, n: usize, timeout: Duration) -> Vec<Call> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            let got = self.calls();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.calls();
+            }
+        }
+    }
+
+    /// Waits until a call starts after `after`; returns its start.
+    pub async fn wait_call_after(&self, after: Instant, timeout: Duration) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            if let Some(t) = self
+                .calls()
+                .iter()
+                .map(|c| c.start)
+                .filter(|s| *s > after)
+                .min()
+            {
+                return Some(t);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Most calls that started in any window of `w`.
+pub fn max_in_window(calls: &[Call], w: Duration) -> usize {
+    let mut starts: Vec<Instant> = calls.iter().map(|c| c.start).collect();
+    starts.sort();
+    let mut best = 0;
+    let mut lo = 0;
+    for hi in 0..starts.len() {
+        while starts[hi].duration_since(starts[lo]) >= w {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+/// Most calls running at once (a call still open counts until `now`).
+pub fn max_concurrent(calls: &[Call]) -> usize {
+    let now = Instant::now();
+    let mut ev: Vec<(Instant, i32)> = Vec::new();
+    for c in calls {
+        ev.push((c.start, 1));
+        ev.push((c.end.unwrap_or(now), -1));
+    }
+    // Ends before starts at the same instant.
+    ev.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut cur, mut best) = (0i32, 0i32);
+    for (_, d) in ev {
+        cur += d;
+        best = best.max(cur);
+    }
+    best as usize
+}
+
+/// Job bodies the target saw more than once, with their counts.
+pub fn duplicated(calls: &[Call]) -> Vec<(String, usize)> {
+    let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+    for c in calls {
+        *by.entry(c.body.as_str()).or_default() += 1;
+    }
+    by.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(b, n)| (b.to_string(), n))
+        .collect()
+}
+
+/// A node of a test cluster.
+pub struct Node {
+    pub server: TestServer,
+    pub name: String,
+    pub ip: String,
+}
+
+/// Starts a node named `name` on `ip` against `url`, its data dir under `root`. `wrap` runs
+/// it under another program (e.g. `faketime`).
+pub fn start_node(
+    root: &Path,
+    name: &str,
+    ip: &str,
+    url: &str,
+    config: &str,
+    key: Option<String>,
+    wrap: &[&str],
+) -> Node {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut cmd = match wrap.split_first() {
+        Some((prog, rest)) => {
+            let mut c = Command::new(prog);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("{ip}:0"),
+        "--allow-cidr",
+        "127.0.0.1/32",
+    ])
+    .arg("--config")
+    .arg(&cfg)
+    .arg("--data-dir")
+    .arg(&dir)
+    .args(["--node-id", name, "--region", "r1"])
+    .args(["--advertise-url", &format!("http://{ip}:1")])
+    .env("EZTHROTTLE_DATABASE_URL", url)
+    .env("EZTHROTTLE_LOG", "info,ezt_runtime=debug");
+    let server = TestServer::spawn_command(&dir, cmd, key);
+    Node {
+        server,
+        name: name.to_string(),
+        ip: ip.to_string(),
+    }
+}
+
+/// The node whose log says it claimed a lane most recently (by order of the log line count
+/// is not comparable across files, so by "lane claimed" lines seen at all, latest start).
+pub fn owners(nodes: &[Node]) -> Vec<usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.server.logs().contains("lane claimed"))
+        .map(|(i, _)| i)
+        .collect()
+}

@@ -54,6 +54,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// The `/metrics` endpoint.
     pub metrics: MetricsConfig,
+    /// Operator endpoints (`/admin/v1/…`, `/api/v1/cluster/…`).
+    pub admin: AdminConfig,
     /// Key that seals webhook secrets at rest (base64 of 32 bytes). Without it, a key file
     /// `secret.key` is created in the data dir (mode 0600) on first start.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,6 +159,7 @@ impl Default for Config {
             dedup_window_ms: 24 * 3600 * 1000,
             webhooks: WebhooksConfig::default(),
             metrics: MetricsConfig::default(),
+            admin: AdminConfig::default(),
             secret_key: None,
             outbound: OutboundConfig::default(),
             retention: RetentionConfig::default(),
@@ -183,6 +186,15 @@ impl Default for MetricsConfig {
             bearer_token: None,
         }
     }
+}
+
+/// Operator endpoints.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The operator token: `/admin/v1/…` and `/api/v1/cluster/…` answer only to
+    /// `Authorization: Bearer <token>`; unset, they answer 401 to everyone.
+    pub token: Option<SecretKey>,
 }
 
 /// One lane's limit.
@@ -574,6 +586,13 @@ impl Config {
             if !valid_node_id(id) {
                 return Err(ConfigError::Invalid(
                     "node_id: 1 to 64 letters, digits, '-', '_' or '.'".into(),
+                ));
+            }
+        }
+        if let Some(t) = &self.admin.token {
+            if t.0.len() < 16 || t.0.chars().any(char::is_whitespace) {
+                return Err(ConfigError::Invalid(
+                    "admin.token: must be at least 16 characters, without spaces (unset it to turn the operator endpoints off)".into(),
                 ));
             }
         }

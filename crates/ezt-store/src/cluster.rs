@@ -151,6 +151,12 @@ pub trait ClusterStore: Send + Sync + 'static {
     async fn dead_holders(&self) -> Result<Vec<NodeId>>;
     /// Tells the owner of `lane` that it has new work (a speed-up only: owners also poll).
     async fn notify_lane(&self, lane: &str) -> Result<()>;
+    /// Waits for the next "new work / lane released" notification (its lane name). `Ok(None)`:
+    /// this store has no push channel (owners rely on polling alone); stop asking. One caller
+    /// per store.
+    async fn lane_event(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Undoes an attempt lease whose call never left (the node fenced itself between the lease
     /// and the send): the job waits again, as if never leased. `false` if the token no longer
     /// holds.

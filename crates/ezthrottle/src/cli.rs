@@ -84,6 +84,15 @@ enum Cmd {
     /// Jobs.
     #[command(subcommand)]
     Jobs(JobsCmd),
+    /// Cluster members (on PostgreSQL; on SQLite there are none to list).
+    #[command(subcommand)]
+    Nodes(NodesCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum NodesCmd {
+    /// List every node the database knows: id, epoch, region, lease, alive, draining, lanes.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -358,6 +367,10 @@ pub(crate) async fn run(args: Args) -> Result<()> {
                     Ok(())
                 }
             }
+        }
+        Cmd::Nodes(NodesCmd::List) => {
+            let store = open(&cfg).await?;
+            print_json(&store.nodes().await?)
         }
         Cmd::Jobs(c) => {
             let store = open(&cfg).await?;

@@ -13,10 +13,12 @@ const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 
 /// One lane at 10/s, burst 1, at most 5 in flight; short attempt timeouts so a dead owner's
 /// calls stop counting soon.
-const CONFIG: &str = "[lanes.default]\nrate = 10.0\nburst = 1\nmax_in_flight = 5\n[executor]\nattempt_timeout_ms = 3000\n";
+const CONFIG: &str = "[lanes.default]\nrate = 10.0\nburst = 1\nmax_in_flight = 5\n[executor]\nattempt_timeout_ms = 3000\n[admin]\ntoken = \"operator-token-0123456789\"\n";
+const OPERATOR: &str = "operator-token-0123456789";
 
 struct Cluster {
     nodes: Vec<Node>,
+    url: String,
     _root: tempfile::TempDir,
 }
 
@@ -46,7 +48,11 @@ impl Cluster {
                 &w,
             ));
         }
-        Self { nodes, _root: root }
+        Self {
+            nodes,
+            url,
+            _root: root,
+        }
     }
 
     /// Submits job `body` to node `i`; the job id.
@@ -146,6 +152,71 @@ async fn three_nodes_share_one_global_limit() {
     assert!(rate >= 9.7, "achieved {rate:.2}/s, below 0.97 × 10/s");
     let owners = owners(&c.nodes);
     assert_eq!(owners.len(), 1, "one node claimed the lane: {owners:?}");
+
+    // Operators see the members on any node (operator token only), and from the CLI.
+    let s = &c.nodes[1].server;
+    let (st, _) = s.get("/admin/v1/nodes").await;
+    assert_eq!(st, 401, "an API key is not the operator token");
+    let (st, v) = s.get_as(OPERATOR, "/api/v1/cluster/nodes").await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v2) = s.get_as(OPERATOR, "/admin/v1/nodes").await;
+    assert_eq!(st, 200, "{v2}");
+    assert_eq!(v["node"], "n3");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{v}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["alive"] == true && n["epoch"].as_u64() > Some(0)),
+        "{v}"
+    );
+    let lanes: u64 = nodes.iter().map(|n| n["lanes"].as_u64().unwrap()).sum();
+    assert_eq!(lanes, 1, "one lane, one owner: {v}");
+    assert_eq!(
+        nodes.iter().find(|n| n["lanes"] == 1).unwrap()["id"],
+        c.nodes[owners[0]].name.as_str()
+    );
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["nodes", "list", "--data-dir"])
+        .arg(c._root.path())
+        .env("EZTHROTTLE_DATABASE_URL", &c.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+}
+
+/// SIGTERM hands the lane over within 1 s: the owner releases its lanes at once (and says so
+/// on the notification channel), another node claims and sends; the bounds hold.
+#[tokio::test]
+async fn sigterm_hands_the_lane_over_within_a_second() {
+    let target = LogTarget::start(200).await;
+    let c = Cluster::start(2, CONFIG).await;
+    let mut bodies = c.submit_paced(&[0, 1], &target.url(), 0, 24, 12).await;
+    target.wait_calls(8, Duration::from_secs(10)).await;
+    let owner = owner_of(&c, &[0, 1]);
+    let other = 1 - owner;
+    // Keep the lane busy from the other node, then stop the owner gracefully.
+    bodies.extend(c.submit_paced(&[other], &target.url(), 100, 12, 24).await);
+    signal(&c.nodes[owner], "-TERM");
+    let termed = Instant::now();
+    let first_after = target
+        .wait_call_after(termed, Duration::from_secs(10))
+        .await
+        .expect("nobody took the lane over");
+    let took = first_after.duration_since(termed);
+    eprintln!("sigterm: hand-over took {} ms", took.as_millis());
+    assert!(took <= Duration::from_secs(1), "hand-over took {took:?}");
+    bodies.extend(c.submit_paced(&[other], &target.url(), 200, 12, 12).await);
+    let calls = all_arrive(&target, &bodies, Duration::from_secs(30)).await;
+    let (w, conc) = report("sigterm", &calls);
+    assert!(w <= 11 && conc <= 5, "window {w}, concurrent {conc}");
+    assert_eq!(
+        duplicated(&calls),
+        vec![],
+        "a graceful hand-over sends nothing twice"
+    );
 }
 
 /// The node that owns the lane now (its log says it claimed it; the others' say nothing or

@@ -27,7 +27,7 @@ impl Cluster {
         Self::start_wrapped(n, config, &[]).await
     }
 
-    /// `wrap[i]` runs node i under another program (faketime).
+    /// `env[i]`: extra `KEY=VALUE` environment of node i (libfaketime's).
     async fn start_wrapped(n: usize, config: &str, wrap: &[Vec<String>]) -> Self {
         let url = ezt_store_postgres::testing::database_url().await;
         let root = tempfile::tempdir().unwrap();
@@ -53,6 +53,23 @@ impl Cluster {
             url,
             _root: root,
         }
+    }
+
+    /// Adds a node (the next address), with extra environment.
+    fn add_node(&mut self, env: &[String]) {
+        let i = self.nodes.len();
+        let env: Vec<&str> = env.iter().map(String::as_str).collect();
+        let key = self.nodes.first().map(|n| n.server.key.clone());
+        let node = start_node(
+            self._root.path(),
+            &format!("n{}", i + 2),
+            IPS[i],
+            &self.url,
+            CONFIG,
+            key,
+            &env,
+        );
+        self.nodes.push(node);
     }
 
     /// Submits job `body` to node `i`; the job id.
@@ -394,4 +411,84 @@ async fn a_zombie_owner_sends_nothing_after_it_wakes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = resumed;
+}
+
+/// Waits (polling the log file, no event exists for it) until node `i` logged `what`; how long
+/// after `since` that was seen.
+async fn logged(c: &Cluster, i: usize, what: &str, since: Instant, within: Duration) -> Duration {
+    loop {
+        if c.nodes[i].server.logs().contains(what) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < within,
+            "node {i} never logged {what:?}: {}",
+            c.nodes[i].server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Case 6: clocks skewed by ±30 s. The owner runs 30 s behind and learns `Retry-After: 20`;
+/// it dies; the adopter runs 30 s ahead. Leases and the pause follow the database's clock: the
+/// adoption is not early (≥ 3 s after the kill, ≤ 10 s) and the adopter does not end the pause
+/// early (with node clocks 60 s apart, a pause kept on node time would end at once).
+#[tokio::test]
+async fn skewed_clocks_neither_adopt_early_nor_end_a_pause_early() {
+    let Some(lib) = libfaketime() else {
+        panic!("libfaketimeMT.so.1 not found: scripts/test-deps.sh installs libfaketime (or set EZT_LIBFAKETIME)");
+    };
+    let target = LogTarget::start(10).await;
+    let mut c = Cluster::start_wrapped(1, CONFIG, &[skewed(&lib, "-30s")]).await;
+    let first = c.submit(0, &target.url(), "first").await;
+    let v = c.nodes[0].server.wait_final(&first, 20).await;
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let skew = v["attempts"][0]["at"].as_i64().unwrap() - real;
+    assert!(
+        (-40_000..=-20_000).contains(&skew),
+        "the owner's clock is not 30 s behind: {skew} ms"
+    );
+    c.add_node(&skewed(&lib, "+30s"));
+    target.retry_after_once(20);
+    c.submit(0, &target.url(), "paused").await;
+    let calls = target.wait_calls(2, Duration::from_secs(10)).await;
+    let told = calls[1].start;
+    logged(
+        &c,
+        0,
+        "lane paused by the target",
+        told,
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.nodes[0].server.kill9();
+    let killed = Instant::now();
+    c.submit(1, &target.url(), "after").await;
+    let adopted = logged(&c, 1, "lane claimed", killed, Duration::from_secs(15)).await;
+    eprintln!("case 6: adopted {} ms after the kill", adopted.as_millis());
+    assert!(
+        adopted >= Duration::from_secs(3),
+        "adopted early: {adopted:?}"
+    );
+    assert!(
+        adopted <= Duration::from_secs(10),
+        "adopted late: {adopted:?}"
+    );
+    let next = target
+        .wait_call_after(told, Duration::from_secs(40))
+        .await
+        .expect("the lane never resumed");
+    let paused = next.duration_since(told);
+    eprintln!(
+        "case 6: the lane resumed {} ms after the 429",
+        paused.as_millis()
+    );
+    assert!(
+        paused >= Duration::from_millis(19_500),
+        "the pause ended early: {paused:?}"
+    );
 }

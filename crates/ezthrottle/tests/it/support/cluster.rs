@@ -201,8 +201,8 @@ pub struct Node {
     pub ip: String,
 }
 
-/// Starts a node named `name` on `ip` against `url`, its data dir under `root`. `wrap` runs
-/// it under another program (e.g. `faketime`).
+/// Starts a node named `name` on `ip` against `url`, its data dir under `root`, with extra
+/// `KEY=VALUE` environment variables (e.g. libfaketime's).
 pub fn start_node(
     root: &Path,
     name: &str,
@@ -210,20 +210,18 @@ pub fn start_node(
     url: &str,
     config: &str,
     key: Option<String>,
-    wrap: &[&str],
+    env: &[&str],
 ) -> Node {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut cmd = match wrap.split_first() {
-        Some((prog, rest)) => {
-            let mut c = Command::new(prog);
-            c.args(rest).arg(BIN);
-            c
+    let mut cmd = Command::new(BIN);
+    for kv in env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
         }
-        None => Command::new(BIN),
-    };
+    }
     cmd.args([
         "serve",
         "--listen",
@@ -256,4 +254,29 @@ pub fn owners(nodes: &[Node]) -> Vec<usize> {
         .filter(|(_, n)| n.server.logs().contains("lane claimed"))
         .map(|(i, _)| i)
         .collect()
+}
+
+/// The thread-safe libfaketime (`EZT_LIBFAKETIME` or Debian's path), if installed.
+pub fn libfaketime() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("EZT_LIBFAKETIME") {
+        return Some(p.into());
+    }
+    let mut dirs = vec![std::path::PathBuf::from("/usr/lib/faketime")];
+    if let Ok(rd) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(rd.flatten().map(|e| e.path().join("faketime")));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+}
+
+/// Environment that runs a node with its wall clock `offset` (e.g. "+30s") from real time; its
+/// monotonic clock is left alone.
+pub fn skewed(lib: &Path, offset: &str) -> Vec<String> {
+    vec![
+        format!("LD_PRELOAD={}", lib.display()),
+        format!("FAKETIME={offset}"),
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
+        "DONT_FAKE_MONOTONIC=1".into(),
+    ]
 }

@@ -303,6 +303,10 @@ pub struct OutboundConfig {
     /// Request headers (any case) sealed at rest besides the credential headers that pick
     /// the lane (Authorization, X-Api-Key, Api-Key and `lanes.credential_headers`).
     pub sealed_headers: Vec<String>,
+    /// Source address of this node's outbound calls (`--outbound-source-ip`); unset, the
+    /// system picks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// When finished jobs are deleted.
@@ -646,6 +650,8 @@ const UNSET_BY_DEFAULT: &[&str] = &[
     "advertise_url",
     "cluster_secret",
     "node_id",
+    "admin.token",
+    "outbound.source_ip",
 ];
 
 /// A command-line flag's value for `Config::load`.
@@ -1138,6 +1144,9 @@ mod tests {
                 ),
                 ("EZTHROTTLE_ADVERTISE_URL", "http://127.0.0.2:8080"),
                 ("EZTHROTTLE_CLUSTER_SECRET", "0123456789abcdef"),
+                ("EZTHROTTLE_NODE_ID", "east-1"),
+                ("EZTHROTTLE_ADMIN_TOKEN", "operator-0123456789"),
+                ("EZTHROTTLE_OUTBOUND_SOURCE_IP", "127.0.0.9"),
             ]),
             vec![Flag::string(
                 "database_url",
@@ -1146,6 +1155,29 @@ mod tests {
             )],
         )
         .unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("east-1"));
+        assert_eq!(
+            c.admin.token.as_ref().map(|t| t.0.as_str()),
+            Some("operator-0123456789")
+        );
+        assert_eq!(c.outbound.source_ip, Some("127.0.0.9".parse().unwrap()));
+        assert!(c.clustered());
+        let bad = Config {
+            node_id: Some("has space".into()),
+            ..c.clone()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("node_id"));
+        let short = Config {
+            admin: AdminConfig {
+                token: Some(SecretKey("short".into())),
+            },
+            ..c.clone()
+        };
+        assert!(short
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admin.token"));
         assert_eq!(
             c.database_url.as_ref().map(|u| u.0.as_str()),
             Some("postgresql://ezt@127.0.0.1:5433/other"),

@@ -65,6 +65,9 @@ enum Cmd {
         /// EZTHROTTLE_NODE_ID].
         #[arg(long)]
         node_id: Option<String>,
+        /// Source address of this node's outbound calls [env: EZTHROTTLE_OUTBOUND_SOURCE_IP].
+        #[arg(long)]
+        outbound_source_ip: Option<String>,
         /// CIDR exempt from the SSRF deny list (repeatable) [env: EZTHROTTLE_ALLOW_CIDRS,
         /// comma-separated].
         #[arg(long = "allow-cidr")]
@@ -180,10 +183,18 @@ fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
         advertise_url,
         cluster_secret,
         node_id,
+        outbound_source_ip,
         allow_cidr,
         ..
     } = cmd
     {
+        if let Some(ip) = outbound_source_ip {
+            flags.push(Flag::string(
+                "outbound.source_ip",
+                "--outbound-source-ip",
+                ip,
+            ));
+        }
         if let Some(n) = node_id {
             flags.push(Flag::string("node_id", "--node-id", n));
         }

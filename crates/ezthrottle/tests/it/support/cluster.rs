@@ -21,6 +21,8 @@ pub struct Call {
     /// The body the job was submitted with (the test's own job number).
     pub body: String,
     pub start: Instant,
+    /// The caller's address: which node sent it (each node sends from its own 127.0.0.x).
+    pub from: std::net::IpAddr,
     /// None while running (or if the caller went away before the answer).
     pub end: Option<Instant>,
 }
@@ -58,13 +60,14 @@ impl Drop for EndGuard {
 
 async fn handle(
     State(st): State<Arc<TargetState>>,
-    _h: HeaderMap,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     body: String,
 ) -> (StatusCode, HeaderMap, String) {
     let index = {
         let mut calls = st.calls.lock().unwrap();
         calls.push(Call {
             body,
+            from: peer.ip(),
             start: Instant::now(),
             end: None,
         });
@@ -96,7 +99,14 @@ impl LogTarget {
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap()
+        });
         Self { addr, state }
     }
 
@@ -233,7 +243,14 @@ pub fn start_node(
     .arg(&cfg)
     .arg("--data-dir")
     .arg(&dir)
-    .args(["--node-id", name, "--region", "r1"])
+    .args([
+        "--node-id",
+        name,
+        "--region",
+        "r1",
+        "--outbound-source-ip",
+        ip,
+    ])
     .args(["--advertise-url", &format!("http://{ip}:1")])
     .env("EZTHROTTLE_DATABASE_URL", url)
     .env("EZTHROTTLE_LOG", "info,ezt_runtime=debug");

@@ -239,6 +239,8 @@ impl Membership {
     /// Members for placement, dead nodes' leases freed, lanes without a live owner adopted
     /// where this node is their place, and this node's own lanes' waiting work indexed.
     async fn sweep(&self, epoch: u64, region: &str) -> ezt_store::Result<()> {
+        // This node's own lanes first: a notification is usually new work for one of them.
+        self.poll_owned(epoch).await?;
         let nodes = self.store.nodes().await?;
         self.node.set_members(
             nodes
@@ -276,7 +278,7 @@ impl Membership {
             );
             let _ = self.events.send(Event::Jobs(jobs));
         }
-        self.poll_owned(epoch).await
+        Ok(())
     }
 
     /// Indexes the waiting work of this node's lanes (admitted on other nodes meanwhile).

@@ -169,6 +169,9 @@ pub(crate) enum Command<Id> {
     /// Cluster mode: this node lost its membership (or began a new one): every lane it owned
     /// must be claimed again before it dispatches.
     Fenced,
+    /// Cluster mode: forget that these lanes were another node's (membership found them
+    /// without a live owner): the next work for them claims again.
+    Recheck(Vec<LaneKey>),
 }
 
 /// Who dispatches a lane.
@@ -306,6 +309,12 @@ impl<Id: Debug> SchedulerHandle<Id> {
     /// is claimed again before it dispatches.
     pub fn fenced(&self) {
         let _ = self.tx.send(Command::Fenced);
+    }
+
+    /// Cluster mode: these lanes have no live owner (as membership just read): work that
+    /// follows claims them rather than trusting an earlier "another node's".
+    pub fn recheck(&self, lanes: Vec<LaneKey>) {
+        let _ = self.tx.send(Command::Recheck(lanes));
     }
     pub(crate) fn done(&self, id: Id, lane: usize, ran: Ran) {
         let _ = self.tx.send(Command::Done {
@@ -1015,6 +1024,15 @@ impl<R: Runner> Scheduler<R> {
                 node_epoch,
                 claim,
             } => self.claimed(lane, key, node_epoch, claim, now_i),
+            Command::Recheck(keys) => {
+                for k in keys {
+                    if let Some(&i) = self.lane_ids.get(&k) {
+                        if let Some(l) = self.lanes[i].as_mut() {
+                            l.elsewhere_at = None;
+                        }
+                    }
+                }
+            }
             Command::Fenced => {
                 let mut again = Vec::new();
                 for (i, slot) in self.lanes.iter_mut().enumerate() {

@@ -329,6 +329,11 @@ async fn forward_membership(
                         read_at = Some(tokio::time::Instant::now());
                     }
                 }
+                let mut keys: Vec<ezt_core::lane::LaneKey> =
+                    jobs.iter().map(|j| j.lane.clone()).collect();
+                keys.sort_by(|a, b| a.0.cmp(&b.0));
+                keys.dedup();
+                job_lanes.recheck(keys);
                 job_lanes.enqueue(
                     jobs.into_iter()
                         .map(|job| lanes::Enqueue {

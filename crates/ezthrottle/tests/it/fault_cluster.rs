@@ -235,7 +235,11 @@ async fn sigterm_hands_the_lane_over_within_a_second() {
     signal(&c.nodes[owner], "-TERM");
     let termed = Instant::now();
     let first_after = target
-        .wait_call_after(termed, Duration::from_secs(10))
+        .wait_call_from(
+            c.nodes[other].ip.parse().unwrap(),
+            termed,
+            Duration::from_secs(10),
+        )
         .await
         .expect("nobody took the lane over");
     let took = first_after.duration_since(termed);

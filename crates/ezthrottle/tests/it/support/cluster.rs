@@ -138,6 +138,31 @@ impl LogTarget {
         }
     }
 
+    /// Waits until a call from `from` starts after `after`; returns its start.
+    pub async fn wait_call_from(
+        &self,
+        from: std::net::IpAddr,
+        after: Instant,
+        timeout: Duration,
+    ) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            let first = self
+                .calls()
+                .iter()
+                .filter(|c| c.from == from && c.start > after)
+                .map(|c| c.start)
+                .min();
+            if first.is_some() {
+                return first;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// Waits until a call starts after `after`; returns its start.
     pub async fn wait_call_after(&self, after: Instant, timeout: Duration) -> Option<Instant> {
         let deadline = tokio::time::Instant::now() + timeout;

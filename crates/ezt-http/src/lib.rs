@@ -3,6 +3,7 @@
 //! and map the result; no job logic lives here.
 #![warn(missing_docs)]
 
+mod admin;
 pub mod auth;
 mod body;
 pub mod error;
@@ -78,6 +79,7 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::webhook_secrets::router())
         .merge(v1::workflows::router())
         .merge(ops::router())
+        .merge(admin::router())
         .fallback(|| async { error::ApiError::not_found("route") })
         .with_state(state.clone());
     // The envelope endpoint dispatches into `api`, which does not contain it: no recursion.

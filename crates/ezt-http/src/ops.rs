@@ -129,7 +129,9 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.rt.metrics.render(&snap) + &st.rt.events.render_metrics(),
+        st.rt.metrics.render(&snap)
+            + &st.rt.events.render_metrics()
+            + &ezt_runtime::metrics::render_node(&st.rt.node),
     )
         .into_response()
 }

@@ -16,6 +16,8 @@ pub struct ClientOptions<'a> {
     pub user_agent: &'static str,
     /// `outbound.proxy`, if set: every call goes through it.
     pub proxy: Option<&'a str>,
+    /// `outbound.source_ip`, if set: the local address every connection is made from.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// The HTTP client for calls we make (jobs and webhook deliveries alike): rustls, pooled,
@@ -36,5 +38,6 @@ pub fn build(opts: ClientOptions<'_>) -> Result<reqwest::Client, reqwest::Error>
         .user_agent(opts.user_agent)
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
+        .local_address(opts.source_ip)
         .build()
 }

@@ -141,6 +141,7 @@ mod tests {
             resolver: SsrfResolver::new(policy),
             user_agent: "ezt-outbound-test",
             proxy: None,
+            source_ip: None,
         })
         .expect("client")
     }

@@ -63,3 +63,45 @@ pub async fn bootstrap(store: &dyn Store, clock: &dyn Clock) -> ezt_store::Resul
     let t = create_tenant(store, clock, "default", Tier::Paid).await?;
     Ok(Some(create_key(store, clock, t.id).await?.0))
 }
+
+/// The cluster's members as operators see them (`GET /admin/v1/nodes`, `ezthrottle nodes
+/// list`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodesView {
+    /// The node that answered.
+    pub node: String,
+    /// Whether this is a cluster (PostgreSQL) or a single node.
+    pub clustered: bool,
+    /// Every member the store knows, alive or not.
+    pub nodes: Vec<ezt_store::NodeRecord>,
+}
+
+/// The members, as the answering node `me` sees them. A single node lists itself alone.
+pub async fn nodes(
+    store: &dyn Store,
+    me: &crate::fence::NodeFence,
+    region: &str,
+    clock: &dyn Clock,
+) -> ezt_store::Result<NodesView> {
+    let nodes = if me.is_clustered() {
+        store.nodes().await?
+    } else {
+        vec![ezt_store::NodeRecord {
+            id: me.id().to_string(),
+            epoch: 0,
+            region: region.to_string(),
+            advertise_url: None,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms: 0,
+            expires_at_ms: clock.now_ms(),
+            alive: true,
+            draining: false,
+            lanes: 0,
+        }]
+    };
+    Ok(NodesView {
+        node: me.id().to_string(),
+        clustered: me.is_clustered(),
+        nodes,
+    })
+}

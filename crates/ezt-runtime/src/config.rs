@@ -54,6 +54,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// The `/metrics` endpoint.
     pub metrics: MetricsConfig,
+    /// Operator endpoints (`/admin/v1/…`, `/api/v1/cluster/…`).
+    pub admin: AdminConfig,
     /// Key that seals webhook secrets at rest (base64 of 32 bytes). Without it, a key file
     /// `secret.key` is created in the data dir (mode 0600) on first start.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,6 +161,7 @@ impl Default for Config {
             dedup_window_ms: 24 * 3600 * 1000,
             webhooks: WebhooksConfig::default(),
             metrics: MetricsConfig::default(),
+            admin: AdminConfig::default(),
             secret_key: None,
             outbound: OutboundConfig::default(),
             retention: RetentionConfig::default(),
@@ -186,6 +189,15 @@ impl Default for MetricsConfig {
             bearer_token: None,
         }
     }
+}
+
+/// Operator endpoints.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The operator token: `/admin/v1/…` and `/api/v1/cluster/…` answer only to
+    /// `Authorization: Bearer <token>`; unset, they answer 401 to everyone.
+    pub token: Option<SecretKey>,
 }
 
 /// One lane's limit.
@@ -350,6 +362,10 @@ pub struct OutboundConfig {
     /// Request headers (any case) sealed at rest besides the credential headers that pick
     /// the lane (Authorization, X-Api-Key, Api-Key and `lanes.credential_headers`).
     pub sealed_headers: Vec<String>,
+    /// Source address of this node's outbound calls (`--outbound-source-ip`); unset, the
+    /// system picks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// When finished jobs are deleted.
@@ -665,6 +681,13 @@ impl Config {
                 ));
             }
         }
+        if let Some(t) = &self.admin.token {
+            if t.0.len() < 16 || t.0.chars().any(char::is_whitespace) {
+                return Err(ConfigError::Invalid(
+                    "admin.token: must be at least 16 characters, without spaces (unset it to turn the operator endpoints off)".into(),
+                ));
+            }
+        }
         if let Some(t) = &self.metrics.bearer_token {
             if t.0.trim().is_empty() || t.0.chars().any(|c| c.is_whitespace()) {
                 return Err(ConfigError::Invalid(
@@ -724,6 +747,8 @@ const UNSET_BY_DEFAULT: &[&str] = &[
     "advertise_url",
     "cluster_secret",
     "node_id",
+    "admin.token",
+    "outbound.source_ip",
 ];
 
 /// A command-line flag's value for `Config::load`.
@@ -1237,6 +1262,9 @@ mod tests {
                 ),
                 ("EZTHROTTLE_ADVERTISE_URL", "http://127.0.0.2:8080"),
                 ("EZTHROTTLE_CLUSTER_SECRET", "0123456789abcdef"),
+                ("EZTHROTTLE_NODE_ID", "east-1"),
+                ("EZTHROTTLE_ADMIN_TOKEN", "operator-0123456789"),
+                ("EZTHROTTLE_OUTBOUND_SOURCE_IP", "127.0.0.9"),
             ]),
             vec![Flag::string(
                 "database_url",
@@ -1245,6 +1273,29 @@ mod tests {
             )],
         )
         .unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("east-1"));
+        assert_eq!(
+            c.admin.token.as_ref().map(|t| t.0.as_str()),
+            Some("operator-0123456789")
+        );
+        assert_eq!(c.outbound.source_ip, Some("127.0.0.9".parse().unwrap()));
+        assert!(c.clustered());
+        let bad = Config {
+            node_id: Some("has space".into()),
+            ..c.clone()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("node_id"));
+        let short = Config {
+            admin: AdminConfig {
+                token: Some(SecretKey("short".into())),
+            },
+            ..c.clone()
+        };
+        assert!(short
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admin.token"));
         assert_eq!(
             c.database_url.as_ref().map(|u| u.0.as_str()),
             Some("postgresql://ezt@127.0.0.1:5433/other"),

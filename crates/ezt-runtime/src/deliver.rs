@@ -180,6 +180,7 @@ impl Deliverer {
             resolver,
             user_agent: concat!("ezthrottle-webhooks/", env!("CARGO_PKG_VERSION")),
             proxy: outbound.proxy.as_deref(),
+            source_ip: outbound.source_ip,
         })?;
         Ok(Self {
             store,

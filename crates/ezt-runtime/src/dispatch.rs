@@ -102,6 +102,7 @@ impl Executor {
             resolver: SsrfResolver::new(policy.clone()),
             user_agent: concat!("ezthrottle/", env!("CARGO_PKG_VERSION")),
             proxy: config.outbound.proxy.as_deref(),
+            source_ip: config.outbound.source_ip,
         })?;
         Ok(Self {
             store,

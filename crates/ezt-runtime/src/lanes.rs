@@ -177,6 +177,9 @@ pub(crate) enum Command<Id> {
     /// Cluster mode: this node lost its membership (or began a new one): every lane it owned
     /// must be claimed again before it dispatches.
     Fenced,
+    /// Cluster mode: forget that these lanes were another node's (membership found them
+    /// without a live owner): the next work for them claims again.
+    Recheck(Vec<LaneKey>),
 }
 
 /// Who dispatches a lane.
@@ -337,6 +340,12 @@ impl<Id: Debug> SchedulerHandle<Id> {
     pub fn fenced(&self) {
         let _ = self.tx.send(Command::Fenced);
     }
+
+    /// Cluster mode: these lanes have no live owner (as membership just read): work that
+    /// follows claims them rather than trusting an earlier "another node's".
+    pub fn recheck(&self, lanes: Vec<LaneKey>) {
+        let _ = self.tx.send(Command::Recheck(lanes));
+    }
     pub(crate) fn done(&self, id: Id, lane: usize, ran: Ran) {
         let _ = self.tx.send(Command::Done {
             id,
@@ -401,6 +410,9 @@ struct Entry {
     not_before_ms: u64,
     at: Where,
 }
+
+/// Cluster mode: how long "another node owns this lane" is trusted before asking again.
+const OWNER_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How much timer lateness a lane may make up (tokio's timer wheel has 1 ms ticks).
 const CATCH_UP: Nanos = 2_000_000;
@@ -594,6 +606,8 @@ struct Lane<Id> {
     /// Cluster mode: calls of earlier owners that may still be running, until when they count
     /// as in flight here.
     foreign: Vec<Instant>,
+    /// Cluster mode: when a claim last answered that another node owns it.
+    elsewhere_at: Option<Instant>,
 }
 
 /// The in-flight cap a learned rate implies when the target announces none: one second of
@@ -879,6 +893,16 @@ impl<R: Runner> Scheduler<R> {
         });
     }
 
+    /// Tells a lane's owner (whoever it is) that the lane has new work.
+    fn tell_owner(&self, key: &LaneKey) {
+        if let Some(m) = &self.memory {
+            let (store, name) = (m.store.clone(), self.stored_name(key));
+            tokio::spawn(async move {
+                let _ = store.notify_lane(&name).await;
+            });
+        }
+    }
+
     /// The stored name of a lane (`job:` + key).
     fn stored_name(&self, key: &LaneKey) -> String {
         let prefix = self.memory.as_ref().map_or("", |m| m.prefix);
@@ -937,6 +961,7 @@ impl<R: Runner> Scheduler<R> {
                 Own::Single
             },
             foreign: Vec::new(),
+            elsewhere_at: None,
         };
         let mut lane = lane;
         lane.set_adaptive(&self.lanes_cfg, false);
@@ -1019,9 +1044,19 @@ impl<R: Runner> Scheduler<R> {
         }
         let lane = self.lane_index(&e.lane);
         {
-            // Cluster mode: work for a lane another node owned when last asked: ask again (it
-            // may have died, or left the lane).
+            // Cluster mode: work for a lane another node owned when last asked. Asked less
+            // than a second ago: the work is the owner's, who is told at once (its sweep
+            // catches up within a second if the owner has gone meanwhile). Else ask again.
             let l = self.lane(lane);
+            if l.owner == Own::NotMine
+                && !l.loading
+                && l.elsewhere_at
+                    .is_some_and(|t| now_i.saturating_duration_since(t) < OWNER_FRESH)
+            {
+                let key = l.key.clone();
+                self.tell_owner(&key);
+                return;
+            }
             if l.owner == Own::NotMine && !l.loading {
                 l.loading = true;
                 let key = l.key.clone();
@@ -1172,6 +1207,15 @@ impl<R: Runner> Scheduler<R> {
                 node_epoch,
                 claim,
             } => self.claimed(lane, key, node_epoch, claim, now, now_i),
+            Command::Recheck(keys) => {
+                for k in keys {
+                    if let Some(&i) = self.lane_ids.get(&k) {
+                        if let Some(l) = self.lanes[i].as_mut() {
+                            l.elsewhere_at = None;
+                        }
+                    }
+                }
+            }
             Command::Fenced => {
                 let mut again = Vec::new();
                 for (i, slot) in self.lanes.iter_mut().enumerate() {
@@ -1295,6 +1339,7 @@ impl<R: Runner> Scheduler<R> {
             Ok(ezt_store::LaneClaim::Elsewhere { owner }) => {
                 l.loading = false;
                 l.owner = Own::NotMine;
+                l.elsewhere_at = owner.is_some().then_some(now_i);
                 // Its waiting work is the owner's: drop it from this index (it stays stored)
                 // and tell the owner.
                 let ids: Vec<R::Id> = self
@@ -1309,12 +1354,7 @@ impl<R: Runner> Scheduler<R> {
                 if !ids.is_empty() {
                     self.lane(lane).queue.remove_where(|j| ids.contains(j));
                     tracing::debug!(lane = %key, owner = owner.as_deref().unwrap_or("-"), jobs = ids.len(), "lane is another node's: its work is left to it");
-                    if let Some(m) = &self.memory {
-                        let (store, name) = (m.store.clone(), self.stored_name(&key));
-                        tokio::spawn(async move {
-                            let _ = store.notify_lane(&name).await;
-                        });
-                    }
+                    self.tell_owner(&key);
                 }
             }
         }

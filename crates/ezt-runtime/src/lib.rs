@@ -364,12 +364,23 @@ async fn forward_membership(
     job_lanes: lanes::SchedulerHandle,
     deliveries: deliver::Deliveries,
 ) {
+    // Tenants' weights, re-read at most once a second (a new tenant's jobs weigh 1 until then).
+    let mut weights = std::collections::HashMap::new();
+    let mut read_at: Option<tokio::time::Instant> = None;
     while let Some(ev) = events.recv().await {
         match ev {
             membership::Event::Jobs(jobs) => {
-                let weights = notifier::tenant_weights(&cfg, store.as_ref())
-                    .await
-                    .unwrap_or_default();
+                if read_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    if let Ok(w) = notifier::tenant_weights(&cfg, store.as_ref()).await {
+                        weights = w;
+                        read_at = Some(tokio::time::Instant::now());
+                    }
+                }
+                let mut keys: Vec<ezt_core::lane::LaneKey> =
+                    jobs.iter().map(|j| j.lane.clone()).collect();
+                keys.sort_by(|a, b| a.0.cmp(&b.0));
+                keys.dedup();
+                job_lanes.recheck(keys);
                 job_lanes.enqueue(
                     jobs.into_iter()
                         .map(|job| lanes::Enqueue {

@@ -87,6 +87,22 @@ impl Membership {
             poke: Arc::default(),
             task: Default::default(),
         });
+        // Notifications (another node admitted work, or released lanes) wake the sweep at once;
+        // polling every second stays the safety net.
+        let (store, poke, stop) = (m.store.clone(), m.poke.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    ev = store.lane_event() => ev,
+                };
+                match ev {
+                    Ok(Some(_)) => poke.notify_one(),
+                    Ok(None) => return,
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            }
+        });
         let task = tokio::spawn(m.clone().run(cfg.region.clone(), shutdown));
         *m.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         (m, rx)
@@ -177,14 +193,17 @@ impl Membership {
                 }
             }
             let next = t0 + HEARTBEAT;
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep_until(next) => {}
-                _ = self.poke.notified() => {
-                    if let (Some(e), true) = (epoch, self.node.is_open()) {
-                        let _ = self.poll_owned(e).await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(next) => break,
+                    _ = self.poke.notified() => {
+                        if let (Some(e), true) = (epoch, self.node.is_open()) {
+                            if let Err(err) = self.sweep(e, &region).await {
+                                tracing::debug!(error = %err, "sweep failed; next second");
+                            }
+                        }
                     }
-                    tokio::time::sleep_until(next).await;
                 }
             }
         }
@@ -220,6 +239,8 @@ impl Membership {
     /// Members for placement, dead nodes' leases freed, lanes without a live owner adopted
     /// where this node is their place, and this node's own lanes' waiting work indexed.
     async fn sweep(&self, epoch: u64, region: &str) -> ezt_store::Result<()> {
+        // This node's own lanes first: a notification is usually new work for one of them.
+        self.poll_owned(epoch).await?;
         let nodes = self.store.nodes().await?;
         self.node.set_members(
             nodes
@@ -257,7 +278,7 @@ impl Membership {
             );
             let _ = self.events.send(Event::Jobs(jobs));
         }
-        self.poll_owned(epoch).await
+        Ok(())
     }
 
     /// Indexes the waiting work of this node's lanes (admitted on other nodes meanwhile).

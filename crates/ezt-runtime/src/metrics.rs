@@ -417,6 +417,26 @@ fn source_kind(k: ezt_store::SourceKind) -> &'static str {
     }
 }
 
+/// This node's series: which node answers the scrape (so series from several nodes can be told
+/// apart and summed) and whether it is self-fenced.
+pub fn render_node(node: &crate::fence::NodeFence) -> String {
+    let mut out = String::with_capacity(256);
+    let _ = writeln!(
+        out,
+        "# HELP ezthrottle_node_info This node (id, membership epoch, whether clustered).\n# TYPE ezthrottle_node_info gauge\nezthrottle_node_info{{node=\"{}\",epoch=\"{}\",clustered=\"{}\"}} 1",
+        node.id(),
+        node.epoch(),
+        node.is_clustered()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ezthrottle_node_fenced 1 while this node may not send (its membership lease is not renewed).\n# TYPE ezthrottle_node_fenced gauge\nezthrottle_node_fenced{{node=\"{}\"}} {}",
+        node.id(),
+        u8::from(!node.is_open())
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +454,20 @@ mod tests {
             dispatched: i as u64,
             ..LaneView::default()
         }
+    }
+
+    #[test]
+    fn the_node_is_named_in_its_series() {
+        let n = crate::fence::NodeFence::clustered(ezt_store::NodeId::new("n-2"));
+        let text = render_node(&n);
+        assert!(
+            text.contains("ezthrottle_node_info{node=\"n-2\",epoch=\"0\",clustered=\"true\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ezthrottle_node_fenced{node=\"n-2\"} 1"),
+            "fenced before joining: {text}"
+        );
     }
 
     #[test]

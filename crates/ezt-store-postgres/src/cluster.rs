@@ -234,13 +234,13 @@ impl ClusterStore for PgStore {
             .await
             .map_err(pg_err)?;
         tx.commit().await.map_err(pg_err)?;
-        Ok(LaneClaim::Owned(OwnedLane {
+        Ok(LaneClaim::Owned(Box::new(OwnedLane {
             lane_epoch: to_u64(lane_epoch),
             state,
             pause_left_ms,
             foreign_in_flight_ms: foreign.iter().map(|r| to_u64(r.get(0))).collect(),
             ledger_ages_ms: ledger.iter().map(|r| to_u64(r.get(0))).collect(),
-        }))
+        })))
     }
 
     async fn release_lanes(&self, id: &NodeId, epoch: u64, lanes: &[String]) -> Result<()> {
@@ -373,6 +373,22 @@ impl ClusterStore for PgStore {
         Ok(())
     }
 
+    async fn lane_event(&self) -> Result<Option<String>> {
+        let mut rx = self.lane_events.lock().await;
+        if rx.is_none() {
+            let (tx, r) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(listen(self.pg.clone(), tx));
+            *rx = Some(r);
+        }
+        let r = rx.as_mut().expect("set above");
+        match r.recv().await {
+            Some(lane) => Ok(Some(lane)),
+            None => Err(Error::Unavailable {
+                message: "the lane listener ended".into(),
+            }),
+        }
+    }
+
     async fn unlease(&self, job: JobId, token: u64) -> Result<bool> {
         let c = self.client().await?;
         let n = c
@@ -405,4 +421,46 @@ async fn release_all(c: &impl GenericClient, id: &NodeId, epoch: u64) -> Result<
             .map_err(pg_err)?;
     }
     Ok(())
+}
+
+/// Keeps a session of its own LISTENing on [`LANE_CHANNEL`], reconnecting after a second when
+/// it ends; forwards each notification's payload until nobody reads them.
+async fn listen(pg: tokio_postgres::Config, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match pg.connect(tokio_postgres::NoTls).await {
+            Ok((client, mut conn)) => {
+                let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    while let Some(m) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                        match m {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                let _ = ntx.send(n.payload().to_string());
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {LANE_CHANNEL}"))
+                    .await
+                    .is_ok()
+                {
+                    // A poke after (re)connecting: whatever was sent meanwhile is looked for.
+                    let _ = tx.send(String::new());
+                    while let Some(lane) = nrx.recv().await {
+                        if tx.send(lane).is_err() {
+                            return;
+                        }
+                    }
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::debug!(error = %e, "lane listener cannot connect; retrying in 1 s"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }

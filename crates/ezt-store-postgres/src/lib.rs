@@ -80,9 +80,11 @@ const DEFAULT_POOL: usize = 16;
 pub struct PgStore {
     pool: Pool,
     admit: admission::Admitter,
-    /// For connections of their own (LISTEN for the cluster notifier, not yet used).
-    #[allow(dead_code)]
+    /// For connections of their own (LISTEN for lane notifications).
     pg: tokio_postgres::Config,
+    /// Lane notifications, once something listens (`ClusterStore::lane_event`).
+    lane_events:
+        std::sync::Arc<tokio::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -153,7 +155,12 @@ impl PgStore {
             .build()
             .map_err(|e| Error::Other(format!("connection pool: {e}")))?;
         let admit = admission::Admitter::start(pool.clone());
-        Ok(Self { pool, admit, pg })
+        Ok(Self {
+            pool,
+            admit,
+            pg,
+            lane_events: Default::default(),
+        })
     }
 
     /// Applies every migration not yet applied; returns how many ran now.

@@ -306,3 +306,124 @@ async fn bad_urls_and_dead_servers_are_typed_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
 }
+
+/// What an adopter is handed when a node dies mid-call: the dead node's unexpired attempt
+/// counts as in flight (also after its lease was recovered), its dispatch is in the ledger, and
+/// a pause saved by a node whose clock is far off is moved onto the database clock.
+#[tokio::test]
+async fn an_adopter_gets_the_dead_owners_calls_ledger_and_pause() {
+    use ezt_store::{Fence, LaneClaim, LaneState, NodeInfo};
+    let url = testing::database_url().await;
+    let s = PgStore::connect(&url).await.unwrap();
+    let info = |id: &str| NodeInfo {
+        id: NodeId::new(id),
+        region: "r".into(),
+        advertise_url: None,
+        version: "t".into(),
+    };
+    let (a, b) = (info("a"), info("b"));
+    let lane = format!("job:{}", new_job(1, 1, "x", 100).lane.0);
+    // Node a owns the lane and has one call running; its lease is short (3 s).
+    let ea = s.join(&a, 3_000).await.unwrap();
+    let LaneClaim::Owned(oa) = s.claim_lane(&a.id, ea, &lane, true).await.unwrap() else {
+        panic!("a takes the free lane");
+    };
+    let (j1, j2) = (new_job(1, 1, "j1", 100), new_job(2, 1, "j2", 100));
+    s.insert_jobs(vec![j1.clone(), j2.clone()], WINDOW)
+        .await
+        .unwrap();
+    let lease = Lease {
+        token: 7,
+        now_ms: 100,
+        expires_at: 100 + 30_000,
+        holder: a.id.clone(),
+        fence: Some(Fence {
+            lane: lane.clone(),
+            lane_epoch: oa.lane_epoch,
+            node_epoch: ea,
+        }),
+    };
+    s.lease(j1.id, lease)
+        .await
+        .unwrap()
+        .expect("the owner leases");
+    // A pause learned by a node whose clock reads 1970: 60 s left when it was saved.
+    s.save_lane_state(
+        &lane,
+        LaneState {
+            rate: 10.0,
+            burst: 1,
+            max_in_flight: 5,
+            paused_until_ms: Some(1_000 + 60_000),
+            updated_at_ms: 1_000,
+            detail: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    // b waits for a's lease to end (polling the membership: no event exists for it).
+    let eb = s.join(&b, 60_000).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s
+        .nodes()
+        .await
+        .unwrap()
+        .iter()
+        .any(|n| n.id == "a" && n.alive)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a's lease never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.dead_holders().await.unwrap(), vec![a.id.clone()]);
+    s.recover(&a.id, 200, "r").await.unwrap();
+    assert!(s.dead_holders().await.unwrap().is_empty());
+    let LaneClaim::Owned(ob) = s.claim_lane(&b.id, eb, &lane, true).await.unwrap() else {
+        panic!("b adopts a dead node's lane");
+    };
+    assert!(ob.lane_epoch > oa.lane_epoch);
+    assert_eq!(
+        ob.foreign_in_flight_ms.len(),
+        1,
+        "a's call may still be running"
+    );
+    assert!(
+        ob.foreign_in_flight_ms[0] > 25_000,
+        "{:?}",
+        ob.foreign_in_flight_ms
+    );
+    assert_eq!(ob.ledger_ages_ms.len(), 1, "a's dispatch is in the ledger");
+    assert!(ob.ledger_ages_ms[0] < 10_000, "{:?}", ob.ledger_ages_ms);
+    let left = ob.pause_left_ms.expect("the pause is handed over");
+    assert!((50_000..=60_000).contains(&left), "{left} ms left");
+    // The old owner's fence is void; the new owner's holds.
+    let stale = Lease {
+        token: 8,
+        now_ms: 300,
+        expires_at: 300 + 30_000,
+        holder: a.id.clone(),
+        fence: Some(Fence {
+            lane: lane.clone(),
+            lane_epoch: oa.lane_epoch,
+            node_epoch: ea,
+        }),
+    };
+    assert!(
+        s.lease(j2.id, stale).await.unwrap().is_none(),
+        "a zombie leases nothing"
+    );
+    let fresh = Lease {
+        token: 9,
+        now_ms: 300,
+        expires_at: 300 + 30_000,
+        holder: b.id.clone(),
+        fence: Some(Fence {
+            lane,
+            lane_epoch: ob.lane_epoch,
+            node_epoch: eb,
+        }),
+    };
+    assert!(s.lease(j2.id, fresh).await.unwrap().is_some());
+}

@@ -84,7 +84,7 @@ pub struct OwnedLane {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LaneClaim {
     /// This node owns the lane now.
-    Owned(OwnedLane),
+    Owned(Box<OwnedLane>),
     /// Another live node owns it (or it is free and the caller did not take it: `owner` None).
     Elsewhere {
         /// The live owner, if any.
@@ -151,6 +151,12 @@ pub trait ClusterStore: Send + Sync + 'static {
     async fn dead_holders(&self) -> Result<Vec<NodeId>>;
     /// Tells the owner of `lane` that it has new work (a speed-up only: owners also poll).
     async fn notify_lane(&self, lane: &str) -> Result<()>;
+    /// Waits for the next "new work / lane released" notification (its lane name). `Ok(None)`:
+    /// this store has no push channel (owners rely on polling alone); stop asking. One caller
+    /// per store.
+    async fn lane_event(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Undoes an attempt lease whose call never left (the node fenced itself between the lease
     /// and the send): the job waits again, as if never leased. `false` if the token no longer
     /// holds.
@@ -294,13 +300,13 @@ impl SoloCluster {
             .and_then(|s| s.paused_until_ms)
             .filter(|&p| p > now_ms)
             .map(|p| p - now_ms);
-        LaneClaim::Owned(OwnedLane {
+        LaneClaim::Owned(Box::new(OwnedLane {
             lane_epoch,
             state,
             pause_left_ms,
             foreign_in_flight_ms: Vec::new(),
             ledger_ages_ms: Vec::new(),
-        })
+        }))
     }
 
     /// See [`ClusterStore::release_lanes`].

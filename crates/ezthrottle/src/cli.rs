@@ -65,6 +65,9 @@ enum Cmd {
         /// EZTHROTTLE_NODE_ID].
         #[arg(long)]
         node_id: Option<String>,
+        /// Source address of this node's outbound calls [env: EZTHROTTLE_OUTBOUND_SOURCE_IP].
+        #[arg(long)]
+        outbound_source_ip: Option<String>,
         /// CIDR exempt from the SSRF deny list (repeatable) [env: EZTHROTTLE_ALLOW_CIDRS,
         /// comma-separated].
         #[arg(long = "allow-cidr")]
@@ -87,6 +90,9 @@ enum Cmd {
     /// Lanes (what each learned about its target, as saved).
     #[command(subcommand)]
     Lanes(LanesCmd),
+    /// Cluster members (on PostgreSQL; on SQLite there are none to list).
+    #[command(subcommand)]
+    Nodes(NodesCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +161,12 @@ fn lane_listed(name: String, st: ezt_store::LaneState) -> LaneListed {
 fn host_matches(host_port: &str, want: &str) -> bool {
     let h = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
     host_port.eq_ignore_ascii_case(want) || h.eq_ignore_ascii_case(want)
+}
+
+#[derive(Debug, Subcommand)]
+enum NodesCmd {
+    /// List every node the database knows: id, epoch, region, lease, alive, draining, lanes.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,10 +254,18 @@ fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
         advertise_url,
         cluster_secret,
         node_id,
+        outbound_source_ip,
         allow_cidr,
         ..
     } = cmd
     {
+        if let Some(ip) = outbound_source_ip {
+            flags.push(Flag::string(
+                "outbound.source_ip",
+                "--outbound-source-ip",
+                ip,
+            ));
+        }
         if let Some(n) = node_id {
             flags.push(Flag::string("node_id", "--node-id", n));
         }
@@ -440,6 +460,10 @@ pub(crate) async fn run(args: Args) -> Result<()> {
                 .filter(|l| host.as_deref().is_none_or(|h| host_matches(&l.host, h)))
                 .collect();
             print_json(&lanes)
+        }
+        Cmd::Nodes(NodesCmd::List) => {
+            let store = open(&cfg).await?;
+            print_json(&store.nodes().await?)
         }
         Cmd::Jobs(c) => {
             let store = open(&cfg).await?;

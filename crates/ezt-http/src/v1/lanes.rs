@@ -256,7 +256,9 @@ fn check_host(host: &str) -> Result<(), ApiError> {
     }
 }
 
-fn view(l: LaneView) -> LaneOut {
+/// The API's view of a lane this node (`node`) schedules; in cluster mode the owner and epoch
+/// are this node's when it holds the lane under a lane epoch.
+fn view(l: LaneView, node: &str) -> LaneOut {
     let (host, fp) = match l.lane.split_once('#') {
         Some((h, f)) => (h.to_owned(), Some(f.to_owned())),
         None => (l.lane.clone(), None),
@@ -299,8 +301,8 @@ fn view(l: LaneView) -> LaneOut {
         }),
         queue_depth: l.queued,
         in_flight: l.in_flight,
-        owner_node: None,
-        epoch: None,
+        owner_node: l.lane_epoch.map(|_| node.to_string()),
+        epoch: l.lane_epoch,
         lane: l.lane,
     }
 }
@@ -311,8 +313,9 @@ fn view(l: LaneView) -> LaneOut {
     security(("bearer" = [])))]
 async fn list(State(st): State<AppState>, caller: Caller) -> Json<LanesOut> {
     let lanes = st.rt.jobs.lanes(caller.tenant.id).await;
+    let node = st.rt.node.id().to_string();
     Json(LanesOut {
-        lanes: lanes.into_iter().map(view).collect(),
+        lanes: lanes.into_iter().map(|l| view(l, &node)).collect(),
     })
 }
 
@@ -337,8 +340,9 @@ async fn pin(
         .jobs
         .pin_lane_limits(caller.tenant.id, &host, pin)
         .await?;
+    let node = st.rt.node.id().to_string();
     Ok(Json(LanesOut {
-        lanes: lanes.into_iter().map(view).collect(),
+        lanes: lanes.into_iter().map(|l| view(l, &node)).collect(),
     }))
 }
 

@@ -1,22 +1,38 @@
 //! Cluster mode on PostgreSQL (issue 13), with real processes: three nodes on 127.0.0.2–4, one
 //! real PostgreSQL (`ezt_store_postgres::testing`), our target logging each call's start and
 //! end, and checkers over that log (lost, duplicated, most calls in any 1 s window, most calls
-//! at once). `EZT_CLUSTER_LONG=1` runs case 1 for 60 s instead of ~12 s (scripts/fault-suite.sh).
+//! at once). `EZT_FAULT_FULL=1` (scripts/fault-suite.sh) runs case 1 for 60 s instead of ~12 s;
+//! each case records its measurements (`fault_common::record`).
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use serde_json::json as counts;
+
+use crate::fault_common::{full, record, skip_privileged};
 use crate::support::cluster::*;
 
-const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+const IPS: [&str; 6] = [
+    "127.0.0.2",
+    "127.0.0.3",
+    "127.0.0.4",
+    "127.0.0.5",
+    "127.0.0.6",
+    "127.0.0.7",
+];
 
 /// One lane at 10/s, burst 1, at most 5 in flight; short attempt timeouts so a dead owner's
 /// calls stop counting soon.
-const CONFIG: &str = "[lanes.default]\nrate = 10.0\nburst = 1\nmax_in_flight = 5\n[executor]\nattempt_timeout_ms = 3000\n";
+const CONFIG: &str = "[lanes.default]\nrate = 10.0\nburst = 1\nmax_in_flight = 5\n[executor]\nattempt_timeout_ms = 3000\n[admin]\ntoken = \"operator-token-0123456789\"\n";
+/// Calls a node may have sent without recording their outcome when it dies: the lane's 5 in
+/// flight plus one past the send gate.
+const UNRECORDED_AT_CRASH: usize = 6;
+const OPERATOR: &str = "operator-token-0123456789";
 
 struct Cluster {
     nodes: Vec<Node>,
+    url: String,
     _root: tempfile::TempDir,
 }
 
@@ -25,7 +41,7 @@ impl Cluster {
         Self::start_wrapped(n, config, &[]).await
     }
 
-    /// `wrap[i]` runs node i under another program (faketime).
+    /// `env[i]`: extra `KEY=VALUE` environment of node i (libfaketime's).
     async fn start_wrapped(n: usize, config: &str, wrap: &[Vec<String>]) -> Self {
         let url = ezt_store_postgres::testing::database_url().await;
         let root = tempfile::tempdir().unwrap();
@@ -46,7 +62,28 @@ impl Cluster {
                 &w,
             ));
         }
-        Self { nodes, _root: root }
+        Self {
+            nodes,
+            url,
+            _root: root,
+        }
+    }
+
+    /// Adds a node (the next address), with extra environment.
+    fn add_node(&mut self, env: &[String]) {
+        let i = self.nodes.len();
+        let env: Vec<&str> = env.iter().map(String::as_str).collect();
+        let key = self.nodes.first().map(|n| n.server.key.clone());
+        let node = start_node(
+            self._root.path(),
+            &format!("n{}", i + 2),
+            IPS[i],
+            &self.url,
+            CONFIG,
+            key,
+            &env,
+        );
+        self.nodes.push(node);
     }
 
     /// Submits job `body` to node `i`; the job id.
@@ -120,8 +157,7 @@ fn report(name: &str, calls: &[Call]) -> (usize, usize) {
 /// once, nothing is lost or sent twice, and the lane runs at ≥ 0.97 × 10/s.
 #[tokio::test]
 async fn three_nodes_share_one_global_limit() {
-    let long = std::env::var("EZT_CLUSTER_LONG").is_ok_and(|v| v == "1");
-    let secs = if long { 60 } else { 12 };
+    let secs = if full() { 60 } else { 12 };
     // 350 ms per call: about 3.5 in flight at 10/s, so the cap of 5 binds at the peaks.
     let target = LogTarget::start(350).await;
     let c = Cluster::start(3, CONFIG).await;
@@ -142,10 +178,85 @@ async fn three_nodes_share_one_global_limit() {
         .duration_since(starts[9])
         .as_secs_f64();
     let rate = (starts.len() - 10) as f64 / span;
-    eprintln!("case 1: achieved {rate:.2}/s over {span:.1} s");
+    record(
+        "cluster_case1_global_limit",
+        counts!({"calls": calls.len(), "max_1s_window": w, "max_concurrent": conc, "achieved_per_s": rate, "seconds": span}),
+    );
     assert!(rate >= 9.7, "achieved {rate:.2}/s, below 0.97 × 10/s");
     let owners = owners(&c.nodes);
     assert_eq!(owners.len(), 1, "one node claimed the lane: {owners:?}");
+
+    // Operators see the members on any node (operator token only), and from the CLI.
+    let s = &c.nodes[1].server;
+    let (st, _) = s.get("/admin/v1/nodes").await;
+    assert_eq!(st, 401, "an API key is not the operator token");
+    let (st, v) = s.get_as(OPERATOR, "/api/v1/cluster/nodes").await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v2) = s.get_as(OPERATOR, "/admin/v1/nodes").await;
+    assert_eq!(st, 200, "{v2}");
+    assert_eq!(v["node"], "n3");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{v}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["alive"] == true && n["epoch"].as_u64() > Some(0)),
+        "{v}"
+    );
+    let lanes: u64 = nodes.iter().map(|n| n["lanes"].as_u64().unwrap()).sum();
+    assert_eq!(lanes, 1, "one lane, one owner: {v}");
+    assert_eq!(
+        nodes.iter().find(|n| n["lanes"] == 1).unwrap()["id"],
+        c.nodes[owners[0]].name.as_str()
+    );
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["nodes", "list", "--data-dir"])
+        .arg(c._root.path())
+        .env("EZTHROTTLE_DATABASE_URL", &c.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+}
+
+/// SIGTERM hands the lane over within 1 s: the owner releases its lanes at once (and says so
+/// on the notification channel), another node claims and sends; the bounds hold.
+#[tokio::test]
+async fn sigterm_hands_the_lane_over_within_a_second() {
+    let target = LogTarget::start(200).await;
+    let c = Cluster::start(2, CONFIG).await;
+    let mut bodies = c.submit_paced(&[0, 1], &target.url(), 0, 24, 12).await;
+    target.wait_calls(8, Duration::from_secs(10)).await;
+    let owner = owner_of(&c, &[0, 1]);
+    let other = 1 - owner;
+    // Keep the lane busy from the other node, then stop the owner gracefully.
+    bodies.extend(c.submit_paced(&[other], &target.url(), 100, 12, 24).await);
+    signal(&c.nodes[owner], "-TERM");
+    let termed = Instant::now();
+    let first_after = target
+        .wait_call_from(
+            c.nodes[other].ip.parse().unwrap(),
+            termed,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("nobody took the lane over");
+    let took = first_after.duration_since(termed);
+    record(
+        "cluster_sigterm_handover",
+        counts!({"handover_ms": took.as_millis() as u64}),
+    );
+    assert!(took <= Duration::from_secs(1), "hand-over took {took:?}");
+    bodies.extend(c.submit_paced(&[other], &target.url(), 200, 12, 12).await);
+    let calls = all_arrive(&target, &bodies, Duration::from_secs(30)).await;
+    let (w, conc) = report("sigterm", &calls);
+    assert!(w <= 11 && conc <= 5, "window {w}, concurrent {conc}");
+    assert_eq!(
+        duplicated(&calls),
+        vec![],
+        "a graceful hand-over sends nothing twice"
+    );
 }
 
 /// The node that owns the lane now (its log says it claimed it; the others' say nothing or
@@ -192,19 +303,28 @@ async fn a_killed_owner_is_adopted_within_ten_seconds() {
         .await
         .expect("nobody adopted the lane");
     let adoption = first_after.duration_since(killed);
-    eprintln!("case 2: adoption took {} ms", adoption.as_millis());
+    record(
+        "cluster_case2_sigkill_owner",
+        counts!({"adoption_ms": adoption.as_millis() as u64, "in_flight_at_kill": in_flight_at_kill}),
+    );
     assert!(
         adoption <= Duration::from_secs(10),
         "adoption took {adoption:?}"
     );
     let calls = all_arrive(&target, &bodies, Duration::from_secs(40)).await;
     let (w, conc) = report("case 2", &calls);
+    record(
+        "cluster_case2_bounds",
+        counts!({"calls": calls.len(), "max_1s_window": w, "max_concurrent": conc, "duplicated": duplicated(&calls).len()}),
+    );
     assert!(w <= 11, "a 1 s window saw {w} calls");
     assert!(conc <= 5, "{conc} calls ran at once");
     let dups = duplicated(&calls);
+    // Run again: what the dead node had sent without recording the outcome, at most the
+    // lane's 5 in flight plus the one at the send gate, each once more.
     assert!(
-        dups.len() <= in_flight_at_kill && dups.iter().all(|(_, n)| *n == 2),
-        "sent twice beyond the {in_flight_at_kill} in flight at the crash: {dups:?}"
+        dups.len() <= UNRECORDED_AT_CRASH && dups.iter().all(|(_, n)| *n == 2),
+        "sent twice beyond what was in flight at the crash ({in_flight_at_kill} seen): {dups:?}"
     );
     assert_eq!(owner_of(&c, &others), owner_of(&c, &others));
 }
@@ -252,9 +372,9 @@ async fn an_adopter_keeps_the_retry_after_pause() {
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no pause handed over: {line}"));
-    eprintln!(
-        "case 7: adopted {} ms after the kill with {left} ms of pause left",
-        killed.elapsed().as_millis()
+    record(
+        "cluster_case7_retry_after_kept",
+        counts!({"adopted_after_kill_ms": killed.elapsed().as_millis() as u64, "pause_left_ms": left}),
     );
     assert!((40_000..=60_000).contains(&left), "{line}");
     assert_eq!(
@@ -291,29 +411,41 @@ async fn a_zombie_owner_sends_nothing_after_it_wakes() {
         )
         .await
         .expect("nobody adopted the lane");
-    eprintln!(
-        "case 3: adopted {} ms after SIGSTOP",
-        adopted.duration_since(stopped).as_millis()
-    );
+    let adoption_ms = adopted.duration_since(stopped).as_millis() as u64;
     signal(&c.nodes[owner], "-CONT");
     let resumed = Instant::now();
     let more = c.submit_paced(&others, &target.url(), 2000, 24, 12).await;
     bodies.extend(more);
     let calls = all_arrive(&target, &bodies, Duration::from_secs(40)).await;
     let (w, conc) = report("case 3", &calls);
+    record(
+        "cluster_case3_zombie",
+        counts!({"adoption_ms": adoption_ms, "calls": calls.len(), "max_1s_window": w, "max_concurrent": conc, "duplicated": duplicated(&calls).len()}),
+    );
     assert!(w <= 11, "a 1 s window saw {w} calls");
     assert!(conc <= 5, "{conc} calls ran at once");
     let dups = duplicated(&calls);
     assert!(
-        dups.len() <= in_flight_at_stop,
-        "sent twice beyond the {in_flight_at_stop} in flight at the stop: {dups:?}"
+        dups.len() <= UNRECORDED_AT_CRASH && dups.iter().all(|(_, n)| *n == 2),
+        "sent twice beyond what was in flight at the stop ({in_flight_at_stop} seen): {dups:?}"
+    );
+    // Nothing left the zombie after it woke (each node sends from its own address).
+    let zombie_ip: std::net::IpAddr = c.nodes[owner].ip.parse().unwrap();
+    let late: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.from == zombie_ip && c.start >= resumed)
+        .collect();
+    assert!(late.is_empty(), "the zombie sent after SIGCONT: {late:?}");
+    let ips: Vec<std::net::IpAddr> = c.nodes.iter().map(|n| n.ip.parse().unwrap()).collect();
+    assert!(
+        calls.iter().all(|c| ips.contains(&c.from)),
+        "every call came from a node's own address"
     );
     // The zombie noticed, sent nothing, and rejoined under a new epoch.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let logs = c.nodes[owner].server.logs();
         if logs.contains("declared dead") || logs.contains("self-fenced") {
-            assert!(!logs.contains("lane claimed") || logs.matches("lane claimed").count() >= 1);
             break;
         }
         assert!(
@@ -323,4 +455,189 @@ async fn a_zombie_owner_sends_nothing_after_it_wakes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = resumed;
+}
+
+/// Waits (polling the log file, no event exists for it) until node `i` logged `what`; how long
+/// after `since` that was seen.
+async fn logged(c: &Cluster, i: usize, what: &str, since: Instant, within: Duration) -> Duration {
+    loop {
+        if c.nodes[i].server.logs().contains(what) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < within,
+            "node {i} never logged {what:?}: {}",
+            c.nodes[i].server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Case 6: clocks skewed by ±30 s. The owner runs 30 s behind and learns `Retry-After: 20`;
+/// it dies; the adopter runs 30 s ahead. Leases and the pause follow the database's clock: the
+/// adoption is not early (≥ 3 s after the kill, ≤ 10 s) and the adopter does not end the pause
+/// early (with node clocks 60 s apart, a pause kept on node time would end at once).
+#[tokio::test]
+async fn skewed_clocks_neither_adopt_early_nor_end_a_pause_early() {
+    let Some(lib) = libfaketime() else {
+        skip_privileged(
+            "cluster clock test: libfaketimeMT.so.1 not found (scripts/test-deps.sh installs libfaketime, or set EZT_LIBFAKETIME)",
+        );
+        return;
+    };
+    let target = LogTarget::start(10).await;
+    let mut c = Cluster::start_wrapped(1, CONFIG, &[skewed(&lib, "-30s")]).await;
+    let first = c.submit(0, &target.url(), "first").await;
+    let v = c.nodes[0].server.wait_final(&first, 20).await;
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let skew = v["attempts"][0]["at"].as_i64().unwrap() - real;
+    assert!(
+        (-40_000..=-20_000).contains(&skew),
+        "the owner's clock is not 30 s behind: {skew} ms"
+    );
+    c.add_node(&skewed(&lib, "+30s"));
+    target.retry_after_once(20);
+    c.submit(0, &target.url(), "paused").await;
+    let calls = target.wait_calls(2, Duration::from_secs(10)).await;
+    let told = calls[1].start;
+    logged(
+        &c,
+        0,
+        "lane paused by the target",
+        told,
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.nodes[0].server.kill9();
+    let killed = Instant::now();
+    c.submit(1, &target.url(), "after").await;
+    let adopted = logged(&c, 1, "lane claimed", killed, Duration::from_secs(15)).await;
+    assert!(
+        adopted >= Duration::from_secs(3),
+        "adopted early: {adopted:?}"
+    );
+    assert!(
+        adopted <= Duration::from_secs(10),
+        "adopted late: {adopted:?}"
+    );
+    let next = target
+        .wait_call_after(told, Duration::from_secs(40))
+        .await
+        .expect("the lane never resumed");
+    let paused = next.duration_since(told);
+    record(
+        "cluster_case6_clock_skew",
+        counts!({"adoption_ms": adopted.as_millis() as u64, "resumed_after_429_ms": paused.as_millis() as u64, "retry_after_ms": 20_000}),
+    );
+    assert!(
+        paused >= Duration::from_millis(19_500),
+        "the pause ended early: {paused:?}"
+    );
+}
+
+/// Admission on a node that does not own the lane: committed there, then the owner is told
+/// (NOTIFY) and sends. Measures submit → arrival through the non-owner (one at a time, an idle
+/// lane); the issue's goal is p50 ≤ 5 ms on one machine, asserted loosely here (timing on a
+/// shared CI box) and reported exactly.
+#[tokio::test]
+async fn admission_on_a_non_owner_reaches_the_owner_at_once() {
+    let target = LogTarget::start(0).await;
+    let fast = "[lanes.default]\nrate = 1000.0\nburst = 10\nmax_in_flight = 50\n";
+    let c = Cluster::start(2, fast).await;
+    let first = c.submit(0, &target.url(), "warm").await;
+    c.nodes[0].server.wait_final(&first, 20).await;
+    let owner = owner_of(&c, &[0, 1]);
+    let other = 1 - owner;
+    let mut lat = Vec::new();
+    for k in 0..30 {
+        let before = target.calls().len();
+        let t0 = Instant::now();
+        c.submit(other, &target.url(), &format!("n{k}")).await;
+        let got = target.wait_calls(before + 1, Duration::from_secs(5)).await;
+        assert!(got.len() > before, "job {k} never arrived");
+        lat.push(got[before].start.duration_since(t0));
+    }
+    lat.sort();
+    let p50 = lat[lat.len() / 2];
+    let p90 = lat[lat.len() * 9 / 10];
+    record(
+        "cluster_admission_via_non_owner",
+        counts!({"p50_ms": p50.as_secs_f64() * 1000.0, "p90_ms": p90.as_secs_f64() * 1000.0}),
+    );
+    assert!(
+        p50 <= Duration::from_millis(200),
+        "p50 {p50:?}: the owner was not told, it polled"
+    );
+}
+
+/// Case 9 (reduced): membership churn under load. Four lanes (one target each) loaded from
+/// every live node while nodes leave (SIGTERM), die (SIGKILL) and join every few seconds: per
+/// lane, no 1 s window above 11 and never more than 5 at once, nothing acknowledged lost, and no
+/// lane without a sender for more than 10 s while it had work. (Tenant fairness under churn is
+/// not measured here.)
+#[tokio::test]
+async fn membership_churn_keeps_every_lane_bounded_and_served() {
+    let targets = [
+        LogTarget::start(300).await,
+        LogTarget::start(300).await,
+        LogTarget::start(300).await,
+        LogTarget::start(300).await,
+    ];
+    let mut c = Cluster::start(3, CONFIG).await;
+    let mut alive: Vec<usize> = vec![0, 1, 2];
+    let mut bodies: Vec<Vec<String>> = vec![Vec::new(); targets.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    let steps = if full() { 1600 } else { 640 }; // 16 s (40 s) at 40 submissions/s
+    for k in 0..steps {
+        tick.tick().await;
+        // Churn: every 4 s one change, in turn: SIGTERM, join, SIGKILL, join.
+        if k > 0 && k % 160 == 0 {
+            match (k / 160) % 4 {
+                1 => {
+                    let i = alive.remove(0);
+                    signal(&c.nodes[i], "-TERM");
+                }
+                3 => {
+                    let i = alive.remove(0);
+                    c.nodes[i].server.kill9();
+                }
+                _ => {
+                    c.add_node(&[]);
+                    alive.push(c.nodes.len() - 1);
+                }
+            }
+        }
+        let lane = k % targets.len();
+        let body = format!("l{lane}-{k}");
+        let on = alive[k % alive.len()];
+        c.submit(on, &targets[lane].url(), &body).await;
+        bodies[lane].push(body);
+    }
+    let mut worst_gap = Duration::ZERO;
+    for (lane, t) in targets.iter().enumerate() {
+        let calls = all_arrive(t, &bodies[lane], Duration::from_secs(60)).await;
+        let (w, conc) = report(&format!("case 9 lane {lane}"), &calls);
+        assert!(w <= 11, "lane {lane}: a 1 s window saw {w} calls");
+        assert!(conc <= 5, "lane {lane}: {conc} calls ran at once");
+        let mut starts: Vec<Instant> = calls.iter().map(|c| c.start).collect();
+        starts.sort();
+        let gap = starts
+            .windows(2)
+            .map(|p| p[1].duration_since(p[0]))
+            .max()
+            .unwrap_or_default();
+        worst_gap = worst_gap.max(gap);
+    }
+    record(
+        "cluster_case9_churn",
+        counts!({"nodes_started": c.nodes.len(), "worst_gap_ms": worst_gap.as_millis() as u64}),
+    );
+    assert!(
+        worst_gap <= Duration::from_secs(10),
+        "a lane went unserved for {worst_gap:?}"
+    );
 }

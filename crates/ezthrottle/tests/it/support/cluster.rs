@@ -21,6 +21,8 @@ pub struct Call {
     /// The body the job was submitted with (the test's own job number).
     pub body: String,
     pub start: Instant,
+    /// The caller's address: which node sent it (each node sends from its own 127.0.0.x).
+    pub from: std::net::IpAddr,
     /// None while running (or if the caller went away before the answer).
     pub end: Option<Instant>,
 }
@@ -58,13 +60,14 @@ impl Drop for EndGuard {
 
 async fn handle(
     State(st): State<Arc<TargetState>>,
-    _h: HeaderMap,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     body: String,
 ) -> (StatusCode, HeaderMap, String) {
     let index = {
         let mut calls = st.calls.lock().unwrap();
         calls.push(Call {
             body,
+            from: peer.ip(),
             start: Instant::now(),
             end: None,
         });
@@ -96,7 +99,14 @@ impl LogTarget {
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap()
+        });
         Self { addr, state }
     }
 
@@ -124,6 +134,31 @@ impl LogTarget {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.calls();
+            }
+        }
+    }
+
+    /// Waits until a call from `from` starts after `after`; returns its start.
+    pub async fn wait_call_from(
+        &self,
+        from: std::net::IpAddr,
+        after: Instant,
+        timeout: Duration,
+    ) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            let first = self
+                .calls()
+                .iter()
+                .filter(|c| c.from == from && c.start > after)
+                .map(|c| c.start)
+                .min();
+            if first.is_some() {
+                return first;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
             }
         }
     }
@@ -201,8 +236,8 @@ pub struct Node {
     pub ip: String,
 }
 
-/// Starts a node named `name` on `ip` against `url`, its data dir under `root`. `wrap` runs
-/// it under another program (e.g. `faketime`).
+/// Starts a node named `name` on `ip` against `url`, its data dir under `root`, with extra
+/// `KEY=VALUE` environment variables (e.g. libfaketime's).
 pub fn start_node(
     root: &Path,
     name: &str,
@@ -210,20 +245,18 @@ pub fn start_node(
     url: &str,
     config: &str,
     key: Option<String>,
-    wrap: &[&str],
+    env: &[&str],
 ) -> Node {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut cmd = match wrap.split_first() {
-        Some((prog, rest)) => {
-            let mut c = Command::new(prog);
-            c.args(rest).arg(BIN);
-            c
+    let mut cmd = Command::new(BIN);
+    for kv in env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
         }
-        None => Command::new(BIN),
-    };
+    }
     cmd.args([
         "serve",
         "--listen",
@@ -235,7 +268,14 @@ pub fn start_node(
     .arg(&cfg)
     .arg("--data-dir")
     .arg(&dir)
-    .args(["--node-id", name, "--region", "r1"])
+    .args([
+        "--node-id",
+        name,
+        "--region",
+        "r1",
+        "--outbound-source-ip",
+        ip,
+    ])
     .args(["--advertise-url", &format!("http://{ip}:1")])
     .env("EZTHROTTLE_DATABASE_URL", url)
     .env("EZTHROTTLE_LOG", "info,ezt_runtime=debug");
@@ -256,4 +296,29 @@ pub fn owners(nodes: &[Node]) -> Vec<usize> {
         .filter(|(_, n)| n.server.logs().contains("lane claimed"))
         .map(|(i, _)| i)
         .collect()
+}
+
+/// The thread-safe libfaketime (`EZT_LIBFAKETIME` or Debian's path), if installed.
+pub fn libfaketime() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("EZT_LIBFAKETIME") {
+        return Some(p.into());
+    }
+    let mut dirs = vec![std::path::PathBuf::from("/usr/lib/faketime")];
+    if let Ok(rd) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(rd.flatten().map(|e| e.path().join("faketime")));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+}
+
+/// Environment that runs a node with its wall clock `offset` (e.g. "+30s") from real time; its
+/// monotonic clock is left alone.
+pub fn skewed(lib: &Path, offset: &str) -> Vec<String> {
+    vec![
+        format!("LD_PRELOAD={}", lib.display()),
+        format!("FAKETIME={offset}"),
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
+        "DONT_FAKE_MONOTONIC=1".into(),
+    ]
 }

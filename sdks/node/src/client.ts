@@ -28,11 +28,16 @@ import {
   type JobPayload,
   type JobSpec,
   type JobState,
+  type Lane,
+  type LanePin,
   type RawResponse,
   type StreamOptions,
   type StreamResponse,
   type SubmitJobParams,
   type SubmitResult,
+  type WorkflowSpec,
+  type WorkflowSubmitted,
+  type WorkflowView,
   type WebhookConfig,
   type WebhookSecrets,
 } from "./types.js";
@@ -341,6 +346,39 @@ export class EZThrottle {
   /** `POST /api/v1/jobs/{id}/webhooks/redeliver`: delivers the outcome to the webhooks again. */
   async redeliverWebhooks(jobId: string): Promise<{ job_id: string; deliveries: string[] }> {
     return this.http.json({ method: "POST", path: jobPath(jobId, "/webhooks/redeliver"), idempotent: false });
+  }
+
+  /** `GET /api/v1/lanes`: the caller's lanes — limits in force, where each came from, the
+   * budget left, pause, queue depth, in flight (and, in cluster mode, owner node and epoch). */
+  async lanes(): Promise<Lane[]> {
+    const out = await this.http.json<{ lanes: Lane[] }>({ method: "GET", path: "/api/v1/lanes", idempotent: true });
+    return out.lanes;
+  }
+
+  /** `PUT /api/v1/lanes/{host}/limits`: pins the limits of the caller's lanes to `host` (or
+   * `host:port`); `{}` unpins. Answers the lanes as now pinned. */
+  async pinLaneLimits(host: string, pin: LanePin): Promise<Lane[]> {
+    const out = await this.http.json<{ lanes: Lane[] }>({
+      method: "PUT",
+      path: `/api/v1/lanes/${encodeURIComponent(host)}/limits`,
+      json: pin,
+      idempotent: true,
+    });
+    return out.lanes;
+  }
+
+  /** `POST /api/v1/workflows`: stores a static workflow (a DAG of steps, each a durable job). */
+  async submitWorkflow(spec: WorkflowSpec): Promise<WorkflowSubmitted> {
+    return this.http.json<WorkflowSubmitted>({ method: "POST", path: "/api/v1/workflows", json: spec, idempotent: false });
+  }
+
+  /** `GET /api/v1/workflows/{id}`: the run with every step, its job, attempts and timings. */
+  async getWorkflow(workflowId: string): Promise<WorkflowView> {
+    return this.http.json<WorkflowView>({
+      method: "GET",
+      path: `/api/v1/workflows/${encodeURIComponent(workflowId)}`,
+      idempotent: true,
+    });
   }
 
   /** One page of `GET /api/v1/jobs` (newest first). */

@@ -313,3 +313,45 @@ describe("webhooks", () => {
     }
   });
 });
+
+describe("lanes and workflows", () => {
+  test("lanes() lists the caller's lane; pinLaneLimits pins and {} unpins", async () => {
+    const c = await tenantClient();
+    const job = await c.submit({ url: `${env.target.url}/ok?lane=${token()}` }, { wait: 30 });
+    assert.equal(job.state, "succeeded");
+    const host = new URL(env.target.url).host;
+    const lanes = await c.lanes();
+    const mine = lanes.find((l) => l.key.host === host);
+    assert.ok(mine, JSON.stringify(lanes));
+    assert.equal(mine.owner_node, null, "one node: no owner");
+    const pinned = await c.pinLaneLimits(host, { rate: 5, burst: 2 });
+    assert.equal(pinned[0].rate, 5);
+    assert.equal(pinned[0].sources.rate?.kind, "tenant");
+    assert.equal(pinned[0].pin?.rate, 5);
+    const unpinned = await c.pinLaneLimits(host, {});
+    assert.equal(unpinned[0].pin, null);
+    await assert.rejects(c.pinLaneLimits("no-such-host.example", { rate: 1 }), (e) => e instanceof NotFoundError && e.field === "host");
+  });
+
+  test("submitWorkflow runs the steps; getWorkflow shows them", async () => {
+    const run = await client.submitWorkflow({
+      name: `two-steps-${token()}`,
+      input: { order: "42" },
+      steps: [
+        { name: "charge", url: `${env.target.url}/charge?o={{input.order}}&t=${token()}`, method: "POST" },
+        { name: "email", url: `${env.target.url}/email?t=${token()}`, depends_on: ["charge"] },
+      ],
+    });
+    assert.equal(run.status, "running");
+    const deadline = Date.now() + 30_000;
+    let view = await client.getWorkflow(run.workflow_id);
+    while (view.status === "running" && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      view = await client.getWorkflow(run.workflow_id);
+    }
+    assert.equal(view.status, "succeeded", JSON.stringify(view));
+    assert.deepEqual(view.steps.map((s) => s.name), ["charge", "email"]);
+    await assert.rejects(client.getWorkflow("wf_nope"), (e) => e instanceof EZThrottleError && e.status >= 400 && e.status < 500);
+    await assert.rejects(client.submitWorkflow({ name: "bad", steps: [{ name: "a", url: "ftp://x" }] }), (e) => e instanceof ValidationError);
+  });
+});

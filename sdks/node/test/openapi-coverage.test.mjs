@@ -22,6 +22,10 @@ const METHODS = {
   "POST /api/v1/webhook-secrets": ["createWebhookSecret"],
   "DELETE /api/v1/webhook-secrets": ["deleteWebhookSecret"],
   "POST /api/v1/webhook-secrets/rotate": ["rotateWebhookSecret"],
+  "GET /api/v1/lanes": ["lanes"],
+  "PUT /api/v1/lanes/{host}/limits": ["pinLaneLimits"],
+  "POST /api/v1/workflows": ["submitWorkflow"],
+  "GET /api/v1/workflows/{id}": ["getWorkflow"],
 };
 // Operator endpoints, not the SDK's business.
 const NOT_SDK = new Set(["GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json"]);

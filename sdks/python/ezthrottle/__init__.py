@@ -30,6 +30,8 @@ from .types import (
     JobOptions,
     JobPage,
     JobPayload,
+    Lane,
+    LanePin,
     RetryPolicy,
     ServerEvent,
     StreamOptions,
@@ -56,6 +58,8 @@ from .webhooks import (
 __version__ = _transport.VERSION
 
 __all__ = [
+    "Lane",
+    "LanePin",
     "AsyncEZThrottle",
     "AsyncStream",
     "Attempt",

@@ -42,6 +42,8 @@ from .types import (
     JobOptions,
     JobPage,
     JobPayload,
+    Lane,
+    LanePin,
     Redelivery,
     ServerEvent,
     StreamOptions,
@@ -418,6 +420,19 @@ def get_workflow(workflow_id: str) -> Plan[Workflow]:
     if not workflow_id.startswith("wf_") or "/" in workflow_id:
         raise ValueError(f"not a workflow id: {workflow_id!r}")
     return cast(Workflow, (yield from single(Call("GET", f"/api/v1/workflows/{workflow_id}"))))
+
+
+def list_lanes() -> Plan[list[Lane]]:
+    out = yield from single(Call("GET", "/api/v1/lanes"))
+    return cast(list[Lane], cast(dict[str, object], out)["lanes"])
+
+
+def pin_lane_limits(host: str, pin: LanePin) -> Plan[list[Lane]]:
+    if not host or "/" in host:
+        raise ValueError(f"not a host: {host!r}")
+    call = Call("PUT", f"/api/v1/lanes/{quote(host, safe=':[]')}/limits", json=dict(pin), idempotent=True)
+    out = yield from single(call)
+    return cast(list[Lane], cast(dict[str, object], out)["lanes"])
 
 
 def get_job(job_id: str) -> Plan[Job]:

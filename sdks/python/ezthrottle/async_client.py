@@ -22,6 +22,8 @@ from .types import (
     Job,
     JobOptions,
     JobPayload,
+    Lane,
+    LanePin,
     Redelivery,
     ServerEvent,
     StreamOptions,
@@ -179,6 +181,17 @@ class AsyncEZThrottle:
         """Submits a workflow run (``WorkflowBuilder`` or the raw body); answers its id."""
         payload = workflow.to_payload() if isinstance(workflow, WorkflowBuilder) else workflow
         return await self._run(_t.submit_workflow(payload))
+
+    async def lanes(self) -> list[Lane]:
+        """The caller's lanes: limits in force, where each came from, budget left, pause,
+        queue depth, in flight (and the owner node and epoch in cluster mode)."""
+        return await self._run(_t.list_lanes())
+
+    async def pin_lane_limits(self, host: str, **pin: Unpack[LanePin]) -> list[Lane]:
+        """Pins the limits of the caller's lanes to ``host`` (or ``host:port``): ``rate``,
+        ``burst``, ``max_in_flight``, ``adaptive``, ``adaptive_ceiling``; no arguments unpin.
+        Answers the lanes as now pinned (``NotFoundError`` before the first job there)."""
+        return await self._run(_t.pin_lane_limits(host, pin))
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
         """The run with every step (and each step's job: attempts, state, timings)."""

@@ -334,3 +334,54 @@ class Workflow(TypedDict):
 
 
 WORKFLOW_FINAL: frozenset[str] = frozenset({"succeeded", "failed", "compensation_failed"})
+
+
+class LaneSource(TypedDict, total=False):
+    """Where a lane's value came from: ``kind`` is ``default``, ``config``, ``header``,
+    ``adaptive``, ``tenant`` or ``derived``; header and window when a header announced it."""
+
+    kind: str
+    header: str | None
+    window_s: int | None
+    learned_at: int | None
+
+
+class LanePin(TypedDict, total=False):
+    """A tenant's pin of its own lane's limits; ``{}`` unpins."""
+
+    rate: float | None
+    burst: int | None
+    max_in_flight: int | None
+    adaptive: bool | None
+    adaptive_ceiling: float | None
+
+
+class LaneKey(TypedDict):
+    host: str
+    credential_fingerprint: str | None
+
+
+class LaneSources(TypedDict):
+    rate: LaneSource | None
+    burst: LaneSource | None
+    max_in_flight: LaneSource | None
+    pause: LaneSource | None
+
+
+class Lane(TypedDict):
+    """``GET /api/v1/lanes``: one of the caller's lanes (owner node and epoch in cluster mode)."""
+
+    lane: str
+    key: LaneKey
+    rate: float
+    burst: int
+    max_in_flight: int
+    remaining: int | None
+    paused_until: int | None
+    sources: LaneSources
+    adaptive: bool
+    pin: dict[str, Any] | None
+    queue_depth: int
+    in_flight: int
+    owner_node: str | None
+    epoch: int | None

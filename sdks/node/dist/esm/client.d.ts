@@ -4,7 +4,7 @@
  * secret calls, `forwardOrFallback`, …) keep their names, arguments and results, and go through
  * the hosted proxy envelope when `tracktagsUrl` is set.
  */
-import { type BatchItem, type Duration, type EZThrottleConfig, type Job, type JobEvent, type JobPage, type JobPayload, type JobSpec, type JobState, type RawResponse, type StreamOptions, type StreamResponse, type SubmitJobParams, type SubmitResult, type WebhookSecrets } from "./types.js";
+import { type BatchItem, type Duration, type EZThrottleConfig, type Job, type JobEvent, type JobPage, type JobPayload, type JobSpec, type JobState, type Lane, type LanePin, type RawResponse, type StreamOptions, type StreamResponse, type SubmitJobParams, type SubmitResult, type WorkflowSpec, type WorkflowSubmitted, type WorkflowView, type WebhookSecrets } from "./types.js";
 /** The HTTP status the server gave a `submitJob` / `Step.execute()` answer (inside the hosted
  * envelope: 201 new job, 200 duplicate; natively 202 / 200). `undefined` for local results. */
 export declare function httpStatusOf(result: object): number | undefined;
@@ -83,6 +83,16 @@ export declare class EZThrottle {
         job_id: string;
         deliveries: string[];
     }>;
+    /** `GET /api/v1/lanes`: the caller's lanes — limits in force, where each came from, the
+     * budget left, pause, queue depth, in flight (and, in cluster mode, owner node and epoch). */
+    lanes(): Promise<Lane[]>;
+    /** `PUT /api/v1/lanes/{host}/limits`: pins the limits of the caller's lanes to `host` (or
+     * `host:port`); `{}` unpins. Answers the lanes as now pinned. */
+    pinLaneLimits(host: string, pin: LanePin): Promise<Lane[]>;
+    /** `POST /api/v1/workflows`: stores a static workflow (a DAG of steps, each a durable job). */
+    submitWorkflow(spec: WorkflowSpec): Promise<WorkflowSubmitted>;
+    /** `GET /api/v1/workflows/{id}`: the run with every step, its job, attempts and timings. */
+    getWorkflow(workflowId: string): Promise<WorkflowView>;
     /** One page of `GET /api/v1/jobs` (newest first). */
     listPage(options?: ListOptions): Promise<JobPage>;
     /** Every job matching the filters, newest first, fetching pages as the loop goes. */

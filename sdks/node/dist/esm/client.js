@@ -296,6 +296,35 @@ export class EZThrottle {
     async redeliverWebhooks(jobId) {
         return this.http.json({ method: "POST", path: jobPath(jobId, "/webhooks/redeliver"), idempotent: false });
     }
+    /** `GET /api/v1/lanes`: the caller's lanes — limits in force, where each came from, the
+     * budget left, pause, queue depth, in flight (and, in cluster mode, owner node and epoch). */
+    async lanes() {
+        const out = await this.http.json({ method: "GET", path: "/api/v1/lanes", idempotent: true });
+        return out.lanes;
+    }
+    /** `PUT /api/v1/lanes/{host}/limits`: pins the limits of the caller's lanes to `host` (or
+     * `host:port`); `{}` unpins. Answers the lanes as now pinned. */
+    async pinLaneLimits(host, pin) {
+        const out = await this.http.json({
+            method: "PUT",
+            path: `/api/v1/lanes/${encodeURIComponent(host)}/limits`,
+            json: pin,
+            idempotent: true,
+        });
+        return out.lanes;
+    }
+    /** `POST /api/v1/workflows`: stores a static workflow (a DAG of steps, each a durable job). */
+    async submitWorkflow(spec) {
+        return this.http.json({ method: "POST", path: "/api/v1/workflows", json: spec, idempotent: false });
+    }
+    /** `GET /api/v1/workflows/{id}`: the run with every step, its job, attempts and timings. */
+    async getWorkflow(workflowId) {
+        return this.http.json({
+            method: "GET",
+            path: `/api/v1/workflows/${encodeURIComponent(workflowId)}`,
+            idempotent: true,
+        });
+    }
     /** One page of `GET /api/v1/jobs` (newest first). */
     listPage(options = {}) {
         return this.http.json({

@@ -297,3 +297,83 @@ export interface StreamResponse {
     json(): any;
     job: Job;
 }
+/** Where a lane's value came from (`GET /api/v1/lanes`). */
+export interface LaneSource {
+    /** `default`, `config`, `header`, `adaptive`, `tenant` or `derived`. */
+    kind: string;
+    header?: string | null;
+    window_s?: number | null;
+    learned_at?: number | null;
+}
+/** A tenant's pin of its own lane's limits (`PUT /api/v1/lanes/{host}/limits`); `{}` unpins. */
+export interface LanePin {
+    rate?: number | null;
+    burst?: number | null;
+    max_in_flight?: number | null;
+    adaptive?: boolean | null;
+    adaptive_ceiling?: number | null;
+}
+/** One of the caller's lanes: limits in force, where each came from, budget, pause, queue. */
+export interface Lane {
+    lane: string;
+    key: {
+        host: string;
+        credential_fingerprint: string | null;
+    };
+    rate: number;
+    burst: number;
+    max_in_flight: number;
+    remaining: number | null;
+    paused_until: number | null;
+    sources: {
+        rate: LaneSource | null;
+        burst: LaneSource | null;
+        max_in_flight: LaneSource | null;
+        pause: LaneSource | null;
+    };
+    adaptive: boolean;
+    pin: (LanePin & {
+        pinned_at?: number;
+    }) | null;
+    queue_depth: number;
+    in_flight: number;
+    /** Cluster mode: the node dispatching the lane and its epoch (`null` on one node). */
+    owner_node: string | null;
+    epoch: number | null;
+}
+/** Where a workflow run stands. */
+export type RunStatus = "running" | "compensating" | "succeeded" | "failed" | "compensation_failed";
+/** A workflow step: job fields plus `name`, `depends_on`, `critical`, `non_blocking`, `retry`,
+ * `compensate`, `paginate` (see docs/workflows.md). */
+export interface WorkflowStep extends Partial<JobSpec> {
+    name: string;
+    depends_on?: string[];
+    critical?: boolean;
+    non_blocking?: boolean;
+    retry?: Duration;
+    compensate?: Partial<JobSpec>;
+    paginate?: Record<string, unknown>;
+    [field: string]: unknown;
+}
+/** `POST /api/v1/workflows` body. */
+export interface WorkflowSpec {
+    name: string;
+    input?: unknown;
+    steps: WorkflowStep[];
+    webhooks?: WebhookConfig[];
+}
+/** `POST /api/v1/workflows` answer. */
+export interface WorkflowSubmitted {
+    workflow_id: string;
+    status: RunStatus;
+}
+/** `GET /api/v1/workflows/{id}`: the run with every step. */
+export interface WorkflowView {
+    workflow_id: string;
+    name: string;
+    status: RunStatus;
+    steps: Array<Record<string, unknown>>;
+    warnings: unknown[];
+    created_at: number;
+    updated_at: number;
+}

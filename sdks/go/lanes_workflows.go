@@ -1,0 +1,139 @@
+package ezthrottle
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+)
+
+// LaneSource says where a lane's value came from: "default", "config", "header",
+// "adaptive", "tenant" or "derived", with the header and window when a header announced it.
+type LaneSource struct {
+	Kind      string  `json:"kind"`
+	Header    *string `json:"header,omitempty"`
+	WindowS   *uint64 `json:"window_s,omitempty"`
+	LearnedAt *uint64 `json:"learned_at,omitempty"`
+}
+
+// LanePin is a tenant's pin of its own lane's limits; the zero value unpins.
+type LanePin struct {
+	Rate            *float64 `json:"rate,omitempty"`
+	Burst           *uint32  `json:"burst,omitempty"`
+	MaxInFlight     *uint32  `json:"max_in_flight,omitempty"`
+	Adaptive        *bool    `json:"adaptive,omitempty"`
+	AdaptiveCeiling *float64 `json:"adaptive_ceiling,omitempty"`
+}
+
+// Lane is one of the caller's lanes: the limits in force, where each came from, the budget
+// left, the pause, queue depth and in flight; in cluster mode the owner node and its epoch.
+type Lane struct {
+	Lane string `json:"lane"`
+	Key  struct {
+		Host                  string  `json:"host"`
+		CredentialFingerprint *string `json:"credential_fingerprint"`
+	} `json:"key"`
+	Rate        float64 `json:"rate"`
+	Burst       uint32  `json:"burst"`
+	MaxInFlight uint32  `json:"max_in_flight"`
+	Remaining   *uint64 `json:"remaining"`
+	PausedUntil *uint64 `json:"paused_until"`
+	Sources     struct {
+		Rate        *LaneSource `json:"rate"`
+		Burst       *LaneSource `json:"burst"`
+		MaxInFlight *LaneSource `json:"max_in_flight"`
+		Pause       *LaneSource `json:"pause"`
+	} `json:"sources"`
+	Adaptive   bool            `json:"adaptive"`
+	Pin        json.RawMessage `json:"pin"`
+	QueueDepth uint64          `json:"queue_depth"`
+	InFlight   uint32          `json:"in_flight"`
+	OwnerNode  *string         `json:"owner_node"`
+	Epoch      *uint64         `json:"epoch"`
+}
+
+// Lanes lists the caller's lanes (GET /api/v1/lanes).
+func (c *Client) Lanes(ctx context.Context) ([]Lane, error) {
+	ans, err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/lanes", idempotent: true})
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Lanes []Lane `json:"lanes"`
+	}
+	if err := decode(ans, &out); err != nil {
+		return nil, err
+	}
+	return out.Lanes, nil
+}
+
+// PinLaneLimits pins the limits of the caller's lanes to host (or host:port); a zero LanePin
+// unpins them (PUT /api/v1/lanes/{host}/limits). It returns the lanes as now pinned.
+func (c *Client) PinLaneLimits(ctx context.Context, host string, pin LanePin) ([]Lane, error) {
+	body, err := json.Marshal(pin)
+	if err != nil {
+		return nil, err
+	}
+	ans, err := c.do(ctx, call{method: http.MethodPut, path: "/api/v1/lanes/" + url.PathEscape(host) + "/limits", body: body, idempotent: true})
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Lanes []Lane `json:"lanes"`
+	}
+	if err := decode(ans, &out); err != nil {
+		return nil, err
+	}
+	return out.Lanes, nil
+}
+
+// WorkflowSpec is a static workflow: a DAG of steps, each a durable job (see docs/workflows.md
+// for the step fields: job fields plus name, depends_on, critical, non_blocking, retry,
+// compensate, paginate).
+type WorkflowSpec struct {
+	Name     string           `json:"name"`
+	Input    any              `json:"input,omitempty"`
+	Steps    []map[string]any `json:"steps"`
+	Webhooks []map[string]any `json:"webhooks,omitempty"`
+}
+
+// WorkflowRun is a workflow as the server shows it; Raw holds the whole answer (every step
+// with its job, attempts and timings).
+type WorkflowRun struct {
+	WorkflowID string            `json:"workflow_id"`
+	Name       string            `json:"name,omitempty"`
+	Status     string            `json:"status"`
+	Steps      []json.RawMessage `json:"steps,omitempty"`
+	Raw        json.RawMessage   `json:"-"`
+}
+
+// SubmitWorkflow stores a workflow and starts its first steps (POST /api/v1/workflows).
+func (c *Client) SubmitWorkflow(ctx context.Context, spec WorkflowSpec) (*WorkflowRun, error) {
+	body, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	ans, err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/workflows", body: body})
+	if err != nil {
+		return nil, err
+	}
+	return runFrom(ans)
+}
+
+// GetWorkflow returns a workflow run with every step (GET /api/v1/workflows/{id}).
+func (c *Client) GetWorkflow(ctx context.Context, workflowID string) (*WorkflowRun, error) {
+	ans, err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/workflows/" + url.PathEscape(workflowID), idempotent: true})
+	if err != nil {
+		return nil, err
+	}
+	return runFrom(ans)
+}
+
+func runFrom(ans *answer) (*WorkflowRun, error) {
+	var r WorkflowRun
+	if err := decode(ans, &r); err != nil {
+		return nil, err
+	}
+	r.Raw = json.RawMessage(ans.body)
+	return &r, nil
+}

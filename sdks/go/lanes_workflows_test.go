@@ -1,6 +1,7 @@
 package ezthrottle_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/url"
 	"testing"
@@ -52,12 +53,19 @@ func TestWorkflowRunsItsSteps(t *testing.T) {
 	if err != nil || run.Status != "running" || run.WorkflowID == "" {
 		t.Fatalf("submit: %v %+v", err, run)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for run.Status == "running" && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond) // no long-poll for runs yet: poll the view
+	// Each step is a job: await the jobs (server long-poll); a step's end and the release of the
+	// next are one transaction, so the next job is in the view once the first is final.
+	for _, name := range []string{"charge", "email"} {
 		if run, err = c.GetWorkflow(ctx, run.WorkflowID); err != nil {
 			t.Fatal(err)
 		}
+		jobID := stepJob(t, run, name)
+		if job, err := c.Wait(ctx, jobID, 30*time.Second); err != nil || job.State != "succeeded" {
+			t.Fatalf("%s: %v %+v", name, err, job)
+		}
+	}
+	if run, err = c.GetWorkflow(ctx, run.WorkflowID); err != nil {
+		t.Fatal(err)
 	}
 	if run.Status != "succeeded" || len(run.Steps) != 2 {
 		t.Fatalf("run: %s", run.Raw)
@@ -67,4 +75,23 @@ func TestWorkflowRunsItsSteps(t *testing.T) {
 	if !errors.As(err, &e) || e.Status != 400 {
 		t.Fatalf("bad workflow: %v", err)
 	}
+}
+
+// stepJob is the job id of a run's step, failing the test when the step has none yet.
+func stepJob(t *testing.T, run *ezthrottle.WorkflowRun, name string) string {
+	t.Helper()
+	for _, raw := range run.Steps {
+		var st struct {
+			Name  string  `json:"name"`
+			JobID *string `json:"job_id"`
+		}
+		if err := json.Unmarshal(raw, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Name == name && st.JobID != nil {
+			return *st.JobID
+		}
+	}
+	t.Fatalf("step %s has no job: %s", name, run.Raw)
+	return ""
 }

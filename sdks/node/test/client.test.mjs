@@ -343,12 +343,14 @@ describe("lanes and workflows", () => {
       ],
     });
     assert.equal(run.status, "running");
-    const deadline = Date.now() + 30_000;
-    let view = await client.getWorkflow(run.workflow_id);
-    while (view.status === "running" && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-      view = await client.getWorkflow(run.workflow_id);
+    // Each step is a job: await the jobs (server long-poll); a step's end and the release of
+    // the next are one transaction, so the next job is in the view once the first is final.
+    for (const name of ["charge", "email"]) {
+      const step = (await client.getWorkflow(run.workflow_id)).steps.find((s) => s.name === name);
+      assert.ok(step?.job_id, `${name}: ${JSON.stringify(step)}`);
+      assert.equal((await client.wait(String(step.job_id), { timeoutS: 30 })).state, "succeeded");
     }
+    const view = await client.getWorkflow(run.workflow_id);
     assert.equal(view.status, "succeeded", JSON.stringify(view));
     assert.deepEqual(view.steps.map((s) => s.name), ["charge", "email"]);
     await assert.rejects(client.getWorkflow("wf_nope"), (e) => e instanceof EZThrottleError && e.status >= 400 && e.status < 500);

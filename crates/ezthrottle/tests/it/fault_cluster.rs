@@ -331,6 +331,22 @@ async fn a_killed_owner_is_adopted_within_ten_seconds() {
 
 /// Case 7: a target answers `Retry-After: 60`, then the owner dies: the adopter keeps the lane
 /// paused until that time (read on the database clock), it does not start over.
+/// Waits until the database holds a lane's pause: the owner writes what it learned through
+/// asynchronously, and a kill before that would test nothing.
+async fn pause_saved(url: &str) {
+    use ezt_store::prelude::*;
+    let store = ezt_store_postgres::PgStore::connect_without_migrating(url).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let states = store.lane_states().await.unwrap();
+        if states.iter().any(|(_, s)| s.paused_until_ms.is_some()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no pause saved: {states:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_adopter_keeps_the_retry_after_pause() {
     let target = LogTarget::start(10).await;
@@ -352,7 +368,7 @@ async fn an_adopter_keeps_the_retry_after_pause() {
         assert!(Instant::now() < saved, "the owner never learned the pause");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    pause_saved(&c.url).await;
     c.nodes[owner].server.kill9();
     let killed = Instant::now();
     c.submit(other, &target.url(), "after").await;
@@ -511,7 +527,7 @@ async fn skewed_clocks_neither_adopt_early_nor_end_a_pause_early() {
         Duration::from_secs(10),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    pause_saved(&c.url).await;
     c.nodes[0].server.kill9();
     let killed = Instant::now();
     c.submit(1, &target.url(), "after").await;

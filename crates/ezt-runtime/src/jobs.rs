@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ezt_core::job::JobSpecIn;
-use ezt_core::ssrf::{SsrfPolicy, TargetHost};
+use ezt_core::lane::LaneKey;
+use ezt_core::ssrf::{SsrfPolicy, TargetHost, TargetUrl};
 use ezt_core::{FieldError, JobId, JobState, TenantId};
 use ezt_outbound::resolver::ResolveError;
 use ezt_outbound::SsrfResolver;
@@ -221,33 +222,15 @@ impl Jobs {
         input: JobSpecIn,
         now: u64,
     ) -> Result<NewJob, JobsError> {
-        let cx = ezt_core::job::Context {
-            limits: &self.cfg.limits.job,
-            ssrf: &self.ssrf,
-            local_region: &self.cfg.region,
-            now_ms: now,
-        };
-        let mut v = input.validate(&cx)?;
-        // Admission check of the resolved addresses; the connect-time check repeats it.
+        let mut v = input.validate(&self.context(now))?;
         let hooks = v.webhook_targets.iter().enumerate();
-        for (field, target) in std::iter::once(("url".to_string(), &v.target))
-            .chain(hooks.map(|(i, t)| (format!("webhooks[{i}].url"), t)))
-            .chain(v.nested_targets.iter().map(|(f, t)| (f.clone(), t)))
-        {
-            if let TargetHost::Domain(host) = &target.host {
-                if let Err(ResolveError::Blocked(b)) =
-                    self.resolver.resolve_checked(host, target.port).await
-                {
-                    return Err(FieldError::ssrf(field, b.to_string()).into());
-                }
-            }
-        }
-        let lane = ezt_core::lane::lane_for(
-            &v.target.authority(),
-            &v.spec.headers,
-            &self.cfg.lanes.credential_headers,
-            &self.fingerprint_key,
-        );
+        self.refuse_blocked(
+            std::iter::once(("url".to_string(), &v.target))
+                .chain(hooks.map(|(i, t)| (format!("webhooks[{i}].url"), t)))
+                .chain(v.nested_targets.iter().map(|(f, t)| (f.clone(), t))),
+        )
+        .await?;
+        let lane = self.lane_of(&v.target, &v.spec.headers);
         // The lane's credential fingerprint is part of the default key: two upstream
         // credentials never share a job (nor see each other's response).
         let idempotent_key = v.idempotent_key.clone().unwrap_or_else(|| {
@@ -279,6 +262,44 @@ impl Jobs {
         })
     }
 
+    /// What validation needs from the configuration, at `now`.
+    fn context(&self, now: u64) -> ezt_core::job::Context<'_> {
+        ezt_core::job::Context {
+            limits: &self.cfg.limits.job,
+            ssrf: &self.ssrf,
+            local_region: &self.cfg.region,
+            now_ms: now,
+        }
+    }
+
+    /// The admission check of resolved addresses (the connect-time check repeats it): the
+    /// first `(field, target)` whose name resolves into a denied range is refused.
+    async fn refuse_blocked<'a>(
+        &self,
+        targets: impl Iterator<Item = (String, &'a TargetUrl)>,
+    ) -> Result<(), JobsError> {
+        for (field, target) in targets {
+            if let TargetHost::Domain(host) = &target.host {
+                if let Err(ResolveError::Blocked(b)) =
+                    self.resolver.resolve_checked(host, target.port).await
+                {
+                    return Err(FieldError::ssrf(field, b.to_string()).into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The lane of a call to `target` with `headers` (host and upstream credential).
+    fn lane_of(&self, target: &TargetUrl, headers: &[(String, String)]) -> LaneKey {
+        ezt_core::lane::lane_for(
+            &target.authority(),
+            headers,
+            &self.cfg.lanes.credential_headers,
+            &self.fingerprint_key,
+        )
+    }
+
     /// Sets the lane of every child job (`on_success`, `on_failure`, at any depth) the way a
     /// submitted job's is set, before its credentials are sealed.
     fn child_lanes(&self, spec: &mut ezt_core::job::JobSpec) {
@@ -291,13 +312,7 @@ impl Jobs {
         {
             // Validation parsed this URL already.
             if let Ok(t) = ezt_core::ssrf::check_url(&self.ssrf, &c.spec.url) {
-                c.lane = ezt_core::lane::lane_for(
-                    &t.authority(),
-                    &c.spec.headers,
-                    &self.cfg.lanes.credential_headers,
-                    &self.fingerprint_key,
-                )
-                .0;
+                c.lane = self.lane_of(&t, &c.spec.headers).0;
             }
             self.child_lanes(&mut c.spec);
         }
@@ -393,36 +408,16 @@ impl Jobs {
         input: ezt_core::workflow::WorkflowIn,
     ) -> Result<ezt_core::WorkflowId, JobsError> {
         let now = self.clock.now_ms();
-        let cx = ezt_core::job::Context {
-            limits: &self.cfg.limits.job,
-            ssrf: &self.ssrf,
-            local_region: &self.cfg.region,
-            now_ms: now,
-        };
-        let mut v = input.validate(&cx)?;
-        for (field, target) in &v.targets {
-            if let TargetHost::Domain(host) = &target.host {
-                if let Err(ResolveError::Blocked(b)) =
-                    self.resolver.resolve_checked(host, target.port).await
-                {
-                    return Err(FieldError::ssrf(field.clone(), b.to_string()).into());
-                }
-            }
-        }
-        let lanes = &self.cfg.lanes.credential_headers;
+        let mut v = input.validate(&self.context(now))?;
+        self.refuse_blocked(v.targets.iter().map(|(f, t)| (f.clone(), t)))
+            .await?;
         for step in &mut v.def.steps {
             for t in std::iter::once(&mut step.job).chain(step.compensate.as_mut()) {
                 // The host is never templated: the masked URL names the lane.
                 if let Ok(target) =
                     ezt_core::ssrf::check_url(&self.ssrf, &ezt_core::workflow::mask(&t.spec.url))
                 {
-                    t.lane = ezt_core::lane::lane_for(
-                        &target.authority(),
-                        &t.spec.headers,
-                        lanes,
-                        &self.fingerprint_key,
-                    )
-                    .0;
+                    t.lane = self.lane_of(&target, &t.spec.headers).0;
                 }
                 crate::credentials::seal_headers(
                     &self.sealer,

@@ -134,7 +134,7 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Request>, batches: Arc<AtomicU64
             let n = req.jobs.len();
             let out = match &mut result {
                 Ok(all) => Ok(all.drain(..n).collect()),
-                Err(e) => Err(clone_err(e)),
+                Err(e) => Err(e.clone()),
             };
             let _ = req.reply.send(out);
         }

@@ -1,43 +1,24 @@
 //! Row encoding (ids as 16-byte big-endian `bytea`, so byte order is time order; JSON text for
 //! nested values) and the mapping from driver errors to the store's error kinds.
 
-use ezt_core::tier::Tier;
-use ezt_core::{ApiKeyId, JobId, JobState, TenantId};
+use ezt_core::{ApiKeyId, JobId, TenantId};
 use ezt_store::{ApiKeyRecord, Error, JobRecord, Result, Tenant};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
-pub(crate) fn id_bytes(v: u128) -> Vec<u8> {
-    v.to_be_bytes().to_vec()
-}
+pub(crate) use ezt_store::codec::{
+    bytes_id, encode_outcome, json_decode, json_encode, parse_state, parse_tier,
+};
 
-pub(crate) fn bytes_id(b: &[u8]) -> u128 {
-    let mut a = [0u8; 16];
-    let n = b.len().min(16);
-    a[16 - n..].copy_from_slice(&b[..n]);
-    u128::from_be_bytes(a)
+/// An id as a `bytea` parameter.
+pub(crate) fn id_bytes(v: u128) -> Vec<u8> {
+    ezt_store::codec::id_bytes(v).to_vec()
 }
 
 /// The tenant filter as a parameter: `NULL` (any tenant, for the CLI and the executor) or the
 /// tenant's id. Queries say `($N::bytea IS NULL OR tenant_id = $N)`.
 pub(crate) fn tenant_param(t: Option<TenantId>) -> Option<Vec<u8>> {
     t.map(|t| id_bytes(t.0))
-}
-
-pub(crate) fn json_encode<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Other(format!("encode: {e}")))
-}
-
-pub(crate) fn json_decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Other(format!("corrupt row: {e}")))
-}
-
-pub(crate) fn parse_state(s: &str) -> Result<JobState> {
-    JobState::parse(s).ok_or_else(|| Error::Other(format!("corrupt row: state {s:?}")))
-}
-
-pub(crate) fn parse_tier(s: &str) -> Tier {
-    Tier::parse(s).unwrap_or(Tier::Free)
 }
 
 /// Whether a failed transaction may simply be run again (deadlock, serialization failure).
@@ -79,17 +60,6 @@ pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
         other => Error::Unavailable {
             message: format!("database connection: {other}"),
         },
-    }
-}
-
-pub(crate) fn clone_err(e: &Error) -> Error {
-    match e {
-        Error::NotFound => Error::NotFound,
-        Error::Conflict(m) => Error::Conflict(m.clone()),
-        Error::Unavailable { message } => Error::Unavailable {
-            message: message.clone(),
-        },
-        Error::Other(m) => Error::Other(m.clone()),
     }
 }
 

@@ -167,16 +167,7 @@ impl JobStore for PgStore {
     }
 
     async fn complete_attempt(&self, done: AttemptDone) -> Result<Option<Vec<PendingDelivery>>> {
-        let attempt_json = json_encode(&done.attempt)?;
-        let (response_json, error_json) = match &done.next {
-            Next::Final {
-                response, error, ..
-            } => (
-                response.as_ref().map(json_encode).transpose()?,
-                error.as_ref().map(json_encode).transpose()?,
-            ),
-            Next::Retry { response, .. } => (response.as_ref().map(json_encode).transpose()?, None),
-        };
+        let (attempt_json, response_json, error_json) = encode_outcome(&done)?;
         let id = id_bytes(done.id.0);
         let token = done.lease_token as i64;
         let now = done.now_ms as i64;

@@ -1,37 +1,14 @@
 //! Row encoding: ids as 16-byte big-endian blobs (so byte order is time order), JSON for
 //! nested values, and the mapping from SQLite errors to the store's error kinds.
 
-use ezt_core::tier::Tier;
-use ezt_core::{ApiKeyId, JobId, JobState, TenantId};
+use ezt_core::{ApiKeyId, JobId, TenantId};
 use ezt_store::{ApiKeyRecord, Error, JobRecord, Result, Tenant};
 use rusqlite::{ErrorCode, Row};
 
-pub(crate) fn id_blob(v: u128) -> [u8; 16] {
-    v.to_be_bytes()
-}
-
-pub(crate) fn blob_id(b: &[u8]) -> u128 {
-    let mut a = [0u8; 16];
-    let n = b.len().min(16);
-    a[16 - n..].copy_from_slice(&b[..n]);
-    u128::from_be_bytes(a)
-}
-
-pub(crate) fn json_encode<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Other(format!("encode: {e}")))
-}
-
-pub(crate) fn json_decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| Error::Other(format!("corrupt row: {e}")))
-}
-
-pub(crate) fn parse_state(s: &str) -> Result<JobState> {
-    JobState::parse(s).ok_or_else(|| Error::Other(format!("corrupt row: state {s:?}")))
-}
-
-pub(crate) fn parse_tier(s: &str) -> Tier {
-    Tier::parse(s).unwrap_or(Tier::Free)
-}
+pub(crate) use ezt_store::codec::{
+    bytes_id as blob_id, encode_outcome, id_bytes as id_blob, json_decode, json_encode,
+    parse_state, parse_tier,
+};
 
 /// Disk full, I/O failure, locked or read-only database: the store is unavailable, not broken.
 pub(crate) fn map_err(e: rusqlite::Error) -> Error {

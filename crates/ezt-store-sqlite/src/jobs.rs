@@ -136,16 +136,7 @@ impl JobStore for SqliteStore {
 
     async fn complete_attempt(&self, done: AttemptDone) -> Result<Option<Vec<PendingDelivery>>> {
         // Encoded here, off the writer thread (see insert_jobs).
-        let attempt_json = json_encode(&done.attempt)?;
-        let (response_json, error_json) = match &done.next {
-            Next::Final {
-                response, error, ..
-            } => (
-                response.as_ref().map(json_encode).transpose()?,
-                error.as_ref().map(json_encode).transpose()?,
-            ),
-            Next::Retry { response, .. } => (response.as_ref().map(json_encode).transpose()?, None),
-        };
+        let (attempt_json, response_json, error_json) = encode_outcome(&done)?;
         self.write(move |c| {
             let id = id_blob(done.id.0);
             let now = done.now_ms as i64;

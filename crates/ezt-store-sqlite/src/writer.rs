@@ -72,7 +72,7 @@ impl Writer {
             };
             Box::new(move |commit_err: Option<&Error>| {
                 let out = match (commit_err, res) {
-                    (Some(e), _) => Err(clone_err(e)),
+                    (Some(e), _) => Err(e.clone()),
                     (None, r) => r,
                 };
                 let _ = tx.send(out);
@@ -84,17 +84,6 @@ impl Writer {
         rx.await.map_err(|_| Error::Unavailable {
             message: "writer stopped".into(),
         })?
-    }
-}
-
-fn clone_err(e: &Error) -> Error {
-    match e {
-        Error::NotFound => Error::NotFound,
-        Error::Conflict(m) => Error::Conflict(m.clone()),
-        Error::Unavailable { message } => Error::Unavailable {
-            message: message.clone(),
-        },
-        Error::Other(m) => Error::Other(m.clone()),
     }
 }
 

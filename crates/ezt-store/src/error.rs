@@ -2,7 +2,8 @@ use thiserror::Error;
 
 /// Storage failures. Denials (duplicate, not found for a tenant) are values in the records,
 /// not errors; these are for the exceptional.
-#[derive(Debug, Error)]
+/// `Clone`, so one failed group commit answers every caller in it.
+#[derive(Debug, Clone, Error)]
 pub enum Error {
     /// The object does not exist.
     #[error("not found")]

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod cluster;
+pub mod codec;
 mod deliveries;
 mod error;
 mod jobs;

@@ -9,20 +9,16 @@ use rusqlite::params;
 use crate::codec::*;
 use crate::SqliteStore;
 
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[async_trait]
 impl ClusterStore for SqliteStore {
     async fn join(&self, node: &NodeInfo, ttl_ms: u64) -> Result<u64> {
-        self.solo.join(node, ttl_ms, wall_ms())
+        self.solo.join(node, ttl_ms, SoloCluster::wall_ms())
     }
 
     async fn heartbeat(&self, id: &NodeId, epoch: u64, ttl_ms: u64) -> Result<bool> {
-        Ok(self.solo.heartbeat(id, epoch, ttl_ms, wall_ms()))
+        Ok(self
+            .solo
+            .heartbeat(id, epoch, ttl_ms, SoloCluster::wall_ms()))
     }
 
     async fn drain(&self, id: &NodeId, epoch: u64) -> Result<()> {
@@ -31,12 +27,12 @@ impl ClusterStore for SqliteStore {
     }
 
     async fn leave(&self, id: &NodeId, epoch: u64) -> Result<()> {
-        self.solo.leave(id, epoch, wall_ms());
+        self.solo.leave(id, epoch, SoloCluster::wall_ms());
         Ok(())
     }
 
     async fn nodes(&self) -> Result<Vec<NodeRecord>> {
-        Ok(self.solo.nodes(wall_ms()))
+        Ok(self.solo.nodes(SoloCluster::wall_ms()))
     }
 
     async fn claim_lane(
@@ -49,7 +45,7 @@ impl ClusterStore for SqliteStore {
         let state = self.lane_state(lane).await?;
         Ok(self
             .solo
-            .claim_lane(id, epoch, lane, take, state, wall_ms()))
+            .claim_lane(id, epoch, lane, take, state, SoloCluster::wall_ms()))
     }
 
     async fn release_lanes(&self, id: &NodeId, epoch: u64, lanes: &[String]) -> Result<()> {
@@ -58,7 +54,7 @@ impl ClusterStore for SqliteStore {
     }
 
     async fn lane_owners(&self, lanes: &[String]) -> Result<Vec<LaneOwner>> {
-        Ok(self.solo.lane_owners(lanes, wall_ms()))
+        Ok(self.solo.lane_owners(lanes, SoloCluster::wall_ms()))
     }
 
     async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>> {
@@ -79,7 +75,7 @@ impl ClusterStore for SqliteStore {
                 Ok(rows.into_iter().map(|l| format!("{prefix}{l}")).collect())
             })
             .await?;
-        let now = wall_ms();
+        let now = SoloCluster::wall_ms();
         Ok(lanes
             .into_iter()
             .filter(|l| !self.solo.owned(l, now))
@@ -143,7 +139,7 @@ impl ClusterStore for SqliteStore {
                 Ok(rows)
             })
             .await?;
-        let now = wall_ms();
+        let now = SoloCluster::wall_ms();
         Ok(holders
             .into_iter()
             .filter(|h| !self.solo.is_live(h, now))

@@ -180,6 +180,14 @@ struct Solo {
 }
 
 impl SoloCluster {
+    /// The clock of a one-member cluster: the process's wall clock stands in for a database
+    /// clock (one member, one clock), for the embedded backends that use this type.
+    pub fn wall_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Solo> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -6,21 +6,16 @@ use ezt_core::JobState;
 use super::MemoryStore;
 use crate::*;
 
-/// The process's wall clock, standing in for a database clock (one member, one clock).
-pub(crate) fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[async_trait]
 impl ClusterStore for MemoryStore {
     async fn join(&self, node: &NodeInfo, ttl_ms: u64) -> Result<u64> {
-        self.solo.join(node, ttl_ms, wall_ms())
+        self.solo.join(node, ttl_ms, SoloCluster::wall_ms())
     }
 
     async fn heartbeat(&self, id: &NodeId, epoch: u64, ttl_ms: u64) -> Result<bool> {
-        Ok(self.solo.heartbeat(id, epoch, ttl_ms, wall_ms()))
+        Ok(self
+            .solo
+            .heartbeat(id, epoch, ttl_ms, SoloCluster::wall_ms()))
     }
 
     async fn drain(&self, id: &NodeId, epoch: u64) -> Result<()> {
@@ -29,12 +24,12 @@ impl ClusterStore for MemoryStore {
     }
 
     async fn leave(&self, id: &NodeId, epoch: u64) -> Result<()> {
-        self.solo.leave(id, epoch, wall_ms());
+        self.solo.leave(id, epoch, SoloCluster::wall_ms());
         Ok(())
     }
 
     async fn nodes(&self) -> Result<Vec<NodeRecord>> {
-        Ok(self.solo.nodes(wall_ms()))
+        Ok(self.solo.nodes(SoloCluster::wall_ms()))
     }
 
     async fn claim_lane(
@@ -47,7 +42,7 @@ impl ClusterStore for MemoryStore {
         let state = self.lock().lane_states.get(lane).cloned();
         Ok(self
             .solo
-            .claim_lane(id, epoch, lane, take, state, wall_ms()))
+            .claim_lane(id, epoch, lane, take, state, SoloCluster::wall_ms()))
     }
 
     async fn release_lanes(&self, id: &NodeId, epoch: u64, lanes: &[String]) -> Result<()> {
@@ -56,11 +51,11 @@ impl ClusterStore for MemoryStore {
     }
 
     async fn lane_owners(&self, lanes: &[String]) -> Result<Vec<LaneOwner>> {
-        Ok(self.solo.lane_owners(lanes, wall_ms()))
+        Ok(self.solo.lane_owners(lanes, SoloCluster::wall_ms()))
     }
 
     async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>> {
-        let now = wall_ms();
+        let now = SoloCluster::wall_ms();
         let g = self.lock();
         let mut out: Vec<String> = g
             .jobs
@@ -104,7 +99,7 @@ impl ClusterStore for MemoryStore {
     }
 
     async fn dead_holders(&self) -> Result<Vec<NodeId>> {
-        let now = wall_ms();
+        let now = SoloCluster::wall_ms();
         let g = self.lock();
         let mut out: Vec<NodeId> = g
             .leases

@@ -87,7 +87,7 @@ impl JobStore for MemoryStore {
         if let Some(f) = &lease.fence {
             if !self
                 .solo
-                .fence_holds(&lease.holder, f, super::cluster::wall_ms())
+                .fence_holds(&lease.holder, f, crate::SoloCluster::wall_ms())
             {
                 return Ok(None);
             }

@@ -95,3 +95,75 @@ pub async fn database_url() -> String {
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-csearch_path%3D{schema}")
 }
+
+/// A PostgreSQL server of one test's own, for tests that stop, crash or restart it (the shared
+/// server of [`database_url`] must stay up). Started by `scripts/pg.sh start` in a temp dir;
+/// stopped and removed when dropped. A restart keeps the port, so the URL stays valid.
+pub struct OwnServer {
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl OwnServer {
+    /// Starts one (initdb + start, a few seconds).
+    pub fn start() -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ezt-pg-own-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let url = pg_sh("start", &dir);
+        assert!(url.starts_with("postgres://"), "{url}");
+        Self { dir, url }
+    }
+
+    /// Its URL (the `postgres` database).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// `pg_ctl stop` (clean shutdown).
+    pub fn stop(&self) {
+        pg_sh("stop", &self.dir);
+    }
+
+    /// `pg_ctl stop -m immediate`: no shutdown checkpoint, crash recovery at the next start.
+    pub fn crash(&self) {
+        pg_sh("crash", &self.dir);
+    }
+
+    /// Starts it again, on the same port.
+    pub fn restart(&self) {
+        let url = pg_sh("start", &self.dir);
+        assert_eq!(url, self.url, "a restart keeps the URL");
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `scripts/pg.sh CMD DIR`, failing the test with its message; answers what it printed.
+fn pg_sh(cmd: &str, dir: &std::path::Path) -> String {
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg.sh"))
+        .arg(cmd)
+        .arg(dir)
+        .output()
+        .expect("run scripts/pg.sh");
+    assert!(
+        out.status.success(),
+        "pg.sh {cmd} {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -207,52 +207,18 @@ async fn leases_run_on_database_time() {
     assert_eq!(row.get::<_, &str>(2), "skewed");
 }
 
-/// A server of this test's own, started and stopped with scripts/pg.sh (stopped and removed
-/// when dropped).
-struct OwnServer(std::path::PathBuf);
-
-impl OwnServer {
-    fn start() -> (Self, String) {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!("ezt-pg-own-{}-{nanos}", std::process::id()));
-        let s = Self(dir);
-        let url = s.pg("start");
-        (s, url)
-    }
-
-    fn pg(&self, cmd: &str) -> String {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg.sh");
-        let out = std::process::Command::new("bash")
-            .args([script, cmd])
-            .arg(&self.0)
-            .output()
-            .expect("run pg.sh");
-        assert!(out.status.success(), "pg.sh {cmd}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.pg("stop");
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The database restarts under a running store: while it is down every call is `Unavailable`
 /// (nothing half-done, nothing hangs), and once it is back the same store works again on its
 /// own, with everything committed before still there.
 #[tokio::test]
 async fn the_store_carries_on_after_a_database_restart() {
-    let (server, url) = OwnServer::start();
+    let server = testing::OwnServer::start();
+    let url = server.url().to_string();
     let s = PgStore::connect(&url).await.unwrap();
     let before = new_job(1, 1, "before", 100);
     s.insert_jobs(vec![before.clone()], WINDOW).await.unwrap();
 
-    server.pg("stop");
+    server.stop();
     let err = s.ping().await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     let err = s
@@ -261,7 +227,7 @@ async fn the_store_carries_on_after_a_database_restart() {
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
 
-    assert_eq!(server.pg("start"), url, "a restart keeps the URL");
+    server.restart();
     // Pooled connections from before the restart fail once each and are replaced: poll the
     // probe (no event exists for "reconnected") with a deadline.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -186,48 +186,21 @@ async fn serve_and_cli_share_a_postgres_database_and_state_survives_a_restart() 
     assert_eq!(s, 200);
 }
 
-/// A PostgreSQL of this test's own (scripts/pg.sh), stopped and removed when dropped.
-struct OwnPostgres(std::path::PathBuf);
-
-impl OwnPostgres {
-    fn pg(&self, cmd: &str) -> String {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg.sh");
-        let out = Command::new("bash")
-            .args([script, cmd])
-            .arg(&self.0)
-            .output()
-            .expect("run pg.sh");
-        assert!(out.status.success(), "pg.sh {cmd}: {out:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        self.pg("stop");
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The database goes away under a running server: submissions are spooled on the node (202,
 /// fsynced; `fault_spool` has the fault cases), what needs the database (listing) answers 503,
 /// the server stays up, and once the database is back the spooled job and new ones run, without
 /// a restart.
 #[tokio::test]
 async fn a_database_restart_spools_admissions_then_the_server_carries_on() {
-    let pg = OwnPostgres(std::env::temp_dir().join(format!(
-        "ezt-pg-e2e-{}-{}",
-        std::process::id(),
-        in_days(0)
-    )));
-    let url = pg.pg("start");
+    let pg = ezt_store_postgres::testing::OwnServer::start();
+    let url = pg.url().to_string();
     let target = Target::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::spawn_env(tmp.path(), "", None, &[("EZTHROTTLE_DATABASE_URL", &url)]);
     let first = server.submit(json!({"url": target.url("up")})).await;
     server.wait_final(&first, 20).await;
 
-    pg.pg("stop");
+    pg.stop();
     let (s, b) = server
         .post("/api/v1/jobs", json!({"url": target.url("down")}))
         .await;
@@ -237,7 +210,7 @@ async fn a_database_restart_spools_admissions_then_the_server_carries_on() {
     assert_eq!(s, 503, "{b}");
     assert_eq!(b["error"]["code"], "unavailable", "{b}");
 
-    assert_eq!(pg.pg("start"), url);
+    pg.restart();
     let back = server.submit(json!({"url": target.url("back")})).await;
     for id in [&down, &back] {
         // The pool replaces its broken connections as they are used: a read may still find

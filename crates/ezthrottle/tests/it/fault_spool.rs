@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -46,55 +45,6 @@ fn node(dir: &Path, url: &str, key: Option<String>, max_jobs: u64) -> TestServer
 async fn verify_key(s: &TestServer) {
     let (st, b) = s.get("/api/v1/jobs?limit=1").await;
     assert_eq!(st, 200, "{b}");
-}
-
-/// A PostgreSQL of this test's own (it is crashed and restarted), via scripts/pg.sh.
-struct OwnPg {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-fn pg_sh(cmd: &str, dir: &Path) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(cmd)
-        .arg(dir)
-        .output()
-        .expect("run pg.sh");
-    assert!(
-        out.status.success(),
-        "pg.sh {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-impl OwnPg {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = pg_sh("start", dir.path());
-        assert!(url.starts_with("postgres://"), "{url}");
-        Self { dir, url }
-    }
-    /// `pg_ctl stop -m immediate`: no shutdown checkpoint, crash recovery at the next start.
-    fn crash(&self) {
-        pg_sh("crash", self.dir.path());
-    }
-    fn restart(&self) {
-        let url = pg_sh("start", self.dir.path());
-        assert_eq!(url, self.url, "the restarted server kept its port");
-    }
-}
-
-impl Drop for OwnPg {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
-    }
 }
 
 async fn submit(s: &TestServer, body: Value) -> (u16, Value, Option<String>, Duration) {
@@ -240,11 +190,11 @@ async fn blackholed_database_admissions_go_to_the_spool_within_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case5_postgres_crash_and_restart_loses_nothing_acknowledged() {
-    let pg = OwnPg::start();
+    let pg = ezt_store_postgres::testing::OwnServer::start();
     let target = Target::start().await;
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = node(da.path(), &pg.url, None, 10_000);
-    let b = node(db.path(), &pg.url, Some(a.key.clone()), 10_000);
+    let a = node(da.path(), pg.url(), None, 10_000);
+    let b = node(db.path(), pg.url(), Some(a.key.clone()), 10_000);
     let nodes = [&a, &b];
     verify_key(&b).await;
 

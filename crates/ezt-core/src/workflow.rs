@@ -438,7 +438,14 @@ impl Run {
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            return self.fail_step(wf, i, job, response, Some(e));
+                            return self.finish_step(
+                                wf,
+                                i,
+                                job,
+                                response,
+                                Some(e),
+                                StepStatus::Failed,
+                            );
                         }
                     }
                 }
@@ -447,32 +454,24 @@ impl Run {
                 p.status = response.as_ref().map(|r| r.status);
             }
         }
-        self.state.finished += 1;
-        let seq = self.state.finished;
-        let st = &mut self.state.steps[i];
-        st.response = response;
-        st.error = error;
-        st.finished_seq = seq;
-        st.status = match state {
+        let status = match state {
             JobState::Succeeded => StepStatus::Succeeded,
             JobState::Cancelled => StepStatus::Cancelled,
             _ => StepStatus::Failed,
         };
-        if st.status != StepStatus::Succeeded {
-            self.step_failed(wf, i, Some(job), &mut out);
-        }
-        self.release(wf, Some(job), &mut out);
-        out
+        self.finish_step(wf, i, job, response, error, status)
     }
 
-    /// Ends step `i` failed with `error` (a page it cannot follow) and releases what follows.
-    fn fail_step(
+    /// Ends step `i` with `status` (recording its answer or error and its place in the finish
+    /// order), runs what a failure implies, and releases what follows.
+    fn finish_step(
         &mut self,
         wf: WorkflowId,
         i: usize,
         job: JobId,
         response: Option<StepResponse>,
         error: Option<String>,
+        status: StepStatus,
     ) -> Vec<Release> {
         let mut out = Vec::new();
         self.state.finished += 1;
@@ -481,8 +480,10 @@ impl Run {
         st.response = response;
         st.error = error;
         st.finished_seq = seq;
-        st.status = StepStatus::Failed;
-        self.step_failed(wf, i, Some(job), &mut out);
+        st.status = status;
+        if status != StepStatus::Succeeded {
+            self.step_failed(wf, i, Some(job), &mut out);
+        }
         self.release(wf, Some(job), &mut out);
         out
     }

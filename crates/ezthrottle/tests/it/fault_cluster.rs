@@ -12,6 +12,7 @@ use serde_json::json as counts;
 
 use crate::fault_common::{full, record, skip_privileged};
 use crate::support::cluster::*;
+use crate::support::faultproxy::{FaultProxy, Mode};
 
 const IPS: [&str; 6] = [
     "127.0.0.2",
@@ -44,6 +45,13 @@ impl Cluster {
     /// `env[i]`: extra `KEY=VALUE` environment of node i (libfaketime's).
     async fn start_wrapped(n: usize, config: &str, wrap: &[Vec<String>]) -> Self {
         let url = ezt_store_postgres::testing::database_url().await;
+        Self::start_on(&url, n, config, wrap, &[])
+    }
+
+    /// Nodes on database `url`; node i reaches it through `via[i]` when given (a fault
+    /// proxy's URL), so one node's link to the database can fail alone.
+    fn start_on(url: &str, n: usize, config: &str, wrap: &[Vec<String>], via: &[String]) -> Self {
+        let url = url.to_string();
         let root = tempfile::tempdir().unwrap();
         let mut nodes: Vec<Node> = Vec::new();
         for (i, ip) in IPS.iter().enumerate().take(n) {
@@ -56,7 +64,7 @@ impl Cluster {
                 root.path(),
                 &format!("n{}", i + 2),
                 ip,
-                &url,
+                via.get(i).unwrap_or(&url),
                 config,
                 key,
                 &w,
@@ -656,4 +664,121 @@ async fn membership_churn_keeps_every_lane_bounded_and_served() {
         worst_gap <= Duration::from_secs(10),
         "a lane went unserved for {worst_gap:?}"
     );
+}
+
+/// The number after `field=` in a log line.
+fn log_number(line: &str, field: &str) -> Option<u64> {
+    line.split(&format!("{field}="))
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Case 4: the owner loses PostgreSQL but still reaches the target (each node talks to the
+/// database through its own fault proxy; the owner's is blackholed: silence, no error). It
+/// stops sending before the adopter starts, and the adopter counts the calls it left running
+/// at the target: with 8 s calls and 5 in flight at the partition, an adopter that ignored
+/// them would run 10 at once while they finish. After the heal the old owner rejoins under a
+/// new epoch; nothing acknowledged is lost and the bounds hold throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_owner_stops_before_the_adopter_starts() {
+    const CALL_MS: u32 = 8000;
+    let config = "[lanes.default]\nrate = 10.0\nburst = 1\nmax_in_flight = 5\n[executor]\nattempt_timeout_ms = 9000\n";
+    let url = ezt_store_postgres::testing::database_url().await;
+    let proxies = [
+        FaultProxy::for_database(&url).await,
+        FaultProxy::for_database(&url).await,
+    ];
+    let via: Vec<String> = proxies.iter().map(|p| p.url_for(&url)).collect();
+    let target = LogTarget::start(10).await;
+    let c = Cluster::start_on(&url, 2, config, &[], &via);
+    let warm = c.submit(0, &target.url(), "warm").await;
+    c.nodes[0].server.wait_final(&warm, 20).await;
+    let owner = owner_of(&c, &[0, 1]);
+    let other = 1 - owner;
+    let (owner_ip, other_ip): (std::net::IpAddr, std::net::IpAddr) = (
+        c.nodes[owner].ip.parse().unwrap(),
+        c.nodes[other].ip.parse().unwrap(),
+    );
+
+    // Five long calls in flight from the owner, more work waiting.
+    target.set_delay(CALL_MS);
+    let mut bodies = vec!["warm".to_string()];
+    for k in 0..15 {
+        let body = format!("p{k}");
+        c.submit(other, &target.url(), &body).await;
+        bodies.push(body);
+    }
+    let running = target.wait_calls(1 + 5, Duration::from_secs(10)).await;
+    assert_eq!(running.len(), 6, "the owner never had 5 calls in flight");
+    proxies[owner].set(Mode::Blackhole);
+    let parted = Instant::now();
+    let in_flight = target.calls().iter().filter(|c| c.end.is_none()).count();
+
+    // The adopter claims the lane, counting the owner's running calls.
+    logged(&c, other, "lane claimed", parted, Duration::from_secs(15)).await;
+    let adopted = parted.elapsed();
+    let line = c.nodes[other]
+        .server
+        .logs()
+        .lines()
+        .find(|l| l.contains("lane claimed"))
+        .unwrap()
+        .to_string();
+    let foreign = log_number(&line, "foreign_in_flight").expect("foreign_in_flight logged");
+    assert!(
+        foreign as usize >= in_flight,
+        "the adopter counts {foreign} of the {in_flight} calls the owner left running: {line}"
+    );
+    target.set_delay(50);
+    let first_new = target
+        .wait_call_from(other_ip, parted, Duration::from_secs(30))
+        .await
+        .expect("the adopter never sent");
+    proxies[owner].set(Mode::Forward);
+    let healed = Instant::now();
+    for k in 0..10 {
+        let body = format!("h{k}");
+        c.submit(k % 2, &target.url(), &body).await;
+        bodies.push(body);
+    }
+    let calls = all_arrive(&target, &bodies, Duration::from_secs(60)).await;
+    let (w, conc) = report("case 4", &calls);
+    let last_old = calls
+        .iter()
+        .filter(|c| c.from == owner_ip && c.start < healed)
+        .map(|c| c.start)
+        .max()
+        .unwrap();
+    record(
+        "cluster_case4_partition",
+        counts!({"in_flight_at_partition": in_flight, "adopter_counted": foreign,
+            "adoption_ms": adopted.as_millis() as u64,
+            "first_adopter_send_ms": first_new.duration_since(parted).as_millis() as u64,
+            "max_1s_window": w, "max_concurrent": conc, "duplicated": duplicated(&calls).len()}),
+    );
+    assert!(
+        last_old < first_new && last_old <= parted,
+        "the partitioned owner sent {:?} after the partition, the adopter began {:?} after it",
+        last_old.saturating_duration_since(parted),
+        first_new.duration_since(parted)
+    );
+    assert!(
+        adopted <= Duration::from_secs(10),
+        "adoption took {adopted:?}"
+    );
+    assert!(w <= 11, "a 1 s window saw {w} calls");
+    assert!(
+        conc <= 5,
+        "{conc} calls ran at once (the adopter ignored the owner's calls?)"
+    );
+    let dups = duplicated(&calls);
+    assert!(
+        dups.len() <= UNRECORDED_AT_CRASH && dups.iter().all(|(_, n)| *n == 2),
+        "sent twice beyond what was in flight at the partition ({in_flight}): {dups:?}"
+    );
+    // The old owner found out and came back under a new epoch.
+    logged(&c, owner, "declared dead", healed, Duration::from_secs(20)).await;
 }

@@ -7,13 +7,12 @@
 //! full spool answers 503 with Retry-After.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::faultproxy::{FaultProxy, Mode};
+use crate::support::faultproxy::{database_addr as db_addr, FaultProxy, Mode};
 use crate::support::{Target, TestServer};
 
 /// Fast lanes and a short store deadline, so the tests spend their time on the faults.
@@ -22,13 +21,6 @@ fn config(max_jobs: u64) -> String {
         "[lanes.default]\nrate = 200.0\nburst = 20\nmax_in_flight = 20\n\
          [spool]\nmax_jobs = {max_jobs}\nstore_deadline_ms = 800\n"
     )
-}
-
-/// host:port of a postgres:// URL.
-fn db_addr(url: &str) -> SocketAddr {
-    let rest = url.split_once('@').expect("user@ in the URL").1;
-    let hostport = rest.split(['/', '?']).next().unwrap();
-    hostport.parse().expect("host:port")
 }
 
 fn node(dir: &Path, url: &str, key: Option<String>, max_jobs: u64) -> TestServer {

@@ -114,6 +114,11 @@ impl LogTarget {
         format!("http://{}/work", self.addr)
     }
 
+    /// Calls that start from now on take `ms` to answer (calls running keep theirs).
+    pub fn set_delay(&self, ms: u32) {
+        self.state.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// The next call gets 429 with `Retry-After: secs`.
     pub fn retry_after_once(&self, secs: u64) {
         *self.state.retry_after_once.lock().unwrap() = Some(secs);

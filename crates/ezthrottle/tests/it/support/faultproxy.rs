@@ -83,12 +83,24 @@ impl FaultProxy {
         self.shared.accepted.load(Ordering::Relaxed)
     }
 
+    /// A proxy in front of the database of `url` (a postgres:// URL with `user@host:port`).
+    pub async fn for_database(url: &str) -> Self {
+        Self::start(database_addr(url)).await
+    }
+
     /// `url` (a postgres:// URL naming the upstream's host:port) pointed at this proxy.
     pub fn url_for(&self, url: &str) -> String {
         let up = self.shared.upstream.to_string();
         assert!(url.contains(&up), "{url} does not name {up}");
         url.replacen(&up, &self.addr.to_string(), 1)
     }
+}
+
+/// host:port of a postgres:// URL.
+pub fn database_addr(url: &str) -> SocketAddr {
+    let rest = url.split_once('@').expect("user@ in the URL").1;
+    let hostport = rest.split(['/', '?']).next().unwrap();
+    hostport.parse().expect("host:port")
 }
 
 impl Drop for FaultProxy {

@@ -14,13 +14,17 @@ use crate::fault_common::{full, record, skip_privileged};
 use crate::support::cluster::*;
 use crate::support::faultproxy::{FaultProxy, Mode};
 
-const IPS: [&str; 6] = [
+const IPS: [&str; 10] = [
     "127.0.0.2",
     "127.0.0.3",
     "127.0.0.4",
     "127.0.0.5",
     "127.0.0.6",
     "127.0.0.7",
+    "127.0.0.8",
+    "127.0.0.9",
+    "127.0.0.10",
+    "127.0.0.11",
 ];
 
 /// One lane at 10/s, burst 1, at most 5 in flight; short attempt timeouts so a dead owner's
@@ -96,9 +100,15 @@ impl Cluster {
 
     /// Submits job `body` to node `i`; the job id.
     async fn submit(&self, i: usize, url: &str, body: &str) -> String {
+        let key = self.nodes[i].server.key.clone();
+        self.submit_as(i, &key, url, body).await
+    }
+
+    /// Submits job `body` to node `i` with API key `key`; the job id.
+    async fn submit_as(&self, i: usize, key: &str, url: &str, body: &str) -> String {
         let s = &self.nodes[i].server;
         let (st, b) = s
-            .post("/api/v1/jobs", json!({"url": url, "body": body}))
+            .post_as(key, "/api/v1/jobs", json!({"url": url, "body": body}))
             .await;
         assert_eq!(st, 202, "node {i}: {b}");
         b["job_id"].as_str().unwrap().to_string()
@@ -598,13 +608,18 @@ async fn admission_on_a_non_owner_reaches_the_owner_at_once() {
     );
 }
 
-/// Case 9 (reduced): membership churn under load. Four lanes (one target each) loaded from
-/// every live node while nodes leave (SIGTERM), die (SIGKILL) and join every few seconds: per
-/// lane, no 1 s window above 11 and never more than 5 at once, nothing acknowledged lost, and no
-/// lane without a sender for more than 10 s while it had work. (Tenant fairness under churn is
-/// not measured here.)
-#[tokio::test]
-async fn membership_churn_keeps_every_lane_bounded_and_served() {
+/// Case 9: membership churn under load. Four lanes (one target each) shared by two tenants:
+/// each tenant queues a backlog on every lane (the first tenant's whole backlog before the
+/// second's), then both keep submitting at the same pace, from every live node, while nodes
+/// leave (SIGTERM), die (SIGKILL) and join every few seconds. Per lane: no 1 s window above 11
+/// and never more than 5 at once; nothing acknowledged lost; no lane without a sender for more
+/// than 10 s; the two tenants served fairly while both wait (Jain ≥ 0.99 — first come, first
+/// served would give the first tenant everything first); lane and node epochs, read from the
+/// database all along, never go back, and a lane changes owner only with a new epoch; each
+/// lane's senders change at most twice per membership change (two owners at once would
+/// interleave).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_churn_keeps_every_lane_bounded_fair_and_served() {
     let targets = [
         LogTarget::start(300).await,
         LogTarget::start(300).await,
@@ -612,15 +627,35 @@ async fn membership_churn_keeps_every_lane_bounded_and_served() {
         LogTarget::start(300).await,
     ];
     let mut c = Cluster::start(3, CONFIG).await;
+    let other_key = second_tenant(&c);
+    let keys = [c.nodes[0].server.key.clone(), other_key];
     let mut alive: Vec<usize> = vec![0, 1, 2];
-    let mut bodies: Vec<Vec<String>> = vec![Vec::new(); targets.len()];
-    let mut tick = tokio::time::interval(Duration::from_millis(25));
-    let steps = if full() { 1600 } else { 640 }; // 16 s (40 s) at 40 submissions/s
+    // bodies[lane][tenant]
+    let mut bodies: Vec<[Vec<String>; 2]> = vec![Default::default(); targets.len()];
+    let backlog = if full() { 60 } else { 25 };
+    let mut n = 0usize;
+    for (tenant, key) in keys.iter().enumerate() {
+        for k in 0..backlog {
+            for (lane, t) in targets.iter().enumerate() {
+                let body = format!("t{tenant}-l{lane}-b{k}");
+                c.submit_as(alive[n % alive.len()], key, &t.url(), &body)
+                    .await;
+                n += 1;
+                bodies[lane][tenant].push(body);
+            }
+        }
+    }
+    let history = EpochHistory::watch(&c.url);
+    // Then 16 submissions a second (2 per tenant per lane, under the lanes' 10/s: the backlog
+    // drains while the nodes churn), one membership change every 3 s.
+    let mut tick = tokio::time::interval(Duration::from_millis(62));
+    let steps = if full() { 640 } else { 256 }; // 40 s (16 s)
+    let mut changes = 0usize;
     for k in 0..steps {
         tick.tick().await;
-        // Churn: every 4 s one change, in turn: SIGTERM, join, SIGKILL, join.
-        if k > 0 && k % 160 == 0 {
-            match (k / 160) % 4 {
+        if k > 0 && k % 48 == 0 {
+            changes += 1;
+            match (k / 48) % 4 {
                 1 => {
                     let i = alive.remove(0);
                     signal(&c.nodes[i], "-TERM");
@@ -635,35 +670,193 @@ async fn membership_churn_keeps_every_lane_bounded_and_served() {
                 }
             }
         }
-        let lane = k % targets.len();
-        let body = format!("l{lane}-{k}");
+        let (lane, tenant) = ((k / 2) % targets.len(), k % 2);
+        let body = format!("t{tenant}-l{lane}-s{k}");
         let on = alive[k % alive.len()];
-        c.submit(on, &targets[lane].url(), &body).await;
-        bodies[lane].push(body);
+        c.submit_as(on, &keys[tenant], &targets[lane].url(), &body)
+            .await;
+        bodies[lane][tenant].push(body);
     }
     let mut worst_gap = Duration::ZERO;
+    let mut worst_jain = 1.0f64;
+    let mut most_switches = 0usize;
     for (lane, t) in targets.iter().enumerate() {
-        let calls = all_arrive(t, &bodies[lane], Duration::from_secs(60)).await;
+        let all: Vec<String> = bodies[lane].concat();
+        let calls = all_arrive(t, &all, Duration::from_secs(90)).await;
         let (w, conc) = report(&format!("case 9 lane {lane}"), &calls);
         assert!(w <= 11, "lane {lane}: a 1 s window saw {w} calls");
         assert!(conc <= 5, "lane {lane}: {conc} calls ran at once");
-        let mut starts: Vec<Instant> = calls.iter().map(|c| c.start).collect();
-        starts.sort();
-        let gap = starts
+        let mut ordered = calls.clone();
+        ordered.sort_by_key(|c| c.start);
+        let gap = ordered
             .windows(2)
-            .map(|p| p[1].duration_since(p[0]))
+            .map(|p| p[1].start.duration_since(p[0].start))
             .max()
             .unwrap_or_default();
         worst_gap = worst_gap.max(gap);
+        let switches = ordered
+            .windows(2)
+            .filter(|p| p[0].from != p[1].from)
+            .count();
+        most_switches = most_switches.max(switches);
+        assert!(
+            switches <= 2 * changes,
+            "lane {lane}: its sender changed {switches} times over {changes} membership changes"
+        );
+        let j = jain_while_both_wait(&ordered, [bodies[lane][0].len(), bodies[lane][1].len()]);
+        worst_jain = worst_jain.min(j);
     }
+    let epochs = history.stop().await;
     record(
         "cluster_case9_churn",
-        counts!({"nodes_started": c.nodes.len(), "worst_gap_ms": worst_gap.as_millis() as u64}),
+        counts!({"nodes_started": c.nodes.len(), "membership_changes": changes,
+            "worst_gap_ms": worst_gap.as_millis() as u64, "worst_jain": worst_jain,
+            "most_sender_switches": most_switches, "epoch_polls": epochs.polls,
+            "lane_owner_changes": epochs.owner_changes}),
     );
     assert!(
         worst_gap <= Duration::from_secs(10),
         "a lane went unserved for {worst_gap:?}"
     );
+    assert!(
+        worst_jain >= 0.99,
+        "tenants served unfairly: Jain {worst_jain:.4}"
+    );
+    assert!(
+        epochs.polls > 10,
+        "the epochs were read {} times",
+        epochs.polls
+    );
+    assert!(
+        epochs.owner_changes >= 1,
+        "no lane changed owner: churn tested nothing"
+    );
+}
+
+/// A second tenant with a key, made by the CLI on the cluster's database.
+fn second_tenant(c: &Cluster) -> String {
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::BIN)
+            .args(args)
+            .args(["--database-url", &c.url, "--data-dir"])
+            .arg(c._root.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&["tenants", "create", "beta"]);
+    let made: serde_json::Value =
+        serde_json::from_str(&cli(&["keys", "create", "--tenant", "beta", "--json"])).unwrap();
+    made["key"].as_str().unwrap().to_string()
+}
+
+/// Jain's index of the two tenants' calls (distinct jobs, by start) up to the moment the first
+/// of them has had all of its `totals` served: the span in which both had work waiting.
+fn jain_while_both_wait(ordered: &[Call], totals: [usize; 2]) -> f64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut got = [0usize; 2];
+    for c in ordered {
+        if !seen.insert(c.body.as_str()) {
+            continue;
+        }
+        got[usize::from(c.body.starts_with("t1-"))] += 1;
+        if got[0] == totals[0] || got[1] == totals[1] {
+            break;
+        }
+    }
+    let (a, b) = (got[0] as f64, got[1] as f64);
+    (a + b).powi(2) / (2.0 * (a * a + b * b))
+}
+
+/// What the database said about lane and node epochs, read every 100 ms during a test.
+struct EpochHistory {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<EpochSummary>,
+}
+
+struct EpochSummary {
+    polls: usize,
+    owner_changes: usize,
+}
+
+impl EpochHistory {
+    /// Polls `url` until stopped, asserting at every read: no lane epoch and no node epoch
+    /// goes back, and a lane changes owner only with a larger epoch.
+    fn watch(url: &str) -> Self {
+        use ezt_store::prelude::*;
+        let store = ezt_store_postgres::PgStore::connect_without_migrating(url).unwrap();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut lanes: std::collections::HashMap<String, (Option<String>, u64)> =
+                Default::default();
+            let mut nodes: std::collections::HashMap<String, u64> = Default::default();
+            let mut sum = EpochSummary {
+                polls: 0,
+                owner_changes: 0,
+            };
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return sum,
+                    _ = tick.tick() => {}
+                }
+                let Ok(members) = store.nodes().await else {
+                    continue;
+                };
+                let mut names: Vec<String> = Vec::new();
+                for m in &members {
+                    let before = nodes.insert(m.id.clone(), m.epoch).unwrap_or(0);
+                    assert!(
+                        m.epoch >= before,
+                        "node {} went from epoch {before} to {}",
+                        m.id,
+                        m.epoch
+                    );
+                    if let Ok(l) = store
+                        .owned_lanes(&ezt_store::NodeId::new(m.id.as_str()), m.epoch)
+                        .await
+                    {
+                        names.extend(l);
+                    }
+                }
+                names.extend(lanes.keys().cloned());
+                names.sort();
+                names.dedup();
+                let Ok(owners) = store.lane_owners(&names).await else {
+                    continue;
+                };
+                for o in owners {
+                    let now = (o.owner_node.clone(), o.lane_epoch);
+                    if let Some((owner, epoch)) = lanes.get(&o.lane) {
+                        assert!(
+                            o.lane_epoch >= *epoch,
+                            "lane {} went from epoch {epoch} to {}",
+                            o.lane,
+                            o.lane_epoch
+                        );
+                        if o.owner_node.is_some() && o.owner_node != *owner {
+                            assert!(
+                                o.lane_epoch > *epoch,
+                                "lane {} moved from {owner:?} to {:?} under the same epoch {epoch}",
+                                o.lane,
+                                o.owner_node
+                            );
+                            sum.owner_changes += 1;
+                        }
+                    }
+                    lanes.insert(o.lane, now);
+                }
+                sum.polls += 1;
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> EpochSummary {
+        let _ = self.stop.send(());
+        self.task.await.expect("an epoch went back")
+    }
 }
 
 /// The number after `field=` in a log line.

@@ -55,12 +55,20 @@ pub async fn create_key(
 }
 
 /// On an empty store, creates the `default` tenant and one key, returned so the caller can show
-/// it once. `None` when tenants already exist.
+/// it once. `None` when tenants already exist — also when another node of a cluster, started at
+/// the same moment on the same empty database, created `default` first (that node shows the
+/// key; this one starts normally instead of failing on the name conflict).
 pub async fn bootstrap(store: &dyn Store, clock: &dyn Clock) -> ezt_store::Result<Option<String>> {
     if !store.list_tenants().await?.is_empty() {
         return Ok(None);
     }
-    let t = create_tenant(store, clock, "default", Tier::Paid).await?;
+    let t = match create_tenant(store, clock, "default", Tier::Paid).await {
+        Ok(t) => t,
+        Err(ezt_store::Error::Conflict(_)) if !store.list_tenants().await?.is_empty() => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
     Ok(Some(create_key(store, clock, t.id).await?.0))
 }
 

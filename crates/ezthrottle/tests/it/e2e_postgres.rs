@@ -269,3 +269,50 @@ fn a_bad_database_url_is_a_clear_error() {
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     assert!(!err.contains("pw@"), "the password is not printed: {err}");
 }
+
+/// Six nodes started at the same moment on one empty database (three times) all come up: one creates the
+/// `default` tenant and shows its key, the others find it made (no name conflict at start).
+#[tokio::test]
+async fn nodes_started_together_on_an_empty_database_all_come_up() {
+    use std::io::BufRead;
+    for round in 0..3 {
+        let url = ezt_store_postgres::testing::database_url().await;
+        let dirs: Vec<tempfile::TempDir> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut children: Vec<std::process::Child> = dirs
+            .iter()
+            .map(|d| {
+                Command::new(BIN)
+                    .args(crate::support::serve_args(d.path(), ""))
+                    .env("EZTHROTTLE_DATABASE_URL", &url)
+                    .stderr(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut keys_shown = 0;
+        for (i, c) in children.iter_mut().enumerate() {
+            let err = std::io::BufReader::new(c.stderr.take().unwrap());
+            let mut log = String::new();
+            let mut up = false;
+            for line in err.lines().map_while(Result::ok) {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("listening on http://") {
+                    up = true;
+                    break;
+                }
+            }
+            assert!(up, "round {round}: node {i} did not come up:\n{log}");
+            keys_shown += usize::from(log.contains("first start: created tenant"));
+        }
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(
+            keys_shown <= 1,
+            "round {round}: {keys_shown} nodes showed a first key"
+        );
+    }
+}

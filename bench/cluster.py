@@ -35,6 +35,7 @@ All traffic stays on loopback. The machine is shared: the load average is record
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -60,7 +61,7 @@ NODE_PORT = 18680
 CALL_NS = 350_000_000  # the slow target answers after 350 ms
 IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 ADMIN = "bench-operator-token-0123456789"
-SECRET = "YmVuY2gtY2x1c3Rlci1zZWNyZXQta2V5LTAxMjM0NTY3ODk="
+SECRET = base64.b64encode(os.urandom(32)).decode()  # the same on every node of a run
 PAYLOAD = "x" * 280
 
 
@@ -101,8 +102,9 @@ def post_job(base: str, key: str, spec: dict) -> int:
 class Nodes:
     """n EZThrottle nodes on 127.0.0.2.. sharing database `db`."""
 
-    def __init__(self, ctx: "Ctx", db: str, n: int):
+    def __init__(self, ctx: "Ctx", db: str, n: int, config: Path | None = None):
         self.ctx, self.db, self.n = ctx, db, n
+        self.config = config or ctx.config
         ctx.pg.recreate_db(db)
         self.url = f"postgres://postgres@127.0.0.1:{PG_PORT}/{db}"
         self.env = dict(os.environ, EZTHROTTLE_DATABASE_URL=self.url, EZTHROTTLE_SECRET_KEY=SECRET,
@@ -111,29 +113,46 @@ class Nodes:
                        stderr=subprocess.DEVNULL)
         self.procs: list[subprocess.Popen | None] = []
         self.bases = [f"http://{ip}:{NODE_PORT}" for ip in IPS[:n]]
-        for i in range(n):
-            ip = IPS[i]
-            data = ctx.work / f"{db}-n{i + 2}"
-            shutil.rmtree(data, ignore_errors=True)
-            data.mkdir(parents=True)
-            self.procs.append(subprocess.Popen(
-                [ctx.bin, "serve", "--listen", f"{ip}:{NODE_PORT}", "--data-dir", str(data),
-                 "--config", str(ctx.config), "--node-id", f"n{i + 2}", "--region", "r1",
-                 "--advertise-url", f"http://{ip}:{NODE_PORT}", "--outbound-source-ip", ip,
-                 "--allow-cidr", "127.0.0.1/32"],
-                env=self.env, stdout=subprocess.DEVNULL, stderr=open(data / "server.log", "w")))
-        for b in self.bases:
-            deadline = time.time() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(b + "/readyz", timeout=1).read()
-                    break
-                except OSError:
-                    if time.time() > deadline:
-                        raise RuntimeError(f"node {b} not ready")
-                    time.sleep(0.05)
-        self.key = subprocess.check_output([ctx.bin, "keys", "create", "--tenant", "default"], env=self.env,
-                                           text=True, stderr=subprocess.DEVNULL).strip().splitlines()[0]
+        try:
+            for i in range(n):
+                self._start(i)
+                if i == 0:
+                    # The first node bootstraps the database (default tenant): started alone, since
+                    # nodes racing on an empty database can fail with `conflict: tenant "default"
+                    # exists` (seen with 2254dab).
+                    self._ready(0)
+            for i in range(1, n):
+                self._ready(i)
+            self.key = subprocess.check_output([ctx.bin, "keys", "create", "--tenant", "default"], env=self.env,
+                                               text=True, stderr=subprocess.DEVNULL).strip().splitlines()[0]
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, i: int) -> None:
+        ip, data = IPS[i], self.ctx.work / f"{self.db}-n{i + 2}"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        self.procs.append(subprocess.Popen(
+            [self.ctx.bin, "serve", "--listen", f"{ip}:{NODE_PORT}", "--data-dir", str(data),
+             "--config", str(self.config), "--node-id", f"n{i + 2}", "--region", "r1",
+             "--advertise-url", f"http://{ip}:{NODE_PORT}", "--outbound-source-ip", ip,
+             "--allow-cidr", "127.0.0.1/32"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=open(data / "server.log", "w")))
+
+    def _ready(self, i: int) -> None:
+        b = self.bases[i]
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(b + "/readyz", timeout=1).read()
+                return
+            except OSError:
+                p = self.procs[i]
+                if time.time() > deadline or (p is not None and p.poll() is not None):
+                    logf = self.ctx.work / f"{self.db}-n{i + 2}" / "server.log"
+                    raise RuntimeError(f"node {b} not ready: {logf.read_text()[-600:]}")
+                time.sleep(0.05)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p is not None and p.poll() is None]
@@ -241,11 +260,18 @@ class Ctx:
             "[lanes.default]\nrate = 2.0\nburst = 1\nmax_in_flight = 2\n"
             f'[lanes.hosts."127.0.0.1:{T_FAST}"]\nrate = 1000000.0\nburst = 1000\nmax_in_flight = {args.drain_inflight}\n'
             f'[lanes.hosts."127.0.0.1:{T_PICK}"]\nrate = 1000000.0\nburst = 1000\nmax_in_flight = 1000\n'
-            f'[lanes.hosts."127.0.0.1:{T_SLOW}"]\nrate = 10.0\nburst = 1\nmax_in_flight = 5\n'
-            "[executor]\nattempt_timeout_ms = 3000\n")
+            f'[lanes.hosts."127.0.0.1:{T_SLOW}"]\nrate = 10.0\nburst = 1\nmax_in_flight = 5\n')
+        # Phase 4 only: short attempts, so a dead owner's calls stop counting as in flight soon
+        # (attempt lease = timeout + 2 s), as in the fault tests.
+        self.config_limits = work / "cluster-limits.toml"
+        self.config_limits.write_text(self.config.read_text() + "[executor]\nattempt_timeout_ms = 3000\n")
 
     def run_json(self, cmd: list[str], env: dict | None = None, cwd: str | None = None) -> dict:
-        return sides.run_json(cmd, env=env, cwd=cwd)
+        """The command's JSON, with the client process's CPU seconds as `client_cpu_s`."""
+        v, cpu, _ = sides.run_json(cmd, env=env, cwd=cwd)
+        if isinstance(v, dict):
+            v["client_cpu_s"] = cpu
+        return v
 
 
 def pg_cpu(ctx: Ctx) -> float:
@@ -379,6 +405,35 @@ def phase_pickup(ctx: Ctx, res: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 # 3. drain
 
+def wait_distinct(t: Target, n: int, timeout: float, idle: float = 60) -> list[tuple[int, int, int, str]]:
+    """Until n distinct keys arrived (or no new arrival for `idle` s); the arrival log."""
+    deadline, last, last_t = time.time() + timeout, -1, time.time()
+    while True:
+        c = t.count()
+        if c >= n:
+            arr = t.dump()
+            if len({a[3] for a in arr}) >= n:
+                return arr
+        if c != last:
+            last, last_t = c, time.time()
+        elif time.time() - last_t > idle or time.time() > deadline:
+            return t.dump()
+        time.sleep(0.2)
+
+
+def drained(arr: list[tuple[int, int, int, str]], t0: int) -> dict:
+    """Drain numbers: the end is when the last job first arrived; repeats counted apart."""
+    first: dict[str, int] = {}
+    for a in arr:
+        if a[3] not in first or a[0] < first[a[3]]:
+            first[a[3]] = a[0]
+    end = max(first.values()) if first else t0
+    secs = (end - t0) / 1e9
+    return {"arrivals": len(arr), "distinct": len(first), "repeated_arrivals": len(arr) - len(first),
+            "secs": r(secs), "secs_first_to_last": r((end - min(first.values())) / 1e9) if first else None,
+            "jobs_per_s": round(len(first) / secs) if secs > 0 else None}
+
+
 def phase_drain(ctx: Ctx, res: dict, fast: Target) -> None:
     n, lanes = ctx.args.drain_n, ctx.args.drain_lanes
     log(f"3: drain {n} jobs over {lanes} lanes, 3 nodes")
@@ -404,19 +459,15 @@ def phase_drain(ctx: Ctx, res: dict, fast: Target) -> None:
         while time.clock_gettime_ns(time.CLOCK_MONOTONIC) < at_mono - 200_000_000:
             time.sleep(0.05)
         c0, p0 = nodes.cpu(), pg_cpu(ctx)
-        got = fast.wait_count(n, timeout=600, idle=60)
+        arr = wait_distinct(fast, n, timeout=900)
         c1, p1 = nodes.cpu(), pg_cpu(ctx)
-        arr = fast.dump(reset=True)
-        last = max(a[0] for a in arr) if arr else at_mono
-        first = min(a[0] for a in arr) if arr else at_mono
-        secs = (last - at_mono) / 1e9
-        keys = [a[3] for a in arr]
-        out["ezt"] = {"arrived": got, "unique": len(set(keys)), "secs_from_retry_at": r(secs),
-                      "secs_first_to_last": r((last - first) / 1e9), "jobs_per_s": round(n / secs) if secs > 0 else None,
-                      "max_in_flight_at_target": max((a[2] for a in arr), default=0),
-                      "cpu_s_per_1k": {"nodes": r((c1 - c0) * 1000 / max(1, got), 4),
-                                       "postgres": r((p1 - p0) * 1000 / max(1, got), 4)},
-                      "load1": load1()}
+        fast.dump(reset=True)
+        d = drained(arr, at_mono)
+        d["cpu_s_per_1k"] = {"nodes": r((c1 - c0) * 1000 / max(1, d["distinct"]), 4),
+                             "postgres": r((p1 - p0) * 1000 / max(1, d["distinct"]), 4)}
+        d["secs_from_retry_at"] = d.pop("secs")
+        d["load1"] = load1()
+        out["ezt"] = d
     finally:
         nodes.stop()
     ctx.pg.psql("DROP DATABASE IF EXISTS drain WITH (FORCE)")
@@ -431,7 +482,7 @@ def phase_drain(ctx: Ctx, res: dict, fast: Target) -> None:
     t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     workers = [subprocess.Popen([ctx.river, "work", "-queues", "calls", "-concurrency", "100", "-pool", "40"],
                                 env=renv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(3)]
-    got = fast.wait_count(n, timeout=900, idle=60)
+    arr = wait_distinct(fast, n, timeout=900)
     p1 = pg_cpu(ctx)
     wcpu = 0.0
     for w in workers:
@@ -441,13 +492,13 @@ def phase_drain(ctx: Ctx, res: dict, fast: Target) -> None:
             wcpu += ru.ru_utime + ru.ru_stime
         except ChildProcessError:
             pass
-    arr = fast.dump(reset=True)
-    last = max(a[0] for a in arr) if arr else t0
-    secs = (last - t0) / 1e9
-    out["river"] = {"arrived": got, "unique": len({a[3] for a in arr}), "secs_from_start": r(secs),
-                    "jobs_per_s": round(n / secs) if secs > 0 else None,
-                    "cpu_s_per_1k": {"workers": r(wcpu * 1000 / max(1, got), 4), "postgres": r((p1 - p0) * 1000 / max(1, got), 4)},
-                    "load1": load1()}
+    fast.dump(reset=True)
+    d = drained(arr, t0)
+    d["cpu_s_per_1k"] = {"workers": r(wcpu * 1000 / max(1, d["distinct"]), 4),
+                         "postgres": r((p1 - p0) * 1000 / max(1, d["distinct"]), 4)}
+    d["secs_from_start"] = d.pop("secs")
+    d["load1"] = load1()
+    out["river"] = d
     ctx.pg.psql("DROP DATABASE IF EXISTS river WITH (FORCE)")
     e, rv = out["ezt"].get("jobs_per_s"), out["river"].get("jobs_per_s")
     out["ratio_ezt_vs_river_jobs_per_s"] = r(e / rv, 2) if e and rv else None
@@ -529,7 +580,7 @@ def phase_limits(ctx: Ctx, res: dict, slow: Target) -> None:
                  "submit_rate": 12, "case1": [], "case2": []}
     for t in range(trials):
         log(f"4: case 1 trial {t + 1}/{trials} ({secs} s)")
-        nodes = Nodes(ctx, f"acc{t}", 3)
+        nodes = Nodes(ctx, f"acc{t}", 3, ctx.config_limits)
         try:
             slow.dump(reset=True)
             sub = Submitter(nodes, url, f"a{t}", 12, limit=int(12 * secs))
@@ -544,7 +595,7 @@ def phase_limits(ctx: Ctx, res: dict, slow: Target) -> None:
         ctx.pg.psql(f"DROP DATABASE IF EXISTS acc{t} WITH (FORCE)")
     for t in range(trials):
         log(f"4: case 2 trial {t + 1}/{trials} (SIGKILL of the owner)")
-        nodes = Nodes(ctx, f"kill{t}", 3)
+        nodes = Nodes(ctx, f"kill{t}", 3, ctx.config_limits)
         try:
             slow.dump(reset=True)
             sub = Submitter(nodes, url, f"k{t}", 12)
@@ -647,6 +698,8 @@ def table(res: dict) -> str:
         e, rv = d["ezt"], d["river"]
         rows.append(f"| **3. drain {fmt(d['n'])} over {fmt(d['lanes'])} lanes, 3 nodes**: s / jobs/s | {fmt(e['secs_from_retry_at'])} / {fmt(e['jobs_per_s'])} | "
                     f"River 3×100: {fmt(rv['secs_from_start'])} / {fmt(rv['jobs_per_s'])} | {fmt(d['ratio_ezt_vs_river_jobs_per_s'])}× River |")
+        rows.append(f"| drain: distinct jobs arrived / repeated arrivals | {fmt(e['distinct'])} / {fmt(e['repeated_arrivals'])} | "
+                    f"River {fmt(rv['distinct'])} / {fmt(rv['repeated_arrivals'])} | |")
         rows.append(f"| CPU-s per 1k: nodes / PostgreSQL | {fmt(e['cpu_s_per_1k']['nodes'])} / {fmt(e['cpu_s_per_1k']['postgres'])} | "
                     f"River workers {fmt(rv['cpu_s_per_1k']['workers'])} / PG {fmt(rv['cpu_s_per_1k']['postgres'])} | |")
     lim = res.get("limits")

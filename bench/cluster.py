@@ -108,7 +108,8 @@ class Nodes:
         ctx.pg.recreate_db(db)
         self.url = f"postgres://postgres@127.0.0.1:{PG_PORT}/{db}"
         self.env = dict(os.environ, EZTHROTTLE_DATABASE_URL=self.url, EZTHROTTLE_SECRET_KEY=SECRET,
-                        EZTHROTTLE_ADMIN_TOKEN=ADMIN, EZTHROTTLE_LOG="warn", NO_COLOR="1")
+                        EZTHROTTLE_ADMIN_TOKEN=ADMIN, NO_COLOR="1",
+                        EZTHROTTLE_LOG=os.environ.get("EZT_BENCH_LOG", "warn"))
         subprocess.run([ctx.bin, "migrate"], env=self.env, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         self.procs: list[subprocess.Popen | None] = []

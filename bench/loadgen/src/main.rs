@@ -270,12 +270,19 @@ async fn run_admit(
 ) -> Result<Value> {
     let client = http_client(c);
     let next = Arc::new(AtomicU64::new(0));
-    let url = format!("{server}/api/v1/jobs");
+    // `server` may list several nodes (comma-separated): connection w goes to node w mod count.
+    let urls: Vec<String> = server.split(',').map(|s| format!("{s}/api/v1/jobs")).collect();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..c {
-        let (client, next, url, key, target_url, prefix) =
-            (client.clone(), next.clone(), url.clone(), key.to_string(), target_url.to_string(), prefix.to_string());
+    for w in 0..c {
+        let (client, next, url, key, target_url, prefix) = (
+            client.clone(),
+            next.clone(),
+            urls[w % urls.len()].clone(),
+            key.to_string(),
+            target_url.to_string(),
+            prefix.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lats = Vec::new();
             let mut statuses: HashMap<u16, u64> = HashMap::new();
@@ -916,7 +923,8 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
     },
-    /// N single-job submissions over C keep-alive connections.
+    /// N single-job submissions over C keep-alive connections (--server may list several
+    /// comma-separated base URLs: connection i goes to server i mod count).
     Admit {
         #[arg(long)]
         server: String,

@@ -253,9 +253,7 @@ impl ClusterStore for PgStore {
         .await
         .map_err(pg_err)?;
         for l in lanes {
-            let _ = c
-                .execute("SELECT pg_notify($1, $2)", &[&LANE_CHANNEL, l])
-                .await;
+            self.notifier.tell(l);
         }
         Ok(())
     }
@@ -366,10 +364,7 @@ impl ClusterStore for PgStore {
     }
 
     async fn notify_lane(&self, lane: &str) -> Result<()> {
-        let c = self.client().await?;
-        c.execute("SELECT pg_notify($1, $2)", &[&LANE_CHANNEL, &lane])
-            .await
-            .map_err(pg_err)?;
+        self.notifier.tell(lane);
         Ok(())
     }
 

@@ -49,6 +49,7 @@ mod deliveries;
 mod jobs;
 mod lanes;
 mod maintenance;
+mod notify;
 mod recovery;
 mod schema;
 mod secrets;
@@ -85,6 +86,8 @@ pub struct PgStore {
     /// Lane notifications, once something listens (`ClusterStore::lane_event`).
     lane_events:
         std::sync::Arc<tokio::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>>,
+    /// Lane notifications, coalesced per lane.
+    notifier: notify::LaneNotifier,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -155,11 +158,13 @@ impl PgStore {
             .build()
             .map_err(|e| Error::Other(format!("connection pool: {e}")))?;
         let admit = admission::Admitter::start(pool.clone());
+        let notifier = notify::LaneNotifier::start(pool.clone());
         Ok(Self {
             pool,
             admit,
             pg,
             lane_events: Default::default(),
+            notifier,
         })
     }
 

@@ -132,7 +132,7 @@ impl std::fmt::Debug for Handoff {
 impl Handoff {
     /// Builds both clients from the configuration.
     pub fn new(
-        cfg: &crate::Config,
+        cfg: &crate::config::Config,
         node: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, reqwest::Error> {

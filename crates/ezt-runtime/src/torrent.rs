@@ -125,7 +125,7 @@ enum Plan {
 pub struct Torrent {
     handoff: Arc<Handoff>,
     store: Arc<dyn Store>,
-    cfg: Arc<crate::Config>,
+    cfg: Arc<crate::config::Config>,
     ssrf: SsrfPolicy,
     resolver: SsrfResolver,
     clock: Arc<dyn Clock>,
@@ -154,7 +154,7 @@ impl Torrent {
     pub fn new(
         handoff: Arc<Handoff>,
         store: Arc<dyn Store>,
-        cfg: Arc<crate::Config>,
+        cfg: Arc<crate::config::Config>,
         clock: Arc<dyn Clock>,
         node: String,
     ) -> Self {

@@ -29,7 +29,11 @@ pub fn router() -> Router<AppState> {
 pub struct TorrentIn {
     /// The target: an http or https URL, at most 8,192 bytes; checked against the SSRF rules
     /// here and again at connect time by each region's node.
-    #[schema(max_length = 8192, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$", example = "https://api.example.com/quote")]
+    #[schema(
+        max_length = 8192,
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9_-]{1,63}\.)*[A-Za-z_][A-Za-z0-9_-]{0,62}\.?|((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9]))(:[1-9][0-9]{0,3})?(/[!$&'()*+,;=:@%._~/A-Za-z0-9-]*)?$",
+        example = "https://api.example.com/quote"
+    )]
     url: String,
     /// HTTP method (default GET), any case.
     #[schema(
@@ -77,11 +81,9 @@ fn race_timeout() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::S
                 .minimum(Some(1))
                 .maximum(Some(ezt_runtime::torrent::MAX_TIMEOUT_MS)),
         )
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some("^([1-9][0-9]{0,4}ms|[1-9][0-9]{0,1}s|[12][0-9]{2}s|300s)$")),
-        )
+        .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some(
+            "^([1-9][0-9]{0,4}ms|[1-9][0-9]{0,1}s|[12][0-9]{2}s|300s)$",
+        )))
         .item(ObjectBuilder::new().schema_type(Type::Null))
         .examples([serde_json::json!("2s")])
         .build();

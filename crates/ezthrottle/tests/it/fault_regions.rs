@@ -708,3 +708,102 @@ async fn without_a_secret_the_internal_api_is_off() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// A region's node is SIGKILLed while its leg runs: that leg ends with a hand-off error at once
+/// and the race goes on with the others (the fast-enough region still wins).
+#[tokio::test]
+async fn a_region_killed_during_a_race_is_one_failed_leg() {
+    let target = RegionTarget::start().await;
+    let mut c = Regions::start([true, true, true]).await;
+    target.rule(IPS[0], 0, 500);
+    target.rule(IPS[1], 1_500, 200);
+    target.rule(IPS[2], 10_000, 200);
+    let node0 = c.nodes[0].server.url("/api/v1/torrent");
+    let key = c.nodes[0].server.key.clone();
+    let url = target.url();
+    let race = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let r = reqwest::Client::new()
+            .post(node0)
+            .bearer_auth(key)
+            .json(&json!({"url": url, "body": "kill-1", "regions": ["r1", "r2", "r3"]}))
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        (st, r.json::<Value>().await.unwrap(), t0.elapsed())
+    });
+    let from_r3: IpAddr = IPS[2].parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let notified = target.state.notify.notified();
+        if target.calls().iter().any(|c| c.from == from_r3) {
+            break;
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, notified).await.is_ok(),
+            "r3's leg never arrived"
+        );
+    }
+    let killed_at = Instant::now();
+    c.nodes[2].server.kill9();
+    let (st, v, took) = race.await.unwrap();
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["region"], "r2", "{v}");
+    assert_eq!(v["status_code"], 200);
+    assert_eq!(leg(&v, "r1")["outcome"], "lost");
+    assert_eq!(leg(&v, "r1")["status_code"], 500);
+    let r3 = leg(&v, "r3");
+    assert_eq!(r3["outcome"], "error", "{v}");
+    assert_eq!(r3["error"]["code"], "handoff", "{v}");
+    assert!(
+        r3["latency_ms"].as_f64().unwrap() < v["latency_ms"].as_f64().unwrap(),
+        "r3's leg failed before the win: {v}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The dead node's connection to the target closed with it.
+    let calls = target
+        .wait_ended("kill-1", 3, Duration::from_secs(10))
+        .await;
+    let dead = calls.iter().find(|c| c.from == from_r3).unwrap();
+    assert!(
+        !dead.answered && dead.end.unwrap() >= killed_at,
+        "{calls:?}"
+    );
+}
+
+/// One node on SQLite: TORRENT runs in its own region; any other region is unavailable.
+#[tokio::test]
+async fn torrent_on_a_single_node() {
+    let target = RegionTarget::start().await;
+    let s = TestServer::start();
+    let (st, v) = s
+        .post(
+            "/api/v1/torrent",
+            json!({"url": target.url(), "method": "DELETE", "timeout": 2000}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["region"].as_str(), v["status_code"].as_u64()),
+        (Some("local"), Some(200))
+    );
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(v["attempts"][0]["outcome"], "won");
+    let (st, v) = s
+        .post(
+            "/api/v1/torrent",
+            json!({"url": target.url(), "regions": ["local", "eu"]}),
+        )
+        .await;
+    assert_eq!(
+        (
+            st,
+            v["error"]["code"].as_str(),
+            v["error"]["field"].as_str()
+        ),
+        (422, Some("region_unavailable"), Some("regions[1]")),
+        "{v}"
+    );
+    assert_eq!(target.calls().len(), 1, "the refused race sent nothing");
+}

@@ -7,6 +7,7 @@ mod admin;
 pub mod auth;
 mod body;
 pub mod error;
+mod internal;
 mod listener;
 pub mod ops;
 pub mod state;
@@ -78,6 +79,8 @@ pub fn app(state: AppState) -> Router {
         .merge(v1::lanes::router())
         .merge(v1::webhook_secrets::router())
         .merge(v1::workflows::router())
+        .merge(v1::torrent::router())
+        .merge(internal::router())
         .merge(ops::router())
         .merge(admin::router())
         .fallback(|| async { error::ApiError::not_found("route") })

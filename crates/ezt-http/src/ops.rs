@@ -163,6 +163,7 @@ for the other final states. Limits shown are the defaults (`config.default.toml`
         (name = "webhook-secrets", description = "The tenant's webhook signing secrets"),
         (name = "lanes", description = "The caller's lanes: limits in force, where they came from, pins"),
         (name = "workflows", description = "Static workflows: a DAG of steps, each a durable job"),
+        (name = "torrent", description = "A call raced from several regions, answered at once"),
         (name = "hosted-sdk", description = "The hosted SDKs' envelope"),
         (name = "operations", description = "Health, readiness, metrics"),
     ),
@@ -194,6 +195,7 @@ for the other final states. Limits shown are the defaults (`config.default.toml`
         crate::v1::lanes::list,
         crate::v1::lanes::pin,
         crate::v1::envelope::proxy,
+        crate::v1::torrent::torrent,
     ),
     modifiers(&BearerAuth)
 )]

@@ -3,5 +3,6 @@
 pub mod envelope;
 pub mod jobs;
 pub mod lanes;
+pub mod torrent;
 pub mod webhook_secrets;
 pub mod workflows;

@@ -18,6 +18,8 @@ pub mod dispatch;
 pub mod events;
 pub mod fence;
 pub mod followups;
+pub mod handoff;
+pub mod internal_auth;
 pub mod jobs;
 pub mod lanes;
 pub mod membership;
@@ -29,6 +31,7 @@ pub mod spool;
 mod store_retry;
 #[cfg(test)]
 mod tests;
+pub mod torrent;
 pub mod ttl_cache;
 pub mod webhook_secrets;
 
@@ -74,6 +77,10 @@ pub struct Runtime {
     pub node: Arc<fence::NodeFence>,
     /// Cluster mode: this node's membership (None on one node).
     pub membership: Option<Arc<membership::Membership>>,
+    /// Calls made for other nodes, and hand-offs to them (the internal API).
+    pub handoff: Arc<handoff::Handoff>,
+    /// TORRENT: a call raced from several regions.
+    pub torrent: Arc<torrent::Torrent>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -323,6 +330,18 @@ async fn start_inner(
         signing_keys,
         clock.clone(),
     ));
+    let handoff = Arc::new(handoff::Handoff::new(
+        &cfg,
+        node_id.as_str(),
+        clock.clone(),
+    )?);
+    let torrent = Arc::new(torrent::Torrent::new(
+        handoff.clone(),
+        store.clone(),
+        cfg.clone(),
+        clock.clone(),
+        node_id.to_string(),
+    ));
     let rt = Runtime {
         cfg,
         store,
@@ -336,6 +355,8 @@ async fn start_inner(
         tasks,
         node,
         membership,
+        handoff,
+        torrent,
     };
     Ok((rt, sched_task))
 }

@@ -30,5 +30,6 @@ mod fault_common;
 mod fault_disk;
 mod fault_hostile;
 mod fault_kill;
+mod fault_regions;
 mod fault_sigterm;
 mod fault_spool;

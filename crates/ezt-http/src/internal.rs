@@ -1,0 +1,52 @@
+//! The internal API (`/internal/v1/…`): node-to-node calls of a cluster, authenticated by an
+//! HMAC of the cluster secret (`ezt_runtime::internal_auth`), served on the node's one listener
+//! at its advertise URL. A request without a valid, fresh, unreplayed signature is answered
+//! 401 in the API's one error shape before its body is parsed; a node without a cluster secret
+//! refuses every internal request.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use ezt_runtime::handoff::{AttemptSpec, ATTEMPTS_PATH};
+use ezt_runtime::internal_auth::HEADER;
+
+use crate::body::{parse_json, read_limited};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// The longest call a hand-off may ask for (as TORRENT's longest timeout).
+const MAX_ATTEMPT_MS: u64 = ezt_runtime::torrent::MAX_TIMEOUT_MS;
+
+/// Routes of the internal API.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route(ATTEMPTS_PATH, post(attempt))
+}
+
+fn refused() -> ApiError {
+    ApiError::new(
+        ErrorCode::Unauthorized,
+        "node-to-node calls need a valid X-EZT-Node-Auth signature made with the cluster secret",
+    )
+}
+
+/// `POST /internal/v1/attempts`: makes one call from this node (SSRF rules re-checked here, at
+/// connect time) and answers what came back. Dropping the request cancels the call.
+async fn attempt(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_limited(&st, body).await?;
+    let sig = headers.get(HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = st.rt.handoff.verify("POST", ATTEMPTS_PATH, &bytes, sig) {
+        tracing::warn!(reason = %e, "refused a node-to-node call");
+        return Err(refused());
+    }
+    let mut spec: AttemptSpec = parse_json(&bytes)?;
+    spec.timeout_ms = spec.timeout_ms.clamp(1, MAX_ATTEMPT_MS);
+    let answer = st.rt.handoff.execute(&spec).await;
+    Ok(Json(answer).into_response())
+}

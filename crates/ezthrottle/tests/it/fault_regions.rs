@@ -1,0 +1,809 @@
+//! Regions (issue 15), with real processes: three nodes of regions r1/r2/r3 on 127.0.0.2–4,
+//! one real PostgreSQL, each node sending from its own source address, and a target of ours
+//! that delays or fails by source address (so it tells the regions apart) and logs each call's
+//! start, end (the moment its connection closed, when the caller went away) and
+//! `Idempotency-Key`. Cases: TORRENT returns the first answer and cuts the slow legs; every
+//! region failing returns the last answer, never retried; denied addresses, unknown regions
+//! and unknown fields are refused; the executing node re-checks SSRF with its own rules;
+//! forged, stale and replayed node-to-node calls are refused.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::any;
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::fault_common::record;
+use crate::support::{TestServer, BIN};
+
+const SECRET: &str = "regions-test-secret-0123456789";
+const OPERATOR: &str = "operator-token-0123456789";
+const CONFIG: &str = "[admin]\ntoken = \"operator-token-0123456789\"\n";
+
+/// One call the target saw.
+#[derive(Debug, Clone)]
+struct Call {
+    from: IpAddr,
+    key: Option<String>,
+    body: String,
+    start: Instant,
+    /// When the answer was returned, or the handler dropped (the caller closed the connection).
+    end: Option<Instant>,
+    /// Whether the handler ran to its answer (false: cut by the caller).
+    answered: bool,
+}
+
+#[derive(Default)]
+struct TargetState {
+    calls: Mutex<Vec<Call>>,
+    /// Per source address: (delay ms, status).
+    rules: Mutex<HashMap<IpAddr, (u64, u16)>>,
+    notify: tokio::sync::Notify,
+}
+
+/// A target that answers by source address.
+#[derive(Clone)]
+struct RegionTarget {
+    addr: SocketAddr,
+    state: Arc<TargetState>,
+}
+
+struct EndGuard {
+    state: Arc<TargetState>,
+    index: usize,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        {
+            let mut calls = self.state.calls.lock().unwrap();
+            if calls[self.index].end.is_none() {
+                calls[self.index].end = Some(Instant::now());
+            }
+        }
+        self.state.notify.notify_waiters();
+    }
+}
+
+async fn handle(
+    State(st): State<Arc<TargetState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    let index = {
+        let mut calls = st.calls.lock().unwrap();
+        calls.push(Call {
+            from: peer.ip(),
+            key: headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body,
+            start: Instant::now(),
+            end: None,
+            answered: false,
+        });
+        calls.len() - 1
+    };
+    st.notify.notify_waiters();
+    let guard = EndGuard {
+        state: st.clone(),
+        index,
+    };
+    let (delay, status) = st
+        .rules
+        .lock()
+        .unwrap()
+        .get(&peer.ip())
+        .copied()
+        .unwrap_or((0, 200));
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    st.calls.lock().unwrap()[index].answered = true;
+    drop(guard);
+    (
+        StatusCode::from_u16(status).unwrap(),
+        format!("from {}", peer.ip()),
+    )
+}
+
+impl RegionTarget {
+    async fn start() -> Self {
+        let state = Arc::new(TargetState::default());
+        let app = Router::new()
+            .route("/{name}", any(handle))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap()
+        });
+        Self { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/work", self.addr)
+    }
+
+    /// Calls from `ip` answer `status` after `delay_ms`.
+    fn rule(&self, ip: &str, delay_ms: u64, status: u16) {
+        self.state
+            .rules
+            .lock()
+            .unwrap()
+            .insert(ip.parse().unwrap(), (delay_ms, status));
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// Waits (on call events) until every call of `body` has ended and there are `n` of them.
+    async fn wait_ended(&self, body: &str, n: usize, timeout: Duration) -> Vec<Call> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            let got: Vec<Call> = self
+                .calls()
+                .into_iter()
+                .filter(|c| c.body == body)
+                .collect();
+            if got.len() >= n && got.iter().all(|c| c.end.is_some()) {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return got;
+            }
+        }
+    }
+}
+
+struct Node {
+    server: TestServer,
+    ip: &'static str,
+    dir: std::path::PathBuf,
+}
+
+struct Regions {
+    nodes: Vec<Node>,
+    _root: tempfile::TempDir,
+}
+
+const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+
+/// A free port on `ip` (bound and released; the node binds it right after).
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_node(
+    root: &Path,
+    i: usize,
+    url: &str,
+    key: Option<String>,
+    allow_target: bool,
+    secret: Option<&str>,
+) -> Node {
+    let ip = IPS[i];
+    let name = format!("n{}", i + 2);
+    let dir = root.join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let port = free_port(ip);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", &format!("{ip}:{port}")]);
+    if allow_target {
+        cmd.args(["--allow-cidr", "127.0.0.1/32"]);
+    }
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--node-id", &name, "--region", &format!("r{}", i + 1)])
+        .args(["--outbound-source-ip", ip])
+        .args(["--advertise-url", &format!("http://{ip}:{port}")])
+        .env("EZTHROTTLE_DATABASE_URL", url)
+        .env("EZTHROTTLE_LOG", "info");
+    if let Some(s) = secret {
+        cmd.env("EZTHROTTLE_CLUSTER_SECRET", s);
+    }
+    Node {
+        server: TestServer::spawn_command(&dir, cmd, key),
+        ip,
+        dir,
+    }
+}
+
+impl Regions {
+    /// Three nodes, r1..r3; `allow[i]`: node i may call the target (127.0.0.1).
+    async fn start(allow: [bool; 3]) -> Self {
+        let url = ezt_store_postgres::testing::database_url().await;
+        let root = tempfile::tempdir().unwrap();
+        let mut nodes: Vec<Node> = Vec::new();
+        for (i, allowed) in allow.into_iter().enumerate() {
+            let key = nodes.first().map(|n| n.server.key.clone());
+            nodes.push(start_node(root.path(), i, &url, key, allowed, Some(SECRET)));
+        }
+        let r = Self { nodes, _root: root };
+        r.await_members(3).await;
+        r
+    }
+
+    /// Polls the members on node 0 until `n` are alive (membership has no event to await).
+    async fn await_members(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (st, v) = self.nodes[0]
+                .server
+                .get_as(OPERATOR, "/api/v1/cluster/nodes")
+                .await;
+            let alive = v["nodes"]
+                .as_array()
+                .map(|a| a.iter().filter(|n| n["alive"] == true).count())
+                .unwrap_or(0);
+            if st == 200 && alive >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{n} members never alive: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn torrent(&self, i: usize, body: Value) -> (u16, Value) {
+        self.nodes[i].server.post("/api/v1/torrent", body).await
+    }
+}
+
+fn leg<'a>(v: &'a Value, region: &str) -> &'a Value {
+    v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["region"] == region)
+        .unwrap_or_else(|| panic!("no leg of {region}: {v}"))
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::test]
+async fn torrent_returns_the_first_answer_and_cuts_the_slow_legs() {
+    let target = RegionTarget::start().await;
+    let c = Regions::start([true, true, true]).await;
+    // Race A, five times: r2 answers at once; r1 (the node taking the call, its local leg)
+    // and r3 (a hand-off) would answer only after 3 s. Race B, five times: r1's local leg
+    // wins and both hand-off legs are cut (the cancellation crosses the executing nodes).
+    let mut cut_a = Vec::new();
+    let mut cut_b = Vec::new();
+    let mut answered_ms = Vec::new();
+    for round in 0..10 {
+        let (fast, fast_region) = if round < 5 { (1, "r2") } else { (0, "r1") };
+        for (i, ip) in IPS.iter().enumerate() {
+            target.rule(ip, if i == fast { 20 } else { 3_000 }, 200);
+        }
+        let body = format!("race-{round}");
+        let key = format!("race-key-{round}");
+        let t0 = Instant::now();
+        let (st, v) = c
+            .torrent(
+                0,
+                json!({"url": target.url(), "method": "POST", "body": body, "regions": ["r1", "r2", "r3"], "idempotent_key": key}),
+            )
+            .await;
+        let took = t0.elapsed();
+        answered_ms.push(took.as_secs_f64() * 1000.0);
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["region"], fast_region, "the fast region won: {v}");
+        assert_eq!(v["status_code"], 200);
+        assert_eq!(v["body"], format!("from {}", IPS[fast]));
+        assert_eq!(v["idempotent_key"], key.as_str());
+        for r in ["r1", "r2", "r3"] {
+            let want = if r == fast_region { "won" } else { "cancelled" };
+            assert_eq!(leg(&v, r)["outcome"], want, "{v}");
+        }
+        assert!(took < Duration::from_secs(2), "answered in {took:?}");
+
+        // At the target: three calls, one per source address, each with the same key and
+        // body, all sent before the win; the two slow ones cut (connections closed) after it.
+        let calls = target.wait_ended(&body, 3, Duration::from_secs(10)).await;
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        let mut froms: Vec<IpAddr> = calls.iter().map(|c| c.from).collect();
+        froms.sort();
+        let want: Vec<IpAddr> = IPS.iter().map(|i| i.parse().unwrap()).collect();
+        assert_eq!(froms, want, "one leg from each region's address");
+        assert!(
+            calls.iter().all(|c| c.key.as_deref() == Some(key.as_str())),
+            "the same Idempotency-Key on every leg: {calls:?}"
+        );
+        let win = calls
+            .iter()
+            .find(|c| c.from.to_string() == IPS[fast])
+            .unwrap();
+        assert!(win.answered);
+        let win_end = win.end.unwrap();
+        assert!(
+            calls.iter().all(|c| c.start < win_end),
+            "every leg was sent at once, before the win"
+        );
+        for c in calls.iter().filter(|c| c.from.to_string() != IPS[fast]) {
+            assert!(!c.answered, "the slow leg from {} was not cut", c.from);
+            let ms = c
+                .end
+                .unwrap()
+                .saturating_duration_since(win_end)
+                .as_secs_f64()
+                * 1000.0;
+            assert!(
+                ms < 500.0,
+                "the leg from {} was closed {ms:.2} ms after the win",
+                c.from
+            );
+            if round < 5 {
+                cut_a.push(ms)
+            } else {
+                cut_b.push(ms)
+            }
+        }
+    }
+    for s in [&mut cut_a, &mut cut_b, &mut answered_ms] {
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    // The bound of issue 15 where the racer sees the win at once (its local leg won): the
+    // hand-off legs' connections at the target close within 5 ms (median of 10 legs; the
+    // worst is recorded: two shared cores make single samples noisy). When a hand-off wins,
+    // the win reaches the racer only after the executing node's answer crosses back, so
+    // that figure includes one node-to-node return trip.
+    assert!(
+        pct(&cut_b, 0.5) <= 5.0,
+        "hand-off legs closed a median {:.2} ms after the local win: {cut_b:?}",
+        pct(&cut_b, 0.5)
+    );
+
+    // Added latency: TORRENT (one region, the local leg) and a hand-off (one region, another
+    // node) against a direct call to the same target, side by side.
+    target.rule(IPS[0], 0, 200);
+    target.rule(IPS[1], 0, 200);
+    let direct = reqwest::Client::builder()
+        .local_address(Some(IPS[0].parse().unwrap()))
+        .build()
+        .unwrap();
+    let api = reqwest::Client::new();
+    let torrent_url = c.nodes[0].server.url("/api/v1/torrent");
+    let key = c.nodes[0].server.key.clone();
+    let n = 200;
+    let (mut d, mut local, mut remote) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let t = Instant::now();
+        let r = direct.get(target.url()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+        d.push(t.elapsed().as_secs_f64() * 1000.0);
+        for (regions, out) in [(["r1"], &mut local), (["r2"], &mut remote)] {
+            let t = Instant::now();
+            let r = api
+                .post(&torrent_url)
+                .bearer_auth(&key)
+                .json(&json!({"url": target.url(), "regions": regions, "idempotent_key": format!("lat-{i}-{}", regions[0])}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["status_code"], 200, "{v}");
+            out.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    for s in [&mut d, &mut local, &mut remote] {
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
+    record(
+        "regions_torrent",
+        json!({
+            "race_answered_p50_ms": pct(&answered_ms, 0.5),
+            "handoff_won_losers_closed_after_win_ms": {"p50": pct(&cut_a, 0.5), "max": cut_a.last()},
+            "local_won_losers_closed_after_win_ms": {"p50": pct(&cut_b, 0.5), "max": cut_b.last()},
+            "samples": n,
+            "direct_p50_ms": pct(&d, 0.5), "direct_p99_ms": pct(&d, 0.99),
+            "torrent_local_p50_ms": pct(&local, 0.5), "torrent_local_p99_ms": pct(&local, 0.99),
+            "torrent_handoff_p50_ms": pct(&remote, 0.5), "torrent_handoff_p99_ms": pct(&remote, 0.99),
+        }),
+    );
+}
+
+#[tokio::test]
+async fn torrent_with_every_region_failing_returns_the_last_answer_never_retried() {
+    let target = RegionTarget::start().await;
+    let c = Regions::start([true, true, true]).await;
+    target.rule(IPS[0], 0, 500);
+    target.rule(IPS[1], 100, 502);
+    target.rule(IPS[2], 400, 503);
+    let (st, v) = c
+        .torrent(
+            1,
+            json!({"url": target.url(), "method": "PUT", "body": "fail-1", "regions": ["r1", "r2", "r3"]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["region"], "r3", "the last answer: {v}");
+    assert_eq!(v["status_code"], 503);
+    for (r, code) in [("r1", 500), ("r2", 502), ("r3", 503)] {
+        assert_eq!(leg(&v, r)["outcome"], "lost", "{v}");
+        assert_eq!(leg(&v, r)["status_code"], code, "{v}");
+    }
+    let key = v["idempotent_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("torrent_"), "a key was made: {key}");
+    let calls = target
+        .wait_ended("fail-1", 3, Duration::from_secs(10))
+        .await;
+    assert_eq!(calls.len(), 3, "one call per region, no retries: {calls:?}");
+    assert!(calls.iter().all(|c| c.key.as_deref() == Some(key.as_str())));
+    // Another race on another node later sees only its own calls: nothing of the first was
+    // queued or retried meanwhile.
+    let (st, v2) = c
+        .torrent(
+            2,
+            json!({"url": target.url(), "body": "fail-2", "regions": ["r3"]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v2}");
+    assert_eq!(v2["status_code"], 503);
+    assert_eq!(
+        target.calls().iter().filter(|c| c.body == "fail-1").count(),
+        3,
+        "the failed race was never retried"
+    );
+}
+
+#[tokio::test]
+async fn torrent_refusals_and_node_to_node_authentication() {
+    let target = RegionTarget::start().await;
+    // r3's node does not allow the target's address: it refuses the call at connect time
+    // with its own rules, though r1 accepted it.
+    let c = Regions::start([true, true, false]).await;
+    let n0 = &c.nodes[0].server;
+
+    // Submission checks: SSRF, unknown region, unknown field, bad timeout, missing url.
+    let (st, v) = c
+        .torrent(0, json!({"url": "http://169.254.169.254/latest"}))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("ssrf_denied")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["field"], "url");
+    let (st, v) = c
+        .torrent(0, json!({"url": target.url(), "regions": ["r2", "mars"]}))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("region_unavailable")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["field"], "regions[1]");
+    let (st, v) = c
+        .torrent(0, json!({"url": target.url(), "retry_policy": {}}))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("unknown_field")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["field"], "retry_policy");
+    let (st, v) = c
+        .torrent(0, json!({"url": target.url(), "timeout": "10m"}))
+        .await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (400, Some("timeout")),
+        "{v}"
+    );
+    let (st, v) = c.torrent(0, json!({"regions": ["r1"]})).await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (400, Some("url")),
+        "{v}"
+    );
+    let r = reqwest::Client::new()
+        .post(n0.url("/api/v1/torrent"))
+        .json(&json!({"url": target.url()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "no API key");
+    assert!(
+        target.calls().is_empty(),
+        "nothing refused was sent: {:?}",
+        target.calls()
+    );
+
+    // Connect-time SSRF on the executing node: r3 refuses, r2 answers.
+    target.rule(IPS[1], 0, 200);
+    let (st, v) = c
+        .torrent(
+            0,
+            json!({"url": target.url(), "body": "ssrf-1", "regions": ["r3", "r2"]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["region"], "r2", "{v}");
+    let r3 = leg(&v, "r3");
+    assert!(
+        r3["outcome"] == "error" || r3["outcome"] == "cancelled",
+        "{v}"
+    );
+    let (st, v) = c
+        .torrent(
+            0,
+            json!({"url": target.url(), "body": "ssrf-2", "regions": ["r3"]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["error"]["code"], "ssrf_denied",
+        "r3's own rules refused: {v}"
+    );
+    assert!(v.get("status_code").is_none(), "{v}");
+    assert!(
+        target.calls().iter().all(|c| c.from.to_string() != IPS[2]),
+        "r3 never connected"
+    );
+
+    // Node-to-node calls: signed with the cluster secret, fresh, once.
+    let n1 = &c.nodes[1].server;
+    let path = "/internal/v1/attempts";
+    let spec = serde_json::to_vec(&json!({"url": target.url(), "method": "POST", "headers": [], "body": "internal-1", "idempotency_key": "k-internal", "timeout_ms": 5000})).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = ezt_runtime::internal_auth::NodeAuth::new(SECRET);
+    let forged = ezt_runtime::internal_auth::NodeAuth::new("not-the-cluster-secret-000");
+    let http = reqwest::Client::new();
+    let send = |h: Option<String>, body: Vec<u8>| {
+        let mut r = http
+            .post(n1.url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(h) = h {
+            r = r.header("x-ezt-node-auth", h);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (st, v) = send(None, spec.clone()).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
+    let (st, v) = send(Some(forged.sign("POST", path, &spec, now)), spec.clone()).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "forged: {v}"
+    );
+    let (st, _) = send(Some(good.sign("POST", path, &spec, now - 90)), spec.clone()).await;
+    assert_eq!(st, 401, "stale");
+    let signed = good.sign("POST", path, &spec, now);
+    let mut tampered = spec.clone();
+    let at = tampered.len() - 3;
+    tampered[at] = b'9';
+    let (st, _) = send(Some(signed.clone()), tampered).await;
+    assert_eq!(st, 401, "a changed body");
+    assert!(
+        target.calls().iter().all(|c| c.body != "internal-1"),
+        "nothing refused reached the target"
+    );
+    let (st, v) = send(Some(signed.clone()), spec.clone()).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["region"], "r2");
+    assert_eq!(v["response"]["status_code"], 200, "{v}");
+    let (st, v) = send(Some(signed), spec.clone()).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "replayed: {v}"
+    );
+    let calls: Vec<Call> = target
+        .calls()
+        .into_iter()
+        .filter(|c| c.body == "internal-1")
+        .collect();
+    assert_eq!(calls.len(), 1, "the replay was not sent");
+    assert_eq!(calls[0].key.as_deref(), Some("k-internal"));
+
+    // The secret is never written to a log.
+    for n in &c.nodes {
+        let logs = n.server.logs();
+        assert!(!logs.contains(SECRET), "{} logged the secret", n.ip);
+        let _ = &n.dir;
+    }
+    assert!(c.nodes[1]
+        .server
+        .logs()
+        .contains("refused a node-to-node call"));
+}
+
+/// A cluster node without a cluster secret serves no internal call and cannot race other
+/// regions (it says why); its own region still works.
+#[tokio::test]
+async fn without_a_secret_the_internal_api_is_off() {
+    let target = RegionTarget::start().await;
+    let url = ezt_store_postgres::testing::database_url().await;
+    let root = tempfile::tempdir().unwrap();
+    let a = start_node(root.path(), 0, &url, None, true, None);
+    let b = start_node(
+        root.path(),
+        1,
+        &url,
+        Some(a.server.key.clone()),
+        true,
+        Some(SECRET),
+    );
+    let c = Regions {
+        nodes: vec![a, b],
+        _root: root,
+    };
+    c.await_members(2).await;
+    let (st, v) = c
+        .torrent(0, json!({"url": target.url(), "regions": ["r2"]}))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("region_unavailable")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cluster_secret"),
+        "{v}"
+    );
+    let (st, v) = c
+        .torrent(0, json!({"url": target.url(), "regions": ["r1"]}))
+        .await;
+    assert_eq!((st, v["status_code"].as_u64()), (200, Some(200)), "{v}");
+    // Even a request signed with a secret is refused by the node that has none.
+    let spec = b"{}".to_vec();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let h = ezt_runtime::internal_auth::NodeAuth::new(SECRET).sign(
+        "POST",
+        "/internal/v1/attempts",
+        &spec,
+        now,
+    );
+    let r = reqwest::Client::new()
+        .post(c.nodes[0].server.url("/internal/v1/attempts"))
+        .header("x-ezt-node-auth", h)
+        .body(spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+/// A region's node is SIGKILLed while its leg runs: that leg ends with a hand-off error at once
+/// and the race goes on with the others (the fast-enough region still wins).
+#[tokio::test]
+async fn a_region_killed_during_a_race_is_one_failed_leg() {
+    let target = RegionTarget::start().await;
+    let mut c = Regions::start([true, true, true]).await;
+    target.rule(IPS[0], 0, 500);
+    target.rule(IPS[1], 1_500, 200);
+    target.rule(IPS[2], 10_000, 200);
+    let node0 = c.nodes[0].server.url("/api/v1/torrent");
+    let key = c.nodes[0].server.key.clone();
+    let url = target.url();
+    let race = tokio::spawn(async move {
+        let t0 = Instant::now();
+        let r = reqwest::Client::new()
+            .post(node0)
+            .bearer_auth(key)
+            .json(&json!({"url": url, "body": "kill-1", "regions": ["r1", "r2", "r3"]}))
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        (st, r.json::<Value>().await.unwrap(), t0.elapsed())
+    });
+    let from_r3: IpAddr = IPS[2].parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let notified = target.state.notify.notified();
+        if target.calls().iter().any(|c| c.from == from_r3) {
+            break;
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, notified).await.is_ok(),
+            "r3's leg never arrived"
+        );
+    }
+    let killed_at = Instant::now();
+    c.nodes[2].server.kill9();
+    let (st, v, took) = race.await.unwrap();
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["region"], "r2", "{v}");
+    assert_eq!(v["status_code"], 200);
+    assert_eq!(leg(&v, "r1")["outcome"], "lost");
+    assert_eq!(leg(&v, "r1")["status_code"], 500);
+    let r3 = leg(&v, "r3");
+    assert_eq!(r3["outcome"], "error", "{v}");
+    assert_eq!(r3["error"]["code"], "handoff", "{v}");
+    assert!(
+        r3["latency_ms"].as_f64().unwrap() < v["latency_ms"].as_f64().unwrap(),
+        "r3's leg failed before the win: {v}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The dead node's connection to the target closed with it.
+    let calls = target
+        .wait_ended("kill-1", 3, Duration::from_secs(10))
+        .await;
+    let dead = calls.iter().find(|c| c.from == from_r3).unwrap();
+    assert!(
+        !dead.answered && dead.end.unwrap() >= killed_at,
+        "{calls:?}"
+    );
+}
+
+/// One node on SQLite: TORRENT runs in its own region; any other region is unavailable.
+#[tokio::test]
+async fn torrent_on_a_single_node() {
+    let target = RegionTarget::start().await;
+    let s = TestServer::start();
+    let (st, v) = s
+        .post(
+            "/api/v1/torrent",
+            json!({"url": target.url(), "method": "DELETE", "timeout": 2000}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["region"].as_str(), v["status_code"].as_u64()),
+        (Some("local"), Some(200))
+    );
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(v["attempts"][0]["outcome"], "won");
+    let (st, v) = s
+        .post(
+            "/api/v1/torrent",
+            json!({"url": target.url(), "regions": ["local", "eu"]}),
+        )
+        .await;
+    assert_eq!(
+        (
+            st,
+            v["error"]["code"].as_str(),
+            v["error"]["field"].as_str()
+        ),
+        (422, Some("region_unavailable"), Some("regions[1]")),
+        "{v}"
+    );
+    assert_eq!(target.calls().len(), 1, "the refused race sent nothing");
+}

@@ -8,6 +8,7 @@
 
 pub mod aimd;
 pub mod api_key;
+pub mod condition;
 pub mod duration;
 pub mod error;
 pub mod fair_queue;

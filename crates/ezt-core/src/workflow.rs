@@ -51,6 +51,10 @@ pub struct StepDef {
     /// Follow pages: one job per page, each page a checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paginate: Option<Paginate>,
+    /// A condition ([`crate::condition`]) decided when the step's dependencies are done: false
+    /// skips the step (its dependents proceed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 /// How a paginated step finds its next page.
@@ -214,6 +218,9 @@ pub struct StepState {
     /// The walk stopped at `max_pages`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// What its `when` decided (none: it has none, or it was not reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<bool>,
 }
 
 /// A run's state.
@@ -367,6 +374,7 @@ impl Run {
                 finished_seq: 0,
                 pages: Vec::new(),
                 truncated: false,
+                condition: None,
             })
             .collect();
         Self {
@@ -713,21 +721,77 @@ impl Run {
         }
     }
 
-    /// Starts every pending step whose dependencies all succeeded; ends the run when nothing
-    /// is left.
+    /// Decides step `j`'s `when` (true without one) from checkpointed results.
+    fn condition(&self, j: usize) -> Result<bool, String> {
+        let Some(w) = &self.def.steps[j].when else {
+            return Ok(true);
+        };
+        let c = crate::condition::parse(w).map_err(|e| format!("condition_invalid: {e}"))?;
+        let (input, def, state) = (&self.def.input, &self.def, &self.state);
+        c.eval(&mut |p: &str| resolve(p, input, def, state).ok())
+            .map_err(|e| match e {
+                crate::condition::EvalError::Unresolved(p) => {
+                    format!("condition_unresolved: {p} has no value (guard it with exists({p}))")
+                }
+                crate::condition::EvalError::Type(m) => format!("condition_invalid: {m}"),
+            })
+    }
+
+    /// Ends step `j`, never sent, failed with `error` (a template or condition that could not
+    /// be decided: not retryable).
+    fn failed_unsent(
+        &mut self,
+        wf: WorkflowId,
+        j: usize,
+        by: Option<JobId>,
+        error: String,
+        out: &mut Vec<Release>,
+    ) {
+        self.state.finished += 1;
+        let st = &mut self.state.steps[j];
+        st.status = StepStatus::Failed;
+        st.error = Some(error);
+        st.finished_seq = self.state.finished;
+        self.step_failed(wf, j, by, out);
+    }
+
+    /// Starts every pending step whose dependencies all succeeded (or were skipped by their
+    /// `when`) and whose own `when` holds; ends the run when nothing is left.
     fn release(&mut self, wf: WorkflowId, by: Option<JobId>, out: &mut Vec<Release>) {
         loop {
             if self.state.status != RunStatus::Running {
                 break;
             }
+            // A skipped dependency counts as done: a failure's dependents were skipped with it
+            // (`skip_dependents`), so only a false `when` leaves a skipped step's dependents
+            // pending.
             let ready = (0..self.def.steps.len()).find(|&j| {
                 self.state.steps[j].status == StepStatus::Pending
-                    && self.def.steps[j]
-                        .depends_on
-                        .iter()
-                        .all(|d| self.state.steps[*d as usize].status == StepStatus::Succeeded)
+                    && self.def.steps[j].depends_on.iter().all(|d| {
+                        matches!(
+                            self.state.steps[*d as usize].status,
+                            StepStatus::Succeeded | StepStatus::Skipped
+                        )
+                    })
             });
             let Some(j) = ready else { break };
+            match self.condition(j) {
+                Ok(holds) => {
+                    if self.def.steps[j].when.is_some() {
+                        self.state.steps[j].condition = Some(holds);
+                    }
+                    if !holds {
+                        let st = &mut self.state.steps[j];
+                        st.status = StepStatus::Skipped;
+                        st.released_by = by.map(|b| b.to_string());
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    self.failed_unsent(wf, j, by, e, out);
+                    continue;
+                }
+            }
             let t = self.def.steps[j].job.clone();
             match render(&t.spec, &self.def.input, &self.def, &self.state) {
                 Ok(spec) => {
@@ -753,15 +817,8 @@ impl Run {
                     }
                     out.push(self.released(wf, j, false, spec, t.lane, id));
                 }
-                Err(e) => {
-                    // Never sent: a missing path is not retryable.
-                    self.state.finished += 1;
-                    let st = &mut self.state.steps[j];
-                    st.status = StepStatus::Failed;
-                    st.error = Some(e);
-                    st.finished_seq = self.state.finished;
-                    self.step_failed(wf, j, by, out);
-                }
+                // Never sent: a missing path is not retryable.
+                Err(e) => self.failed_unsent(wf, j, by, e, out),
             }
         }
         if self.state.status == RunStatus::Running
@@ -789,7 +846,7 @@ pub struct WorkflowIn {
     /// What `{{input.<path>}}` reads.
     pub input: Option<Value>,
     /// Steps: job fields plus `name`, `depends_on`, `critical`, `non_blocking`, `retry`,
-    /// `compensate`.
+    /// `compensate`, `paginate`, `when`.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>, min_items = 1, max_items = 100))]
     pub steps: Vec<Value>,
     /// Workflow webhooks (`workflow.completed` / `workflow.failed`): not available yet.
@@ -1015,12 +1072,19 @@ impl WorkflowIn {
         let mut targets = Vec::new();
         for (i, mut o) in objs.into_iter().enumerate() {
             let f = format!("steps[{i}]");
-            if o.remove("when").is_some_and(|v| !v.is_null()) {
-                return Err(FieldError::not_supported(
-                    format!("{f}.when"),
-                    "not available on this server yet",
-                ));
-            }
+            let when =
+                match o.remove("when") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(w)) => {
+                        crate::condition::parse(&w)
+                            .map_err(|e| FieldError::invalid(format!("{f}.when"), e.to_string()))?;
+                        Some(w)
+                    }
+                    Some(_) => return Err(FieldError::invalid(
+                        format!("{f}.when"),
+                        "must be a condition (a string such as \"steps.a.response.status == 200\")",
+                    )),
+                };
             let paginate = match o.remove("paginate") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(check_paginate(v, &format!("{f}.paginate"))?),
@@ -1111,6 +1175,7 @@ impl WorkflowIn {
                 non_blocking,
                 compensate,
                 paginate,
+                when,
             });
         }
         check_graph(&steps)?;
@@ -1129,6 +1194,18 @@ impl WorkflowIn {
                 ));
             }
             let ancestors = ancestors(&steps, i);
+            if let Some(w) = &s.when {
+                let c = crate::condition::parse(w)
+                    .map_err(|e| FieldError::invalid(format!("steps[{i}].when"), e.to_string()))?;
+                for (col, path) in c.paths() {
+                    check_reference(path, &steps, &ancestors, i, false).map_err(|m| {
+                        FieldError::invalid(
+                            format!("steps[{i}].when"),
+                            format!("at column {col}: {path}: {m}"),
+                        )
+                    })?;
+                }
+            }
             let check = |t: &JobTemplate, f: String| -> Result<(), FieldError> {
                 let sp = &t.spec;
                 let mut texts: Vec<(String, &str)> = vec![(format!("{f}.url"), sp.url.as_str())];
@@ -1728,6 +1805,158 @@ mod tests {
                 .field,
             "steps"
         );
+    }
+
+    #[test]
+    fn when_is_checked_at_submit_naming_the_step_and_position() {
+        let base = |when: Value| {
+            serde_json::json!({"steps": [
+                {"name": "a", "url": "http://127.0.0.1/a"},
+                {"name": "n", "url": "http://127.0.0.1/n", "non_blocking": true},
+                {"name": "b", "url": "http://127.0.0.1/b", "depends_on": ["a"], "when": when}
+            ]})
+        };
+        for (when, msg) in [
+            (
+                serde_json::json!("steps.a.response.status =="),
+                "at column 27",
+            ),
+            (
+                serde_json::json!("steps.a.response.status == 200 &&"),
+                "at column 34",
+            ),
+            (
+                serde_json::json!("steps.zz.response.status == 1"),
+                "no step is named",
+            ),
+            (
+                serde_json::json!("steps.n.response.status == 1"),
+                "not an ancestor",
+            ),
+            (
+                serde_json::json!("true && steps.a.resp == 1"),
+                "at column 9",
+            ),
+            (serde_json::json!("page.cursor == 'x'"), "page.cursor"),
+            (serde_json::json!(true), "must be a condition"),
+        ] {
+            let e = validate(base(when.clone())).expect_err(&when.to_string());
+            assert_eq!(e.field, "steps[2].when", "{when}: {e:?}");
+            assert_eq!(e.code, "invalid_field", "{when}: {e:?}");
+            assert!(e.message.contains(msg), "{when}: {e:?}");
+        }
+        let ok = validate(base(serde_json::json!(
+            "exists(steps.a.response.body.x) && steps.a.response.headers.x-id != 'y' || input.f == null"
+        )))
+        .unwrap();
+        assert!(ok.def.steps[2].when.is_some());
+    }
+
+    #[test]
+    fn a_false_when_skips_the_step_and_its_dependents_proceed() {
+        let v = validate(serde_json::json!({
+            "input": {"vip": false},
+            "steps": [
+                {"name": "a", "url": "http://127.0.0.1/a"},
+                {"name": "gift", "url": "http://127.0.0.1/gift", "depends_on": ["a"],
+                 "when": "input.vip == true || steps.a.response.body.total > 100"},
+                {"name": "big", "url": "http://127.0.0.1/big", "depends_on": ["a"],
+                 "when": "steps.a.response.status == 200 && steps.a.response.body.total >= 50"},
+                {"name": "mail", "url": "http://127.0.0.1/mail", "depends_on": ["gift", "big"],
+                 "when": "!exists(steps.gift.response.status)"},
+                {"name": "read", "url": "http://127.0.0.1/r/{{steps.gift.response.status}}",
+                 "depends_on": ["mail"], "critical": false}
+            ]
+        }))
+        .unwrap();
+        let wf = WorkflowId::new(10, 7);
+        let mut run = Run::new(v.def);
+        let first = run.start(wf);
+        let r = |step: u32| StepRef {
+            workflow_id: wf.to_string(),
+            step,
+            compensation: false,
+            page: 0,
+        };
+        let next = run.step_ended(
+            wf,
+            &r(0),
+            first[0].id,
+            JobState::Succeeded,
+            resp(200, r#"{"total": 60}"#),
+            None,
+        );
+        // gift's condition is false: skipped, never sent; big runs.
+        assert_eq!(next.len(), 1, "{next:?}");
+        assert_eq!(next[0].spec.url, "http://127.0.0.1/big");
+        assert_eq!(run.state.steps[1].status, StepStatus::Skipped);
+        assert_eq!(run.state.steps[1].condition, Some(false));
+        assert_eq!(run.state.steps[2].condition, Some(true));
+        let next = run.step_ended(
+            wf,
+            &r(2),
+            next[0].id,
+            JobState::Succeeded,
+            resp(200, "{}"),
+            None,
+        );
+        // mail depends on the skipped gift: it proceeds; gift has no response.
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].spec.url, "http://127.0.0.1/mail");
+        let next = run.step_ended(
+            wf,
+            &r(3),
+            next[0].id,
+            JobState::Succeeded,
+            resp(200, "{}"),
+            None,
+        );
+        // read templates from the skipped step: unresolved, not sent; not critical.
+        assert!(next.is_empty());
+        assert_eq!(run.state.steps[4].status, StepStatus::Failed);
+        let err = run.state.steps[4].error.clone().unwrap();
+        assert!(err.starts_with("template_unresolved"), "{err}");
+        assert_eq!(run.state.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_when_that_cannot_be_decided_fails_the_step_unsent() {
+        let v = validate(serde_json::json!({
+            "steps": [
+                {"name": "a", "url": "http://127.0.0.1/a",
+                 "compensate": {"url": "http://127.0.0.1/undo"}},
+                {"name": "b", "url": "http://127.0.0.1/b", "depends_on": ["a"], "critical": false,
+                 "when": "steps.a.response.body.missing == 1"},
+                {"name": "c", "url": "http://127.0.0.1/c", "depends_on": ["a"],
+                 "when": "steps.a.response.body.s > 1"}
+            ]
+        }))
+        .unwrap();
+        let wf = WorkflowId::new(10, 8);
+        let mut run = Run::new(v.def);
+        let first = run.start(wf);
+        let r0 = StepRef {
+            workflow_id: wf.to_string(),
+            step: 0,
+            compensation: false,
+            page: 0,
+        };
+        let next = run.step_ended(
+            wf,
+            &r0,
+            first[0].id,
+            JobState::Succeeded,
+            resp(200, r#"{"s": "text"}"#),
+            None,
+        );
+        let b = run.state.steps[1].error.clone().unwrap();
+        assert!(b.starts_with("condition_unresolved"), "{b}");
+        let c = run.state.steps[2].error.clone().unwrap();
+        assert!(c.starts_with("condition_invalid"), "{c}");
+        // c is critical: the run compensates a.
+        assert_eq!(run.state.status, RunStatus::Compensating);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].spec.url, "http://127.0.0.1/undo");
     }
 
     #[test]

@@ -256,9 +256,9 @@ async fn hostile_templates_and_bad_definitions_are_refused_cleanly() {
             "steps[0].paginate.next",
         ),
         (
-            json!({"steps": [{"name": "a", "url": target.url("a"), "when": "true"}]}),
-            422,
-            "not_supported",
+            json!({"steps": [{"name": "a", "url": target.url("a"), "when": "input.x =="}]}),
+            400,
+            "invalid_field",
             "steps[0].when",
         ),
         (json!({"steps": []}), 400, "invalid_field", "steps"),
@@ -402,4 +402,65 @@ async fn cancelling_a_step_job_fails_the_run_and_compensates() {
     assert_eq!(v["status"], "failed", "{v:#}");
     assert_eq!(step(&v, "later")["status"], "cancelled");
     assert_eq!(step(&v, "charge")["compensation"], "succeeded");
+}
+
+/// `when`: a false condition skips its step (never sent) and its dependents proceed; a true one
+/// runs it; one that reads a missing value fails its step unsent; a bad one is a 400 naming
+/// the step, the field and the column.
+#[tokio::test]
+async fn when_conditions_skip_or_run_steps() {
+    let target = Target::start().await;
+    target.default_reply("check", Reply::status(202).header("X-Plan", "gold"));
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({
+            "input": {"vip": false, "amount": 120},
+            "steps": [
+                {"name": "check", "url": target.url("check")},
+                {"name": "gift", "url": target.url("gift"), "depends_on": ["check"],
+                 "when": "input.vip || steps.check.response.status == 200"},
+                {"name": "upsell", "url": target.url("upsell"), "depends_on": ["check"],
+                 "when": "steps.check.response.headers.x-plan == 'gold' && input.amount >= 100 && steps.check.response.body.path != '/nope'"},
+                {"name": "thanks", "url": target.url("thanks"), "depends_on": ["gift", "upsell"],
+                 "when": "!exists(steps.gift.response.status) && exists(steps.upsell.response.status)"},
+                {"name": "odd", "url": target.url("odd"), "depends_on": ["thanks"], "critical": false,
+                 "when": "steps.gift.response.status == 200"}
+            ]
+        }),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(step(&v, "gift")["status"], "skipped", "{v:#}");
+    assert_eq!(step(&v, "gift")["condition"], false);
+    assert_eq!(step(&v, "gift")["job_id"], Value::Null);
+    for name in ["upsell", "thanks"] {
+        assert_eq!(step(&v, name)["status"], "succeeded", "{name}: {v:#}");
+        assert_eq!(step(&v, name)["condition"], true);
+        assert_eq!(target.arrivals(name).len(), 1, "{name}");
+    }
+    assert_eq!(step(&v, "odd")["status"], "failed");
+    let err = step(&v, "odd")["error"].as_str().unwrap();
+    assert!(err.starts_with("condition_unresolved"), "{err}");
+    assert!(target.arrivals("gift").is_empty() && target.arrivals("odd").is_empty());
+
+    let (st, b) = s
+        .post(
+            "/api/v1/workflows",
+            json!({"steps": [
+                {"name": "a", "url": target.url("a")},
+                {"name": "b", "url": target.url("b"), "depends_on": ["a"],
+                 "when": "steps.a.response.status == 200 && steps.c.response.status == 1"},
+                {"name": "c", "url": target.url("c")}
+            ]}),
+        )
+        .await;
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(b["error"]["field"], "steps[1].when", "{b}");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("at column 35") && msg.contains("not an ancestor"),
+        "{msg}"
+    );
 }

@@ -23,6 +23,7 @@ pub mod ratelimit_headers;
 pub mod retry;
 pub mod ssrf;
 pub mod state;
+pub mod template;
 pub mod tier;
 pub mod webhook;
 pub mod workflow;

@@ -867,39 +867,8 @@ pub struct ValidatedWorkflow {
     pub targets: Vec<(String, crate::ssrf::TargetUrl)>,
 }
 
-/// Replaces every `{{…}}` by `x`, for checking the shape of a template (and, since the host
-/// is never templated, for finding a step's lane).
-pub fn mask(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(a) = rest.find("{{") {
-        out.push_str(&rest[..a]);
-        match rest[a..].find("}}") {
-            Some(b) => {
-                out.push('x');
-                rest = &rest[a + b + 2..];
-            }
-            None => {
-                out.push_str(&rest[a..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The `{{…}}` expressions of a string, trimmed.
-fn templates(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(a) = rest.find("{{") {
-        let Some(b) = rest[a..].find("}}") else { break };
-        out.push(rest[a + 2..a + b].trim().to_string());
-        rest = &rest[a + b + 2..];
-    }
-    out
-}
+pub use crate::template::mask;
+use crate::template::templates;
 
 fn take_bool(
     o: &mut serde_json::Map<String, Value>,
@@ -1463,34 +1432,139 @@ fn resolve(expr: &str, input: &Value, def: &Definition, state: &RunState) -> Res
                 .position(|s| &s.name == step)
                 .ok_or_else(unresolved)?;
             let r = state.steps[j].response.as_ref().ok_or_else(unresolved)?;
-            match path.get(3) {
-                Some(Seg::Name(k)) if k == "status" => Ok(Value::from(r.status)),
-                Some(Seg::Name(k)) if k == "headers" => {
-                    let Some(Seg::Name(h)) = path.get(4) else {
-                        return Err(unresolved());
-                    };
-                    r.headers
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(h))
-                        .map(|(_, v)| Value::String(v.clone()))
-                        .ok_or_else(unresolved)
-                }
-                Some(Seg::Name(k)) if k == "body" => {
-                    if path.len() == 4 {
-                        return Ok(Value::String(r.body.clone()));
-                    }
-                    let body: Value = serde_json::from_str(&r.body).map_err(|_| {
-                        format!(
-                            "template_unresolved: {{{{{expr}}}}}: the body of {step} is not JSON"
-                        )
-                    })?;
-                    walk(&body, &path[4..]).cloned().ok_or_else(unresolved)
-                }
-                _ => Err(unresolved()),
-            }
+            read_response(expr, &path[3..], r, step)
         }
         _ => Err(unresolved()),
     }
+}
+
+/// The value at `path` (`status`, `headers.<name>`, `body`, `body<path>`) of the answer `r`
+/// of `who`.
+fn read_response(expr: &str, path: &[Seg], r: &StepResponse, who: &str) -> Result<Value, String> {
+    let unresolved = || format!("template_unresolved: {{{{{expr}}}}} has no value");
+    match path.first() {
+        Some(Seg::Name(k)) if k == "status" => Ok(Value::from(r.status)),
+        Some(Seg::Name(k)) if k == "headers" => {
+            let Some(Seg::Name(h)) = path.get(1) else {
+                return Err(unresolved());
+            };
+            r.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(h))
+                .map(|(_, v)| Value::String(v.clone()))
+                .ok_or_else(unresolved)
+        }
+        Some(Seg::Name(k)) if k == "body" => {
+            if path.len() == 1 {
+                return Ok(Value::String(r.body.clone()));
+            }
+            let body: Value = serde_json::from_str(&r.body).map_err(|_| {
+                format!("template_unresolved: {{{{{expr}}}}}: the body of {who} is not JSON")
+            })?;
+            walk(&body, &path[1..]).cloned().ok_or_else(unresolved)
+        }
+        _ => Err(unresolved()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chain children (`on_success`, `on_failure`) read their parent's answer:
+// `{{parent.response.status|headers.<name>|body<path>}}`, encoded per slot as in steps.
+
+/// Checks the templates of a job's children (at any depth): only `parent.response.status`,
+/// `.headers.<name>` or `.body<path>`, never in the scheme or host, never in a credential
+/// header (those are sealed at rest). The job itself and its fallback links are not templated.
+pub fn check_child_templates(spec: &JobSpec) -> Result<(), FieldError> {
+    check_children(spec, "")
+}
+
+fn check_children(spec: &JobSpec, prefix: &str) -> Result<(), FieldError> {
+    for (name, child) in [
+        ("on_success", &spec.on_success),
+        ("on_failure", &spec.on_failure),
+    ] {
+        let Some(c) = child.as_deref() else { continue };
+        let f = format!("{prefix}{name}");
+        let s = &c.spec;
+        if let Some(at) = s.url.find("{{") {
+            let authority_end = s
+                .url
+                .find("://")
+                .map(|i| i + 3)
+                .and_then(|i| s.url[i..].find(['/', '?', '#']).map(|e| i + e));
+            if authority_end.is_none_or(|e| at < e) {
+                return Err(FieldError::invalid(
+                    format!("{f}.url"),
+                    "the scheme and host may not be templated (only the path and query)",
+                ));
+            }
+        }
+        let mut texts: Vec<(String, &str)> = vec![(format!("{f}.url"), s.url.as_str())];
+        for (n, v) in &s.headers {
+            if v.contains("{{") && crate::lane::is_credential_header(n, &[]) {
+                return Err(FieldError::invalid(
+                    format!("{f}.headers.{n}"),
+                    "a credential header is sealed at rest and cannot be templated",
+                ));
+            }
+            texts.push((format!("{f}.headers.{n}"), v.as_str()));
+        }
+        if let Some(b) = &s.body {
+            texts.push((format!("{f}.body"), b.as_str()));
+        }
+        for (field, text) in texts {
+            for expr in templates(text) {
+                check_parent_reference(&expr)
+                    .map_err(|m| FieldError::invalid(&field, format!("{{{{{expr}}}}}: {m}")))?;
+            }
+        }
+        check_children(s, &format!("{f}."))?;
+    }
+    Ok(())
+}
+
+fn check_parent_reference(expr: &str) -> Result<(), String> {
+    let path = parse_path(expr)?;
+    let ok = matches!(
+        (path.first(), path.get(1), path.get(2)),
+        (Some(Seg::Name(p)), Some(Seg::Name(r)), Some(Seg::Name(k)))
+            if p == "parent" && r == "response"
+                && (k == "status" && path.len() == 3 || k == "headers" && path.len() == 4 || k == "body")
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "a child job's template is parent.response.status, .headers.<name> or .body<path>"
+                .into(),
+        )
+    }
+}
+
+/// Whether a child's url, header values or body hold templates.
+pub fn has_templates(spec: &JobSpec) -> bool {
+    spec.url.contains("{{")
+        || spec.body.as_deref().is_some_and(|b| b.contains("{{"))
+        || spec.headers.iter().any(|(_, v)| v.contains("{{"))
+}
+
+/// Renders a child's url, header values and body from its parent's final answer (none: the
+/// parent had no answer, so every path is unresolved). Its own children and fallback links are
+/// left as they are (a grandchild reads this child's answer).
+pub fn render_child(spec: &JobSpec, parent: Option<&StepResponse>) -> Result<JobSpec, String> {
+    render_with(spec, &|expr: &str| {
+        let unresolved = || format!("template_unresolved: {{{{{expr}}}}} has no value");
+        let path = parse_path(expr).map_err(|e| format!("template_unresolved: {e}"))?;
+        match (path.first(), path.get(1)) {
+            (Some(Seg::Name(p)), Some(Seg::Name(r))) if p == "parent" && r == "response" => {
+                let r = parent.ok_or_else(|| {
+                    format!("template_unresolved: {{{{{expr}}}}}: the parent has no answer")
+                })?;
+                read_response(expr, &path[2..], r, "the parent")
+            }
+            _ => Err(unresolved()),
+        }
+    })
 }
 
 fn scalar(v: &Value, expr: &str) -> Result<String, String> {
@@ -1518,20 +1592,21 @@ fn encode(s: &str, query: bool) -> String {
     out
 }
 
+/// What a placeholder's path reads (its value, or why it has none).
+type Resolver<'a> = dyn Fn(&str) -> Result<Value, String> + 'a;
+
 /// Replaces the templates of `text`; `slot` encodes each value for where it lands.
 fn substitute(
     text: &str,
     mut slot: impl FnMut(&str, &Value, &str, &str) -> Result<String, String>,
-    input: &Value,
-    def: &Definition,
-    state: &RunState,
+    resolve: &Resolver<'_>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(a) = rest.find("{{") {
         let Some(b) = rest[a..].find("}}") else { break };
         let expr = rest[a + 2..a + b].trim();
-        let value = resolve(expr, input, def, state)?;
+        let value = resolve(expr)?;
         let before = &rest[..a];
         let after = &rest[a + b + 2..];
         out.push_str(before);
@@ -1552,13 +1627,16 @@ pub fn render(
     def: &Definition,
     state: &RunState,
 ) -> Result<JobSpec, String> {
+    render_with(t, &|expr: &str| resolve(expr, input, def, state))
+}
+
+/// [`render`] with the paths read by `resolve`.
+fn render_with(t: &JobSpec, resolve: &Resolver<'_>) -> Result<JobSpec, String> {
     let mut spec = t.clone();
     spec.url = substitute(
         &t.url,
         |expr, v, before, _| Ok(encode(&scalar(v, expr)?, before.contains('?'))),
-        input,
-        def,
-        state,
+        resolve,
     )?;
     for (n, v) in spec.headers.iter_mut() {
         if v.contains("{{") {
@@ -1573,9 +1651,7 @@ pub fn render(
                     }
                     Ok(s)
                 },
-                input,
-                def,
-                state,
+                resolve,
             )?;
         }
     }
@@ -1588,7 +1664,7 @@ pub fn render(
             while let Some(a) = rest.find("{{") {
                 let Some(e) = rest[a..].find("}}") else { break };
                 let expr = rest[a + 2..a + e].trim().to_string();
-                let value = resolve(&expr, input, &def.clone(), state)?;
+                let value = resolve(&expr)?;
                 let before = &rest[..a];
                 let after = &rest[a + e + 2..];
                 let quotes_before = out.matches('"').count() + before.matches('"').count()
@@ -1957,6 +2033,115 @@ mod tests {
         assert_eq!(run.state.status, RunStatus::Compensating);
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].spec.url, "http://127.0.0.1/undo");
+    }
+
+    fn child_job(v: Value) -> Result<JobSpec, FieldError> {
+        let limits = Limits::default();
+        let policy = SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let cx = Context {
+            limits: &limits,
+            ssrf: &policy,
+            local_region: "local",
+            now_ms: 1_000,
+        };
+        let spec = crate::job::from_value(v)?.validate(&cx)?.spec;
+        check_child_templates(&spec)?;
+        Ok(spec)
+    }
+
+    #[test]
+    fn children_render_their_parents_answer_per_slot() {
+        let spec = child_job(serde_json::json!({
+            "url": "http://127.0.0.1/a",
+            "on_success": {
+                "url": "http://127.0.0.1/orders/{{parent.response.body.id}}?s={{parent.response.status}}&id={{ parent.response.body.id }}",
+                "method": "POST",
+                "headers": {"X-Req": "{{parent.response.headers.x-id}}"},
+                "body": "{\"id\": \"{{parent.response.body.id}}\", \"n\": {{parent.response.body.n}}, \"all\": {{parent.response.body}}}",
+                "on_success": {"url": "http://127.0.0.1/g/{{parent.response.status}}"}
+            }
+        }))
+        .unwrap();
+        let c = &spec.on_success.as_ref().unwrap().spec;
+        assert!(
+            c.url.contains("{{parent.response.body.id}}"),
+            "kept as given: {}",
+            c.url
+        );
+        assert!(!has_templates(&spec), "the job itself is not templated");
+        let parent = StepResponse {
+            status: 201,
+            headers: vec![("X-Id".into(), "r-1".into())],
+            body: r#"{"id": "a/b c", "n": 3}"#.into(),
+        };
+        let r = render_child(c, Some(&parent)).unwrap();
+        assert_eq!(r.url, "http://127.0.0.1/orders/a%2Fb%20c?s=201&id=a%2Fb+c");
+        assert_eq!(r.headers, vec![("X-Req".to_string(), "r-1".to_string())]);
+        let body: Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"id": "a/b c", "n": 3, "all": "{\"id\": \"a/b c\", \"n\": 3}"})
+        );
+        // The grandchild reads its own parent (this child): left as is.
+        assert_eq!(
+            r.on_success.as_ref().unwrap().spec.url,
+            "http://127.0.0.1/g/{{parent.response.status}}"
+        );
+        // A missing path, no answer at all, CR/LF into a header: refused, with the code.
+        let e = render_child(
+            c,
+            Some(&StepResponse {
+                body: "{}".into(),
+                ..parent.clone()
+            }),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("template_unresolved"), "{e}");
+        let e = render_child(c, None).unwrap_err();
+        assert!(
+            e.starts_with("template_unresolved") && e.contains("no answer"),
+            "{e}"
+        );
+        let evil = StepResponse {
+            headers: vec![("X-Id".into(), "a\r\nX-Evil: 1".into())],
+            ..parent
+        };
+        let e = render_child(c, Some(&evil)).unwrap_err();
+        assert!(e.starts_with("template_invalid"), "{e}");
+    }
+
+    #[test]
+    fn bad_child_templates_name_the_field() {
+        for (job, field) in [
+            (
+                serde_json::json!({"url": "http://127.0.0.1/a", "on_success": {"url": "http://127.0.0.1/{{input.x}}"}}),
+                "on_success.url",
+            ),
+            (
+                serde_json::json!({"url": "http://127.0.0.1/a", "on_failure": {"url": "http://127.0.0.1/b",
+                    "body": "{{parent.response.nope}}"}}),
+                "on_failure.body",
+            ),
+            (
+                serde_json::json!({"url": "http://127.0.0.1/a", "on_success": {"url": "http://127.0.0.1/b",
+                    "on_failure": {"url": "http://127.0.0.1/c", "headers": {"X-A": "{{steps.a.response.status}}"}}}}),
+                "on_success.on_failure.headers.X-A",
+            ),
+            (
+                serde_json::json!({"url": "http://127.0.0.1/a", "on_success": {"url": "http://127.0.0.1/b",
+                    "headers": {"Authorization": "Bearer {{parent.response.body.token}}"}}}),
+                "on_success.headers.Authorization",
+            ),
+        ] {
+            let e = child_job(job.clone()).expect_err(&job.to_string());
+            assert_eq!(e.field, field, "{job}: {e:?}");
+            assert_eq!(e.code, "invalid_field", "{job}: {e:?}");
+        }
+        // A template in the host does not parse as a URL at all.
+        let e = child_job(serde_json::json!({"url": "http://127.0.0.1/a",
+            "on_success": {"url": "http://{{parent.response.body.host}}/x"}}))
+        .unwrap_err();
+        assert_eq!(e.field, "on_success.url", "{e:?}");
     }
 
     #[test]

@@ -461,6 +461,9 @@ impl Run {
             if let Some(p) = self.state.steps[i].pages.last_mut() {
                 p.status = response.as_ref().map(|r| r.status);
             }
+            if let Some(e) = self.cursor_expired(i, state, response.as_ref()) {
+                return self.finish_step(wf, i, job, response, Some(e), StepStatus::Failed);
+            }
         }
         let status = match state {
             JobState::Succeeded => StepStatus::Succeeded,
@@ -599,6 +602,35 @@ impl Run {
         st.released_by = Some(by.to_string());
         let lane = self.def.steps[i].job.lane.clone();
         Ok(Some(self.released(wf, i, false, spec, lane, id)))
+    }
+
+    /// A page after the first, called with a provider's cursor (`link`, `body_cursor`), that
+    /// ended failed with 400 or 410: the provider no longer accepts the cursor (AWS tokens last
+    /// 24 h, Shopify's `page_info` expires). The step fails `cursor_expired`; retrying the same
+    /// cursor cannot help, and restarting the walk would fetch finished pages again.
+    fn cursor_expired(
+        &self,
+        i: usize,
+        state: JobState,
+        response: Option<&StepResponse>,
+    ) -> Option<String> {
+        let p = self.def.steps[i].paginate.as_ref()?;
+        if state == JobState::Succeeded
+            || !matches!(p.style, PageStyle::Link | PageStyle::BodyCursor)
+        {
+            return None;
+        }
+        let status = response?.status;
+        let page = self.state.steps[i].pages.last()?;
+        if page.n < 2 || !matches!(status, 400 | 410) {
+            return None;
+        }
+        Some(format!(
+            "cursor_expired: page {} was refused ({status}) with the cursor {:?} that page {} gave: the provider no longer accepts it; submit the workflow again to start a new walk",
+            page.n,
+            page.cursor.as_deref().unwrap_or_default(),
+            page.n - 1
+        ))
     }
 
     fn step_failed(&mut self, wf: WorkflowId, i: usize, by: Option<JobId>, out: &mut Vec<Release>) {
@@ -902,7 +934,6 @@ fn job_template(
         "onFailure",
         "on_failure_timeout_ms",
         "onFailureTimeoutMs",
-        "webhooks",
     ] {
         if o.get(n).is_some_and(|v| !v.is_null()) {
             return Err(FieldError::invalid(
@@ -943,6 +974,10 @@ fn job_template(
     let input = from_value(Value::Object(o)).map_err(|e| nest(e, field))?;
     let v = input.validate(cx).map_err(|e| nest(e, field))?;
     targets.push((format!("{field}.url"), v.target));
+    // A step's own webhooks report its job (each page's, for a paginated step).
+    for (k, t) in v.webhook_targets.into_iter().enumerate() {
+        targets.push((format!("{field}.webhooks[{k}].url"), t));
+    }
     let mut spec = v.spec;
     if let Some(u) = raw_url {
         if u.contains("{{") {
@@ -2142,6 +2177,70 @@ mod tests {
             "on_success": {"url": "http://{{parent.response.body.host}}/x"}}))
         .unwrap_err();
         assert_eq!(e.field, "on_success.url", "{e:?}");
+    }
+
+    #[test]
+    fn a_refused_cursor_fails_the_step_cursor_expired() {
+        let v = validate(serde_json::json!({
+            "steps": [
+                {"name": "c", "url": "http://127.0.0.1/c", "critical": false,
+                 "paginate": {"style": "body_cursor", "next": "next"}},
+                {"name": "o", "url": "http://127.0.0.1/o", "critical": false,
+                 "paginate": {"style": "offset", "page_size": 1, "items": "items"}}
+            ]
+        }))
+        .unwrap();
+        let wf = WorkflowId::new(10, 9);
+        let mut run = Run::new(v.def);
+        let first = run.start(wf);
+        let page = |n: u32, step: u32| StepRef {
+            workflow_id: wf.to_string(),
+            step,
+            compensation: false,
+            page: n,
+        };
+        let body = |b: &str| resp(200, b);
+        let c2 = run.step_ended(
+            wf,
+            &page(1, 0),
+            first[0].id,
+            JobState::Succeeded,
+            body(r#"{"next": "tok-1"}"#),
+            None,
+        );
+        let o2 = run.step_ended(
+            wf,
+            &page(1, 1),
+            first[1].id,
+            JobState::Succeeded,
+            body(r#"{"items": [1]}"#),
+            None,
+        );
+        // Page 2 of the cursor walk: 410 → cursor_expired; of the offset walk: a plain failure.
+        run.step_ended(
+            wf,
+            &page(2, 0),
+            c2[0].id,
+            JobState::Failed,
+            resp(410, "gone"),
+            Some("http_status: target answered 410".into()),
+        );
+        run.step_ended(
+            wf,
+            &page(2, 1),
+            o2[0].id,
+            JobState::Failed,
+            resp(400, "bad"),
+            Some("http_status: target answered 400".into()),
+        );
+        let c = run.state.steps[0].error.clone().unwrap();
+        assert!(
+            c.starts_with("cursor_expired: page 2") && c.contains("tok-1"),
+            "{c}"
+        );
+        assert_eq!(run.state.steps[0].status, StepStatus::Failed);
+        let o = run.state.steps[1].error.clone().unwrap();
+        assert!(o.starts_with("http_status"), "{o}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{Reply, Target, TestServer};
+use crate::support::{PyReceiver, Reply, Target, TestServer};
 
 const T: Duration = Duration::from_secs(40);
 
@@ -462,5 +462,114 @@ async fn when_conditions_skip_or_run_steps() {
     assert!(
         msg.contains("at column 35") && msg.contains("not an ancestor"),
         "{msg}"
+    );
+}
+
+/// A step's job may carry `webhooks`, delivered for that step's job like any job's (a
+/// paginated step's: one per page); their URLs pass the SSRF rules at submit.
+#[tokio::test]
+async fn a_steps_own_webhooks_report_its_job() {
+    let target = Target::start().await;
+    target.script(
+        "pages",
+        vec![Reply::status(200).header(
+            "Link",
+            &format!("<{}?page=2>; rel=\"next\"", target.url("pages")),
+        )],
+    );
+    let hooks = PyReceiver::start(&[], 0);
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [
+            {"name": "charge", "url": target.url("charge"),
+             "webhooks": [{"url": hooks.url("/charge")}]},
+            {"name": "list", "url": target.url("pages"), "depends_on": ["charge"],
+             "paginate": {"style": "link"}, "webhooks": [{"url": hooks.url("/list")}]},
+            {"name": "quiet", "url": target.url("quiet"), "depends_on": ["list"]}
+        ]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let d = hooks.next(T).await;
+        let b: Value = serde_json::from_str(d["body"].as_str().unwrap()).unwrap();
+        assert_eq!(b["status"], "success", "{b}");
+        got.push((
+            d["path"].as_str().unwrap().to_string(),
+            b["job_id"].as_str().unwrap().to_string(),
+        ));
+    }
+    got.sort();
+    let pages = step(&v, "list")["pages"].as_array().unwrap().clone();
+    let mut want = vec![
+        (
+            "/charge".to_string(),
+            step(&v, "charge")["job_id"].as_str().unwrap().to_string(),
+        ),
+        (
+            "/list".to_string(),
+            pages[0]["job_id"].as_str().unwrap().to_string(),
+        ),
+        (
+            "/list".to_string(),
+            pages[1]["job_id"].as_str().unwrap().to_string(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(got, want, "one delivery per step job (per page)");
+    assert_eq!(
+        step(&v, "quiet")["job"]["webhooks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let (st, b) = s
+        .post(
+            "/api/v1/workflows",
+            json!({"steps": [{"name": "a", "url": target.url("a"),
+                              "webhooks": [{"url": "http://10.0.0.1/hook"}]}]}),
+        )
+        .await;
+    assert_eq!(st, 422, "{b}");
+    assert_eq!(b["error"]["field"], "steps[0].webhooks[0].url", "{b}");
+}
+
+/// A provider that refuses a cursor it gave (400/410 on a later page) fails the step
+/// `cursor_expired`, not retried; finished pages are kept.
+#[tokio::test]
+async fn a_refused_cursor_ends_the_crawl_cursor_expired() {
+    let target = Target::start().await;
+    target.script(
+        "feed",
+        vec![
+            Reply::status(200).header(
+                "Link",
+                &format!("<{}?page_info=abc>; rel=\"next\"", target.url("feed")),
+            ),
+            Reply::status(410),
+        ],
+    );
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [{"name": "feed", "url": target.url("feed"), "paginate": {"style": "link"}}]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    let feed = step(&v, "feed");
+    let err = feed["error"].as_str().unwrap();
+    assert!(err.starts_with("cursor_expired: page 2"), "{err}");
+    assert_eq!(feed["pages"].as_array().unwrap().len(), 2);
+    assert_eq!(feed["pages"][1]["status"], 410);
+    assert_eq!(
+        target.arrivals("feed").len(),
+        2,
+        "the refused cursor is not retried"
     );
 }

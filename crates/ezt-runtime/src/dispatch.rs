@@ -365,6 +365,8 @@ impl Executor {
             (p, _, _) => p,
         };
         match (&call.outcome, verdict) {
+            // Refused before sending (a child's template): no network involved.
+            _ if call.unsent.is_some() => self.metrics.attempts_fail.inc(),
             (Outcome::NetworkError, _) => self.metrics.attempts_network_error.inc(),
             (_, Verdict::Success) => self.metrics.attempts_success.inc(),
             (_, Verdict::Retry) => self.metrics.attempts_retry.inc(),

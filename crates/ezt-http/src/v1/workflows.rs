@@ -92,7 +92,7 @@ pub struct WorkflowView {
 
 /// Submit a workflow.
 #[utoipa::path(post, path = "/api/v1/workflows", operation_id = "submitWorkflow", tag = "workflows",
-    request_body(content = WorkflowIn, description = "a workflow: steps are job specs plus `name`, `depends_on`, `critical`, `non_blocking`, `retry` (the step's wall-clock budget), `compensate`, `paginate` and `when` (a condition over the same paths: false skips the step); url paths and queries, header values and bodies may use `{{input.<path>}}` and `{{steps.<name>.response.status|headers.<name>|body<path>}}`"),
+    request_body(content = WorkflowIn, description = "a workflow: steps are job specs plus `name`, `depends_on`, `critical`, `non_blocking`, `retry` (the step's wall-clock budget), `compensate`, `paginate`, `when` (a condition over the same paths: false skips the step) and `webhooks` (the step's own, reporting its job); url paths and queries, header values and bodies may use `{{input.<path>}}` and `{{steps.<name>.response.status|headers.<name>|body<path>}}`"),
     responses((status = 202, description = "stored; the first steps are queued", body = WorkflowSubmitted),
               (status = 400, description = "a bad step or field; `field` names it (`steps[2].depends_on`, …)", body = ErrorBody),
               (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),

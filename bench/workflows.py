@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--workflows", type=int, default=10000)
     ap.add_argument("--target-nagle", action="store_true", help="the target keeps Nagle on (the old stall)")
+    ap.add_argument("--gap-ms", type=float, default=0.0, help="idle time before each latency sample")
     args = ap.parse_args()
     Target.disable_nagle_algorithm = not args.target_nagle
 
@@ -151,12 +152,12 @@ def main() -> None:
 
         pickup, child = [], []
         for i in range(args.n):
-            # Quiet start: the previous job's final write is done (else it shares the fsync).
-            time.sleep(0.02)
+            # `--gap-ms`: let the server go idle before each sample (an idle server's pickup).
+            time.sleep(args.gap_ms / 1000)
             t0 = time.monotonic_ns()
             api(base, key, "POST", "/api/v1/jobs", {"url": f"{turl}/p{i}"})
             pickup.append((wait_for(f"p{i}") - t0) / 1e6)
-            time.sleep(0.02)
+            time.sleep(args.gap_ms / 1000)
             api(base, key, "POST", "/api/v1/jobs", {
                 "url": f"{turl}/parent{i}", "on_success": {"url": f"{turl}/child{i}"}})
             child.append((wait_for(f"child{i}") - wait_for(f"parent{i}")) / 1e6)
@@ -170,7 +171,7 @@ def main() -> None:
                 {"name": "b", "url": f"{turl}/sb{i}", "depends_on": ["a"]},
             ]})
             step.append((wait_for(f"sb{i}") - wait_for(f"sa{i}")) / 1e6)
-            time.sleep(0.02)
+            time.sleep(args.gap_ms / 1000)
         out["step_to_step_ms"] = {"p50": pct(step, 50), "p99": pct(step, 99), "mean": round(statistics.mean(step), 3)}
 
         def one(i: int) -> None:

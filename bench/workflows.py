@@ -6,7 +6,7 @@
 1. `pickup`: plain submit → the target sees the call (one job at a time), p50/p99 ms.
 2. `child`: a job with `on_success`: the parent's call reaches the target → the child's call
    reaches it (the parent's outcome, the child created in that transaction, its lane, its call),
-   p50/p99 ms, in the same run as 1.
+   p50/p99 ms, in the same run as 1. `step`: the same for a two-step workflow (a → b).
 3. `workflows`: W three-step workflows (a → b → c, b reads a's status) submitted by 16 clients;
    completed per second (submit of the first → the target sees the last step) and server CPU
    per workflow (utime + stime from /proc over the phase).
@@ -41,6 +41,11 @@ lock = threading.Lock()
 
 class Target(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Python's http.server writes the head and the body in two sends; with Nagle on, the body
+    # waits for the client's ACK of the head, which a keep-alive client delays (Linux: 40 ms).
+    # That stall was the 42.7 ms "parent final -> child call" of 2254dab: the parent's answer
+    # reached the server 40 ms late. `--target-nagle` keeps it to show the difference.
+    disable_nagle_algorithm = True
 
     def _any(self) -> None:
         n = int(self.headers.get("Content-Length", "0"))
@@ -112,7 +117,10 @@ def main() -> None:
     ap.add_argument("--bin", default="target/release/ezthrottle")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--workflows", type=int, default=10000)
+    ap.add_argument("--target-nagle", action="store_true", help="the target keeps Nagle on (the old stall)")
+    ap.add_argument("--gap-ms", type=float, default=0.0, help="idle time before each latency sample")
     args = ap.parse_args()
+    Target.disable_nagle_algorithm = not args.target_nagle
 
     target = ThreadingHTTPServer(("127.0.0.1", 0), Target)
     threading.Thread(target=target.serve_forever, daemon=True).start()
@@ -144,14 +152,27 @@ def main() -> None:
 
         pickup, child = [], []
         for i in range(args.n):
+            # `--gap-ms`: let the server go idle before each sample (an idle server's pickup).
+            time.sleep(args.gap_ms / 1000)
             t0 = time.monotonic_ns()
             api(base, key, "POST", "/api/v1/jobs", {"url": f"{turl}/p{i}"})
             pickup.append((wait_for(f"p{i}") - t0) / 1e6)
+            time.sleep(args.gap_ms / 1000)
             api(base, key, "POST", "/api/v1/jobs", {
                 "url": f"{turl}/parent{i}", "on_success": {"url": f"{turl}/child{i}"}})
             child.append((wait_for(f"child{i}") - wait_for(f"parent{i}")) / 1e6)
         out["pickup_ms"] = {"p50": pct(pickup, 50), "p99": pct(pickup, 99), "mean": round(statistics.mean(pickup), 3)}
         out["parent_to_child_ms"] = {"p50": pct(child, 50), "p99": pct(child, 99), "mean": round(statistics.mean(child), 3)}
+
+        step = []
+        for i in range(args.n):
+            api(base, key, "POST", "/api/v1/workflows", {"steps": [
+                {"name": "a", "url": f"{turl}/sa{i}"},
+                {"name": "b", "url": f"{turl}/sb{i}", "depends_on": ["a"]},
+            ]})
+            step.append((wait_for(f"sb{i}") - wait_for(f"sa{i}")) / 1e6)
+            time.sleep(args.gap_ms / 1000)
+        out["step_to_step_ms"] = {"p50": pct(step, 50), "p99": pct(step, 99), "mean": round(statistics.mean(step), 3)}
 
         def one(i: int) -> None:
             api(base, key, "POST", "/api/v1/workflows", {"steps": [

@@ -347,6 +347,11 @@ pub struct JobSpec {
     /// The workflow step (or compensation) this job runs, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<StepRef>,
+    /// A child whose `{{parent.response…}}` templates could not be rendered from its parent's
+    /// answer: why (`template_unresolved: …`, `template_invalid: …`). It ends failed with that
+    /// code, unsent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_error: Option<String>,
 }
 
 /// What a step's job knows of its workflow.
@@ -454,7 +459,11 @@ pub fn child_id(parent: crate::JobId, relation: Relation, series: u32) -> crate:
         Relation::OnSuccess => 0x5a17_c0de_0001_9e3f_77b1,
         Relation::OnFailure => 0xfa11_c0de_0002_6a09_e667,
     };
-    let random = (parent.0 ^ salt ^ (u128::from(series) << 40)) & ((1u128 << 80) - 1);
+    // Multiplied, not only XORed: with XOR alone a child's child of the same relation got
+    // its grandparent's id back (x ^ s ^ s == x), so it was never created.
+    let mixed = (parent.0 ^ salt ^ (u128::from(series) << 40))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    let random = (mixed ^ (mixed >> 64)) & ((1u128 << 80) - 1);
     crate::JobId::new(parent.timestamp_ms(), random)
 }
 
@@ -858,6 +867,9 @@ impl JobSpecIn {
             } else {
                 None
             };
+            // A child may read its parent's answer (`{{parent.response…}}`, checked and
+            // rendered by `workflow`): its own checks see the placeholders masked.
+            let raw = (!link).then(|| crate::template::mask_job(&mut obj));
             let input =
                 from_value(serde_json::Value::Object(obj)).map_err(|e| prefixed(e, name))?;
             if link {
@@ -889,9 +901,12 @@ impl JobSpecIn {
                     }
                 }
             }
-            let v = input
+            let mut v = input
                 .validate_at(cx, depth + 1)
                 .map_err(|e| prefixed(e, name))?;
+            if let Some(raw) = raw {
+                raw.restore(&mut v.spec.url, &mut v.spec.headers, &mut v.spec.body);
+            }
             nested_targets.push((format!("{name}.url"), v.target));
             for (i, t) in v.webhook_targets.into_iter().enumerate() {
                 nested_targets.push((format!("{name}.webhooks[{i}].url"), t));
@@ -1145,6 +1160,7 @@ impl JobSpecIn {
                 on_failure_timeout_ms: self.on_failure_timeout_ms,
                 parent: None,
                 workflow: None,
+                template_error: None,
             },
             target,
             idempotent_key: self.idempotent_key,
@@ -1503,6 +1519,12 @@ mod tests {
             child_id(p, Relation::OnFailure, 1),
             child_id(p, Relation::OnFailure, 2)
         );
+        // A child's child of the same relation is a new job, not its grandparent.
+        for r in [Relation::OnSuccess, Relation::OnFailure] {
+            let grandchild = child_id(child_id(p, r, 1), r, 1);
+            assert_ne!(grandchild, p);
+            assert_ne!(grandchild, child_id(p, r, 1));
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod aimd;
 pub mod api_key;
+pub mod condition;
 pub mod duration;
 pub mod error;
 pub mod fair_queue;
@@ -22,6 +23,7 @@ pub mod ratelimit_headers;
 pub mod retry;
 pub mod ssrf;
 pub mod state;
+pub mod template;
 pub mod tier;
 pub mod webhook;
 pub mod workflow;

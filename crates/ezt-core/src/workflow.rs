@@ -51,6 +51,10 @@ pub struct StepDef {
     /// Follow pages: one job per page, each page a checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paginate: Option<Paginate>,
+    /// A condition ([`crate::condition`]) decided when the step's dependencies are done: false
+    /// skips the step (its dependents proceed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
 }
 
 /// How a paginated step finds its next page.
@@ -214,6 +218,9 @@ pub struct StepState {
     /// The walk stopped at `max_pages`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// What its `when` decided (none: it has none, or it was not reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<bool>,
 }
 
 /// A run's state.
@@ -367,6 +374,7 @@ impl Run {
                 finished_seq: 0,
                 pages: Vec::new(),
                 truncated: false,
+                condition: None,
             })
             .collect();
         Self {
@@ -452,6 +460,9 @@ impl Run {
             }
             if let Some(p) = self.state.steps[i].pages.last_mut() {
                 p.status = response.as_ref().map(|r| r.status);
+            }
+            if let Some(e) = self.cursor_expired(i, state, response.as_ref()) {
+                return self.finish_step(wf, i, job, response, Some(e), StepStatus::Failed);
             }
         }
         let status = match state {
@@ -593,6 +604,35 @@ impl Run {
         Ok(Some(self.released(wf, i, false, spec, lane, id)))
     }
 
+    /// A page after the first, called with a provider's cursor (`link`, `body_cursor`), that
+    /// ended failed with 400 or 410: the provider no longer accepts the cursor (AWS tokens last
+    /// 24 h, Shopify's `page_info` expires). The step fails `cursor_expired`; retrying the same
+    /// cursor cannot help, and restarting the walk would fetch finished pages again.
+    fn cursor_expired(
+        &self,
+        i: usize,
+        state: JobState,
+        response: Option<&StepResponse>,
+    ) -> Option<String> {
+        let p = self.def.steps[i].paginate.as_ref()?;
+        if state == JobState::Succeeded
+            || !matches!(p.style, PageStyle::Link | PageStyle::BodyCursor)
+        {
+            return None;
+        }
+        let status = response?.status;
+        let page = self.state.steps[i].pages.last()?;
+        if page.n < 2 || !matches!(status, 400 | 410) {
+            return None;
+        }
+        Some(format!(
+            "cursor_expired: page {} was refused ({status}) with the cursor {:?} that page {} gave: the provider no longer accepts it; submit the workflow again to start a new walk",
+            page.n,
+            page.cursor.as_deref().unwrap_or_default(),
+            page.n - 1
+        ))
+    }
+
     fn step_failed(&mut self, wf: WorkflowId, i: usize, by: Option<JobId>, out: &mut Vec<Release>) {
         let d = &self.def.steps[i];
         if d.non_blocking {
@@ -713,21 +753,77 @@ impl Run {
         }
     }
 
-    /// Starts every pending step whose dependencies all succeeded; ends the run when nothing
-    /// is left.
+    /// Decides step `j`'s `when` (true without one) from checkpointed results.
+    fn condition(&self, j: usize) -> Result<bool, String> {
+        let Some(w) = &self.def.steps[j].when else {
+            return Ok(true);
+        };
+        let c = crate::condition::parse(w).map_err(|e| format!("condition_invalid: {e}"))?;
+        let (input, def, state) = (&self.def.input, &self.def, &self.state);
+        c.eval(&mut |p: &str| resolve(p, input, def, state).ok())
+            .map_err(|e| match e {
+                crate::condition::EvalError::Unresolved(p) => {
+                    format!("condition_unresolved: {p} has no value (guard it with exists({p}))")
+                }
+                crate::condition::EvalError::Type(m) => format!("condition_invalid: {m}"),
+            })
+    }
+
+    /// Ends step `j`, never sent, failed with `error` (a template or condition that could not
+    /// be decided: not retryable).
+    fn failed_unsent(
+        &mut self,
+        wf: WorkflowId,
+        j: usize,
+        by: Option<JobId>,
+        error: String,
+        out: &mut Vec<Release>,
+    ) {
+        self.state.finished += 1;
+        let st = &mut self.state.steps[j];
+        st.status = StepStatus::Failed;
+        st.error = Some(error);
+        st.finished_seq = self.state.finished;
+        self.step_failed(wf, j, by, out);
+    }
+
+    /// Starts every pending step whose dependencies all succeeded (or were skipped by their
+    /// `when`) and whose own `when` holds; ends the run when nothing is left.
     fn release(&mut self, wf: WorkflowId, by: Option<JobId>, out: &mut Vec<Release>) {
         loop {
             if self.state.status != RunStatus::Running {
                 break;
             }
+            // A skipped dependency counts as done: a failure's dependents were skipped with it
+            // (`skip_dependents`), so only a false `when` leaves a skipped step's dependents
+            // pending.
             let ready = (0..self.def.steps.len()).find(|&j| {
                 self.state.steps[j].status == StepStatus::Pending
-                    && self.def.steps[j]
-                        .depends_on
-                        .iter()
-                        .all(|d| self.state.steps[*d as usize].status == StepStatus::Succeeded)
+                    && self.def.steps[j].depends_on.iter().all(|d| {
+                        matches!(
+                            self.state.steps[*d as usize].status,
+                            StepStatus::Succeeded | StepStatus::Skipped
+                        )
+                    })
             });
             let Some(j) = ready else { break };
+            match self.condition(j) {
+                Ok(holds) => {
+                    if self.def.steps[j].when.is_some() {
+                        self.state.steps[j].condition = Some(holds);
+                    }
+                    if !holds {
+                        let st = &mut self.state.steps[j];
+                        st.status = StepStatus::Skipped;
+                        st.released_by = by.map(|b| b.to_string());
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    self.failed_unsent(wf, j, by, e, out);
+                    continue;
+                }
+            }
             let t = self.def.steps[j].job.clone();
             match render(&t.spec, &self.def.input, &self.def, &self.state) {
                 Ok(spec) => {
@@ -753,15 +849,8 @@ impl Run {
                     }
                     out.push(self.released(wf, j, false, spec, t.lane, id));
                 }
-                Err(e) => {
-                    // Never sent: a missing path is not retryable.
-                    self.state.finished += 1;
-                    let st = &mut self.state.steps[j];
-                    st.status = StepStatus::Failed;
-                    st.error = Some(e);
-                    st.finished_seq = self.state.finished;
-                    self.step_failed(wf, j, by, out);
-                }
+                // Never sent: a missing path is not retryable.
+                Err(e) => self.failed_unsent(wf, j, by, e, out),
             }
         }
         if self.state.status == RunStatus::Running
@@ -789,7 +878,7 @@ pub struct WorkflowIn {
     /// What `{{input.<path>}}` reads.
     pub input: Option<Value>,
     /// Steps: job fields plus `name`, `depends_on`, `critical`, `non_blocking`, `retry`,
-    /// `compensate`.
+    /// `compensate`, `paginate`, `when`.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>, min_items = 1, max_items = 100))]
     pub steps: Vec<Value>,
     /// Workflow webhooks (`workflow.completed` / `workflow.failed`): not available yet.
@@ -810,39 +899,8 @@ pub struct ValidatedWorkflow {
     pub targets: Vec<(String, crate::ssrf::TargetUrl)>,
 }
 
-/// Replaces every `{{…}}` by `x`, for checking the shape of a template (and, since the host
-/// is never templated, for finding a step's lane).
-pub fn mask(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(a) = rest.find("{{") {
-        out.push_str(&rest[..a]);
-        match rest[a..].find("}}") {
-            Some(b) => {
-                out.push('x');
-                rest = &rest[a + b + 2..];
-            }
-            None => {
-                out.push_str(&rest[a..]);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The `{{…}}` expressions of a string, trimmed.
-fn templates(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(a) = rest.find("{{") {
-        let Some(b) = rest[a..].find("}}") else { break };
-        out.push(rest[a + 2..a + b].trim().to_string());
-        rest = &rest[a + b + 2..];
-    }
-    out
-}
+pub use crate::template::mask;
+use crate::template::templates;
 
 fn take_bool(
     o: &mut serde_json::Map<String, Value>,
@@ -876,7 +934,6 @@ fn job_template(
         "onFailure",
         "on_failure_timeout_ms",
         "onFailureTimeoutMs",
-        "webhooks",
     ] {
         if o.get(n).is_some_and(|v| !v.is_null()) {
             return Err(FieldError::invalid(
@@ -917,6 +974,10 @@ fn job_template(
     let input = from_value(Value::Object(o)).map_err(|e| nest(e, field))?;
     let v = input.validate(cx).map_err(|e| nest(e, field))?;
     targets.push((format!("{field}.url"), v.target));
+    // A step's own webhooks report its job (each page's, for a paginated step).
+    for (k, t) in v.webhook_targets.into_iter().enumerate() {
+        targets.push((format!("{field}.webhooks[{k}].url"), t));
+    }
     let mut spec = v.spec;
     if let Some(u) = raw_url {
         if u.contains("{{") {
@@ -1015,12 +1076,19 @@ impl WorkflowIn {
         let mut targets = Vec::new();
         for (i, mut o) in objs.into_iter().enumerate() {
             let f = format!("steps[{i}]");
-            if o.remove("when").is_some_and(|v| !v.is_null()) {
-                return Err(FieldError::not_supported(
-                    format!("{f}.when"),
-                    "not available on this server yet",
-                ));
-            }
+            let when =
+                match o.remove("when") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(w)) => {
+                        crate::condition::parse(&w)
+                            .map_err(|e| FieldError::invalid(format!("{f}.when"), e.to_string()))?;
+                        Some(w)
+                    }
+                    Some(_) => return Err(FieldError::invalid(
+                        format!("{f}.when"),
+                        "must be a condition (a string such as \"steps.a.response.status == 200\")",
+                    )),
+                };
             let paginate = match o.remove("paginate") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(check_paginate(v, &format!("{f}.paginate"))?),
@@ -1111,6 +1179,7 @@ impl WorkflowIn {
                 non_blocking,
                 compensate,
                 paginate,
+                when,
             });
         }
         check_graph(&steps)?;
@@ -1129,6 +1198,18 @@ impl WorkflowIn {
                 ));
             }
             let ancestors = ancestors(&steps, i);
+            if let Some(w) = &s.when {
+                let c = crate::condition::parse(w)
+                    .map_err(|e| FieldError::invalid(format!("steps[{i}].when"), e.to_string()))?;
+                for (col, path) in c.paths() {
+                    check_reference(path, &steps, &ancestors, i, false).map_err(|m| {
+                        FieldError::invalid(
+                            format!("steps[{i}].when"),
+                            format!("at column {col}: {path}: {m}"),
+                        )
+                    })?;
+                }
+            }
             let check = |t: &JobTemplate, f: String| -> Result<(), FieldError> {
                 let sp = &t.spec;
                 let mut texts: Vec<(String, &str)> = vec![(format!("{f}.url"), sp.url.as_str())];
@@ -1386,34 +1467,139 @@ fn resolve(expr: &str, input: &Value, def: &Definition, state: &RunState) -> Res
                 .position(|s| &s.name == step)
                 .ok_or_else(unresolved)?;
             let r = state.steps[j].response.as_ref().ok_or_else(unresolved)?;
-            match path.get(3) {
-                Some(Seg::Name(k)) if k == "status" => Ok(Value::from(r.status)),
-                Some(Seg::Name(k)) if k == "headers" => {
-                    let Some(Seg::Name(h)) = path.get(4) else {
-                        return Err(unresolved());
-                    };
-                    r.headers
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(h))
-                        .map(|(_, v)| Value::String(v.clone()))
-                        .ok_or_else(unresolved)
-                }
-                Some(Seg::Name(k)) if k == "body" => {
-                    if path.len() == 4 {
-                        return Ok(Value::String(r.body.clone()));
-                    }
-                    let body: Value = serde_json::from_str(&r.body).map_err(|_| {
-                        format!(
-                            "template_unresolved: {{{{{expr}}}}}: the body of {step} is not JSON"
-                        )
-                    })?;
-                    walk(&body, &path[4..]).cloned().ok_or_else(unresolved)
-                }
-                _ => Err(unresolved()),
-            }
+            read_response(expr, &path[3..], r, step)
         }
         _ => Err(unresolved()),
     }
+}
+
+/// The value at `path` (`status`, `headers.<name>`, `body`, `body<path>`) of the answer `r`
+/// of `who`.
+fn read_response(expr: &str, path: &[Seg], r: &StepResponse, who: &str) -> Result<Value, String> {
+    let unresolved = || format!("template_unresolved: {{{{{expr}}}}} has no value");
+    match path.first() {
+        Some(Seg::Name(k)) if k == "status" => Ok(Value::from(r.status)),
+        Some(Seg::Name(k)) if k == "headers" => {
+            let Some(Seg::Name(h)) = path.get(1) else {
+                return Err(unresolved());
+            };
+            r.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(h))
+                .map(|(_, v)| Value::String(v.clone()))
+                .ok_or_else(unresolved)
+        }
+        Some(Seg::Name(k)) if k == "body" => {
+            if path.len() == 1 {
+                return Ok(Value::String(r.body.clone()));
+            }
+            let body: Value = serde_json::from_str(&r.body).map_err(|_| {
+                format!("template_unresolved: {{{{{expr}}}}}: the body of {who} is not JSON")
+            })?;
+            walk(&body, &path[1..]).cloned().ok_or_else(unresolved)
+        }
+        _ => Err(unresolved()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chain children (`on_success`, `on_failure`) read their parent's answer:
+// `{{parent.response.status|headers.<name>|body<path>}}`, encoded per slot as in steps.
+
+/// Checks the templates of a job's children (at any depth): only `parent.response.status`,
+/// `.headers.<name>` or `.body<path>`, never in the scheme or host, never in a credential
+/// header (those are sealed at rest). The job itself and its fallback links are not templated.
+pub fn check_child_templates(spec: &JobSpec) -> Result<(), FieldError> {
+    check_children(spec, "")
+}
+
+fn check_children(spec: &JobSpec, prefix: &str) -> Result<(), FieldError> {
+    for (name, child) in [
+        ("on_success", &spec.on_success),
+        ("on_failure", &spec.on_failure),
+    ] {
+        let Some(c) = child.as_deref() else { continue };
+        let f = format!("{prefix}{name}");
+        let s = &c.spec;
+        if let Some(at) = s.url.find("{{") {
+            let authority_end = s
+                .url
+                .find("://")
+                .map(|i| i + 3)
+                .and_then(|i| s.url[i..].find(['/', '?', '#']).map(|e| i + e));
+            if authority_end.is_none_or(|e| at < e) {
+                return Err(FieldError::invalid(
+                    format!("{f}.url"),
+                    "the scheme and host may not be templated (only the path and query)",
+                ));
+            }
+        }
+        let mut texts: Vec<(String, &str)> = vec![(format!("{f}.url"), s.url.as_str())];
+        for (n, v) in &s.headers {
+            if v.contains("{{") && crate::lane::is_credential_header(n, &[]) {
+                return Err(FieldError::invalid(
+                    format!("{f}.headers.{n}"),
+                    "a credential header is sealed at rest and cannot be templated",
+                ));
+            }
+            texts.push((format!("{f}.headers.{n}"), v.as_str()));
+        }
+        if let Some(b) = &s.body {
+            texts.push((format!("{f}.body"), b.as_str()));
+        }
+        for (field, text) in texts {
+            for expr in templates(text) {
+                check_parent_reference(&expr)
+                    .map_err(|m| FieldError::invalid(&field, format!("{{{{{expr}}}}}: {m}")))?;
+            }
+        }
+        check_children(s, &format!("{f}."))?;
+    }
+    Ok(())
+}
+
+fn check_parent_reference(expr: &str) -> Result<(), String> {
+    let path = parse_path(expr)?;
+    let ok = matches!(
+        (path.first(), path.get(1), path.get(2)),
+        (Some(Seg::Name(p)), Some(Seg::Name(r)), Some(Seg::Name(k)))
+            if p == "parent" && r == "response"
+                && (k == "status" && path.len() == 3 || k == "headers" && path.len() == 4 || k == "body")
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "a child job's template is parent.response.status, .headers.<name> or .body<path>"
+                .into(),
+        )
+    }
+}
+
+/// Whether a child's url, header values or body hold templates.
+pub fn has_templates(spec: &JobSpec) -> bool {
+    spec.url.contains("{{")
+        || spec.body.as_deref().is_some_and(|b| b.contains("{{"))
+        || spec.headers.iter().any(|(_, v)| v.contains("{{"))
+}
+
+/// Renders a child's url, header values and body from its parent's final answer (none: the
+/// parent had no answer, so every path is unresolved). Its own children and fallback links are
+/// left as they are (a grandchild reads this child's answer).
+pub fn render_child(spec: &JobSpec, parent: Option<&StepResponse>) -> Result<JobSpec, String> {
+    render_with(spec, &|expr: &str| {
+        let unresolved = || format!("template_unresolved: {{{{{expr}}}}} has no value");
+        let path = parse_path(expr).map_err(|e| format!("template_unresolved: {e}"))?;
+        match (path.first(), path.get(1)) {
+            (Some(Seg::Name(p)), Some(Seg::Name(r))) if p == "parent" && r == "response" => {
+                let r = parent.ok_or_else(|| {
+                    format!("template_unresolved: {{{{{expr}}}}}: the parent has no answer")
+                })?;
+                read_response(expr, &path[2..], r, "the parent")
+            }
+            _ => Err(unresolved()),
+        }
+    })
 }
 
 fn scalar(v: &Value, expr: &str) -> Result<String, String> {
@@ -1441,20 +1627,21 @@ fn encode(s: &str, query: bool) -> String {
     out
 }
 
+/// What a placeholder's path reads (its value, or why it has none).
+type Resolver<'a> = dyn Fn(&str) -> Result<Value, String> + 'a;
+
 /// Replaces the templates of `text`; `slot` encodes each value for where it lands.
 fn substitute(
     text: &str,
     mut slot: impl FnMut(&str, &Value, &str, &str) -> Result<String, String>,
-    input: &Value,
-    def: &Definition,
-    state: &RunState,
+    resolve: &Resolver<'_>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(a) = rest.find("{{") {
         let Some(b) = rest[a..].find("}}") else { break };
         let expr = rest[a + 2..a + b].trim();
-        let value = resolve(expr, input, def, state)?;
+        let value = resolve(expr)?;
         let before = &rest[..a];
         let after = &rest[a + b + 2..];
         out.push_str(before);
@@ -1475,13 +1662,16 @@ pub fn render(
     def: &Definition,
     state: &RunState,
 ) -> Result<JobSpec, String> {
+    render_with(t, &|expr: &str| resolve(expr, input, def, state))
+}
+
+/// [`render`] with the paths read by `resolve`.
+fn render_with(t: &JobSpec, resolve: &Resolver<'_>) -> Result<JobSpec, String> {
     let mut spec = t.clone();
     spec.url = substitute(
         &t.url,
         |expr, v, before, _| Ok(encode(&scalar(v, expr)?, before.contains('?'))),
-        input,
-        def,
-        state,
+        resolve,
     )?;
     for (n, v) in spec.headers.iter_mut() {
         if v.contains("{{") {
@@ -1496,9 +1686,7 @@ pub fn render(
                     }
                     Ok(s)
                 },
-                input,
-                def,
-                state,
+                resolve,
             )?;
         }
     }
@@ -1511,7 +1699,7 @@ pub fn render(
             while let Some(a) = rest.find("{{") {
                 let Some(e) = rest[a..].find("}}") else { break };
                 let expr = rest[a + 2..a + e].trim().to_string();
-                let value = resolve(&expr, input, &def.clone(), state)?;
+                let value = resolve(&expr)?;
                 let before = &rest[..a];
                 let after = &rest[a + e + 2..];
                 let quotes_before = out.matches('"').count() + before.matches('"').count()
@@ -1728,6 +1916,331 @@ mod tests {
                 .field,
             "steps"
         );
+    }
+
+    #[test]
+    fn when_is_checked_at_submit_naming_the_step_and_position() {
+        let base = |when: Value| {
+            serde_json::json!({"steps": [
+                {"name": "a", "url": "http://127.0.0.1/a"},
+                {"name": "n", "url": "http://127.0.0.1/n", "non_blocking": true},
+                {"name": "b", "url": "http://127.0.0.1/b", "depends_on": ["a"], "when": when}
+            ]})
+        };
+        for (when, msg) in [
+            (
+                serde_json::json!("steps.a.response.status =="),
+                "at column 27",
+            ),
+            (
+                serde_json::json!("steps.a.response.status == 200 &&"),
+                "at column 34",
+            ),
+            (
+                serde_json::json!("steps.zz.response.status == 1"),
+                "no step is named",
+            ),
+            (
+                serde_json::json!("steps.n.response.status == 1"),
+                "not an ancestor",
+            ),
+            (
+                serde_json::json!("true && steps.a.resp == 1"),
+                "at column 9",
+            ),
+            (serde_json::json!("page.cursor == 'x'"), "page.cursor"),
+            (serde_json::json!(true), "must be a condition"),
+        ] {
+            let e = validate(base(when.clone())).expect_err(&when.to_string());
+            assert_eq!(e.field, "steps[2].when", "{when}: {e:?}");
+            assert_eq!(e.code, "invalid_field", "{when}: {e:?}");
+            assert!(e.message.contains(msg), "{when}: {e:?}");
+        }
+        let ok = validate(base(serde_json::json!(
+            "exists(steps.a.response.body.x) && steps.a.response.headers.x-id != 'y' || input.f == null"
+        )))
+        .unwrap();
+        assert!(ok.def.steps[2].when.is_some());
+    }
+
+    #[test]
+    fn a_false_when_skips_the_step_and_its_dependents_proceed() {
+        let v = validate(serde_json::json!({
+            "input": {"vip": false},
+            "steps": [
+                {"name": "a", "url": "http://127.0.0.1/a"},
+                {"name": "gift", "url": "http://127.0.0.1/gift", "depends_on": ["a"],
+                 "when": "input.vip == true || steps.a.response.body.total > 100"},
+                {"name": "big", "url": "http://127.0.0.1/big", "depends_on": ["a"],
+                 "when": "steps.a.response.status == 200 && steps.a.response.body.total >= 50"},
+                {"name": "mail", "url": "http://127.0.0.1/mail", "depends_on": ["gift", "big"],
+                 "when": "!exists(steps.gift.response.status)"},
+                {"name": "read", "url": "http://127.0.0.1/r/{{steps.gift.response.status}}",
+                 "depends_on": ["mail"], "critical": false}
+            ]
+        }))
+        .unwrap();
+        let wf = WorkflowId::new(10, 7);
+        let mut run = Run::new(v.def);
+        let first = run.start(wf);
+        let r = |step: u32| StepRef {
+            workflow_id: wf.to_string(),
+            step,
+            compensation: false,
+            page: 0,
+        };
+        let next = run.step_ended(
+            wf,
+            &r(0),
+            first[0].id,
+            JobState::Succeeded,
+            resp(200, r#"{"total": 60}"#),
+            None,
+        );
+        // gift's condition is false: skipped, never sent; big runs.
+        assert_eq!(next.len(), 1, "{next:?}");
+        assert_eq!(next[0].spec.url, "http://127.0.0.1/big");
+        assert_eq!(run.state.steps[1].status, StepStatus::Skipped);
+        assert_eq!(run.state.steps[1].condition, Some(false));
+        assert_eq!(run.state.steps[2].condition, Some(true));
+        let next = run.step_ended(
+            wf,
+            &r(2),
+            next[0].id,
+            JobState::Succeeded,
+            resp(200, "{}"),
+            None,
+        );
+        // mail depends on the skipped gift: it proceeds; gift has no response.
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].spec.url, "http://127.0.0.1/mail");
+        let next = run.step_ended(
+            wf,
+            &r(3),
+            next[0].id,
+            JobState::Succeeded,
+            resp(200, "{}"),
+            None,
+        );
+        // read templates from the skipped step: unresolved, not sent; not critical.
+        assert!(next.is_empty());
+        assert_eq!(run.state.steps[4].status, StepStatus::Failed);
+        let err = run.state.steps[4].error.clone().unwrap();
+        assert!(err.starts_with("template_unresolved"), "{err}");
+        assert_eq!(run.state.status, RunStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_when_that_cannot_be_decided_fails_the_step_unsent() {
+        let v = validate(serde_json::json!({
+            "steps": [
+                {"name": "a", "url": "http://127.0.0.1/a",
+                 "compensate": {"url": "http://127.0.0.1/undo"}},
+                {"name": "b", "url": "http://127.0.0.1/b", "depends_on": ["a"], "critical": false,
+                 "when": "steps.a.response.body.missing == 1"},
+                {"name": "c", "url": "http://127.0.0.1/c", "depends_on": ["a"],
+                 "when": "steps.a.response.body.s > 1"}
+            ]
+        }))
+        .unwrap();
+        let wf = WorkflowId::new(10, 8);
+        let mut run = Run::new(v.def);
+        let first = run.start(wf);
+        let r0 = StepRef {
+            workflow_id: wf.to_string(),
+            step: 0,
+            compensation: false,
+            page: 0,
+        };
+        let next = run.step_ended(
+            wf,
+            &r0,
+            first[0].id,
+            JobState::Succeeded,
+            resp(200, r#"{"s": "text"}"#),
+            None,
+        );
+        let b = run.state.steps[1].error.clone().unwrap();
+        assert!(b.starts_with("condition_unresolved"), "{b}");
+        let c = run.state.steps[2].error.clone().unwrap();
+        assert!(c.starts_with("condition_invalid"), "{c}");
+        // c is critical: the run compensates a.
+        assert_eq!(run.state.status, RunStatus::Compensating);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].spec.url, "http://127.0.0.1/undo");
+    }
+
+    fn child_job(v: Value) -> Result<JobSpec, FieldError> {
+        let limits = Limits::default();
+        let policy = SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let cx = Context {
+            limits: &limits,
+            ssrf: &policy,
+            local_region: "local",
+            now_ms: 1_000,
+        };
+        let spec = crate::job::from_value(v)?.validate(&cx)?.spec;
+        check_child_templates(&spec)?;
+        Ok(spec)
+    }
+
+    #[test]
+    fn children_render_their_parents_answer_per_slot() {
+        let spec = child_job(serde_json::json!({
+            "url": "http://127.0.0.1/a",
+            "on_success": {
+                "url": "http://127.0.0.1/orders/{{parent.response.body.id}}?s={{parent.response.status}}&id={{ parent.response.body.id }}",
+                "method": "POST",
+                "headers": {"X-Req": "{{parent.response.headers.x-id}}"},
+                "body": "{\"id\": \"{{parent.response.body.id}}\", \"n\": {{parent.response.body.n}}, \"all\": {{parent.response.body}}}",
+                "on_success": {"url": "http://127.0.0.1/g/{{parent.response.status}}"}
+            }
+        }))
+        .unwrap();
+        let c = &spec.on_success.as_ref().unwrap().spec;
+        assert!(
+            c.url.contains("{{parent.response.body.id}}"),
+            "kept as given: {}",
+            c.url
+        );
+        assert!(!has_templates(&spec), "the job itself is not templated");
+        let parent = StepResponse {
+            status: 201,
+            headers: vec![("X-Id".into(), "r-1".into())],
+            body: r#"{"id": "a/b c", "n": 3}"#.into(),
+        };
+        let r = render_child(c, Some(&parent)).unwrap();
+        assert_eq!(r.url, "http://127.0.0.1/orders/a%2Fb%20c?s=201&id=a%2Fb+c");
+        assert_eq!(r.headers, vec![("X-Req".to_string(), "r-1".to_string())]);
+        let body: Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"id": "a/b c", "n": 3, "all": "{\"id\": \"a/b c\", \"n\": 3}"})
+        );
+        // The grandchild reads its own parent (this child): left as is.
+        assert_eq!(
+            r.on_success.as_ref().unwrap().spec.url,
+            "http://127.0.0.1/g/{{parent.response.status}}"
+        );
+        // A missing path, no answer at all, CR/LF into a header: refused, with the code.
+        let e = render_child(
+            c,
+            Some(&StepResponse {
+                body: "{}".into(),
+                ..parent.clone()
+            }),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("template_unresolved"), "{e}");
+        let e = render_child(c, None).unwrap_err();
+        assert!(
+            e.starts_with("template_unresolved") && e.contains("no answer"),
+            "{e}"
+        );
+        let evil = StepResponse {
+            headers: vec![("X-Id".into(), "a\r\nX-Evil: 1".into())],
+            ..parent
+        };
+        let e = render_child(c, Some(&evil)).unwrap_err();
+        assert!(e.starts_with("template_invalid"), "{e}");
+    }
+
+    #[test]
+    fn bad_child_templates_name_the_field() {
+        for (job, field) in [
+            (
+                serde_json::json!({"url": "http://127.0.0.1/a", "on_success": {"url": "http://127.0.0.1/{{input.x}}"}}),
+                "on_success.url",
+            ),
+            (
+                serde_json::json!({"url": "http://127.0.0.1/a", "on_failure": {"url": "http://127.0.0.1/b",
+                    "body": "{{parent.response.nope}}"}}),
+                "on_failure.body",
+            ),
+            (
+                serde_json::json!({"url": "http://127.0.0.1/a", "on_success": {"url": "http://127.0.0.1/b",
+                    "on_failure": {"url": "http://127.0.0.1/c", "headers": {"X-A": "{{steps.a.response.status}}"}}}}),
+                "on_success.on_failure.headers.X-A",
+            ),
+            (
+                serde_json::json!({"url": "http://127.0.0.1/a", "on_success": {"url": "http://127.0.0.1/b",
+                    "headers": {"Authorization": "Bearer {{parent.response.body.token}}"}}}),
+                "on_success.headers.Authorization",
+            ),
+        ] {
+            let e = child_job(job.clone()).expect_err(&job.to_string());
+            assert_eq!(e.field, field, "{job}: {e:?}");
+            assert_eq!(e.code, "invalid_field", "{job}: {e:?}");
+        }
+        // A template in the host does not parse as a URL at all.
+        let e = child_job(serde_json::json!({"url": "http://127.0.0.1/a",
+            "on_success": {"url": "http://{{parent.response.body.host}}/x"}}))
+        .unwrap_err();
+        assert_eq!(e.field, "on_success.url", "{e:?}");
+    }
+
+    #[test]
+    fn a_refused_cursor_fails_the_step_cursor_expired() {
+        let v = validate(serde_json::json!({
+            "steps": [
+                {"name": "c", "url": "http://127.0.0.1/c", "critical": false,
+                 "paginate": {"style": "body_cursor", "next": "next"}},
+                {"name": "o", "url": "http://127.0.0.1/o", "critical": false,
+                 "paginate": {"style": "offset", "page_size": 1, "items": "items"}}
+            ]
+        }))
+        .unwrap();
+        let wf = WorkflowId::new(10, 9);
+        let mut run = Run::new(v.def);
+        let first = run.start(wf);
+        let page = |n: u32, step: u32| StepRef {
+            workflow_id: wf.to_string(),
+            step,
+            compensation: false,
+            page: n,
+        };
+        let body = |b: &str| resp(200, b);
+        let c2 = run.step_ended(
+            wf,
+            &page(1, 0),
+            first[0].id,
+            JobState::Succeeded,
+            body(r#"{"next": "tok-1"}"#),
+            None,
+        );
+        let o2 = run.step_ended(
+            wf,
+            &page(1, 1),
+            first[1].id,
+            JobState::Succeeded,
+            body(r#"{"items": [1]}"#),
+            None,
+        );
+        // Page 2 of the cursor walk: 410 → cursor_expired; of the offset walk: a plain failure.
+        run.step_ended(
+            wf,
+            &page(2, 0),
+            c2[0].id,
+            JobState::Failed,
+            resp(410, "gone"),
+            Some("http_status: target answered 410".into()),
+        );
+        run.step_ended(
+            wf,
+            &page(2, 1),
+            o2[0].id,
+            JobState::Failed,
+            resp(400, "bad"),
+            Some("http_status: target answered 400".into()),
+        );
+        let c = run.state.steps[0].error.clone().unwrap();
+        assert!(
+            c.starts_with("cursor_expired: page 2") && c.contains("tok-1"),
+            "{c}"
+        );
+        assert_eq!(run.state.steps[0].status, StepStatus::Failed);
+        let o = run.state.steps[1].error.clone().unwrap();
+        assert!(o.starts_with("http_status"), "{o}");
     }
 
     #[test]

@@ -38,6 +38,8 @@ struct CallResult {
     outcome: Outcome,
     response: Option<Response>,
     error: Option<CallError>,
+    /// Not sent, never retried: a child whose templates could not be rendered.
+    unsent: Option<JobError>,
 }
 
 impl CallResult {
@@ -46,6 +48,23 @@ impl CallResult {
             outcome: Outcome::NetworkError,
             response: None,
             error: Some(error),
+            unsent: None,
+        }
+    }
+
+    /// `template_error` of a child (`<code>: <message>`): the job fails with that code, unsent.
+    fn unsent(template_error: &str) -> Self {
+        let (code, message) = template_error
+            .split_once(": ")
+            .unwrap_or(("template_unresolved", template_error));
+        Self {
+            outcome: Outcome::NetworkError,
+            response: None,
+            error: None,
+            unsent: Some(JobError {
+                code: code.into(),
+                message: message.into(),
+            }),
         }
     }
 
@@ -277,6 +296,8 @@ impl Executor {
                 None,
                 current,
             )
+        } else if let Some(e) = &leased.spec.template_error {
+            (CallResult::unsent(e), 0, None, current)
         } else {
             let timeout = Duration::from_millis(self.cfg.attempt_timeout_ms.min(left));
             gate.pass().await;
@@ -301,7 +322,7 @@ impl Executor {
             (r, latency, change, link)
         };
         let policy = &links[link].0.retry_policy;
-        let verdict = if call.ssrf() {
+        let verdict = if call.ssrf() || call.unsent.is_some() {
             Verdict::Fail
         } else {
             policy.judge(&call.outcome)
@@ -344,6 +365,8 @@ impl Executor {
             (p, _, _) => p,
         };
         match (&call.outcome, verdict) {
+            // Refused before sending (a child's template): no network involved.
+            _ if call.unsent.is_some() => self.metrics.attempts_fail.inc(),
             (Outcome::NetworkError, _) => self.metrics.attempts_network_error.inc(),
             (_, Verdict::Success) => self.metrics.attempts_success.inc(),
             (_, Verdict::Retry) => self.metrics.attempts_retry.inc(),
@@ -364,7 +387,11 @@ impl Executor {
                 Outcome::Status(s) => Some(s),
                 Outcome::NetworkError => None,
             },
-            error: call.error.as_ref().map(ToString::to_string),
+            error: call.error.as_ref().map(ToString::to_string).or_else(|| {
+                call.unsent
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.code, e.message))
+            }),
             latency_ms,
             decision: verdict,
             wait_ms,
@@ -434,7 +461,9 @@ impl Executor {
     ) -> (Next, AttemptEnd) {
         let response = call.response.clone();
         let fail_error = || {
-            if call.ssrf() {
+            if let Some(e) = &call.unsent {
+                e.clone()
+            } else if call.ssrf() {
                 JobError {
                     code: "ssrf_denied".into(),
                     message: call
@@ -558,12 +587,14 @@ impl Executor {
                 outcome: Outcome::NetworkError,
                 response: Some(response),
                 error: Some(err),
+                unsent: None,
             };
         }
         CallResult {
             outcome: Outcome::Status(status),
             response: Some(response),
             error: None,
+            unsent: None,
         }
     }
 }

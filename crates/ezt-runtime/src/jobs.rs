@@ -223,6 +223,7 @@ impl Jobs {
         now: u64,
     ) -> Result<NewJob, JobsError> {
         let mut v = input.validate(&self.context(now))?;
+        ezt_core::workflow::check_child_templates(&v.spec)?;
         let hooks = v.webhook_targets.iter().enumerate();
         self.refuse_blocked(
             std::iter::once(("url".to_string(), &v.target))
@@ -310,8 +311,9 @@ impl Jobs {
         .into_iter()
         .flatten()
         {
-            // Validation parsed this URL already.
-            if let Ok(t) = ezt_core::ssrf::check_url(&self.ssrf, &c.spec.url) {
+            // Validation parsed this URL already (`{{parent…}}` never in its host).
+            let url = ezt_core::workflow::mask(&c.spec.url);
+            if let Ok(t) = ezt_core::ssrf::check_url(&self.ssrf, &url) {
                 c.lane = self.lane_of(&t, &c.spec.headers).0;
             }
             self.child_lanes(&mut c.spec);

@@ -630,6 +630,19 @@ impl Ending<'_> {
     pub fn child(&self, tenant_id: TenantId, series: u32) -> Option<NewJob> {
         let (relation, child) = self.spec.child_for(self.state)?;
         let mut spec = child.spec.clone();
+        // `{{parent.response…}}`: rendered once, here, from the answer this transaction
+        // records; a path without a value ends the child unsent (dispatch reads the error).
+        if ezt_core::workflow::has_templates(&spec) {
+            let parent = self.response.map(|r| ezt_core::workflow::StepResponse {
+                status: r.status_code,
+                headers: r.headers.clone(),
+                body: r.body.clone(),
+            });
+            match ezt_core::workflow::render_child(&spec, parent.as_ref()) {
+                Ok(rendered) => spec = rendered,
+                Err(e) => spec.template_error = Some(e),
+            }
+        }
         spec.parent = Some(ezt_core::job::ParentRef {
             job_id: self.id.to_string(),
             relation,

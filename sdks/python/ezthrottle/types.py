@@ -319,6 +319,10 @@ class WorkflowStep(TypedDict):
     error: str | None
     compensation_job_id: str | None
     compensation: StepStatus | None
+    #: Its condition, if it has one.
+    when: NotRequired[str]
+    #: What ``when`` decided once its dependencies were done (false: the step was skipped).
+    condition: NotRequired[bool]
 
 
 class Workflow(TypedDict):

@@ -41,12 +41,15 @@ class WorkflowBuilder:
         retry: Duration | None = None,
         compensate: Step | None = None,
         paginate: dict[str, Any] | None = None,
+        when: str | None = None,
     ) -> WorkflowBuilder:
         """Adds a step: ``step``'s call plus its place in the graph. ``retry`` is the step's
         wall-clock budget; ``compensate`` runs (in reverse order of completion) when a
         critical step fails after this one succeeded. ``paginate`` (``{"style": "link"}``,
         ``{"style": "body_cursor", "next": "data[99].id", "has_more": "has_more"}``, …)
-        follows pages, one job per page."""
+        follows pages, one job per page. ``when`` is a condition over the same paths
+        (``"steps.charge.response.status == 200 && !exists(input.dry_run)"``): false skips the
+        step and its dependents proceed. ``step``'s own ``webhooks`` report the step's job."""
         from . import _transport as _t
 
         if any(s["name"] == name for s in self._steps):
@@ -65,6 +68,8 @@ class WorkflowBuilder:
             body["retry"] = _t.wire_duration(retry)
         if paginate is not None:
             body["paginate"] = dict(paginate)
+        if when is not None:
+            body["when"] = when
         if compensate is not None:
             comp: dict[str, Any] = dict(compensate.to_payload())
             comp.pop("idempotent_key", None)

@@ -84,6 +84,35 @@ def test_bad_workflows_name_the_step(client: EZThrottle, target: Target) -> None
         client.get_workflow("job_01JD3X0000000000000000000A")
 
 
+def test_when_skips_a_step_and_its_dependents_proceed(
+    client: EZThrottle, target: Target
+) -> None:
+    urls = {k: target.unique(k) for k in ("first", "gift", "last")}
+    wf = (
+        WorkflowBuilder(input={"vip": False})
+        .step("first", Step().url(urls["first"]))
+        .step("gift", Step().url(urls["gift"]), depends_on=["first"], when="input.vip == true")
+        .step(
+            "last",
+            Step().url(urls["last"]),
+            depends_on=["gift"],
+            when="steps.first.response.status == 200 && !exists(steps.gift.response.status)",
+        )
+    )
+    assert wf.to_payload()["steps"][1]["when"] == "input.vip == true"
+    run = client.wait_workflow(client.submit_workflow(wf)["workflow_id"], timeout=30)
+    assert run["status"] == "succeeded", run
+    by = {s["name"]: s for s in run["steps"]}
+    assert (by["gift"]["status"], by["gift"].get("condition")) == ("skipped", False)
+    assert (by["last"]["status"], by["last"].get("condition")) == ("succeeded", True)
+    assert target.requests(urls["gift"]) == []
+    assert len(target.requests(urls["last"])) == 1
+    bad = WorkflowBuilder().step("a", Step().url(urls["first"]), when="input.x ==")
+    with pytest.raises(ValidationError) as e:
+        client.submit_workflow(bad)
+    assert (e.value.status, e.value.field) == (400, "steps[0].when")
+
+
 @pytest.mark.anyio
 async def test_async_submit_and_wait(server: Server, target: Target) -> None:
     async with AsyncEZThrottle(server.new_tenant_key(), server.url) as c:

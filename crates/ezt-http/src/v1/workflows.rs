@@ -52,7 +52,8 @@ pub struct StepView {
     pub job: Option<JobView>,
     /// The answer later steps may read.
     pub response: Option<StepResponse>,
-    /// Why it failed (`template_unresolved: …` when a template had no value).
+    /// Why it failed (`template_unresolved: …` when a template had no value,
+    /// `condition_unresolved: …` / `condition_invalid: …` when `when` could not be decided).
     pub error: Option<String>,
     /// Its compensation's job, if one ran.
     pub compensation_job_id: Option<String>,
@@ -62,6 +63,12 @@ pub struct StepView {
     pub pages: Vec<PageState>,
     /// The walk stopped at `max_pages`.
     pub truncated: bool,
+    /// Its condition, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// What `when` decided once its dependencies were done (false: the step was skipped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<bool>,
 }
 
 /// A workflow run.
@@ -85,12 +92,12 @@ pub struct WorkflowView {
 
 /// Submit a workflow.
 #[utoipa::path(post, path = "/api/v1/workflows", operation_id = "submitWorkflow", tag = "workflows",
-    request_body(content = WorkflowIn, description = "a workflow: steps are job specs plus `name`, `depends_on`, `critical`, `non_blocking`, `retry` (the step's wall-clock budget), `compensate` and `paginate`; url paths and queries, header values and bodies may use `{{input.<path>}}` and `{{steps.<name>.response.status|headers.<name>|body<path>}}`"),
+    request_body(content = WorkflowIn, description = "a workflow: steps are job specs plus `name`, `depends_on`, `critical`, `non_blocking`, `retry` (the step's wall-clock budget), `compensate`, `paginate`, `when` (a condition over the same paths: false skips the step) and `webhooks` (the step's own, reporting its job); url paths and queries, header values and bodies may use `{{input.<path>}}` and `{{steps.<name>.response.status|headers.<name>|body<path>}}`"),
     responses((status = 202, description = "stored; the first steps are queued", body = WorkflowSubmitted),
               (status = 400, description = "a bad step or field; `field` names it (`steps[2].depends_on`, …)", body = ErrorBody),
               (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
               (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody),
-              (status = 422, description = "`ssrf_denied`, `not_supported` (`when`, workflow `webhooks`), `too_many_lanes`", body = ErrorBody),
+              (status = 422, description = "`ssrf_denied`, `not_supported` (workflow `webhooks`), `too_many_lanes`", body = ErrorBody),
               (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn submit(
@@ -163,6 +170,8 @@ async fn get_one(
             compensation: s.compensation,
             pages: s.pages.clone(),
             truncated: s.truncated,
+            when: d.when.clone(),
+            condition: s.condition,
         });
     }
     Ok(Json(WorkflowView {

@@ -41,6 +41,7 @@ pub(crate) fn spec(url: &str) -> JobSpec {
         on_failure_timeout_ms: None,
         parent: None,
         workflow: None,
+        template_error: None,
     }
 }
 

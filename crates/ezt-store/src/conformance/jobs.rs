@@ -398,3 +398,74 @@ pub async fn chain_children_are_created_with_the_outcome<S: JobStore>(s: S) {
         .unwrap()
         .is_none());
 }
+
+/// A child's `{{parent.response…}}` templates are rendered in the transaction that ends its
+/// parent, from the answer recorded there; one that cannot be rendered is stored with its
+/// `template_error` (dispatch ends it unsent).
+pub async fn chain_children_render_their_parents_answer<S: JobStore>(s: S) {
+    use ezt_core::job::{child_id, Child, Relation};
+    let templated = |url: &str, body: &str| {
+        let mut spec = super::fixtures::spec(url);
+        spec.headers = vec![(
+            "X-Type".into(),
+            "{{parent.response.headers.content-type}}".into(),
+        )];
+        spec.body = Some(body.into());
+        Box::new(Child {
+            spec,
+            lane: "127.0.0.1:9".into(),
+            idempotent_key: None,
+        })
+    };
+    let mut good = new_job(11, 1, "good", 100);
+    good.spec.on_success = Some(templated(
+        "http://127.0.0.1:9/c/{{parent.response.status}}",
+        "{\"was\": {{parent.response.body}}}",
+    ));
+    let mut bad = new_job(12, 1, "bad", 100);
+    bad.spec.on_success = Some(templated(
+        "http://127.0.0.1:9/c?id={{parent.response.body.id}}",
+        "{}",
+    ));
+    s.insert_jobs(vec![good.clone(), bad.clone()], WINDOW)
+        .await
+        .unwrap();
+    for (n, j) in [(7, &good), (8, &bad)] {
+        s.lease(j.id, lease(n, 200)).await.unwrap().unwrap();
+        let done = AttemptDone {
+            id: j.id,
+            lease_token: n,
+            attempt: attempt(1, Verdict::Success),
+            next: Next::Final {
+                state: JobState::Succeeded,
+                response: Some(ok_response()),
+                error: None,
+            },
+            now_ms: 300,
+        };
+        assert!(s.complete_attempt(done).await.unwrap().is_some());
+    }
+    let child = s
+        .get_job(None, child_id(good.id, Relation::OnSuccess, 1))
+        .await
+        .unwrap()
+        .expect("the child");
+    assert_eq!(child.spec.url, "http://127.0.0.1:9/c/200");
+    assert_eq!(child.spec.body.as_deref(), Some("{\"was\": \"ok\"}"));
+    assert_eq!(
+        child.spec.headers,
+        vec![("X-Type".to_string(), "text/plain".to_string())]
+    );
+    assert_eq!(child.spec.template_error, None);
+    let unrendered = s
+        .get_job(None, child_id(bad.id, Relation::OnSuccess, 1))
+        .await
+        .unwrap()
+        .expect("created all the same");
+    assert_eq!(unrendered.state, JobState::Queued);
+    let e = unrendered
+        .spec
+        .template_error
+        .expect("why it cannot be sent");
+    assert!(e.starts_with("template_unresolved"), "{e}");
+}

@@ -45,7 +45,8 @@ macro_rules! conformance_tests {
     (jobs: $make:expr) => {
         $crate::conformance_tests!(@case $make; jobs: jobs_are_tenant_scoped, idempotency_dedups,
             lease_fences_completion, retry_schedules_next_attempt, cancel_wins_over_late_completion,
-            replay_and_expire, list_paginates_and_filters, chain_children_are_created_with_the_outcome);
+            replay_and_expire, list_paginates_and_filters, chain_children_are_created_with_the_outcome,
+            chain_children_render_their_parents_answer);
     };
     (recovery: $make:expr) => {
         $crate::conformance_tests!(@case $make; recovery: recover_releases_running,

@@ -22,6 +22,7 @@ pub async fn a_step_end_advances_its_run_once<S: Store>(s: S) {
         non_blocking: false,
         compensate: None,
         paginate: None,
+        when: None,
     };
     let def = Definition {
         name: "two".into(),

@@ -400,3 +400,81 @@ async fn kill_9_never_loses_or_doubles_a_child() {
         "the child's cut-off call is sent again"
     );
 }
+
+/// Children read their parent's answer with `{{parent.response…}}`, encoded per slot; a path
+/// without a value ends the child `template_unresolved` before anything is sent (its own
+/// `on_failure` then runs); a template outside `parent.response` is refused at submit.
+#[tokio::test]
+async fn children_template_from_their_parents_answer() {
+    let target = Target::start().await;
+    target.default_reply("charge", Reply::status(201).header("X-Charge", "ch 1"));
+    target.default_reply("declined", Reply::status(402));
+    let s = TestServer::start();
+    let ok = s
+        .submit(json!({
+            "url": target.url("charge"),
+            "on_success": {
+                "url": format!("{}?from={{{{parent.response.body.path}}}}&s={{{{parent.response.status}}}}", target.url("fulfil")),
+                "method": "POST",
+                "headers": {"X-Charge": "{{parent.response.headers.x-charge}}"},
+                "body": "{\"charge\": \"{{parent.response.body.path}}\", \"status\": {{parent.response.status}}}"
+            }
+        }))
+        .await;
+    let v = s.wait_final(&ok, 30).await;
+    let child = v["children"][0].as_str().expect("a child id").to_string();
+    let c = s.wait_final(&child, 30).await;
+    assert_eq!(c["state"], "succeeded", "{c:#}");
+    let got = &target.arrivals("fulfil")[0];
+    assert_eq!(got.headers["x-charge"], "ch 1");
+    let body: Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(body, json!({"charge": "/charge", "status": 201}));
+    assert_eq!(
+        c["spec"]["url"],
+        format!("{}?from=%2Fcharge&s=201", target.url("fulfil")),
+        "the child keeps its rendered spec: {c:#}"
+    );
+
+    // The parent's 402 has no `id`: the on_failure child ends unsent, and its own
+    // on_failure (reading the child's missing answer) is unsent too.
+    let bad = s
+        .submit(json!({
+            "url": target.url("declined"),
+            "on_failure": {
+                "url": format!("{}?id={{{{parent.response.body.id}}}}", target.url("refund")),
+                "on_failure": {"url": target.url("alert")}
+            }
+        }))
+        .await;
+    let v = s.wait_final(&bad, 30).await;
+    assert_eq!(v["state"], "failed");
+    let child = v["children"][0].as_str().expect("a child id").to_string();
+    let c = s.wait_final(&child, 30).await;
+    assert_eq!(c["state"], "failed", "{c:#}");
+    assert_eq!(c["error"]["code"], "template_unresolved", "{c:#}");
+    assert_eq!(c["attempts"][0]["decision"], "fail", "{c:#}");
+    let grandchild = c["children"][0]
+        .as_str()
+        .expect("its on_failure")
+        .to_string();
+    let g = s.wait_final(&grandchild, 30).await;
+    assert_eq!(g["state"], "succeeded", "{g:#}");
+    assert_eq!(target.arrivals("alert").len(), 1);
+    assert!(target.arrivals("refund").is_empty(), "nothing sent");
+
+    for (job, field) in [
+        (
+            json!({"url": target.url("a"), "on_success": {"url": format!("{}/{{{{input.x}}}}", target.url("b"))}}),
+            "on_success.url",
+        ),
+        (
+            json!({"url": target.url("a"), "on_failure": {"url": target.url("b"),
+                   "headers": {"Authorization": "Bearer {{parent.response.body.t}}"}}}),
+            "on_failure.headers.Authorization",
+        ),
+    ] {
+        let (st, b) = s.post("/api/v1/jobs", job.clone()).await;
+        assert_eq!(st, 400, "{job}: {b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+}

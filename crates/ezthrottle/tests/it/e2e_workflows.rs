@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{Reply, Target, TestServer};
+use crate::support::{PyReceiver, Reply, Target, TestServer};
 
 const T: Duration = Duration::from_secs(40);
 
@@ -256,9 +256,9 @@ async fn hostile_templates_and_bad_definitions_are_refused_cleanly() {
             "steps[0].paginate.next",
         ),
         (
-            json!({"steps": [{"name": "a", "url": target.url("a"), "when": "true"}]}),
-            422,
-            "not_supported",
+            json!({"steps": [{"name": "a", "url": target.url("a"), "when": "input.x =="}]}),
+            400,
+            "invalid_field",
             "steps[0].when",
         ),
         (json!({"steps": []}), 400, "invalid_field", "steps"),
@@ -402,4 +402,174 @@ async fn cancelling_a_step_job_fails_the_run_and_compensates() {
     assert_eq!(v["status"], "failed", "{v:#}");
     assert_eq!(step(&v, "later")["status"], "cancelled");
     assert_eq!(step(&v, "charge")["compensation"], "succeeded");
+}
+
+/// `when`: a false condition skips its step (never sent) and its dependents proceed; a true one
+/// runs it; one that reads a missing value fails its step unsent; a bad one is a 400 naming
+/// the step, the field and the column.
+#[tokio::test]
+async fn when_conditions_skip_or_run_steps() {
+    let target = Target::start().await;
+    target.default_reply("check", Reply::status(202).header("X-Plan", "gold"));
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({
+            "input": {"vip": false, "amount": 120},
+            "steps": [
+                {"name": "check", "url": target.url("check")},
+                {"name": "gift", "url": target.url("gift"), "depends_on": ["check"],
+                 "when": "input.vip || steps.check.response.status == 200"},
+                {"name": "upsell", "url": target.url("upsell"), "depends_on": ["check"],
+                 "when": "steps.check.response.headers.x-plan == 'gold' && input.amount >= 100 && steps.check.response.body.path != '/nope'"},
+                {"name": "thanks", "url": target.url("thanks"), "depends_on": ["gift", "upsell"],
+                 "when": "!exists(steps.gift.response.status) && exists(steps.upsell.response.status)"},
+                {"name": "odd", "url": target.url("odd"), "depends_on": ["thanks"], "critical": false,
+                 "when": "steps.gift.response.status == 200"}
+            ]
+        }),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(step(&v, "gift")["status"], "skipped", "{v:#}");
+    assert_eq!(step(&v, "gift")["condition"], false);
+    assert_eq!(step(&v, "gift")["job_id"], Value::Null);
+    for name in ["upsell", "thanks"] {
+        assert_eq!(step(&v, name)["status"], "succeeded", "{name}: {v:#}");
+        assert_eq!(step(&v, name)["condition"], true);
+        assert_eq!(target.arrivals(name).len(), 1, "{name}");
+    }
+    assert_eq!(step(&v, "odd")["status"], "failed");
+    let err = step(&v, "odd")["error"].as_str().unwrap();
+    assert!(err.starts_with("condition_unresolved"), "{err}");
+    assert!(target.arrivals("gift").is_empty() && target.arrivals("odd").is_empty());
+
+    let (st, b) = s
+        .post(
+            "/api/v1/workflows",
+            json!({"steps": [
+                {"name": "a", "url": target.url("a")},
+                {"name": "b", "url": target.url("b"), "depends_on": ["a"],
+                 "when": "steps.a.response.status == 200 && steps.c.response.status == 1"},
+                {"name": "c", "url": target.url("c")}
+            ]}),
+        )
+        .await;
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(b["error"]["field"], "steps[1].when", "{b}");
+    let msg = b["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("at column 35") && msg.contains("not an ancestor"),
+        "{msg}"
+    );
+}
+
+/// A step's job may carry `webhooks`, delivered for that step's job like any job's (a
+/// paginated step's: one per page); their URLs pass the SSRF rules at submit.
+#[tokio::test]
+async fn a_steps_own_webhooks_report_its_job() {
+    let target = Target::start().await;
+    target.script(
+        "pages",
+        vec![Reply::status(200).header(
+            "Link",
+            &format!("<{}?page=2>; rel=\"next\"", target.url("pages")),
+        )],
+    );
+    let hooks = PyReceiver::start(&[], 0);
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [
+            {"name": "charge", "url": target.url("charge"),
+             "webhooks": [{"url": hooks.url("/charge")}]},
+            {"name": "list", "url": target.url("pages"), "depends_on": ["charge"],
+             "paginate": {"style": "link"}, "webhooks": [{"url": hooks.url("/list")}]},
+            {"name": "quiet", "url": target.url("quiet"), "depends_on": ["list"]}
+        ]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let d = hooks.next(T).await;
+        let b: Value = serde_json::from_str(d["body"].as_str().unwrap()).unwrap();
+        assert_eq!(b["status"], "success", "{b}");
+        got.push((
+            d["path"].as_str().unwrap().to_string(),
+            b["job_id"].as_str().unwrap().to_string(),
+        ));
+    }
+    got.sort();
+    let pages = step(&v, "list")["pages"].as_array().unwrap().clone();
+    let mut want = vec![
+        (
+            "/charge".to_string(),
+            step(&v, "charge")["job_id"].as_str().unwrap().to_string(),
+        ),
+        (
+            "/list".to_string(),
+            pages[0]["job_id"].as_str().unwrap().to_string(),
+        ),
+        (
+            "/list".to_string(),
+            pages[1]["job_id"].as_str().unwrap().to_string(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(got, want, "one delivery per step job (per page)");
+    assert_eq!(
+        step(&v, "quiet")["job"]["webhooks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    let (st, b) = s
+        .post(
+            "/api/v1/workflows",
+            json!({"steps": [{"name": "a", "url": target.url("a"),
+                              "webhooks": [{"url": "http://10.0.0.1/hook"}]}]}),
+        )
+        .await;
+    assert_eq!(st, 422, "{b}");
+    assert_eq!(b["error"]["field"], "steps[0].webhooks[0].url", "{b}");
+}
+
+/// A provider that refuses a cursor it gave (400/410 on a later page) fails the step
+/// `cursor_expired`, not retried; finished pages are kept.
+#[tokio::test]
+async fn a_refused_cursor_ends_the_crawl_cursor_expired() {
+    let target = Target::start().await;
+    target.script(
+        "feed",
+        vec![
+            Reply::status(200).header(
+                "Link",
+                &format!("<{}?page_info=abc>; rel=\"next\"", target.url("feed")),
+            ),
+            Reply::status(410),
+        ],
+    );
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [{"name": "feed", "url": target.url("feed"), "paginate": {"style": "link"}}]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    let feed = step(&v, "feed");
+    let err = feed["error"].as_str().unwrap();
+    assert!(err.starts_with("cursor_expired: page 2"), "{err}");
+    assert_eq!(feed["pages"].as_array().unwrap().len(), 2);
+    assert_eq!(feed["pages"][1]["status"], 410);
+    assert_eq!(
+        target.arrivals("feed").len(),
+        2,
+        "the refused cursor is not retried"
+    );
 }

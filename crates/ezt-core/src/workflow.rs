@@ -129,6 +129,13 @@ pub struct Definition {
     pub input: Value,
     /// Steps in submit order.
     pub steps: Vec<StepDef>,
+    /// The run's webhooks (`workflow.completed`, `workflow.failed`, `workflow.cancelled`,
+    /// `workflow.page`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::webhook::Webhook>,
+    /// The run's dedup key (its tenant's runs with the same key are one run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_key: Option<String>,
 }
 
 /// Where a step stands.
@@ -165,6 +172,8 @@ pub enum RunStatus {
     Failed,
     /// A compensation failed: listed for manual action.
     CompensationFailed,
+    /// Cancelled by its owner (`POST /api/v1/workflows/{id}/cancel`).
+    Cancelled,
 }
 
 impl RunStatus {
@@ -229,6 +238,13 @@ pub struct RunState {
     pub compensations: Vec<u32>,
     /// Completions so far.
     pub finished: u32,
+    /// Times the run was resumed after a failure (its step jobs of resume `n` get new ids).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A job a transition creates.
@@ -377,6 +393,7 @@ impl Run {
                 warnings: Vec::new(),
                 compensations: Vec::new(),
                 finished: 0,
+                resumes: 0,
             },
         }
     }
@@ -792,7 +809,8 @@ pub struct WorkflowIn {
     /// `compensate`.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>, min_items = 1, max_items = 100))]
     pub steps: Vec<Value>,
-    /// Workflow webhooks (`workflow.completed` / `workflow.failed`): not available yet.
+    /// The run's webhooks (same shape as a job's): `workflow.completed`, `workflow.failed`,
+    /// `workflow.cancelled` and `workflow.page` events, signed and retried like job outcomes.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub webhooks: Option<Vec<Value>>,
     /// Dedup key of the run.
@@ -950,18 +968,18 @@ impl WorkflowIn {
     /// Checks the definition: names, references (no cycles, no unknown or later step), limits,
     /// templates (paths only, from ancestors that block), per-step jobs.
     pub fn validate(self, cx: &Context<'_>) -> Result<ValidatedWorkflow, FieldError> {
-        if self.webhooks.as_ref().is_some_and(|w| !w.is_empty()) {
-            return Err(FieldError::not_supported(
-                "webhooks",
-                "workflow webhooks (workflow.completed / workflow.failed) are not available yet; give each step's job its webhooks",
-            ));
-        }
-        if self.idempotent_key.is_some() {
-            return Err(FieldError::not_supported(
-                "idempotent_key",
-                "workflow runs are not de-duplicated yet",
-            ));
-        }
+        let (webhooks, hook_targets) =
+            crate::job::validate_webhook_values(self.webhooks.unwrap_or_default(), cx)?;
+        let idempotent_key = match self.idempotent_key {
+            None => None,
+            Some(k) if k.is_empty() || k.len() > 256 || k.chars().any(char::is_control) => {
+                return Err(FieldError::invalid(
+                    "idempotent_key",
+                    "1 to 256 printable characters",
+                ))
+            }
+            Some(k) => Some(k),
+        };
         if self.steps.is_empty() || self.steps.len() > MAX_STEPS {
             return Err(FieldError::invalid(
                 "steps",
@@ -1012,7 +1030,11 @@ impl WorkflowIn {
             objs.push(o);
         }
         let mut steps = Vec::with_capacity(objs.len());
-        let mut targets = Vec::new();
+        let mut targets: Vec<(String, crate::ssrf::TargetUrl)> = hook_targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (format!("webhooks[{i}].url"), t))
+            .collect();
         for (i, mut o) in objs.into_iter().enumerate() {
             let f = format!("steps[{i}]");
             if o.remove("when").is_some_and(|v| !v.is_null()) {
@@ -1175,7 +1197,13 @@ impl WorkflowIn {
             }
         }
         Ok(ValidatedWorkflow {
-            def: Definition { name, input, steps },
+            def: Definition {
+                name,
+                input,
+                steps,
+                webhooks,
+                idempotent_key,
+            },
             targets,
         })
     }

@@ -56,10 +56,24 @@ pub(crate) async fn record_outcome(
         // stored already) skips it: the child exists, or a live job holds its key.
         crate::workflows::insert_job(c, &child).await?;
     }
-    crate::workflows::step_job_ended(c, &ending).await?;
+    let mut run_pending = crate::workflows::step_job_ended(c, &ending).await?;
     let Some(outcome) = ending.outcome() else {
-        return Ok(Vec::new());
+        return Ok(run_pending);
     };
+    insert_outcome(c, &job, &tenant_id, series, &outcome, now_ms).await?;
+    run_pending.extend(outcome.pending(TenantId(bytes_id(&tenant_id)), now_ms));
+    Ok(run_pending)
+}
+
+/// Stores an outcome's payload under `(job, series)` and its deliveries.
+pub(crate) async fn insert_outcome(
+    c: &impl GenericClient,
+    job: &[u8],
+    tenant_id: &[u8],
+    series: i32,
+    outcome: &Outcome,
+    now_ms: u64,
+) -> Result<()> {
     let st = c
         .prepare_cached(
             "INSERT INTO webhook_payloads (job_id, series, payload) VALUES ($1, $2, $3)
@@ -101,7 +115,7 @@ pub(crate) async fn record_outcome(
     )
     .await
     .map_err(pg_err)?;
-    Ok(outcome.pending(TenantId(bytes_id(&tenant_id)), now_ms))
+    Ok(())
 }
 
 const DELIVERY_COLUMNS: &str =

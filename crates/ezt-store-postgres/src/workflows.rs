@@ -72,15 +72,19 @@ async fn load(
     .transpose()
 }
 
-/// The outcome hook's part for a step job: advance its run, insert what it releases.
-pub(crate) async fn step_job_ended(c: &impl GenericClient, ending: &Ending<'_>) -> Result<()> {
+/// The outcome hook's part for a step job: advance its run, insert what it releases and the
+/// deliveries of the run's events; answers those deliveries.
+pub(crate) async fn step_job_ended(
+    c: &impl GenericClient,
+    ending: &Ending<'_>,
+) -> Result<Vec<PendingDelivery>> {
     let Some((wf, r)) = workflow_of(ending.spec) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let Some(mut rec) = load(c, None, wf, true).await? else {
-        return Ok(());
+        return Ok(Vec::new());
     };
-    let jobs = step_ended(&mut rec, r, ending);
+    let (jobs, outs) = step_ended_with_events(&mut rec, r, ending);
     c.execute(
         "UPDATE workflows SET run = $2, updated_at = $3 WHERE id = $1",
         &[
@@ -94,7 +98,29 @@ pub(crate) async fn step_job_ended(c: &impl GenericClient, ending: &Ending<'_>) 
     for j in &jobs {
         insert_job(c, j).await?;
     }
-    Ok(())
+    insert_run_outcomes(c, &rec, outs, ending.now_ms).await
+}
+
+/// Stores the payloads and deliveries of a run's events under the run's key; answers the
+/// deliveries.
+pub(crate) async fn insert_run_outcomes(
+    c: &impl GenericClient,
+    rec: &WorkflowRecord,
+    outs: Vec<RunOutcome>,
+    now_ms: u64,
+) -> Result<Vec<PendingDelivery>> {
+    let key = id_bytes(run_key(rec.id).0);
+    let tenant = id_bytes(rec.tenant_id.0);
+    let mut pending = Vec::new();
+    for o in outs {
+        if o.outcome.deliveries.is_empty() {
+            continue;
+        }
+        let series = o.event.series as i32;
+        crate::deliveries::insert_outcome(c, &key, &tenant, series, &o.outcome, now_ms).await?;
+        pending.extend(o.pending(rec.tenant_id, now_ms));
+    }
+    Ok(pending)
 }
 
 #[async_trait]

@@ -71,9 +71,9 @@ pub(crate) fn record_outcome(
         let spec = json_encode(&child.spec)?;
         crate::admission::insert_one(c, &spec, child, 0)?;
     }
-    crate::workflows::step_job_ended(c, &ending)?;
+    let mut run_pending = crate::workflows::step_job_ended(c, &ending)?;
     let Some(outcome) = ending.outcome() else {
-        return Ok(Vec::new());
+        return Ok(run_pending);
     };
     let job = id_blob(id.0);
     c.prepare_cached(
@@ -101,7 +101,8 @@ pub(crate) fn record_outcome(
             ])
             .map_err(map_err)?;
     }
-    Ok(outcome.pending(tenant, now_ms))
+    run_pending.extend(outcome.pending(tenant, now_ms));
+    Ok(run_pending)
 }
 
 /// What `record_outcome` needs of the finished job.

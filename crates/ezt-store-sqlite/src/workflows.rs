@@ -48,15 +48,16 @@ fn load(
     .transpose()
 }
 
-/// The outcome hook's part for a step job: advance its run, insert what it releases.
-pub(crate) fn step_job_ended(c: &Connection, ending: &Ending<'_>) -> Result<()> {
+/// The outcome hook's part for a step job: advance its run, insert what it releases and the
+/// deliveries of the run's events; answers those deliveries.
+pub(crate) fn step_job_ended(c: &Connection, ending: &Ending<'_>) -> Result<Vec<PendingDelivery>> {
     let Some((wf, r)) = workflow_of(ending.spec) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let Some(mut rec) = load(c, None, wf)? else {
-        return Ok(());
+        return Ok(Vec::new());
     };
-    let jobs = step_ended(&mut rec, r, ending);
+    let (jobs, outs) = step_ended_with_events(&mut rec, r, ending);
     c.prepare_cached("UPDATE workflows SET run = ?2, updated_at = ?3 WHERE id = ?1")
         .and_then(|mut st| {
             st.execute(params![
@@ -71,7 +72,52 @@ pub(crate) fn step_job_ended(c: &Connection, ending: &Ending<'_>) -> Result<()> 
         let spec = json_encode(&j.spec)?;
         admission::insert_one(c, &spec, j, 0)?;
     }
-    Ok(())
+    insert_run_outcomes(c, &rec, outs, ending.now_ms)
+}
+
+/// Stores the payloads and deliveries of a run's events under the run's key; answers the
+/// deliveries.
+pub(crate) fn insert_run_outcomes(
+    c: &Connection,
+    rec: &WorkflowRecord,
+    outs: Vec<RunOutcome>,
+    now_ms: u64,
+) -> Result<Vec<PendingDelivery>> {
+    let key = id_blob(run_key(rec.id).0);
+    let tenant = id_blob(rec.tenant_id.0);
+    let mut pending = Vec::new();
+    for o in outs {
+        if o.outcome.deliveries.is_empty() {
+            continue;
+        }
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO webhook_payloads (job_id, series, payload) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut st| st.execute(params![key, o.event.series, o.outcome.payload]))
+        .map_err(map_err)?;
+        let mut insert = c
+            .prepare_cached(
+                "INSERT INTO webhook_deliveries (id, job_id, tenant_id, series, idx, url, voting, state, created_at, next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+            )
+            .map_err(map_err)?;
+        for (did, idx, url, voting) in &o.outcome.deliveries {
+            insert
+                .execute(params![
+                    id_blob(did.0),
+                    key,
+                    tenant,
+                    o.event.series,
+                    idx,
+                    url,
+                    voting,
+                    now_ms as i64
+                ])
+                .map_err(map_err)?;
+        }
+        pending.extend(o.pending(rec.tenant_id, now_ms));
+    }
+    Ok(pending)
 }
 
 #[async_trait]

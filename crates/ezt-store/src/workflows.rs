@@ -10,7 +10,7 @@ use ezt_core::workflow::{Run, StepRef, StepResponse};
 use ezt_core::{TenantId, WorkflowId};
 use serde::{Deserialize, Serialize};
 
-use crate::{Ending, NewJob, Result};
+use crate::{Ending, NewJob, Outcome, PendingDelivery, Result};
 
 /// A workflow run as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,4 +81,86 @@ pub fn step_ended(wf: &mut WorkflowRecord, r: &StepRef, ending: &Ending<'_>) -> 
 pub fn workflow_of(spec: &ezt_core::job::JobSpec) -> Option<(WorkflowId, &StepRef)> {
     let r = spec.workflow.as_ref()?;
     Some((r.workflow_id.parse().ok()?, r))
+}
+
+/// The key under which a run's webhook payloads and deliveries are stored (where a job's are
+/// stored under its id): the run's id as a job id. No job has it.
+pub fn run_key(wf: WorkflowId) -> ezt_core::JobId {
+    ezt_core::JobId(wf.0)
+}
+
+/// One event of a run with the payload and deliveries to store for it (none without webhooks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// What happened.
+    pub event: ezt_core::workflow_events::RunEvent,
+    /// The payload and one delivery per webhook of the run.
+    pub outcome: Outcome,
+}
+
+impl RunOutcome {
+    /// The deliveries as the webhook scheduler needs them.
+    pub fn pending(&self, tenant: TenantId, now_ms: u64) -> Vec<PendingDelivery> {
+        self.outcome.pending(tenant, now_ms)
+    }
+}
+
+/// The outcomes of `events` of `wf`'s run: a payload each and, per webhook of the run, a
+/// delivery. Events of a run without webhooks are answered too (watchers see them) with no
+/// deliveries.
+pub fn run_outcomes(
+    wf: &WorkflowRecord,
+    events: Vec<ezt_core::workflow_events::RunEvent>,
+    now_ms: u64,
+) -> Vec<RunOutcome> {
+    events
+        .into_iter()
+        .map(|event| {
+            let deliveries = wf
+                .run
+                .def
+                .webhooks
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    (
+                        ezt_core::DeliveryId::new(now_ms, rand::random()),
+                        i as u32,
+                        w.url.clone(),
+                        w.has_quorum_vote,
+                    )
+                })
+                .collect();
+            RunOutcome {
+                outcome: Outcome {
+                    payload: event.payload.to_bytes(),
+                    deliveries,
+                },
+                event,
+            }
+        })
+        .collect()
+}
+
+/// [`step_ended`], and the run's events that end produced (a page answered, the run over)
+/// with what to store for them in the same transaction.
+pub fn step_ended_with_events(
+    wf: &mut WorkflowRecord,
+    r: &StepRef,
+    ending: &Ending<'_>,
+) -> (Vec<NewJob>, Vec<RunOutcome>) {
+    let before = wf.run.state.clone();
+    let jobs = step_ended(wf, r, ending);
+    let page = ending.response.filter(|_| r.page > 0).map(|resp| {
+        ezt_core::webhook::PayloadResponse::new(resp.status_code, &resp.headers, resp.body.clone())
+    });
+    let events = ezt_core::workflow_events::run_events(
+        wf.id,
+        &before,
+        &wf.run,
+        page.as_ref(),
+        ending.now_ms,
+    );
+    let outs = run_outcomes(wf, events, ending.now_ms);
+    (jobs, outs)
 }

@@ -90,7 +90,7 @@ pub struct WorkflowView {
               (status = 400, description = "a bad step or field; `field` names it (`steps[2].depends_on`, …)", body = ErrorBody),
               (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
               (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody),
-              (status = 422, description = "`ssrf_denied`, `not_supported` (`when`, workflow `webhooks`), `too_many_lanes`", body = ErrorBody),
+              (status = 422, description = "`ssrf_denied`, `not_supported` (`when`), `too_many_lanes`", body = ErrorBody),
               (status = 503, description = "storage is unavailable; nothing was written (`unavailable`)", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn submit(

@@ -34,6 +34,8 @@ pub async fn a_step_end_advances_its_run_once<S: Store>(s: S) {
                 vec![0],
             ),
         ],
+        webhooks: vec![],
+        idempotent_key: None,
     };
     let wf = WorkflowId::new(100, 5);
     let mut run = Run::new(def);
@@ -104,4 +106,72 @@ pub async fn a_step_end_advances_its_run_once<S: Store>(s: S) {
     assert_eq!(b.spec.url, "http://127.0.0.1:9/b/x%20y");
     assert_eq!(b.state, JobState::Queued);
     assert_eq!(b.created_at, 300);
+}
+
+/// A run with webhooks: the end of its last step stores the `workflow.completed` payload under
+/// the run's key and one pending delivery per webhook, answered with the step's end.
+pub async fn a_run_end_creates_its_webhook_deliveries_in_the_same_commit<S: Store>(s: S) {
+    let def = Definition {
+        name: "hooked".into(),
+        input: serde_json::json!({}),
+        steps: vec![StepDef {
+            name: "only".into(),
+            job: JobTemplate {
+                spec: spec("http://127.0.0.1:9/only"),
+                lane: "127.0.0.1:9".into(),
+            },
+            depends_on: vec![],
+            critical: true,
+            non_blocking: false,
+            compensate: None,
+            paginate: None,
+        }],
+        webhooks: vec![ezt_core::webhook::Webhook {
+            url: "http://127.0.0.1:9/hook".into(),
+            regions: vec![],
+            has_quorum_vote: true,
+        }],
+        idempotent_key: None,
+    };
+    let wf = WorkflowId::new(100, 6);
+    let mut run = Run::new(def);
+    let first = release_jobs(run.start(wf), TenantId(1), 100);
+    let a = first[0].id;
+    s.insert_workflow(
+        WorkflowRecord {
+            id: wf,
+            tenant_id: TenantId(1),
+            run,
+            created_at: 100,
+            updated_at: 100,
+        },
+        first,
+    )
+    .await
+    .unwrap();
+    s.lease(a, lease(3, 200)).await.unwrap().unwrap();
+    let done = AttemptDone {
+        id: a,
+        lease_token: 3,
+        attempt: attempt(1, Verdict::Success),
+        next: Next::Final {
+            state: JobState::Succeeded,
+            response: Some(ok_response()),
+            error: None,
+        },
+        now_ms: 300,
+    };
+    let created = s.complete_attempt(done).await.unwrap().expect("applied");
+    assert_eq!(created.len(), 1, "one delivery for the run's one webhook");
+    assert_eq!(created[0].url, "http://127.0.0.1:9/hook");
+    let d = s
+        .lease_delivery(created[0].id, lease(4, 310))
+        .await
+        .unwrap()
+        .expect("leased");
+    assert_eq!(d.job_id, run_key(wf), "stored under the run's key");
+    let body: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+    assert_eq!(body["type"], "workflow.completed");
+    assert_eq!(body["workflow_id"], wf.to_string());
+    assert_eq!(body["steps"][0]["status"], "succeeded");
 }

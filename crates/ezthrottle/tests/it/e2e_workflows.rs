@@ -403,3 +403,97 @@ async fn cancelling_a_step_job_fails_the_run_and_compensates() {
     assert_eq!(step(&v, "later")["status"], "cancelled");
     assert_eq!(step(&v, "charge")["compensation"], "succeeded");
 }
+
+const SECRET: &str = "wf-secret-0123456789abc";
+
+/// Collects `n` verified deliveries from `rx`, as (type, body, delivery).
+async fn hooks(rx: &crate::support::PyReceiver, n: usize) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let got = rx.next(T).await;
+        assert_eq!(
+            (got["ezt_ok"].as_bool(), got["std_ok"].as_bool()),
+            (Some(true), Some(true)),
+            "signed like a job's outcome: {got}"
+        );
+        let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
+        out.push((body["type"].as_str().unwrap().to_string(), body));
+    }
+    out
+}
+
+/// The run's webhooks get one signed `workflow.page` per page of a paginated step, with its
+/// number and answer, and one `workflow.completed` (or `workflow.failed`) when it ends.
+#[tokio::test]
+async fn workflow_webhooks_report_pages_and_the_end_signed() {
+    let target = Target::start().await;
+    let s = TestServer::start();
+    let (st, b) = s
+        .post("/api/v1/webhook-secrets", json!({"primary_secret": SECRET}))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let rx = crate::support::PyReceiver::start(&[SECRET], 0);
+    let link = |n: u32| {
+        Reply::status(200).header(
+            "Link",
+            &format!("<{}?page={n}>; rel=\"next\"", target.url("pages")),
+        )
+    };
+    target.script("pages", vec![link(2), link(3), Reply::status(200)]);
+    let id = submit(
+        &s,
+        json!({"name": "crawl", "webhooks": [{"url": rx.url("/wf")}],
+               "steps": [{"name": "list", "url": format!("{}?page=1", target.url("pages")),
+                          "paginate": {"style": "link"}},
+                         {"name": "after", "url": target.url("after"), "depends_on": ["list"]}]}),
+    )
+    .await;
+    let mut got = hooks(&rx, 4).await;
+    got.sort_by_key(|(t, b)| (t != "workflow.page", b["page"].as_u64()));
+    let types: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "workflow.page",
+            "workflow.page",
+            "workflow.page",
+            "workflow.completed"
+        ]
+    );
+    for (n, (_, b)) in got.iter().take(3).enumerate() {
+        assert_eq!(b["workflow_id"], id.as_str());
+        assert_eq!(b["step"], "list");
+        assert_eq!(b["page"], n as u64 + 1, "{b}");
+        assert_eq!(b["response"]["status_code"], 200);
+    }
+    let end = &got[3].1;
+    assert_eq!(
+        (end["workflow_id"].as_str(), end["status"].as_str()),
+        (Some(id.as_str()), Some("succeeded")),
+        "{end}"
+    );
+    assert_eq!(end["steps"].as_array().unwrap().len(), 2, "{end}");
+    assert_eq!(end["steps"][1]["status"], "succeeded");
+
+    // A failed run says so, once.
+    target.default_reply("down", Reply::status(400));
+    let failed = submit(
+        &s,
+        json!({"webhooks": [{"url": rx.url("/wf")}],
+               "steps": [{"name": "only", "url": target.url("down")}]}),
+    )
+    .await;
+    let got = hooks(&rx, 1).await;
+    assert_eq!(got[0].0, "workflow.failed", "{:?}", got[0].1);
+    assert_eq!(got[0].1["workflow_id"], failed.as_str());
+    assert_eq!(got[0].1["steps"][0]["status"], "failed");
+    // Bad webhooks are refused at submit, naming the field.
+    let (st, b) = s
+        .post(
+            "/api/v1/workflows",
+            json!({"webhooks": [{"url": "ftp://x"}], "steps": [{"name": "a", "url": target.url("a")}]}),
+        )
+        .await;
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(b["error"]["field"], "webhooks[0].url", "{b}");
+}

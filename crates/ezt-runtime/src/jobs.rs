@@ -401,12 +401,13 @@ impl Jobs {
     }
 
     /// Checks a workflow, freezes its definition, and stores the run with the jobs of the
-    /// steps it starts with (one transaction); answers the run's id.
+    /// steps it starts with (one transaction); answers the run's id and whether it is the
+    /// tenant's earlier run with the same `idempotent_key` (then nothing was stored).
     pub async fn submit_workflow(
         &self,
         tenant: &Tenant,
         input: ezt_core::workflow::WorkflowIn,
-    ) -> Result<ezt_core::WorkflowId, JobsError> {
+    ) -> Result<(ezt_core::WorkflowId, bool), JobsError> {
         let now = self.clock.now_ms();
         let mut v = input.validate(&self.context(now))?;
         self.refuse_blocked(v.targets.iter().map(|(f, t)| (f.clone(), t)))
@@ -432,7 +433,8 @@ impl Jobs {
         let jobs = ezt_store::release_jobs(run.start(id), tenant.id, now);
         self.check_lane_cap(tenant.id, &jobs)?;
         let pending: Vec<PendingJob> = jobs.iter().map(pending).collect();
-        self.store
+        let admission = self
+            .store
             .insert_workflow(
                 ezt_store::WorkflowRecord {
                     id,
@@ -444,6 +446,11 @@ impl Jobs {
                 jobs,
             )
             .await?;
+        if let ezt_store::WorkflowAdmission::Duplicate { existing } = admission {
+            self.metrics.duplicates.inc();
+            tracing::info!(workflow_id = %existing, "workflow duplicate of an earlier run");
+            return Ok((existing, true));
+        }
         let weight = self.cfg.tiers.weight(tenant.tier);
         tracing::info!(workflow_id = %id, steps_started = pending.len(), "workflow admitted");
         self.metrics.admitted.add(pending.len() as u64);
@@ -452,7 +459,7 @@ impl Jobs {
             .map(|job| Enqueue { job, weight })
             .collect();
         self.followups.after(Transition::Admitted(fresh)).await;
-        Ok(id)
+        Ok((id, false))
     }
 
     /// The tenant's workflow run.

@@ -125,24 +125,48 @@ pub(crate) async fn insert_run_outcomes(
 
 #[async_trait]
 impl WorkflowStore for PgStore {
-    async fn insert_workflow(&self, wf: WorkflowRecord, jobs: Vec<NewJob>) -> Result<()> {
+    async fn insert_workflow(
+        &self,
+        wf: WorkflowRecord,
+        jobs: Vec<NewJob>,
+    ) -> Result<WorkflowAdmission> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        tx.execute(
-            "INSERT INTO workflows (id, tenant_id, run, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-            &[
-                &id_bytes(wf.id.0),
-                &id_bytes(wf.tenant_id.0),
-                &json_encode(&wf.run)?,
-                &(wf.created_at as i64),
-            ],
-        )
-        .await
-        .map_err(pg_err)?;
+        let tenant = id_bytes(wf.tenant_id.0);
+        let key = wf.run.def.idempotent_key.clone();
+        // The unique index decides between two nodes admitting one key at once.
+        let stored = tx
+            .execute(
+                "INSERT INTO workflows (id, tenant_id, run, created_at, updated_at, idempotent_key)
+                 VALUES ($1, $2, $3, $4, $4, $5)
+                 ON CONFLICT (tenant_id, idempotent_key) WHERE idempotent_key IS NOT NULL DO NOTHING",
+                &[
+                    &id_bytes(wf.id.0),
+                    &tenant,
+                    &json_encode(&wf.run)?,
+                    &(wf.created_at as i64),
+                    &key,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        if stored == 0 {
+            let row = tx
+                .query_one(
+                    "SELECT id FROM workflows WHERE tenant_id = $1 AND idempotent_key = $2",
+                    &[&tenant, &key],
+                )
+                .await
+                .map_err(pg_err)?;
+            return Ok(WorkflowAdmission::Duplicate {
+                existing: WorkflowId(bytes_id(row.get(0))),
+            });
+        }
         for j in &jobs {
             insert_job(&tx, j).await?;
         }
-        tx.commit().await.map_err(pg_err)
+        tx.commit().await.map_err(pg_err)?;
+        Ok(WorkflowAdmission::Stored)
     }
 
     async fn get_workflow(

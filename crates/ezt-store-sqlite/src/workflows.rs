@@ -14,6 +14,11 @@ pub(crate) const MIGRATION: &str = "CREATE TABLE workflows (
     updated_at INTEGER NOT NULL
 );";
 
+/// Workflow-level idempotency keys: a tenant's runs with the same key are one run.
+pub(crate) const KEY_MIGRATION: &str = "ALTER TABLE workflows ADD COLUMN idempotent_key TEXT;
+CREATE UNIQUE INDEX workflows_by_key ON workflows (tenant_id, idempotent_key)
+    WHERE idempotent_key IS NOT NULL;";
+
 fn load(
     c: &Connection,
     tenant: Option<TenantId>,
@@ -122,24 +127,46 @@ pub(crate) fn insert_run_outcomes(
 
 #[async_trait]
 impl WorkflowStore for SqliteStore {
-    async fn insert_workflow(&self, wf: WorkflowRecord, jobs: Vec<NewJob>) -> Result<()> {
+    async fn insert_workflow(
+        &self,
+        wf: WorkflowRecord,
+        jobs: Vec<NewJob>,
+    ) -> Result<WorkflowAdmission> {
         let run = json_encode(&wf.run)?;
+        let key = wf.run.def.idempotent_key.clone();
         let jobs = jobs
             .into_iter()
             .map(|j| Ok((json_encode(&j.spec)?, j)))
             .collect::<Result<Vec<_>>>()?;
         self.write(move |c| {
+            let tenant = id_blob(wf.tenant_id.0);
+            if let Some(k) = &key {
+                let existing = c
+                    .prepare_cached(
+                        "SELECT id FROM workflows WHERE tenant_id = ?1 AND idempotent_key = ?2",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row(params![tenant, k], |r| r.get::<_, Vec<u8>>(0))
+                            .optional()
+                    })
+                    .map_err(map_err)?;
+                if let Some(e) = existing {
+                    return Ok(WorkflowAdmission::Duplicate {
+                        existing: WorkflowId(blob_id(&e)),
+                    });
+                }
+            }
             c.prepare_cached(
-                "INSERT INTO workflows (id, tenant_id, run, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                "INSERT INTO workflows (id, tenant_id, run, created_at, updated_at, idempotent_key) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
             )
             .and_then(|mut st| {
-                st.execute(params![id_blob(wf.id.0), id_blob(wf.tenant_id.0), run, wf.created_at as i64])
+                st.execute(params![id_blob(wf.id.0), tenant, run, wf.created_at as i64, key])
             })
             .map_err(map_err)?;
             for (spec, j) in jobs {
                 admission::insert_one(c, &spec, j, 0)?;
             }
-            Ok(())
+            Ok(WorkflowAdmission::Stored)
         })
         .await
     }

@@ -56,7 +56,7 @@ pub use secrets::SecretStore;
 pub use tenants::TenantStore;
 pub use workflows::{
     release_jobs, run_key, run_outcomes, step_ended, step_ended_with_events, workflow_of,
-    RunOutcome, WorkflowRecord, WorkflowStore,
+    RunOutcome, WorkflowAdmission, WorkflowRecord, WorkflowStore,
 };
 
 /// Everything the server needs from durable storage: every capability trait at once.

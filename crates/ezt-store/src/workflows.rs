@@ -27,11 +27,29 @@ pub struct WorkflowRecord {
     pub updated_at: u64,
 }
 
+/// What storing a run became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowAdmission {
+    /// Stored with its first jobs.
+    Stored,
+    /// The tenant has a run with the same `idempotent_key`: nothing was stored.
+    Duplicate {
+        /// That run.
+        existing: WorkflowId,
+    },
+}
+
 /// Workflow runs.
 #[async_trait]
 pub trait WorkflowStore: Send + Sync + 'static {
-    /// Stores a new run and the jobs of the steps it starts with, in one transaction.
-    async fn insert_workflow(&self, wf: WorkflowRecord, jobs: Vec<NewJob>) -> Result<()>;
+    /// Stores a new run and the jobs of the steps it starts with, in one transaction; a run
+    /// whose definition has an `idempotent_key` that another run of its tenant has is not
+    /// stored (that run is answered).
+    async fn insert_workflow(
+        &self,
+        wf: WorkflowRecord,
+        jobs: Vec<NewJob>,
+    ) -> Result<WorkflowAdmission>;
     /// One run of one tenant.
     async fn get_workflow(
         &self,

@@ -24,13 +24,23 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/workflows/{id}", get(get_one))
 }
 
+/// What a workflow submission became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowSubmitStatus {
+    /// Stored; its first steps are queued.
+    Running,
+    /// The tenant has a run with the same `idempotent_key`: that run is answered.
+    Duplicate,
+}
+
 /// Answer to a submitted workflow.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkflowSubmitted {
-    /// The run's id.
+    /// The run's id (the earlier run's, for a duplicate).
     pub workflow_id: String,
-    /// `running`.
-    pub status: RunStatus,
+    /// `running`, or `duplicate` (answered 200).
+    pub status: WorkflowSubmitStatus,
 }
 
 /// One step of a run.
@@ -87,6 +97,7 @@ pub struct WorkflowView {
 #[utoipa::path(post, path = "/api/v1/workflows", operation_id = "submitWorkflow", tag = "workflows",
     request_body(content = WorkflowIn, description = "a workflow: steps are job specs plus `name`, `depends_on`, `critical`, `non_blocking`, `retry` (the step's wall-clock budget), `compensate` and `paginate`; url paths and queries, header values and bodies may use `{{input.<path>}}` and `{{steps.<name>.response.status|headers.<name>|body<path>}}`"),
     responses((status = 202, description = "stored; the first steps are queued", body = WorkflowSubmitted),
+              (status = 200, description = "`duplicate`: the tenant has a run with this `idempotent_key`; that run's id is answered and nothing is stored", body = WorkflowSubmitted),
               (status = 400, description = "a bad step or field; `field` names it (`steps[2].depends_on`, …)", body = ErrorBody),
               (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
               (status = 413, description = "the request body is larger than `limits.max_request_bytes` (`payload_too_large`)", body = ErrorBody),
@@ -100,12 +111,17 @@ async fn submit(
 ) -> Result<(StatusCode, Json<WorkflowSubmitted>), ApiError> {
     let bytes = read_limited(&st, body).await?;
     let input: WorkflowIn = ezt_core::job::parse_object(&bytes, "one workflow as a JSON object")?;
-    let id = st.rt.jobs.submit_workflow(&caller.tenant, input).await?;
+    let (id, duplicate) = st.rt.jobs.submit_workflow(&caller.tenant, input).await?;
+    let (code, status) = if duplicate {
+        (StatusCode::OK, WorkflowSubmitStatus::Duplicate)
+    } else {
+        (StatusCode::ACCEPTED, WorkflowSubmitStatus::Running)
+    };
     Ok((
-        StatusCode::ACCEPTED,
+        code,
         Json(WorkflowSubmitted {
             workflow_id: id.to_string(),
-            status: RunStatus::Running,
+            status,
         }),
     ))
 }

@@ -175,3 +175,70 @@ pub async fn a_run_end_creates_its_webhook_deliveries_in_the_same_commit<S: Stor
     assert_eq!(body["workflow_id"], wf.to_string());
     assert_eq!(body["steps"][0]["status"], "succeeded");
 }
+
+/// A tenant's second run with the same `idempotent_key` is not stored (nor its jobs): the
+/// first is answered. Another tenant, or no key, is a new run.
+pub async fn a_runs_key_admits_it_once_per_tenant<S: Store>(s: S) {
+    let record = |n: u128, tenant: u128, key: Option<&str>| {
+        let def = Definition {
+            name: "k".into(),
+            input: serde_json::json!({}),
+            steps: vec![StepDef {
+                name: "only".into(),
+                job: JobTemplate {
+                    spec: spec("http://127.0.0.1:9/only"),
+                    lane: "127.0.0.1:9".into(),
+                },
+                depends_on: vec![],
+                critical: true,
+                non_blocking: false,
+                compensate: None,
+                paginate: None,
+            }],
+            webhooks: vec![],
+            idempotent_key: key.map(str::to_string),
+        };
+        let wf = WorkflowId::new(100, n);
+        let mut run = Run::new(def);
+        let jobs = release_jobs(run.start(wf), TenantId(tenant), 100);
+        (
+            WorkflowRecord {
+                id: wf,
+                tenant_id: TenantId(tenant),
+                run,
+                created_at: 100,
+                updated_at: 100,
+            },
+            jobs,
+        )
+    };
+    let (a, ja) = record(11, 1, Some("order-7"));
+    assert_eq!(
+        s.insert_workflow(a.clone(), ja).await.unwrap(),
+        WorkflowAdmission::Stored
+    );
+    let (b, jb) = record(12, 1, Some("order-7"));
+    let b_job = jb[0].id;
+    assert_eq!(
+        s.insert_workflow(b.clone(), jb).await.unwrap(),
+        WorkflowAdmission::Duplicate { existing: a.id }
+    );
+    assert!(s.get_workflow(None, b.id).await.unwrap().is_none());
+    assert!(
+        s.get_job(None, b_job).await.unwrap().is_none(),
+        "its jobs not stored"
+    );
+    let (c, jc) = record(13, 2, Some("order-7"));
+    assert_eq!(
+        s.insert_workflow(c, jc).await.unwrap(),
+        WorkflowAdmission::Stored,
+        "keys are per tenant"
+    );
+    for n in [14, 15] {
+        let (d, jd) = record(n, 1, None);
+        assert_eq!(
+            s.insert_workflow(d, jd).await.unwrap(),
+            WorkflowAdmission::Stored
+        );
+    }
+}

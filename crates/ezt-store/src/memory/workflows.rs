@@ -8,13 +8,25 @@ use crate::*;
 
 #[async_trait]
 impl WorkflowStore for MemoryStore {
-    async fn insert_workflow(&self, wf: WorkflowRecord, jobs: Vec<NewJob>) -> Result<()> {
+    async fn insert_workflow(
+        &self,
+        wf: WorkflowRecord,
+        jobs: Vec<NewJob>,
+    ) -> Result<WorkflowAdmission> {
         let mut g = self.lock();
+        if let Some(key) = &wf.run.def.idempotent_key {
+            let existing = g.workflows.values().find(|w| {
+                w.tenant_id == wf.tenant_id && w.run.def.idempotent_key.as_ref() == Some(key)
+            });
+            if let Some(e) = existing {
+                return Ok(WorkflowAdmission::Duplicate { existing: e.id });
+            }
+        }
         g.workflows.insert(wf.id, wf);
         for j in jobs {
             g.insert_one(j, 0);
         }
-        Ok(())
+        Ok(WorkflowAdmission::Stored)
     }
 
     async fn get_workflow(

@@ -497,3 +497,45 @@ async fn workflow_webhooks_report_pages_and_the_end_signed() {
     assert_eq!(st, 400, "{b}");
     assert_eq!(b["error"]["field"], "webhooks[0].url", "{b}");
 }
+
+/// The same `idempotent_key` from the same tenant is one run: the second submit (even sent
+/// while the first is in flight) answers 200 `duplicate` with the first run's id, and the
+/// target sees each step once.
+#[tokio::test]
+async fn a_workflow_key_makes_one_run() {
+    let target = Target::start().await;
+    let s = TestServer::start();
+    let wf = json!({"idempotent_key": "order-42",
+                    "steps": [{"name": "charge", "url": target.url("charge")}]});
+    let (a, b) = tokio::join!(
+        s.post("/api/v1/workflows", wf.clone()),
+        s.post("/api/v1/workflows", wf.clone())
+    );
+    let mut codes = [a.0, b.0];
+    codes.sort();
+    assert_eq!(codes, [200, 202], "{a:?} {b:?}");
+    assert_eq!(a.1["workflow_id"], b.1["workflow_id"]);
+    let dup = if a.0 == 200 { &a.1 } else { &b.1 };
+    assert_eq!(dup["status"], "duplicate");
+    let id = a.1["workflow_id"].as_str().unwrap().to_string();
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded");
+    // After the end too.
+    let (st, again) = s.post("/api/v1/workflows", wf).await;
+    assert_eq!(
+        (st, again["workflow_id"].as_str()),
+        (200, Some(id.as_str()))
+    );
+    assert_eq!(target.arrivals("charge").len(), 1, "one run, one call");
+    let (st, b) = s
+        .post(
+            "/api/v1/workflows",
+            json!({"idempotent_key": "", "steps": [{"name": "a", "url": target.url("a")}]}),
+        )
+        .await;
+    assert_eq!(
+        (st, b["error"]["field"].as_str()),
+        (400, Some("idempotent_key")),
+        "{b}"
+    );
+}

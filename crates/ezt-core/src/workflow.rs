@@ -23,6 +23,9 @@ pub const MAX_NAME_BYTES: usize = 64;
 
 pub use crate::job::StepRef;
 
+mod control;
+pub use control::{series_job_id, series_page_job_id, ControlError};
+
 /// A job spec whose url, header values and body may hold `{{…}}` templates, and its lane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTemplate {
@@ -440,6 +443,9 @@ impl Run {
         if self.state.steps[i].status != StepStatus::Running {
             return out;
         }
+        if self.state.steps[i].job_id.as_deref() != Some(job.to_string().as_str()) {
+            return out; // a job of an earlier resume series
+        }
         if self.def.steps[i].paginate.is_some() {
             let current = self.state.steps[i].pages.last().map_or(0, |p| p.n);
             if r.page != current {
@@ -594,7 +600,7 @@ impl Run {
         let rendered = render(&spec, &self.def.input, &self.def, &self.state)?;
         spec = rendered;
         spec.url = url.clone();
-        let id = page_job_id(wf, i as u32, n);
+        let id = control::series_page_job_id(wf, i as u32, n, self.state.resumes);
         let st = &mut self.state.steps[i];
         st.pages.push(PageState {
             n,
@@ -670,7 +676,7 @@ impl Run {
                 return;
             }
         };
-        let id = step_job_id(wf, j as u32, true);
+        let id = control::series_job_id(wf, j as u32, true, self.state.resumes);
         self.state.steps[j].compensation = Some(StepStatus::Running);
         self.state.steps[j].compensation_job_id = Some(id.to_string());
         let _ = by;
@@ -715,13 +721,17 @@ impl Run {
             page,
         });
         let name = &self.def.steps[step].name;
-        let key = if compensation {
+        let mut key = if compensation {
             format!("{wf}:{name}:compensate")
         } else if page > 0 {
             format!("{wf}:{name}:page:{page}")
         } else {
             format!("{wf}:{name}")
         };
+        if self.state.resumes > 0 {
+            // A resume series sends (and dedups) under keys of its own.
+            key.push_str(&format!(":resume:{}", self.state.resumes));
+        }
         Release {
             id,
             spec,
@@ -750,9 +760,9 @@ impl Run {
                 Ok(spec) => {
                     let paginated = self.def.steps[j].paginate.is_some();
                     let id = if paginated {
-                        page_job_id(wf, j as u32, 1)
+                        control::series_page_job_id(wf, j as u32, 1, self.state.resumes)
                     } else {
-                        step_job_id(wf, j as u32, false)
+                        control::series_job_id(wf, j as u32, false, self.state.resumes)
                     };
                     let st = &mut self.state.steps[j];
                     st.status = StepStatus::Running;

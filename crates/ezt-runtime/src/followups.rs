@@ -61,6 +61,18 @@ pub enum Transition {
         /// Its run.
         workflow: ezt_core::WorkflowId,
     },
+    /// The owner cancelled or resumed a run: the step jobs it cancelled leave their lanes,
+    /// the jobs it released go to theirs, the deliveries of its events go out.
+    RunChanged {
+        /// The run.
+        workflow: ezt_core::WorkflowId,
+        /// Step jobs ended `cancelled`.
+        cancelled: Vec<JobId>,
+        /// Jobs stored for the run's next steps.
+        released: Vec<JobId>,
+        /// Deliveries of the run's events.
+        deliveries: Vec<PendingDelivery>,
+    },
     /// Another process changed these jobs (the CLI's `jobs cancel` / `jobs retry`), with their
     /// tenants' weights: pending deliveries go out, jobs not final go back to their lanes.
     Woken(Vec<(JobRecord, u32)>),
@@ -150,6 +162,19 @@ impl Followups {
                     }
                 }
                 self.spawned(ids).await;
+            }
+            Transition::RunChanged {
+                workflow: _,
+                cancelled,
+                released,
+                deliveries,
+            } => {
+                for id in cancelled {
+                    self.jobs.remove(id);
+                    self.publish_final(id).await;
+                }
+                deliver::enqueue(&self.deliveries, deliveries);
+                self.spawned(released).await;
             }
             Transition::Woken(records) => {
                 let mut jobs = Vec::new();

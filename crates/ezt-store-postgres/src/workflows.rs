@@ -169,6 +169,62 @@ impl WorkflowStore for PgStore {
         Ok(WorkflowAdmission::Stored)
     }
 
+    async fn control_workflow(
+        &self,
+        tenant: TenantId,
+        id: WorkflowId,
+        control: RunControl,
+        now_ms: u64,
+    ) -> Result<ControlOutcome> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_err)?;
+        let Some(mut rec) = load(&tx, Some(tenant), id, true).await? else {
+            return Ok(ControlOutcome::NotFound);
+        };
+        let applied = match apply_control(&mut rec, control, now_ms) {
+            Ok(a) => a,
+            Err(e) => return Ok(ControlOutcome::Refused(e)),
+        };
+        tx.execute(
+            "UPDATE workflows SET run = $2, updated_at = $3 WHERE id = $1",
+            &[
+                &id_bytes(id.0),
+                &json_encode(&rec.run)?,
+                &(rec.updated_at as i64),
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        let err = json_encode(&JobError::cancelled())?;
+        let mut cancelled = Vec::new();
+        for jid in applied.cancel {
+            let n = tx
+                .execute(
+                    "UPDATE jobs SET state = 'cancelled', error = $3, finished_at = $2, updated_at = $2,
+                     lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL
+                     WHERE id = $1 AND state IN ('queued', 'scheduled', 'running')",
+                    &[&id_bytes(jid.0), &(now_ms as i64), &err],
+                )
+                .await
+                .map_err(pg_err)?;
+            if n > 0 {
+                cancelled.push(jid);
+            }
+        }
+        let released = applied.jobs.iter().map(pending_of).collect();
+        for j in &applied.jobs {
+            insert_job(&tx, j).await?;
+        }
+        let deliveries = insert_run_outcomes(&tx, &rec, applied.outcomes, now_ms).await?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(ControlOutcome::Applied {
+            record: Box::new(rec),
+            cancelled,
+            released,
+            deliveries,
+        })
+    }
+
     async fn get_workflow(
         &self,
         tenant: Option<TenantId>,

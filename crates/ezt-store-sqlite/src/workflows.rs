@@ -171,6 +171,61 @@ impl WorkflowStore for SqliteStore {
         .await
     }
 
+    async fn control_workflow(
+        &self,
+        tenant: TenantId,
+        id: WorkflowId,
+        control: RunControl,
+        now_ms: u64,
+    ) -> Result<ControlOutcome> {
+        self.write(move |c| {
+            let Some(mut rec) = load(c, Some(tenant), id)? else {
+                return Ok(ControlOutcome::NotFound);
+            };
+            let applied = match apply_control(&mut rec, control, now_ms) {
+                Ok(a) => a,
+                Err(e) => return Ok(ControlOutcome::Refused(e)),
+            };
+            c.prepare_cached("UPDATE workflows SET run = ?2, updated_at = ?3 WHERE id = ?1")
+                .and_then(|mut st| {
+                    st.execute(params![
+                        id_blob(id.0),
+                        json_encode(&rec.run)
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                        rec.updated_at as i64
+                    ])
+                })
+                .map_err(map_err)?;
+            let err = json_encode(&JobError::cancelled())?;
+            let mut cancelled = Vec::new();
+            for jid in applied.cancel {
+                let n = c
+                    .prepare_cached(
+                        "UPDATE jobs SET state = 'cancelled', error = ?3, finished_at = ?2, updated_at = ?2, lease_token = NULL, lease_expires_at = NULL, lease_holder = NULL
+                         WHERE id = ?1 AND state IN ('queued', 'scheduled', 'running')",
+                    )
+                    .and_then(|mut st| st.execute(params![id_blob(jid.0), now_ms as i64, err]))
+                    .map_err(map_err)?;
+                if n > 0 {
+                    cancelled.push(jid);
+                }
+            }
+            let released = applied.jobs.iter().map(pending_of).collect();
+            for j in applied.jobs {
+                let spec = json_encode(&j.spec)?;
+                admission::insert_one(c, &spec, j, 0)?;
+            }
+            let deliveries = insert_run_outcomes(c, &rec, applied.outcomes, now_ms)?;
+            Ok(ControlOutcome::Applied {
+                record: Box::new(rec),
+                cancelled,
+                released,
+                deliveries,
+            })
+        })
+        .await
+    }
+
     async fn get_workflow(
         &self,
         tenant: Option<TenantId>,

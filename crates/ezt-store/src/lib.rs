@@ -55,8 +55,9 @@ pub use records::*;
 pub use secrets::SecretStore;
 pub use tenants::TenantStore;
 pub use workflows::{
-    release_jobs, run_key, run_outcomes, step_ended, step_ended_with_events, workflow_of,
-    RunOutcome, WorkflowAdmission, WorkflowRecord, WorkflowStore,
+    apply_control, pending_of, release_jobs, run_key, run_outcomes, step_ended,
+    step_ended_with_events, workflow_of, Applied, ControlOutcome, RunControl, RunOutcome,
+    WorkflowAdmission, WorkflowRecord, WorkflowStore,
 };
 
 /// Everything the server needs from durable storage: every capability trait at once.

@@ -50,6 +50,16 @@ pub trait WorkflowStore: Send + Sync + 'static {
         wf: WorkflowRecord,
         jobs: Vec<NewJob>,
     ) -> Result<WorkflowAdmission>;
+    /// Applies the owner's `control` to the tenant's run in one transaction: the run written,
+    /// the step jobs it cancels ended `cancelled`, the jobs it releases stored, and the
+    /// deliveries of the events it causes created.
+    async fn control_workflow(
+        &self,
+        tenant: TenantId,
+        id: WorkflowId,
+        control: RunControl,
+        now_ms: u64,
+    ) -> Result<ControlOutcome>;
     /// One run of one tenant.
     async fn get_workflow(
         &self,
@@ -181,4 +191,80 @@ pub fn step_ended_with_events(
     );
     let outs = run_outcomes(wf, events, ending.now_ms);
     (jobs, outs)
+}
+
+/// What the owner does to a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunControl {
+    /// Cancel it (`POST /api/v1/workflows/{id}/cancel`).
+    Cancel,
+    /// Resume it after a failure or a cancel (`POST /api/v1/workflows/{id}/resume`).
+    Resume,
+}
+
+/// What a control did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlOutcome {
+    /// No such run for this tenant.
+    NotFound,
+    /// The run refused (nothing changed).
+    Refused(ezt_core::workflow::ControlError),
+    /// Applied.
+    Applied {
+        /// The run as written.
+        record: Box<WorkflowRecord>,
+        /// Step jobs it ended `cancelled`.
+        cancelled: Vec<ezt_core::JobId>,
+        /// Jobs it stored (a resume's first steps), as their lanes index them.
+        released: Vec<crate::PendingJob>,
+        /// Deliveries of the events it caused.
+        deliveries: Vec<PendingDelivery>,
+    },
+}
+
+/// What a control changes, for a backend to write in one transaction.
+#[derive(Debug)]
+pub struct Applied {
+    /// Step jobs to end `cancelled` (those not final yet).
+    pub cancel: Vec<ezt_core::JobId>,
+    /// Jobs to insert.
+    pub jobs: Vec<NewJob>,
+    /// Events to store deliveries for.
+    pub outcomes: Vec<RunOutcome>,
+}
+
+/// Applies `control` to `wf` (the backend holds its row lock) at `now_ms`.
+pub fn apply_control(
+    wf: &mut WorkflowRecord,
+    control: RunControl,
+    now_ms: u64,
+) -> std::result::Result<Applied, ezt_core::workflow::ControlError> {
+    let mut before = wf.run.state.clone();
+    let (cancel, jobs) = match control {
+        RunControl::Cancel => (wf.run.cancel()?, Vec::new()),
+        RunControl::Resume => {
+            let releases = wf.run.resume(wf.id)?;
+            // The resumed run may end at once; that end is news.
+            before.status = ezt_core::workflow::RunStatus::Running;
+            (Vec::new(), release_jobs(releases, wf.tenant_id, now_ms))
+        }
+    };
+    wf.updated_at = now_ms;
+    let events = ezt_core::workflow_events::run_events(wf.id, &before, &wf.run, None, now_ms);
+    Ok(Applied {
+        cancel,
+        jobs,
+        outcomes: run_outcomes(wf, events, now_ms),
+    })
+}
+
+/// A job as its lane indexes it.
+pub fn pending_of(j: &NewJob) -> crate::PendingJob {
+    crate::PendingJob {
+        id: j.id,
+        tenant_id: j.tenant_id,
+        lane: j.lane.clone(),
+        run_at: j.run_at,
+        deadline_at: j.deadline_at,
+    }
 }

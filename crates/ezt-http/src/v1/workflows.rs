@@ -22,6 +22,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/workflows", post(submit))
         .route("/api/v1/workflows/{id}", get(get_one))
+        .route("/api/v1/workflows/{id}/cancel", post(cancel))
+        .route("/api/v1/workflows/{id}/resume", post(resume))
+        .route("/api/v1/workflows/{id}/restart", post(restart))
 }
 
 /// What a workflow submission became.
@@ -81,8 +84,12 @@ pub struct WorkflowView {
     pub workflow_id: String,
     /// Name.
     pub name: String,
-    /// `running`, `compensating`, `succeeded`, `failed` or `compensation_failed`.
+    /// `running`, `compensating`, `succeeded`, `failed`, `compensation_failed` or `cancelled`.
     pub status: RunStatus,
+    /// Its dedup key, if it was given one.
+    pub idempotent_key: Option<String>,
+    /// Times it was resumed.
+    pub resumes: u32,
     /// Every step, in definition order.
     pub steps: Vec<StepView>,
     /// Failures of non-blocking steps.
@@ -138,16 +145,105 @@ async fn get_one(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<WorkflowView>, ApiError> {
-    let id: WorkflowId = id.parse().map_err(|_| ApiError::not_found("workflow"))?;
+    let id = parse_id(&id)?;
     let rec = st
         .rt
         .jobs
         .get_workflow(caller.tenant.id, id)
         .await
-        .map_err(|e| match e {
-            ezt_runtime::jobs::JobsError::NotFound => ApiError::not_found("workflow"),
-            e => e.into(),
-        })?;
+        .map_err(workflow_err)?;
+    Ok(Json(view(&st, &caller, &rec).await))
+}
+
+fn parse_id(id: &str) -> Result<WorkflowId, ApiError> {
+    id.parse().map_err(|_| ApiError::not_found("workflow"))
+}
+
+fn workflow_err(e: ezt_runtime::jobs::JobsError) -> ApiError {
+    match e {
+        ezt_runtime::jobs::JobsError::NotFound => ApiError::not_found("workflow"),
+        e => e.into(),
+    }
+}
+
+/// Cancel a run.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/cancel", operation_id = "cancelWorkflow", tag = "workflows", params(("id" = String, Path, description = "a workflow id")),
+    responses((status = 200, description = "cancelled: its unfinished step jobs ended `cancelled` in the same transaction (nothing more is sent; a call in flight is not recalled), no compensation runs, and its webhooks get `workflow.cancelled`", body = WorkflowView),
+              (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
+              (status = 404, description = "no such workflow for this tenant (`not_found`)", body = ErrorBody),
+              (status = 409, description = "the run is already over (`conflict`)", body = ErrorBody),
+              (status = 503, description = "storage is unavailable (`unavailable`)", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn cancel(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let id = parse_id(&id)?;
+    let rec = st
+        .rt
+        .jobs
+        .cancel_workflow(caller.tenant.id, id)
+        .await
+        .map_err(workflow_err)?;
+    Ok(Json(view(&st, &caller, &rec).await))
+}
+
+/// Resume a failed or cancelled run.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/resume", operation_id = "resumeWorkflow", tag = "workflows", params(("id" = String, Path, description = "a workflow id")),
+    responses((status = 200, description = "running again: steps that succeeded keep their results; every other step (a failed non-blocking one excepted) runs again with new job ids and `Idempotency-Key`s (`…:resume:<n>`), a paginated step from the page that failed", body = WorkflowView),
+              (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
+              (status = 404, description = "no such workflow for this tenant (`not_found`)", body = ErrorBody),
+              (status = 409, description = "the run is not `failed` or `cancelled` (`conflict`)", body = ErrorBody),
+              (status = 503, description = "storage is unavailable (`unavailable`)", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn resume(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WorkflowView>, ApiError> {
+    let id = parse_id(&id)?;
+    let rec = st
+        .rt
+        .jobs
+        .resume_workflow(caller.tenant.id, id)
+        .await
+        .map_err(workflow_err)?;
+    Ok(Json(view(&st, &caller, &rec).await))
+}
+
+/// Restart a finished run as a new run.
+#[utoipa::path(post, path = "/api/v1/workflows/{id}/restart", operation_id = "restartWorkflow", tag = "workflows", params(("id" = String, Path, description = "a workflow id")),
+    responses((status = 202, description = "a new run of the same frozen definition and input (without its `idempotent_key`); the answer has the new run's id", body = WorkflowSubmitted),
+              (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
+              (status = 404, description = "no such workflow for this tenant (`not_found`)", body = ErrorBody),
+              (status = 409, description = "the run is not over (`conflict`): cancel it first", body = ErrorBody),
+              (status = 422, description = "`too_many_lanes`", body = ErrorBody),
+              (status = 503, description = "storage is unavailable (`unavailable`)", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn restart(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<WorkflowSubmitted>), ApiError> {
+    let id = parse_id(&id)?;
+    let new = st
+        .rt
+        .jobs
+        .restart_workflow(&caller.tenant, id)
+        .await
+        .map_err(workflow_err)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(WorkflowSubmitted {
+            workflow_id: new.to_string(),
+            status: WorkflowSubmitStatus::Running,
+        }),
+    ))
+}
+
+/// The view of a run, every step with its job.
+async fn view(st: &AppState, caller: &Caller, rec: &ezt_store::WorkflowRecord) -> WorkflowView {
     let def = &rec.run.def;
     let mut steps = Vec::with_capacity(def.steps.len());
     for (d, s) in def.steps.iter().zip(&rec.run.state.steps) {
@@ -181,13 +277,15 @@ async fn get_one(
             truncated: s.truncated,
         });
     }
-    Ok(Json(WorkflowView {
+    WorkflowView {
         workflow_id: rec.id.to_string(),
         name: def.name.clone(),
         status: rec.run.state.status,
+        idempotent_key: def.idempotent_key.clone(),
+        resumes: rec.run.state.resumes,
         steps,
         warnings: rec.run.state.warnings.clone(),
         created_at: rec.created_at,
         updated_at: rec.updated_at,
-    }))
+    }
 }

@@ -3,7 +3,9 @@
 //! transaction, once.
 
 use ezt_core::retry::Verdict;
-use ezt_core::workflow::{step_job_id, Definition, JobTemplate, Run, StepDef, StepStatus};
+use ezt_core::workflow::{
+    step_job_id, Definition, JobTemplate, Run, RunStatus, StepDef, StepStatus,
+};
 use ezt_core::{JobState, TenantId, WorkflowId};
 
 use super::fixtures::*;
@@ -241,4 +243,104 @@ pub async fn a_runs_key_admits_it_once_per_tenant<S: Store>(s: S) {
             WorkflowAdmission::Stored
         );
     }
+}
+
+/// Cancel ends the run and its waiting step job in one transaction (with the run's
+/// `workflow.cancelled` delivery); resume releases that step again under a new id and key.
+pub async fn cancel_and_resume_change_the_run_and_its_jobs_at_once<S: Store>(s: S) {
+    let def = Definition {
+        name: "c".into(),
+        input: serde_json::json!({}),
+        steps: vec![StepDef {
+            name: "only".into(),
+            job: JobTemplate {
+                spec: spec("http://127.0.0.1:9/only"),
+                lane: "127.0.0.1:9".into(),
+            },
+            depends_on: vec![],
+            critical: true,
+            non_blocking: false,
+            compensate: None,
+            paginate: None,
+        }],
+        webhooks: vec![ezt_core::webhook::Webhook {
+            url: "http://127.0.0.1:9/hook".into(),
+            regions: vec![],
+            has_quorum_vote: true,
+        }],
+        idempotent_key: None,
+    };
+    let wf = WorkflowId::new(100, 21);
+    let mut run = Run::new(def);
+    let first = release_jobs(run.start(wf), TenantId(1), 100);
+    let a = first[0].id;
+    let rec = WorkflowRecord {
+        id: wf,
+        tenant_id: TenantId(1),
+        run,
+        created_at: 100,
+        updated_at: 100,
+    };
+    s.insert_workflow(rec, first).await.unwrap();
+    assert_eq!(
+        s.control_workflow(TenantId(2), wf, RunControl::Cancel, 150)
+            .await
+            .unwrap(),
+        ControlOutcome::NotFound,
+        "tenant-scoped"
+    );
+    let ControlOutcome::Applied {
+        record,
+        cancelled,
+        deliveries,
+        ..
+    } = s
+        .control_workflow(TenantId(1), wf, RunControl::Cancel, 200)
+        .await
+        .unwrap()
+    else {
+        panic!("applied")
+    };
+    assert_eq!(record.run.state.status, RunStatus::Cancelled);
+    assert_eq!(cancelled, vec![a]);
+    assert_eq!(
+        deliveries.len(),
+        1,
+        "workflow.cancelled to the run's webhook"
+    );
+    let job = s.get_job(None, a).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(
+        s.get_workflow(None, wf)
+            .await
+            .unwrap()
+            .unwrap()
+            .run
+            .state
+            .status,
+        RunStatus::Cancelled,
+        "written"
+    );
+    assert!(matches!(
+        s.control_workflow(TenantId(1), wf, RunControl::Cancel, 210)
+            .await
+            .unwrap(),
+        ControlOutcome::Refused(_)
+    ));
+    let ControlOutcome::Applied { released, .. } = s
+        .control_workflow(TenantId(1), wf, RunControl::Resume, 300)
+        .await
+        .unwrap()
+    else {
+        panic!("applied")
+    };
+    assert_eq!(released.len(), 1);
+    assert_ne!(released[0].id, a, "a new job per resume series");
+    let again = s
+        .get_job(None, released[0].id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(again.state, JobState::Queued);
+    assert_eq!(again.idempotent_key, format!("{wf}:only:resume:1"));
 }

@@ -539,3 +539,151 @@ async fn a_workflow_key_makes_one_run() {
         "{b}"
     );
 }
+
+/// Cancel ends the run `cancelled` at once: a step waiting for its attempt is cancelled in the
+/// same transaction and never reaches the target, the step after it never starts, no
+/// compensation runs, and the webhooks get `workflow.cancelled`.
+#[tokio::test]
+async fn cancel_stops_the_run_and_nothing_more_is_sent() {
+    let target = Target::start().await;
+    let s = TestServer::start();
+    let rx = crate::support::PyReceiver::start(&[], 0);
+    let id = submit(
+        &s,
+        json!({"webhooks": [{"url": rx.url("/wf")}], "steps": [
+            {"name": "charge", "url": target.url("charge"),
+             "compensate": {"url": target.url("refund"), "method": "POST"}},
+            {"name": "later", "url": target.url("later"), "depends_on": ["charge"],
+             "retry_at": crate::support::in_days(30)},
+            {"name": "last", "url": target.url("last"), "depends_on": ["later"]}
+        ]}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + T;
+    let later_job = loop {
+        let (_, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
+        if let Some(j) = step(&v, "later")["job_id"].as_str() {
+            break j.to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let (st, v) = s
+        .post(&format!("/api/v1/workflows/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["status"], "cancelled", "{v:#}");
+    assert_eq!(step(&v, "later")["status"], "cancelled");
+    assert_eq!(step(&v, "last")["status"], "cancelled");
+    assert_eq!(step(&v, "later")["job"]["state"], "cancelled", "{v:#}");
+    let got = rx.next(T).await;
+    let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["type"], "workflow.cancelled", "{body}");
+    assert_eq!(body["workflow_id"], id.as_str());
+    let (st, b) = s
+        .post(&format!("/api/v1/workflows/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (st, b["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{b}"
+    );
+    let (st, j) = s.get(&format!("/api/v1/jobs/{later_job}")).await;
+    assert_eq!((st, j["state"].as_str()), (200, Some("cancelled")), "{j}");
+    assert_eq!(target.arrivals("charge").len(), 1);
+    assert!(
+        target.arrivals("later").is_empty()
+            && target.arrivals("last").is_empty()
+            && target.arrivals("refund").is_empty(),
+        "nothing after the cancel, no compensation"
+    );
+    let (st, _) = s
+        .post(
+            "/api/v1/workflows/wf_01JD6Q3K9V2M8X4T7B5N0R1C2E/cancel",
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, 404);
+}
+
+/// After a critical failure, resume runs only the failed step and the ones it gated (new
+/// Idempotency-Keys), keeps the finished step's result, and the run succeeds; replaying the
+/// failed step's job alone is refused with a pointer to /resume; restart makes a new run.
+#[tokio::test]
+async fn resume_runs_only_the_failed_steps_and_restart_is_a_new_run() {
+    let target = Target::start().await;
+    target.script("pay", vec![Reply::status(400), Reply::status(200)]);
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [
+            {"name": "reserve", "url": target.url("reserve")},
+            {"name": "pay", "url": target.url("pay"), "depends_on": ["reserve"]},
+            {"name": "ship", "url": target.url("ship"), "depends_on": ["pay"],
+             "body": "{\"reserved\": {{steps.reserve.response.status}}}", "method": "POST"}
+        ]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    let failed_job = step(&v, "pay")["job_id"].as_str().unwrap().to_string();
+    let (st, b) = s
+        .post(&format!("/api/v1/jobs/{failed_job}/retry"), json!({}))
+        .await;
+    assert_eq!(st, 409, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/api/v1/workflows/{id}/resume")),
+        "{b}"
+    );
+    let (st, r) = s
+        .post(&format!("/api/v1/workflows/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["status"].as_str(), r["resumes"].as_u64()),
+        (Some("running"), Some(1))
+    );
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_ne!(step(&v, "pay")["job_id"], failed_job.as_str(), "a new job");
+    assert_eq!(
+        target.arrivals("reserve").len(),
+        1,
+        "finished: not run again"
+    );
+    let pay = target.arrivals("pay");
+    assert_eq!(pay.len(), 2);
+    assert_eq!(pay[0].headers["idempotency-key"], format!("{id}:pay"));
+    assert_eq!(
+        pay[1].headers["idempotency-key"],
+        format!("{id}:pay:resume:1")
+    );
+    let ship = target.arrivals("ship");
+    assert_eq!(ship.len(), 1);
+    assert_eq!(ship[0].body, "{\"reserved\": 200}", "reads the kept result");
+    let (st, b) = s
+        .post(&format!("/api/v1/workflows/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(st, 409, "a succeeded run does not resume: {b}");
+
+    let (st, r) = s
+        .post(&format!("/api/v1/workflows/{id}/restart"), json!({}))
+        .await;
+    assert_eq!(st, 202, "{r}");
+    let new = r["workflow_id"].as_str().unwrap().to_string();
+    assert_ne!(new, id);
+    let v = wait_done(&s, &new).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(
+        target.arrivals("reserve").len(),
+        2,
+        "the new run runs every step"
+    );
+    assert_eq!(
+        target.arrivals("reserve")[1].headers["idempotency-key"],
+        format!("{new}:reserve")
+    );
+}

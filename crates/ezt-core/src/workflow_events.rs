@@ -190,3 +190,64 @@ pub fn run_events(
     }
     out
 }
+
+/// One event of a run's `/events` stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent {
+    /// `step.started`, `workflow.page`, `step.ended`, or the final type
+    /// (`workflow.completed`, `workflow.failed`, `workflow.cancelled`).
+    pub name: &'static str,
+    /// The event's data (a final event's is filled with the run's view by the caller).
+    pub data: serde_json::Value,
+}
+
+impl StreamEvent {
+    /// Whether it is the run's last event.
+    pub fn is_final(&self) -> bool {
+        self.name.starts_with("workflow.") && self.name != "workflow.page"
+    }
+}
+
+/// What happened to `run` since a watcher saw it as `before` (a new watcher passes the state
+/// of a fresh run, so it first gets everything so far): steps that started (released, or
+/// released again by a resume), pages answered, steps that ended, and the run's end, in that
+/// order per step and steps in definition order.
+pub fn stream_events(before: &RunState, run: &Run) -> Vec<StreamEvent> {
+    use serde_json::json;
+    let mut out = Vec::new();
+    for (i, (b, a)) in before.steps.iter().zip(&run.state.steps).enumerate() {
+        let name = &run.def.steps[i].name;
+        let started = a.job_id.is_some()
+            && a.job_id != b.job_id
+            && (b.pages.is_empty() || a.pages.len() <= 1);
+        if started {
+            out.push(StreamEvent {
+                name: "step.started",
+                data: json!({"step": name, "job_id": a.job_id}),
+            });
+        }
+        for p in &a.pages {
+            let was = b.pages.iter().find(|q| q.n == p.n).and_then(|q| q.status);
+            if let (None, Some(status)) = (was, p.status) {
+                out.push(StreamEvent {
+                    name: "workflow.page",
+                    data: json!({"step": name, "page": p.n, "job_id": p.job_id, "status_code": status}),
+                });
+            }
+        }
+        let ended = !matches!(a.status, StepStatus::Pending | StepStatus::Running);
+        if ended && (b.status != a.status || b.job_id != a.job_id) {
+            out.push(StreamEvent {
+                name: "step.ended",
+                data: json!({"step": name, "status": a.status, "job_id": a.job_id, "error": a.error}),
+            });
+        }
+    }
+    if !before.status.is_final() && run.state.status.is_final() {
+        out.push(StreamEvent {
+            name: final_type(run.state.status),
+            data: json!({"status": run.state.status}),
+        });
+    }
+    out
+}

@@ -187,6 +187,7 @@ for the other final states. Limits shown are the defaults (`config.default.toml`
         crate::v1::jobs::redeliver,
         crate::v1::workflows::submit,
         crate::v1::workflows::get_one,
+        crate::v1::workflows::events,
         crate::v1::workflows::cancel,
         crate::v1::workflows::resume,
         crate::v1::workflows::restart,

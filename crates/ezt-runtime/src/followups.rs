@@ -141,6 +141,7 @@ impl Followups {
             }
             Transition::Spawned(ids) => self.spawned(ids).await,
             Transition::StepEnded { job, workflow } => {
+                self.run_changed(workflow);
                 let Ok(Some(rec)) = self.store.get_workflow(None, workflow).await else {
                     return;
                 };
@@ -164,11 +165,12 @@ impl Followups {
                 self.spawned(ids).await;
             }
             Transition::RunChanged {
-                workflow: _,
+                workflow,
                 cancelled,
                 released,
                 deliveries,
             } => {
+                self.run_changed(workflow);
                 for id in cancelled {
                     self.jobs.remove(id);
                     self.publish_final(id).await;
@@ -227,6 +229,13 @@ impl Followups {
             });
         }
         self.jobs.enqueue(jobs);
+    }
+
+    /// Tells the run's `/events` watchers to read it again (they diff what changed).
+    fn run_changed(&self, workflow: ezt_core::WorkflowId) {
+        let key = ezt_store::run_key(workflow);
+        self.events
+            .publish(key, || JobEvent::Queued { job_id: key, at: 0 });
     }
 
     /// Sends the final event with the job's view to watchers (reading the job only if anyone

@@ -549,6 +549,16 @@ impl Jobs {
         }
     }
 
+    /// Watches a run the caller owns: every change of it (a step's end, a cancel, a resume)
+    /// wakes the watch, which then reads the run again. Read the run after this.
+    pub fn watch_workflow(
+        &self,
+        tenant: TenantId,
+        id: ezt_core::WorkflowId,
+    ) -> Result<Watch, JobsError> {
+        self.watch(tenant, ezt_store::run_key(id))
+    }
+
     /// The tenant's workflow run.
     pub async fn get_workflow(
         &self,

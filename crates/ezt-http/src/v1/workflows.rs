@@ -1,9 +1,14 @@
 //! `/api/v1/workflows`: static workflows (a DAG of steps, each a durable job). Handlers parse,
 //! call the runtime's jobs service and map the answer.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ezt_core::workflow::{PageState, RunStatus, StepResponse, StepStatus, WorkflowIn};
@@ -22,6 +27,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/workflows", post(submit))
         .route("/api/v1/workflows/{id}", get(get_one))
+        .route("/api/v1/workflows/{id}/events", get(events))
         .route("/api/v1/workflows/{id}/cancel", post(cancel))
         .route("/api/v1/workflows/{id}/resume", post(resume))
         .route("/api/v1/workflows/{id}/restart", post(restart))
@@ -152,7 +158,7 @@ async fn get_one(
         .get_workflow(caller.tenant.id, id)
         .await
         .map_err(workflow_err)?;
-    Ok(Json(view(&st, &caller, &rec).await))
+    Ok(Json(view(&st, caller.tenant.id, &rec).await))
 }
 
 fn parse_id(id: &str) -> Result<WorkflowId, ApiError> {
@@ -164,6 +170,88 @@ fn workflow_err(e: ezt_runtime::jobs::JobsError) -> ApiError {
         ezt_runtime::jobs::JobsError::NotFound => ApiError::not_found("workflow"),
         e => e.into(),
     }
+}
+
+/// One Server-Sent Event of a run's `/events` (the frame, as a client's SSE parser sees it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkflowSseEvent {
+    /// `step.started`, `workflow.page`, `step.ended`, then one final `workflow.completed`,
+    /// `workflow.failed` or `workflow.cancelled`.
+    pub event: String,
+    /// The event's JSON: `{step, job_id}`, `{step, page, job_id, status_code}`,
+    /// `{step, status, job_id, error}`, or (final) the run's view.
+    pub data: String,
+}
+
+/// Server-Sent Events of a run until it is over.
+#[utoipa::path(get, path = "/api/v1/workflows/{id}/events", operation_id = "streamWorkflowEvents", tag = "workflows", params(("id" = String, Path, description = "a workflow id")),
+    responses((status = 200, description = "Server-Sent Events until the run is over: `step.started`, `workflow.page`, `step.ended`, then one final `workflow.completed`, `workflow.failed` or `workflow.cancelled` whose data is the run's view, and the stream ends; a late subscriber first gets what it missed (a finished run's stream is its history and final event)", content_type = "text/event-stream", body = WorkflowSseEvent),
+              (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
+              (status = 404, description = "no such workflow for this tenant (`not_found`)", body = ErrorBody),
+              (status = 429, description = "the tenant holds too many open streams and long polls (`too_many_waiters`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
+              (status = 503, description = "storage is unavailable (`unavailable`)", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn events(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let tenant = caller.tenant.id;
+    let jobs = st.rt.jobs.clone();
+    let mut rec = jobs.get_workflow(tenant, id).await.map_err(workflow_err)?;
+    // Subscribed before the read the stream starts from, so no change falls in between.
+    let mut watch = if rec.run.state.status.is_final() {
+        None
+    } else {
+        let w = jobs.watch_workflow(tenant, id)?;
+        rec = jobs.get_workflow(tenant, id).await.map_err(workflow_err)?;
+        Some(w)
+    };
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
+    tokio::spawn(async move {
+        let mut before = ezt_core::workflow::Run::new(rec.run.def.clone()).state;
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            for ev in ezt_core::workflow_events::stream_events(&before, &rec.run) {
+                let data = if ev.is_final() {
+                    serde_json::to_string(&view(&st, tenant, &rec).await).unwrap_or_default()
+                } else {
+                    ev.data.to_string()
+                };
+                let frame = Event::default().event(ev.name).data(data);
+                if tx.send(Ok(frame)).await.is_err() || ev.is_final() {
+                    return;
+                }
+            }
+            if rec.run.state.status.is_final() {
+                return;
+            }
+            let Some(w) = watch.as_mut() else { return };
+            before = rec.run.state.clone();
+            // A change wakes the watch; the tick covers changes made by another node.
+            tokio::select! {
+                ev = w.recv() => {
+                    if matches!(ev, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                }
+                _ = tick.tick() => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                }
+            }
+            match jobs.get_workflow(tenant, id).await {
+                Ok(r) => rec = r,
+                Err(_) => return,
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(out);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// Cancel a run.
@@ -186,7 +274,7 @@ async fn cancel(
         .cancel_workflow(caller.tenant.id, id)
         .await
         .map_err(workflow_err)?;
-    Ok(Json(view(&st, &caller, &rec).await))
+    Ok(Json(view(&st, caller.tenant.id, &rec).await))
 }
 
 /// Resume a failed or cancelled run.
@@ -209,7 +297,7 @@ async fn resume(
         .resume_workflow(caller.tenant.id, id)
         .await
         .map_err(workflow_err)?;
-    Ok(Json(view(&st, &caller, &rec).await))
+    Ok(Json(view(&st, caller.tenant.id, &rec).await))
 }
 
 /// Restart a finished run as a new run.
@@ -243,12 +331,16 @@ async fn restart(
 }
 
 /// The view of a run, every step with its job.
-async fn view(st: &AppState, caller: &Caller, rec: &ezt_store::WorkflowRecord) -> WorkflowView {
+async fn view(
+    st: &AppState,
+    tenant: ezt_core::TenantId,
+    rec: &ezt_store::WorkflowRecord,
+) -> WorkflowView {
     let def = &rec.run.def;
     let mut steps = Vec::with_capacity(def.steps.len());
     for (d, s) in def.steps.iter().zip(&rec.run.state.steps) {
         let job = match s.job_id.as_deref().and_then(|j| j.parse().ok()) {
-            Some(j) => match st.rt.jobs.get(caller.tenant.id, j).await {
+            Some(j) => match st.rt.jobs.get(tenant, j).await {
                 Ok(job) => Some(JobView::from_record(
                     &job,
                     &st.rt.cfg.lanes.credential_headers,

@@ -16,21 +16,51 @@ async fn submit(s: &TestServer, wf: Value) -> String {
     b["workflow_id"].as_str().unwrap().to_string()
 }
 
-/// Polls the run until it is over (a run has no event stream yet).
-async fn wait_done(s: &TestServer, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let (st, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
-        assert_eq!(st, 200, "{v}");
-        if !matches!(v["status"].as_str(), Some("running" | "compensating")) {
-            return v;
+/// The run's `/events` stream read to its end: (event, data) in order. The server ends the
+/// stream after the run's final event.
+async fn events(s: &TestServer, id: &str) -> Vec<(String, Value)> {
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/v1/workflows/{id}/events")))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = tokio::time::timeout(T, resp.text())
+        .await
+        .expect("the stream ends with the run")
+        .unwrap();
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((name.clone(), serde_json::from_str(d).unwrap()));
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run not over: {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    out
+}
+
+/// Awaits the end of the run on its event stream; answers the run's view (the final event's
+/// data).
+async fn wait_done(s: &TestServer, id: &str) -> Value {
+    let evs = events(s, id).await;
+    let (name, view) = evs.last().cloned().expect("a final event");
+    assert!(
+        matches!(
+            name.as_str(),
+            "workflow.completed" | "workflow.failed" | "workflow.cancelled"
+        ),
+        "{evs:?}"
+    );
+    assert!(
+        !matches!(view["status"].as_str(), Some("running" | "compensating")),
+        "{view:#}"
+    );
+    view
 }
 
 fn step<'a>(v: &'a Value, name: &str) -> &'a Value {
@@ -686,4 +716,80 @@ async fn resume_runs_only_the_failed_steps_and_restart_is_a_new_run() {
         target.arrivals("reserve")[1].headers["idempotency-key"],
         format!("{new}:reserve")
     );
+}
+
+/// A run's event stream: each step starts and ends in dependency order, each page is
+/// announced, the final event (with the run's view) is the last and the stream ends; a late
+/// subscriber gets the same story.
+#[tokio::test]
+async fn the_event_stream_tells_the_run_and_ends_with_it() {
+    let target = Target::start().await;
+    target.default_reply(
+        "slow",
+        Reply {
+            status: 200,
+            headers: vec![],
+            delay_ms: 300,
+        },
+    );
+    let link = |n: u32| {
+        Reply::status(200).header(
+            "Link",
+            &format!("<{}?page={n}>; rel=\"next\"", target.url("pages")),
+        )
+    };
+    target.script("pages", vec![link(2), Reply::status(200)]);
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [
+            {"name": "a", "url": target.url("slow")},
+            {"name": "b", "url": format!("{}?page=1", target.url("pages")), "depends_on": ["a"],
+             "paginate": {"style": "link"}}
+        ]}),
+    )
+    .await;
+    let live = events(&s, &id).await;
+    let names: Vec<String> = live
+        .iter()
+        .map(|(n, d)| match d["step"].as_str() {
+            Some(step) => format!("{n}:{step}"),
+            None => n.clone(),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "step.started:a",
+            "step.ended:a",
+            "step.started:b",
+            "workflow.page:b",
+            "workflow.page:b",
+            "step.ended:b",
+            "workflow.completed"
+        ],
+        "{live:?}"
+    );
+    assert_eq!(live[3].1["page"], 1);
+    assert_eq!(live[4].1["page"], 2);
+    assert_eq!(live[1].1["status"], "succeeded");
+    let last = &live[6].1;
+    assert_eq!(
+        (last["workflow_id"].as_str(), last["status"].as_str()),
+        (Some(id.as_str()), Some("succeeded"))
+    );
+    let late = events(&s, &id).await;
+    assert_eq!(
+        late.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        live.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "a late subscriber gets the whole story"
+    );
+    let resp = s
+        .http
+        .get(s.url("/api/v1/workflows/wf_01JD6Q3K9V2M8X4T7B5N0R1C2E/events"))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
 }

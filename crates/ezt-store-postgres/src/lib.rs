@@ -49,6 +49,7 @@ mod deliveries;
 mod jobs;
 mod lanes;
 mod maintenance;
+mod outcomes;
 mod recovery;
 mod schema;
 mod secrets;

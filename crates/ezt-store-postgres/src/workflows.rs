@@ -117,7 +117,7 @@ pub(crate) async fn insert_run_outcomes(
             continue;
         }
         let series = o.event.series as i32;
-        crate::deliveries::insert_outcome(c, &key, &tenant, series, &o.outcome, now_ms).await?;
+        crate::outcomes::insert_outcome(c, &key, &tenant, series, &o.outcome, now_ms).await?;
         pending.extend(o.pending(rec.tenant_id, now_ms));
     }
     Ok(pending)

@@ -793,3 +793,68 @@ async fn the_event_stream_tells_the_run_and_ends_with_it() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+/// A crawl whose page 3 fails (a non-retryable 400) fails the run; resume goes on from page 3
+/// with the same URL, keeping pages 1 and 2 (never fetched again), and the crawl finishes.
+#[tokio::test]
+async fn resume_goes_on_from_the_page_that_failed() {
+    let target = Target::start().await;
+    let link = |n: u32| {
+        Reply::status(200).header(
+            "Link",
+            &format!("<{}?page={n}>; rel=\"next\"", target.url("pages")),
+        )
+    };
+    target.script(
+        "pages",
+        vec![
+            link(2),
+            link(3),
+            Reply::status(400),
+            link(4),
+            Reply::status(200),
+        ],
+    );
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [{"name": "crawl", "url": format!("{}?page=1", target.url("pages")),
+                          "paginate": {"style": "link"}, "retry_policy": {"max_retries": 0}},
+                         {"name": "load", "url": target.url("load"), "depends_on": ["crawl"]}]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    assert_eq!(step(&v, "crawl")["pages"].as_array().unwrap().len(), 3);
+    let (st, r) = s
+        .post(&format!("/api/v1/workflows/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    let pages = step(&v, "crawl")["pages"].as_array().unwrap().clone();
+    assert_eq!(pages.len(), 4, "{v:#}");
+    let keys: Vec<String> = target
+        .arrivals("pages")
+        .iter()
+        .map(|a| a.headers["idempotency-key"].clone())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            format!("{id}:crawl:page:1"),
+            format!("{id}:crawl:page:2"),
+            format!("{id}:crawl:page:3"),
+            format!("{id}:crawl:page:3:resume:1"),
+            format!("{id}:crawl:page:4:resume:1"),
+        ],
+        "pages 1 and 2 are never fetched again"
+    );
+    let urls: Vec<String> = target
+        .arrivals("pages")
+        .iter()
+        .map(|a| a.path.clone())
+        .collect();
+    assert_eq!(urls[2], urls[3], "page 3 again, same URL: {urls:?}");
+    assert_eq!(target.arrivals("load").len(), 1);
+}

@@ -559,6 +559,18 @@ impl Jobs {
         self.watch(tenant, ezt_store::run_key(id))
     }
 
+    /// Every webhook delivery of the tenant's run (its events: pages, its end), oldest first.
+    pub async fn workflow_deliveries(
+        &self,
+        tenant: TenantId,
+        id: ezt_core::WorkflowId,
+    ) -> Result<Vec<ezt_store::DeliveryRecord>, JobsError> {
+        Ok(self
+            .store
+            .deliveries_under(tenant, ezt_store::run_key(id))
+            .await?)
+    }
+
     /// The tenant's workflow run.
     pub async fn get_workflow(
         &self,

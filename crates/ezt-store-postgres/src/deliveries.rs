@@ -244,4 +244,19 @@ impl DeliveryStore for PgStore {
             .map_err(pg_err)?;
         Ok(row.get::<_, Option<i64>>(0).map(|v| v as u64))
     }
+
+    async fn deliveries_under(&self, tenant: TenantId, key: JobId) -> Result<Vec<DeliveryRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = $1 AND tenant_id = $2
+                     ORDER BY series, idx"
+                ),
+                &[&id_bytes(key.0), &id_bytes(tenant.0)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(delivery_row).collect()
+    }
 }

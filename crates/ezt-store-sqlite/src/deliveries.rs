@@ -336,4 +336,19 @@ impl DeliveryStore for SqliteStore {
     async fn oldest_pending_delivery(&self) -> Result<Option<u64>> {
         self.read(self::oldest_pending).await
     }
+
+    async fn deliveries_under(&self, tenant: TenantId, key: JobId) -> Result<Vec<DeliveryRecord>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = ?1 AND tenant_id = ?2
+                 ORDER BY series, idx"
+            );
+            let mut st = c.prepare_cached(&sql).map_err(map_err)?;
+            let rows = st
+                .query_map(params![id_blob(key.0), id_blob(tenant.0)], delivery_row)
+                .map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)?).collect()
+        })
+        .await
+    }
 }

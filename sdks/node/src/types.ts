@@ -407,6 +407,9 @@ export interface WorkflowView {
   /** Times the run was resumed. */
   resumes: number;
   steps: Array<Record<string, unknown>>;
+  /** Deliveries of the run's webhook events (`series` 1 + resumes: its end; from 10,000,000:
+   * a page), oldest first. */
+  webhooks: Array<Record<string, unknown>>;
   warnings: unknown[];
   created_at: number;
   updated_at: number;

@@ -336,6 +336,9 @@ class Workflow(TypedDict):
     resumes: int
     steps: list[WorkflowStep]
     warnings: list[str]
+    #: Deliveries of the run's webhook events (``series`` 1 + resumes: its end; from
+    #: 10,000,000: a page), oldest first.
+    webhooks: list[Delivery]
     created_at: int
     updated_at: int
 

@@ -100,6 +100,9 @@ pub struct WorkflowView {
     pub steps: Vec<StepView>,
     /// Failures of non-blocking steps.
     pub warnings: Vec<String>,
+    /// Deliveries of the run's webhook events, oldest first: `series` 1 is the first end's
+    /// event (`1 + n` after resume `n`); from 10,000,000 a page's (`workflow.page`).
+    pub webhooks: Vec<ezt_runtime::events::DeliveryView>,
     /// Submission, ms since the epoch.
     pub created_at: u64,
     /// Last change, ms since the epoch.
@@ -377,6 +380,14 @@ async fn view(
         resumes: rec.run.state.resumes,
         steps,
         warnings: rec.run.state.warnings.clone(),
+        webhooks: if def.webhooks.is_empty() {
+            Vec::new()
+        } else {
+            match st.rt.jobs.workflow_deliveries(tenant, rec.id).await {
+                Ok(ds) => ds.iter().map(Into::into).collect(),
+                Err(_) => Vec::new(),
+            }
+        },
         created_at: rec.created_at,
         updated_at: rec.updated_at,
     }

@@ -176,6 +176,20 @@ pub async fn a_run_end_creates_its_webhook_deliveries_in_the_same_commit<S: Stor
     assert_eq!(body["type"], "workflow.completed");
     assert_eq!(body["workflow_id"], wf.to_string());
     assert_eq!(body["steps"][0]["status"], "succeeded");
+    let listed = s.deliveries_under(TenantId(1), run_key(wf)).await.unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "the run's deliveries are listed under its key"
+    );
+    assert_eq!((listed[0].id, listed[0].series), (created[0].id, 1));
+    assert!(
+        s.deliveries_under(TenantId(2), run_key(wf))
+            .await
+            .unwrap()
+            .is_empty(),
+        "tenant-scoped"
+    );
 }
 
 /// A tenant's second run with the same `idempotent_key` is not stored (nor its jobs): the

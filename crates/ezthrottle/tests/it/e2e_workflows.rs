@@ -504,6 +504,20 @@ async fn workflow_webhooks_report_pages_and_the_end_signed() {
     );
     assert_eq!(end["steps"].as_array().unwrap().len(), 2, "{end}");
     assert_eq!(end["steps"][1]["status"], "succeeded");
+    // The run's view lists its deliveries; the receiver answers before the server records
+    // that, and no event tells it: poll the view.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (_, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
+        let hooks = v["webhooks"].as_array().unwrap().clone();
+        if hooks.len() == 4 && hooks.iter().all(|d| d["state"] == "delivered") {
+            assert_eq!(hooks[0]["series"], 1, "the end's delivery first: {hooks:?}");
+            assert_eq!(hooks[0]["attempts"][0]["status_code"], 200);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     // A failed run says so, once.
     target.default_reply("down", Reply::status(400));

@@ -45,6 +45,8 @@ type EventStream struct {
 	r      *bufio.Reader
 	done   bool
 	closed bool
+	// last tells the stream's final event type (nil: a job's final states).
+	last func(string) bool
 }
 
 // Events opens the job's event stream (GET /api/v1/jobs/{id}/events). A late subscriber first
@@ -112,7 +114,7 @@ func (s *EventStream) Next() (Event, error) {
 				ev.Type = "message"
 			}
 			ev.Data = json.RawMessage(strings.Join(data, "\n"))
-			if ev.Final() {
+			if (s.last == nil && ev.Final()) || (s.last != nil && s.last(ev.Type)) {
 				s.done = true
 				s.Close()
 			}

@@ -3,8 +3,11 @@ package ezthrottle
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"strings"
 )
 
 // LaneSource says where a lane's value came from: "default", "config", "header",
@@ -91,10 +94,15 @@ func (c *Client) PinLaneLimits(ctx context.Context, host string, pin LanePin) ([
 // for the step fields: job fields plus name, depends_on, critical, non_blocking, retry,
 // compensate, paginate).
 type WorkflowSpec struct {
-	Name     string           `json:"name"`
-	Input    any              `json:"input,omitempty"`
-	Steps    []map[string]any `json:"steps"`
+	Name  string           `json:"name"`
+	Input any              `json:"input,omitempty"`
+	Steps []map[string]any `json:"steps"`
+	// Webhooks receive the run's signed workflow.page, workflow.completed, workflow.failed and
+	// workflow.cancelled events.
 	Webhooks []map[string]any `json:"webhooks,omitempty"`
+	// IdempotentKey makes the tenant's runs with this key one run: a second submit answers
+	// the first run with Status "duplicate".
+	IdempotentKey string `json:"idempotent_key,omitempty"`
 }
 
 // WorkflowRun is a workflow as the server shows it; Raw holds the whole answer (every step
@@ -103,8 +111,70 @@ type WorkflowRun struct {
 	WorkflowID string            `json:"workflow_id"`
 	Name       string            `json:"name,omitempty"`
 	Status     string            `json:"status"`
+	Resumes    int               `json:"resumes,omitempty"`
 	Steps      []json.RawMessage `json:"steps,omitempty"`
 	Raw        json.RawMessage   `json:"-"`
+}
+
+func workflowPath(id string, tail string) string {
+	return "/api/v1/workflows/" + url.PathEscape(id) + tail
+}
+
+// CancelWorkflow ends a run that is not over "cancelled": its unfinished step jobs too, no
+// compensation runs (POST /api/v1/workflows/{id}/cancel; 409 when it is over).
+func (c *Client) CancelWorkflow(ctx context.Context, workflowID string) (*WorkflowRun, error) {
+	ans, err := c.do(ctx, call{method: http.MethodPost, path: workflowPath(workflowID, "/cancel")})
+	if err != nil {
+		return nil, err
+	}
+	return runFrom(ans)
+}
+
+// ResumeWorkflow continues a failed or cancelled run: steps that succeeded keep their results,
+// the others run again with new job ids and keys (POST /api/v1/workflows/{id}/resume).
+func (c *Client) ResumeWorkflow(ctx context.Context, workflowID string) (*WorkflowRun, error) {
+	ans, err := c.do(ctx, call{method: http.MethodPost, path: workflowPath(workflowID, "/resume")})
+	if err != nil {
+		return nil, err
+	}
+	return runFrom(ans)
+}
+
+// RestartWorkflow starts a new run of a finished run's definition and input; the answer
+// carries the new run's id (POST /api/v1/workflows/{id}/restart).
+func (c *Client) RestartWorkflow(ctx context.Context, workflowID string) (*WorkflowRun, error) {
+	ans, err := c.do(ctx, call{method: http.MethodPost, path: workflowPath(workflowID, "/restart")})
+	if err != nil {
+		return nil, err
+	}
+	return runFrom(ans)
+}
+
+// IsFinalWorkflowEvent reports whether t is the last event of a run's stream
+// (workflow.completed, workflow.failed or workflow.cancelled; its data is the run's view).
+func IsFinalWorkflowEvent(t string) bool {
+	return t == "workflow.completed" || t == "workflow.failed" || t == "workflow.cancelled"
+}
+
+// WorkflowEvents opens a run's event stream (GET /api/v1/workflows/{id}/events): step.started,
+// workflow.page, step.ended, then one final event (IsFinalWorkflowEvent) after which Next
+// returns io.EOF. A late subscriber first gets what it missed.
+func (c *Client) WorkflowEvents(ctx context.Context, workflowID string) (*EventStream, error) {
+	ans, err := c.do(ctx, call{method: http.MethodGet, path: workflowPath(workflowID, "/events"), idempotent: true, stream: true})
+	if err != nil {
+		return nil, err
+	}
+	ct := ans.header.Get("Content-Type")
+	if !strings.HasPrefix(ct, "text/event-stream") {
+		body, _ := io.ReadAll(io.LimitReader(ans.resp.Body, 4096))
+		ans.resp.Body.Close()
+		return nil, &EZThrottleError{Status: ans.status, Code: "invalid_answer",
+			Message: fmt.Sprintf("expected an event stream, got %q", ct), Body: body}
+	}
+	s := newEventStream(ans.resp.Body)
+	s.ctx = ctx
+	s.last = IsFinalWorkflowEvent
+	return s, nil
 }
 
 // SubmitWorkflow stores a workflow and starts its first steps (POST /api/v1/workflows).

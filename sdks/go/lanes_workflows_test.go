@@ -3,7 +3,9 @@ package ezthrottle_test
 import (
 	"encoding/json"
 	"errors"
+	"io"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,4 +96,74 @@ func stepJob(t *testing.T, run *ezthrottle.WorkflowRun, name string) string {
 	}
 	t.Fatalf("step %s has no job: %s", name, run.Raw)
 	return ""
+}
+
+func TestWorkflowEventsAndControl(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ctx := ctxT(t)
+	spec := ezthrottle.WorkflowSpec{
+		Name:          "keyed",
+		IdempotentKey: "order-" + uniq(t, "/k"),
+		Steps:         []map[string]any{{"name": "only", "url": uniq(t, "/only")}},
+	}
+	run, err := c.SubmitWorkflow(ctx, spec)
+	if err != nil || run.Status != "running" {
+		t.Fatalf("submit: %v %+v", err, run)
+	}
+	dup, err := c.SubmitWorkflow(ctx, spec)
+	if err != nil || dup.Status != "duplicate" || dup.WorkflowID != run.WorkflowID {
+		t.Fatalf("duplicate: %v %+v", err, dup)
+	}
+	stream, err := c.WorkflowEvents(ctx, run.WorkflowID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	var last ezthrottle.Event
+	for {
+		ev, err := stream.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, ev.Type)
+		last = ev
+	}
+	if strings.Join(types, ",") != "step.started,step.ended,workflow.completed" {
+		t.Fatalf("events: %v", types)
+	}
+	var view struct {
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(last.Data, &view); err != nil || view.Status != "succeeded" {
+		t.Fatalf("final: %v %s", err, last.Data)
+	}
+	var e *ezthrottle.EZThrottleError
+	if _, err := c.CancelWorkflow(ctx, run.WorkflowID); !errors.As(err, &e) || e.Status != 409 {
+		t.Fatalf("cancel of a finished run: %v", err)
+	}
+	if _, err := c.ResumeWorkflow(ctx, run.WorkflowID); !errors.As(err, &e) || e.Status != 409 {
+		t.Fatalf("resume of a succeeded run: %v", err)
+	}
+	again, err := c.RestartWorkflow(ctx, run.WorkflowID)
+	if err != nil || again.WorkflowID == run.WorkflowID || again.Status != "running" {
+		t.Fatalf("restart: %v %+v", err, again)
+	}
+	later, err := c.SubmitWorkflow(ctx, ezthrottle.WorkflowSpec{Name: "later", Steps: []map[string]any{
+		{"name": "later", "url": uniq(t, "/later"), "retry_at": time.Now().Add(30 * 24 * time.Hour).UnixMilli()},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled, err := c.CancelWorkflow(ctx, later.WorkflowID)
+	if err != nil || cancelled.Status != "cancelled" {
+		t.Fatalf("cancel: %v %+v", err, cancelled)
+	}
+	resumed, err := c.ResumeWorkflow(ctx, later.WorkflowID)
+	if err != nil || resumed.Status != "running" || resumed.Resumes != 1 {
+		t.Fatalf("resume: %v %+v", err, resumed)
+	}
 }

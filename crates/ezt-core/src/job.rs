@@ -1205,6 +1205,22 @@ fn check_outbound_url(url: &str, field: &str, cx: &Context<'_>) -> Result<Target
     })
 }
 
+/// Checks a list of webhooks given outside a job (a workflow's `webhooks`) by the job's rules
+/// (at most `max_webhooks`, unique URLs, the SSRF rules, regions); answers them and their
+/// targets (still to be resolved).
+pub fn validate_webhook_values(
+    values: Vec<serde_json::Value>,
+    cx: &Context<'_>,
+) -> Result<(Vec<Webhook>, Vec<TargetUrl>), FieldError> {
+    let mut parsed = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let h: Obj<WebhookIn> = serde_json::from_value(v)
+            .map_err(|e| FieldError::invalid(format!("webhooks[{i}]"), e.to_string()))?;
+        parsed.push(h);
+    }
+    validate_webhooks(Some(parsed), cx)
+}
+
 fn validate_webhooks(
     input: Option<Vec<Obj<WebhookIn>>>,
     cx: &Context<'_>,

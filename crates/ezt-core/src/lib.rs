@@ -27,6 +27,7 @@ pub mod template;
 pub mod tier;
 pub mod webhook;
 pub mod workflow;
+pub mod workflow_events;
 
 pub use error::FieldError;
 pub use ids::{ApiKeyId, DeliveryId, JobId, TenantId, WorkflowId};

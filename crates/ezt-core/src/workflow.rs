@@ -23,6 +23,9 @@ pub const MAX_NAME_BYTES: usize = 64;
 
 pub use crate::job::StepRef;
 
+mod control;
+pub use control::{series_job_id, series_page_job_id, ControlError};
+
 /// A job spec whose url, header values and body may hold `{{…}}` templates, and its lane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobTemplate {
@@ -133,6 +136,13 @@ pub struct Definition {
     pub input: Value,
     /// Steps in submit order.
     pub steps: Vec<StepDef>,
+    /// The run's webhooks (`workflow.completed`, `workflow.failed`, `workflow.cancelled`,
+    /// `workflow.page`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::webhook::Webhook>,
+    /// The run's dedup key (its tenant's runs with the same key are one run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotent_key: Option<String>,
 }
 
 /// Where a step stands.
@@ -169,6 +179,8 @@ pub enum RunStatus {
     Failed,
     /// A compensation failed: listed for manual action.
     CompensationFailed,
+    /// Cancelled by its owner (`POST /api/v1/workflows/{id}/cancel`).
+    Cancelled,
 }
 
 impl RunStatus {
@@ -236,6 +248,13 @@ pub struct RunState {
     pub compensations: Vec<u32>,
     /// Completions so far.
     pub finished: u32,
+    /// Times the run was resumed after a failure (its step jobs of resume `n` get new ids).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A job a transition creates.
@@ -385,6 +404,7 @@ impl Run {
                 warnings: Vec::new(),
                 compensations: Vec::new(),
                 finished: 0,
+                resumes: 0,
             },
         }
     }
@@ -430,6 +450,9 @@ impl Run {
         }
         if self.state.steps[i].status != StepStatus::Running {
             return out;
+        }
+        if self.state.steps[i].job_id.as_deref() != Some(job.to_string().as_str()) {
+            return out; // a job of an earlier resume series
         }
         if self.def.steps[i].paginate.is_some() {
             let current = self.state.steps[i].pages.last().map_or(0, |p| p.n);
@@ -588,7 +611,7 @@ impl Run {
         let rendered = render(&spec, &self.def.input, &self.def, &self.state)?;
         spec = rendered;
         spec.url = url.clone();
-        let id = page_job_id(wf, i as u32, n);
+        let id = control::series_page_job_id(wf, i as u32, n, self.state.resumes);
         let st = &mut self.state.steps[i];
         st.pages.push(PageState {
             n,
@@ -693,7 +716,7 @@ impl Run {
                 return;
             }
         };
-        let id = step_job_id(wf, j as u32, true);
+        let id = control::series_job_id(wf, j as u32, true, self.state.resumes);
         self.state.steps[j].compensation = Some(StepStatus::Running);
         self.state.steps[j].compensation_job_id = Some(id.to_string());
         let _ = by;
@@ -738,13 +761,17 @@ impl Run {
             page,
         });
         let name = &self.def.steps[step].name;
-        let key = if compensation {
+        let mut key = if compensation {
             format!("{wf}:{name}:compensate")
         } else if page > 0 {
             format!("{wf}:{name}:page:{page}")
         } else {
             format!("{wf}:{name}")
         };
+        if self.state.resumes > 0 {
+            // A resume series sends (and dedups) under keys of its own.
+            key.push_str(&format!(":resume:{}", self.state.resumes));
+        }
         Release {
             id,
             spec,
@@ -829,9 +856,9 @@ impl Run {
                 Ok(spec) => {
                     let paginated = self.def.steps[j].paginate.is_some();
                     let id = if paginated {
-                        page_job_id(wf, j as u32, 1)
+                        control::series_page_job_id(wf, j as u32, 1, self.state.resumes)
                     } else {
-                        step_job_id(wf, j as u32, false)
+                        control::series_job_id(wf, j as u32, false, self.state.resumes)
                     };
                     let st = &mut self.state.steps[j];
                     st.status = StepStatus::Running;
@@ -881,7 +908,8 @@ pub struct WorkflowIn {
     /// `compensate`, `paginate`, `when`.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>, min_items = 1, max_items = 100))]
     pub steps: Vec<Value>,
-    /// Workflow webhooks (`workflow.completed` / `workflow.failed`): not available yet.
+    /// The run's webhooks (same shape as a job's): `workflow.completed`, `workflow.failed`,
+    /// `workflow.cancelled` and `workflow.page` events, signed and retried like job outcomes.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub webhooks: Option<Vec<Value>>,
     /// Dedup key of the run.
@@ -1011,18 +1039,18 @@ impl WorkflowIn {
     /// Checks the definition: names, references (no cycles, no unknown or later step), limits,
     /// templates (paths only, from ancestors that block), per-step jobs.
     pub fn validate(self, cx: &Context<'_>) -> Result<ValidatedWorkflow, FieldError> {
-        if self.webhooks.as_ref().is_some_and(|w| !w.is_empty()) {
-            return Err(FieldError::not_supported(
-                "webhooks",
-                "workflow webhooks (workflow.completed / workflow.failed) are not available yet; give each step's job its webhooks",
-            ));
-        }
-        if self.idempotent_key.is_some() {
-            return Err(FieldError::not_supported(
-                "idempotent_key",
-                "workflow runs are not de-duplicated yet",
-            ));
-        }
+        let (webhooks, hook_targets) =
+            crate::job::validate_webhook_values(self.webhooks.unwrap_or_default(), cx)?;
+        let idempotent_key = match self.idempotent_key {
+            None => None,
+            Some(k) if k.is_empty() || k.len() > 256 || k.chars().any(char::is_control) => {
+                return Err(FieldError::invalid(
+                    "idempotent_key",
+                    "1 to 256 printable characters",
+                ))
+            }
+            Some(k) => Some(k),
+        };
         if self.steps.is_empty() || self.steps.len() > MAX_STEPS {
             return Err(FieldError::invalid(
                 "steps",
@@ -1073,7 +1101,11 @@ impl WorkflowIn {
             objs.push(o);
         }
         let mut steps = Vec::with_capacity(objs.len());
-        let mut targets = Vec::new();
+        let mut targets: Vec<(String, crate::ssrf::TargetUrl)> = hook_targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (format!("webhooks[{i}].url"), t))
+            .collect();
         for (i, mut o) in objs.into_iter().enumerate() {
             let f = format!("steps[{i}]");
             let when =
@@ -1256,7 +1288,13 @@ impl WorkflowIn {
             }
         }
         Ok(ValidatedWorkflow {
-            def: Definition { name, input, steps },
+            def: Definition {
+                name,
+                input,
+                steps,
+                webhooks,
+                idempotent_key,
+            },
             targets,
         })
     }

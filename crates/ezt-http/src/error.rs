@@ -342,9 +342,11 @@ impl From<ezt_runtime::jobs::JobsError> for ApiError {
             JobsError::Invalid(f) => f.into(),
             JobsError::Store(s) => s.into(),
             JobsError::NotFound => Self::not_found("job"),
-            JobsError::AlreadyFinal(_) | JobsError::NotReplayable(_) | JobsError::NoDeliveries => {
-                Self::conflict(e.to_string())
-            }
+            JobsError::AlreadyFinal(_)
+            | JobsError::NotReplayable(_)
+            | JobsError::NoDeliveries
+            | JobsError::StepOfWorkflow(_)
+            | JobsError::Workflow(_) => Self::conflict(e.to_string()),
             JobsError::TooManyLanes(_) => {
                 Self::new(ErrorCode::TooManyLanes, e.to_string()).with_field("headers")
             }

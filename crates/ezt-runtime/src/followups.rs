@@ -61,6 +61,18 @@ pub enum Transition {
         /// Its run.
         workflow: ezt_core::WorkflowId,
     },
+    /// The owner cancelled or resumed a run: the step jobs it cancelled leave their lanes,
+    /// the jobs it released go to theirs, the deliveries of its events go out.
+    RunChanged {
+        /// The run.
+        workflow: ezt_core::WorkflowId,
+        /// Step jobs ended `cancelled`.
+        cancelled: Vec<JobId>,
+        /// Jobs stored for the run's next steps.
+        released: Vec<JobId>,
+        /// Deliveries of the run's events.
+        deliveries: Vec<PendingDelivery>,
+    },
     /// Another process changed these jobs (the CLI's `jobs cancel` / `jobs retry`), with their
     /// tenants' weights: pending deliveries go out, jobs not final go back to their lanes.
     Woken(Vec<(JobRecord, u32)>),
@@ -129,6 +141,7 @@ impl Followups {
             }
             Transition::Spawned(ids) => self.spawned(ids).await,
             Transition::StepEnded { job, workflow } => {
+                self.run_changed(workflow);
                 let Ok(Some(rec)) = self.store.get_workflow(None, workflow).await else {
                     return;
                 };
@@ -150,6 +163,20 @@ impl Followups {
                     }
                 }
                 self.spawned(ids).await;
+            }
+            Transition::RunChanged {
+                workflow,
+                cancelled,
+                released,
+                deliveries,
+            } => {
+                self.run_changed(workflow);
+                for id in cancelled {
+                    self.jobs.remove(id);
+                    self.publish_final(id).await;
+                }
+                deliver::enqueue(&self.deliveries, deliveries);
+                self.spawned(released).await;
             }
             Transition::Woken(records) => {
                 let mut jobs = Vec::new();
@@ -202,6 +229,13 @@ impl Followups {
             });
         }
         self.jobs.enqueue(jobs);
+    }
+
+    /// Tells the run's `/events` watchers to read it again (they diff what changed).
+    fn run_changed(&self, workflow: ezt_core::WorkflowId) {
+        let key = ezt_store::run_key(workflow);
+        self.events
+            .publish(key, || JobEvent::Queued { job_id: key, at: 0 });
     }
 
     /// Sends the final event with the job's view to watchers (reading the job only if anyone

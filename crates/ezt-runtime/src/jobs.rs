@@ -67,6 +67,12 @@ pub enum JobsError {
     /// Retry of a job that is neither failed nor expired.
     #[error("only failed or expired jobs can be retried; this one is {}", .0.as_str())]
     NotReplayable(JobState),
+    /// Retry of a workflow step's job: the run decides what runs again.
+    #[error("this job is a step of workflow {0}; resume the run with POST /api/v1/workflows/{0}/resume (it runs the failed steps again and keeps finished results)")]
+    StepOfWorkflow(String),
+    /// The run refused a cancel, resume or restart.
+    #[error(transparent)]
+    Workflow(#[from] ezt_core::workflow::ControlError),
     /// Redeliver of a job without deliveries.
     #[error("the job has no webhook deliveries yet: it has no webhooks or is not final")]
     NoDeliveries,
@@ -403,12 +409,13 @@ impl Jobs {
     }
 
     /// Checks a workflow, freezes its definition, and stores the run with the jobs of the
-    /// steps it starts with (one transaction); answers the run's id.
+    /// steps it starts with (one transaction); answers the run's id and whether it is the
+    /// tenant's earlier run with the same `idempotent_key` (then nothing was stored).
     pub async fn submit_workflow(
         &self,
         tenant: &Tenant,
         input: ezt_core::workflow::WorkflowIn,
-    ) -> Result<ezt_core::WorkflowId, JobsError> {
+    ) -> Result<(ezt_core::WorkflowId, bool), JobsError> {
         let now = self.clock.now_ms();
         let mut v = input.validate(&self.context(now))?;
         self.refuse_blocked(v.targets.iter().map(|(f, t)| (f.clone(), t)))
@@ -429,12 +436,24 @@ impl Jobs {
                 );
             }
         }
+        self.admit_run(tenant, v.def, now).await
+    }
+
+    /// Stores a new run of `def` with the jobs of the steps it starts with and queues them;
+    /// answers its id and whether it is a duplicate (of the run answered).
+    async fn admit_run(
+        &self,
+        tenant: &Tenant,
+        def: ezt_core::workflow::Definition,
+        now: u64,
+    ) -> Result<(ezt_core::WorkflowId, bool), JobsError> {
         let id = ezt_core::WorkflowId::new(now, rand::random());
-        let mut run = ezt_core::workflow::Run::new(v.def);
+        let mut run = ezt_core::workflow::Run::new(def);
         let jobs = ezt_store::release_jobs(run.start(id), tenant.id, now);
         self.check_lane_cap(tenant.id, &jobs)?;
         let pending: Vec<PendingJob> = jobs.iter().map(pending).collect();
-        self.store
+        let admission = self
+            .store
             .insert_workflow(
                 ezt_store::WorkflowRecord {
                     id,
@@ -446,6 +465,11 @@ impl Jobs {
                 jobs,
             )
             .await?;
+        if let ezt_store::WorkflowAdmission::Duplicate { existing } = admission {
+            self.metrics.duplicates.inc();
+            tracing::info!(workflow_id = %existing, "workflow duplicate of an earlier run");
+            return Ok((existing, true));
+        }
         let weight = self.cfg.tiers.weight(tenant.tier);
         tracing::info!(workflow_id = %id, steps_started = pending.len(), "workflow admitted");
         self.metrics.admitted.add(pending.len() as u64);
@@ -454,7 +478,99 @@ impl Jobs {
             .map(|job| Enqueue { job, weight })
             .collect();
         self.followups.after(Transition::Admitted(fresh)).await;
-        Ok(id)
+        Ok((id, false))
+    }
+
+    /// Cancels the tenant's run: its unfinished step jobs end `cancelled` in the same
+    /// transaction, nothing more is sent, and its webhooks get `workflow.cancelled`.
+    pub async fn cancel_workflow(
+        &self,
+        tenant: TenantId,
+        id: ezt_core::WorkflowId,
+    ) -> Result<ezt_store::WorkflowRecord, JobsError> {
+        self.control_workflow(tenant, id, ezt_store::RunControl::Cancel)
+            .await
+    }
+
+    /// Resumes the tenant's failed or cancelled run: the steps that did not succeed run again
+    /// (new job ids and keys), finished results are kept.
+    pub async fn resume_workflow(
+        &self,
+        tenant: TenantId,
+        id: ezt_core::WorkflowId,
+    ) -> Result<ezt_store::WorkflowRecord, JobsError> {
+        self.control_workflow(tenant, id, ezt_store::RunControl::Resume)
+            .await
+    }
+
+    /// Starts a new run of the tenant's finished run's frozen definition and input; answers
+    /// the new run's id.
+    pub async fn restart_workflow(
+        &self,
+        tenant: &Tenant,
+        id: ezt_core::WorkflowId,
+    ) -> Result<ezt_core::WorkflowId, JobsError> {
+        let rec = self.get_workflow(tenant.id, id).await?;
+        let def = rec.run.restart_definition()?;
+        let (new, _) = self.admit_run(tenant, def, self.clock.now_ms()).await?;
+        tracing::info!(workflow_id = %new, restart_of = %id, "workflow restarted");
+        Ok(new)
+    }
+
+    async fn control_workflow(
+        &self,
+        tenant: TenantId,
+        id: ezt_core::WorkflowId,
+        control: ezt_store::RunControl,
+    ) -> Result<ezt_store::WorkflowRecord, JobsError> {
+        let now = self.clock.now_ms();
+        match self
+            .store
+            .control_workflow(tenant, id, control, now)
+            .await?
+        {
+            ezt_store::ControlOutcome::NotFound => Err(JobsError::NotFound),
+            ezt_store::ControlOutcome::Refused(e) => Err(e.into()),
+            ezt_store::ControlOutcome::Applied {
+                record,
+                cancelled,
+                released,
+                deliveries,
+            } => {
+                tracing::info!(workflow_id = %id, ?control, cancelled = cancelled.len(), released = released.len(), "workflow control applied");
+                self.followups
+                    .after(Transition::RunChanged {
+                        workflow: id,
+                        cancelled,
+                        released: released.iter().map(|p| p.id).collect(),
+                        deliveries,
+                    })
+                    .await;
+                Ok(*record)
+            }
+        }
+    }
+
+    /// Watches a run the caller owns: every change of it (a step's end, a cancel, a resume)
+    /// wakes the watch, which then reads the run again. Read the run after this.
+    pub fn watch_workflow(
+        &self,
+        tenant: TenantId,
+        id: ezt_core::WorkflowId,
+    ) -> Result<Watch, JobsError> {
+        self.watch(tenant, ezt_store::run_key(id))
+    }
+
+    /// Every webhook delivery of the tenant's run (its events: pages, its end), oldest first.
+    pub async fn workflow_deliveries(
+        &self,
+        tenant: TenantId,
+        id: ezt_core::WorkflowId,
+    ) -> Result<Vec<ezt_store::DeliveryRecord>, JobsError> {
+        Ok(self
+            .store
+            .deliveries_under(tenant, ezt_store::run_key(id))
+            .await?)
     }
 
     /// The tenant's workflow run.
@@ -728,6 +844,10 @@ pub async fn retry_stored(
         .get_job(tenant, id)
         .await?
         .ok_or(JobsError::NotFound)?;
+    if let Some(r) = &job.spec.workflow {
+        // Replaying a step alone would run it outside its run's state: the run resumes.
+        return Err(JobsError::StepOfWorkflow(r.workflow_id.clone()));
+    }
     let deadline = now.saturating_add(job.spec.timeout_ms);
     match store.replay(tenant, id, now, deadline).await? {
         ReplayOutcome::NotFound => Err(JobsError::NotFound),

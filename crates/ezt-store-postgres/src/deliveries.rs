@@ -56,52 +56,13 @@ pub(crate) async fn record_outcome(
         // stored already) skips it: the child exists, or a live job holds its key.
         crate::workflows::insert_job(c, &child).await?;
     }
-    crate::workflows::step_job_ended(c, &ending).await?;
+    let mut run_pending = crate::workflows::step_job_ended(c, &ending).await?;
     let Some(outcome) = ending.outcome() else {
-        return Ok(Vec::new());
+        return Ok(run_pending);
     };
-    let st = c
-        .prepare_cached(
-            "INSERT INTO webhook_payloads (job_id, series, payload) VALUES ($1, $2, $3)
-             ON CONFLICT (job_id, series) DO UPDATE SET payload = EXCLUDED.payload",
-        )
-        .await
-        .map_err(pg_err)?;
-    c.execute(&st, &[&job, &series, &outcome.payload])
-        .await
-        .map_err(pg_err)?;
-    let ids: Vec<Vec<u8>> = outcome
-        .deliveries
-        .iter()
-        .map(|d| id_bytes(d.0 .0))
-        .collect();
-    let idx: Vec<i32> = outcome.deliveries.iter().map(|d| d.1 as i32).collect();
-    let urls: Vec<&str> = outcome.deliveries.iter().map(|d| d.2.as_str()).collect();
-    let voting: Vec<bool> = outcome.deliveries.iter().map(|d| d.3).collect();
-    let st = c
-        .prepare_cached(
-            "INSERT INTO webhook_deliveries (id, job_id, tenant_id, series, idx, url, voting, state, created_at, next_at)
-             SELECT id, $2, $3, $4, idx, url, voting, 'pending', $8, $8
-             FROM unnest($1::bytea[], $5::int4[], $6::text[], $7::bool[]) AS t(id, idx, url, voting)",
-        )
-        .await
-        .map_err(pg_err)?;
-    c.execute(
-        &st,
-        &[
-            &ids,
-            &job,
-            &tenant_id,
-            &series,
-            &idx,
-            &urls,
-            &voting,
-            &(now_ms as i64),
-        ],
-    )
-    .await
-    .map_err(pg_err)?;
-    Ok(outcome.pending(TenantId(bytes_id(&tenant_id)), now_ms))
+    crate::outcomes::insert_outcome(c, &job, &tenant_id, series, &outcome, now_ms).await?;
+    run_pending.extend(outcome.pending(TenantId(bytes_id(&tenant_id)), now_ms));
+    Ok(run_pending)
 }
 
 const DELIVERY_COLUMNS: &str =
@@ -282,5 +243,20 @@ impl DeliveryStore for PgStore {
             .await
             .map_err(pg_err)?;
         Ok(row.get::<_, Option<i64>>(0).map(|v| v as u64))
+    }
+
+    async fn deliveries_under(&self, tenant: TenantId, key: JobId) -> Result<Vec<DeliveryRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = $1 AND tenant_id = $2
+                     ORDER BY series, idx"
+                ),
+                &[&id_bytes(key.0), &id_bytes(tenant.0)],
+            )
+            .await
+            .map_err(pg_err)?;
+        rows.iter().map(delivery_row).collect()
     }
 }

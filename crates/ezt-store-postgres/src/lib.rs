@@ -50,6 +50,7 @@ mod jobs;
 mod lanes;
 mod maintenance;
 mod notify;
+mod outcomes;
 mod recovery;
 mod schema;
 mod secrets;

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0003_workflows.sql"),
     ),
     (4, "cluster", include_str!("../migrations/0004_cluster.sql")),
+    (
+        5,
+        "workflow_keys",
+        include_str!("../migrations/0005_workflow_keys.sql"),
+    ),
 ];
 
 /// The advisory lock migrations run under, with the schema's hash as its second half (one

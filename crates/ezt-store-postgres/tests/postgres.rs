@@ -393,3 +393,72 @@ async fn an_adopter_gets_the_dead_owners_calls_ledger_and_pause() {
     };
     assert!(s.lease(j2.id, fresh).await.unwrap().is_some());
 }
+
+/// Two nodes admitting runs with one `idempotent_key` at once: the unique index lets exactly one
+/// be stored, every other admission answers it (and stores none of its jobs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_keys_hold_across_nodes() {
+    use ezt_core::workflow::{Definition, JobTemplate, Run, StepDef};
+    use ezt_core::{TenantId, WorkflowId};
+    use ezt_store::{release_jobs, WorkflowAdmission, WorkflowRecord};
+    let url = testing::database_url().await;
+    let a = Arc::new(PgStore::connect(&url).await.unwrap());
+    let b = Arc::new(PgStore::connect(&url).await.unwrap());
+    let spec = new_job(1, 1, "x", 100).spec;
+    let mut tasks = Vec::new();
+    for n in 0..20u128 {
+        let s = if n % 2 == 0 { a.clone() } else { b.clone() };
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move {
+            let def = Definition {
+                name: "k".into(),
+                input: serde_json::json!({}),
+                steps: vec![StepDef {
+                    name: "only".into(),
+                    job: JobTemplate {
+                        spec,
+                        lane: "127.0.0.1:9".into(),
+                    },
+                    depends_on: vec![],
+                    critical: true,
+                    non_blocking: false,
+                    compensate: None,
+                    paginate: None,
+                    when: None,
+                }],
+                webhooks: vec![],
+                idempotent_key: Some("order-7".into()),
+            };
+            let wf = WorkflowId::new(1_000, 77_000 + n);
+            let mut run = Run::new(def);
+            let jobs = release_jobs(run.start(wf), TenantId(9), 1_000);
+            let job = jobs[0].id;
+            let rec = WorkflowRecord {
+                id: wf,
+                tenant_id: TenantId(9),
+                run,
+                created_at: 1_000,
+                updated_at: 1_000,
+            };
+            (wf, job, s.insert_workflow(rec, jobs).await.unwrap())
+        }));
+    }
+    let mut stored = Vec::new();
+    let mut dups = Vec::new();
+    for t in tasks {
+        let (wf, job, res) = t.await.unwrap();
+        match res {
+            WorkflowAdmission::Stored => stored.push(wf),
+            WorkflowAdmission::Duplicate { existing } => dups.push((job, existing)),
+        }
+    }
+    assert_eq!(stored.len(), 1, "one run per key: {stored:?}");
+    assert_eq!(dups.len(), 19);
+    for (job, existing) in dups {
+        assert_eq!(existing, stored[0]);
+        assert!(
+            a.get_job(None, job).await.unwrap().is_none(),
+            "no job of a duplicate"
+        );
+    }
+}

@@ -71,9 +71,9 @@ pub(crate) fn record_outcome(
         let spec = json_encode(&child.spec)?;
         crate::admission::insert_one(c, &spec, child, 0)?;
     }
-    crate::workflows::step_job_ended(c, &ending)?;
+    let mut run_pending = crate::workflows::step_job_ended(c, &ending)?;
     let Some(outcome) = ending.outcome() else {
-        return Ok(Vec::new());
+        return Ok(run_pending);
     };
     let job = id_blob(id.0);
     c.prepare_cached(
@@ -101,7 +101,8 @@ pub(crate) fn record_outcome(
             ])
             .map_err(map_err)?;
     }
-    Ok(outcome.pending(tenant, now_ms))
+    run_pending.extend(outcome.pending(tenant, now_ms));
+    Ok(run_pending)
 }
 
 /// What `record_outcome` needs of the finished job.
@@ -334,5 +335,20 @@ impl DeliveryStore for SqliteStore {
 
     async fn oldest_pending_delivery(&self) -> Result<Option<u64>> {
         self.read(self::oldest_pending).await
+    }
+
+    async fn deliveries_under(&self, tenant: TenantId, key: JobId) -> Result<Vec<DeliveryRecord>> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE job_id = ?1 AND tenant_id = ?2
+                 ORDER BY series, idx"
+            );
+            let mut st = c.prepare_cached(&sql).map_err(map_err)?;
+            let rows = st
+                .query_map(params![id_blob(key.0), id_blob(tenant.0)], delivery_row)
+                .map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err)?).collect()
+        })
+        .await
     }
 }

@@ -43,6 +43,7 @@ UPDATE jobs SET lease_holder = 'local' WHERE lease_token IS NOT NULL;
 UPDATE webhook_deliveries SET lease_holder = 'local' WHERE lease_token IS NOT NULL;
 "#,
     crate::workflows::MIGRATION,
+    crate::workflows::KEY_MIGRATION,
 ];
 
 /// Opens a connection with the durability settings a 202 relies on. The writer connection

@@ -24,4 +24,11 @@ pub trait DeliveryStore: Send + Sync + 'static {
     ) -> Result<RedeliverOutcome>;
     /// Creation time of the oldest pending delivery (for metrics).
     async fn oldest_pending_delivery(&self) -> Result<Option<u64>>;
+    /// Every delivery stored under `key` for `tenant` (a workflow run's events, under
+    /// [`crate::run_key`]), oldest outcome first, in webhook order.
+    async fn deliveries_under(
+        &self,
+        tenant: TenantId,
+        key: JobId,
+    ) -> Result<Vec<crate::DeliveryRecord>>;
 }

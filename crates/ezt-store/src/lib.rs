@@ -54,7 +54,11 @@ pub use memory::MemoryStore;
 pub use records::*;
 pub use secrets::SecretStore;
 pub use tenants::TenantStore;
-pub use workflows::{release_jobs, step_ended, workflow_of, WorkflowRecord, WorkflowStore};
+pub use workflows::{
+    apply_control, pending_of, release_jobs, run_key, run_outcomes, step_ended,
+    step_ended_with_events, workflow_of, Applied, ControlOutcome, RunControl, RunOutcome,
+    WorkflowAdmission, WorkflowRecord, WorkflowStore,
+};
 
 /// Everything the server needs from durable storage: every capability trait at once.
 ///

@@ -365,7 +365,7 @@ export interface Lane {
 }
 
 /** Where a workflow run stands. */
-export type RunStatus = "running" | "compensating" | "succeeded" | "failed" | "compensation_failed";
+export type RunStatus = "running" | "compensating" | "succeeded" | "failed" | "compensation_failed" | "cancelled";
 
 /** A workflow step: job fields plus `name`, `depends_on`, `critical`, `non_blocking`, `retry`,
  * `compensate`, `paginate` (see docs/workflows.md). */
@@ -385,13 +385,17 @@ export interface WorkflowSpec {
   name: string;
   input?: unknown;
   steps: WorkflowStep[];
+  /** Receive the run's signed `workflow.page`, `workflow.completed`, `workflow.failed` and
+   * `workflow.cancelled` events. */
   webhooks?: WebhookConfig[];
+  /** The tenant's runs with this key are one run (a second submit answers it, `duplicate`). */
+  idempotent_key?: string;
 }
 
-/** `POST /api/v1/workflows` answer. */
+/** `POST /api/v1/workflows` (and `/restart`) answer. */
 export interface WorkflowSubmitted {
   workflow_id: string;
-  status: RunStatus;
+  status: "running" | "duplicate";
 }
 
 /** `GET /api/v1/workflows/{id}`: the run with every step. */
@@ -399,7 +403,13 @@ export interface WorkflowView {
   workflow_id: string;
   name: string;
   status: RunStatus;
+  idempotent_key: string | null;
+  /** Times the run was resumed. */
+  resumes: number;
   steps: Array<Record<string, unknown>>;
+  /** Deliveries of the run's webhook events (`series` 1 + resumes: its end; from 10,000,000:
+   * a page), oldest first. */
+  webhooks: Array<Record<string, unknown>>;
   warnings: unknown[];
   created_at: number;
   updated_at: number;

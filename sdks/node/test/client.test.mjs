@@ -356,4 +356,29 @@ describe("lanes and workflows", () => {
     await assert.rejects(client.getWorkflow("wf_nope"), (e) => e instanceof EZThrottleError && e.status >= 400 && e.status < 500);
     await assert.rejects(client.submitWorkflow({ name: "bad", steps: [{ name: "a", url: "ftp://x" }] }), (e) => e instanceof ValidationError);
   });
+
+  test("workflowEvents ends with the run; cancel, resume and restart", async () => {
+    const key = `order-${token()}`;
+    const spec = { name: "keyed", idempotent_key: key, steps: [{ name: "only", url: `${env.target.url}/ok?t=${token()}` }] };
+    const run = await client.submitWorkflow(spec);
+    assert.deepEqual(await client.submitWorkflow(spec), { workflow_id: run.workflow_id, status: "duplicate" });
+    const events = [];
+    for await (const ev of client.workflowEvents(run.workflow_id)) events.push(ev);
+    assert.deepEqual(events.map((e) => e.event), ["step.started", "step.ended", "workflow.completed"]);
+    const view = events[2].data;
+    assert.equal(view.status, "succeeded");
+    await assert.rejects(client.cancelWorkflow(run.workflow_id), (e) => e instanceof ConflictError);
+    await assert.rejects(client.resumeWorkflow(run.workflow_id), (e) => e instanceof ConflictError);
+    const again = await client.restartWorkflow(run.workflow_id);
+    assert.notEqual(again.workflow_id, run.workflow_id);
+    const later = await client.submitWorkflow({
+      name: "later",
+      steps: [{ name: "later", url: `${env.target.url}/ok?t=${token()}`, retry_at: Date.now() + 30 * 86_400_000 }],
+    });
+    const cancelled = await client.cancelWorkflow(later.workflow_id);
+    assert.equal(cancelled.status, "cancelled");
+    const resumed = await client.resumeWorkflow(later.workflow_id);
+    assert.equal(resumed.resumes, 1);
+    await assert.rejects(client.cancelWorkflow("job_x"), TypeError);
+  });
 });

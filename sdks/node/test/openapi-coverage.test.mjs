@@ -26,6 +26,10 @@ const METHODS = {
   "PUT /api/v1/lanes/{host}/limits": ["pinLaneLimits"],
   "POST /api/v1/workflows": ["submitWorkflow"],
   "GET /api/v1/workflows/{id}": ["getWorkflow"],
+  "GET /api/v1/workflows/{id}/events": ["workflowEvents"],
+  "POST /api/v1/workflows/{id}/cancel": ["cancelWorkflow"],
+  "POST /api/v1/workflows/{id}/resume": ["resumeWorkflow"],
+  "POST /api/v1/workflows/{id}/restart": ["restartWorkflow"],
 };
 // Operator endpoints, not the SDK's business.
 const NOT_SDK = new Set(["GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json"]);

@@ -411,15 +411,40 @@ def submit_batch(payloads: Iterable[JobPayload]) -> Plan[list[BatchItem]]:
 
 
 def submit_workflow(payload: dict[str, Any]) -> Plan[WorkflowSubmitted]:
-    # Not resent on a lost answer: a second POST would start a second run.
-    call = Call("POST", "/api/v1/workflows", json=payload, idempotent=False)
+    # Resent on a lost answer only with a key: the server answers the same run. Without one a
+    # second POST would start a second run.
+    keyed = bool(payload.get("idempotent_key"))
+    call = Call("POST", "/api/v1/workflows", json=payload, idempotent=keyed)
     return cast(WorkflowSubmitted, (yield from single(call)))
 
 
-def get_workflow(workflow_id: str) -> Plan[Workflow]:
+def _workflow_path(workflow_id: str, suffix: str = "") -> str:
     if not workflow_id.startswith("wf_") or "/" in workflow_id:
         raise ValueError(f"not a workflow id: {workflow_id!r}")
-    return cast(Workflow, (yield from single(Call("GET", f"/api/v1/workflows/{workflow_id}"))))
+    return f"/api/v1/workflows/{quote(workflow_id, safe='')}{suffix}"
+
+
+def get_workflow(workflow_id: str) -> Plan[Workflow]:
+    return cast(Workflow, (yield from single(Call("GET", _workflow_path(workflow_id)))))
+
+
+def workflow_action(workflow_id: str, action: str) -> Plan[Workflow]:
+    """``cancel`` or ``resume``: both answer the run's view (``ConflictError`` when the run's
+    status does not allow it)."""
+    call = Call("POST", _workflow_path(workflow_id, f"/{action}"))
+    return cast(Workflow, (yield from single(call)))
+
+
+def restart_workflow(workflow_id: str) -> Plan[WorkflowSubmitted]:
+    # Not resent on a lost answer: a second POST would start a second new run.
+    call = Call("POST", _workflow_path(workflow_id, "/restart"), idempotent=False)
+    return cast(WorkflowSubmitted, (yield from single(call)))
+
+
+def workflow_events_call(workflow_id: str) -> Call:
+    # Keep-alive comments arrive every 15 s, so a minute of silence means a dead connection.
+    return Call("GET", _workflow_path(workflow_id, "/events"),
+                headers={"Accept": "text/event-stream"}, timeout=60.0)  # fmt: skip
 
 
 def list_lanes() -> Plan[list[Lane]]:

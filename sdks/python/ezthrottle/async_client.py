@@ -14,6 +14,7 @@ from .workflow import WorkflowBuilder
 from .errors import UnreachableError, WaitTimeoutError
 from .types import (
     WORKFLOW_FINAL,
+    WORKFLOW_FINAL_EVENTS,
     Workflow,
     WorkflowSubmitted,
     FINAL_STATES,
@@ -200,17 +201,60 @@ class AsyncEZThrottle:
     async def wait_workflow(
         self, workflow_id: str, timeout: Duration = 60.0, interval: float = 0.2
     ) -> Workflow:
-        """The run once over (``succeeded``, ``failed`` or ``compensation_failed``), polled
-        every ``interval`` seconds (runs have no event stream yet). Raises ``WaitTimeoutError``
-        after ``timeout``."""
+        """The run once over, awaited on its event stream (see ``EZThrottle.wait_workflow``)."""
         deadline = time.monotonic() + _t.seconds(timeout)
         while True:
+            try:
+                async for ev in self._workflow_stream(workflow_id, deadline):
+                    if ev.event in WORKFLOW_FINAL_EVENTS:
+                        return cast(Workflow, ev.json())
+            except UnreachableError:
+                pass
             run = await self.get_workflow(workflow_id)
             if run["status"] in WORKFLOW_FINAL:
                 return run
             if time.monotonic() >= deadline:
                 raise WaitTimeoutError(f"workflow {workflow_id} not over within {timeout}")
             await self._sleep(interval)
+
+    def workflow_events(self, workflow_id: str) -> AsyncIterator[ServerEvent]:
+        """The run's Server-Sent Events (see ``EZThrottle.workflow_events``)."""
+        return self._workflow_stream(workflow_id, None)
+
+    async def _workflow_stream(
+        self, workflow_id: str, deadline: float | None
+    ) -> AsyncIterator[ServerEvent]:
+        call = _t.workflow_events_call(workflow_id)
+        resp = await self._send(call, stream=True)
+        try:
+            if not resp.is_success:
+                await resp.aread()
+                _t.check(resp)
+            decoder = _t.SSEDecoder()
+            async for line in resp.aiter_lines():
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeoutError(f"workflow {workflow_id} not over in time")
+                ev = decoder.feed(line)
+                if ev is not None:
+                    yield ev
+                    if ev.event in WORKFLOW_FINAL_EVENTS:
+                        return
+        except httpx.TransportError as exc:
+            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+        finally:
+            await resp.aclose()
+
+    async def cancel_workflow(self, workflow_id: str) -> Workflow:
+        """See ``EZThrottle.cancel_workflow``."""
+        return await self._run(_t.workflow_action(workflow_id, "cancel"))
+
+    async def resume_workflow(self, workflow_id: str) -> Workflow:
+        """See ``EZThrottle.resume_workflow``."""
+        return await self._run(_t.workflow_action(workflow_id, "resume"))
+
+    async def restart_workflow(self, workflow_id: str) -> WorkflowSubmitted:
+        """See ``EZThrottle.restart_workflow``."""
+        return await self._run(_t.restart_workflow(workflow_id))
 
     async def get_job(self, job_id: str) -> Job:
         return await self._run(_t.get_job(job_id))

@@ -13,6 +13,7 @@ from .workflow import WorkflowBuilder
 from .errors import UnreachableError, WaitTimeoutError
 from .types import (
     WORKFLOW_FINAL,
+    WORKFLOW_FINAL_EVENTS,
     Workflow,
     WorkflowSubmitted,
     FINAL_STATES,
@@ -217,17 +218,66 @@ class EZThrottle:
     def wait_workflow(
         self, workflow_id: str, timeout: Duration = 60.0, interval: float = 0.2
     ) -> Workflow:
-        """The run once over (``succeeded``, ``failed`` or ``compensation_failed``), polled
-        every ``interval`` seconds (runs have no event stream yet). Raises ``WaitTimeoutError``
-        after ``timeout``."""
+        """The run once over (``succeeded``, ``failed``, ``compensation_failed`` or
+        ``cancelled``), awaited on its event stream (no polling); a dropped stream is opened
+        again after ``interval`` seconds. Raises ``WaitTimeoutError`` after ``timeout``
+        (checked on every event and keep-alive, so at least every 15 seconds)."""
         deadline = time.monotonic() + _t.seconds(timeout)
         while True:
+            try:
+                for ev in self._workflow_stream(workflow_id, deadline):
+                    if ev.event in WORKFLOW_FINAL_EVENTS:
+                        return cast(Workflow, ev.json())
+            except UnreachableError:
+                pass
             run = self.get_workflow(workflow_id)
             if run["status"] in WORKFLOW_FINAL:
                 return run
             if time.monotonic() >= deadline:
                 raise WaitTimeoutError(f"workflow {workflow_id} not over within {timeout}")
             self._sleep(interval)
+
+    def workflow_events(self, workflow_id: str) -> Iterator[ServerEvent]:
+        """The run's Server-Sent Events: ``step.started``, ``workflow.page``, ``step.ended``,
+        then one final ``workflow.completed``, ``workflow.failed`` or ``workflow.cancelled``
+        whose data is the run's view; ends after it. A late caller first gets what it missed."""
+        return self._workflow_stream(workflow_id, None)
+
+    def _workflow_stream(self, workflow_id: str, deadline: float | None) -> Iterator[ServerEvent]:
+        call = _t.workflow_events_call(workflow_id)
+        resp = self._send(call, stream=True)
+        try:
+            if not resp.is_success:
+                resp.read()
+                _t.check(resp)
+            decoder = _t.SSEDecoder()
+            for line in resp.iter_lines():
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeoutError(f"workflow {workflow_id} not over in time")
+                ev = decoder.feed(line)
+                if ev is not None:
+                    yield ev
+                    if ev.event in WORKFLOW_FINAL_EVENTS:
+                        return
+        except httpx.TransportError as exc:
+            raise _t.transport_error(call, exc)  # noqa: B904 (it sets the cause)
+        finally:
+            resp.close()
+
+    def cancel_workflow(self, workflow_id: str) -> Workflow:
+        """Cancels a run that is not over: its unfinished step jobs end ``cancelled``, nothing
+        more is sent, no compensation runs; ``ConflictError`` if it is over."""
+        return self._run(_t.workflow_action(workflow_id, "cancel"))
+
+    def resume_workflow(self, workflow_id: str) -> Workflow:
+        """Continues a ``failed`` or ``cancelled`` run: steps that succeeded keep their results,
+        the others run again (new job ids and keys); ``ConflictError`` otherwise."""
+        return self._run(_t.workflow_action(workflow_id, "resume"))
+
+    def restart_workflow(self, workflow_id: str) -> WorkflowSubmitted:
+        """Starts a new run of a finished run's definition and input; answers the new id
+        (``ConflictError`` while the run is not over)."""
+        return self._run(_t.restart_workflow(workflow_id))
 
     def get_job(self, job_id: str) -> Job:
         return self._run(_t.get_job(job_id))

@@ -284,15 +284,18 @@ class StreamResponse:
         return _json.loads(self.text)
 
 
-WorkflowStatus = Literal["running", "compensating", "succeeded", "failed", "compensation_failed"]
+WorkflowStatus = Literal[
+    "running", "compensating", "succeeded", "failed", "compensation_failed", "cancelled"
+]
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 
 
 class WorkflowSubmitted(TypedDict):
-    """``POST /api/v1/workflows`` (202)."""
+    """``POST /api/v1/workflows`` (202 ``running``; 200 ``duplicate`` when the tenant has a run
+    with the same ``idempotent_key``, whose id it is) and ``/restart`` (202, the new run)."""
 
     workflow_id: str
-    status: WorkflowStatus
+    status: Literal["running", "duplicate"]
 
 
 class StepResponse(TypedDict):
@@ -331,13 +334,26 @@ class Workflow(TypedDict):
     workflow_id: str
     name: str
     status: WorkflowStatus
+    #: The run's dedup key, if it was given one.
+    idempotent_key: str | None
+    #: Times it was resumed.
+    resumes: int
     steps: list[WorkflowStep]
     warnings: list[str]
+    #: Deliveries of the run's webhook events (``series`` 1 + resumes: its end; from
+    #: 10,000,000: a page), oldest first.
+    webhooks: list[Delivery]
     created_at: int
     updated_at: int
 
 
-WORKFLOW_FINAL: frozenset[str] = frozenset({"succeeded", "failed", "compensation_failed"})
+WORKFLOW_FINAL: frozenset[str] = frozenset(
+    {"succeeded", "failed", "compensation_failed", "cancelled"}
+)
+#: The last event of a run's ``/events`` stream (its data is the run's view).
+WORKFLOW_FINAL_EVENTS: frozenset[str] = frozenset(
+    {"workflow.completed", "workflow.failed", "workflow.cancelled"}
+)
 
 
 class LaneSource(TypedDict, total=False):

@@ -25,9 +25,23 @@ from .types import Duration
 class WorkflowBuilder:
     """Collects steps in order; ``to_payload()`` is the exact body sent."""
 
-    def __init__(self, name: str = "", *, input: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "",
+        *,
+        input: dict[str, Any] | None = None,
+        webhooks: list[dict[str, Any]] | None = None,
+        idempotent_key: str | None = None,
+    ) -> None:
+        """``webhooks`` (``[{"url": ...}]``) receive the run's signed ``workflow.completed``,
+        ``workflow.failed``, ``workflow.cancelled`` and ``workflow.page`` events;
+        ``idempotent_key`` makes the tenant's runs with that key one run."""
+        if idempotent_key is not None and not idempotent_key:
+            raise ValueError("idempotent_key must not be empty")
         self._name = name
         self._input: dict[str, Any] = dict(input or {})
+        self._webhooks = [dict(w) for w in webhooks or []]
+        self._key = idempotent_key
         self._steps: list[dict[str, Any]] = []
 
     def step(
@@ -85,4 +99,8 @@ class WorkflowBuilder:
             out["name"] = self._name
         if self._input:
             out["input"] = self._input
+        if self._webhooks:
+            out["webhooks"] = [dict(w) for w in self._webhooks]
+        if self._key is not None:
+            out["idempotent_key"] = self._key
         return out

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from conftest import Server, Target
 
-from ezthrottle import AsyncEZThrottle, EZThrottle, Step, ValidationError, WorkflowBuilder
+from ezthrottle import (
+    AsyncEZThrottle,
+    ConflictError,
+    EZThrottle,
+    Step,
+    ValidationError,
+    WorkflowBuilder,
+)
 
 
 def _builder(target: Target) -> tuple[WorkflowBuilder, dict[str, str]]:
@@ -121,3 +129,81 @@ async def test_async_submit_and_wait(server: Server, target: Target) -> None:
         run = await c.wait_workflow(out["workflow_id"], timeout=30)
         assert run["status"] == "succeeded"
         assert (await c.get_workflow(out["workflow_id"]))["steps"][0]["job_id"]
+
+
+def test_a_key_makes_one_run_and_webhooks_are_sent(client: EZThrottle, target: Target) -> None:
+    url = target.unique()
+    hook = target.unique("hook")
+    key = f"order-{url[-40:-3]}"
+    wf = WorkflowBuilder("keyed", webhooks=[{"url": hook}], idempotent_key=key).step(
+        "only", Step().url(url)
+    )
+    p = wf.to_payload()
+    assert p["idempotent_key"] == key and p["webhooks"] == [{"url": hook}]
+    first = client.submit_workflow(wf)
+    again = client.submit_workflow(wf)
+    assert again == {"workflow_id": first["workflow_id"], "status": "duplicate"}
+    run = client.wait_workflow(first["workflow_id"], timeout=30)
+    assert run["status"] == "succeeded" and run["idempotent_key"] == key
+    assert len(target.requests(url)) == 1, "one run, one call"
+    [seen] = target.await_requests(hook, 1)
+    body = seen.json()
+    assert body["type"] == "workflow.completed" and body["workflow_id"] == first["workflow_id"]
+    with pytest.raises(ValueError):
+        WorkflowBuilder(idempotent_key="")
+
+
+def test_events_cancel_resume_and_restart(client: EZThrottle, target: Target) -> None:
+    flaky = target.unique("flaky/1/x")
+    first = target.unique()
+    wf = (
+        WorkflowBuilder()
+        .step("first", Step().url(first))
+        .step(
+            "flaky",
+            Step().url(flaky).retry_policy({"max_retries": 0, "max_reroutes": 0}),
+            depends_on=["first"],
+        )
+    )
+    wid = client.submit_workflow(wf)["workflow_id"]
+    events = list(client.workflow_events(wid))
+    names = [e.event for e in events]
+    assert names[0] == "step.started" and names[-1] == "workflow.failed", names
+    assert events[-1].json()["status"] == "failed"
+    with pytest.raises(ConflictError):
+        client.cancel_workflow(wid)
+    resumed = client.resume_workflow(wid)
+    assert resumed["status"] == "running" and resumed["resumes"] == 1
+    run = client.wait_workflow(wid, timeout=30)
+    assert run["status"] == "succeeded", run
+    assert len(target.requests(first)) == 1, "the finished step kept its result"
+    assert len(target.requests(flaky)) == 2
+    new = client.restart_workflow(wid)
+    assert new["workflow_id"] != wid and new["status"] == "running"
+    assert client.wait_workflow(new["workflow_id"], timeout=30)["status"] == "succeeded"
+    assert len(target.requests(first)) == 2
+
+    later = client.submit_workflow(
+        WorkflowBuilder().step("later", Step().url(target.unique()).retry_at(int(time.time() * 1000) + 30 * 86_400_000))
+    )["workflow_id"]
+    cancelled = client.cancel_workflow(later)
+    assert cancelled["status"] == "cancelled"
+    assert client.wait_workflow(later, timeout=10)["status"] == "cancelled"
+
+
+@pytest.mark.anyio
+async def test_async_control(server: Server, target: Target) -> None:
+    async with AsyncEZThrottle(server.new_tenant_key(), server.url) as c:
+        url = target.unique()
+        wid = (await c.submit_workflow(WorkflowBuilder().step("only", Step().url(url))))[
+            "workflow_id"
+        ]
+        names = [e.event async for e in c.workflow_events(wid)]
+        assert names == ["step.started", "step.ended", "workflow.completed"], names
+        with pytest.raises(ConflictError):
+            await c.resume_workflow(wid)
+        with pytest.raises(ConflictError):
+            await c.cancel_workflow(wid)
+        new = await c.restart_workflow(wid)
+        run = await c.wait_workflow(new["workflow_id"], timeout=30)
+        assert run["status"] == "succeeded" and len(target.requests(url)) == 2

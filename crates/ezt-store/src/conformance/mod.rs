@@ -67,6 +67,9 @@ macro_rules! conformance_tests {
     };
     (workflows: $make:expr) => {
         $crate::conformance_tests!(@case $make; workflows: a_step_end_advances_its_run_once);
+        $crate::conformance_tests!(@case $make; workflows: a_run_end_creates_its_webhook_deliveries_in_the_same_commit);
+        $crate::conformance_tests!(@case $make; workflows: a_runs_key_admits_it_once_per_tenant);
+        $crate::conformance_tests!(@case $make; workflows: cancel_and_resume_change_the_run_and_its_jobs_at_once);
     };
     (cluster: $make:expr) => {
         $crate::conformance_tests!(@case $make; cluster: membership_epochs_and_leases,

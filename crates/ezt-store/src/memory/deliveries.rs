@@ -104,4 +104,16 @@ impl DeliveryStore for MemoryStore {
             .map(|d| d.created_at)
             .min())
     }
+
+    async fn deliveries_under(&self, tenant: TenantId, key: JobId) -> Result<Vec<DeliveryRecord>> {
+        let g = self.lock();
+        let mut out: Vec<DeliveryRecord> = g
+            .deliveries
+            .values()
+            .filter(|d| d.job_id == key && d.tenant_id == tenant)
+            .cloned()
+            .collect();
+        out.sort_by_key(|d| (d.series, d.index));
+        Ok(out)
+    }
 }

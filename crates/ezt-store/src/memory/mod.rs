@@ -57,12 +57,19 @@ impl Inner {
         };
         let child = ending.child(j.tenant_id, j.series);
         let mut steps = Vec::new();
+        let mut run_outs = None;
         if let Some((wf, r)) = crate::workflow_of(&j.spec) {
             if let Some(rec) = self.workflows.get_mut(&wf) {
-                steps = crate::step_ended(rec, r, &ending);
+                let (jobs, outs) = crate::step_ended_with_events(rec, r, &ending);
+                steps = jobs;
+                run_outs = Some((crate::run_key(wf), rec.tenant_id, outs));
             }
         }
         let outcome = ending.outcome();
+        let mut run_pending = match run_outs {
+            Some((key, tenant, outs)) => self.insert_run_outcomes(key, tenant, outs, now_ms),
+            None => Vec::new(),
+        };
         if let Some(child) = child {
             // A key held by a live job makes the child a duplicate of it (not created).
             self.insert_one(child, 0);
@@ -71,7 +78,7 @@ impl Inner {
             self.insert_one(job, 0);
         }
         let Some(outcome) = outcome else {
-            return Vec::new();
+            return run_pending;
         };
         let j = &self.jobs[&id];
         let (tenant_id, series) = (j.tenant_id, j.series);
@@ -96,6 +103,47 @@ impl Inner {
                     failed_in_run: 0,
                 },
             );
+        }
+        run_pending.extend(pending);
+        run_pending
+    }
+
+    /// Stores the payloads and deliveries of a run's events under the run's key.
+    fn insert_run_outcomes(
+        &mut self,
+        key: JobId,
+        tenant_id: TenantId,
+        outs: Vec<crate::RunOutcome>,
+        now_ms: u64,
+    ) -> Vec<PendingDelivery> {
+        let mut pending = Vec::new();
+        for o in outs {
+            if o.outcome.deliveries.is_empty() {
+                continue;
+            }
+            let series = o.event.series;
+            pending.extend(o.pending(tenant_id, now_ms));
+            self.payloads.insert((key, series), o.outcome.payload);
+            for (did, index, url, voting) in o.outcome.deliveries {
+                self.deliveries.insert(
+                    did,
+                    DeliveryRecord {
+                        id: did,
+                        job_id: key,
+                        tenant_id,
+                        series,
+                        index,
+                        url,
+                        has_quorum_vote: voting,
+                        state: DeliveryState::Pending,
+                        attempts: Vec::new(),
+                        created_at: now_ms,
+                        next_at: Some(now_ms),
+                        acked_at: None,
+                        failed_in_run: 0,
+                    },
+                );
+            }
         }
         pending
     }

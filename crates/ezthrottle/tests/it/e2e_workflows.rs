@@ -16,21 +16,51 @@ async fn submit(s: &TestServer, wf: Value) -> String {
     b["workflow_id"].as_str().unwrap().to_string()
 }
 
-/// Polls the run until it is over (a run has no event stream yet).
-async fn wait_done(s: &TestServer, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let (st, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
-        assert_eq!(st, 200, "{v}");
-        if !matches!(v["status"].as_str(), Some("running" | "compensating")) {
-            return v;
+/// The run's `/events` stream read to its end: (event, data) in order. The server ends the
+/// stream after the run's final event.
+async fn events(s: &TestServer, id: &str) -> Vec<(String, Value)> {
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/v1/workflows/{id}/events")))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = tokio::time::timeout(T, resp.text())
+        .await
+        .expect("the stream ends with the run")
+        .unwrap();
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((name.clone(), serde_json::from_str(d).unwrap()));
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "run not over: {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    out
+}
+
+/// Awaits the end of the run on its event stream; answers the run's view (the final event's
+/// data).
+async fn wait_done(s: &TestServer, id: &str) -> Value {
+    let evs = events(s, id).await;
+    let (name, view) = evs.last().cloned().expect("a final event");
+    assert!(
+        matches!(
+            name.as_str(),
+            "workflow.completed" | "workflow.failed" | "workflow.cancelled"
+        ),
+        "{evs:?}"
+    );
+    assert!(
+        !matches!(view["status"].as_str(), Some("running" | "compensating")),
+        "{view:#}"
+    );
+    view
 }
 
 fn step<'a>(v: &'a Value, name: &str) -> &'a Value {
@@ -402,6 +432,445 @@ async fn cancelling_a_step_job_fails_the_run_and_compensates() {
     assert_eq!(v["status"], "failed", "{v:#}");
     assert_eq!(step(&v, "later")["status"], "cancelled");
     assert_eq!(step(&v, "charge")["compensation"], "succeeded");
+}
+
+const SECRET: &str = "wf-secret-0123456789abc";
+
+/// Collects `n` verified deliveries from `rx`, as (type, body, delivery).
+async fn hooks(rx: &crate::support::PyReceiver, n: usize) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let got = rx.next(T).await;
+        assert_eq!(
+            (got["ezt_ok"].as_bool(), got["std_ok"].as_bool()),
+            (Some(true), Some(true)),
+            "signed like a job's outcome: {got}"
+        );
+        let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
+        out.push((body["type"].as_str().unwrap().to_string(), body));
+    }
+    out
+}
+
+/// The run's webhooks get one signed `workflow.page` per page of a paginated step, with its
+/// number and answer, and one `workflow.completed` (or `workflow.failed`) when it ends.
+#[tokio::test]
+async fn workflow_webhooks_report_pages_and_the_end_signed() {
+    let target = Target::start().await;
+    let s = TestServer::start();
+    let (st, b) = s
+        .post("/api/v1/webhook-secrets", json!({"primary_secret": SECRET}))
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let rx = crate::support::PyReceiver::start(&[SECRET], 0);
+    let link = |n: u32| {
+        Reply::status(200).header(
+            "Link",
+            &format!("<{}?page={n}>; rel=\"next\"", target.url("pages")),
+        )
+    };
+    target.script("pages", vec![link(2), link(3), Reply::status(200)]);
+    let id = submit(
+        &s,
+        json!({"name": "crawl", "webhooks": [{"url": rx.url("/wf")}],
+               "steps": [{"name": "list", "url": format!("{}?page=1", target.url("pages")),
+                          "paginate": {"style": "link"}},
+                         {"name": "after", "url": target.url("after"), "depends_on": ["list"]}]}),
+    )
+    .await;
+    let mut got = hooks(&rx, 4).await;
+    got.sort_by_key(|(t, b)| (t != "workflow.page", b["page"].as_u64()));
+    let types: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "workflow.page",
+            "workflow.page",
+            "workflow.page",
+            "workflow.completed"
+        ]
+    );
+    for (n, (_, b)) in got.iter().take(3).enumerate() {
+        assert_eq!(b["workflow_id"], id.as_str());
+        assert_eq!(b["step"], "list");
+        assert_eq!(b["page"], n as u64 + 1, "{b}");
+        assert_eq!(b["response"]["status_code"], 200);
+    }
+    let end = &got[3].1;
+    assert_eq!(
+        (end["workflow_id"].as_str(), end["status"].as_str()),
+        (Some(id.as_str()), Some("succeeded")),
+        "{end}"
+    );
+    assert_eq!(end["steps"].as_array().unwrap().len(), 2, "{end}");
+    assert_eq!(end["steps"][1]["status"], "succeeded");
+    // The run's view lists its deliveries; the receiver answers before the server records
+    // that, and no event tells it: poll the view.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (_, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
+        let hooks = v["webhooks"].as_array().unwrap().clone();
+        if hooks.len() == 4 && hooks.iter().all(|d| d["state"] == "delivered") {
+            assert_eq!(hooks[0]["series"], 1, "the end's delivery first: {hooks:?}");
+            assert_eq!(hooks[0]["attempts"][0]["status_code"], 200);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // A failed run says so, once.
+    target.default_reply("down", Reply::status(400));
+    let failed = submit(
+        &s,
+        json!({"webhooks": [{"url": rx.url("/wf")}],
+               "steps": [{"name": "only", "url": target.url("down")}]}),
+    )
+    .await;
+    let got = hooks(&rx, 1).await;
+    assert_eq!(got[0].0, "workflow.failed", "{:?}", got[0].1);
+    assert_eq!(got[0].1["workflow_id"], failed.as_str());
+    assert_eq!(got[0].1["steps"][0]["status"], "failed");
+    // Bad webhooks are refused at submit, naming the field.
+    let (st, b) = s
+        .post(
+            "/api/v1/workflows",
+            json!({"webhooks": [{"url": "ftp://x"}], "steps": [{"name": "a", "url": target.url("a")}]}),
+        )
+        .await;
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(b["error"]["field"], "webhooks[0].url", "{b}");
+}
+
+/// The same `idempotent_key` from the same tenant is one run: the second submit (even sent
+/// while the first is in flight) answers 200 `duplicate` with the first run's id, and the
+/// target sees each step once.
+#[tokio::test]
+async fn a_workflow_key_makes_one_run() {
+    let target = Target::start().await;
+    let s = TestServer::start();
+    let wf = json!({"idempotent_key": "order-42",
+                    "steps": [{"name": "charge", "url": target.url("charge")}]});
+    let (a, b) = tokio::join!(
+        s.post("/api/v1/workflows", wf.clone()),
+        s.post("/api/v1/workflows", wf.clone())
+    );
+    let mut codes = [a.0, b.0];
+    codes.sort();
+    assert_eq!(codes, [200, 202], "{a:?} {b:?}");
+    assert_eq!(a.1["workflow_id"], b.1["workflow_id"]);
+    let dup = if a.0 == 200 { &a.1 } else { &b.1 };
+    assert_eq!(dup["status"], "duplicate");
+    let id = a.1["workflow_id"].as_str().unwrap().to_string();
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded");
+    // After the end too.
+    let (st, again) = s.post("/api/v1/workflows", wf).await;
+    assert_eq!(
+        (st, again["workflow_id"].as_str()),
+        (200, Some(id.as_str()))
+    );
+    assert_eq!(target.arrivals("charge").len(), 1, "one run, one call");
+    let (st, b) = s
+        .post(
+            "/api/v1/workflows",
+            json!({"idempotent_key": "", "steps": [{"name": "a", "url": target.url("a")}]}),
+        )
+        .await;
+    assert_eq!(
+        (st, b["error"]["field"].as_str()),
+        (400, Some("idempotent_key")),
+        "{b}"
+    );
+}
+
+/// Cancel ends the run `cancelled` at once: a step waiting for its attempt is cancelled in the
+/// same transaction and never reaches the target, the step after it never starts, no
+/// compensation runs, and the webhooks get `workflow.cancelled`.
+#[tokio::test]
+async fn cancel_stops_the_run_and_nothing_more_is_sent() {
+    let target = Target::start().await;
+    let s = TestServer::start();
+    let rx = crate::support::PyReceiver::start(&[], 0);
+    let id = submit(
+        &s,
+        json!({"webhooks": [{"url": rx.url("/wf")}], "steps": [
+            {"name": "charge", "url": target.url("charge"),
+             "compensate": {"url": target.url("refund"), "method": "POST"}},
+            {"name": "later", "url": target.url("later"), "depends_on": ["charge"],
+             "retry_at": crate::support::in_days(30)},
+            {"name": "last", "url": target.url("last"), "depends_on": ["later"]}
+        ]}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + T;
+    let later_job = loop {
+        let (_, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
+        if let Some(j) = step(&v, "later")["job_id"].as_str() {
+            break j.to_string();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let (st, v) = s
+        .post(&format!("/api/v1/workflows/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["status"], "cancelled", "{v:#}");
+    assert_eq!(step(&v, "later")["status"], "cancelled");
+    assert_eq!(step(&v, "last")["status"], "cancelled");
+    assert_eq!(step(&v, "later")["job"]["state"], "cancelled", "{v:#}");
+    let got = rx.next(T).await;
+    let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["type"], "workflow.cancelled", "{body}");
+    assert_eq!(body["workflow_id"], id.as_str());
+    let (st, b) = s
+        .post(&format!("/api/v1/workflows/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (st, b["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{b}"
+    );
+    let (st, j) = s.get(&format!("/api/v1/jobs/{later_job}")).await;
+    assert_eq!((st, j["state"].as_str()), (200, Some("cancelled")), "{j}");
+    assert_eq!(target.arrivals("charge").len(), 1);
+    assert!(
+        target.arrivals("later").is_empty()
+            && target.arrivals("last").is_empty()
+            && target.arrivals("refund").is_empty(),
+        "nothing after the cancel, no compensation"
+    );
+    let (st, _) = s
+        .post(
+            "/api/v1/workflows/wf_01JD6Q3K9V2M8X4T7B5N0R1C2E/cancel",
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, 404);
+}
+
+/// After a critical failure, resume runs only the failed step and the ones it gated (new
+/// Idempotency-Keys), keeps the finished step's result, and the run succeeds; replaying the
+/// failed step's job alone is refused with a pointer to /resume; restart makes a new run.
+#[tokio::test]
+async fn resume_runs_only_the_failed_steps_and_restart_is_a_new_run() {
+    let target = Target::start().await;
+    target.script("pay", vec![Reply::status(400), Reply::status(200)]);
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [
+            {"name": "reserve", "url": target.url("reserve")},
+            {"name": "pay", "url": target.url("pay"), "depends_on": ["reserve"]},
+            {"name": "ship", "url": target.url("ship"), "depends_on": ["pay"],
+             "body": "{\"reserved\": {{steps.reserve.response.status}}}", "method": "POST"}
+        ]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    let failed_job = step(&v, "pay")["job_id"].as_str().unwrap().to_string();
+    let (st, b) = s
+        .post(&format!("/api/v1/jobs/{failed_job}/retry"), json!({}))
+        .await;
+    assert_eq!(st, 409, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/api/v1/workflows/{id}/resume")),
+        "{b}"
+    );
+    let (st, r) = s
+        .post(&format!("/api/v1/workflows/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        (r["status"].as_str(), r["resumes"].as_u64()),
+        (Some("running"), Some(1))
+    );
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_ne!(step(&v, "pay")["job_id"], failed_job.as_str(), "a new job");
+    assert_eq!(
+        target.arrivals("reserve").len(),
+        1,
+        "finished: not run again"
+    );
+    let pay = target.arrivals("pay");
+    assert_eq!(pay.len(), 2);
+    assert_eq!(pay[0].headers["idempotency-key"], format!("{id}:pay"));
+    assert_eq!(
+        pay[1].headers["idempotency-key"],
+        format!("{id}:pay:resume:1")
+    );
+    let ship = target.arrivals("ship");
+    assert_eq!(ship.len(), 1);
+    assert_eq!(ship[0].body, "{\"reserved\": 200}", "reads the kept result");
+    let (st, b) = s
+        .post(&format!("/api/v1/workflows/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(st, 409, "a succeeded run does not resume: {b}");
+
+    let (st, r) = s
+        .post(&format!("/api/v1/workflows/{id}/restart"), json!({}))
+        .await;
+    assert_eq!(st, 202, "{r}");
+    let new = r["workflow_id"].as_str().unwrap().to_string();
+    assert_ne!(new, id);
+    let v = wait_done(&s, &new).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    assert_eq!(
+        target.arrivals("reserve").len(),
+        2,
+        "the new run runs every step"
+    );
+    assert_eq!(
+        target.arrivals("reserve")[1].headers["idempotency-key"],
+        format!("{new}:reserve")
+    );
+}
+
+/// A run's event stream: each step starts and ends in dependency order, each page is
+/// announced, the final event (with the run's view) is the last and the stream ends; a late
+/// subscriber gets the same story.
+#[tokio::test]
+async fn the_event_stream_tells_the_run_and_ends_with_it() {
+    let target = Target::start().await;
+    target.default_reply(
+        "slow",
+        Reply {
+            status: 200,
+            headers: vec![],
+            delay_ms: 300,
+        },
+    );
+    let link = |n: u32| {
+        Reply::status(200).header(
+            "Link",
+            &format!("<{}?page={n}>; rel=\"next\"", target.url("pages")),
+        )
+    };
+    target.script("pages", vec![link(2), Reply::status(200)]);
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [
+            {"name": "a", "url": target.url("slow")},
+            {"name": "b", "url": format!("{}?page=1", target.url("pages")), "depends_on": ["a"],
+             "paginate": {"style": "link"}}
+        ]}),
+    )
+    .await;
+    let live = events(&s, &id).await;
+    let names: Vec<String> = live
+        .iter()
+        .map(|(n, d)| match d["step"].as_str() {
+            Some(step) => format!("{n}:{step}"),
+            None => n.clone(),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "step.started:a",
+            "step.ended:a",
+            "step.started:b",
+            "workflow.page:b",
+            "workflow.page:b",
+            "step.ended:b",
+            "workflow.completed"
+        ],
+        "{live:?}"
+    );
+    assert_eq!(live[3].1["page"], 1);
+    assert_eq!(live[4].1["page"], 2);
+    assert_eq!(live[1].1["status"], "succeeded");
+    let last = &live[6].1;
+    assert_eq!(
+        (last["workflow_id"].as_str(), last["status"].as_str()),
+        (Some(id.as_str()), Some("succeeded"))
+    );
+    let late = events(&s, &id).await;
+    assert_eq!(
+        late.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        live.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "a late subscriber gets the whole story"
+    );
+    let resp = s
+        .http
+        .get(s.url("/api/v1/workflows/wf_01JD6Q3K9V2M8X4T7B5N0R1C2E/events"))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+/// A crawl whose page 3 fails (a non-retryable 400) fails the run; resume goes on from page 3
+/// with the same URL, keeping pages 1 and 2 (never fetched again), and the crawl finishes.
+#[tokio::test]
+async fn resume_goes_on_from_the_page_that_failed() {
+    let target = Target::start().await;
+    let link = |n: u32| {
+        Reply::status(200).header(
+            "Link",
+            &format!("<{}?page={n}>; rel=\"next\"", target.url("pages")),
+        )
+    };
+    target.script(
+        "pages",
+        vec![
+            link(2),
+            link(3),
+            Reply::status(400),
+            link(4),
+            Reply::status(200),
+        ],
+    );
+    let s = TestServer::start();
+    let id = submit(
+        &s,
+        json!({"steps": [{"name": "crawl", "url": format!("{}?page=1", target.url("pages")),
+                          "paginate": {"style": "link"}, "retry_policy": {"max_retries": 0}},
+                         {"name": "load", "url": target.url("load"), "depends_on": ["crawl"]}]}),
+    )
+    .await;
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "failed", "{v:#}");
+    assert_eq!(step(&v, "crawl")["pages"].as_array().unwrap().len(), 3);
+    let (st, r) = s
+        .post(&format!("/api/v1/workflows/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let v = wait_done(&s, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v:#}");
+    let pages = step(&v, "crawl")["pages"].as_array().unwrap().clone();
+    assert_eq!(pages.len(), 4, "{v:#}");
+    let keys: Vec<String> = target
+        .arrivals("pages")
+        .iter()
+        .map(|a| a.headers["idempotency-key"].clone())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            format!("{id}:crawl:page:1"),
+            format!("{id}:crawl:page:2"),
+            format!("{id}:crawl:page:3"),
+            format!("{id}:crawl:page:3:resume:1"),
+            format!("{id}:crawl:page:4:resume:1"),
+        ],
+        "pages 1 and 2 are never fetched again"
+    );
+    let urls: Vec<String> = target
+        .arrivals("pages")
+        .iter()
+        .map(|a| a.path.clone())
+        .collect();
+    assert_eq!(urls[2], urls[3], "page 3 again, same URL: {urls:?}");
+    assert_eq!(target.arrivals("load").len(), 1);
 }
 
 /// `when`: a false condition skips its step (never sent) and its dependents proceed; a true one

@@ -93,6 +93,21 @@ export declare class EZThrottle {
     submitWorkflow(spec: WorkflowSpec): Promise<WorkflowSubmitted>;
     /** `GET /api/v1/workflows/{id}`: the run with every step, its job, attempts and timings. */
     getWorkflow(workflowId: string): Promise<WorkflowView>;
+    /** `POST /api/v1/workflows/{id}/cancel`: ends a run that is not over `cancelled` (its
+     * unfinished step jobs too; no compensation runs); 409 `ConflictError` if it is over. */
+    cancelWorkflow(workflowId: string): Promise<WorkflowView>;
+    /** `POST /api/v1/workflows/{id}/resume`: continues a failed or cancelled run; steps that
+     * succeeded keep their results, the others run again (new job ids and keys). */
+    resumeWorkflow(workflowId: string): Promise<WorkflowView>;
+    /** `POST /api/v1/workflows/{id}/restart`: a new run of a finished run's definition and
+     * input; answers the new run's id. */
+    restartWorkflow(workflowId: string): Promise<WorkflowSubmitted>;
+    /** `GET /api/v1/workflows/{id}/events`: `step.started`, `workflow.page`, `step.ended`, then
+     * one final `workflow.completed` / `workflow.failed` / `workflow.cancelled` whose data is the
+     * run's view; ends after it. */
+    workflowEvents(workflowId: string, options?: {
+        signal?: AbortSignal;
+    }): AsyncGenerator<JobEvent>;
     /** One page of `GET /api/v1/jobs` (newest first). */
     listPage(options?: ListOptions): Promise<JobPage>;
     /** Every job matching the filters, newest first, fetching pages as the loop goes. */

@@ -37,6 +37,14 @@ function jobPath(jobId, suffix = "") {
     }
     return `/api/v1/jobs/${encodeURIComponent(jobId)}${suffix}`;
 }
+function workflowPath(workflowId, suffix = "") {
+    if (typeof workflowId !== "string" || !workflowId.startsWith("wf_")) {
+        throw new TypeError(`not a workflow id: ${JSON.stringify(workflowId)}`);
+    }
+    return `/api/v1/workflows/${encodeURIComponent(workflowId)}${suffix}`;
+}
+/** The last event of a run's `/events` stream. */
+const WORKFLOW_FINAL_EVENTS = new Set(["workflow.completed", "workflow.failed", "workflow.cancelled"]);
 function isFinal(state) {
     return types_js_1.FINAL_STATES.includes(state);
 }
@@ -329,6 +337,78 @@ class EZThrottle {
             path: `/api/v1/workflows/${encodeURIComponent(workflowId)}`,
             idempotent: true,
         });
+    }
+    /** `POST /api/v1/workflows/{id}/cancel`: ends a run that is not over `cancelled` (its
+     * unfinished step jobs too; no compensation runs); 409 `ConflictError` if it is over. */
+    async cancelWorkflow(workflowId) {
+        return this.http.json({ method: "POST", path: workflowPath(workflowId, "/cancel"), idempotent: false });
+    }
+    /** `POST /api/v1/workflows/{id}/resume`: continues a failed or cancelled run; steps that
+     * succeeded keep their results, the others run again (new job ids and keys). */
+    async resumeWorkflow(workflowId) {
+        return this.http.json({ method: "POST", path: workflowPath(workflowId, "/resume"), idempotent: false });
+    }
+    /** `POST /api/v1/workflows/{id}/restart`: a new run of a finished run's definition and
+     * input; answers the new run's id. */
+    async restartWorkflow(workflowId) {
+        return this.http.json({ method: "POST", path: workflowPath(workflowId, "/restart"), idempotent: false });
+    }
+    /** `GET /api/v1/workflows/{id}/events`: `step.started`, `workflow.page`, `step.ended`, then
+     * one final `workflow.completed` / `workflow.failed` / `workflow.cancelled` whose data is the
+     * run's view; ends after it. */
+    async *workflowEvents(workflowId, options = {}) {
+        const idle = new AbortController();
+        let timer;
+        const touch = () => {
+            clearTimeout(timer);
+            timer = setTimeout(() => idle.abort(new errors_js_1.UnreachableError("event stream idle for 60 s", {
+                code: "timeout",
+            })), EVENTS_IDLE_MS);
+        };
+        touch();
+        try {
+            const signal = (0, transport_js_1.anySignal)(options.signal, idle.signal);
+            let res;
+            try {
+                res = await this.http.send({
+                    method: "GET",
+                    path: workflowPath(workflowId, "/events"),
+                    headers: { Accept: "text/event-stream" },
+                    idempotent: true,
+                    timeoutMs: 0,
+                    signal,
+                });
+            }
+            catch (err) {
+                throw idle.signal.aborted && !options.signal?.aborted ? idle.signal.reason : err;
+            }
+            if (!res.ok) {
+                throw (0, errors_js_1.errorFromAnswer)(res.status, await res.text(), res.headers.get("retry-after"));
+            }
+            try {
+                for await (const ev of (0, sse_js_1.readEvents)(res.body ?? new ReadableStream(), touch)) {
+                    yield ev;
+                    if (WORKFLOW_FINAL_EVENTS.has(ev.event))
+                        return;
+                }
+            }
+            catch (err) {
+                if (options.signal?.aborted)
+                    throw options.signal.reason;
+                if (idle.signal.aborted)
+                    throw idle.signal.reason;
+                throw new errors_js_1.UnreachableError(`event stream of ${workflowId} broke off`, {
+                    code: "unreachable",
+                    cause: err,
+                });
+            }
+            throw new errors_js_1.UnreachableError(`event stream of ${workflowId} ended before the run was over`, {
+                code: "unreachable",
+            });
+        }
+        finally {
+            clearTimeout(timer);
+        }
     }
     /** One page of `GET /api/v1/jobs` (newest first). */
     listPage(options = {}) {

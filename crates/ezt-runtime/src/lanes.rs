@@ -180,7 +180,25 @@ pub(crate) enum Command<Id> {
     /// Cluster mode: forget that these lanes were another node's (membership found them
     /// without a live owner): the next work for them claims again.
     Recheck(Vec<LaneKey>),
+    /// Cluster mode: these lanes, owned under `node_epoch`, belong on another live node now
+    /// (a node joined): stop dispatching them, let their calls in flight end (at most
+    /// [`HANDOVER_WAIT`]), then release them.
+    HandOver {
+        node_epoch: u64,
+        lanes: Vec<LaneKey>,
+    },
+    /// Cluster mode: the hand-over of the lane at this index waited long enough; release it
+    /// now (its calls still running are counted by the next owner).
+    Release {
+        lane: usize,
+        key: LaneKey,
+    },
 }
+
+/// Cluster mode: how long a lane being handed over to a node that joined waits for its calls
+/// in flight to end before it is released anyway (the next owner then counts those still
+/// running as in flight, until their attempt lease expires).
+pub const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Who dispatches a lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +207,9 @@ enum Own {
     Single,
     /// Cluster mode: this node, under this lane epoch and node epoch.
     Mine { lane_epoch: u64, node_epoch: u64 },
+    /// Cluster mode: still this node's in the store, but being handed over: nothing more is
+    /// dispatched; released once its calls in flight have ended.
+    Leaving { node_epoch: u64, since: Instant },
     /// Cluster mode: another node, or nobody yet.
     NotMine,
 }
@@ -345,6 +366,14 @@ impl<Id: Debug> SchedulerHandle<Id> {
     /// follows claims them rather than trusting an earlier "another node's".
     pub fn recheck(&self, lanes: Vec<LaneKey>) {
         let _ = self.tx.send(Command::Recheck(lanes));
+    }
+
+    /// Cluster mode: these lanes, owned under `node_epoch`, now belong on another live node
+    /// (membership placed them there): they are handed over as on a graceful shutdown.
+    pub fn hand_over(&self, node_epoch: u64, lanes: Vec<LaneKey>) {
+        if !lanes.is_empty() {
+            let _ = self.tx.send(Command::HandOver { node_epoch, lanes });
+        }
     }
     pub(crate) fn done(&self, id: Id, lane: usize, ran: Ran) {
         let _ = self.tx.send(Command::Done {
@@ -520,6 +549,9 @@ pub struct GateTicket<Id = JobId> {
     fence: Option<ezt_store::Fence>,
     /// Cluster mode: this node, whose self-fence is checked right before sending.
     node: Option<Arc<NodeFence>>,
+    /// Cluster mode: cleared when the lane's ownership this attempt was dispatched under is
+    /// being handed over: a call still at the gate then never leaves (its lease is undone).
+    owned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<Id> GateTicket<Id> {
@@ -544,7 +576,11 @@ impl<Id> GateTicket<Id> {
     /// after [`pass`](Self::pass), right before the bytes leave.
     pub fn may_send(&self) -> bool {
         match (&self.node, &self.fence) {
-            (Some(n), Some(f)) => n.is_open() && n.epoch() == f.node_epoch,
+            (Some(n), Some(f)) => {
+                n.is_open()
+                    && n.epoch() == f.node_epoch
+                    && self.owned.load(std::sync::atomic::Ordering::Acquire)
+            }
             (Some(_), None) => false,
             _ => true,
         }
@@ -608,6 +644,9 @@ struct Lane<Id> {
     foreign: Vec<Instant>,
     /// Cluster mode: when a claim last answered that another node owns it.
     elsewhere_at: Option<Instant>,
+    /// Cluster mode: set while this node's current ownership holds; each ownership gets a new
+    /// flag, cleared when a hand-over starts (see [`GateTicket`]).
+    owned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The in-flight cap a learned rate implies when the target announces none: one second of
@@ -962,6 +1001,7 @@ impl<R: Runner> Scheduler<R> {
             },
             foreign: Vec::new(),
             elsewhere_at: None,
+            owned: Arc::new(true.into()),
         };
         let mut lane = lane;
         lane.set_adaptive(&self.lanes_cfg, false);
@@ -1048,6 +1088,10 @@ impl<R: Runner> Scheduler<R> {
             // than a second ago: the work is the owner's, who is told at once (its sweep
             // catches up within a second if the owner has gone meanwhile). Else ask again.
             let l = self.lane(lane);
+            if matches!(l.owner, Own::Leaving { .. }) {
+                // Being handed over: the work is the next owner's (it stays stored).
+                return;
+            }
             if l.owner == Own::NotMine
                 && !l.loading
                 && l.elsewhere_at
@@ -1129,12 +1173,20 @@ impl<R: Runner> Scheduler<R> {
                 let l = self.lane(lane);
                 l.in_flight = l.in_flight.saturating_sub(1);
                 l.idle_since = None;
+                let ours = matches!(l.owner, Own::Mine { .. } | Own::Single);
+                if matches!(l.owner, Own::Leaving { .. }) && l.in_flight == 0 {
+                    self.release(lane, now_i);
+                }
                 if let Some(c) = ran.change {
                     self.learn(lane, &c, at, true);
                 }
                 self.due.push(lane);
                 match ran.end {
                     AttemptEnd::Finished => {
+                        self.forget(&id);
+                    }
+                    AttemptEnd::RetryAfter(_) if !ours => {
+                        // The lane went to another node meanwhile: the stored job is its.
                         self.forget(&id);
                     }
                     AttemptEnd::RetryAfter(wait) => {
@@ -1207,6 +1259,19 @@ impl<R: Runner> Scheduler<R> {
                 node_epoch,
                 claim,
             } => self.claimed(lane, key, node_epoch, claim, now, now_i),
+            Command::HandOver { node_epoch, lanes } => {
+                for key in lanes {
+                    self.hand_over(key, node_epoch, now_i);
+                }
+            }
+            Command::Release { lane, key } => {
+                if self.lanes[lane]
+                    .as_ref()
+                    .is_some_and(|l| l.key == key && matches!(l.owner, Own::Leaving { .. }))
+                {
+                    self.release(lane, now_i);
+                }
+            }
             Command::Recheck(keys) => {
                 for k in keys {
                     if let Some(&i) = self.lane_ids.get(&k) {
@@ -1220,8 +1285,9 @@ impl<R: Runner> Scheduler<R> {
                 let mut again = Vec::new();
                 for (i, slot) in self.lanes.iter_mut().enumerate() {
                     let Some(l) = slot else { continue };
-                    if matches!(l.owner, Own::Mine { .. }) {
+                    if matches!(l.owner, Own::Mine { .. } | Own::Leaving { .. }) {
                         l.owner = Own::NotMine;
+                        l.owned.store(false, std::sync::atomic::Ordering::Release);
                     }
                     if l.owner == Own::NotMine && !l.loading && l.items > 0 {
                         l.loading = true;
@@ -1299,6 +1365,9 @@ impl<R: Runner> Scheduler<R> {
                         lane_epoch: o.lane_epoch,
                         node_epoch,
                     });
+                if fresh {
+                    l.owned = Arc::new(true.into());
+                }
                 l.owner = Own::Mine {
                     lane_epoch: o.lane_epoch,
                     node_epoch,
@@ -1358,6 +1427,80 @@ impl<R: Runner> Scheduler<R> {
                 }
             }
         }
+    }
+
+    /// Starts handing the lane `key` (owned under `node_epoch`) over to the node it belongs on
+    /// now: nothing more is dispatched in it, its waiting work is left to the next owner (it
+    /// stays stored), calls still at the send gate are not sent, and the lane is released once
+    /// its calls in flight have ended, or after [`HANDOVER_WAIT`].
+    fn hand_over(&mut self, key: LaneKey, node_epoch: u64, now_i: Instant) {
+        let Some(&lane) = self.lane_ids.get(&key) else {
+            // Not in memory (idle and evicted): nothing of it runs here.
+            self.release_stored(&key, node_epoch);
+            return;
+        };
+        let l = self.lane(lane);
+        if !matches!(l.owner, Own::Mine { node_epoch: e, .. } if e == node_epoch) {
+            return; // being claimed, already leaving, or not ours: asked again next sweep
+        }
+        l.owner = Own::Leaving {
+            node_epoch,
+            since: now_i,
+        };
+        l.owned.store(false, std::sync::atomic::Ordering::Release);
+        let in_flight = l.in_flight;
+        let ids: Vec<R::Id> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.lane == lane && e.at != Where::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            self.forget(id);
+        }
+        if !ids.is_empty() {
+            self.lane(lane).queue.remove_where(|j| ids.contains(j));
+        }
+        tracing::info!(lane = %key, jobs = ids.len(), in_flight, "handing the lane over to the node it now belongs on");
+        if in_flight == 0 {
+            self.release(lane, now_i);
+            return;
+        }
+        let tx = self.handle.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(HANDOVER_WAIT).await;
+            let _ = tx.send(Command::Release { lane, key });
+        });
+    }
+
+    /// Ends the hand-over of the lane at `lane`: released in the store (the next owner is
+    /// notified and claims it), no longer this node's.
+    fn release(&mut self, lane: usize, now_i: Instant) {
+        let l = self.lane(lane);
+        let Own::Leaving { node_epoch, since } = l.owner else {
+            return;
+        };
+        l.owner = Own::NotMine;
+        l.elsewhere_at = None;
+        let key = l.key.clone();
+        tracing::info!(lane = %key, waited_ms = now_i.saturating_duration_since(since).as_millis() as u64, still_in_flight = l.in_flight, "lane handed over");
+        self.release_stored(&key, node_epoch);
+    }
+
+    /// Releases the stored ownership of `key` held under `node_epoch` (and tells the others).
+    fn release_stored(&self, key: &LaneKey, node_epoch: u64) {
+        let (Some(node), Some(m)) = (&self.cluster, &self.memory) else {
+            return;
+        };
+        let (store, id, name) = (m.store.clone(), node.id().clone(), self.stored_name(key));
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .release_lanes(&id, node_epoch, std::slice::from_ref(&name))
+                .await
+            {
+                tracing::warn!(lane = %name, error = %e, "cannot release the lane; it is handed over again at the next sweep");
+            }
+        });
     }
 
     /// Applies what a response taught: a pause for the whole lane, and (unless pinned) a new
@@ -1679,7 +1822,7 @@ impl<R: Runner> Scheduler<R> {
             while let Some(l) = self.lanes.get_mut(lane).and_then(Option::as_mut) {
                 if l.queue.is_empty()
                     || l.loading
-                    || l.owner == Own::NotMine
+                    || !matches!(l.owner, Own::Mine { .. } | Own::Single)
                     || l.in_flight >= l.limit.max_in_flight
                     || l.gate.waiting.load(std::sync::atomic::Ordering::Acquire)
                         >= gate_pipeline(l.limit.rate)
@@ -1734,6 +1877,7 @@ impl<R: Runner> Scheduler<R> {
                     held: true,
                     fence,
                     node: self.cluster.clone(),
+                    owned: l.owned.clone(),
                 };
                 if let Some(e) = self.jobs.get_mut(&id) {
                     e.at = Where::Running;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ezt_store::{NodeId, NodeInfo, PendingDelivery, PendingJob, Store};
+use ezt_store::{NodeId, NodeInfo, NodeRecord, PendingDelivery, PendingJob, Store};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,14 @@ pub const NODE_TTL: Duration = Duration::from_secs(5);
 pub const MARGIN: Duration = Duration::from_millis(500);
 /// Lanes' stored names for jobs.
 const JOB_PREFIX: &str = "job:";
+/// A member counts for moving lanes that already have a live owner only once this node has
+/// seen it alive (same epoch, not draining) for this long: a node that joins and leaves (or
+/// dies) quickly moves nothing, so lanes do not flap. New and orphaned lanes use every live
+/// member at once.
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// A member whose last renewal is more than this older than this node's own (a member killed
+/// whose lease has not yet expired) is not handed lanes.
+pub const FRESH: Duration = Duration::from_millis(1500);
 
 /// What membership tells the rest of the runtime (`lib.rs` forwards it to the lanes).
 #[derive(Debug)]
@@ -37,6 +45,14 @@ pub enum Event {
     Deliveries(Vec<PendingDelivery>),
     /// The membership was lost or renewed under a new epoch: lanes must be claimed again.
     Fenced,
+    /// Lanes (keys, without the stored prefix) this node owns under `epoch` whose place is now
+    /// another live member (one joined): hand them over.
+    HandOver {
+        /// The membership they are owned under.
+        epoch: u64,
+        /// Their keys.
+        lanes: Vec<ezt_core::lane::LaneKey>,
+    },
 }
 
 /// This node's membership: joins, heartbeats, sweeps, hands over at shutdown.
@@ -51,6 +67,8 @@ pub struct Membership {
     /// Wakes the owned-lane poll at once (a notification from another node).
     poke: Arc<tokio::sync::Notify>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Members (id, epoch) seen alive and not draining, since when (monotonic): see [`SETTLE`].
+    seen: std::sync::Mutex<std::collections::HashMap<(String, u64), Instant>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -86,6 +104,7 @@ impl Membership {
             done: CancellationToken::new(),
             poke: Arc::default(),
             task: Default::default(),
+            seen: Default::default(),
         });
         // Notifications (another node admitted work, or released lanes) wake the sweep at once;
         // polling every second stays the safety net.
@@ -240,15 +259,34 @@ impl Membership {
     /// where this node is their place, and this node's own lanes' waiting work indexed.
     async fn sweep(&self, epoch: u64, region: &str) -> ezt_store::Result<()> {
         // This node's own lanes first: a notification is usually new work for one of them.
-        self.poll_owned(epoch).await?;
+        let owned = self.poll_owned(epoch).await?;
         let nodes = self.store.nodes().await?;
-        self.node.set_members(
-            nodes
-                .iter()
-                .filter(|n| n.alive && !n.draining)
-                .map(|n| NodeId::new(n.id.as_str()))
-                .collect(),
-        );
+        let live: Vec<&NodeRecord> = nodes.iter().filter(|n| n.alive && !n.draining).collect();
+        self.node
+            .set_members(live.iter().map(|n| NodeId::new(n.id.as_str())).collect());
+        let settled = self.settled(&live);
+        // Without this node in the view (a stale read), nothing is decided.
+        let in_view = settled.iter().any(|n| n == self.node.id());
+        let moving: Vec<ezt_core::lane::LaneKey> = owned
+            .iter()
+            .filter(|_| in_view)
+            .filter(|l| {
+                crate::fence::rendezvous(l, settled.iter()).is_some_and(|w| w != self.node.id())
+            })
+            .filter_map(|l| l.strip_prefix(JOB_PREFIX))
+            .map(|k| ezt_core::lane::LaneKey(k.to_string()))
+            .collect();
+        if !moving.is_empty() {
+            tracing::info!(
+                lanes = moving.len(),
+                owned = owned.len(),
+                "lanes now belong on another member; handing them over"
+            );
+            let _ = self.events.send(Event::HandOver {
+                epoch,
+                lanes: moving,
+            });
+        }
         for holder in self.store.dead_holders().await? {
             if holder == *self.node.id() {
                 continue;
@@ -281,17 +319,43 @@ impl Membership {
         Ok(())
     }
 
-    /// Indexes the waiting work of this node's lanes (admitted on other nodes meanwhile).
-    async fn poll_owned(&self, epoch: u64) -> ezt_store::Result<()> {
+    /// Indexes the waiting work of this node's lanes (admitted on other nodes meanwhile);
+    /// answers the lanes it owns (stored names).
+    async fn poll_owned(&self, epoch: u64) -> ezt_store::Result<Vec<String>> {
         let owned = self.store.owned_lanes(&self.info.id, epoch).await?;
         if owned.is_empty() {
-            return Ok(());
+            return Ok(owned);
         }
         let jobs = self.store.waiting_jobs(JOB_PREFIX, &owned).await?;
         if !jobs.is_empty() {
             let _ = self.events.send(Event::Jobs(jobs));
         }
-        Ok(())
+        Ok(owned)
+    }
+
+    /// The members lanes with a live owner are placed over: this node, and the live members
+    /// seen alive (same epoch) for at least [`SETTLE`] whose lease was renewed within
+    /// [`FRESH`] of this node's own (database clock), so a member that died meanwhile (its
+    /// lease not yet expired) is not handed lanes.
+    fn settled(&self, live: &[&NodeRecord]) -> Vec<NodeId> {
+        let now = Instant::now();
+        let mine = live
+            .iter()
+            .find(|n| n.id == self.info.id.as_str())
+            .map_or(0, |n| n.expires_at_ms);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|(id, e), _| live.iter().any(|n| n.id == *id && n.epoch == *e));
+        let mut out = Vec::new();
+        for n in live {
+            let since = *seen.entry((n.id.clone(), n.epoch)).or_insert(now);
+            let fresh = mine.saturating_sub(n.expires_at_ms) <= FRESH.as_millis() as u64;
+            if n.id == self.info.id.as_str()
+                || (fresh && now.saturating_duration_since(since) >= SETTLE)
+            {
+                out.push(NodeId::new(n.id.as_str()));
+            }
+        }
+        out
     }
 }
 

@@ -1,0 +1,332 @@
+//! Cluster mode on PostgreSQL (issue 13): lanes move to a node that joins, with real
+//! processes (nodes on 127.0.0.2–4, one real PostgreSQL, our logging targets, one per lane).
+//! Only the lanes whose rendezvous winner is the new node move, through the graceful hand-over
+//! (the old owner stops, its calls in flight end, it releases; the new node claims), and each
+//! lane's window and concurrency bounds hold across the move. A node that joins and dies
+//! before it settled moves nothing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ezt_store::prelude::*;
+use serde_json::json;
+
+use crate::fault_common::record;
+use crate::support::cluster::*;
+
+const IPS: [&str; 4] = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+
+/// Each lane at 4/s, burst 1, at most 2 in flight; short attempt timeouts.
+const CONFIG: &str = "[lanes.default]\nrate = 4.0\nburst = 1\nmax_in_flight = 2\n[executor]\nattempt_timeout_ms = 3000\n[admin]\ntoken = \"operator-token-0123456789\"\n";
+const RATE: usize = 4;
+const BURST: usize = 1;
+const MAX_IN_FLIGHT: usize = 2;
+/// Lanes (one target each).
+const LANES: usize = 12;
+
+struct Cluster {
+    nodes: Vec<Node>,
+    url: String,
+    root: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start(n: usize) -> Self {
+        let url = ezt_store_postgres::testing::database_url().await;
+        let mut c = Self {
+            nodes: Vec::new(),
+            url,
+            root: tempfile::tempdir().unwrap(),
+        };
+        for _ in 0..n {
+            c.add_node();
+        }
+        c
+    }
+
+    fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let key = self.nodes.first().map(|n| n.server.key.clone());
+        let node = start_node(
+            self.root.path(),
+            &format!("n{}", i + 2),
+            IPS[i],
+            &self.url,
+            CONFIG,
+            key,
+            &[],
+        );
+        self.nodes.push(node);
+        i
+    }
+
+    async fn submit(&self, i: usize, url: &str, body: &str) {
+        let (st, b) = self.nodes[i]
+            .server
+            .post("/api/v1/jobs", json!({"url": url, "body": body}))
+            .await;
+        assert_eq!(st, 202, "node {i}: {b}");
+    }
+
+    fn store(&self) -> ezt_store_postgres::PgStore {
+        ezt_store_postgres::PgStore::connect_without_migrating(&self.url).unwrap()
+    }
+}
+
+/// The cluster lines of every node's log (for a failure's message).
+fn cluster_log(c: &Cluster) -> String {
+    let mut out = String::new();
+    for n in &c.nodes {
+        for l in n.server.logs().lines() {
+            if l.contains("handing")
+                || l.contains("handed")
+                || l.contains("belong")
+                || l.contains("joined")
+                || l.contains("claimed")
+            {
+                out.push_str(&format!("{}: {l}\n", n.name));
+            }
+        }
+    }
+    out
+}
+
+/// The stored name of a target's lane.
+fn lane_name(t: &LogTarget) -> String {
+    format!("job:{}", t.addr)
+}
+
+/// Each lane's owner (None: free or its owner dead) and lane epoch, from the database.
+async fn owners(
+    store: &ezt_store_postgres::PgStore,
+    lanes: &[String],
+) -> Vec<(Option<String>, u64)> {
+    let by: BTreeMap<String, (Option<String>, u64)> = store
+        .lane_owners(lanes)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            (
+                o.lane,
+                (o.owner_node.filter(|_| o.owner_alive), o.lane_epoch),
+            )
+        })
+        .collect();
+    lanes.iter().map(|l| by[l].clone()).collect()
+}
+
+/// Where rendezvous placement puts each lane over `members`.
+fn placed(lanes: &[String], members: &[&str]) -> Vec<String> {
+    let ids: Vec<ezt_store::NodeId> = members.iter().map(|m| ezt_store::NodeId::new(*m)).collect();
+    lanes
+        .iter()
+        .map(|l| {
+            ezt_runtime::fence::rendezvous(l, ids.iter())
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Submits one job to every lane, round-robin over the nodes `on`; `k` numbers the round.
+async fn round(
+    c: &Cluster,
+    targets: &[LogTarget],
+    on: &[usize],
+    k: usize,
+    bodies: &mut [Vec<String>],
+) {
+    for (lane, t) in targets.iter().enumerate() {
+        let body = format!("l{lane}-{k}");
+        c.submit(on[(k + lane) % on.len()], &t.url(), &body).await;
+        bodies[lane].push(body);
+    }
+}
+
+/// Every acknowledged body of each lane reached its target (waits on call events).
+async fn all_arrive(t: &LogTarget, bodies: &[String], within: Duration) -> Vec<Call> {
+    let deadline = Instant::now() + within;
+    loop {
+        let calls = t.calls();
+        let seen: std::collections::HashSet<&str> = calls.iter().map(|c| c.body.as_str()).collect();
+        let lost: Vec<&String> = bodies
+            .iter()
+            .filter(|b| !seen.contains(b.as_str()))
+            .collect();
+        if lost.is_empty() {
+            return calls;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{} acknowledged jobs never arrived: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
+        t.wait_calls(calls.len() + 1, left.min(Duration::from_secs(2)))
+            .await;
+    }
+}
+
+/// Two nodes own twelve lanes under load; a third joins: within a few seconds it owns the
+/// lanes rendezvous placement gives it (about a third), no other lane moved, epochs grew only
+/// where the owner changed, every lane's window and concurrency bounds held at its target,
+/// nothing acknowledged was lost and nothing ran twice. Then a fourth node joins and dies
+/// before it settled: no lane moves.
+#[tokio::test]
+async fn lanes_move_to_a_node_that_joins_and_only_those() {
+    let mut targets = Vec::new();
+    for _ in 0..LANES {
+        targets.push(LogTarget::start(300).await);
+    }
+    let lanes: Vec<String> = targets.iter().map(lane_name).collect();
+    let mut c = Cluster::start(2).await;
+    let store = c.store();
+    let mut bodies: Vec<Vec<String>> = vec![Vec::new(); LANES];
+    // 3 jobs a second per lane (below its 4/s, so the backlog stays small), from both nodes.
+    let mut tick = tokio::time::interval(Duration::from_millis(333));
+    let mut k = 0;
+    let two = placed(&lanes, &["n2", "n3"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        tick.tick().await;
+        round(&c, &targets, &[0, 1], k, &mut bodies).await;
+        k += 1;
+        let o = owners(&store, &lanes).await;
+        if o.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+            == two.iter().cloned().map(Some).collect::<Vec<_>>()
+        {
+            break o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two nodes never owned the lanes as placed: {o:?} vs {two:?}\n{}",
+            cluster_log(&c)
+        );
+    };
+
+    // A third node joins under load.
+    let joined = Instant::now();
+    let n = c.add_node();
+    let three = placed(&lanes, &["n2", "n3", "n4"]);
+    let expected_moves: Vec<usize> = (0..LANES).filter(|&i| three[i] != two[i]).collect();
+    assert!(
+        !expected_moves.is_empty(),
+        "placement gives the new node nothing: {three:?}"
+    );
+    let mut moved_at: BTreeMap<usize, Duration> = BTreeMap::new();
+    let mut ever: BTreeMap<usize, std::collections::BTreeSet<Option<String>>> = BTreeMap::new();
+    let deadline = joined + Duration::from_secs(20);
+    let after = loop {
+        tick.tick().await;
+        round(&c, &targets, &[0, 1, n], k, &mut bodies).await;
+        k += 1;
+        let o = owners(&store, &lanes).await;
+        for (i, (owner, _)) in o.iter().enumerate() {
+            ever.entry(i).or_default().insert(owner.clone());
+            if owner.as_deref() == Some("n4") {
+                moved_at.entry(i).or_insert_with(|| joined.elapsed());
+            }
+        }
+        if o.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+            == three.iter().cloned().map(Some).collect::<Vec<_>>()
+        {
+            break o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new node never got its share: {o:?} vs {three:?}"
+        );
+    };
+    let share_s = joined.elapsed().as_secs_f64();
+    // Keep the load on a little longer, then let it drain.
+    for _ in 0..6 {
+        tick.tick().await;
+        round(&c, &targets, &[0, 1, n], k, &mut bodies).await;
+        k += 1;
+    }
+    let moved: Vec<usize> = (0..LANES).filter(|&i| after[i].0 != before[i].0).collect();
+    assert_eq!(
+        moved, expected_moves,
+        "only the lanes whose winner changed moved"
+    );
+    for i in 0..LANES {
+        if moved.contains(&i) {
+            assert!(
+                after[i].1 > before[i].1,
+                "lane {i}: the epoch grew on the move"
+            );
+        } else {
+            assert_eq!(
+                after[i].1, before[i].1,
+                "lane {i} did not move, its epoch stayed"
+            );
+            let seen = &ever[&i];
+            assert_eq!(
+                seen.len(),
+                1,
+                "lane {i} stayed with its owner throughout: {seen:?}"
+            );
+        }
+    }
+    // Bounds per lane, nothing lost, nothing twice (a hand-over is graceful).
+    let (mut worst_w, mut worst_c) = (0, 0);
+    for (i, t) in targets.iter().enumerate() {
+        let calls = all_arrive(t, &bodies[i], Duration::from_secs(60)).await;
+        let w = max_in_window(&calls, Duration::from_secs(1));
+        let conc = max_concurrent(&calls);
+        worst_w = worst_w.max(w);
+        worst_c = worst_c.max(conc);
+        assert!(w <= RATE + BURST, "lane {i}: a 1 s window saw {w} calls");
+        assert!(conc <= MAX_IN_FLIGHT, "lane {i}: {conc} calls ran at once");
+        assert_eq!(duplicated(&calls), vec![], "lane {i}: nothing sent twice");
+        if moved.contains(&i) {
+            let ip: std::net::IpAddr = c.nodes[n].ip.parse().unwrap();
+            assert!(
+                calls.iter().any(|c| c.from == ip),
+                "lane {i}: the new owner sends"
+            );
+        }
+    }
+    let first_move_s = moved_at.values().min().map_or(0.0, Duration::as_secs_f64);
+    eprintln!("join: {} of {LANES} lanes moved (expected {}), first after {first_move_s:.2} s, share after {share_s:.2} s; worst window {worst_w}, concurrency {worst_c}", moved.len(), expected_moves.len());
+    record(
+        "cluster_join_rebalance",
+        json!({"lanes": LANES, "moved": moved.len(), "expected_moved": expected_moves.len(),
+               "first_move_s": first_move_s, "share_owned_s": share_s,
+               "max_1s_window": worst_w, "max_concurrent": worst_c}),
+    );
+    assert!(
+        share_s <= 10.0,
+        "the new node owned its share after {share_s:.1} s"
+    );
+
+    // A node that joins and dies before it settled moves nothing.
+    let settled = owners(&store, &lanes).await;
+    let m = c.add_node();
+    let listed = Instant::now() + Duration::from_secs(20);
+    while !store
+        .nodes()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.id == "n5" && r.alive)
+    {
+        assert!(Instant::now() < listed, "n5 never joined");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.nodes[m].server.kill9();
+    let killed = Instant::now();
+    // Until well after its lease expired (5 s), no lane changes owner.
+    while killed.elapsed() < Duration::from_secs(8) {
+        tick.tick().await;
+        round(&c, &targets, &[0, 1, n], k, &mut bodies).await;
+        k += 1;
+        let o = owners(&store, &lanes).await;
+        assert_eq!(
+            o, settled,
+            "a lane moved for a node that joined and died at once"
+        );
+    }
+}

@@ -193,6 +193,12 @@ pub(crate) enum Command<Id> {
         lane: usize,
         key: LaneKey,
     },
+    /// Cluster mode: a tenant pinned (an empty pin: unpinned) this lane on another node; the
+    /// owner applies it.
+    Repin {
+        key: LaneKey,
+        pin: LanePin,
+    },
 }
 
 /// Cluster mode: how long a lane being handed over to a node that joined waits for its calls
@@ -366,6 +372,12 @@ impl<Id: Debug> SchedulerHandle<Id> {
     /// follows claims them rather than trusting an earlier "another node's".
     pub fn recheck(&self, lanes: Vec<LaneKey>) {
         let _ = self.tx.send(Command::Recheck(lanes));
+    }
+
+    /// Cluster mode: a tenant pinned `key` on another node (an empty pin unpins); applied here
+    /// if this node owns the lane (the pin is in the lane's row for any later owner).
+    pub fn repin(&self, key: LaneKey, pin: LanePin) {
+        let _ = self.tx.send(Command::Repin { key, pin });
     }
 
     /// Cluster mode: these lanes, owned under `node_epoch`, now belong on another live node
@@ -794,8 +806,8 @@ pub(crate) struct Scheduler<R: Runner> {
     tenant_items: HashMap<(TenantId, usize), u32>,
     busy: BusyLanes,
     memory: Option<LaneMemory>,
-    saves: mpsc::UnboundedSender<(String, LaneState)>,
-    saves_rx: Option<mpsc::UnboundedReceiver<(String, LaneState)>>,
+    saves: mpsc::UnboundedSender<LaneWrite>,
+    saves_rx: Option<mpsc::UnboundedReceiver<LaneWrite>>,
     next_sweep: Instant,
     jobs: HashMap<R::Id, Entry>,
     /// Delayed items by monotonic due time (see `promote_and_expire` for the clock rules).
@@ -1272,6 +1284,18 @@ impl<R: Runner> Scheduler<R> {
                     self.release(lane, now_i);
                 }
             }
+            Command::Repin { key, pin } => {
+                if let Some(&i) = self.lane_ids.get(&key) {
+                    if self.lanes[i]
+                        .as_ref()
+                        .is_some_and(|l| matches!(l.owner, Own::Mine { .. }))
+                    {
+                        self.apply_pin(i, &pin, now);
+                        self.save(i);
+                        self.due.push(i);
+                    }
+                }
+            }
             Command::Recheck(keys) => {
                 for k in keys {
                     if let Some(&i) = self.lane_ids.get(&k) {
@@ -1487,19 +1511,16 @@ impl<R: Runner> Scheduler<R> {
         self.release_stored(&key, node_epoch);
     }
 
-    /// Releases the stored ownership of `key` held under `node_epoch` (and tells the others).
+    /// Releases the stored ownership of `key` held under `node_epoch` (and tells the others),
+    /// after the saves queued before it: the next owner reads what this one learned last.
     fn release_stored(&self, key: &LaneKey, node_epoch: u64) {
-        let (Some(node), Some(m)) = (&self.cluster, &self.memory) else {
+        let (Some(node), Some(_)) = (&self.cluster, &self.memory) else {
             return;
         };
-        let (store, id, name) = (m.store.clone(), node.id().clone(), self.stored_name(key));
-        tokio::spawn(async move {
-            if let Err(e) = store
-                .release_lanes(&id, node_epoch, std::slice::from_ref(&name))
-                .await
-            {
-                tracing::warn!(lane = %name, error = %e, "cannot release the lane; it is handed over again at the next sweep");
-            }
+        let _ = self.saves.send(LaneWrite::Release {
+            lane: self.stored_name(key),
+            node: node.id().clone(),
+            node_epoch,
         });
     }
 
@@ -1653,37 +1674,86 @@ impl<R: Runner> Scheduler<R> {
         {
             return Err(PinError::OperatorPinned(host.to_owned()));
         }
+        let mut views = Vec::new();
+        for i in mine {
+            views.push(self.apply_pin(i, &pin, now));
+            self.due.push(i);
+            let l = self.lanes[i].as_ref().expect("live");
+            if self.cluster.is_some() && !matches!(l.owner, Own::Mine { .. }) {
+                // Another node dispatches it (or none yet): the pin goes to the lane's row,
+                // changing nothing else the owner learned, and to the owner (a notification
+                // it applies at once); an adopter reads it from the row.
+                self.pin_for_owner(i, &pin, now);
+            } else {
+                self.save(i);
+            }
+        }
+        Ok(views)
+    }
+
+    /// Applies a tenant's pin (an empty one unpins) to the lane at `i`; answers its view.
+    fn apply_pin(&mut self, i: usize, pin: &LanePin, now: u64) -> LaneView {
         let empty = LanePin {
             at_ms: pin.at_ms,
             ..LanePin::default()
         };
         let cfg = self.lanes_cfg.clone();
-        let mut views = Vec::new();
-        for i in mine {
-            let l = self.lane(i);
-            if pin == empty {
-                // Unpinned: back to the configured limit until the target teaches again.
-                l.detail.pin = None;
-                l.detail.rate = None;
-                l.detail.burst = None;
-                l.detail.max_in_flight = None;
-                l.limit = l.base;
-                l.gcra.set_limit(l.base.rate, l.base.burst);
-            } else {
-                l.detail.pin = Some(pin.clone());
-            }
-            l.enforce_pin(now);
-            l.aimd = None;
-            l.set_adaptive(&cfg, false);
-            l.learned = true;
-            tracing::info!(lane = %l.key, %tenant, rate = l.limit.rate, burst = l.limit.burst, max_in_flight = l.limit.max_in_flight, adaptive = l.aimd.is_some(), "tenant pinned lane limits");
-            views.push(l.view(now));
-            self.lanes[i].as_mut().expect("live").saved_rate =
-                self.lanes[i].as_ref().expect("live").limit.rate;
-            self.save(i);
-            self.due.push(i);
+        let l = self.lane(i);
+        if *pin == empty {
+            // Unpinned: back to the configured limit until the target teaches again.
+            l.detail.pin = None;
+            l.detail.rate = None;
+            l.detail.burst = None;
+            l.detail.max_in_flight = None;
+            l.limit = l.base;
+            l.gcra.set_limit(l.base.rate, l.base.burst);
+        } else {
+            l.detail.pin = Some(pin.clone());
         }
-        Ok(views)
+        l.enforce_pin(now);
+        l.aimd = None;
+        l.set_adaptive(&cfg, false);
+        l.learned = true;
+        l.saved_rate = l.limit.rate;
+        tracing::info!(lane = %l.key, rate = l.limit.rate, burst = l.limit.burst, max_in_flight = l.limit.max_in_flight, adaptive = l.aimd.is_some(), "lane limits pinned by its tenant");
+        l.view(now)
+    }
+
+    /// Cluster mode: writes a pin of a lane this node does not own to the lane's row (only the
+    /// pin) and tells the owner.
+    fn pin_for_owner(&self, i: usize, pin: &LanePin, now: u64) {
+        let (Some(m), Some(l)) = (&self.memory, &self.lanes[i]) else {
+            return;
+        };
+        let set = (*pin
+            != LanePin {
+                at_ms: pin.at_ms,
+                ..LanePin::default()
+            })
+        .then(|| pin.clone());
+        // What the row gets if no owner ever saved anything: the configured limits.
+        let fallback = LaneState {
+            rate: l.base.rate,
+            burst: l.base.burst,
+            max_in_flight: l.base.max_in_flight,
+            paused_until_ms: None,
+            updated_at_ms: now,
+            detail: LaneDetail::default(),
+        };
+        let (store, name) = (m.store.clone(), self.stored_name(&l.key));
+        let pin = pin.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.pin_lane(&name, set, fallback).await {
+                tracing::warn!(lane = %name, error = %e, "cannot write the pin through to the lane");
+                return;
+            }
+            match ezt_store::pin_message(&name, &pin) {
+                Ok(msg) => {
+                    let _ = store.notify_lane(&msg).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot tell the owner of a pin"),
+            }
+        });
     }
 
     /// Queues a save of what the lane learned (the writer task coalesces and writes them).
@@ -1699,7 +1769,14 @@ impl<R: Runner> Scheduler<R> {
             updated_at_ms: self.clock.now_ms(),
             detail: l.detail.clone(),
         };
-        let _ = self.saves.send((format!("{}{}", m.prefix, l.key.0), state));
+        if self.cluster.is_some() && !matches!(l.owner, Own::Mine { .. } | Own::Leaving { .. }) {
+            // Another node's lane (or one handed over): what it learned is its owner's to say.
+            return;
+        }
+        let _ = self.saves.send(LaneWrite::Save(
+            format!("{}{}", m.prefix, l.key.0),
+            Box::new(state),
+        ));
     }
 
     /// Drops lanes that stayed idle (nothing tracked, nothing in flight or at the gate, no
@@ -1987,20 +2064,50 @@ fn sweep_every(cfg: &LanesConfig) -> std::time::Duration {
     std::time::Duration::from_millis((cfg.idle_evict_after_ms / 2).clamp(10, 30_000))
 }
 
-/// Writes lane states in order, coalescing a burst to the last state per lane, until the
-/// scheduler drops its sender.
-async fn write_lane_states(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<(String, LaneState)>,
-) {
+/// What the lane writer does, in order.
+#[derive(Debug)]
+enum LaneWrite {
+    /// Save what a lane (stored name) learned.
+    Save(String, Box<LaneState>),
+    /// Cluster mode: release a lane (stored name) this node owns under `node_epoch`.
+    Release {
+        lane: String,
+        node: ezt_store::NodeId,
+        node_epoch: u64,
+    },
+}
+
+/// Writes lane states in order, coalescing a burst to the last state per lane, and releases
+/// handed-over lanes after their last save, until the scheduler drops its sender.
+async fn write_lane_states(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<LaneWrite>) {
     while let Some(first) = rx.recv().await {
-        let mut batch: HashMap<String, LaneState> = HashMap::from([first]);
-        while let Ok((k, v)) = rx.try_recv() {
-            batch.insert(k, v);
+        let mut batch: HashMap<String, LaneState> = HashMap::new();
+        let mut releases = Vec::new();
+        let mut next = Some(first);
+        while let Some(w) = next.take() {
+            match w {
+                LaneWrite::Save(k, v) => {
+                    batch.insert(k, *v);
+                }
+                LaneWrite::Release {
+                    lane,
+                    node,
+                    node_epoch,
+                } => releases.push((lane, node, node_epoch)),
+            }
+            next = rx.try_recv().ok();
         }
         for (lane, state) in batch {
             if let Err(e) = store.save_lane_state(&lane, state).await {
                 tracing::warn!(error = %e, "cannot save what a lane learned; it is kept in memory");
+            }
+        }
+        for (lane, node, node_epoch) in releases {
+            if let Err(e) = store
+                .release_lanes(&node, node_epoch, std::slice::from_ref(&lane))
+                .await
+            {
+                tracing::warn!(lane = %lane, error = %e, "cannot release the lane; it is handed over again at the next sweep");
             }
         }
     }

@@ -45,6 +45,14 @@ pub enum Event {
     Deliveries(Vec<PendingDelivery>),
     /// The membership was lost or renewed under a new epoch: lanes must be claimed again.
     Fenced,
+    /// A tenant pinned this lane on another node (an empty pin: unpinned): its owner applies
+    /// it (the pin is in the lane's row too).
+    Pin {
+        /// The lane's key.
+        lane: ezt_core::lane::LaneKey,
+        /// The pin.
+        pin: ezt_store::LanePin,
+    },
     /// Lanes (keys, without the stored prefix) this node owns under `epoch` whose place is now
     /// another live member (one joined): hand them over.
     HandOver {
@@ -109,6 +117,7 @@ impl Membership {
         // Notifications (another node admitted work, or released lanes) wake the sweep at once;
         // polling every second stays the safety net.
         let (store, poke, stop) = (m.store.clone(), m.poke.clone(), shutdown.clone());
+        let pins = m.events.clone();
         tokio::spawn(async move {
             loop {
                 let ev = tokio::select! {
@@ -116,7 +125,17 @@ impl Membership {
                     ev = store.lane_event() => ev,
                 };
                 match ev {
-                    Ok(Some(_)) => poke.notify_one(),
+                    Ok(Some(msg)) => match ezt_store::parse_pin_message(&msg) {
+                        Some((lane, pin)) => {
+                            if let Some(key) = lane.strip_prefix(JOB_PREFIX) {
+                                let _ = pins.send(Event::Pin {
+                                    lane: ezt_core::lane::LaneKey(key.to_string()),
+                                    pin,
+                                });
+                            }
+                        }
+                        None => poke.notify_one(),
+                    },
                     Ok(None) => return,
                     Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
                 }

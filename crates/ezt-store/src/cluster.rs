@@ -107,6 +107,19 @@ pub struct LaneOwner {
     pub owner_alive: bool,
 }
 
+/// The lane-notification payload that tells a lane's owner a tenant pinned the lane on
+/// another node (an empty pin: unpinned); see [`parse_pin_message`].
+pub fn pin_message(lane: &str, pin: &crate::LanePin) -> Result<String> {
+    Ok(format!("pin\t{lane}\t{}", crate::codec::json_encode(pin)?))
+}
+
+/// A lane notification's pin: `(lane, pin)` if the payload is a [`pin_message`].
+pub fn parse_pin_message(payload: &str) -> Option<(String, crate::LanePin)> {
+    let rest = payload.strip_prefix("pin\t")?;
+    let (lane, json) = rest.split_once('\t')?;
+    Some((lane.to_string(), serde_json::from_str(json).ok()?))
+}
+
 /// Cluster membership and lane ownership.
 #[async_trait]
 pub trait ClusterStore: Send + Sync + 'static {

@@ -17,4 +17,29 @@ pub trait LaneStore: Send + Sync + 'static {
     async fn lane_state(&self, lane: &str) -> Result<Option<LaneState>>;
     /// Every saved lane state, by lane name (for `ezthrottle lanes list`), in name order.
     async fn lane_states(&self) -> Result<Vec<(String, LaneState)>>;
+    /// Sets the tenant's pin of `lane` (`None` clears it) and nothing else of what the lane
+    /// learned; a lane with nothing saved yet gets `fallback` (its configured limits, with the
+    /// pin). Cluster mode: how a node that does not own a lane pins it for the owner and for
+    /// whoever adopts it next.
+    async fn pin_lane(
+        &self,
+        lane: &str,
+        pin: Option<crate::LanePin>,
+        fallback: LaneState,
+    ) -> Result<()> {
+        let state = match self.lane_state(lane).await? {
+            Some(mut s) => {
+                s.detail.pin = pin;
+                s
+            }
+            None => LaneState {
+                detail: crate::LaneDetail {
+                    pin,
+                    ..fallback.detail
+                },
+                ..fallback
+            },
+        };
+        self.save_lane_state(lane, state).await
+    }
 }

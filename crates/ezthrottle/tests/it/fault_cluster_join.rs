@@ -21,7 +21,7 @@ const CONFIG: &str = "[lanes.default]\nrate = 4.0\nburst = 1\nmax_in_flight = 2\
 const RATE: usize = 4;
 const BURST: usize = 1;
 const MAX_IN_FLIGHT: usize = 2;
-/// Lanes (one target each).
+/// Lanes (one target each), at least.
 const LANES: usize = 12;
 
 struct Cluster {
@@ -89,6 +89,58 @@ fn cluster_log(c: &Cluster) -> String {
         }
     }
     out
+}
+
+/// The tenant's pin of this test: 2/s, one at a time.
+const PIN_RATE: f64 = 2.0;
+
+async fn put(
+    server: &crate::support::TestServer,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = server
+        .http
+        .put(server.url(path))
+        .bearer_auth(&server.key)
+        .json(&body)
+        .send()
+        .await
+        .expect("put");
+    (
+        r.status().as_u16(),
+        r.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Waits (polling the node's view, no event exists for it) until `server` dispatches the lane
+/// to `host` under the tenant's pin (owner, pinned rate and cap in force); when it was seen.
+async fn wait_pinned(server: &crate::support::TestServer, host: &str, within: Duration) -> Instant {
+    let deadline = Instant::now() + within;
+    loop {
+        let (st, v) = server.get("/api/v1/lanes").await;
+        assert_eq!(st, 200, "{v}");
+        let lane = v["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["key"]["host"] == host)
+            .cloned();
+        if let Some(l) = &lane {
+            if l["pin"]["rate"] == PIN_RATE
+                && l["rate"] == PIN_RATE
+                && l["max_in_flight"] == 1
+                && l["epoch"].is_u64()
+            {
+                return Instant::now();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pin is not in force on this node: {lane:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The stored name of a target's lane.
@@ -176,14 +228,25 @@ async fn all_arrive(t: &LogTarget, bodies: &[String], within: Duration) -> Vec<C
 /// before it settled: no lane moves.
 #[tokio::test]
 async fn lanes_move_to_a_node_that_joins_and_only_those() {
+    // Twelve lanes, a few more if placement over three nodes would give the third fewer than
+    // three of them (ports are random).
     let mut targets = Vec::new();
-    for _ in 0..LANES {
+    loop {
         targets.push(LogTarget::start(300).await);
+        let lanes: Vec<String> = targets.iter().map(lane_name).collect();
+        let new = placed(&lanes, &["n2", "n3", "n4"])
+            .iter()
+            .filter(|o| *o == "n4")
+            .count();
+        if targets.len() >= LANES && (new >= 3 || targets.len() >= 2 * LANES) {
+            break;
+        }
     }
     let lanes: Vec<String> = targets.iter().map(lane_name).collect();
+    let n_lanes = lanes.len();
     let mut c = Cluster::start(2).await;
     let store = c.store();
-    let mut bodies: Vec<Vec<String>> = vec![Vec::new(); LANES];
+    let mut bodies: Vec<Vec<String>> = vec![Vec::new(); n_lanes];
     // 3 jobs a second per lane (below its 4/s, so the backlog stays small), from both nodes.
     let mut tick = tokio::time::interval(Duration::from_millis(333));
     let mut k = 0;
@@ -206,15 +269,30 @@ async fn lanes_move_to_a_node_that_joins_and_only_those() {
         );
     };
 
-    // A third node joins under load.
-    let joined = Instant::now();
-    let n = c.add_node();
     let three = placed(&lanes, &["n2", "n3", "n4"]);
-    let expected_moves: Vec<usize> = (0..LANES).filter(|&i| three[i] != two[i]).collect();
+    let expected_moves: Vec<usize> = (0..n_lanes).filter(|&i| three[i] != two[i]).collect();
     assert!(
         !expected_moves.is_empty(),
         "placement gives the new node nothing: {three:?}"
     );
+
+    // A tenant pins one of the lanes that will move, on the node that does NOT own it: the
+    // pin goes to the lane's row and to its owner, which applies it at once.
+    let pinned = expected_moves[0];
+    let owner = if two[pinned] == "n2" { 0 } else { 1 };
+    let host = targets[pinned].addr.to_string();
+    let (st, v) = put(
+        &c.nodes[1 - owner].server,
+        &format!("/api/v1/lanes/{host}/limits"),
+        json!({"rate": PIN_RATE, "max_in_flight": 1}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let pinned_at = wait_pinned(&c.nodes[owner].server, &host, Duration::from_secs(5)).await;
+
+    // A third node joins under load.
+    let joined = Instant::now();
+    let n = c.add_node();
     let mut moved_at: BTreeMap<usize, Duration> = BTreeMap::new();
     let mut ever: BTreeMap<usize, std::collections::BTreeSet<Option<String>>> = BTreeMap::new();
     let deadline = joined + Duration::from_secs(20);
@@ -246,12 +324,14 @@ async fn lanes_move_to_a_node_that_joins_and_only_those() {
         round(&c, &targets, &[0, 1, n], k, &mut bodies).await;
         k += 1;
     }
-    let moved: Vec<usize> = (0..LANES).filter(|&i| after[i].0 != before[i].0).collect();
+    let moved: Vec<usize> = (0..n_lanes)
+        .filter(|&i| after[i].0 != before[i].0)
+        .collect();
     assert_eq!(
         moved, expected_moves,
         "only the lanes whose winner changed moved"
     );
-    for i in 0..LANES {
+    for i in 0..n_lanes {
         if moved.contains(&i) {
             assert!(
                 after[i].1 > before[i].1,
@@ -270,6 +350,10 @@ async fn lanes_move_to_a_node_that_joins_and_only_those() {
             );
         }
     }
+    // The adopter honours the pin: its view says so, and the target sees the pinned bounds.
+    let adopted_pin = wait_pinned(&c.nodes[n].server, &host, Duration::from_secs(5)).await;
+    assert!(adopted_pin > pinned_at);
+
     // Bounds per lane, nothing lost, nothing twice (a hand-over is graceful).
     let (mut worst_w, mut worst_c) = (0, 0);
     for (i, t) in targets.iter().enumerate() {
@@ -281,6 +365,28 @@ async fn lanes_move_to_a_node_that_joins_and_only_those() {
         assert!(w <= RATE + BURST, "lane {i}: a 1 s window saw {w} calls");
         assert!(conc <= MAX_IN_FLIGHT, "lane {i}: {conc} calls ran at once");
         assert_eq!(duplicated(&calls), vec![], "lane {i}: nothing sent twice");
+        if i == pinned {
+            // From a second after the owner applied the pin (calls it had in flight then end).
+            let after: Vec<Call> = calls
+                .iter()
+                .filter(|c| c.start > pinned_at + Duration::from_secs(1))
+                .cloned()
+                .collect();
+            let (pw, pc) = (
+                max_in_window(&after, Duration::from_secs(1)),
+                max_concurrent(&after),
+            );
+            eprintln!(
+                "pinned lane: {} calls after the pin, window {pw}, concurrency {pc}",
+                after.len()
+            );
+            assert!(after.len() >= 10, "the pinned lane ran: {}", after.len());
+            assert!(
+                pw <= PIN_RATE as usize + BURST,
+                "pinned lane: a 1 s window saw {pw}"
+            );
+            assert_eq!(pc, 1, "pinned lane: at most 1 in flight");
+        }
         if moved.contains(&i) {
             let ip: std::net::IpAddr = c.nodes[n].ip.parse().unwrap();
             assert!(
@@ -290,10 +396,10 @@ async fn lanes_move_to_a_node_that_joins_and_only_those() {
         }
     }
     let first_move_s = moved_at.values().min().map_or(0.0, Duration::as_secs_f64);
-    eprintln!("join: {} of {LANES} lanes moved (expected {}), first after {first_move_s:.2} s, share after {share_s:.2} s; worst window {worst_w}, concurrency {worst_c}", moved.len(), expected_moves.len());
+    eprintln!("join: {} of {n_lanes} lanes moved (expected {}), first after {first_move_s:.2} s, share after {share_s:.2} s; worst window {worst_w}, concurrency {worst_c}", moved.len(), expected_moves.len());
     record(
         "cluster_join_rebalance",
-        json!({"lanes": LANES, "moved": moved.len(), "expected_moved": expected_moves.len(),
+        json!({"lanes": n_lanes, "moved": moved.len(), "expected_moved": expected_moves.len(),
                "first_move_s": first_move_s, "share_owned_s": share_s,
                "max_1s_window": worst_w, "max_concurrent": worst_c}),
     );

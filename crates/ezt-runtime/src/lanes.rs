@@ -290,6 +290,103 @@ pub struct LaneView {
     /// when another node owns it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lane_epoch: Option<u64>,
+    /// Cluster mode, read from the shared store: the node that dispatches it (absent: no live
+    /// owner, or this node's own view, where `lane_epoch` says it is this node's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_node: Option<String>,
+}
+
+/// Cluster mode: the view of a lane from its shared row (`ClusterStore::lane_rows`), the
+/// same on every node: owner and epoch, limits as written through (else as configured), the
+/// tenant's pin, the pause and the queue as the database holds them.
+pub fn row_view(cfg: &LanesConfig, prefix: &str, row: &ezt_store::LaneRow) -> LaneView {
+    let key = LaneKey(
+        row.lane
+            .strip_prefix(prefix)
+            .unwrap_or(&row.lane)
+            .to_string(),
+    );
+    let authority = key.authority();
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    let operator = cfg
+        .hosts
+        .get(authority)
+        .or_else(|| cfg.hosts.get(host))
+        .copied();
+    let base = operator.unwrap_or(cfg.default);
+    let (mut limit, mut detail, paused_until) = match (&row.state, operator) {
+        (Some(st), None) => (
+            LaneLimit {
+                rate: st.rate,
+                burst: st.burst,
+                max_in_flight: st.max_in_flight,
+            },
+            st.detail.clone(),
+            st.paused_until_ms.filter(|_| row.paused),
+        ),
+        (st, _) => (
+            base,
+            LaneDetail {
+                pause: st.as_ref().and_then(|s| s.detail.pause.clone()),
+                remaining: st.as_ref().and_then(|s| s.detail.remaining),
+                ..LaneDetail::default()
+            },
+            st.as_ref()
+                .and_then(|s| s.paused_until_ms)
+                .filter(|_| row.paused),
+        ),
+    };
+    if let (Some(pin), None) = (detail.pin.clone(), operator) {
+        if let Some(r) = pin.rate {
+            limit.rate = r;
+            detail.rate = Some(sourced(SourceKind::Tenant, pin.at_ms));
+        }
+        if let Some(b) = pin.burst {
+            limit.burst = b;
+            detail.burst = Some(sourced(SourceKind::Tenant, pin.at_ms));
+        }
+        if let Some(m) = pin.max_in_flight {
+            limit.max_in_flight = m;
+            detail.max_in_flight = Some(sourced(SourceKind::Tenant, pin.at_ms));
+        }
+    }
+    let configured = if operator.is_some() {
+        SourceKind::Config
+    } else {
+        SourceKind::Default
+    };
+    for v in [
+        &mut detail.rate,
+        &mut detail.burst,
+        &mut detail.max_in_flight,
+    ] {
+        if v.is_none() || operator.is_some() {
+            *v = Some(sourced(configured, 0));
+        }
+    }
+    let adaptive = operator.is_none()
+        && detail
+            .pin
+            .as_ref()
+            .and_then(|p| p.adaptive)
+            .unwrap_or_else(|| cfg.adaptive.covers(authority));
+    LaneView {
+        lane: key.0.clone(),
+        remaining: detail.remaining,
+        detail,
+        adaptive,
+        tenants: Vec::new(),
+        rate: limit.rate,
+        burst: limit.burst,
+        max_in_flight: limit.max_in_flight,
+        in_flight: row.running.min(u64::from(u32::MAX)) as u32,
+        queued: row.queued as usize,
+        paused_until,
+        pinned: operator.is_some(),
+        dispatched: 0,
+        lane_epoch: row.owner_node.as_ref().map(|_| row.lane_epoch),
+        owner_node: row.owner_node.clone(),
+    }
 }
 
 /// Cheap handle for talking to a scheduler.
@@ -451,6 +548,13 @@ struct Entry {
     not_before_ms: u64,
     at: Where,
 }
+
+/// Cluster mode: how much later than its recorded lease an earlier owner's call may have left
+/// (lease write, then the send gate); an adopter counts each as that much more recent.
+const LEDGER_SEND_LAG: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Cluster mode: a claim re-reads the members first when the view is older than this.
+const MEMBERS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Cluster mode: how long "another node owns this lane" is trusted before asking again.
 const OWNER_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -781,6 +885,7 @@ impl<Id> Lane<Id> {
                 Own::Mine { lane_epoch, .. } => Some(lane_epoch),
                 _ => None,
             },
+            owner_node: None,
         }
     }
 
@@ -930,6 +1035,20 @@ impl<R: Runner> Scheduler<R> {
                 tokio::time::sleep(d).await;
             }
             let node_epoch = node.epoch();
+            if node.is_open() && node.members_older_than(MEMBERS_FRESH) {
+                // Placement over the members as the database has them now, not as the last
+                // sweep read them: a node that just joined gets its lanes from the start
+                // instead of by a hand-over a few seconds later.
+                if let Ok(nodes) = store.nodes().await {
+                    node.set_members(
+                        nodes
+                            .iter()
+                            .filter(|n| n.alive && !n.draining)
+                            .map(|n| ezt_store::NodeId::new(n.id.as_str()))
+                            .collect(),
+                    );
+                }
+            }
             let take = node.is_open() && node.preferred(&name);
             let claim = store
                 .claim_lane(node.id(), node_epoch, &name, take)
@@ -1413,11 +1532,16 @@ impl<R: Runner> Scheduler<R> {
                         self.learn(lane, &c, now_i, false);
                     }
                 }
-                // The earlier owners' sends, so no window spans more than the limit.
+                // The earlier owners' sends, so no window spans more than the limit. The ledger
+                // holds lease times; a call leaves after its lease (the lease write, then the
+                // send gate), so each is counted as if it had left up to `LEDGER_SEND_LAG` later.
                 let ages: Vec<Nanos> = o
                     .ledger_ages_ms
                     .iter()
-                    .map(|a| a.saturating_mul(1_000_000))
+                    .map(|a| {
+                        a.saturating_sub(LEDGER_SEND_LAG.as_millis() as u64)
+                            .saturating_mul(1_000_000)
+                    })
                     .collect();
                 let now_n = self.nanos(now_i);
                 let l = self.lane(lane);

@@ -31,9 +31,18 @@ const JOB_PREFIX: &str = "job:";
 /// dies) quickly moves nothing, so lanes do not flap. New and orphaned lanes use every live
 /// member at once.
 pub const SETTLE: Duration = Duration::from_secs(3);
+/// [`SETTLE`] for a member seen before under an older epoch (it was declared dead, restarted,
+/// or paused past its lease and rejoined): lanes move back to it only after this long.
+pub const REJOIN_SETTLE: Duration = Duration::from_secs(10);
 /// A member whose last renewal is more than this older than this node's own (a member killed
 /// whose lease has not yet expired) is not handed lanes.
 pub const FRESH: Duration = Duration::from_millis(1500);
+/// The row of a member whose lease expired this long ago (database time) is deleted (by any
+/// live node, looking once a minute). Epochs come from a sequence, so a node that rejoins
+/// later still gets a larger epoch.
+pub const DEAD_NODE_RETENTION: Duration = Duration::from_secs(3600);
+/// How often a node looks for members past [`DEAD_NODE_RETENTION`].
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 /// What membership tells the rest of the runtime (`lib.rs` forwards it to the lanes).
 #[derive(Debug)]
@@ -63,6 +72,15 @@ pub enum Event {
     },
 }
 
+/// What placement remembers of the members it saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// (id, epoch) seen alive and not draining: since when, and the settle delay it needs.
+    since: std::collections::HashMap<(String, u64), (Instant, Duration)>,
+    /// The newest epoch seen of each id.
+    epochs: std::collections::HashMap<String, u64>,
+}
+
 /// This node's membership: joins, heartbeats, sweeps, hands over at shutdown.
 pub struct Membership {
     store: Arc<dyn Store>,
@@ -75,8 +93,10 @@ pub struct Membership {
     /// Wakes the owned-lane poll at once (a notification from another node).
     poke: Arc<tokio::sync::Notify>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Members (id, epoch) seen alive and not draining, since when (monotonic): see [`SETTLE`].
-    seen: std::sync::Mutex<std::collections::HashMap<(String, u64), Instant>>,
+    /// Members (id, epoch) seen alive and not draining, since when (monotonic) and how long
+    /// they must stay to count ([`SETTLE`] or [`REJOIN_SETTLE`]); and the last epoch seen of
+    /// each id.
+    seen: std::sync::Mutex<Seen>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -164,6 +184,7 @@ impl Membership {
         let mut epoch: Option<u64> = None;
         let mut warned_at: Option<Instant> = None;
         let mut fenced_told = false;
+        let mut forgot_at: Option<Instant> = None;
         loop {
             let t0 = Instant::now();
             if shutdown.is_cancelled() {
@@ -228,6 +249,21 @@ impl Membership {
             if let (Some(e), true) = (epoch, self.node.is_open()) {
                 if let Err(err) = self.sweep(e, &region).await {
                     tracing::debug!(error = %err, "sweep failed; next second");
+                }
+                if forgot_at.is_none_or(|t| t.elapsed() >= FORGET_EVERY) {
+                    forgot_at = Some(t0);
+                    match self
+                        .store
+                        .forget_dead_nodes(DEAD_NODE_RETENTION.as_millis() as u64)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            nodes = n,
+                            "deleted members dead for longer than the retention"
+                        ),
+                        Err(err) => tracing::debug!(error = %err, "cannot delete dead members"),
+                    }
                 }
             }
             let next = t0 + HEARTBEAT;
@@ -296,7 +332,7 @@ impl Membership {
             .map(|k| ezt_core::lane::LaneKey(k.to_string()))
             .collect();
         if !moving.is_empty() {
-            tracing::info!(
+            tracing::debug!(
                 lanes = moving.len(),
                 owned = owned.len(),
                 "lanes now belong on another member; handing them over"
@@ -362,14 +398,20 @@ impl Membership {
             .iter()
             .find(|n| n.id == self.info.id.as_str())
             .map_or(0, |n| n.expires_at_ms);
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|(id, e), _| live.iter().any(|n| n.id == *id && n.epoch == *e));
+        let mut g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let Seen { since, epochs } = &mut *g;
+        since.retain(|(id, e), _| live.iter().any(|n| n.id == *id && n.epoch == *e));
         let mut out = Vec::new();
         for n in live {
-            let since = *seen.entry((n.id.clone(), n.epoch)).or_insert(now);
+            let rejoined = epochs.get(&n.id).is_some_and(|&e| e < n.epoch);
+            let (at, settle) = *since
+                .entry((n.id.clone(), n.epoch))
+                .or_insert((now, if rejoined { REJOIN_SETTLE } else { SETTLE }));
+            let last = epochs.entry(n.id.clone()).or_insert(n.epoch);
+            *last = (*last).max(n.epoch);
             let fresh = mine.saturating_sub(n.expires_at_ms) <= FRESH.as_millis() as u64;
             if n.id == self.info.id.as_str()
-                || (fresh && now.saturating_duration_since(since) >= SETTLE)
+                || (fresh && now.saturating_duration_since(at) >= settle)
             {
                 out.push(NodeId::new(n.id.as_str()));
             }

@@ -43,7 +43,7 @@ mod workflows;
 pub mod conformance;
 
 pub use cluster::{
-    parse_pin_message, pin_message, ClusterStore, Fence, LaneClaim, LaneOwner, NodeInfo,
+    parse_pin_message, pin_message, ClusterStore, Fence, LaneClaim, LaneOwner, LaneRow, NodeInfo,
     NodeRecord, OwnedLane, SoloCluster,
 };
 pub use deliveries::DeliveryStore;

@@ -244,6 +244,33 @@ pub async fn an_adopter_is_handed_the_pin<S: LaneStore + ClusterStore>(s: S) {
     assert_eq!(o.state.and_then(|s| s.detail.pin), None, "unpinned");
 }
 
+/// Dead members' rows are deleted after the retention, live ones never; an id that joins
+/// again afterwards still gets a larger epoch.
+pub async fn dead_members_are_forgotten_and_epochs_stay_monotonic<S: ClusterStore>(s: S) {
+    let a = info("node-a");
+    let e1 = s.join(&a, TTL).await.unwrap();
+    assert_eq!(
+        s.forget_dead_nodes(0).await.unwrap(),
+        0,
+        "a live member stays"
+    );
+    s.leave(&a.id, e1).await.unwrap();
+    assert_eq!(
+        s.forget_dead_nodes(3_600_000).await.unwrap(),
+        0,
+        "kept for the retention"
+    );
+    assert!(s.nodes().await.unwrap().iter().any(|n| n.id == "node-a"));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(s.forget_dead_nodes(0).await.unwrap(), 1, "then deleted");
+    assert!(!s.nodes().await.unwrap().iter().any(|n| n.id == "node-a"));
+    let e2 = s.join(&a, TTL).await.unwrap();
+    assert!(
+        e2 > e1,
+        "a rejoin after the row was deleted: {e1} then {e2}"
+    );
+}
+
 /// Leases held by no live member are listed for recovery; a live member's are not.
 pub async fn dead_holders_are_listed<S: JobStore + ClusterStore>(s: S) {
     let (a, b) = (new_job(1, 1, "a", 100), new_job(2, 1, "b", 100));

@@ -408,6 +408,79 @@ async fn lanes_move_to_a_node_that_joins_and_only_those() {
         "the new node owned its share after {share_s:.1} s"
     );
 
+    // Every node answers the same lanes view, from the lane rows: owner, epoch, limits, pin,
+    // pause and queue as the database holds them (the load has drained: queues are empty).
+    let view = |i: usize| {
+        let s = &c.nodes[i].server;
+        async move {
+            let (st, v) = s.get("/api/v1/lanes").await;
+            assert_eq!(st, 200, "{v}");
+            v
+        }
+    };
+    // The last calls may still run: wait (polling, no event for it) until none does.
+    let idle = Instant::now() + Duration::from_secs(10);
+    let a = loop {
+        let a = view(0).await;
+        let busy = a["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["in_flight"] != 0 || l["queue_depth"] != 0);
+        if !busy {
+            break a;
+        }
+        assert!(Instant::now() < idle, "the lanes never went idle: {a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let b = view(n).await;
+    assert_eq!(a, b, "two nodes answer the same lanes view");
+    let listed = a["lanes"].as_array().unwrap();
+    assert_eq!(listed.len(), n_lanes, "every lane of the tenant: {a}");
+    let now_owned = owners(&store, &lanes).await;
+    for (i, t) in targets.iter().enumerate() {
+        let l = listed
+            .iter()
+            .find(|l| l["key"]["host"] == t.addr.to_string())
+            .unwrap_or_else(|| panic!("lane {i} missing: {a}"));
+        assert_eq!(
+            l["owner_node"].as_str(),
+            now_owned[i].0.as_deref(),
+            "lane {i}: {l}"
+        );
+        assert_eq!(l["epoch"].as_u64(), Some(now_owned[i].1), "lane {i}: {l}");
+        assert_eq!(
+            (l["queue_depth"].as_u64(), l["in_flight"].as_u64()),
+            (Some(0), Some(0)),
+            "{l}"
+        );
+        let want_rate = if i == pinned { PIN_RATE } else { RATE as f64 };
+        assert_eq!(l["rate"].as_f64(), Some(want_rate), "lane {i}: {l}");
+    }
+    // The operator's CLI shows owner and epoch too.
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["lanes", "list", "--data-dir"])
+        .arg(c.root.path())
+        .env("EZTHROTTLE_DATABASE_URL", &c.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let host = targets[expected_moves[0]].addr.to_string();
+    let row = cli
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["host"] == host.as_str())
+        .unwrap_or_else(|| panic!("{host} not listed: {cli}"));
+    assert_eq!(row["owner_node"], "n4", "{row}");
+    assert_eq!(
+        row["epoch"].as_u64(),
+        Some(now_owned[expected_moves[0]].1),
+        "{row}"
+    );
+    assert_eq!(row["queue_depth"], 0, "{row}");
+
     // A node that joins and dies before it settled moves nothing.
     let settled = owners(&store, &lanes).await;
     let m = c.add_node();

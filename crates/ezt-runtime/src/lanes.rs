@@ -3113,4 +3113,116 @@ mod tests {
         stop.cancel();
         task.await.unwrap();
     }
+
+    /// Holds each call until the test lets it end; reports whether it was allowed to send.
+    struct Hold {
+        started: mpsc::UnboundedSender<(u64, bool)>,
+        go: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Runner for Hold {
+        type Id = u64;
+        async fn run(
+            &self,
+            id: u64,
+            _tenant: TenantId,
+            _lane: &LaneKey,
+            gate: &mut GateTicket<u64>,
+        ) -> Ran {
+            gate.pass().await;
+            let _ = self.started.send((id, gate.may_send()));
+            let _permit = self.go.acquire().await;
+            Ran {
+                end: AttemptEnd::Finished,
+                change: None,
+                healthy: None,
+            }
+        }
+        async fn expire(&self, _id: u64) {}
+    }
+
+    /// Cluster mode: a lane handed over to a node that joined dispatches nothing more at once,
+    /// stays owned (its lease keeps fencing) while its call in flight runs, and is released
+    /// in the store as soon as that call ended.
+    #[tokio::test]
+    async fn a_handed_over_lane_stops_then_is_released_after_its_calls_end() {
+        use ezt_store::{ClusterStore, NodeId, NodeInfo};
+        let mem = Arc::new(ezt_store::MemoryStore::new());
+        let store: Arc<dyn Store> = mem.clone();
+        let info = NodeInfo {
+            id: NodeId::new("a"),
+            region: "r1".into(),
+            advertise_url: None,
+            version: "test".into(),
+        };
+        let epoch = mem.join(&info, 60_000).await.unwrap();
+        let node = Arc::new(NodeFence::clustered(info.id.clone()));
+        node.renew(epoch, Instant::now(), std::time::Duration::from_secs(60));
+        let (tx, mut started) = mpsc::unbounded_channel();
+        let go = Arc::new(tokio::sync::Semaphore::new(0));
+        let cfg = LanesConfig {
+            default: LaneLimit {
+                rate: 1000.0,
+                burst: 10,
+                max_in_flight: 1,
+            },
+            ..cfg()
+        };
+        let (s, h) = Scheduler::new(
+            cfg,
+            Arc::new(Hold {
+                started: tx,
+                go: go.clone(),
+            }),
+            Arc::default(),
+            Some(LaneMemory {
+                store: store.clone(),
+                prefix: "job:",
+            }),
+            TaskTracker::new(),
+            Arc::new(TokioClock::new(BASE_MS)),
+        );
+        let s = s.in_cluster(node.clone());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(s.run(stop.clone()));
+        let t = TenantId::new(1, 1);
+        h.enqueue(vec![
+            item(1, t, "h:1"),
+            item(2, t, "h:1"),
+            item(3, t, "h:1"),
+        ]);
+        let wait = Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, started.recv()).await.unwrap();
+        assert_eq!(first, Some((1, true)), "claimed, then sent");
+        let lane = vec!["job:h:1".to_string()];
+        let owner = |s: Arc<ezt_store::MemoryStore>| {
+            let lane = lane.clone();
+            async move { s.lane_owners(&lane).await.unwrap()[0].owner_node.clone() }
+        };
+        assert_eq!(owner(mem.clone()).await.as_deref(), Some("a"));
+
+        h.hand_over(epoch, vec![LaneKey("h:1".into())]);
+        // Nothing else is dispatched (the next two would start at once at 1000/s), and the
+        // lane stays this node's while its call runs.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), started.recv())
+                .await
+                .is_err(),
+            "a lane being handed over dispatched"
+        );
+        assert_eq!(owner(mem.clone()).await.as_deref(), Some("a"));
+        go.add_permits(1);
+        let deadline = Instant::now() + wait;
+        while owner(mem.clone()).await.is_some() {
+            assert!(Instant::now() < deadline, "never released");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            started.try_recv().is_err(),
+            "nothing ran after the hand-over"
+        );
+        stop.cancel();
+        go.add_permits(10);
+        task.await.unwrap();
+    }
 }

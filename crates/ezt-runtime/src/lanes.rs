@@ -1803,14 +1803,15 @@ impl<R: Runner> Scheduler<R> {
             views.push(self.apply_pin(i, &pin, now));
             self.due.push(i);
             let l = self.lanes[i].as_ref().expect("live");
-            if self.cluster.is_some() && !matches!(l.owner, Own::Mine { .. }) {
-                // Another node dispatches it (or none yet): the pin goes to the lane's row,
-                // changing nothing else the owner learned, and to the owner (a notification
-                // it applies at once); an adopter reads it from the row.
-                self.pin_for_owner(i, &pin, now);
-            } else {
+            // Another node dispatches it (or none yet): the pin goes to the lane's row,
+            // changing nothing else the owner learned, and to the owner (a notification it
+            // applies at once); an adopter reads it from the row. This node's own lane: its
+            // state is saved too.
+            let elsewhere = self.cluster.is_some() && !matches!(l.owner, Own::Mine { .. });
+            if !elsewhere {
                 self.save(i);
             }
+            self.write_pin(i, &pin, now, elsewhere);
         }
         Ok(views)
     }
@@ -1843,10 +1844,11 @@ impl<R: Runner> Scheduler<R> {
         l.view(now)
     }
 
-    /// Cluster mode: writes a pin of a lane this node does not own to the lane's row (only the
-    /// pin) and tells the owner.
-    fn pin_for_owner(&self, i: usize, pin: &LanePin, now: u64) {
-        let (Some(m), Some(l)) = (&self.memory, &self.lanes[i]) else {
+    /// Queues the write of a tenant's pin (only the pin) to the lane's stored state, after
+    /// the saves queued before it; `tell_owner`: then notify the lane's owner (cluster mode,
+    /// this node does not own it), which applies it at once.
+    fn write_pin(&self, i: usize, pin: &LanePin, now: u64, tell_owner: bool) {
+        let (Some(_), Some(l)) = (&self.memory, &self.lanes[i]) else {
             return;
         };
         let set = (*pin
@@ -1855,7 +1857,7 @@ impl<R: Runner> Scheduler<R> {
                 ..LanePin::default()
             })
         .then(|| pin.clone());
-        // What the row gets if no owner ever saved anything: the configured limits.
+        // What is stored if nothing was saved for the lane yet: its configured limits.
         let fallback = LaneState {
             rate: l.base.rate,
             burst: l.base.burst,
@@ -1864,19 +1866,11 @@ impl<R: Runner> Scheduler<R> {
             updated_at_ms: now,
             detail: LaneDetail::default(),
         };
-        let (store, name) = (m.store.clone(), self.stored_name(&l.key));
-        let pin = pin.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.pin_lane(&name, set, fallback).await {
-                tracing::warn!(lane = %name, error = %e, "cannot write the pin through to the lane");
-                return;
-            }
-            match ezt_store::pin_message(&name, &pin) {
-                Ok(msg) => {
-                    let _ = store.notify_lane(&msg).await;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot tell the owner of a pin"),
-            }
+        let _ = self.saves.send(LaneWrite::Pin {
+            lane: self.stored_name(&l.key),
+            pin: set,
+            fallback: Box::new(fallback),
+            tell: tell_owner.then(|| pin.clone()),
         });
     }
 
@@ -2193,6 +2187,14 @@ fn sweep_every(cfg: &LanesConfig) -> std::time::Duration {
 enum LaneWrite {
     /// Save what a lane (stored name) learned.
     Save(String, Box<LaneState>),
+    /// Set (or clear) the tenant's pin of a lane (stored name); `tell`: then notify the
+    /// lane's owner with it.
+    Pin {
+        lane: String,
+        pin: Option<LanePin>,
+        fallback: Box<LaneState>,
+        tell: Option<LanePin>,
+    },
     /// Cluster mode: release a lane (stored name) this node owns under `node_epoch`.
     Release {
         lane: String,
@@ -2207,12 +2209,19 @@ async fn write_lane_states(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceive
     while let Some(first) = rx.recv().await {
         let mut batch: HashMap<String, LaneState> = HashMap::new();
         let mut releases = Vec::new();
+        let mut pins = Vec::new();
         let mut next = Some(first);
         while let Some(w) = next.take() {
             match w {
                 LaneWrite::Save(k, v) => {
                     batch.insert(k, *v);
                 }
+                LaneWrite::Pin {
+                    lane,
+                    pin,
+                    fallback,
+                    tell,
+                } => pins.push((lane, pin, fallback, tell)),
                 LaneWrite::Release {
                     lane,
                     node,
@@ -2224,6 +2233,22 @@ async fn write_lane_states(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceive
         for (lane, state) in batch {
             if let Err(e) = store.save_lane_state(&lane, state).await {
                 tracing::warn!(error = %e, "cannot save what a lane learned; it is kept in memory");
+            }
+        }
+        // Pins in the order they were made; a save never changes a stored pin, so saves and
+        // pins commute.
+        for (lane, pin, fallback, tell) in pins {
+            if let Err(e) = store.pin_lane(&lane, pin, *fallback).await {
+                tracing::warn!(lane = %lane, error = %e, "cannot write the pin through to the lane");
+                continue;
+            }
+            if let Some(p) = tell {
+                match ezt_store::pin_message(&lane, &p) {
+                    Ok(msg) => {
+                        let _ = store.notify_lane(&msg).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot tell the owner of a pin"),
+                }
             }
         }
         for (lane, node, node_epoch) in releases {

@@ -17,9 +17,13 @@ impl LaneStore for PgStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, ezt_now_ms(), ezt_now_ms() + $8, $9)
                  ON CONFLICT (lane) DO UPDATE SET rate = EXCLUDED.rate, burst = EXCLUDED.burst,
                  max_in_flight = EXCLUDED.max_in_flight, paused_until_ms = EXCLUDED.paused_until_ms,
-                 learned_at_ms = EXCLUDED.learned_at_ms, detail = EXCLUDED.detail,
-                 updated_at = EXCLUDED.updated_at, paused_until_db = EXCLUDED.paused_until_db,
-                 pinned = EXCLUDED.pinned",
+                 learned_at_ms = EXCLUDED.learned_at_ms,
+                 detail = CASE WHEN lanes.detail IS NULL THEN EXCLUDED.detail
+                   WHEN lanes.detail::jsonb ? 'pin'
+                   THEN jsonb_set(EXCLUDED.detail::jsonb, '{pin}', lanes.detail::jsonb -> 'pin')::text
+                   ELSE (EXCLUDED.detail::jsonb - 'pin')::text END,
+                 pinned = CASE WHEN lanes.detail IS NULL THEN EXCLUDED.pinned ELSE lanes.pinned END,
+                 updated_at = EXCLUDED.updated_at, paused_until_db = EXCLUDED.paused_until_db",
             )
             .await
             .map_err(pg_err)?;

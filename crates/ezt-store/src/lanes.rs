@@ -10,8 +10,11 @@ use crate::{LaneState, Result};
 /// Saved lane state.
 #[async_trait]
 pub trait LaneStore: Send + Sync + 'static {
-    /// Saves what a lane learned (replacing what was saved for `lane` before). `lane` is the
-    /// scheduler's name for it (job and webhook lanes are prefixed apart).
+    /// Saves what a lane learned (replacing what was saved for `lane` before), except the
+    /// tenant's pin: a lane saved before keeps its stored pin (only [`pin_lane`](Self::pin_lane)
+    /// changes it, so an owner that has not heard of a pin set elsewhere cannot drop it); a
+    /// lane saved for the first time takes `state`'s. `lane` is the scheduler's name for it
+    /// (job and webhook lanes are prefixed apart).
     async fn save_lane_state(&self, lane: &str, state: LaneState) -> Result<()>;
     /// What was last saved for `lane`.
     async fn lane_state(&self, lane: &str) -> Result<Option<LaneState>>;
@@ -19,27 +22,11 @@ pub trait LaneStore: Send + Sync + 'static {
     async fn lane_states(&self) -> Result<Vec<(String, LaneState)>>;
     /// Sets the tenant's pin of `lane` (`None` clears it) and nothing else of what the lane
     /// learned; a lane with nothing saved yet gets `fallback` (its configured limits, with the
-    /// pin). Cluster mode: how a node that does not own a lane pins it for the owner and for
-    /// whoever adopts it next.
+    /// pin). The only write that changes a stored pin.
     async fn pin_lane(
         &self,
         lane: &str,
         pin: Option<crate::LanePin>,
         fallback: LaneState,
-    ) -> Result<()> {
-        let state = match self.lane_state(lane).await? {
-            Some(mut s) => {
-                s.detail.pin = pin;
-                s
-            }
-            None => LaneState {
-                detail: crate::LaneDetail {
-                    pin,
-                    ..fallback.detail
-                },
-                ..fallback
-            },
-        };
-        self.save_lane_state(lane, state).await
-    }
+    ) -> Result<()>;
 }

@@ -227,6 +227,9 @@ pub async fn an_adopter_is_handed_the_pin<S: LaneStore + ClusterStore>(s: S) {
         },
     };
     s.save_lane_state(&lane, st.clone()).await.unwrap();
+    s.pin_lane(&lane, Some(pin.clone()), st.clone())
+        .await
+        .unwrap();
     s.leave(&a.id, ea).await.unwrap();
     let b = info("node-b");
     let eb = s.join(&b, TTL).await.unwrap();

@@ -2,7 +2,8 @@
 
 use crate::*;
 
-/// Lane states: absent until saved, then the last save wins, and keys are independent.
+/// Lane states: absent until saved, then the last save wins (except the pin, which only
+/// `pin_lane` changes once a lane was saved), and keys are independent.
 pub async fn lane_states_persist<S: LaneStore>(s: S) {
     assert_eq!(s.lane_state("job:a").await.unwrap(), None);
     let st = LaneState {
@@ -44,10 +45,26 @@ pub async fn lane_states_persist<S: LaneStore>(s: S) {
         ..st
     };
     s.save_lane_state("job:a", newer.clone()).await.unwrap();
+    let unpinned = LaneState {
+        detail: LaneDetail {
+            pin: None,
+            ..newer.detail.clone()
+        },
+        ..newer.clone()
+    };
+    assert_eq!(
+        s.lane_state("job:a").await.unwrap(),
+        Some(unpinned.clone()),
+        "last save wins, sources included; a save never sets the pin of a saved lane"
+    );
+    s.pin_lane("job:a", newer.detail.pin.clone(), st.clone())
+        .await
+        .unwrap();
+    s.save_lane_state("job:a", unpinned).await.unwrap();
     assert_eq!(
         s.lane_state("job:a").await.unwrap(),
         Some(newer.clone()),
-        "last save wins, sources and pin included"
+        "nor drops it: the pin stays until pin_lane changes it"
     );
     s.save_lane_state("webhook:b", st.clone()).await.unwrap();
     assert_eq!(

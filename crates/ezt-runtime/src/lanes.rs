@@ -1405,10 +1405,19 @@ impl<R: Runner> Scheduler<R> {
             }
             Command::Repin { key, pin } => {
                 if let Some(&i) = self.lane_ids.get(&key) {
-                    if self.lanes[i]
-                        .as_ref()
-                        .is_some_and(|l| matches!(l.owner, Own::Mine { .. }))
-                    {
+                    let unpin = pin
+                        == LanePin {
+                            at_ms: pin.at_ms,
+                            ..LanePin::default()
+                        };
+                    // Applied once: a re-sent pin (after a missed notification) changes nothing.
+                    if self.lanes[i].as_ref().is_some_and(|l| {
+                        matches!(l.owner, Own::Mine { .. })
+                            && match &l.detail.pin {
+                                None => !unpin,
+                                Some(p) => unpin || *p != pin,
+                            }
+                    }) {
                         self.apply_pin(i, &pin, now);
                         self.save(i);
                         self.due.push(i);

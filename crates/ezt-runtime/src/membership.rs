@@ -138,6 +138,7 @@ impl Membership {
         // polling every second stays the safety net.
         let (store, poke, stop) = (m.store.clone(), m.poke.clone(), shutdown.clone());
         let pins = m.events.clone();
+        let me = m.info.id.to_string();
         tokio::spawn(async move {
             loop {
                 let ev = tokio::select! {
@@ -153,6 +154,13 @@ impl Membership {
                                     pin,
                                 });
                             }
+                        }
+                        None if msg.is_empty() => {
+                            // The listening session (re)connected: notifications sent while it
+                            // was down are lost. Look for work, and re-read the pins of this
+                            // node's lanes (one set on another node meanwhile).
+                            poke.notify_one();
+                            resync_pins(store.as_ref(), &me, &pins).await;
                         }
                         None => poke.notify_one(),
                     },
@@ -417,6 +425,32 @@ impl Membership {
             }
         }
         out
+    }
+}
+
+/// Sends the stored pin (or its absence) of every lane `me` owns to the lanes (which apply
+/// only what changed).
+async fn resync_pins(store: &dyn Store, me: &str, events: &mpsc::UnboundedSender<Event>) {
+    let rows = match store.lane_rows(JOB_PREFIX, None, 0).await {
+        Ok(Some(rows)) => rows,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot re-read the pins of this node's lanes");
+            return;
+        }
+    };
+    for r in rows {
+        if r.owner_node.as_deref() != Some(me) {
+            continue;
+        }
+        let Some(key) = r.lane.strip_prefix(JOB_PREFIX) else {
+            continue;
+        };
+        let pin = r.state.and_then(|s| s.detail.pin).unwrap_or_default();
+        let _ = events.send(Event::Pin {
+            lane: ezt_core::lane::LaneKey(key.to_string()),
+            pin,
+        });
     }
 }
 

@@ -509,3 +509,93 @@ async fn lanes_move_to_a_node_that_joins_and_only_those() {
         );
     }
 }
+
+/// A pin set on a node that does not own the lane while the owner's notification session is
+/// down (so that notification is lost) still reaches the owner: when the session reconnects,
+/// the owner re-reads the pins of its lanes.
+#[tokio::test]
+async fn a_pin_whose_notification_was_lost_reaches_the_owner_on_reconnect() {
+    let target = LogTarget::start(10).await;
+    let app = format!("ezt-pinsync-{}", std::process::id());
+    let url = format!(
+        "{}&application_name={app}",
+        ezt_store_postgres::testing::database_url().await
+    );
+    let mut c = Cluster {
+        nodes: Vec::new(),
+        url,
+        root: tempfile::tempdir().unwrap(),
+    };
+    c.add_node();
+    c.add_node();
+    // Both nodes know the lane (and the tenant in it).
+    for i in 0..2 {
+        let (st, b) = c.nodes[i]
+            .server
+            .post(
+                "/api/v1/jobs",
+                json!({"url": target.url(), "body": format!("x{i}")}),
+            )
+            .await;
+        assert_eq!(st, 202, "{b}");
+        c.nodes[i]
+            .server
+            .wait_final(b["job_id"].as_str().unwrap(), 20)
+            .await;
+    }
+    let store = c.store();
+    let (owner, _) = owners(&store, &[lane_name(&target)]).await.remove(0);
+    let owner = match owner.as_deref() {
+        Some("n2") => 0,
+        Some("n3") => 1,
+        o => panic!("no live owner: {o:?}"),
+    };
+    // Cut the listening sessions of this test's nodes: they reconnect after a second.
+    let (raw, conn) = tokio_postgres::connect(
+        &ezt_store_postgres::testing::server_url(),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let cut: i64 = raw
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1 AND query = 'LISTEN ezt_lane'",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cut, 2, "one listening session per node");
+    let host = target.addr.to_string();
+    let (st, v) = put(
+        &c.nodes[1 - owner].server,
+        &format!("/api/v1/lanes/{host}/limits"),
+        json!({"rate": PIN_RATE, "max_in_flight": 1}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let since = Instant::now();
+    loop {
+        if c.nodes[owner]
+            .server
+            .logs()
+            .contains("lane limits pinned by its tenant")
+        {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the owner never applied the pin: {}",
+            c.nodes[owner].server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = since.elapsed();
+    eprintln!("pin applied by the owner {took:?} after a lost notification");
+    record(
+        "cluster_pin_after_lost_notification",
+        json!({"applied_after_ms": took.as_millis() as u64}),
+    );
+}

@@ -538,18 +538,37 @@ async fn a_pin_whose_notification_was_lost_reaches_the_owner_on_reconnect() {
             )
             .await;
         assert_eq!(st, 202, "{b}");
-        c.nodes[i]
-            .server
-            .wait_final(b["job_id"].as_str().unwrap(), 20)
-            .await;
+        // Waits on the target, not on the job: a node's long poll sees only the jobs it
+        // runs finish.
+        let got = target.wait_calls(i + 1, Duration::from_secs(20)).await;
+        assert_eq!(got.len(), i + 1, "job {i} never ran");
     }
+    // The lane ends up with its placed owner (an idle lane released by a hand-over is
+    // claimed again with its next job).
     let store = c.store();
-    let (owner, _) = owners(&store, &[lane_name(&target)]).await.remove(0);
-    let owner = match owner.as_deref() {
-        Some("n2") => 0,
-        Some("n3") => 1,
-        o => panic!("no live owner: {o:?}"),
-    };
+    let winner = placed(&[lane_name(&target)], &["n2", "n3"]).remove(0);
+    let owner = if winner == "n2" { 0 } else { 1 };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for k in 0.. {
+        let (o, _) = owners(&store, &[lane_name(&target)]).await.remove(0);
+        if o.as_deref() == Some(winner.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{winner} never owned the lane: {o:?}"
+        );
+        let before = target.calls().len();
+        let (st, b) = c.nodes[1 - owner]
+            .server
+            .post(
+                "/api/v1/jobs",
+                json!({"url": target.url(), "body": format!("y{k}")}),
+            )
+            .await;
+        assert_eq!(st, 202, "{b}");
+        target.wait_calls(before + 1, Duration::from_secs(20)).await;
+    }
     // Cut the listening sessions of this test's nodes: they reconnect after a second.
     let (raw, conn) = tokio_postgres::connect(
         &ezt_store_postgres::testing::server_url(),

@@ -31,6 +31,8 @@ pub struct NodeFence {
     left: AtomicBool,
     /// The live, non-draining members as last read (ids), for placement.
     members: std::sync::RwLock<Vec<NodeId>>,
+    /// When the members were last read.
+    members_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl NodeFence {
@@ -44,6 +46,7 @@ impl NodeFence {
             deadline_ms: AtomicU64::new(u64::MAX),
             left: AtomicBool::new(false),
             members: Default::default(),
+            members_at: Default::default(),
         }
     }
 
@@ -57,6 +60,7 @@ impl NodeFence {
             deadline_ms: AtomicU64::new(0),
             left: AtomicBool::new(false),
             members: Default::default(),
+            members_at: Default::default(),
         }
     }
 
@@ -133,6 +137,15 @@ impl NodeFence {
     pub fn set_members(&self, mut ids: Vec<NodeId>) {
         ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         *self.members.write().unwrap_or_else(|p| p.into_inner()) = ids;
+        *self.members_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the view of members is older than `age` (or was never read).
+    pub fn members_older_than(&self, age: std::time::Duration) -> bool {
+        self.members_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|t| t.elapsed() > age)
     }
 
     /// The live members as last read.

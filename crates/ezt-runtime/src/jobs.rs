@@ -109,6 +109,9 @@ impl Watch {
     }
 }
 
+/// The stored names of job lanes start with this.
+const LANE_PREFIX: &str = "job:";
+
 /// The service. Cheap to share behind an `Arc`.
 pub struct Jobs {
     cfg: Arc<Config>,
@@ -176,8 +179,29 @@ impl Jobs {
         }
     }
 
-    /// The caller's lanes (those it has had work in since they were loaded), key order.
+    /// The caller's lanes (those it has had work in since they were loaded), key order. In
+    /// cluster mode, from the shared store (the lanes it has work in, or had within
+    /// `lanes.idle_evict_after_ms`), so every node answers the same; this node's memory only
+    /// while the database cannot answer.
     pub async fn lanes(&self, tenant: TenantId) -> Vec<crate::lanes::LaneView> {
+        if self.cfg.clustered() {
+            let since = self
+                .clock
+                .now_ms()
+                .saturating_sub(self.cfg.lanes.idle_evict_after_ms);
+            match self.store.lane_rows(LANE_PREFIX, Some(tenant), since).await {
+                Ok(Some(rows)) => {
+                    return rows
+                        .iter()
+                        .map(|r| crate::lanes::row_view(&self.cfg.lanes, LANE_PREFIX, r))
+                        .collect();
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the lanes from the database; answering this node's view")
+                }
+            }
+        }
         let mut mine: Vec<_> = self
             .lanes
             .lanes()

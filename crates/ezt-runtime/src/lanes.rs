@@ -180,7 +180,31 @@ pub(crate) enum Command<Id> {
     /// Cluster mode: forget that these lanes were another node's (membership found them
     /// without a live owner): the next work for them claims again.
     Recheck(Vec<LaneKey>),
+    /// Cluster mode: these lanes, owned under `node_epoch`, belong on another live node now
+    /// (a node joined): stop dispatching them, let their calls in flight end (at most
+    /// [`HANDOVER_WAIT`]), then release them.
+    HandOver {
+        node_epoch: u64,
+        lanes: Vec<LaneKey>,
+    },
+    /// Cluster mode: the hand-over of the lane at this index waited long enough; release it
+    /// now (its calls still running are counted by the next owner).
+    Release {
+        lane: usize,
+        key: LaneKey,
+    },
+    /// Cluster mode: a tenant pinned (an empty pin: unpinned) this lane on another node; the
+    /// owner applies it.
+    Repin {
+        key: LaneKey,
+        pin: LanePin,
+    },
 }
+
+/// Cluster mode: how long a lane being handed over to a node that joined waits for its calls
+/// in flight to end before it is released anyway (the next owner then counts those still
+/// running as in flight, until their attempt lease expires).
+pub const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Who dispatches a lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +213,9 @@ enum Own {
     Single,
     /// Cluster mode: this node, under this lane epoch and node epoch.
     Mine { lane_epoch: u64, node_epoch: u64 },
+    /// Cluster mode: still this node's in the store, but being handed over: nothing more is
+    /// dispatched; released once its calls in flight have ended.
+    Leaving { node_epoch: u64, since: Instant },
     /// Cluster mode: another node, or nobody yet.
     NotMine,
 }
@@ -263,6 +290,103 @@ pub struct LaneView {
     /// when another node owns it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lane_epoch: Option<u64>,
+    /// Cluster mode, read from the shared store: the node that dispatches it (absent: no live
+    /// owner, or this node's own view, where `lane_epoch` says it is this node's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_node: Option<String>,
+}
+
+/// Cluster mode: the view of a lane from its shared row (`ClusterStore::lane_rows`), the
+/// same on every node: owner and epoch, limits as written through (else as configured), the
+/// tenant's pin, the pause and the queue as the database holds them.
+pub fn row_view(cfg: &LanesConfig, prefix: &str, row: &ezt_store::LaneRow) -> LaneView {
+    let key = LaneKey(
+        row.lane
+            .strip_prefix(prefix)
+            .unwrap_or(&row.lane)
+            .to_string(),
+    );
+    let authority = key.authority();
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    let operator = cfg
+        .hosts
+        .get(authority)
+        .or_else(|| cfg.hosts.get(host))
+        .copied();
+    let base = operator.unwrap_or(cfg.default);
+    let (mut limit, mut detail, paused_until) = match (&row.state, operator) {
+        (Some(st), None) => (
+            LaneLimit {
+                rate: st.rate,
+                burst: st.burst,
+                max_in_flight: st.max_in_flight,
+            },
+            st.detail.clone(),
+            st.paused_until_ms.filter(|_| row.paused),
+        ),
+        (st, _) => (
+            base,
+            LaneDetail {
+                pause: st.as_ref().and_then(|s| s.detail.pause.clone()),
+                remaining: st.as_ref().and_then(|s| s.detail.remaining),
+                ..LaneDetail::default()
+            },
+            st.as_ref()
+                .and_then(|s| s.paused_until_ms)
+                .filter(|_| row.paused),
+        ),
+    };
+    if let (Some(pin), None) = (detail.pin.clone(), operator) {
+        if let Some(r) = pin.rate {
+            limit.rate = r;
+            detail.rate = Some(sourced(SourceKind::Tenant, pin.at_ms));
+        }
+        if let Some(b) = pin.burst {
+            limit.burst = b;
+            detail.burst = Some(sourced(SourceKind::Tenant, pin.at_ms));
+        }
+        if let Some(m) = pin.max_in_flight {
+            limit.max_in_flight = m;
+            detail.max_in_flight = Some(sourced(SourceKind::Tenant, pin.at_ms));
+        }
+    }
+    let configured = if operator.is_some() {
+        SourceKind::Config
+    } else {
+        SourceKind::Default
+    };
+    for v in [
+        &mut detail.rate,
+        &mut detail.burst,
+        &mut detail.max_in_flight,
+    ] {
+        if v.is_none() || operator.is_some() {
+            *v = Some(sourced(configured, 0));
+        }
+    }
+    let adaptive = operator.is_none()
+        && detail
+            .pin
+            .as_ref()
+            .and_then(|p| p.adaptive)
+            .unwrap_or_else(|| cfg.adaptive.covers(authority));
+    LaneView {
+        lane: key.0.clone(),
+        remaining: detail.remaining,
+        detail,
+        adaptive,
+        tenants: Vec::new(),
+        rate: limit.rate,
+        burst: limit.burst,
+        max_in_flight: limit.max_in_flight,
+        in_flight: row.running.min(u64::from(u32::MAX)) as u32,
+        queued: row.queued as usize,
+        paused_until,
+        pinned: operator.is_some(),
+        dispatched: 0,
+        lane_epoch: row.owner_node.as_ref().map(|_| row.lane_epoch),
+        owner_node: row.owner_node.clone(),
+    }
 }
 
 /// Cheap handle for talking to a scheduler.
@@ -346,6 +470,20 @@ impl<Id: Debug> SchedulerHandle<Id> {
     pub fn recheck(&self, lanes: Vec<LaneKey>) {
         let _ = self.tx.send(Command::Recheck(lanes));
     }
+
+    /// Cluster mode: a tenant pinned `key` on another node (an empty pin unpins); applied here
+    /// if this node owns the lane (the pin is in the lane's row for any later owner).
+    pub fn repin(&self, key: LaneKey, pin: LanePin) {
+        let _ = self.tx.send(Command::Repin { key, pin });
+    }
+
+    /// Cluster mode: these lanes, owned under `node_epoch`, now belong on another live node
+    /// (membership placed them there): they are handed over as on a graceful shutdown.
+    pub fn hand_over(&self, node_epoch: u64, lanes: Vec<LaneKey>) {
+        if !lanes.is_empty() {
+            let _ = self.tx.send(Command::HandOver { node_epoch, lanes });
+        }
+    }
     pub(crate) fn done(&self, id: Id, lane: usize, ran: Ran) {
         let _ = self.tx.send(Command::Done {
             id,
@@ -410,6 +548,13 @@ struct Entry {
     not_before_ms: u64,
     at: Where,
 }
+
+/// Cluster mode: how much later than its recorded lease an earlier owner's call may have left
+/// (lease write, then the send gate); an adopter counts each as that much more recent.
+const LEDGER_SEND_LAG: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Cluster mode: a claim re-reads the members first when the view is older than this.
+const MEMBERS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Cluster mode: how long "another node owns this lane" is trusted before asking again.
 const OWNER_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
@@ -520,6 +665,9 @@ pub struct GateTicket<Id = JobId> {
     fence: Option<ezt_store::Fence>,
     /// Cluster mode: this node, whose self-fence is checked right before sending.
     node: Option<Arc<NodeFence>>,
+    /// Cluster mode: cleared when the lane's ownership this attempt was dispatched under is
+    /// being handed over: a call still at the gate then never leaves (its lease is undone).
+    owned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<Id> GateTicket<Id> {
@@ -544,7 +692,11 @@ impl<Id> GateTicket<Id> {
     /// after [`pass`](Self::pass), right before the bytes leave.
     pub fn may_send(&self) -> bool {
         match (&self.node, &self.fence) {
-            (Some(n), Some(f)) => n.is_open() && n.epoch() == f.node_epoch,
+            (Some(n), Some(f)) => {
+                n.is_open()
+                    && n.epoch() == f.node_epoch
+                    && self.owned.load(std::sync::atomic::Ordering::Acquire)
+            }
             (Some(_), None) => false,
             _ => true,
         }
@@ -608,6 +760,9 @@ struct Lane<Id> {
     foreign: Vec<Instant>,
     /// Cluster mode: when a claim last answered that another node owns it.
     elsewhere_at: Option<Instant>,
+    /// Cluster mode: set while this node's current ownership holds; each ownership gets a new
+    /// flag, cleared when a hand-over starts (see [`GateTicket`]).
+    owned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The in-flight cap a learned rate implies when the target announces none: one second of
@@ -730,6 +885,7 @@ impl<Id> Lane<Id> {
                 Own::Mine { lane_epoch, .. } => Some(lane_epoch),
                 _ => None,
             },
+            owner_node: None,
         }
     }
 
@@ -755,8 +911,8 @@ pub(crate) struct Scheduler<R: Runner> {
     tenant_items: HashMap<(TenantId, usize), u32>,
     busy: BusyLanes,
     memory: Option<LaneMemory>,
-    saves: mpsc::UnboundedSender<(String, LaneState)>,
-    saves_rx: Option<mpsc::UnboundedReceiver<(String, LaneState)>>,
+    saves: mpsc::UnboundedSender<LaneWrite>,
+    saves_rx: Option<mpsc::UnboundedReceiver<LaneWrite>>,
     next_sweep: Instant,
     jobs: HashMap<R::Id, Entry>,
     /// Delayed items by monotonic due time (see `promote_and_expire` for the clock rules).
@@ -879,6 +1035,20 @@ impl<R: Runner> Scheduler<R> {
                 tokio::time::sleep(d).await;
             }
             let node_epoch = node.epoch();
+            if node.is_open() && node.members_older_than(MEMBERS_FRESH) {
+                // Placement over the members as the database has them now, not as the last
+                // sweep read them: a node that just joined gets its lanes from the start
+                // instead of by a hand-over a few seconds later.
+                if let Ok(nodes) = store.nodes().await {
+                    node.set_members(
+                        nodes
+                            .iter()
+                            .filter(|n| n.alive && !n.draining)
+                            .map(|n| ezt_store::NodeId::new(n.id.as_str()))
+                            .collect(),
+                    );
+                }
+            }
             let take = node.is_open() && node.preferred(&name);
             let claim = store
                 .claim_lane(node.id(), node_epoch, &name, take)
@@ -962,6 +1132,7 @@ impl<R: Runner> Scheduler<R> {
             },
             foreign: Vec::new(),
             elsewhere_at: None,
+            owned: Arc::new(true.into()),
         };
         let mut lane = lane;
         lane.set_adaptive(&self.lanes_cfg, false);
@@ -1048,6 +1219,10 @@ impl<R: Runner> Scheduler<R> {
             // than a second ago: the work is the owner's, who is told at once (its sweep
             // catches up within a second if the owner has gone meanwhile). Else ask again.
             let l = self.lane(lane);
+            if matches!(l.owner, Own::Leaving { .. }) {
+                // Being handed over: the work is the next owner's (it stays stored).
+                return;
+            }
             if l.owner == Own::NotMine
                 && !l.loading
                 && l.elsewhere_at
@@ -1129,12 +1304,20 @@ impl<R: Runner> Scheduler<R> {
                 let l = self.lane(lane);
                 l.in_flight = l.in_flight.saturating_sub(1);
                 l.idle_since = None;
+                let ours = matches!(l.owner, Own::Mine { .. } | Own::Single);
+                if matches!(l.owner, Own::Leaving { .. }) && l.in_flight == 0 {
+                    self.release(lane, now_i);
+                }
                 if let Some(c) = ran.change {
                     self.learn(lane, &c, at, true);
                 }
                 self.due.push(lane);
                 match ran.end {
                     AttemptEnd::Finished => {
+                        self.forget(&id);
+                    }
+                    AttemptEnd::RetryAfter(_) if !ours => {
+                        // The lane went to another node meanwhile: the stored job is its.
                         self.forget(&id);
                     }
                     AttemptEnd::RetryAfter(wait) => {
@@ -1207,6 +1390,40 @@ impl<R: Runner> Scheduler<R> {
                 node_epoch,
                 claim,
             } => self.claimed(lane, key, node_epoch, claim, now, now_i),
+            Command::HandOver { node_epoch, lanes } => {
+                for key in lanes {
+                    self.hand_over(key, node_epoch, now_i);
+                }
+            }
+            Command::Release { lane, key } => {
+                if self.lanes[lane]
+                    .as_ref()
+                    .is_some_and(|l| l.key == key && matches!(l.owner, Own::Leaving { .. }))
+                {
+                    self.release(lane, now_i);
+                }
+            }
+            Command::Repin { key, pin } => {
+                if let Some(&i) = self.lane_ids.get(&key) {
+                    let unpin = pin
+                        == LanePin {
+                            at_ms: pin.at_ms,
+                            ..LanePin::default()
+                        };
+                    // Applied once: a re-sent pin (after a missed notification) changes nothing.
+                    if self.lanes[i].as_ref().is_some_and(|l| {
+                        matches!(l.owner, Own::Mine { .. })
+                            && match &l.detail.pin {
+                                None => !unpin,
+                                Some(p) => unpin || *p != pin,
+                            }
+                    }) {
+                        self.apply_pin(i, &pin, now);
+                        self.save(i);
+                        self.due.push(i);
+                    }
+                }
+            }
             Command::Recheck(keys) => {
                 for k in keys {
                     if let Some(&i) = self.lane_ids.get(&k) {
@@ -1220,8 +1437,9 @@ impl<R: Runner> Scheduler<R> {
                 let mut again = Vec::new();
                 for (i, slot) in self.lanes.iter_mut().enumerate() {
                     let Some(l) = slot else { continue };
-                    if matches!(l.owner, Own::Mine { .. }) {
+                    if matches!(l.owner, Own::Mine { .. } | Own::Leaving { .. }) {
                         l.owner = Own::NotMine;
+                        l.owned.store(false, std::sync::atomic::Ordering::Release);
                     }
                     if l.owner == Own::NotMine && !l.loading && l.items > 0 {
                         l.loading = true;
@@ -1299,6 +1517,9 @@ impl<R: Runner> Scheduler<R> {
                         lane_epoch: o.lane_epoch,
                         node_epoch,
                     });
+                if fresh {
+                    l.owned = Arc::new(true.into());
+                }
                 l.owner = Own::Mine {
                     lane_epoch: o.lane_epoch,
                     node_epoch,
@@ -1320,11 +1541,16 @@ impl<R: Runner> Scheduler<R> {
                         self.learn(lane, &c, now_i, false);
                     }
                 }
-                // The earlier owners' sends, so no window spans more than the limit.
+                // The earlier owners' sends, so no window spans more than the limit. The ledger
+                // holds lease times; a call leaves after its lease (the lease write, then the
+                // send gate), so each is counted as if it had left up to `LEDGER_SEND_LAG` later.
                 let ages: Vec<Nanos> = o
                     .ledger_ages_ms
                     .iter()
-                    .map(|a| a.saturating_mul(1_000_000))
+                    .map(|a| {
+                        a.saturating_sub(LEDGER_SEND_LAG.as_millis() as u64)
+                            .saturating_mul(1_000_000)
+                    })
                     .collect();
                 let now_n = self.nanos(now_i);
                 let l = self.lane(lane);
@@ -1358,6 +1584,77 @@ impl<R: Runner> Scheduler<R> {
                 }
             }
         }
+    }
+
+    /// Starts handing the lane `key` (owned under `node_epoch`) over to the node it belongs on
+    /// now: nothing more is dispatched in it, its waiting work is left to the next owner (it
+    /// stays stored), calls still at the send gate are not sent, and the lane is released once
+    /// its calls in flight have ended, or after [`HANDOVER_WAIT`].
+    fn hand_over(&mut self, key: LaneKey, node_epoch: u64, now_i: Instant) {
+        let Some(&lane) = self.lane_ids.get(&key) else {
+            // Not in memory (idle and evicted): nothing of it runs here.
+            self.release_stored(&key, node_epoch);
+            return;
+        };
+        let l = self.lane(lane);
+        if !matches!(l.owner, Own::Mine { node_epoch: e, .. } if e == node_epoch) {
+            return; // being claimed, already leaving, or not ours: asked again next sweep
+        }
+        l.owner = Own::Leaving {
+            node_epoch,
+            since: now_i,
+        };
+        l.owned.store(false, std::sync::atomic::Ordering::Release);
+        let in_flight = l.in_flight;
+        let ids: Vec<R::Id> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.lane == lane && e.at != Where::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            self.forget(id);
+        }
+        if !ids.is_empty() {
+            self.lane(lane).queue.remove_where(|j| ids.contains(j));
+        }
+        tracing::info!(lane = %key, jobs = ids.len(), in_flight, "handing the lane over to the node it now belongs on");
+        if in_flight == 0 {
+            self.release(lane, now_i);
+            return;
+        }
+        let tx = self.handle.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(HANDOVER_WAIT).await;
+            let _ = tx.send(Command::Release { lane, key });
+        });
+    }
+
+    /// Ends the hand-over of the lane at `lane`: released in the store (the next owner is
+    /// notified and claims it), no longer this node's.
+    fn release(&mut self, lane: usize, now_i: Instant) {
+        let l = self.lane(lane);
+        let Own::Leaving { node_epoch, since } = l.owner else {
+            return;
+        };
+        l.owner = Own::NotMine;
+        l.elsewhere_at = None;
+        let key = l.key.clone();
+        tracing::info!(lane = %key, waited_ms = now_i.saturating_duration_since(since).as_millis() as u64, still_in_flight = l.in_flight, "lane handed over");
+        self.release_stored(&key, node_epoch);
+    }
+
+    /// Releases the stored ownership of `key` held under `node_epoch` (and tells the others),
+    /// after the saves queued before it: the next owner reads what this one learned last.
+    fn release_stored(&self, key: &LaneKey, node_epoch: u64) {
+        let (Some(node), Some(_)) = (&self.cluster, &self.memory) else {
+            return;
+        };
+        let _ = self.saves.send(LaneWrite::Release {
+            lane: self.stored_name(key),
+            node: node.id().clone(),
+            node_epoch,
+        });
     }
 
     /// Applies what a response taught: a pause for the whole lane, and (unless pinned) a new
@@ -1510,37 +1807,80 @@ impl<R: Runner> Scheduler<R> {
         {
             return Err(PinError::OperatorPinned(host.to_owned()));
         }
+        let mut views = Vec::new();
+        for i in mine {
+            views.push(self.apply_pin(i, &pin, now));
+            self.due.push(i);
+            let l = self.lanes[i].as_ref().expect("live");
+            // Another node dispatches it (or none yet): the pin goes to the lane's row,
+            // changing nothing else the owner learned, and to the owner (a notification it
+            // applies at once); an adopter reads it from the row. This node's own lane: its
+            // state is saved too.
+            let elsewhere = self.cluster.is_some() && !matches!(l.owner, Own::Mine { .. });
+            if !elsewhere {
+                self.save(i);
+            }
+            self.write_pin(i, &pin, now, elsewhere);
+        }
+        Ok(views)
+    }
+
+    /// Applies a tenant's pin (an empty one unpins) to the lane at `i`; answers its view.
+    fn apply_pin(&mut self, i: usize, pin: &LanePin, now: u64) -> LaneView {
         let empty = LanePin {
             at_ms: pin.at_ms,
             ..LanePin::default()
         };
         let cfg = self.lanes_cfg.clone();
-        let mut views = Vec::new();
-        for i in mine {
-            let l = self.lane(i);
-            if pin == empty {
-                // Unpinned: back to the configured limit until the target teaches again.
-                l.detail.pin = None;
-                l.detail.rate = None;
-                l.detail.burst = None;
-                l.detail.max_in_flight = None;
-                l.limit = l.base;
-                l.gcra.set_limit(l.base.rate, l.base.burst);
-            } else {
-                l.detail.pin = Some(pin.clone());
-            }
-            l.enforce_pin(now);
-            l.aimd = None;
-            l.set_adaptive(&cfg, false);
-            l.learned = true;
-            tracing::info!(lane = %l.key, %tenant, rate = l.limit.rate, burst = l.limit.burst, max_in_flight = l.limit.max_in_flight, adaptive = l.aimd.is_some(), "tenant pinned lane limits");
-            views.push(l.view(now));
-            self.lanes[i].as_mut().expect("live").saved_rate =
-                self.lanes[i].as_ref().expect("live").limit.rate;
-            self.save(i);
-            self.due.push(i);
+        let l = self.lane(i);
+        if *pin == empty {
+            // Unpinned: back to the configured limit until the target teaches again.
+            l.detail.pin = None;
+            l.detail.rate = None;
+            l.detail.burst = None;
+            l.detail.max_in_flight = None;
+            l.limit = l.base;
+            l.gcra.set_limit(l.base.rate, l.base.burst);
+        } else {
+            l.detail.pin = Some(pin.clone());
         }
-        Ok(views)
+        l.enforce_pin(now);
+        l.aimd = None;
+        l.set_adaptive(&cfg, false);
+        l.learned = true;
+        l.saved_rate = l.limit.rate;
+        tracing::info!(lane = %l.key, rate = l.limit.rate, burst = l.limit.burst, max_in_flight = l.limit.max_in_flight, adaptive = l.aimd.is_some(), "lane limits pinned by its tenant");
+        l.view(now)
+    }
+
+    /// Queues the write of a tenant's pin (only the pin) to the lane's stored state, after
+    /// the saves queued before it; `tell_owner`: then notify the lane's owner (cluster mode,
+    /// this node does not own it), which applies it at once.
+    fn write_pin(&self, i: usize, pin: &LanePin, now: u64, tell_owner: bool) {
+        let (Some(_), Some(l)) = (&self.memory, &self.lanes[i]) else {
+            return;
+        };
+        let set = (*pin
+            != LanePin {
+                at_ms: pin.at_ms,
+                ..LanePin::default()
+            })
+        .then(|| pin.clone());
+        // What is stored if nothing was saved for the lane yet: its configured limits.
+        let fallback = LaneState {
+            rate: l.base.rate,
+            burst: l.base.burst,
+            max_in_flight: l.base.max_in_flight,
+            paused_until_ms: None,
+            updated_at_ms: now,
+            detail: LaneDetail::default(),
+        };
+        let _ = self.saves.send(LaneWrite::Pin {
+            lane: self.stored_name(&l.key),
+            pin: set,
+            fallback: Box::new(fallback),
+            tell: tell_owner.then(|| pin.clone()),
+        });
     }
 
     /// Queues a save of what the lane learned (the writer task coalesces and writes them).
@@ -1556,7 +1896,14 @@ impl<R: Runner> Scheduler<R> {
             updated_at_ms: self.clock.now_ms(),
             detail: l.detail.clone(),
         };
-        let _ = self.saves.send((format!("{}{}", m.prefix, l.key.0), state));
+        if self.cluster.is_some() && !matches!(l.owner, Own::Mine { .. } | Own::Leaving { .. }) {
+            // Another node's lane (or one handed over): what it learned is its owner's to say.
+            return;
+        }
+        let _ = self.saves.send(LaneWrite::Save(
+            format!("{}{}", m.prefix, l.key.0),
+            Box::new(state),
+        ));
     }
 
     /// Drops lanes that stayed idle (nothing tracked, nothing in flight or at the gate, no
@@ -1679,7 +2026,7 @@ impl<R: Runner> Scheduler<R> {
             while let Some(l) = self.lanes.get_mut(lane).and_then(Option::as_mut) {
                 if l.queue.is_empty()
                     || l.loading
-                    || l.owner == Own::NotMine
+                    || !matches!(l.owner, Own::Mine { .. } | Own::Single)
                     || l.in_flight >= l.limit.max_in_flight
                     || l.gate.waiting.load(std::sync::atomic::Ordering::Acquire)
                         >= gate_pipeline(l.limit.rate)
@@ -1734,6 +2081,7 @@ impl<R: Runner> Scheduler<R> {
                     held: true,
                     fence,
                     node: self.cluster.clone(),
+                    owned: l.owned.clone(),
                 };
                 if let Some(e) = self.jobs.get_mut(&id) {
                     e.at = Where::Running;
@@ -1843,20 +2191,81 @@ fn sweep_every(cfg: &LanesConfig) -> std::time::Duration {
     std::time::Duration::from_millis((cfg.idle_evict_after_ms / 2).clamp(10, 30_000))
 }
 
-/// Writes lane states in order, coalescing a burst to the last state per lane, until the
-/// scheduler drops its sender.
-async fn write_lane_states(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<(String, LaneState)>,
-) {
+/// What the lane writer does, in order.
+#[derive(Debug)]
+enum LaneWrite {
+    /// Save what a lane (stored name) learned.
+    Save(String, Box<LaneState>),
+    /// Set (or clear) the tenant's pin of a lane (stored name); `tell`: then notify the
+    /// lane's owner with it.
+    Pin {
+        lane: String,
+        pin: Option<LanePin>,
+        fallback: Box<LaneState>,
+        tell: Option<LanePin>,
+    },
+    /// Cluster mode: release a lane (stored name) this node owns under `node_epoch`.
+    Release {
+        lane: String,
+        node: ezt_store::NodeId,
+        node_epoch: u64,
+    },
+}
+
+/// Writes lane states in order, coalescing a burst to the last state per lane, and releases
+/// handed-over lanes after their last save, until the scheduler drops its sender.
+async fn write_lane_states(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<LaneWrite>) {
     while let Some(first) = rx.recv().await {
-        let mut batch: HashMap<String, LaneState> = HashMap::from([first]);
-        while let Ok((k, v)) = rx.try_recv() {
-            batch.insert(k, v);
+        let mut batch: HashMap<String, LaneState> = HashMap::new();
+        let mut releases = Vec::new();
+        let mut pins = Vec::new();
+        let mut next = Some(first);
+        while let Some(w) = next.take() {
+            match w {
+                LaneWrite::Save(k, v) => {
+                    batch.insert(k, *v);
+                }
+                LaneWrite::Pin {
+                    lane,
+                    pin,
+                    fallback,
+                    tell,
+                } => pins.push((lane, pin, fallback, tell)),
+                LaneWrite::Release {
+                    lane,
+                    node,
+                    node_epoch,
+                } => releases.push((lane, node, node_epoch)),
+            }
+            next = rx.try_recv().ok();
         }
         for (lane, state) in batch {
             if let Err(e) = store.save_lane_state(&lane, state).await {
                 tracing::warn!(error = %e, "cannot save what a lane learned; it is kept in memory");
+            }
+        }
+        // Pins in the order they were made; a save never changes a stored pin, so saves and
+        // pins commute.
+        for (lane, pin, fallback, tell) in pins {
+            if let Err(e) = store.pin_lane(&lane, pin, *fallback).await {
+                tracing::warn!(lane = %lane, error = %e, "cannot write the pin through to the lane");
+                continue;
+            }
+            if let Some(p) = tell {
+                match ezt_store::pin_message(&lane, &p) {
+                    Ok(msg) => {
+                        let _ = store.notify_lane(&msg).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot tell the owner of a pin"),
+                }
+            }
+        }
+        for (lane, node, node_epoch) in releases {
+            if let Err(e) = store
+                .release_lanes(&node, node_epoch, std::slice::from_ref(&lane))
+                .await
+            {
+                tracing::warn!(lane = %lane, error = %e, "cannot release the lane; it is handed over again at the next sweep");
             }
         }
     }
@@ -2736,6 +3145,118 @@ mod tests {
         );
         assert!(l.adaptive);
         stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// Holds each call until the test lets it end; reports whether it was allowed to send.
+    struct Hold {
+        started: mpsc::UnboundedSender<(u64, bool)>,
+        go: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Runner for Hold {
+        type Id = u64;
+        async fn run(
+            &self,
+            id: u64,
+            _tenant: TenantId,
+            _lane: &LaneKey,
+            gate: &mut GateTicket<u64>,
+        ) -> Ran {
+            gate.pass().await;
+            let _ = self.started.send((id, gate.may_send()));
+            let _permit = self.go.acquire().await;
+            Ran {
+                end: AttemptEnd::Finished,
+                change: None,
+                healthy: None,
+            }
+        }
+        async fn expire(&self, _id: u64) {}
+    }
+
+    /// Cluster mode: a lane handed over to a node that joined dispatches nothing more at once,
+    /// stays owned (its lease keeps fencing) while its call in flight runs, and is released
+    /// in the store as soon as that call ended.
+    #[tokio::test]
+    async fn a_handed_over_lane_stops_then_is_released_after_its_calls_end() {
+        use ezt_store::{ClusterStore, NodeId, NodeInfo};
+        let mem = Arc::new(ezt_store::MemoryStore::new());
+        let store: Arc<dyn Store> = mem.clone();
+        let info = NodeInfo {
+            id: NodeId::new("a"),
+            region: "r1".into(),
+            advertise_url: None,
+            version: "test".into(),
+        };
+        let epoch = mem.join(&info, 60_000).await.unwrap();
+        let node = Arc::new(NodeFence::clustered(info.id.clone()));
+        node.renew(epoch, Instant::now(), std::time::Duration::from_secs(60));
+        let (tx, mut started) = mpsc::unbounded_channel();
+        let go = Arc::new(tokio::sync::Semaphore::new(0));
+        let cfg = LanesConfig {
+            default: LaneLimit {
+                rate: 1000.0,
+                burst: 10,
+                max_in_flight: 1,
+            },
+            ..cfg()
+        };
+        let (s, h) = Scheduler::new(
+            cfg,
+            Arc::new(Hold {
+                started: tx,
+                go: go.clone(),
+            }),
+            Arc::default(),
+            Some(LaneMemory {
+                store: store.clone(),
+                prefix: "job:",
+            }),
+            TaskTracker::new(),
+            Arc::new(TokioClock::new(BASE_MS)),
+        );
+        let s = s.in_cluster(node.clone());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(s.run(stop.clone()));
+        let t = TenantId::new(1, 1);
+        h.enqueue(vec![
+            item(1, t, "h:1"),
+            item(2, t, "h:1"),
+            item(3, t, "h:1"),
+        ]);
+        let wait = Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, started.recv()).await.unwrap();
+        assert_eq!(first, Some((1, true)), "claimed, then sent");
+        let lane = vec!["job:h:1".to_string()];
+        let owner = |s: Arc<ezt_store::MemoryStore>| {
+            let lane = lane.clone();
+            async move { s.lane_owners(&lane).await.unwrap()[0].owner_node.clone() }
+        };
+        assert_eq!(owner(mem.clone()).await.as_deref(), Some("a"));
+
+        h.hand_over(epoch, vec![LaneKey("h:1".into())]);
+        // Nothing else is dispatched (the next two would start at once at 1000/s), and the
+        // lane stays this node's while its call runs.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), started.recv())
+                .await
+                .is_err(),
+            "a lane being handed over dispatched"
+        );
+        assert_eq!(owner(mem.clone()).await.as_deref(), Some("a"));
+        go.add_permits(1);
+        let deadline = Instant::now() + wait;
+        while owner(mem.clone()).await.is_some() {
+            assert!(Instant::now() < deadline, "never released");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            started.try_recv().is_err(),
+            "nothing ran after the hand-over"
+        );
+        stop.cancel();
+        go.add_permits(10);
         task.await.unwrap();
     }
 }

@@ -413,6 +413,8 @@ async fn forward_membership(
             }
             membership::Event::Deliveries(d) => deliver::enqueue(&deliveries, d),
             membership::Event::Fenced => job_lanes.fenced(),
+            membership::Event::HandOver { epoch, lanes } => job_lanes.hand_over(epoch, lanes),
+            membership::Event::Pin { lane, pin } => job_lanes.repin(lane, pin),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ezt_store::{NodeId, NodeInfo, PendingDelivery, PendingJob, Store};
+use ezt_store::{NodeId, NodeInfo, NodeRecord, PendingDelivery, PendingJob, Store};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,23 @@ pub const NODE_TTL: Duration = Duration::from_secs(5);
 pub const MARGIN: Duration = Duration::from_millis(500);
 /// Lanes' stored names for jobs.
 const JOB_PREFIX: &str = "job:";
+/// A member counts for moving lanes that already have a live owner only once this node has
+/// seen it alive (same epoch, not draining) for this long: a node that joins and leaves (or
+/// dies) quickly moves nothing, so lanes do not flap. New and orphaned lanes use every live
+/// member at once.
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// [`SETTLE`] for a member seen before under an older epoch (it was declared dead, restarted,
+/// or paused past its lease and rejoined): lanes move back to it only after this long.
+pub const REJOIN_SETTLE: Duration = Duration::from_secs(10);
+/// A member whose last renewal is more than this older than this node's own (a member killed
+/// whose lease has not yet expired) is not handed lanes.
+pub const FRESH: Duration = Duration::from_millis(1500);
+/// The row of a member whose lease expired this long ago (database time) is deleted (by any
+/// live node, looking once a minute). Epochs come from a sequence, so a node that rejoins
+/// later still gets a larger epoch.
+pub const DEAD_NODE_RETENTION: Duration = Duration::from_secs(3600);
+/// How often a node looks for members past [`DEAD_NODE_RETENTION`].
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 /// What membership tells the rest of the runtime (`lib.rs` forwards it to the lanes).
 #[derive(Debug)]
@@ -37,6 +54,31 @@ pub enum Event {
     Deliveries(Vec<PendingDelivery>),
     /// The membership was lost or renewed under a new epoch: lanes must be claimed again.
     Fenced,
+    /// A tenant pinned this lane on another node (an empty pin: unpinned): its owner applies
+    /// it (the pin is in the lane's row too).
+    Pin {
+        /// The lane's key.
+        lane: ezt_core::lane::LaneKey,
+        /// The pin.
+        pin: ezt_store::LanePin,
+    },
+    /// Lanes (keys, without the stored prefix) this node owns under `epoch` whose place is now
+    /// another live member (one joined): hand them over.
+    HandOver {
+        /// The membership they are owned under.
+        epoch: u64,
+        /// Their keys.
+        lanes: Vec<ezt_core::lane::LaneKey>,
+    },
+}
+
+/// What placement remembers of the members it saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// (id, epoch) seen alive and not draining: since when, and the settle delay it needs.
+    since: std::collections::HashMap<(String, u64), (Instant, Duration)>,
+    /// The newest epoch seen of each id.
+    epochs: std::collections::HashMap<String, u64>,
 }
 
 /// This node's membership: joins, heartbeats, sweeps, hands over at shutdown.
@@ -51,6 +93,10 @@ pub struct Membership {
     /// Wakes the owned-lane poll at once (a notification from another node).
     poke: Arc<tokio::sync::Notify>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Members (id, epoch) seen alive and not draining, since when (monotonic) and how long
+    /// they must stay to count ([`SETTLE`] or [`REJOIN_SETTLE`]); and the last epoch seen of
+    /// each id.
+    seen: std::sync::Mutex<Seen>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -86,10 +132,13 @@ impl Membership {
             done: CancellationToken::new(),
             poke: Arc::default(),
             task: Default::default(),
+            seen: Default::default(),
         });
         // Notifications (another node admitted work, or released lanes) wake the sweep at once;
         // polling every second stays the safety net.
         let (store, poke, stop) = (m.store.clone(), m.poke.clone(), shutdown.clone());
+        let pins = m.events.clone();
+        let me = m.info.id.to_string();
         tokio::spawn(async move {
             loop {
                 let ev = tokio::select! {
@@ -97,7 +146,24 @@ impl Membership {
                     ev = store.lane_event() => ev,
                 };
                 match ev {
-                    Ok(Some(_)) => poke.notify_one(),
+                    Ok(Some(msg)) => match ezt_store::parse_pin_message(&msg) {
+                        Some((lane, pin)) => {
+                            if let Some(key) = lane.strip_prefix(JOB_PREFIX) {
+                                let _ = pins.send(Event::Pin {
+                                    lane: ezt_core::lane::LaneKey(key.to_string()),
+                                    pin,
+                                });
+                            }
+                        }
+                        None if msg.is_empty() => {
+                            // The listening session (re)connected: notifications sent while it
+                            // was down are lost. Look for work, and re-read the pins of this
+                            // node's lanes (one set on another node meanwhile).
+                            poke.notify_one();
+                            resync_pins(store.as_ref(), &me, &pins).await;
+                        }
+                        None => poke.notify_one(),
+                    },
                     Ok(None) => return,
                     Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
                 }
@@ -126,6 +192,7 @@ impl Membership {
         let mut epoch: Option<u64> = None;
         let mut warned_at: Option<Instant> = None;
         let mut fenced_told = false;
+        let mut forgot_at: Option<Instant> = None;
         loop {
             let t0 = Instant::now();
             if shutdown.is_cancelled() {
@@ -191,6 +258,21 @@ impl Membership {
                 if let Err(err) = self.sweep(e, &region).await {
                     tracing::debug!(error = %err, "sweep failed; next second");
                 }
+                if forgot_at.is_none_or(|t| t.elapsed() >= FORGET_EVERY) {
+                    forgot_at = Some(t0);
+                    match self
+                        .store
+                        .forget_dead_nodes(DEAD_NODE_RETENTION.as_millis() as u64)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            nodes = n,
+                            "deleted members dead for longer than the retention"
+                        ),
+                        Err(err) => tracing::debug!(error = %err, "cannot delete dead members"),
+                    }
+                }
             }
             let next = t0 + HEARTBEAT;
             loop {
@@ -240,15 +322,34 @@ impl Membership {
     /// where this node is their place, and this node's own lanes' waiting work indexed.
     async fn sweep(&self, epoch: u64, region: &str) -> ezt_store::Result<()> {
         // This node's own lanes first: a notification is usually new work for one of them.
-        self.poll_owned(epoch).await?;
+        let owned = self.poll_owned(epoch).await?;
         let nodes = self.store.nodes().await?;
-        self.node.set_members(
-            nodes
-                .iter()
-                .filter(|n| n.alive && !n.draining)
-                .map(|n| NodeId::new(n.id.as_str()))
-                .collect(),
-        );
+        let live: Vec<&NodeRecord> = nodes.iter().filter(|n| n.alive && !n.draining).collect();
+        self.node
+            .set_members(live.iter().map(|n| NodeId::new(n.id.as_str())).collect());
+        let settled = self.settled(&live);
+        // Without this node in the view (a stale read), nothing is decided.
+        let in_view = settled.iter().any(|n| n == self.node.id());
+        let moving: Vec<ezt_core::lane::LaneKey> = owned
+            .iter()
+            .filter(|_| in_view)
+            .filter(|l| {
+                crate::fence::rendezvous(l, settled.iter()).is_some_and(|w| w != self.node.id())
+            })
+            .filter_map(|l| l.strip_prefix(JOB_PREFIX))
+            .map(|k| ezt_core::lane::LaneKey(k.to_string()))
+            .collect();
+        if !moving.is_empty() {
+            tracing::debug!(
+                lanes = moving.len(),
+                owned = owned.len(),
+                "lanes now belong on another member; handing them over"
+            );
+            let _ = self.events.send(Event::HandOver {
+                epoch,
+                lanes: moving,
+            });
+        }
         for holder in self.store.dead_holders().await? {
             if holder == *self.node.id() {
                 continue;
@@ -281,17 +382,75 @@ impl Membership {
         Ok(())
     }
 
-    /// Indexes the waiting work of this node's lanes (admitted on other nodes meanwhile).
-    async fn poll_owned(&self, epoch: u64) -> ezt_store::Result<()> {
+    /// Indexes the waiting work of this node's lanes (admitted on other nodes meanwhile);
+    /// answers the lanes it owns (stored names).
+    async fn poll_owned(&self, epoch: u64) -> ezt_store::Result<Vec<String>> {
         let owned = self.store.owned_lanes(&self.info.id, epoch).await?;
         if owned.is_empty() {
-            return Ok(());
+            return Ok(owned);
         }
         let jobs = self.store.waiting_jobs(JOB_PREFIX, &owned).await?;
         if !jobs.is_empty() {
             let _ = self.events.send(Event::Jobs(jobs));
         }
-        Ok(())
+        Ok(owned)
+    }
+
+    /// The members lanes with a live owner are placed over: this node, and the live members
+    /// seen alive (same epoch) for at least [`SETTLE`] whose lease was renewed within
+    /// [`FRESH`] of this node's own (database clock), so a member that died meanwhile (its
+    /// lease not yet expired) is not handed lanes.
+    fn settled(&self, live: &[&NodeRecord]) -> Vec<NodeId> {
+        let now = Instant::now();
+        let mine = live
+            .iter()
+            .find(|n| n.id == self.info.id.as_str())
+            .map_or(0, |n| n.expires_at_ms);
+        let mut g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let Seen { since, epochs } = &mut *g;
+        since.retain(|(id, e), _| live.iter().any(|n| n.id == *id && n.epoch == *e));
+        let mut out = Vec::new();
+        for n in live {
+            let rejoined = epochs.get(&n.id).is_some_and(|&e| e < n.epoch);
+            let (at, settle) = *since
+                .entry((n.id.clone(), n.epoch))
+                .or_insert((now, if rejoined { REJOIN_SETTLE } else { SETTLE }));
+            let last = epochs.entry(n.id.clone()).or_insert(n.epoch);
+            *last = (*last).max(n.epoch);
+            let fresh = mine.saturating_sub(n.expires_at_ms) <= FRESH.as_millis() as u64;
+            if n.id == self.info.id.as_str()
+                || (fresh && now.saturating_duration_since(at) >= settle)
+            {
+                out.push(NodeId::new(n.id.as_str()));
+            }
+        }
+        out
+    }
+}
+
+/// Sends the stored pin (or its absence) of every lane `me` owns to the lanes (which apply
+/// only what changed).
+async fn resync_pins(store: &dyn Store, me: &str, events: &mpsc::UnboundedSender<Event>) {
+    let rows = match store.lane_rows(JOB_PREFIX, None, 0).await {
+        Ok(Some(rows)) => rows,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot re-read the pins of this node's lanes");
+            return;
+        }
+    };
+    for r in rows {
+        if r.owner_node.as_deref() != Some(me) {
+            continue;
+        }
+        let Some(key) = r.lane.strip_prefix(JOB_PREFIX) else {
+            continue;
+        };
+        let pin = r.state.and_then(|s| s.detail.pin).unwrap_or_default();
+        let _ = events.send(Event::Pin {
+            lane: ezt_core::lane::LaneKey(key.to_string()),
+            pin,
+        });
     }
 }
 

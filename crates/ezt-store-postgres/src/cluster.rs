@@ -57,19 +57,37 @@ impl ClusterStore for PgStore {
         }
     }
 
+    /// On a session of its own, not the pool's: a pool saturated by admissions or slow queries
+    /// must not make a healthy node miss its renewal and fence itself. The session is taken
+    /// out for the call and put back only after a success, so an error, or a caller that gave
+    /// up (timeout), makes the next heartbeat connect afresh.
     async fn heartbeat(&self, id: &NodeId, epoch: u64, ttl_ms: u64) -> Result<bool> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
+        let mut slot = self.beat.lock().await;
+        let c = match slot.take().filter(|c| !c.is_closed()) {
+            Some(c) => c,
+            None => {
+                let (c, conn) = self
+                    .pg
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(pg_err)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "heartbeat session ended");
+                    }
+                });
+                c
+            }
+        };
+        let n = c
+            .execute(
                 "UPDATE nodes SET expires_at = ezt_now_ms() + $3
                  WHERE id = $1 AND epoch = $2 AND expires_at > ezt_now_ms()",
+                &[&id.as_str(), &(epoch as i64), &(ttl_ms as i64)],
             )
             .await
             .map_err(pg_err)?;
-        let n = c
-            .execute(&st, &[&id.as_str(), &(epoch as i64), &(ttl_ms as i64)])
-            .await
-            .map_err(pg_err)?;
+        *slot = Some(c);
         Ok(n == 1)
     }
 
@@ -127,6 +145,85 @@ impl ClusterStore for PgStore {
                 lanes: to_u64(r.get(9)),
             })
             .collect())
+    }
+
+    async fn lane_rows(
+        &self,
+        prefix: &str,
+        tenant: Option<ezt_core::TenantId>,
+        active_since_ms: u64,
+    ) -> Result<Option<Vec<LaneRow>>> {
+        let c = self.client().await?;
+        // The lanes asked for, as (stored name, key in `jobs.lane`).
+        let named = match tenant {
+            Some(_) => {
+                "SELECT DISTINCT $1 || lane AS name, lane AS key FROM jobs
+                 WHERE tenant_id = $2 AND (state IN ('queued', 'scheduled', 'running') OR updated_at >= $3)"
+            }
+            None => {
+                "SELECT lane AS name, substr(lane, length($1) + 1) AS key FROM lanes
+                 WHERE starts_with(lane, $1) AND ($2::bytea IS NULL OR $3::bigint >= 0)"
+            }
+        };
+        let sql = format!(
+            "WITH named AS ({named})
+             SELECT n.name, CASE WHEN o.id IS NOT NULL THEN l.owner_node END, COALESCE(l.lane_epoch, 0),
+                    l.rate, l.burst, l.max_in_flight, l.paused_until_ms, l.learned_at_ms, l.detail,
+                    COALESCE(l.paused_until_db > db.now, false),
+                    (SELECT count(*) FROM jobs j WHERE j.lane = n.key AND j.state = 'queued' AND j.lease_token IS NULL),
+                    (SELECT count(*) FROM jobs j WHERE j.lane = n.key AND j.state = 'running')
+             FROM named n CROSS JOIN (SELECT ezt_now_ms() AS now) db
+             LEFT JOIN lanes l ON l.lane = n.name
+             LEFT JOIN nodes o ON o.id = l.owner_node AND o.epoch = l.owner_node_epoch AND o.expires_at > db.now
+             ORDER BY n.name"
+        );
+        let t = tenant.map(|t| id_bytes(t.0));
+        let rows = c
+            .query(&sql, &[&prefix, &t, &(active_since_ms as i64)])
+            .await
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let rate: Option<f64> = r.get(3);
+                let state = match rate {
+                    Some(rate) => Some(LaneState {
+                        rate,
+                        burst: r.get::<_, Option<i32>>(4).unwrap_or(0) as u32,
+                        max_in_flight: r.get::<_, Option<i32>>(5).unwrap_or(0) as u32,
+                        paused_until_ms: r.get::<_, Option<i64>>(6).map(to_u64),
+                        updated_at_ms: r.get::<_, Option<i64>>(7).map_or(0, to_u64),
+                        detail: r
+                            .get::<_, Option<&str>>(8)
+                            .map(json_decode)
+                            .transpose()?
+                            .unwrap_or_default(),
+                    }),
+                    None => None,
+                };
+                Ok(LaneRow {
+                    lane: r.get(0),
+                    owner_node: r.get(1),
+                    lane_epoch: to_u64(r.get(2)),
+                    state,
+                    paused: r.get(9),
+                    queued: to_u64(r.get(10)),
+                    running: to_u64(r.get(11)),
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    async fn forget_dead_nodes(&self, older_than_ms: u64) -> Result<u64> {
+        // Epochs come from the `node_epochs` sequence, never from a row: deleting rows cannot
+        // make an epoch repeat.
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM nodes WHERE expires_at <= ezt_now_ms() - $1",
+            &[&(older_than_ms as i64)],
+        )
+        .await
+        .map_err(pg_err)
     }
 
     async fn claim_lane(

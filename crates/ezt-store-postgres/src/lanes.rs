@@ -13,11 +13,16 @@ impl LaneStore for PgStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "INSERT INTO lanes (lane, rate, burst, max_in_flight, paused_until_ms, learned_at_ms, detail, updated_at, paused_until_db)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, ezt_now_ms(), ezt_now_ms() + $8)
+                "INSERT INTO lanes (lane, rate, burst, max_in_flight, paused_until_ms, learned_at_ms, detail, updated_at, paused_until_db, pinned)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, ezt_now_ms(), ezt_now_ms() + $8, $9)
                  ON CONFLICT (lane) DO UPDATE SET rate = EXCLUDED.rate, burst = EXCLUDED.burst,
                  max_in_flight = EXCLUDED.max_in_flight, paused_until_ms = EXCLUDED.paused_until_ms,
-                 learned_at_ms = EXCLUDED.learned_at_ms, detail = EXCLUDED.detail,
+                 learned_at_ms = EXCLUDED.learned_at_ms,
+                 detail = CASE WHEN lanes.detail IS NULL THEN EXCLUDED.detail
+                   WHEN lanes.detail::jsonb ? 'pin'
+                   THEN jsonb_set(EXCLUDED.detail::jsonb, '{pin}', lanes.detail::jsonb -> 'pin')::text
+                   ELSE (EXCLUDED.detail::jsonb - 'pin')::text END,
+                 pinned = CASE WHEN lanes.detail IS NULL THEN EXCLUDED.pinned ELSE lanes.pinned END,
                  updated_at = EXCLUDED.updated_at, paused_until_db = EXCLUDED.paused_until_db",
             )
             .await
@@ -36,6 +41,48 @@ impl LaneStore for PgStore {
                 // onto the database clock: an adopter reads the remaining pause from it.
                 &s.paused_until_ms
                     .map(|p| p.saturating_sub(s.updated_at_ms) as i64),
+                &s.detail.pin.is_some(),
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    async fn pin_lane(&self, lane: &str, pin: Option<LanePin>, fallback: LaneState) -> Result<()> {
+        // One statement: the owner's saves of what it learned may run at the same time, and
+        // only the pin is this caller's to change.
+        let pinned = pin.is_some();
+        let pin_json = pin.as_ref().map(json_encode).transpose()?;
+        let fallback = LaneState {
+            detail: LaneDetail {
+                pin,
+                ..fallback.detail
+            },
+            ..fallback
+        };
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO lanes (lane, rate, burst, max_in_flight, learned_at_ms, detail, pinned)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (lane) DO UPDATE SET
+               rate = COALESCE(lanes.rate, EXCLUDED.rate),
+               burst = COALESCE(lanes.burst, EXCLUDED.burst),
+               max_in_flight = COALESCE(lanes.max_in_flight, EXCLUDED.max_in_flight),
+               learned_at_ms = COALESCE(lanes.learned_at_ms, EXCLUDED.learned_at_ms),
+               detail = CASE WHEN lanes.rate IS NULL THEN EXCLUDED.detail
+                        WHEN $8::text IS NULL THEN (COALESCE(lanes.detail, '{}')::jsonb - 'pin')::text
+                        ELSE jsonb_set(COALESCE(lanes.detail, '{}')::jsonb, '{pin}', ($8::text)::jsonb)::text END,
+               pinned = EXCLUDED.pinned, updated_at = ezt_now_ms()",
+            &[
+                &lane,
+                &fallback.rate,
+                &(fallback.burst as i32),
+                &(fallback.max_in_flight as i32),
+                &(fallback.updated_at_ms as i64),
+                &json_encode(&fallback.detail)?,
+                &pinned,
+                &pin_json,
             ],
         )
         .await

@@ -89,6 +89,8 @@ pub struct PgStore {
         std::sync::Arc<tokio::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>>,
     /// Lane notifications, coalesced per lane.
     notifier: notify::LaneNotifier,
+    /// The membership heartbeat's own session (not the pool's): see `cluster::heartbeat`.
+    beat: std::sync::Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -166,6 +168,7 @@ impl PgStore {
             pg,
             lane_events: Default::default(),
             notifier,
+            beat: Default::default(),
         })
     }
 
@@ -200,5 +203,16 @@ impl PgStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Holds `n` of the pool's connections until the returned value is dropped (tests: a
+    /// saturated pool).
+    #[cfg(feature = "testing")]
+    pub async fn hold_connections(&self, n: usize) -> Result<Vec<deadpool_postgres::Object>> {
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            held.push(self.client().await?);
+        }
+        Ok(held)
     }
 }

@@ -462,3 +462,67 @@ async fn workflow_keys_hold_across_nodes() {
         );
     }
 }
+
+/// The membership heartbeat has a session of its own: with every pooled connection taken
+/// (admissions or slow queries saturating the pool), a healthy node still renews its lease;
+/// when that session is killed, the next heartbeat connects again.
+#[tokio::test]
+async fn the_heartbeat_needs_no_pooled_connection_and_reconnects() {
+    use ezt_store::{NodeId, NodeInfo};
+    let app = format!("beat-{}", std::process::id());
+    let url = format!("{}&application_name={app}", testing::database_url().await);
+    let s = PgStore::connect(&url).await.unwrap();
+    let info = NodeInfo {
+        id: NodeId::new("beat"),
+        region: "r1".into(),
+        advertise_url: None,
+        version: "test".into(),
+    };
+    let e = s.join(&info, 60_000).await.unwrap();
+    let held = s.hold_connections(16).await.unwrap();
+    let beat = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        s.heartbeat(&info.id, e, 60_000),
+    )
+    .await
+    .expect("the heartbeat waited for the saturated pool");
+    assert!(beat.unwrap(), "renewed");
+    // Kill this store's sessions that are not the pool's held ones: the heartbeat's.
+    let c = raw(&testing::server_url()).await;
+    let pool_pids: Vec<i32> = {
+        let mut v = Vec::new();
+        for h in &held {
+            v.push(
+                h.query_one("SELECT pg_backend_pid()", &[])
+                    .await
+                    .unwrap()
+                    .get(0),
+            );
+        }
+        v
+    };
+    let killed: i64 = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1 AND NOT (pid = ANY($2))",
+            &[&app, &pool_pids],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "the heartbeat's own session");
+    let mut ok = false;
+    for _ in 0..2 {
+        if let Ok(Ok(true)) = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            s.heartbeat(&info.id, e, 60_000),
+        )
+        .await
+        {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "the heartbeat connected again");
+    drop(held);
+}

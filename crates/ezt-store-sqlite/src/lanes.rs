@@ -7,18 +7,55 @@ use rusqlite::{params, OptionalExtension};
 use crate::codec::*;
 use crate::SqliteStore;
 
-#[async_trait]
-impl LaneStore for SqliteStore {
-    async fn save_lane_state(&self, lane: &str, state: LaneState) -> Result<()> {
+impl SqliteStore {
+    /// Replaces a lane's state by `f(what is stored)`, in one write.
+    async fn update_lane(
+        &self,
+        lane: &str,
+        f: impl FnOnce(Option<LaneState>) -> LaneState + Send + 'static,
+    ) -> Result<()> {
         let lane = lane.to_string();
-        let data = json_encode(&state)?;
         self.write(move |c| {
+            let old: Option<String> = c
+                .query_row(
+                    "SELECT data FROM lane_states WHERE lane = ?1",
+                    params![lane],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            let old = old.map(|d| json_decode::<LaneState>(&d)).transpose()?;
+            let data = json_encode(&f(old))?;
             c.execute(
                 "INSERT OR REPLACE INTO lane_states (lane, data) VALUES (?1, ?2)",
                 params![lane, data],
             )
             .map(drop)
             .map_err(map_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LaneStore for SqliteStore {
+    async fn save_lane_state(&self, lane: &str, state: LaneState) -> Result<()> {
+        // The stored pin stays (only `pin_lane` changes it).
+        self.update_lane(lane, move |old| {
+            let mut state = state;
+            if let Some(old) = old {
+                state.detail.pin = old.detail.pin;
+            }
+            state
+        })
+        .await
+    }
+
+    async fn pin_lane(&self, lane: &str, pin: Option<LanePin>, fallback: LaneState) -> Result<()> {
+        self.update_lane(lane, move |old| {
+            let mut st = old.unwrap_or(fallback);
+            st.detail.pin = pin;
+            st
         })
         .await
     }

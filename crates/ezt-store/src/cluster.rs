@@ -107,6 +107,39 @@ pub struct LaneOwner {
     pub owner_alive: bool,
 }
 
+/// A lane as the shared store sees it: who dispatches it, what it learned, its queue. Read by
+/// any node, so every node answers the same view (`GET /api/v1/lanes` in cluster mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaneRow {
+    /// Stored name (`prefix` + key).
+    pub lane: String,
+    /// The live owner, if any.
+    pub owner_node: Option<String>,
+    /// Its fencing epoch (0: never claimed).
+    pub lane_epoch: u64,
+    /// What it learned, as last written through (None: nothing yet: the configured limits).
+    pub state: Option<LaneState>,
+    /// Whether the stored pause is still in force on the database clock.
+    pub paused: bool,
+    /// Jobs waiting in it now (queued, not leased).
+    pub queued: u64,
+    /// Attempts running in it now (leased).
+    pub running: u64,
+}
+
+/// The lane-notification payload that tells a lane's owner a tenant pinned the lane on
+/// another node (an empty pin: unpinned); see [`parse_pin_message`].
+pub fn pin_message(lane: &str, pin: &crate::LanePin) -> Result<String> {
+    Ok(format!("pin\t{lane}\t{}", crate::codec::json_encode(pin)?))
+}
+
+/// A lane notification's pin: `(lane, pin)` if the payload is a [`pin_message`].
+pub fn parse_pin_message(payload: &str) -> Option<(String, crate::LanePin)> {
+    let rest = payload.strip_prefix("pin\t")?;
+    let (lane, json) = rest.split_once('\t')?;
+    Some((lane.to_string(), serde_json::from_str(json).ok()?))
+}
+
 /// Cluster membership and lane ownership.
 #[async_trait]
 pub trait ClusterStore: Send + Sync + 'static {
@@ -124,6 +157,23 @@ pub trait ClusterStore: Send + Sync + 'static {
     async fn leave(&self, id: &NodeId, epoch: u64) -> Result<()>;
     /// Every member, alive or not, by id.
     async fn nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// The shared view of lanes (stored names starting with `prefix`), by name: with a tenant,
+    /// the lanes it has work in (waiting or running, or updated at or after `active_since_ms`);
+    /// without, every lane with a row. `Ok(None)`: this store has no shared view (one node:
+    /// the node's memory is the view).
+    async fn lane_rows(
+        &self,
+        prefix: &str,
+        tenant: Option<ezt_core::TenantId>,
+        active_since_ms: u64,
+    ) -> Result<Option<Vec<LaneRow>>> {
+        let _ = (prefix, tenant, active_since_ms);
+        Ok(None)
+    }
+    /// Deletes the rows of members whose lease expired at least `older_than_ms` ago (database
+    /// time); answers how many. Epochs stay monotonic: a node id that joins again later gets
+    /// a larger epoch than any it had.
+    async fn forget_dead_nodes(&self, older_than_ms: u64) -> Result<u64>;
     /// Claims `lane` for this membership when it is free, its owner's lease has expired, or it
     /// is this node's under an older epoch, and `take` is set; answers what the owner needs.
     /// A lane this membership already owns answers `Owned` with its current epoch.
@@ -251,6 +301,20 @@ impl SoloCluster {
         g.node.as_ref().is_some_and(|(n, e, _, exp)| {
             n.id.as_str() == owner && *e == owner_epoch && *exp > now_ms
         })
+    }
+
+    /// See [`ClusterStore::forget_dead_nodes`] (the epoch counter is kept).
+    pub fn forget_dead_nodes(&self, older_than_ms: u64, now_ms: u64) -> u64 {
+        let mut g = self.lock();
+        let dead = g
+            .node
+            .as_ref()
+            .is_some_and(|(_, _, _, exp)| exp.saturating_add(older_than_ms) <= now_ms);
+        if dead {
+            g.node = None;
+            g.draining = false;
+        }
+        u64::from(dead)
     }
 
     /// See [`ClusterStore::nodes`].

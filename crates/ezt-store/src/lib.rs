@@ -43,7 +43,8 @@ mod workflows;
 pub mod conformance;
 
 pub use cluster::{
-    ClusterStore, Fence, LaneClaim, LaneOwner, NodeInfo, NodeRecord, OwnedLane, SoloCluster,
+    parse_pin_message, pin_message, ClusterStore, Fence, LaneClaim, LaneOwner, LaneRow, NodeInfo,
+    NodeRecord, OwnedLane, SoloCluster,
 };
 pub use deliveries::DeliveryStore;
 pub use error::{Error, Result};

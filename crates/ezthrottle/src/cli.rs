@@ -125,6 +125,18 @@ struct LaneListed {
     /// Where rate, burst, in-flight cap and the last pause came from (absent: configured).
     sources: serde_json::Value,
     pin: Option<ezt_store::LanePin>,
+    /// Cluster mode (job lanes): the live node that dispatches it (`null`: none now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_node: Option<Option<String>>,
+    /// Cluster mode (job lanes): its ownership epoch (0: never claimed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
+    /// Cluster mode (job lanes): jobs waiting in it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_depth: Option<u64>,
+    /// Cluster mode (job lanes): attempts running in it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_flight: Option<u64>,
 }
 
 fn lane_listed(name: String, st: ezt_store::LaneState) -> LaneListed {
@@ -155,6 +167,10 @@ fn lane_listed(name: String, st: ezt_store::LaneState) -> LaneListed {
             "pause": st.detail.pause,
         }),
         pin: st.detail.pin,
+        owner_node: None,
+        epoch: None,
+        queue_depth: None,
+        in_flight: None,
     }
 }
 
@@ -452,11 +468,46 @@ pub(crate) async fn run(args: Args) -> Result<()> {
         }
         Cmd::Lanes(LanesCmd::List { host }) => {
             let store = open(&cfg).await?;
-            let lanes: Vec<LaneListed> = store
-                .lane_states()
+            // Cluster mode: who owns each job lane, its epoch and queue, from the database.
+            let rows: std::collections::HashMap<String, ezt_store::LaneRow> = store
+                .lane_rows("job:", None, 0)
                 .await?
+                .unwrap_or_default()
                 .into_iter()
-                .map(|(name, st)| lane_listed(name, st))
+                .map(|r| (r.lane.clone(), r))
+                .collect();
+            let mut states = store.lane_states().await?;
+            // Lanes a node owns that learned nothing yet: their configured limits.
+            for r in rows.values() {
+                if r.state.is_none() && !states.iter().any(|(n, _)| *n == r.lane) {
+                    let v = ezt_runtime::lanes::row_view(&cfg.lanes, "job:", r);
+                    states.push((
+                        r.lane.clone(),
+                        ezt_store::LaneState {
+                            rate: v.rate,
+                            burst: v.burst,
+                            max_in_flight: v.max_in_flight,
+                            paused_until_ms: None,
+                            updated_at_ms: 0,
+                            detail: ezt_store::LaneDetail::default(),
+                        },
+                    ));
+                }
+            }
+            states.sort_by(|a, b| a.0.cmp(&b.0));
+            let lanes: Vec<LaneListed> = states
+                .into_iter()
+                .map(|(name, st)| {
+                    let row = rows.get(&name);
+                    let mut l = lane_listed(name, st);
+                    if let Some(r) = row {
+                        l.owner_node = Some(r.owner_node.clone());
+                        l.epoch = Some(r.lane_epoch);
+                        l.queue_depth = Some(r.queued);
+                        l.in_flight = Some(r.running);
+                    }
+                    l
+                })
                 .filter(|l| host.as_deref().is_none_or(|h| host_matches(&l.host, h)))
                 .collect();
             print_json(&lanes)

@@ -154,9 +154,10 @@ pub struct LaneOut {
     pub queue_depth: usize,
     /// Requests in flight now.
     pub in_flight: u32,
-    /// Node that dispatches the lane (cluster mode; `null` on a single node).
+    /// Node that dispatches the lane (cluster mode, read from the database, the same on every
+    /// node; `null` while no live node owns it, and on a single node).
     pub owner_node: Option<String>,
-    /// The lane's ownership epoch (cluster mode; `null` on a single node).
+    /// The lane's ownership epoch (cluster mode, with `owner_node`; `null` on a single node).
     pub epoch: Option<u64>,
 }
 
@@ -256,8 +257,10 @@ fn check_host(host: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The API's view of a lane this node (`node`) schedules; in cluster mode the owner and epoch
-/// are this node's when it holds the lane under a lane epoch.
+/// The API's view of a lane: in cluster mode read from the shared store (owner, epoch, queue
+/// as the database holds them, the same on every node); on one node, or while the database
+/// cannot answer, this node's (`node`) own view, where the owner is this node when it holds
+/// the lane under a lane epoch.
 fn view(l: LaneView, node: &str) -> LaneOut {
     let (host, fp) = match l.lane.split_once('#') {
         Some((h, f)) => (h.to_owned(), Some(f.to_owned())),
@@ -301,7 +304,10 @@ fn view(l: LaneView, node: &str) -> LaneOut {
         }),
         queue_depth: l.queued,
         in_flight: l.in_flight,
-        owner_node: l.lane_epoch.map(|_| node.to_string()),
+        owner_node: l
+            .owner_node
+            .clone()
+            .or_else(|| l.lane_epoch.map(|_| node.to_string())),
         epoch: l.lane_epoch,
         lane: l.lane,
     }

@@ -200,6 +200,80 @@ pub async fn an_owner_reads_what_the_lane_learned<S: LaneStore + ClusterStore>(s
     );
 }
 
+/// A tenant's pin, written through by the owner (or by another node for it), is what the
+/// next owner of the lane is handed, with the rest of what the lane learned.
+pub async fn an_adopter_is_handed_the_pin<S: LaneStore + ClusterStore>(s: S) {
+    let lane = job_lane();
+    let a = info("node-a");
+    let ea = s.join(&a, TTL).await.unwrap();
+    let LaneClaim::Owned(_) = s.claim_lane(&a.id, ea, &lane, true).await.unwrap() else {
+        panic!("taken");
+    };
+    let pin = LanePin {
+        rate: Some(2.0),
+        max_in_flight: Some(1),
+        at_ms: 7,
+        ..LanePin::default()
+    };
+    let st = LaneState {
+        rate: 2.0,
+        burst: 1,
+        max_in_flight: 1,
+        paused_until_ms: None,
+        updated_at_ms: 7,
+        detail: LaneDetail {
+            pin: Some(pin.clone()),
+            ..LaneDetail::default()
+        },
+    };
+    s.save_lane_state(&lane, st.clone()).await.unwrap();
+    s.pin_lane(&lane, Some(pin.clone()), st.clone())
+        .await
+        .unwrap();
+    s.leave(&a.id, ea).await.unwrap();
+    let b = info("node-b");
+    let eb = s.join(&b, TTL).await.unwrap();
+    let LaneClaim::Owned(o) = s.claim_lane(&b.id, eb, &lane, true).await.unwrap() else {
+        panic!("adopted");
+    };
+    let got = o.state.expect("what the lane learned is handed over");
+    assert_eq!(got.detail.pin, Some(pin.clone()), "the pin is handed over");
+    assert_eq!((got.rate, got.max_in_flight), (2.0, 1));
+    // Another node unpins it for the owner: the owner's next claim reads it.
+    s.pin_lane(&lane, None, st).await.unwrap();
+    let LaneClaim::Owned(o) = s.claim_lane(&b.id, eb, &lane, true).await.unwrap() else {
+        panic!("still b's");
+    };
+    assert_eq!(o.state.and_then(|s| s.detail.pin), None, "unpinned");
+}
+
+/// Dead members' rows are deleted after the retention, live ones never; an id that joins
+/// again afterwards still gets a larger epoch.
+pub async fn dead_members_are_forgotten_and_epochs_stay_monotonic<S: ClusterStore>(s: S) {
+    let a = info("node-a");
+    let e1 = s.join(&a, TTL).await.unwrap();
+    assert_eq!(
+        s.forget_dead_nodes(0).await.unwrap(),
+        0,
+        "a live member stays"
+    );
+    s.leave(&a.id, e1).await.unwrap();
+    assert_eq!(
+        s.forget_dead_nodes(3_600_000).await.unwrap(),
+        0,
+        "kept for the retention"
+    );
+    assert!(s.nodes().await.unwrap().iter().any(|n| n.id == "node-a"));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(s.forget_dead_nodes(0).await.unwrap(), 1, "then deleted");
+    assert!(!s.nodes().await.unwrap().iter().any(|n| n.id == "node-a"));
+    let e2 = s.join(&a, TTL).await.unwrap();
+    assert!(
+        e2 > e1,
+        "a rejoin after the row was deleted: {e1} then {e2}"
+    );
+}
+
 /// Leases held by no live member are listed for recovery; a live member's are not.
 pub async fn dead_holders_are_listed<S: JobStore + ClusterStore>(s: S) {
     let (a, b) = (new_job(1, 1, "a", 100), new_job(2, 1, "b", 100));

@@ -60,7 +60,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case $make; secrets: webhook_secrets_rotate, meta_is_set_once);
     };
     (lanes: $make:expr) => {
-        $crate::conformance_tests!(@case $make; lanes: lane_states_persist);
+        $crate::conformance_tests!(@case $make; lanes: lane_states_persist, a_pin_changes_only_the_pin);
     };
     (maintenance: $make:expr) => {
         $crate::conformance_tests!(@case $make; maintenance: purge_removes_old_finished_jobs);
@@ -74,6 +74,7 @@ macro_rules! conformance_tests {
     (cluster: $make:expr) => {
         $crate::conformance_tests!(@case $make; cluster: membership_epochs_and_leases,
             lane_claims_fence_the_attempt_lease, an_owner_reads_what_the_lane_learned,
+            an_adopter_is_handed_the_pin, dead_members_are_forgotten_and_epochs_stay_monotonic,
             dead_holders_are_listed);
     };
     ($make:expr) => {

@@ -32,6 +32,12 @@ impl ClusterStore for MemoryStore {
         Ok(self.solo.nodes(SoloCluster::wall_ms()))
     }
 
+    async fn forget_dead_nodes(&self, older_than_ms: u64) -> Result<u64> {
+        Ok(self
+            .solo
+            .forget_dead_nodes(older_than_ms, SoloCluster::wall_ms()))
+    }
+
     async fn claim_lane(
         &self,
         id: &NodeId,

@@ -7,8 +7,19 @@ use crate::*;
 
 #[async_trait]
 impl LaneStore for MemoryStore {
-    async fn save_lane_state(&self, lane: &str, state: LaneState) -> Result<()> {
-        self.lock().lane_states.insert(lane.to_string(), state);
+    async fn save_lane_state(&self, lane: &str, mut state: LaneState) -> Result<()> {
+        let mut g = self.lock();
+        if let Some(old) = g.lane_states.get(lane) {
+            state.detail.pin = old.detail.pin.clone();
+        }
+        g.lane_states.insert(lane.to_string(), state);
+        Ok(())
+    }
+
+    async fn pin_lane(&self, lane: &str, pin: Option<LanePin>, fallback: LaneState) -> Result<()> {
+        let mut g = self.lock();
+        let st = g.lane_states.entry(lane.to_string()).or_insert(fallback);
+        st.detail.pin = pin;
         Ok(())
     }
 

@@ -26,6 +26,7 @@ mod e2e_webhooks;
 mod e2e_workflows;
 mod fault_clock;
 mod fault_cluster;
+mod fault_cluster_join;
 mod fault_common;
 mod fault_disk;
 mod fault_hostile;

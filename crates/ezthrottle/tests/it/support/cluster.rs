@@ -292,13 +292,19 @@ pub fn start_node(
     }
 }
 
-/// The node whose log says it claimed a lane most recently (by order of the log line count
-/// is not comparable across files, so by "lane claimed" lines seen at all, latest start).
+/// The nodes whose log says they claimed a lane and did not hand it over since (a node that
+/// joins takes the lanes placement now gives it: their earlier owner logs "lane handed over").
 pub fn owners(nodes: &[Node]) -> Vec<usize> {
     nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.server.logs().contains("lane claimed"))
+        .filter(|(_, n)| {
+            let logs = n.server.logs();
+            match (logs.rfind("lane claimed"), logs.rfind("lane handed over")) {
+                (Some(c), Some(h)) => c > h,
+                (c, _) => c.is_some(),
+            }
+        })
         .map(|(i, _)| i)
         .collect()
 }

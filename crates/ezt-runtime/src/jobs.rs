@@ -20,7 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::events::{Events, JobEvent, Subscription, TooManyWaiters, WaiterPermit};
+use crate::events::{Events, JobEvent, JobView, Subscription, TooManyWaiters, WaiterPermit};
 use crate::followups::{Followups, Transition};
 use crate::lanes::{Enqueue, SchedulerHandle, TooManyLanes};
 use crate::metrics::Metrics;
@@ -100,12 +100,48 @@ pub enum JobsError {
 pub struct Watch {
     sub: Subscription,
     _permit: WaiterPermit,
+    /// Cluster mode: the job may end on another node (its lane's owner), whose events this
+    /// node never sees; its stored state is read every [`REMOTE_POLL`] instead.
+    remote: Option<RemoteEnd>,
+}
+
+/// How often a cluster node re-reads a watched job that another node may end.
+const REMOTE_POLL: Duration = Duration::from_millis(500);
+
+struct RemoteEnd {
+    store: Arc<dyn Store>,
+    id: JobId,
+    credential_headers: Vec<String>,
+    tick: tokio::time::Interval,
+}
+
+impl std::fmt::Debug for RemoteEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteEnd").field("id", &self.id).finish()
+    }
 }
 
 impl Watch {
-    /// The job's next event.
+    /// The job's next event: from this node's fan-out, or (cluster mode) its final view once
+    /// the store says another node ended it.
     pub async fn recv(&mut self) -> Result<JobEvent, RecvError> {
-        self.sub.recv().await
+        let Self { sub, remote, .. } = self;
+        let Some(r) = remote.as_mut() else {
+            return sub.recv().await;
+        };
+        loop {
+            tokio::select! {
+                ev = sub.recv() => return ev,
+                _ = r.tick.tick() => {
+                    if let Ok(Some(job)) = r.store.get_job(None, r.id).await {
+                        if job.state.is_final() {
+                            let view = JobView::from_record(&job, &r.credential_headers);
+                            return Ok(JobEvent::Final(Arc::new(view)));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -696,9 +732,21 @@ impl Jobs {
     /// Subscribes to `id`'s events with a slot already taken (submit `?wait=` subscribes
     /// before the job is stored: it can end before `admit` returns).
     pub fn subscribe(&self, permit: WaiterPermit, id: JobId) -> Watch {
+        let remote = self.cfg.clustered().then(|| {
+            let mut tick = tokio::time::interval(REMOTE_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.reset(); // the caller has just read the job
+            RemoteEnd {
+                store: self.store.clone(),
+                id,
+                credential_headers: self.cfg.lanes.credential_headers.clone(),
+                tick,
+            }
+        });
         Watch {
             sub: self.events.subscribe(id),
             _permit: permit,
+            remote,
         }
     }
 

@@ -606,6 +606,45 @@ async fn admission_on_a_non_owner_reaches_the_owner_at_once() {
         p50 <= Duration::from_millis(200),
         "p50 {p50:?}: the owner was not told, it polled"
     );
+
+    // A long poll and an event stream on the node that took the job (not its lane's owner)
+    // end when the owner ends it, not at their timeout.
+    target.set_delay(300);
+    let id = c.submit(other, &target.url(), "waited").await;
+    let t0 = Instant::now();
+    let (st, v) = c.nodes[other]
+        .server
+        .get(&format!("/api/v1/jobs/{id}/wait?timeout=20s"))
+        .await;
+    let waited = t0.elapsed();
+    assert_eq!((st, v["state"].as_str()), (200, Some("succeeded")), "{v}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "the non-owner's long poll took {waited:?} (it only heard its timeout)"
+    );
+    let id = c.submit(other, &target.url(), "streamed").await;
+    let t0 = Instant::now();
+    let s = &c.nodes[other].server;
+    let r = s
+        .http
+        .get(s.url(&format!("/api/v1/jobs/{id}/events")))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let streamed = t0.elapsed();
+    assert_eq!(st, 200);
+    assert!(text.contains("event: succeeded"), "{text}");
+    assert!(
+        streamed < Duration::from_secs(5),
+        "the non-owner's event stream took {streamed:?} to end"
+    );
+    record(
+        "cluster_wait_on_non_owner",
+        counts!({"wait_ms": waited.as_millis() as u64, "events_ms": streamed.as_millis() as u64}),
+    );
 }
 
 /// Case 9: membership churn under load. Four lanes (one target each) shared by two tenants:

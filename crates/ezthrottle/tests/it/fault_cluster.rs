@@ -135,31 +135,6 @@ impl Cluster {
     }
 }
 
-/// Every acknowledged body reached the target (waits on call events); returns the calls.
-async fn all_arrive(t: &LogTarget, bodies: &[String], within: Duration) -> Vec<Call> {
-    let deadline = Instant::now() + within;
-    loop {
-        let calls = t.calls();
-        let seen: std::collections::HashSet<&str> = calls.iter().map(|c| c.body.as_str()).collect();
-        let lost: Vec<&String> = bodies
-            .iter()
-            .filter(|b| !seen.contains(b.as_str()))
-            .collect();
-        if lost.is_empty() {
-            return calls;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "{} acknowledged jobs never arrived: {:?}",
-            lost.len(),
-            &lost[..lost.len().min(10)]
-        );
-        t.wait_calls(calls.len() + 1, left.min(Duration::from_secs(2)))
-            .await;
-    }
-}
-
 fn report(name: &str, calls: &[Call]) -> (usize, usize) {
     let w = max_in_window(calls, Duration::from_secs(1));
     let c = max_concurrent(calls);

@@ -196,31 +196,6 @@ async fn round(
     }
 }
 
-/// Every acknowledged body of each lane reached its target (waits on call events).
-async fn all_arrive(t: &LogTarget, bodies: &[String], within: Duration) -> Vec<Call> {
-    let deadline = Instant::now() + within;
-    loop {
-        let calls = t.calls();
-        let seen: std::collections::HashSet<&str> = calls.iter().map(|c| c.body.as_str()).collect();
-        let lost: Vec<&String> = bodies
-            .iter()
-            .filter(|b| !seen.contains(b.as_str()))
-            .collect();
-        if lost.is_empty() {
-            return calls;
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "{} acknowledged jobs never arrived: {:?}",
-            lost.len(),
-            &lost[..lost.len().min(10)]
-        );
-        t.wait_calls(calls.len() + 1, left.min(Duration::from_secs(2)))
-            .await;
-    }
-}
-
 /// Two nodes own twelve lanes under load; a third joins: within a few seconds it owns the
 /// lanes rendezvous placement gives it (about a third), no other lane moved, epochs grew only
 /// where the owner changed, every lane's window and concurrency bounds held at its target,

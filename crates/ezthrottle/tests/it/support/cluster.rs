@@ -189,6 +189,31 @@ impl LogTarget {
     }
 }
 
+/// Every acknowledged body reached the target (waits on call events); returns the calls.
+pub async fn all_arrive(t: &LogTarget, bodies: &[String], within: Duration) -> Vec<Call> {
+    let deadline = Instant::now() + within;
+    loop {
+        let calls = t.calls();
+        let seen: std::collections::HashSet<&str> = calls.iter().map(|c| c.body.as_str()).collect();
+        let lost: Vec<&String> = bodies
+            .iter()
+            .filter(|b| !seen.contains(b.as_str()))
+            .collect();
+        if lost.is_empty() {
+            return calls;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "{} acknowledged jobs never arrived: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
+        t.wait_calls(calls.len() + 1, left.min(Duration::from_secs(2)))
+            .await;
+    }
+}
+
 /// Most calls that started in any window of `w`.
 pub fn max_in_window(calls: &[Call], w: Duration) -> usize {
     let mut starts: Vec<Instant> = calls.iter().map(|c| c.start).collect();

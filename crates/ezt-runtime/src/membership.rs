@@ -43,6 +43,14 @@ pub const FRESH: Duration = Duration::from_millis(1500);
 pub const DEAD_NODE_RETENTION: Duration = Duration::from_secs(3600);
 /// How often a node looks for members past [`DEAD_NODE_RETENTION`].
 const FORGET_EVERY: Duration = Duration::from_secs(60);
+/// A notification's read starts this far below the newest waiting job's id seen: ids carry
+/// their admitting node's clock and a job commits a little after it is named (group commit).
+/// Anything older (a spooled job forwarded late, a node whose clock is far behind) is found by
+/// the full read of every sweep, once a second.
+const NEW_WORK_MARGIN: Duration = Duration::from_secs(1);
+/// The least time between two reads for notifications: under admission load they arrive all
+/// the time, and one read a few milliseconds later finds the work of many.
+const NEW_WORK_EVERY: Duration = Duration::from_millis(20);
 
 /// What membership tells the rest of the runtime (`lib.rs` forwards it to the lanes).
 #[derive(Debug)]
@@ -97,6 +105,9 @@ pub struct Membership {
     /// they must stay to count ([`SETTLE`] or [`REJOIN_SETTLE`]); and the last epoch seen of
     /// each id.
     seen: std::sync::Mutex<Seen>,
+    /// The newest waiting job's id read so far: notifications read only what is newer (less
+    /// [`NEW_WORK_MARGIN`]), not every owned lane's whole backlog.
+    newest: std::sync::Mutex<Option<ezt_core::JobId>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -133,6 +144,7 @@ impl Membership {
             poke: Arc::default(),
             task: Default::default(),
             seen: Default::default(),
+            newest: Default::default(),
         });
         // Notifications (another node admitted work, or released lanes) wake the sweep at once;
         // polling every second stays the safety net.
@@ -281,9 +293,10 @@ impl Membership {
                     _ = tokio::time::sleep_until(next) => break,
                     _ = self.poke.notified() => {
                         if let (Some(e), true) = (epoch, self.node.is_open()) {
-                            if let Err(err) = self.sweep(e, &region).await {
-                                tracing::debug!(error = %err, "sweep failed; next second");
+                            if let Err(err) = self.poll_new(e).await {
+                                tracing::debug!(error = %err, "reading new work failed; next second");
                             }
+                            tokio::time::sleep(NEW_WORK_EVERY).await;
                         }
                     }
                 }
@@ -390,10 +403,41 @@ impl Membership {
             return Ok(owned);
         }
         let jobs = self.store.waiting_jobs(JOB_PREFIX, &owned).await?;
+        self.index(jobs);
+        Ok(owned)
+    }
+
+    /// What a notification brought: the waiting work of this node's lanes newer than what it
+    /// read before (less the margin); the whole backlog when it has read nothing yet.
+    async fn poll_new(&self, epoch: u64) -> ezt_store::Result<()> {
+        let floor = *self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(newest) = floor else {
+            self.poll_owned(epoch).await?;
+            return Ok(());
+        };
+        let owned = self.store.owned_lanes(&self.info.id, epoch).await?;
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let margin = NEW_WORK_MARGIN.as_millis() as u64;
+        let after = ezt_core::JobId::new(newest.timestamp_ms().saturating_sub(margin), 0);
+        let jobs = self
+            .store
+            .waiting_jobs_after(JOB_PREFIX, &owned, after)
+            .await?;
+        self.index(jobs);
+        Ok(())
+    }
+
+    /// Hands waiting jobs to the lanes (which skip those they know) and remembers the newest.
+    fn index(&self, jobs: Vec<ezt_store::PendingJob>) {
+        if let Some(max) = jobs.iter().map(|j| j.id).max() {
+            let mut n = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+            *n = Some(n.map_or(max, |m| m.max(max)));
+        }
         if !jobs.is_empty() {
             let _ = self.events.send(Event::Jobs(jobs));
         }
-        Ok(owned)
     }
 
     /// The members lanes with a live owner are placed over: this node, and the live members

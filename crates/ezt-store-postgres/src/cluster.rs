@@ -426,16 +426,34 @@ impl ClusterStore for PgStore {
             .await
             .map_err(pg_err)?;
         let rows = c.query(&st, &[&keys]).await.map_err(pg_err)?;
-        Ok(rows
+        Ok(rows.iter().map(pending_row).collect())
+    }
+
+    async fn waiting_jobs_after(
+        &self,
+        prefix: &str,
+        lanes: &[String],
+        after: ezt_core::JobId,
+    ) -> Result<Vec<PendingJob>> {
+        let keys: Vec<&str> = lanes
             .iter()
-            .map(|r| PendingJob {
-                id: JobId(bytes_id(r.get(0))),
-                tenant_id: ezt_core::TenantId(bytes_id(r.get(1))),
-                lane: ezt_core::lane::LaneKey(r.get(2)),
-                run_at: to_u64(r.get(3)),
-                deadline_at: to_u64(r.get(4)),
-            })
-            .collect())
+            .filter_map(|l| l.strip_prefix(prefix))
+            .collect();
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT id, tenant_id, lane, run_at, deadline_at FROM jobs
+                 WHERE lane = ANY($1) AND id > $2
+                   AND state IN ('queued', 'scheduled') AND lease_token IS NULL
+                 ORDER BY id",
+            )
+            .await
+            .map_err(pg_err)?;
+        let rows = c
+            .query(&st, &[&keys, &id_bytes(after.0)])
+            .await
+            .map_err(pg_err)?;
+        Ok(rows.iter().map(pending_row).collect())
     }
 
     async fn dead_holders(&self) -> Result<Vec<NodeId>> {
@@ -554,5 +572,16 @@ async fn listen(pg: tokio_postgres::Config, tx: tokio::sync::mpsc::UnboundedSend
             Err(e) => tracing::debug!(error = %e, "lane listener cannot connect; retrying in 1 s"),
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// A waiting job's index entry from `SELECT id, tenant_id, lane, run_at, deadline_at`.
+fn pending_row(r: &tokio_postgres::Row) -> PendingJob {
+    PendingJob {
+        id: JobId(bytes_id(r.get(0))),
+        tenant_id: ezt_core::TenantId(bytes_id(r.get(1))),
+        lane: ezt_core::lane::LaneKey(r.get(2)),
+        run_at: to_u64(r.get(3)),
+        deadline_at: to_u64(r.get(4)),
     }
 }

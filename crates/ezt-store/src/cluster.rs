@@ -196,6 +196,20 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Waiting jobs (queued or scheduled, not leased) of the given lanes (stored names,
     /// `prefix` + key), for their owner's index.
     async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<crate::PendingJob>>;
+    /// [`waiting_jobs`](Self::waiting_jobs) whose id is greater than `after`: what a
+    /// notification brought, without reading a lane's whole backlog again. Ids are time-ordered
+    /// by their admitting node's clock, so callers pass a margin below the newest id they saw,
+    /// and keep a full read as the safety net.
+    async fn waiting_jobs_after(
+        &self,
+        prefix: &str,
+        lanes: &[String],
+        after: ezt_core::JobId,
+    ) -> Result<Vec<crate::PendingJob>> {
+        let mut jobs = self.waiting_jobs(prefix, lanes).await?;
+        jobs.retain(|j| j.id > after);
+        Ok(jobs)
+    }
     /// Holders of job or delivery leases that are no live member (dead nodes, or the single
     /// node's `local` from before cluster mode).
     async fn dead_holders(&self) -> Result<Vec<NodeId>>;

@@ -292,3 +292,39 @@ pub async fn dead_holders_are_listed<S: JobStore + ClusterStore>(s: S) {
         .unwrap();
     assert_eq!(s.dead_holders().await.unwrap(), vec![NodeId::new("ghost")]);
 }
+
+/// A notification's read: the waiting jobs of the lanes after a given id only (leased ones
+/// never), in id order — the same as the full read filtered.
+pub async fn waiting_jobs_after_an_id<S: JobStore + ClusterStore>(s: S) {
+    let jobs: Vec<NewJob> = (1..=4)
+        .map(|i| new_job(i, 1, &format!("k{i}"), 100 + i as u64))
+        .collect();
+    s.insert_jobs(jobs.clone(), WINDOW).await.unwrap();
+    s.lease(jobs[3].id, lease(1, 110)).await.unwrap().unwrap();
+    let lanes = vec![job_lane()];
+    let all: Vec<ezt_core::JobId> = s
+        .waiting_jobs("job:", &lanes)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(all, vec![jobs[0].id, jobs[1].id, jobs[2].id]);
+    let newer: Vec<ezt_core::JobId> = s
+        .waiting_jobs_after("job:", &lanes, jobs[0].id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(
+        newer,
+        vec![jobs[1].id, jobs[2].id],
+        "after the first, leased excluded"
+    );
+    assert!(s
+        .waiting_jobs_after("job:", &lanes, jobs[3].id)
+        .await
+        .unwrap()
+        .is_empty());
+}

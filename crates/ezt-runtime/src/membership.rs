@@ -48,9 +48,6 @@ const FORGET_EVERY: Duration = Duration::from_secs(60);
 /// Anything older (a spooled job forwarded late, a node whose clock is far behind) is found by
 /// the full read of every sweep, once a second.
 const NEW_WORK_MARGIN: Duration = Duration::from_secs(1);
-/// The least time between two reads for notifications: under admission load they arrive all
-/// the time, and one read a few milliseconds later finds the work of many.
-const NEW_WORK_EVERY: Duration = Duration::from_millis(20);
 
 /// What membership tells the rest of the runtime (`lib.rs` forwards it to the lanes).
 #[derive(Debug)]
@@ -204,7 +201,8 @@ impl Membership {
         let mut epoch: Option<u64> = None;
         let mut warned_at: Option<Instant> = None;
         let mut fenced_told = false;
-        let mut forgot_at: Option<Instant> = None;
+        let (current, epochs) = tokio::sync::watch::channel(None);
+        let sweeper = tokio::spawn(self.clone().sweeps(region, epochs, shutdown.clone()));
         loop {
             let t0 = Instant::now();
             if shutdown.is_cancelled() {
@@ -266,42 +264,16 @@ impl Membership {
                     }
                 }
             }
-            if let (Some(e), true) = (epoch, self.node.is_open()) {
-                if let Err(err) = self.sweep(e, &region).await {
-                    tracing::debug!(error = %err, "sweep failed; next second");
-                }
-                if forgot_at.is_none_or(|t| t.elapsed() >= FORGET_EVERY) {
-                    forgot_at = Some(t0);
-                    match self
-                        .store
-                        .forget_dead_nodes(DEAD_NODE_RETENTION.as_millis() as u64)
-                        .await
-                    {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(
-                            nodes = n,
-                            "deleted members dead for longer than the retention"
-                        ),
-                        Err(err) => tracing::debug!(error = %err, "cannot delete dead members"),
-                    }
-                }
-            }
-            let next = t0 + HEARTBEAT;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep_until(next) => break,
-                    _ = self.poke.notified() => {
-                        if let (Some(e), true) = (epoch, self.node.is_open()) {
-                            if let Err(err) = self.poll_new(e).await {
-                                tracing::debug!(error = %err, "reading new work failed; next second");
-                            }
-                            tokio::time::sleep(NEW_WORK_EVERY).await;
-                        }
-                    }
-                }
+            // The sweep runs on its own task (see `sweeps`): however slow it is under load,
+            // the next heartbeat leaves on time.
+            current.send_replace(epoch);
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep_until(t0 + HEARTBEAT) => {}
             }
         }
+        current.send_replace(None);
+        sweeper.abort();
         // Hand-over: lanes released at once (others claim them), nothing more leaves from
         // here; the lease is kept while calls in flight finish, then the node leaves.
         self.node.leave();
@@ -327,6 +299,66 @@ impl Membership {
             Ok(()) => tracing::info!(node = %self.info.id, "left the cluster"),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot leave the cluster; its lease expires on its own")
+            }
+        }
+    }
+
+    /// Once a second (and on each notification, only the new work) while this node is a member
+    /// and not fenced: the sweep, and once a minute the deletion of long-dead members. Apart
+    /// from the heartbeat so that neither waits for the other.
+    async fn sweeps(
+        self: Arc<Self>,
+        region: String,
+        mut epochs: tokio::sync::watch::Receiver<Option<u64>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut forgot_at: Option<Instant> = None;
+        loop {
+            let t0 = Instant::now();
+            let epoch = *epochs.borrow_and_update();
+            if let (Some(e), true) = (epoch, self.node.is_open()) {
+                if let Err(err) = self.sweep(e, &region).await {
+                    tracing::debug!(error = %err, "sweep failed; next second");
+                }
+                if forgot_at.is_none_or(|t| t.elapsed() >= FORGET_EVERY) {
+                    forgot_at = Some(t0);
+                    match self
+                        .store
+                        .forget_dead_nodes(DEAD_NODE_RETENTION.as_millis() as u64)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            nodes = n,
+                            "deleted members dead for longer than the retention"
+                        ),
+                        Err(err) => tracing::debug!(error = %err, "cannot delete dead members"),
+                    }
+                }
+            }
+            let next = t0 + HEARTBEAT;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(next) => break,
+                    // A new membership (joined, rejoined): sweep at once.
+                    r = epochs.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        if epochs.borrow().is_some() {
+                            break;
+                        }
+                    }
+                    _ = self.poke.notified() => {
+                        let epoch = *epochs.borrow();
+                        if let (Some(e), true) = (epoch, self.node.is_open()) {
+                            if let Err(err) = self.poll_new(e).await {
+                                tracing::debug!(error = %err, "reading new work failed; next second");
+                            }
+                        }
+                    }
+                }
             }
         }
     }

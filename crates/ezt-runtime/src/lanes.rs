@@ -2883,6 +2883,74 @@ mod tests {
         rig.stop().await;
     }
 
+    /// TORRENT permits count in the lane's rate and in-flight cap with its jobs, go ahead of
+    /// queued jobs, wait at most their deadline, and are refused at once while the lane is
+    /// paused; what a leg's answer taught (a Retry-After) pauses the lane.
+    #[tokio::test(start_paused = true)]
+    async fn permits_share_the_lane_with_jobs_and_respect_its_pause() {
+        let mut rig = Rig::start(limit(2.0, 1, 1), Duration::from_millis(100), |_, _| ok());
+        let key = LaneKey("p:443".into());
+        let t = TenantId::new(1, 1);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(60);
+        let ms = |m| Duration::from_millis(m);
+        let mut p1 = rig.h.permit(key.clone(), far).await.unwrap();
+        p1.pass().await;
+        assert_eq!(Instant::now(), t0, "the first permit at once");
+        // One in flight of one: a permit whose deadline comes first is refused, never granted.
+        let busy = rig.h.permit(key.clone(), t0 + ms(300)).await;
+        assert_eq!(busy.unwrap_err(), PermitRefused::Busy);
+        // A job, then a leg: the leg goes first when the slot frees; the job after it, at
+        // the rate (500 ms after the leg) and once the leg's slot is free.
+        rig.h.enqueue(vec![item(1, t, "p:443")]);
+        let (h, k) = (rig.h.clone(), key.clone());
+        let waiter = tokio::spawn(async move {
+            let mut p = h.permit(k, far).await.unwrap();
+            p.pass().await;
+            let at = Instant::now();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(p);
+            at
+        });
+        tokio::time::sleep_until(t0 + ms(700)).await;
+        drop(p1);
+        assert_eq!(waiter.await.unwrap() - t0, ms(700), "the leg first");
+        let job = rig.calls(1).await;
+        // (The limiter makes up at most 2 ms of timer lateness.)
+        let at = job[0].at - t0;
+        assert!(
+            at >= ms(1198) && at <= ms(1200),
+            "then the job, at the lane's rate: {at:?}"
+        );
+        // A leg's answer with Retry-After pauses the lane: the next permit is refused at once.
+        tokio::time::sleep_until(t0 + ms(1500)).await;
+        let mut p = rig.h.permit(key.clone(), far).await.unwrap();
+        p.pass().await;
+        let granted = (Instant::now() - t0).as_millis() as u64;
+        assert!((1698..=1700).contains(&granted), "{granted}");
+        p.learned(ezt_core::ratelimit_headers::parse(
+            &[("retry-after".into(), "5".into())],
+            429,
+            BASE_MS + granted,
+        ));
+        drop(p);
+        let asked = Instant::now();
+        match rig.h.permit(key.clone(), far).await {
+            Err(PermitRefused::Paused { until_ms }) => {
+                assert_eq!(until_ms, BASE_MS + granted + 5_000, "the pause's end")
+            }
+            other => panic!("expected a pause refusal, got {other:?}"),
+        }
+        assert_eq!(Instant::now(), asked, "refused at once");
+        // Jobs wait the pause out too.
+        rig.h.enqueue(vec![item(2, t, "p:443")]);
+        let job = rig.calls(1).await;
+        assert!(job[0].at - t0 >= ms(6_698), "{:?}", job[0].at - t0);
+        let views = rig.h.lanes().await;
+        assert_eq!(views[0].dispatched, 5, "three legs and two jobs counted");
+        rig.stop().await;
+    }
+
     /// A burst of 3 lets three calls leave together, then the rate holds.
     #[tokio::test(start_paused = true)]
     async fn burst_lets_calls_leave_together_then_the_rate_holds() {

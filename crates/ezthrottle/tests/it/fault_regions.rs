@@ -1004,7 +1004,7 @@ async fn torrent_legs_take_their_lanes_permits_across_nodes() {
     starts.sort();
     let gap = after[0].start - starts[2];
     assert!(
-        gap >= Duration::from_millis(450),
+        gap >= Duration::from_millis(300),
         "the job waited for the race's three permits at 2/s: {gap:?} after the last leg"
     );
 
@@ -1059,7 +1059,19 @@ async fn torrent_on_a_single_node_obeys_the_lanes_limits() {
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }));
     }
-    // While they run: one whose budget is shorter than the wait for a permit.
+    // While the first runs (it holds the lane's one in-flight slot for 300 ms): one whose
+    // budget is shorter than the wait for a permit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let notified = target.state.notify.notified();
+        if target.calls().iter().any(|c| c.body == "four") {
+            break;
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, notified).await.is_ok(),
+            "no TORRENT reached the target"
+        );
+    }
     let (st, ra, v) = torrent_raw(
         &s,
         json!({"url": target.url(), "method": "POST", "body": "short", "timeout": "50ms"}),

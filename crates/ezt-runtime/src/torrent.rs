@@ -267,13 +267,33 @@ impl Torrent {
         let deadline = t0 + Duration::from_millis(spec.timeout_ms);
         // Regions are checked first: a refused race takes no permit.
         let plans = self.plan(&regions).await?;
-        // Whether this node grants the lane's permits: the first leg's permit says.
-        let first = match self.lanes.permit(lane.clone(), deadline).await {
-            Ok(p) => p,
-            Err(PermitRefused::Elsewhere { owner }) if !forwarded => {
-                return self.forward(spec, regions, lane, owner, deadline).await;
+        // Whether this node grants the lane's permits: the first leg's permit says. A lane
+        // another node owns gets the race forwarded; if that node no longer owns it (a
+        // hand-over, an adoption under way), the owner is asked for again and the race
+        // forwarded again, until the race's deadline.
+        let mut tries = 0u32;
+        let first = loop {
+            match self.lanes.permit(lane.clone(), deadline).await {
+                Ok(p) => break p,
+                Err(PermitRefused::Elsewhere { owner }) if !forwarded => {
+                    let sent = self
+                        .forward(spec.clone(), regions.clone(), lane.clone(), owner, deadline)
+                        .await;
+                    let backoff = Duration::from_millis((100u64 << tries.min(3)).min(500));
+                    match sent {
+                        Err(TorrentError::Moved(m))
+                            if tries < 10 && Instant::now() + backoff < deadline =>
+                        {
+                            tracing::debug!(lane = %lane, reason = %m, "TORRENT: the lane's owner changed; asking again");
+                            tries += 1;
+                            self.lanes.recheck(vec![lane.clone()]);
+                            tokio::time::sleep(backoff).await;
+                        }
+                        r => return r,
+                    }
+                }
+                Err(e) => return Err(self.refused(e)),
             }
-            Err(e) => return Err(self.refused(e)),
         };
         let refusals = Arc::new(Mutex::new(Vec::new()));
         let out = self

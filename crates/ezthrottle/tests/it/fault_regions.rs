@@ -772,6 +772,7 @@ async fn without_a_secret_the_internal_api_is_off() {
 async fn a_region_killed_during_a_race_is_one_failed_leg() {
     let target = RegionTarget::start().await;
     let mut c = Regions::start([true, true, true]).await;
+    settle_lane(&c, &target).await;
     // The killed region's node must not be the lane's owner (the owner runs the race): the
     // roles of r2 and r3 swap when the lane is placed on r3's node.
     let (win, die) = if placed_on(&target) == 2 {
@@ -873,6 +874,43 @@ async fn torrent_on_a_single_node() {
     assert_eq!(target.calls().len(), 1, "the refused race sent nothing");
 }
 
+/// Opens the lane to `target` with a job, then waits until its owner is not another node than
+/// the one it is placed on. A lane that moves (a node that claimed it before its view had
+/// every member hands it over a few seconds later) starts counting afresh, and TORRENT legs
+/// are not in the lease ledger the next owner reads (docs/cluster.md); the owner, as the
+/// lanes view shows it, is polled (no event says it).
+async fn settle_lane(c: &Regions, target: &RegionTarget) {
+    let (st, job) = c.nodes[0]
+        .server
+        .post(
+            "/api/v1/jobs",
+            json!({"url": target.url(), "method": "POST", "body": "warm"}),
+        )
+        .await;
+    assert!(st == 201 || st == 202 || st == 200, "{st} {job}");
+    target.wait_ended("warm", 1, Duration::from_secs(20)).await;
+    let placed = format!("n{}", placed_on(target) + 2);
+    let settle = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = c.nodes[0].server.get("/api/v1/lanes").await;
+        let owner = v["lanes"].as_array().and_then(|ls| {
+            ls.iter()
+                .find(|l| l["key"]["host"] == target.addr.to_string())
+                .and_then(|l| l["owner_node"].as_str().map(str::to_string))
+        });
+        // Owned by the placed node, or by none (an idle lane handed over is released; the
+        // placed node claims it with the next call).
+        if owner.as_deref().is_none_or(|o| o == placed) {
+            break;
+        }
+        assert!(
+            Instant::now() < settle,
+            "the lane never settled on {placed}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The lane ownership lines of every node's log (for a failure's message).
 fn lane_log(c: &Regions) -> String {
     let mut out = String::new();
@@ -950,40 +988,7 @@ async fn torrent_legs_take_their_lanes_permits_across_nodes() {
     for ip in IPS {
         target.rule(ip, 100, 200);
     }
-    // The lane settles first: a lane that moves (a node that claimed it before its view had
-    // every member hands it over a few seconds later) starts counting afresh, and TORRENT
-    // legs are not in the lease ledger the next owner reads (docs/cluster.md). A job opens
-    // the lane; its owner, as the lanes view shows it, is then polled (no event says it)
-    // until it is not another node than the one the lane is placed on.
-    let (st, job) = c.nodes[0]
-        .server
-        .post(
-            "/api/v1/jobs",
-            json!({"url": target.url(), "method": "POST", "body": "warm"}),
-        )
-        .await;
-    assert!(st == 201 || st == 202 || st == 200, "{st} {job}");
-    target.wait_ended("warm", 1, Duration::from_secs(20)).await;
-    let placed = format!("n{}", placed_on(&target) + 2);
-    let settle = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, v) = c.nodes[0].server.get("/api/v1/lanes").await;
-        let owner = v["lanes"].as_array().and_then(|ls| {
-            ls.iter()
-                .find(|l| l["key"]["host"] == target.addr.to_string())
-                .and_then(|l| l["owner_node"].as_str().map(str::to_string))
-        });
-        // Owned by the placed node, or by none (an idle lane handed over is released; the
-        // placed node claims it with the next call).
-        if owner.as_deref().is_none_or(|o| o == placed) {
-            break;
-        }
-        assert!(
-            Instant::now() < settle,
-            "the lane never settled on {placed}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settle_lane(&c, &target).await;
     // The warm-up's call leaves the lane's limiter free after 0.5 s; the six below are
     // measured on their own.
     // Six single-region races at once, three on each of two nodes (one of which, at most,

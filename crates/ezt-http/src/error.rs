@@ -43,6 +43,10 @@ pub enum ErrorCode {
     TooManyLanes,
     /// 429: the tenant holds too many open streams and long polls.
     TooManyWaiters,
+    /// 429: the call's lane is paused by its target (Retry-After); nothing was sent.
+    LanePaused,
+    /// 429: the call's lane had no free permit within the call's timeout; nothing was sent.
+    LaneBusy,
     /// 500: our fault; the cause is logged.
     Internal,
     /// 503: storage is unavailable; nothing was written.
@@ -51,7 +55,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the tests and the description that must name each one.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 19] = [
         Self::InvalidField,
         Self::MissingField,
         Self::UnknownField,
@@ -67,6 +71,8 @@ impl ErrorCode {
         Self::RegionUnavailable,
         Self::TooManyLanes,
         Self::TooManyWaiters,
+        Self::LanePaused,
+        Self::LaneBusy,
         Self::Internal,
         Self::Unavailable,
     ];
@@ -89,6 +95,8 @@ impl ErrorCode {
             Self::RegionUnavailable => "region_unavailable",
             Self::TooManyLanes => "too_many_lanes",
             Self::TooManyWaiters => "too_many_waiters",
+            Self::LanePaused => "lane_paused",
+            Self::LaneBusy => "lane_busy",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
         }
@@ -110,7 +118,9 @@ impl ErrorCode {
             | Self::SsrfDenied
             | Self::RegionUnavailable
             | Self::TooManyLanes => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::TooManyWaiters => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyWaiters | Self::LanePaused | Self::LaneBusy => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -147,7 +157,7 @@ pub struct ErrorDetail {
     /// `unknown_field` `invalid_json`, 401 `unauthorized`, 404 `not_found`, 405
     /// `method_not_allowed`, 408 `request_timeout`, 409 `conflict`, 413 `payload_too_large`,
     /// 422 `not_supported` `ssrf_denied` `region_unavailable` `too_many_lanes`, 429
-    /// `too_many_waiters`, 500 `internal`, 503 `unavailable`).
+    /// `too_many_waiters` `lane_paused` `lane_busy`, 500 `internal`, 503 `unavailable`).
     pub code: ErrorCode,
     /// Dotted path of the offending field or parameter (`retry_policy.retry_codes[2]`,
     /// `headers.X-Api-Key`, `limit`), when one is to blame.

@@ -12,6 +12,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use ezt_runtime::handoff::{AttemptSpec, ATTEMPTS_PATH};
 use ezt_runtime::internal_auth::HEADER;
+use ezt_runtime::torrent::{ForwardedRace, TORRENT_PATH};
 
 use crate::body::{parse_json, read_limited};
 use crate::error::{ApiError, ErrorCode};
@@ -22,7 +23,9 @@ const MAX_ATTEMPT_MS: u64 = ezt_runtime::torrent::MAX_TIMEOUT_MS;
 
 /// Routes of the internal API.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route(ATTEMPTS_PATH, post(attempt))
+    Router::new()
+        .route(ATTEMPTS_PATH, post(attempt))
+        .route(TORRENT_PATH, post(torrent))
 }
 
 fn refused() -> ApiError {
@@ -49,4 +52,26 @@ async fn attempt(
     spec.timeout_ms = spec.timeout_ms.clamp(1, MAX_ATTEMPT_MS);
     let answer = st.rt.handoff.execute(&spec).await;
     Ok(Json(answer).into_response())
+}
+
+/// `POST /internal/v1/torrent`: a race forwarded by a node that does not own its lane; this
+/// node (its owner) takes one permit per leg and runs the legs. Answers the race, or the
+/// public route's error (429 `lane_paused` / `lane_busy`, 503 when the lane is not this
+/// node's either).
+async fn torrent(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_limited(&st, body).await?;
+    let sig = headers.get(HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = st.rt.handoff.verify("POST", TORRENT_PATH, &bytes, sig) {
+        tracing::warn!(reason = %e, "refused a node-to-node call");
+        return Err(refused());
+    }
+    let race: ForwardedRace = parse_json(&bytes)?;
+    match st.rt.torrent.run_forwarded(race).await {
+        Ok(out) => Ok(Json(out).into_response()),
+        Err(e) => Err(crate::v1::torrent::torrent_error(e)),
+    }
 }

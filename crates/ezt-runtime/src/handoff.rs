@@ -249,6 +249,42 @@ impl Handoff {
         }
     }
 
+    /// Sends a signed internal request (`POST path`, JSON `body`) to the node at `base_url`;
+    /// answers its status, `Retry-After` (seconds) and body. Dropping the future closes the
+    /// connection.
+    pub async fn post_signed(
+        &self,
+        base_url: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(u16, Option<u64>, Vec<u8>), String> {
+        let auth = self
+            .auth
+            .as_ref()
+            .ok_or_else(|| HandoffError::NoSecret.to_string())?;
+        let sig = auth.sign("POST", path, &body, self.now_secs());
+        let url = format!("{}{path}", base_url.trim_end_matches('/'));
+        let resp = self
+            .nodes
+            .post(url)
+            .header(HEADER, sig)
+            .header("content-type", "application/json")
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("unreachable: {}", ezt_outbound::describe(&e)))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let bytes = resp.bytes().await.map_err(|e| ezt_outbound::describe(&e))?;
+        Ok((status, retry_after, bytes.to_vec()))
+    }
+
     /// Asks the node at `base_url` (its advertise URL) of `region` to make the call. A failed
     /// hand-off (unreachable, refused, garbled) comes back as a leg with error `handoff`.
     /// Dropping the returned future closes the connection, which cancels the executor's call.

@@ -199,6 +199,100 @@ pub(crate) enum Command<Id> {
         key: LaneKey,
         pin: LanePin,
     },
+    /// A TORRENT leg asks for one send permit of the lane `key` (see [`Permit`]).
+    Permit {
+        key: LaneKey,
+        reply: oneshot::Sender<Result<Permit<Id>, PermitRefused>>,
+    },
+    /// A permit of the lane at this index was dropped (its leg's connection closed), with
+    /// what the leg's answer taught.
+    PermitDone {
+        lane: usize,
+        change: Option<LimitChange>,
+        at: Instant,
+    },
+}
+
+/// Why a lane gave no send permit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PermitRefused {
+    /// The lane is paused (a target's Retry-After, or an exhausted quota) until this wall-clock
+    /// time, ms since epoch: nothing is sent before.
+    #[error("the lane is paused by its target until {until_ms} (ms since epoch)")]
+    Paused {
+        /// End of the pause.
+        until_ms: u64,
+    },
+    /// Cluster mode: another node owns the lane (`owner`, when the claim named one; else the
+    /// lane is being placed or handed over): its permits are that node's to grant.
+    #[error("another node owns the lane")]
+    Elsewhere {
+        /// The owner's node id, when known.
+        owner: Option<String>,
+    },
+    /// No permit came within the caller's deadline (the lane's rate or in-flight cap).
+    #[error("the lane had no free permit within the deadline")]
+    Busy,
+    /// The scheduler is shutting down.
+    #[error("the scheduler is stopped")]
+    Closed,
+}
+
+/// A wait for a permit, in its lane.
+#[derive(Debug)]
+struct PermitWait<Id> {
+    reply: oneshot::Sender<Result<Permit<Id>, PermitRefused>>,
+}
+
+/// One send permit of a lane, for a call that is not a job (a TORRENT leg).
+///
+/// It was counted against the lane's rate (the scheduler's limiter) when granted and holds one
+/// in-flight slot until dropped: the leg drops it when its call ended or was cut (its
+/// connection closed). [`pass`](Self::pass) waits at the lane's send gate, as a job's attempt
+/// does, right before sending. What the answer taught ([`learned`](Self::learned): a
+/// Retry-After, announced limits) is applied to the lane when the permit is dropped.
+#[derive(Debug)]
+pub struct Permit<Id = JobId> {
+    gate: Arc<SendGate>,
+    lane: usize,
+    handle: SchedulerHandle<Id>,
+    at_gate: bool,
+    change: Option<LimitChange>,
+    stats: Arc<LaneStats>,
+}
+
+impl<Id> Permit<Id> {
+    /// Waits for the lane's send gate (same limit, same pauses as jobs), then frees the place.
+    pub async fn pass(&mut self) {
+        self.gate.pass().await;
+        self.leave_gate();
+    }
+
+    /// What the leg's answer taught: applied to the send gate now, to the lane on drop.
+    pub fn learned(&mut self, c: LimitChange) {
+        self.gate.apply(&c, Instant::now());
+        self.change = Some(c);
+    }
+
+    fn leave_gate(&mut self) {
+        if std::mem::take(&mut self.at_gate) {
+            self.gate
+                .waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+}
+
+impl<Id> Drop for Permit<Id> {
+    fn drop(&mut self) {
+        self.leave_gate();
+        self.stats.ended();
+        let _ = self.handle.tx.send(Command::PermitDone {
+            lane: self.lane,
+            change: self.change.take(),
+            at: Instant::now(),
+        });
+    }
 }
 
 /// Cluster mode: how long a lane being handed over to a node that joined waits for its calls
@@ -518,6 +612,28 @@ impl<Id: Debug> SchedulerHandle<Id> {
         }
         rx.await.unwrap_or(Err(PinError::NoLane(host)))
     }
+    /// One send permit of the lane `key` for a call that is not a job (a TORRENT leg): counted
+    /// against the lane's rate and in-flight cap as jobs are, waiting at most until `deadline`
+    /// ([`PermitRefused::Busy`]); refused at once while the lane is paused; in a cluster, only
+    /// from the lane's owner (else [`PermitRefused::Elsewhere`]; a lane without an owner is
+    /// claimed as a job would claim it). Waiting legs take precedence over the lane's queued
+    /// jobs (see `docs/api.md`, TORRENT limits).
+    pub async fn permit(
+        &self,
+        key: LaneKey,
+        deadline: Instant,
+    ) -> Result<Permit<Id>, PermitRefused> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Permit { key, reply: tx }).is_err() {
+            return Err(PermitRefused::Closed);
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(PermitRefused::Closed),
+            // A grant racing the deadline is dropped with the channel: its slot is freed.
+            Err(_) => Err(PermitRefused::Busy),
+        }
+    }
     /// Every lane's state.
     pub async fn lanes(&self) -> Vec<LaneView> {
         let (tx, rx) = oneshot::channel();
@@ -763,6 +879,10 @@ struct Lane<Id> {
     /// Cluster mode: set while this node's current ownership holds; each ownership gets a new
     /// flag, cleared when a hand-over starts (see [`GateTicket`]).
     owned: Arc<std::sync::atomic::AtomicBool>,
+    /// TORRENT legs waiting for a permit, first come first served (ahead of the fair queue).
+    permits: std::collections::VecDeque<PermitWait<Id>>,
+    /// Cluster mode: the owner the last claim named, when another node owns it.
+    elsewhere_owner: Option<String>,
 }
 
 /// The in-flight cap a learned rate implies when the target announces none: one second of
@@ -1133,6 +1253,8 @@ impl<R: Runner> Scheduler<R> {
             foreign: Vec::new(),
             elsewhere_at: None,
             owned: Arc::new(true.into()),
+            permits: std::collections::VecDeque::new(),
+            elsewhere_owner: None,
         };
         let mut lane = lane;
         lane.set_adaptive(&self.lanes_cfg, false);
@@ -1349,6 +1471,19 @@ impl<R: Runner> Scheduler<R> {
                 }
             }
             Command::Kick(lane) => self.due.push(lane),
+            Command::Permit { key, reply } => self.ask_permit(key, reply, now, now_i),
+            Command::PermitDone { lane, change, at } => {
+                let l = self.lane(lane);
+                l.in_flight = l.in_flight.saturating_sub(1);
+                l.idle_since = None;
+                if matches!(l.owner, Own::Leaving { .. }) && l.in_flight == 0 {
+                    self.release(lane, now_i);
+                }
+                if let Some(c) = change {
+                    self.learn(lane, &c, at, true);
+                }
+                self.due.push(lane);
+            }
             Command::Position(id, reply) => {
                 let pos = self
                     .jobs
@@ -1441,7 +1576,10 @@ impl<R: Runner> Scheduler<R> {
                         l.owner = Own::NotMine;
                         l.owned.store(false, std::sync::atomic::Ordering::Release);
                     }
-                    if l.owner == Own::NotMine && !l.loading && l.items > 0 {
+                    if l.owner == Own::NotMine
+                        && !l.loading
+                        && (l.items > 0 || !l.permits.is_empty())
+                    {
                         l.loading = true;
                         again.push((i, l.key.clone()));
                     }
@@ -1450,6 +1588,51 @@ impl<R: Runner> Scheduler<R> {
                     self.claim(i, key, Some(std::time::Duration::from_millis(100)));
                 }
             }
+        }
+    }
+
+    /// A TORRENT leg's request for a permit of the lane `key`: refused at once while the lane
+    /// is paused or (cluster mode) another node's; else it waits in the lane, ahead of the
+    /// fair queue, and `dispatch_due` grants it. A lane nobody owns is claimed first.
+    fn ask_permit(
+        &mut self,
+        key: LaneKey,
+        reply: oneshot::Sender<Result<Permit<R::Id>, PermitRefused>>,
+        now: u64,
+        now_i: Instant,
+    ) {
+        let lane = self.lane_index(&key);
+        let l = self.lane(lane);
+        l.idle_since = None;
+        if matches!(l.owner, Own::Leaving { .. }) {
+            let _ = reply.send(Err(PermitRefused::Elsewhere { owner: None }));
+            return;
+        }
+        if l.owner == Own::NotMine && !l.loading {
+            if l.elsewhere_at
+                .is_some_and(|t| now_i.saturating_duration_since(t) < OWNER_FRESH)
+            {
+                let owner = l.elsewhere_owner.clone();
+                let _ = reply.send(Err(PermitRefused::Elsewhere { owner }));
+                return;
+            }
+            l.loading = true;
+            self.claim(lane, key, None);
+        }
+        let l = self.lane(lane);
+        if !l.loading && l.pause_until.is_some_and(|p| p > now_i) {
+            let until_ms = l.paused_until_ms.unwrap_or(now).max(now);
+            let _ = reply.send(Err(PermitRefused::Paused { until_ms }));
+            return;
+        }
+        l.permits.push_back(PermitWait { reply });
+        self.due.push(lane);
+    }
+
+    /// Answers every permit waiting in the lane at `lane` with `why` (the lane cannot grant).
+    fn refuse_permits(&mut self, lane: usize, why: PermitRefused) {
+        for w in self.lane(lane).permits.drain(..) {
+            let _ = w.reply.send(Err(why.clone()));
         }
     }
 
@@ -1566,6 +1749,13 @@ impl<R: Runner> Scheduler<R> {
                 l.loading = false;
                 l.owner = Own::NotMine;
                 l.elsewhere_at = owner.is_some().then_some(now_i);
+                l.elsewhere_owner = owner.clone();
+                self.refuse_permits(
+                    lane,
+                    PermitRefused::Elsewhere {
+                        owner: owner.clone(),
+                    },
+                );
                 // Its waiting work is the owner's: drop it from this index (it stays stored)
                 // and tell the owner.
                 let ids: Vec<R::Id> = self
@@ -1606,6 +1796,7 @@ impl<R: Runner> Scheduler<R> {
         };
         l.owned.store(false, std::sync::atomic::Ordering::Release);
         let in_flight = l.in_flight;
+        self.refuse_permits(lane, PermitRefused::Elsewhere { owner: None });
         let ids: Vec<R::Id> = self
             .jobs
             .iter()
@@ -1913,7 +2104,9 @@ impl<R: Runner> Scheduler<R> {
         let mut evict = Vec::new();
         for (i, slot) in self.lanes.iter_mut().enumerate() {
             let Some(l) = slot else { continue };
+            l.permits.retain(|w| !w.reply.is_closed());
             let idle = l.items == 0
+                && l.permits.is_empty()
                 && l.in_flight == 0
                 && !l.loading
                 && l.gate.waiting.load(std::sync::atomic::Ordering::Acquire) == 0
@@ -2024,7 +2217,21 @@ impl<R: Runner> Scheduler<R> {
         for lane in due {
             // An index may be stale (a kick for a lane evicted since): such a lane is skipped.
             while let Some(l) = self.lanes.get_mut(lane).and_then(Option::as_mut) {
-                if l.queue.is_empty()
+                while l.permits.front().is_some_and(|w| w.reply.is_closed()) {
+                    l.permits.pop_front();
+                }
+                if !l.permits.is_empty()
+                    && !l.loading
+                    && matches!(l.owner, Own::Mine { .. } | Own::Single)
+                    && l.pause_until.is_some_and(|p| p > now_i)
+                {
+                    // Paused (a Retry-After learned while they waited): refused, not held.
+                    let until_ms = l.paused_until_ms.unwrap_or_default();
+                    for w in l.permits.drain(..) {
+                        let _ = w.reply.send(Err(PermitRefused::Paused { until_ms }));
+                    }
+                }
+                if (l.queue.is_empty() && l.permits.is_empty())
                     || l.loading
                     || !matches!(l.owner, Own::Mine { .. } | Own::Single)
                     || l.in_flight >= l.limit.max_in_flight
@@ -2051,6 +2258,29 @@ impl<R: Runner> Scheduler<R> {
                         self.wakeups.push(Reverse((at, lane)));
                     }
                     break;
+                }
+                if let Some(w) = l.permits.pop_front() {
+                    // A TORRENT leg: counted as a job's attempt would be (rate, in flight,
+                    // the send gate's pipeline), ahead of the queued jobs.
+                    let allowed = l.gcra.check_catching_up(now_n, CATCH_UP);
+                    debug_assert_eq!(allowed, ezt_core::gcra::Decision::Allow);
+                    l.in_flight += 1;
+                    l.dispatched += 1;
+                    l.gate
+                        .waiting
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    self.stats.started();
+                    let permit = Permit {
+                        gate: l.gate.clone(),
+                        lane,
+                        handle: self.handle.clone(),
+                        at_gate: true,
+                        change: None,
+                        stats: self.stats.clone(),
+                    };
+                    // A caller gone meanwhile drops the permit unsent, which frees it.
+                    let _ = w.reply.send(Ok(permit));
+                    continue;
                 }
                 let Some((tenant, id)) = l.queue.pop() else {
                     break;
@@ -2650,6 +2880,74 @@ mod tests {
         assert_eq!(seen[N - 1].at - seen[0].at, Duration::from_secs(10));
         let ids: Vec<u64> = seen.iter().map(|c| c.id).collect();
         assert_eq!(ids, (0..N as u64).collect::<Vec<_>>(), "one tenant: FIFO");
+        rig.stop().await;
+    }
+
+    /// TORRENT permits count in the lane's rate and in-flight cap with its jobs, go ahead of
+    /// queued jobs, wait at most their deadline, and are refused at once while the lane is
+    /// paused; what a leg's answer taught (a Retry-After) pauses the lane.
+    #[tokio::test(start_paused = true)]
+    async fn permits_share_the_lane_with_jobs_and_respect_its_pause() {
+        let mut rig = Rig::start(limit(2.0, 1, 1), Duration::from_millis(100), |_, _| ok());
+        let key = LaneKey("p:443".into());
+        let t = TenantId::new(1, 1);
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(60);
+        let ms = |m| Duration::from_millis(m);
+        let mut p1 = rig.h.permit(key.clone(), far).await.unwrap();
+        p1.pass().await;
+        assert_eq!(Instant::now(), t0, "the first permit at once");
+        // One in flight of one: a permit whose deadline comes first is refused, never granted.
+        let busy = rig.h.permit(key.clone(), t0 + ms(300)).await;
+        assert_eq!(busy.unwrap_err(), PermitRefused::Busy);
+        // A job, then a leg: the leg goes first when the slot frees; the job after it, at
+        // the rate (500 ms after the leg) and once the leg's slot is free.
+        rig.h.enqueue(vec![item(1, t, "p:443")]);
+        let (h, k) = (rig.h.clone(), key.clone());
+        let waiter = tokio::spawn(async move {
+            let mut p = h.permit(k, far).await.unwrap();
+            p.pass().await;
+            let at = Instant::now();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(p);
+            at
+        });
+        tokio::time::sleep_until(t0 + ms(700)).await;
+        drop(p1);
+        assert_eq!(waiter.await.unwrap() - t0, ms(700), "the leg first");
+        let job = rig.calls(1).await;
+        // (The limiter makes up at most 2 ms of timer lateness.)
+        let at = job[0].at - t0;
+        assert!(
+            at >= ms(1198) && at <= ms(1200),
+            "then the job, at the lane's rate: {at:?}"
+        );
+        // A leg's answer with Retry-After pauses the lane: the next permit is refused at once.
+        tokio::time::sleep_until(t0 + ms(1500)).await;
+        let mut p = rig.h.permit(key.clone(), far).await.unwrap();
+        p.pass().await;
+        let granted = (Instant::now() - t0).as_millis() as u64;
+        assert!((1698..=1700).contains(&granted), "{granted}");
+        p.learned(ezt_core::ratelimit_headers::parse(
+            &[("retry-after".into(), "5".into())],
+            429,
+            BASE_MS + granted,
+        ));
+        drop(p);
+        let asked = Instant::now();
+        match rig.h.permit(key.clone(), far).await {
+            Err(PermitRefused::Paused { until_ms }) => {
+                assert_eq!(until_ms, BASE_MS + granted + 5_000, "the pause's end")
+            }
+            other => panic!("expected a pause refusal, got {other:?}"),
+        }
+        assert_eq!(Instant::now(), asked, "refused at once");
+        // Jobs wait the pause out too.
+        rig.h.enqueue(vec![item(2, t, "p:443")]);
+        let job = rig.calls(1).await;
+        assert!(job[0].at - t0 >= ms(6_698), "{:?}", job[0].at - t0);
+        let views = rig.h.lanes().await;
+        assert_eq!(views[0].dispatched, 5, "three legs and two jobs counted");
         rig.stop().await;
     }
 

@@ -153,9 +153,11 @@ async fn start_inner(
     } else {
         fence::NodeFence::single(node_id.clone())
     });
-    let fingerprint_key = store
-        .meta_get_or_init("lane_fingerprint_key", rand::random::<[u8; 32]>().to_vec())
-        .await?;
+    let fingerprint_key = Arc::new(
+        store
+            .meta_get_or_init("lane_fingerprint_key", rand::random::<[u8; 32]>().to_vec())
+            .await?,
+    );
     let sealer = Arc::new(sealing::Sealer::load(
         cfg.secret_key.as_ref().map(|k| k.0.as_str()),
         &cfg.data_dir,
@@ -291,7 +293,7 @@ async fn start_inner(
         events: events.clone(),
         metrics: metrics.clone(),
         sealer,
-        fingerprint_key: Arc::new(fingerprint_key),
+        fingerprint_key: fingerprint_key.clone(),
         followups: followups.clone(),
         clock: clock.clone(),
         spool: spool.clone(),
@@ -341,6 +343,8 @@ async fn start_inner(
         cfg.clone(),
         clock.clone(),
         node_id.to_string(),
+        job_lanes.clone(),
+        fingerprint_key.clone(),
     ));
     let rt = Runtime {
         cfg,

@@ -8,22 +8,50 @@
 //! Every leg carries the same `Idempotency-Key` and a byte-identical body. The target is
 //! checked against the SSRF rules here at submission (literal and resolved addresses) and
 //! again by each executing node at connect time, with its own resolver.
+//!
+//! Limits stay global: every leg takes one send permit of the call's lane (the job
+//! scheduler's [`Permit`](crate::lanes::Permit): the lane's rate and in-flight cap, counted
+//! with its jobs) before it is sent, waiting at most until the race's deadline, and holds it
+//! until the leg ended or was cut. A lane paused by a Retry-After refuses at once: nothing is
+//! sent and the call is answered 429 `lane_paused`. In a cluster the lane's owner grants its
+//! permits: a node that does not own the lane forwards the whole race to the owner over the
+//! signed internal API (`POST /internal/v1/torrent`, [`TORRENT_PATH`]), which takes one permit
+//! per leg and runs the legs (its own region itself, the others by hand-off). A lane nobody
+//! owns is claimed as a job's would be.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ezt_core::lane::LaneKey;
 use ezt_core::ssrf::{SsrfPolicy, TargetHost};
 use ezt_core::FieldError;
 use ezt_outbound::resolver::ResolveError;
 use ezt_outbound::SsrfResolver;
 use ezt_store::{NodeRecord, Response, Store};
 use futures::stream::{FuturesUnordered, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::handoff::{AttemptSpec, Handoff, LegAnswer, LegError};
+use crate::lanes::{Permit, PermitRefused, SchedulerHandle};
+
+/// The internal route a node that does not own a call's lane forwards the race to.
+pub const TORRENT_PATH: &str = "/internal/v1/torrent";
+
+/// A race forwarded to its lane's owner: the call as checked by the node that took it, the
+/// regions to race and the lane whose permits the legs take.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedRace {
+    /// The call (its `timeout_ms`: the race's budget left when it was forwarded).
+    pub spec: AttemptSpec,
+    /// The regions to race, in order.
+    pub regions: Vec<String>,
+    /// The lane.
+    pub lane: LaneKey,
+}
 
 /// Default race budget.
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -44,7 +72,7 @@ const FIELDS: [&str; 8] = [
 ];
 
 /// How a leg ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LegOutcome {
@@ -59,7 +87,7 @@ pub enum LegOutcome {
 }
 
 /// One leg of a race, as the answer shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LegView {
     /// The region it was sent from.
@@ -81,7 +109,7 @@ pub struct LegView {
 }
 
 /// The answer of a race.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TorrentOut {
     /// The region whose answer this is.
@@ -131,6 +159,8 @@ pub struct Torrent {
     clock: Arc<dyn Clock>,
     node: String,
     nodes: Mutex<Option<(Instant, Arc<Vec<NodeRecord>>)>>,
+    lanes: SchedulerHandle,
+    fingerprint_key: Arc<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Torrent {
@@ -150,13 +180,16 @@ fn region_unavailable(field: String, message: String) -> FieldError {
 }
 
 impl Torrent {
-    /// The service of this node.
+    /// The service of this node; legs take permits from the job lanes of `lanes` (lanes keyed
+    /// with `fingerprint_key`, as jobs' are).
     pub fn new(
         handoff: Arc<Handoff>,
         store: Arc<dyn Store>,
         cfg: Arc<crate::config::Config>,
         clock: Arc<dyn Clock>,
         node: String,
+        lanes: SchedulerHandle,
+        fingerprint_key: Arc<Vec<u8>>,
     ) -> Self {
         let ssrf = SsrfPolicy::new(cfg.allow_cidrs.clone());
         Self {
@@ -168,6 +201,8 @@ impl Torrent {
             clock,
             node,
             nodes: Mutex::new(None),
+            lanes,
+            fingerprint_key,
         }
     }
 
@@ -199,16 +234,188 @@ impl Torrent {
         bytes: &[u8],
         header_key: Option<&str>,
     ) -> Result<TorrentOut, TorrentError> {
-        let (spec, regions) = self.prepare(bytes, header_key).await?;
+        let (spec, regions, lane) = self.prepare(bytes, header_key).await?;
+        self.run_checked(spec, regions, lane, false).await
+    }
+
+    /// Runs a race another node forwarded here because this node owns its lane (as that node
+    /// last saw it). Not forwarded again: if the lane is not this node's either, the call is
+    /// refused ([`TorrentError::Moved`]) and its client may retry.
+    pub async fn run_forwarded(&self, f: ForwardedRace) -> Result<TorrentOut, TorrentError> {
+        let mut spec = f.spec;
+        spec.timeout_ms = spec.timeout_ms.clamp(1, MAX_TIMEOUT_MS);
+        let mut regions = Vec::new();
+        for r in f.regions {
+            if !regions.contains(&r) {
+                regions.push(r);
+            }
+        }
+        if regions.is_empty() {
+            regions.push(self.cfg.region.clone());
+        }
+        self.run_checked(spec, regions, f.lane, true).await
+    }
+
+    async fn run_checked(
+        &self,
+        spec: AttemptSpec,
+        regions: Vec<String>,
+        lane: LaneKey,
+        forwarded: bool,
+    ) -> Result<TorrentOut, TorrentError> {
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_millis(spec.timeout_ms);
+        // Regions are checked first: a refused race takes no permit.
         let plans = self.plan(&regions).await?;
-        Ok(self.race(spec, plans).await)
+        // Whether this node grants the lane's permits: the first leg's permit says. A lane
+        // another node owns gets the race forwarded; if that node no longer owns it (a
+        // hand-over, an adoption under way), the owner is asked for again and the race
+        // forwarded again, until the race's deadline.
+        let mut tries = 0u32;
+        let first = loop {
+            match self.lanes.permit(lane.clone(), deadline).await {
+                Ok(p) => break p,
+                Err(PermitRefused::Elsewhere { owner }) if !forwarded => {
+                    let sent = self
+                        .forward(spec.clone(), regions.clone(), lane.clone(), owner, deadline)
+                        .await;
+                    let backoff = Duration::from_millis((100u64 << tries.min(3)).min(500));
+                    match sent {
+                        Err(TorrentError::Moved(m))
+                            if tries < 10 && Instant::now() + backoff < deadline =>
+                        {
+                            tracing::debug!(lane = %lane, reason = %m, "TORRENT: the lane's owner changed; asking again");
+                            tries += 1;
+                            self.lanes.recheck(vec![lane.clone()]);
+                            tokio::time::sleep(backoff).await;
+                        }
+                        r => return r,
+                    }
+                }
+                Err(e) => return Err(self.refused(e)),
+            }
+        };
+        let refusals = Arc::new(Mutex::new(Vec::new()));
+        let out = self
+            .race(spec, plans, lane, first, deadline, t0, refusals.clone())
+            .await;
+        let refused = std::mem::take(&mut *refusals.lock().unwrap_or_else(|p| p.into_inner()));
+        if refused.len() == out.attempts.len() {
+            if let Some(e) = refused.into_iter().next() {
+                return Err(self.refused(e));
+            }
+        }
+        Ok(out)
+    }
+
+    fn refused(&self, e: PermitRefused) -> TorrentError {
+        match e {
+            PermitRefused::Paused { until_ms } => {
+                let left = until_ms.saturating_sub(self.clock.now_ms());
+                TorrentError::Paused {
+                    until_ms,
+                    retry_after_s: left.div_ceil(1000).max(1),
+                }
+            }
+            PermitRefused::Busy => TorrentError::Busy,
+            PermitRefused::Elsewhere { .. } => TorrentError::Moved(
+                "the call's lane moved to another node while the race was forwarded; retry".into(),
+            ),
+            PermitRefused::Closed => TorrentError::Moved("this node is shutting down".into()),
+        }
+    }
+
+    /// Forwards the race to the lane's owner (`owner`, else the live member the lane is
+    /// placed on) and answers what it answered.
+    async fn forward(
+        &self,
+        mut spec: AttemptSpec,
+        regions: Vec<String>,
+        lane: LaneKey,
+        owner: Option<String>,
+        deadline: Instant,
+    ) -> Result<TorrentOut, TorrentError> {
+        let nodes = self.live_nodes().await?;
+        let name = format!("job:{}", lane.0);
+        let to = match owner.as_deref() {
+            Some(o) => nodes.iter().find(|n| n.id == o),
+            None => {
+                let ids: Vec<ezt_store::NodeId> = nodes
+                    .iter()
+                    .filter(|n| n.advertise_url.is_some())
+                    .map(|n| ezt_store::NodeId::new(n.id.as_str()))
+                    .collect();
+                crate::fence::rendezvous(&name, ids.iter())
+                    .and_then(|best| nodes.iter().find(|n| n.id == best.as_str()))
+            }
+        };
+        let Some((node, url)) = to
+            .filter(|n| n.id != self.node)
+            .and_then(|n| Some((n.id.clone(), n.advertise_url.clone()?)))
+        else {
+            return Err(TorrentError::Moved(
+                "the call's lane has no live owner with an advertise_url yet; retry".into(),
+            ));
+        };
+        if !self.handoff.enabled() {
+            return Err(TorrentError::Moved(
+                "the call's lane is another node's and this node has no cluster_secret to forward it"
+                    .into(),
+            ));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        spec.timeout_ms = (left.as_millis() as u64).max(1);
+        let body = serde_json::to_vec(&ForwardedRace {
+            spec,
+            regions,
+            lane,
+        })
+        .expect("a race serializes");
+        let timeout = left + Duration::from_secs(3);
+        let (status, retry_after, bytes) = self
+            .handoff
+            .post_signed(&url, TORRENT_PATH, body, timeout)
+            .await
+            .map_err(|e| TorrentError::Moved(format!("the lane's owner {node}: {e}")))?;
+        if status == 200 {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                TorrentError::Moved(format!(
+                    "the lane's owner {node} answered an unreadable race: {e}"
+                ))
+            });
+        }
+        let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let code = err["error"]["code"].as_str().unwrap_or_default();
+        let message = err["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let field = err["error"]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Err(match code {
+            "lane_paused" => {
+                let s = retry_after.unwrap_or(1).max(1);
+                TorrentError::Paused {
+                    until_ms: self.clock.now_ms() + s * 1000,
+                    retry_after_s: s,
+                }
+            }
+            "lane_busy" => TorrentError::Busy,
+            "region_unavailable" => region_unavailable(field, message).into(),
+            "ssrf_denied" => FieldError::ssrf(field, message).into(),
+            _ => TorrentError::Moved(format!(
+                "the lane's owner {node} answered {status}: {message}"
+            )),
+        })
     }
 
     async fn prepare(
         &self,
         bytes: &[u8],
         header_key: Option<&str>,
-    ) -> Result<(AttemptSpec, Vec<String>), TorrentError> {
+    ) -> Result<(AttemptSpec, Vec<String>, LaneKey), TorrentError> {
         let mut obj: serde_json::Map<String, serde_json::Value> =
             ezt_core::job::parse_object(bytes, "one call as a JSON object")?;
         if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
@@ -271,6 +478,12 @@ impl Torrent {
         if regions.is_empty() {
             regions.push(self.cfg.region.clone());
         }
+        let lane = ezt_core::lane::lane_for(
+            &v.target.authority(),
+            &v.spec.headers,
+            &self.cfg.lanes.credential_headers,
+            &self.fingerprint_key,
+        );
         let key = v
             .idempotent_key
             .unwrap_or_else(|| format!("torrent_{:032x}", rand::random::<u128>()));
@@ -284,6 +497,7 @@ impl Torrent {
                 timeout_ms,
             },
             regions,
+            lane,
         ))
     }
 
@@ -342,13 +556,68 @@ impl Torrent {
         Ok(plans)
     }
 
-    async fn race(&self, spec: AttemptSpec, plans: Vec<Plan>) -> TorrentOut {
-        let t0 = Instant::now();
+    /// Races the legs. Each takes one permit of `lane` (the first leg's is `first`) before it
+    /// is sent and holds it until it ends or is dropped; a leg refused a permit is not sent
+    /// (its refusal goes to `refusals`) and the race goes on with the others.
+    #[allow(clippy::too_many_arguments)]
+    async fn race(
+        &self,
+        spec: AttemptSpec,
+        plans: Vec<Plan>,
+        lane: LaneKey,
+        first: Permit,
+        deadline: Instant,
+        t0: Instant,
+        refusals: Arc<Mutex<Vec<PermitRefused>>>,
+    ) -> TorrentOut {
         let spec = Arc::new(spec);
         let mut legs = FuturesUnordered::new();
+        let mut first = Some(first);
         for (i, plan) in plans.iter().cloned().enumerate() {
             let (h, s) = (self.handoff.clone(), spec.clone());
+            let (lanes, lane, pre) = (self.lanes.clone(), lane.clone(), first.take());
+            let (refusals, clock) = (refusals.clone(), self.clock.clone());
+            let (here_region, here_node) = (self.cfg.region.clone(), self.node.clone());
             legs.push(async move {
+                let permit = match pre {
+                    Some(p) => Ok(p),
+                    None => lanes.permit(lane, deadline).await,
+                };
+                let mut permit = match permit {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let (region, node) = match &plan {
+                            Plan::Local => (here_region, here_node),
+                            Plan::Remote { region, node, .. } => (region.clone(), node.clone()),
+                        };
+                        let (code, message) = match &e {
+                            PermitRefused::Paused { .. } => ("lane_paused", e.to_string()),
+                            PermitRefused::Busy => (
+                                "lane_busy",
+                                "no permit of the lane within the race's timeout: not sent"
+                                    .to_string(),
+                            ),
+                            _ => ("lane_busy", e.to_string()),
+                        };
+                        refusals.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                        let ans = LegAnswer {
+                            region,
+                            node,
+                            response: None,
+                            error: Some(LegError {
+                                code: code.into(),
+                                message,
+                            }),
+                            latency_ms: 0.0,
+                        };
+                        return (i, ans);
+                    }
+                };
+                permit.pass().await;
+                // The leg's budget is what is left of the race's.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut s = (*s).clone();
+                s.timeout_ms = (left.as_millis() as u64).max(1);
                 let ans = match plan {
                     Plan::Local => h.execute(&s).await,
                     Plan::Remote { node, url, region } => {
@@ -367,6 +636,14 @@ impl Torrent {
                         }
                     }
                 };
+                if let Some(r) = &ans.response {
+                    permit.learned(ezt_core::ratelimit_headers::parse(
+                        &r.headers,
+                        r.status_code,
+                        clock.now_ms(),
+                    ));
+                }
+                drop(permit);
                 (i, ans)
             });
         }
@@ -375,7 +652,7 @@ impl Torrent {
         let mut last_answer: Option<usize> = None;
         let mut last: Option<usize> = None;
         // Every leg has its own timeout; this bound only guards against a leg that never ends.
-        let guard = tokio::time::sleep(Duration::from_millis(spec.timeout_ms + 3_000));
+        let guard = tokio::time::sleep_until(deadline + Duration::from_millis(3_000));
         tokio::pin!(guard);
         loop {
             tokio::select! {
@@ -498,4 +775,18 @@ pub enum TorrentError {
     /// The members could not be read.
     #[error(transparent)]
     Store(#[from] ezt_store::Error),
+    /// The lane is paused by its target (Retry-After) until `until_ms`: no leg was sent.
+    #[error("the call's lane is paused by its target (Retry-After) for {retry_after_s} s more; nothing was sent")]
+    Paused {
+        /// End of the pause, ms since epoch.
+        until_ms: u64,
+        /// Seconds until then, rounded up (at least 1).
+        retry_after_s: u64,
+    },
+    /// No leg got a permit of the lane within the race's timeout: nothing was sent.
+    #[error("the call's lane had no free permit (rate or in-flight cap) within the race's timeout; nothing was sent")]
+    Busy,
+    /// The lane's owner could not run the race (it moved, none is live, or it is unreachable).
+    #[error("{0}")]
+    Moved(String),
 }

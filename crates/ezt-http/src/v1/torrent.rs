@@ -99,7 +99,8 @@ fn race_timeout() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::schema::S
               (status = 401, description = "no valid API key (`unauthorized`)", body = ErrorBody),
               (status = 413, description = "the body is too large (`payload_too_large`)", body = ErrorBody),
               (status = 422, description = "`ssrf_denied` (the target's address), `region_unavailable` (no live node of `regions[i]`)", body = ErrorBody),
-              (status = 503, description = "the cluster's members could not be read (`unavailable`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
+              (status = 429, description = "nothing was sent: the call's lane is paused by its target until `Retry-After` (`lane_paused`), or no leg got a permit of the lane (its rate or in-flight cap) within `timeout` (`lane_busy`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
+              (status = 503, description = "the cluster's members could not be read, or the lane's owner could not run the race (`unavailable`)", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds")))),
     security(("bearer" = [])))]
 async fn torrent(
     State(st): State<AppState>,
@@ -120,7 +121,21 @@ async fn torrent(
     };
     match st.rt.torrent.run(&bytes, key).await {
         Ok(out) => Ok(Json(out)),
-        Err(TorrentError::Invalid(f)) => Err(f.into()),
-        Err(TorrentError::Store(e)) => Err(e.into()),
+        Err(e) => Err(torrent_error(e)),
+    }
+}
+
+/// The API error of a refused TORRENT call (also answered by the internal route).
+pub(crate) fn torrent_error(e: TorrentError) -> ApiError {
+    match e {
+        TorrentError::Invalid(f) => f.into(),
+        TorrentError::Store(e) => e.into(),
+        e @ TorrentError::Paused { retry_after_s, .. } => {
+            ApiError::new(ErrorCode::LanePaused, e.to_string()).with_retry_after(retry_after_s)
+        }
+        e @ TorrentError::Busy => {
+            ApiError::new(ErrorCode::LaneBusy, e.to_string()).with_retry_after(1)
+        }
+        TorrentError::Moved(m) => ApiError::unavailable(m).with_retry_after(1),
     }
 }

@@ -26,6 +26,11 @@ use crate::support::{TestServer, BIN};
 const SECRET: &str = "regions-test-secret-0123456789";
 const OPERATOR: &str = "operator-token-0123456789";
 const CONFIG: &str = "[admin]\ntoken = \"operator-token-0123456789\"\n";
+/// The races of the first cases are not about limits: the target's lanes get room for them
+/// (every TORRENT leg takes a permit of its lane).
+const ROOMY: &str = "[admin]\ntoken = \"operator-token-0123456789\"\n\n[lanes.hosts.\"127.0.0.1\"]\nrate = 1000.0\nburst = 100\nmax_in_flight = 100\n";
+/// The lane of the permit cases: 2/s, burst 1, one call at a time.
+const TIGHT: &str = "[admin]\ntoken = \"operator-token-0123456789\"\n\n[lanes.hosts.\"127.0.0.1\"]\nrate = 2.0\nburst = 1\nmax_in_flight = 1\n";
 
 /// One call the target saw.
 #[derive(Debug, Clone)]
@@ -45,6 +50,8 @@ struct TargetState {
     calls: Mutex<Vec<Call>>,
     /// Per source address: (delay ms, status).
     rules: Mutex<HashMap<IpAddr, (u64, u16)>>,
+    /// When set, every answer carries this `Retry-After` (seconds).
+    retry_after: Mutex<Option<u64>>,
     notify: tokio::sync::Notify,
 }
 
@@ -77,7 +84,7 @@ async fn handle(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: String,
-) -> (StatusCode, String) {
+) -> (StatusCode, HeaderMap, String) {
     let index = {
         let mut calls = st.calls.lock().unwrap();
         calls.push(Call {
@@ -108,8 +115,13 @@ async fn handle(
     tokio::time::sleep(Duration::from_millis(delay)).await;
     st.calls.lock().unwrap()[index].answered = true;
     drop(guard);
+    let mut out = HeaderMap::new();
+    if let Some(s) = *st.retry_after.lock().unwrap() {
+        out.insert("retry-after", s.to_string().parse().unwrap());
+    }
     (
         StatusCode::from_u16(status).unwrap(),
+        out,
         format!("from {}", peer.ip()),
     )
 }
@@ -200,12 +212,24 @@ fn start_node(
     allow_target: bool,
     secret: Option<&str>,
 ) -> Node {
+    start_node_with(root, i, url, key, allow_target, secret, CONFIG)
+}
+
+fn start_node_with(
+    root: &Path,
+    i: usize,
+    url: &str,
+    key: Option<String>,
+    allow_target: bool,
+    secret: Option<&str>,
+    config: &str,
+) -> Node {
     let ip = IPS[i];
     let name = format!("n{}", i + 2);
     let dir = root.join(&name);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let port = free_port(ip);
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--listen", &format!("{ip}:{port}")]);
@@ -234,12 +258,25 @@ fn start_node(
 impl Regions {
     /// Three nodes, r1..r3; `allow[i]`: node i may call the target (127.0.0.1).
     async fn start(allow: [bool; 3]) -> Self {
+        Self::start_with(allow, ROOMY).await
+    }
+
+    /// Three nodes with this configuration.
+    async fn start_with(allow: [bool; 3], config: &str) -> Self {
         let url = ezt_store_postgres::testing::database_url().await;
         let root = tempfile::tempdir().unwrap();
         let mut nodes: Vec<Node> = Vec::new();
         for (i, allowed) in allow.into_iter().enumerate() {
             let key = nodes.first().map(|n| n.server.key.clone());
-            nodes.push(start_node(root.path(), i, &url, key, allowed, Some(SECRET)));
+            nodes.push(start_node_with(
+                root.path(),
+                i,
+                &url,
+                key,
+                allowed,
+                Some(SECRET),
+                config,
+            ));
         }
         let r = Self { nodes, _root: root };
         r.await_members(3).await;
@@ -269,6 +306,22 @@ impl Regions {
     async fn torrent(&self, i: usize, body: Value) -> (u16, Value) {
         self.nodes[i].server.post("/api/v1/torrent", body).await
     }
+}
+
+fn root_of(c: &Regions) -> &Path {
+    c._root.path()
+}
+
+/// The index (into `IPS`) of the node a lane to `target` is placed on while all three nodes
+/// (`n2`..`n4`) are live: its owner, which grants the permits of TORRENT legs to it.
+fn placed_on(target: &RegionTarget) -> usize {
+    let ids: Vec<ezt_store::NodeId> = ["n2", "n3", "n4"]
+        .into_iter()
+        .map(ezt_store::NodeId::new)
+        .collect();
+    let lane = format!("job:{}", target.addr);
+    let best = ezt_runtime::fence::rendezvous(&lane, ids.iter()).unwrap();
+    ids.iter().position(|i| i == best).unwrap()
 }
 
 fn leg<'a>(v: &'a Value, region: &str) -> &'a Value {
@@ -655,18 +708,26 @@ async fn without_a_secret_the_internal_api_is_off() {
     let url = ezt_store_postgres::testing::database_url().await;
     let root = tempfile::tempdir().unwrap();
     let a = start_node(root.path(), 0, &url, None, true, None);
+    let mut c = Regions {
+        nodes: vec![a],
+        _root: root,
+    };
+    c.await_members(1).await;
+    // Alone, it owns the target's lane (it grants the leg's permit itself): its own region
+    // works. (With the lane on the other node it could not forward the race to it: 503.)
+    let (st, v) = c
+        .torrent(0, json!({"url": target.url(), "regions": ["r1"]}))
+        .await;
+    assert_eq!((st, v["status_code"].as_u64()), (200, Some(200)), "{v}");
     let b = start_node(
-        root.path(),
+        root_of(&c),
         1,
         &url,
-        Some(a.server.key.clone()),
+        Some(c.nodes[0].server.key.clone()),
         true,
         Some(SECRET),
     );
-    let c = Regions {
-        nodes: vec![a, b],
-        _root: root,
-    };
+    c.nodes.push(b);
     c.await_members(2).await;
     let (st, v) = c
         .torrent(0, json!({"url": target.url(), "regions": ["r2"]}))
@@ -683,10 +744,6 @@ async fn without_a_secret_the_internal_api_is_off() {
             .contains("cluster_secret"),
         "{v}"
     );
-    let (st, v) = c
-        .torrent(0, json!({"url": target.url(), "regions": ["r1"]}))
-        .await;
-    assert_eq!((st, v["status_code"].as_u64()), (200, Some(200)), "{v}");
     // Even a request signed with a secret is refused by the node that has none.
     let spec = b"{}".to_vec();
     let now = std::time::SystemTime::now()
@@ -715,9 +772,18 @@ async fn without_a_secret_the_internal_api_is_off() {
 async fn a_region_killed_during_a_race_is_one_failed_leg() {
     let target = RegionTarget::start().await;
     let mut c = Regions::start([true, true, true]).await;
+    settle_lane(&c, &target).await;
+    // The killed region's node must not be the lane's owner (the owner runs the race): the
+    // roles of r2 and r3 swap when the lane is placed on r3's node.
+    let (win, die) = if placed_on(&target) == 2 {
+        (2, 1)
+    } else {
+        (1, 2)
+    };
+    let (win_r, die_r) = (format!("r{}", win + 1), format!("r{}", die + 1));
     target.rule(IPS[0], 0, 500);
-    target.rule(IPS[1], 1_500, 200);
-    target.rule(IPS[2], 10_000, 200);
+    target.rule(IPS[win], 1_500, 200);
+    target.rule(IPS[die], 10_000, 200);
     let node0 = c.nodes[0].server.url("/api/v1/torrent");
     let key = c.nodes[0].server.key.clone();
     let url = target.url();
@@ -733,7 +799,7 @@ async fn a_region_killed_during_a_race_is_one_failed_leg() {
         let st = r.status().as_u16();
         (st, r.json::<Value>().await.unwrap(), t0.elapsed())
     });
-    let from_r3: IpAddr = IPS[2].parse().unwrap();
+    let from_r3: IpAddr = IPS[die].parse().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let notified = target.state.notify.notified();
@@ -746,14 +812,14 @@ async fn a_region_killed_during_a_race_is_one_failed_leg() {
         );
     }
     let killed_at = Instant::now();
-    c.nodes[2].server.kill9();
+    c.nodes[die].server.kill9();
     let (st, v, took) = race.await.unwrap();
     assert_eq!(st, 200, "{v}");
-    assert_eq!(v["region"], "r2", "{v}");
+    assert_eq!(v["region"], win_r.as_str(), "{v}");
     assert_eq!(v["status_code"], 200);
     assert_eq!(leg(&v, "r1")["outcome"], "lost");
     assert_eq!(leg(&v, "r1")["status_code"], 500);
-    let r3 = leg(&v, "r3");
+    let r3 = leg(&v, &die_r);
     assert_eq!(r3["outcome"], "error", "{v}");
     assert_eq!(r3["error"]["code"], "handoff", "{v}");
     assert!(
@@ -806,4 +872,311 @@ async fn torrent_on_a_single_node() {
         "{v}"
     );
     assert_eq!(target.calls().len(), 1, "the refused race sent nothing");
+}
+
+/// Opens the lane to `target` with a job, then waits until its owner is not another node than
+/// the one it is placed on. A lane that moves (a node that claimed it before its view had
+/// every member hands it over a few seconds later) starts counting afresh, and TORRENT legs
+/// are not in the lease ledger the next owner reads (docs/cluster.md); the owner, as the
+/// lanes view shows it, is polled (no event says it).
+async fn settle_lane(c: &Regions, target: &RegionTarget) {
+    let (st, job) = c.nodes[0]
+        .server
+        .post(
+            "/api/v1/jobs",
+            json!({"url": target.url(), "method": "POST", "body": "warm"}),
+        )
+        .await;
+    assert!(st == 201 || st == 202 || st == 200, "{st} {job}");
+    target.wait_ended("warm", 1, Duration::from_secs(20)).await;
+    let placed = format!("n{}", placed_on(target) + 2);
+    let settle = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, v) = c.nodes[0].server.get("/api/v1/lanes").await;
+        let owner = v["lanes"].as_array().and_then(|ls| {
+            ls.iter()
+                .find(|l| l["key"]["host"] == target.addr.to_string())
+                .and_then(|l| l["owner_node"].as_str().map(str::to_string))
+        });
+        // Owned by the placed node, or by none (an idle lane handed over is released; the
+        // placed node claims it with the next call).
+        if owner.as_deref().is_none_or(|o| o == placed) {
+            break;
+        }
+        assert!(
+            Instant::now() < settle,
+            "the lane never settled on {placed}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The lane ownership lines of every node's log (for a failure's message).
+fn lane_log(c: &Regions) -> String {
+    let mut out = String::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        for l in n.server.logs().lines() {
+            if l.contains("lane") && !l.contains("listening") {
+                out.push_str(&format!("\n[{i}] {l}"));
+            }
+        }
+    }
+    out
+}
+
+/// The most calls the target had open at once.
+fn most_at_once(calls: &[Call]) -> usize {
+    let mut ev: Vec<(Instant, i32)> = Vec::new();
+    for c in calls {
+        ev.push((c.start, 1));
+        ev.push((c.end.expect("ended"), -1));
+    }
+    // At one instant an end comes before a start.
+    ev.sort_by_key(|(t, d)| (*t, *d));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in ev {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// The most call starts in any 1 s window.
+fn most_in_a_second(calls: &[Call]) -> usize {
+    let mut starts: Vec<Instant> = calls.iter().map(|c| c.start).collect();
+    starts.sort();
+    (0..starts.len())
+        .map(|i| {
+            starts[i..]
+                .iter()
+                .take_while(|s| **s - starts[i] < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// POSTs a TORRENT to `server`, answering status, `Retry-After` and body.
+async fn torrent_raw(server: &TestServer, body: Value) -> (u16, Option<u64>, Value) {
+    let r = server
+        .http
+        .post(server.url("/api/v1/torrent"))
+        .bearer_auth(&server.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    let ra = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    (st, ra, r.json().await.unwrap())
+}
+
+/// Every TORRENT leg takes a permit of its lane from the lane's owner, wherever the call was
+/// taken: 6 TORRENTs sent at once to two nodes, on a lane of 2/s (burst 1) with one call in
+/// flight, never have two calls at the target at once nor more than 2 + 1 in any second. A
+/// race of three regions counts three in the lane's window (a job submitted right after
+/// waits for them), and a Retry-After a leg brought back pauses the lane on every node: a
+/// TORRENT is then refused (429 `lane_paused`, with Retry-After) and nothing is sent.
+#[tokio::test]
+async fn torrent_legs_take_their_lanes_permits_across_nodes() {
+    let target = RegionTarget::start().await;
+    let c = Regions::start_with([true, true, true], TIGHT).await;
+    for ip in IPS {
+        target.rule(ip, 100, 200);
+    }
+    settle_lane(&c, &target).await;
+    // The warm-up's call leaves the lane's limiter free after 0.5 s; the six below are
+    // measured on their own.
+    // Six single-region races at once, three on each of two nodes (one of which, at most,
+    // owns the lane: the others forward their race to it).
+    let mut races = Vec::new();
+    for i in 0..6usize {
+        let node = i % 2;
+        let server = &c.nodes[node].server;
+        let (url, key) = (server.url("/api/v1/torrent"), server.key.clone());
+        let body = json!({"url": target.url(), "method": "POST", "body": "six", "timeout": "20s"});
+        races.push(tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    for r in races {
+        let (st, v) = r.await.unwrap();
+        assert_eq!((st, v["status_code"].as_u64()), (200, Some(200)), "{v}");
+    }
+    let calls = target.wait_ended("six", 6, Duration::from_secs(20)).await;
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    assert_eq!(most_at_once(&calls), 1, "one call in flight: {calls:?}");
+    assert!(
+        most_in_a_second(&calls) <= 3,
+        "at most 2/s + burst 1 in any second: {calls:?}"
+    );
+
+    // A race of three regions takes three permits: with one in flight at a time, its legs
+    // leave one after another (the first winner cuts the ones not yet sent), and a job
+    // submitted right after waits behind them at the lane's pace.
+    for ip in IPS {
+        target.rule(ip, 0, 503);
+    }
+    let (st, v) = c
+        .torrent(
+            1,
+            json!({"url": target.url(), "method": "POST", "body": "three", "regions": ["r1", "r2", "r3"], "timeout": "20s"}),
+        )
+        .await;
+    assert_eq!((st, v["status_code"].as_u64()), (200, Some(503)), "{v}");
+    let (st, job) = c.nodes[0]
+        .server
+        .post(
+            "/api/v1/jobs",
+            json!({"url": target.url(), "method": "POST", "body": "after", "retry_policy": {"max_retries": 0}}),
+        )
+        .await;
+    assert!(st == 201 || st == 202 || st == 200, "{st} {job}");
+    let legs = target.wait_ended("three", 3, Duration::from_secs(20)).await;
+    assert_eq!(
+        legs.len(),
+        3,
+        "every region's leg was sent: {legs:?} {v} (lane placed on node {}) {}",
+        placed_on(&target),
+        lane_log(&c)
+    );
+    let after = target.wait_ended("after", 1, Duration::from_secs(20)).await;
+    let all: Vec<Call> = calls
+        .iter()
+        .chain(legs.iter())
+        .chain(after.iter())
+        .cloned()
+        .collect();
+    assert_eq!(most_at_once(&all), 1, "{all:?}");
+    assert!(most_in_a_second(&all) <= 3, "{all:?}");
+    let mut starts: Vec<Instant> = legs.iter().map(|c| c.start).collect();
+    starts.sort();
+    let gap = after[0].start - starts[2];
+    assert!(
+        gap >= Duration::from_millis(300),
+        "the job waited for the race's three permits at 2/s: {gap:?} after the last leg {}",
+        lane_log(&c)
+    );
+
+    // A leg's answer with Retry-After pauses the lane for every node.
+    target.rule(IPS[1], 0, 429);
+    *target.state.retry_after.lock().unwrap() = Some(30);
+    let (st, v) = c
+        .torrent(
+            1,
+            json!({"url": target.url(), "method": "POST", "body": "pause", "regions": ["r2"]}),
+        )
+        .await;
+    assert_eq!((st, v["status_code"].as_u64()), (200, Some(429)), "{v}");
+    let seen = target.calls().len();
+    for node in [0, 1] {
+        let (st, ra, v) = torrent_raw(
+            &c.nodes[node].server,
+            json!({"url": target.url(), "method": "POST", "body": "refused", "regions": ["r1", "r2"]}),
+        )
+        .await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (429, Some("lane_paused")),
+            "{v}"
+        );
+        let ra = ra.expect("a Retry-After header");
+        assert!((20..=30).contains(&ra), "Retry-After {ra}");
+    }
+    assert_eq!(target.calls().len(), seen, "nothing was sent while paused");
+}
+
+/// One node (SQLite): TORRENT legs obey the lane's limits as well: a rate of 2/s with one in
+/// flight holds for concurrent TORRENTs, a TORRENT whose timeout ends before a permit is
+/// free is refused unsent (429 `lane_busy`), and a lane paused by Retry-After refuses them.
+#[tokio::test]
+async fn torrent_on_a_single_node_obeys_the_lanes_limits() {
+    let target = RegionTarget::start().await;
+    target.rule("127.0.0.1", 300, 200);
+    let s = Arc::new(TestServer::start_with(TIGHT));
+    let mut races = Vec::new();
+    for _ in 0..4 {
+        let (url, key) = (s.url("/api/v1/torrent"), s.key.clone());
+        let body = json!({"url": target.url(), "method": "POST", "body": "four"});
+        races.push(tokio::spawn(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    // While the first runs (it holds the lane's one in-flight slot for 300 ms): one whose
+    // budget is shorter than the wait for a permit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let notified = target.state.notify.notified();
+        if target.calls().iter().any(|c| c.body == "four") {
+            break;
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, notified).await.is_ok(),
+            "no TORRENT reached the target"
+        );
+    }
+    let (st, ra, v) = torrent_raw(
+        &s,
+        json!({"url": target.url(), "method": "POST", "body": "short", "timeout": "50ms"}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (429, Some("lane_busy")),
+        "{v}"
+    );
+    assert_eq!(ra, Some(1));
+    for r in races {
+        let (st, v) = r.await.unwrap();
+        assert_eq!((st, v["status_code"].as_u64()), (200, Some(200)), "{v}");
+    }
+    let calls = target.wait_ended("four", 4, Duration::from_secs(10)).await;
+    assert_eq!(calls.len(), 4);
+    assert_eq!(most_at_once(&calls), 1, "{calls:?}");
+    assert!(most_in_a_second(&calls) <= 3, "{calls:?}");
+    assert!(
+        target.calls().iter().all(|c| c.body != "short"),
+        "the refused TORRENT sent nothing"
+    );
+
+    target.rule("127.0.0.1", 0, 429);
+    *target.state.retry_after.lock().unwrap() = Some(30);
+    let (st, v) = s
+        .post(
+            "/api/v1/torrent",
+            json!({"url": target.url(), "method": "POST", "body": "pause"}),
+        )
+        .await;
+    assert_eq!((st, v["status_code"].as_u64()), (200, Some(429)), "{v}");
+    let seen = target.calls().len();
+    let (st, ra, v) = torrent_raw(
+        &s,
+        json!({"url": target.url(), "method": "POST", "body": "refused"}),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (429, Some("lane_paused")),
+        "{v}"
+    );
+    assert!((20..=30).contains(&ra.expect("Retry-After")), "{ra:?}");
+    assert_eq!(target.calls().len(), seen, "nothing was sent while paused");
 }

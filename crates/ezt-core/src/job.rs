@@ -229,8 +229,8 @@ pub struct JobSpecIn {
     /// Regions allowed to make the call (default: any).
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::regions))]
     regions: Option<Vec<String>>,
-    /// `fallback` (default: run elsewhere when no listed region can) or `strict` (needs a
-    /// node in `regions`: `not_supported` on a single node outside them).
+    /// `fallback` (default: run elsewhere when no listed region can) or `strict` (never
+    /// outside `regions`: `region_unavailable` when none of them is live).
     #[serde(alias = "regionPolicy")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::job::RegionPolicy>))]
     region_policy: Option<String>,
@@ -660,6 +660,9 @@ pub struct Context<'a> {
     pub ssrf: &'a SsrfPolicy,
     /// This node's region.
     pub local_region: &'a str,
+    /// Cluster mode: other regions' nodes may run a job (a strict job outside this node's
+    /// region is placed at each attempt; alone, it is refused here).
+    pub clustered: bool,
     /// Now, ms since epoch.
     pub now_ms: u64,
 }
@@ -962,13 +965,15 @@ impl JobSpecIn {
         let regions = self.regions.unwrap_or_default();
         check_regions(&regions, "regions")?;
         if region_policy == RegionPolicy::Strict
+            && !cx.clustered
             && !regions.is_empty()
             && !regions.iter().any(|r| r == cx.local_region)
         {
-            return Err(FieldError::not_supported(
-                "regions",
-                format!("region_policy strict needs a node in {regions:?}; this node is {:?} and cluster mode is not available yet", cx.local_region),
-            ));
+            return Err(FieldError {
+                code: "region_unavailable",
+                field: "regions".into(),
+                message: format!("region_policy strict needs a node in {regions:?}; this node runs alone in region {:?}", cx.local_region),
+            });
         }
 
         let url = self.url.ok_or_else(|| FieldError::missing("url"))?;
@@ -1281,6 +1286,7 @@ mod tests {
             limits: &limits,
             ssrf: &policy,
             local_region: "local",
+            clustered: false,
             now_ms: 1_000,
         };
         parse(json.as_bytes())?.validate(&cx)
@@ -1368,16 +1374,10 @@ mod tests {
 
     #[test]
     fn later_features_are_refused_not_ignored() {
-        for (json, field) in [
-            (
-                r#"{"url":"http://127.0.0.1/","execution_mode":"fanout"}"#,
-                "execution_mode",
-            ),
-            (
-                r#"{"url":"http://127.0.0.1/","regions":["fra"],"region_policy":"strict"}"#,
-                "regions",
-            ),
-        ] {
+        for (json, field) in [(
+            r#"{"url":"http://127.0.0.1/","execution_mode":"fanout"}"#,
+            "execution_mode",
+        )] {
             let e = err(json);
             assert_eq!(
                 (e.code, e.field.as_str()),
@@ -1389,6 +1389,12 @@ mod tests {
             cx_validate(r#"{"url":"http://127.0.0.1/","webhooks":[],"regions":["fra"]}"#).is_ok(),
             "empty/fallback is fine"
         );
+        let e = err(r#"{"url":"http://127.0.0.1/","regions":["fra"],"region_policy":"strict"}"#);
+        assert_eq!(
+            (e.code, e.field.as_str()),
+            ("region_unavailable", "regions")
+        );
+        assert!(e.message.contains("runs alone"), "{}", e.message);
     }
 
     #[test]
@@ -1792,6 +1798,7 @@ mod tests {
             limits: &limits,
             ssrf: &policy,
             local_region: "local",
+            clustered: false,
             now_ms: 1_000,
         };
         let v = parse_with(r#"{"url":"http://127.0.0.1/"}"#, "h-1")

@@ -1745,6 +1745,7 @@ mod tests {
             limits: &limits,
             ssrf: &policy,
             local_region: "local",
+            clustered: false,
             now_ms: 1_000,
         };
         serde_json::from_value::<WorkflowIn>(v)
@@ -2077,6 +2078,7 @@ mod tests {
             limits: &limits,
             ssrf: &policy,
             local_region: "local",
+            clustered: false,
             now_ms: 1_000,
         };
         let spec = crate::job::from_value(v)?.validate(&cx)?.spec;

@@ -252,6 +252,7 @@ impl Torrent {
             limits: &self.cfg.limits.job,
             ssrf: &self.ssrf,
             local_region: &self.cfg.region,
+            clustered: self.cfg.clustered(),
             now_ms: self.clock.now_ms(),
         };
         let v = input.validate(&cx)?;

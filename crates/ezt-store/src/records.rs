@@ -145,6 +145,13 @@ pub struct Attempt {
     /// The chain link the job moved to after this attempt, if it moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_link: Option<u32>,
+    /// The node that made the call (absent in histories written before regions routed calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Why this attempt ran where it did, when it moved: `reroute: 502 from r1`, `reroute:
+    /// connect failure from r1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -169,6 +176,8 @@ impl Attempt {
             wait_ms: None,
             link: 0,
             next_link: None,
+            node: None,
+            reason: None,
         }
     }
 }

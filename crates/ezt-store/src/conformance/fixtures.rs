@@ -87,6 +87,8 @@ pub(crate) fn attempt(n: u32, decision: Verdict) -> Attempt {
         wait_ms: None,
         link: 0,
         next_link: None,
+        node: None,
+        reason: None,
     }
 }
 

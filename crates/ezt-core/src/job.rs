@@ -234,8 +234,8 @@ pub struct JobSpecIn {
     #[serde(alias = "regionPolicy")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::job::RegionPolicy>))]
     region_policy: Option<String>,
-    /// `race` (default: the first 2xx wins) or `fanout` (every region; needs cluster mode:
-    /// answered `not_supported` today).
+    /// `race` (default: the first 2xx wins) or `fanout` (every listed region; needs cluster
+    /// mode: `not_supported` on a node running alone).
     #[serde(alias = "executionMode")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::job::ExecutionMode>))]
     execution_mode: Option<String>,
@@ -937,21 +937,21 @@ impl JobSpecIn {
         };
         let on_success = child(nest("on_success", on_success_in, false)?);
         let on_failure = child(nest("on_failure", on_failure_in, false)?);
-        match self.execution_mode.as_deref() {
-            None | Some("race") => {}
-            Some("fanout") => {
-                return Err(FieldError::not_supported(
+        let execution_mode =
+            match self.execution_mode.as_deref() {
+                None | Some("race") => ExecutionMode::Race,
+                Some("fanout") if cx.clustered => ExecutionMode::Fanout,
+                Some("fanout") => return Err(FieldError::not_supported(
                     "execution_mode",
-                    "fanout needs cluster mode, not available yet",
-                ))
-            }
-            Some(_) => {
-                return Err(FieldError::invalid(
-                    "execution_mode",
-                    "must be \"race\" or \"fanout\"",
-                ))
-            }
-        }
+                    "fanout needs cluster mode (nodes of the listed regions); this node runs alone",
+                )),
+                Some(_) => {
+                    return Err(FieldError::invalid(
+                        "execution_mode",
+                        "must be \"race\" or \"fanout\"",
+                    ))
+                }
+            };
         let region_policy = match self.region_policy.as_deref() {
             None | Some("fallback") => RegionPolicy::Fallback,
             Some("strict") => RegionPolicy::Strict,
@@ -964,6 +964,12 @@ impl JobSpecIn {
         };
         let regions = self.regions.unwrap_or_default();
         check_regions(&regions, "regions")?;
+        if execution_mode == ExecutionMode::Fanout && regions.is_empty() {
+            return Err(FieldError::invalid(
+                "regions",
+                "execution_mode fanout runs the call in every listed region: list at least one",
+            ));
+        }
         if region_policy == RegionPolicy::Strict
             && !cx.clustered
             && !regions.is_empty()
@@ -1157,8 +1163,7 @@ impl JobSpecIn {
                 webhooks,
                 webhook_quorum,
                 region_policy,
-                // `fanout` was refused above until cluster mode lands.
-                execution_mode: ExecutionMode::Race,
+                execution_mode,
                 fallback,
                 on_success,
                 on_failure,
@@ -1379,6 +1384,27 @@ mod tests {
             (e.code, e.field.as_str()),
             ("not_supported", "execution_mode")
         );
+        // In a cluster fanout is accepted, with regions to fan out to.
+        let limits = Limits::default();
+        let policy = SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let cx = Context {
+            limits: &limits,
+            ssrf: &policy,
+            local_region: "local",
+            clustered: true,
+            now_ms: 1_000,
+        };
+        let v =
+            parse(br#"{"url":"http://127.0.0.1/","execution_mode":"fanout","regions":["a","b"]}"#)
+                .unwrap()
+                .validate(&cx)
+                .unwrap();
+        assert_eq!(v.spec.execution_mode, ExecutionMode::Fanout);
+        let e = parse(br#"{"url":"http://127.0.0.1/","execution_mode":"fanout"}"#)
+            .unwrap()
+            .validate(&cx)
+            .unwrap_err();
+        assert_eq!((e.code, e.field.as_str()), ("invalid_field", "regions"));
         assert!(
             cx_validate(r#"{"url":"http://127.0.0.1/","webhooks":[],"regions":["fra"]}"#).is_ok(),
             "empty/fallback is fine"

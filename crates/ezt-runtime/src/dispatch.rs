@@ -9,11 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ezt_core::job::{JobSpec, Trigger};
+use ezt_core::job::{ExecutionMode, JobSpec, Trigger};
 use ezt_core::lane::LaneKey;
 use ezt_core::ratelimit_headers::{self, LimitChange};
 use ezt_core::retry::{plan_next, Counters, Outcome, Plan, Verdict};
 use ezt_core::ssrf::SsrfPolicy;
+use ezt_core::webhook::RegionOutcome;
 use ezt_core::{JobId, JobState, TenantId};
 use ezt_outbound::{log_target, CallError, SsrfResolver};
 use ezt_store::{Attempt, AttemptDone, JobError, Lease, LeasedJob, Next, Response, Store};
@@ -46,6 +47,8 @@ struct CallResult {
     unknown: bool,
     /// The node that made the call, when another region's node did.
     node: Option<String>,
+    /// A fanout attempt: each region's leg.
+    legs: Vec<RegionOutcome>,
 }
 
 impl CallResult {
@@ -57,6 +60,7 @@ impl CallResult {
             unsent: None,
             unknown: false,
             node: None,
+            legs: Vec::new(),
         }
     }
 
@@ -75,6 +79,7 @@ impl CallResult {
             }),
             unknown: false,
             node: None,
+            legs: Vec::new(),
         }
     }
 
@@ -321,8 +326,9 @@ impl Executor {
         };
         // Cluster mode: the region (and node) of this attempt.
         let host = log_target(&links[current].0.url);
+        let fanout = self.regions.is_some() && leased.spec.execution_mode == ExecutionMode::Fanout;
         let placement: Option<Result<Placement, String>> = match &self.regions {
-            Some((regions, _)) => Some(
+            Some((regions, _)) if !fanout => Some(
                 regions
                     .place(
                         &host,
@@ -332,7 +338,7 @@ impl Executor {
                     )
                     .await,
             ),
-            None => None,
+            _ => None,
         };
         let placed = placement.as_ref().and_then(|p| p.as_ref().ok());
         let (call, latency_ms, change, link) = if left == 0 {
@@ -365,9 +371,12 @@ impl Executor {
             }
             let t0 = Instant::now();
             let route = placed.map_or(Route::Local, |p| p.route.clone());
-            let (r, link) = self
-                .call_chain(&leased, &links, current, timeout, &route)
-                .await;
+            let (r, link) = if fanout {
+                (self.fanout(&leased, &history, timeout).await, current)
+            } else {
+                self.call_chain(&leased, &links, current, timeout, &route)
+                    .await
+            };
             let latency = t0.elapsed().as_millis() as u64;
             // Only the job's own target paces its lane; a fallback link's host is another.
             let change = r.response.as_ref().filter(|_| link == 0).map(|resp| {
@@ -487,6 +496,7 @@ impl Executor {
                 (None, None) => None,
             },
             reason: placed.and_then(|p| moved_because(&history, &p.region)),
+            legs: call.legs.clone(),
         };
         let (next, end) = self.next_state(plan, &call, verdict, done_ms);
         let done_next_state = match &next {
@@ -683,6 +693,7 @@ impl Executor {
             headers,
             body: String::from_utf8_lossy(&body.bytes).into_owned(),
             body_truncated: body.truncated,
+            regions: Vec::new(),
         };
         if let Some(err) = read_error {
             // The head arrived but the body did not: the call did not complete.
@@ -693,6 +704,7 @@ impl Executor {
                 unsent: None,
                 unknown: false,
                 node: None,
+                legs: Vec::new(),
             };
         }
         CallResult {
@@ -702,7 +714,123 @@ impl Executor {
             unsent: None,
             unknown: false,
             node: None,
+            legs: Vec::new(),
         }
+    }
+
+    /// Fanout: the call runs at once in every listed region that has not answered 2xx yet in
+    /// this attempt series. The attempt's outcome is the first failing leg's (a non-retryable
+    /// answer first, else a retry/reroute one, else a leg with no answer), else the first
+    /// region's 2xx: the job succeeds once every listed region has answered 2xx (rule "all"),
+    /// and its retries run only the regions still missing. A region without a live node is a
+    /// leg with no answer (retried like a network error).
+    async fn fanout(&self, job: &LeasedJob, history: &[Attempt], timeout: Duration) -> CallResult {
+        let Some((regions, _)) = &self.regions else {
+            return CallResult::unsent("not_supported: fanout needs cluster mode");
+        };
+        let spec = &job.spec;
+        let mut listed: Vec<&String> = Vec::new();
+        for r in &spec.regions {
+            if !listed.contains(&r) {
+                listed.push(r);
+            }
+        }
+        // Each region's latest leg in this series.
+        let mut latest: std::collections::HashMap<&str, &RegionOutcome> =
+            std::collections::HashMap::new();
+        for leg in history.iter().flat_map(|a| a.legs.iter()) {
+            latest.insert(leg.region.as_str(), leg);
+        }
+        let pending: Vec<&String> = listed
+            .iter()
+            .copied()
+            .filter(|r| {
+                latest
+                    .get(r.as_str())
+                    .is_none_or(|l| l.decision != Verdict::Success)
+            })
+            .collect();
+        let me = self.node.id().to_string();
+        let legs = futures::future::join_all(pending.iter().map(|&r| async move {
+            let t0 = Instant::now();
+            let call = match regions.route_to(r).await {
+                Some(route) => {
+                    self.call(job.tenant_id, spec, &job.idempotent_key, timeout, &route)
+                        .await
+                }
+                None => {
+                    CallResult::failed(CallError::Connect(format!("no live node of region {r:?}")))
+                }
+            };
+            (r.to_string(), call, t0.elapsed().as_millis() as u64)
+        }))
+        .await;
+        let judged: Vec<(String, CallResult, RegionOutcome)> = legs
+            .into_iter()
+            .map(|(region, call, ms)| {
+                let decision = if call.ssrf() {
+                    Verdict::Fail
+                } else {
+                    spec.retry_policy.judge(&call.outcome)
+                };
+                let node = match (&call.node, &call.error) {
+                    (Some(n), _) => Some(n.clone()),
+                    (None, Some(CallError::Connect(m))) if m.starts_with("no live node") => None,
+                    (None, _) => Some(me.clone()),
+                };
+                let outcome = RegionOutcome {
+                    region: region.clone(),
+                    node,
+                    status_code: call.response.as_ref().map(|r| r.status_code),
+                    error: call.error.as_ref().map(ToString::to_string),
+                    latency_ms: ms,
+                    decision,
+                };
+                (region, call, outcome)
+            })
+            .collect();
+        let rank = |v: Verdict| match v {
+            Verdict::Fail => 0,
+            Verdict::Reroute | Verdict::Retry | Verdict::Interrupted => 1,
+            Verdict::Success => 2,
+        };
+        let this: Vec<RegionOutcome> = judged.iter().map(|(_, _, o)| o.clone()).collect();
+        // Every listed region's outcome: this attempt's leg, else its earlier success.
+        let all: Vec<RegionOutcome> = listed
+            .iter()
+            .filter_map(|r| {
+                this.iter()
+                    .find(|o| o.region == **r)
+                    .or_else(|| latest.get(r.as_str()).copied())
+                    .cloned()
+            })
+            .collect();
+        let Some(pick) = (0..judged.len()).min_by_key(|&i| rank(judged[i].2.decision)) else {
+            // Every region had answered 2xx already (a crash after the last leg): done.
+            return CallResult {
+                outcome: Outcome::Status(200),
+                response: Some(Response {
+                    status_code: 200,
+                    headers: Vec::new(),
+                    body: String::new(),
+                    body_truncated: false,
+                    regions: all,
+                }),
+                error: None,
+                unsent: None,
+                unknown: false,
+                node: None,
+                legs: Vec::new(),
+            };
+        };
+        let mut judged = judged;
+        let (_, mut call, _) = judged.swap_remove(pick);
+        if let Some(r) = call.response.as_mut() {
+            r.regions = all;
+        }
+        call.unknown = false;
+        call.legs = this;
+        call
     }
 
     /// Hands the call to a live node of another region (`handoff`); this node keeps the
@@ -754,6 +882,7 @@ fn from_leg(leg: LegAnswer, reached: bool) -> CallResult {
             unsent: None,
             unknown: false,
             node,
+            legs: Vec::new(),
         },
         (None, e) => {
             let e = e.unwrap_or(crate::handoff::LegError {
@@ -776,6 +905,7 @@ fn from_leg(leg: LegAnswer, reached: bool) -> CallResult {
                 unsent: None,
                 unknown,
                 node,
+                legs: Vec::new(),
             }
         }
     }

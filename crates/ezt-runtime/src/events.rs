@@ -355,6 +355,7 @@ mod tests {
             next_link: None,
             node: None,
             reason: None,
+            legs: Vec::new(),
         }
     }
 

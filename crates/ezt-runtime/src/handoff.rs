@@ -242,6 +242,7 @@ impl Handoff {
             headers,
             body: String::from_utf8_lossy(&body.bytes).into_owned(),
             body_truncated: body.truncated,
+            regions: Vec::new(),
         };
         match read_error {
             Some(e) => (None, Some(e)),

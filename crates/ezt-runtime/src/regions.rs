@@ -229,6 +229,28 @@ impl Regions {
         })
     }
 
+    /// Where a call in `region` goes (fanout): here, or a live node of it; `None` when the
+    /// region has no live node this node can reach.
+    pub(crate) async fn route_to(&self, region: &str) -> Option<Route> {
+        if region == self.region {
+            return Some(Route::Local);
+        }
+        if !self.reach {
+            return None;
+        }
+        let nodes = self.live_nodes().await.unwrap_or_default();
+        let of: Vec<&NodeRecord> = nodes.iter().filter(|n| n.region == region).collect();
+        if of.is_empty() {
+            return None;
+        }
+        let n = of[rand::random::<usize>() % of.len()];
+        Some(Route::Remote {
+            node: n.id.clone(),
+            url: n.advertise_url.clone().unwrap_or_default(),
+            region: region.to_string(),
+        })
+    }
+
     fn ejected(&self, host: &str, region: &str, now: Instant) -> bool {
         let o = self.outliers.lock().unwrap_or_else(|p| p.into_inner());
         o.get(&(host.to_string(), region.to_string()))

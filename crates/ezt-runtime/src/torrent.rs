@@ -451,11 +451,13 @@ impl Torrent {
                     headers,
                     body,
                     body_truncated,
+                    ..
                 } = a.response.clone().unwrap_or(Response {
                     status_code: 0,
                     headers: Vec::new(),
                     body: String::new(),
                     body_truncated: false,
+                    regions: Vec::new(),
                 });
                 TorrentOut {
                     region: a.region,

@@ -69,6 +69,7 @@ async fn fill_and_finish(s: &SqliteStore, from: u128, n: u128, now: u64) {
                 next_link: None,
                 node: None,
                 reason: None,
+                legs: Vec::new(),
             },
             next: ezt_store::Next::Final {
                 state: ezt_core::JobState::Succeeded,

@@ -89,6 +89,7 @@ pub(crate) fn attempt(n: u32, decision: Verdict) -> Attempt {
         next_link: None,
         node: None,
         reason: None,
+        legs: Vec::new(),
     }
 }
 
@@ -113,6 +114,7 @@ pub(crate) fn ok_response() -> Response {
         headers: vec![("content-type".into(), "text/plain".into())],
         body: "ok".into(),
         body_truncated: false,
+        regions: Vec::new(),
     }
 }
 

@@ -398,3 +398,83 @@ async fn regions_on_a_single_node() {
     assert_eq!(v["error"]["code"], "region_unavailable", "{v}");
     assert_eq!(v["error"]["field"], "regions", "{v}");
 }
+
+/// Fanout: the call runs in every listed region; the view (`response.regions`, each attempt's
+/// `legs`) and the webhook (`regions`) carry each region's outcome. The job succeeds once every
+/// region answered 2xx ("all"); a retry runs only the regions still missing.
+#[tokio::test]
+async fn fanout_runs_in_every_region_and_reports_each() {
+    let target = RegionTarget::start().await;
+    let c = Cluster::start().await;
+    let rx = crate::support::PyReceiver::start(&[], 0);
+    let v = c
+        .run(json!({"url": target.url(), "method": "POST", "body": "fan-1", "regions": ["r1", "r2", "r3"], "execution_mode": "fanout", "webhooks": [{"url": rx.url("/fan")}]}))
+        .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["spec"]["execution_mode"], "fanout", "{v}");
+    let outcomes = v["response"]["regions"].as_array().unwrap();
+    let regions: Vec<&str> = outcomes
+        .iter()
+        .map(|o| o["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, ["r1", "r2", "r3"], "{v}");
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o["status_code"], 200, "{v}");
+        assert_eq!(o["decision"], "success", "{v}");
+        assert_eq!(o["node"], node_name(i), "{v}");
+    }
+    assert_eq!(attempts(&v).len(), 1, "{v}");
+    assert_eq!(attempts(&v)[0]["legs"].as_array().unwrap().len(), 3, "{v}");
+    let calls = target.wait_ended("fan-1", 3, Duration::from_secs(10)).await;
+    let mut froms: Vec<IpAddr> = calls.iter().map(|c| c.from).collect();
+    froms.sort();
+    assert_eq!(froms, vec![ip(0), ip(1), ip(2)], "one call per region");
+    let got = rx.next(Duration::from_secs(20)).await;
+    let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["status"], "success", "{body}");
+    let hooked: Vec<(&str, u64)> = body["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["region"].as_str().unwrap(),
+                o["status_code"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(hooked, [("r1", 200), ("r2", 200), ("r3", 200)], "{body}");
+
+    // One region keeps answering 503: the retry runs only there, then the job fails, and the
+    // outcome still names every region.
+    target.rule(IPS[2], 0, 503);
+    let v = c
+        .run(json!({"url": target.url(), "body": "fan-2", "regions": ["r1", "r2", "r3"], "execution_mode": "fanout", "retry_policy": {"max_retries": 1}}))
+        .await;
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "retries_exhausted", "{v}");
+    let a = attempts(&v);
+    assert_eq!(a.len(), 2, "{v}");
+    assert_eq!(a[0]["legs"].as_array().unwrap().len(), 3, "{v}");
+    let retried: Vec<&str> = a[1]["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(retried, ["r3"], "only the missing region is retried: {v}");
+    let finals: Vec<(&str, u64)> = v["response"]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["region"].as_str().unwrap(),
+                o["status_code"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(finals, [("r1", 200), ("r2", 200), ("r3", 503)], "{v}");
+    let calls = target.wait_ended("fan-2", 4, Duration::from_secs(10)).await;
+    assert_eq!(calls.len(), 4, "r1 and r2 once, r3 twice: {calls:?}");
+}

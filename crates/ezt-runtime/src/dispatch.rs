@@ -303,10 +303,11 @@ impl Executor {
         });
         let started_ms = self.clock.now_ms();
         let left = leased.deadline_at.saturating_sub(started_ms);
-        // A fallback chain: which link to call (only chained jobs, and in a cluster every job,
-        // read their history).
+        // A fallback chain: which link to call (only chained jobs, and in a cluster every job
+        // past its first attempt, read their history).
         let links = leased.spec.links();
-        let history = if links.len() > 1 || self.regions.is_some() {
+        // (A first attempt has no history: no read.)
+        let history = if links.len() > 1 || (self.regions.is_some() && leased.attempt_no > 1) {
             self.history(id, leased.series).await
         } else {
             Vec::new()

@@ -229,13 +229,13 @@ pub struct JobSpecIn {
     /// Regions allowed to make the call (default: any).
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::regions))]
     regions: Option<Vec<String>>,
-    /// `fallback` (default: run elsewhere when no listed region can) or `strict` (needs a
-    /// node in `regions`: `not_supported` on a single node outside them).
+    /// `fallback` (default: run elsewhere when no listed region can) or `strict` (never
+    /// outside `regions`: `region_unavailable` when none of them is live).
     #[serde(alias = "regionPolicy")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::job::RegionPolicy>))]
     region_policy: Option<String>,
-    /// `race` (default: the first 2xx wins) or `fanout` (every region; needs cluster mode:
-    /// answered `not_supported` today).
+    /// `race` (default: the first 2xx wins) or `fanout` (every listed region; needs cluster
+    /// mode: `not_supported` on a node running alone).
     #[serde(alias = "executionMode")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::job::ExecutionMode>))]
     execution_mode: Option<String>,
@@ -660,6 +660,9 @@ pub struct Context<'a> {
     pub ssrf: &'a SsrfPolicy,
     /// This node's region.
     pub local_region: &'a str,
+    /// Cluster mode: other regions' nodes may run a job (a strict job outside this node's
+    /// region is placed at each attempt; alone, it is refused here).
+    pub clustered: bool,
     /// Now, ms since epoch.
     pub now_ms: u64,
 }
@@ -934,21 +937,21 @@ impl JobSpecIn {
         };
         let on_success = child(nest("on_success", on_success_in, false)?);
         let on_failure = child(nest("on_failure", on_failure_in, false)?);
-        match self.execution_mode.as_deref() {
-            None | Some("race") => {}
-            Some("fanout") => {
-                return Err(FieldError::not_supported(
+        let execution_mode =
+            match self.execution_mode.as_deref() {
+                None | Some("race") => ExecutionMode::Race,
+                Some("fanout") if cx.clustered => ExecutionMode::Fanout,
+                Some("fanout") => return Err(FieldError::not_supported(
                     "execution_mode",
-                    "fanout needs cluster mode, not available yet",
-                ))
-            }
-            Some(_) => {
-                return Err(FieldError::invalid(
-                    "execution_mode",
-                    "must be \"race\" or \"fanout\"",
-                ))
-            }
-        }
+                    "fanout needs cluster mode (nodes of the listed regions); this node runs alone",
+                )),
+                Some(_) => {
+                    return Err(FieldError::invalid(
+                        "execution_mode",
+                        "must be \"race\" or \"fanout\"",
+                    ))
+                }
+            };
         let region_policy = match self.region_policy.as_deref() {
             None | Some("fallback") => RegionPolicy::Fallback,
             Some("strict") => RegionPolicy::Strict,
@@ -961,14 +964,22 @@ impl JobSpecIn {
         };
         let regions = self.regions.unwrap_or_default();
         check_regions(&regions, "regions")?;
+        if execution_mode == ExecutionMode::Fanout && regions.is_empty() {
+            return Err(FieldError::invalid(
+                "regions",
+                "execution_mode fanout runs the call in every listed region: list at least one",
+            ));
+        }
         if region_policy == RegionPolicy::Strict
+            && !cx.clustered
             && !regions.is_empty()
             && !regions.iter().any(|r| r == cx.local_region)
         {
-            return Err(FieldError::not_supported(
-                "regions",
-                format!("region_policy strict needs a node in {regions:?}; this node is {:?} and cluster mode is not available yet", cx.local_region),
-            ));
+            return Err(FieldError {
+                code: "region_unavailable",
+                field: "regions".into(),
+                message: format!("region_policy strict needs a node in {regions:?}; this node runs alone in region {:?}", cx.local_region),
+            });
         }
 
         let url = self.url.ok_or_else(|| FieldError::missing("url"))?;
@@ -1152,8 +1163,7 @@ impl JobSpecIn {
                 webhooks,
                 webhook_quorum,
                 region_policy,
-                // `fanout` was refused above until cluster mode lands.
-                execution_mode: ExecutionMode::Race,
+                execution_mode,
                 fallback,
                 on_success,
                 on_failure,
@@ -1297,6 +1307,7 @@ mod tests {
             limits: &limits,
             ssrf: &policy,
             local_region: "local",
+            clustered: false,
             now_ms: 1_000,
         };
         parse(json.as_bytes())?.validate(&cx)
@@ -1384,27 +1395,42 @@ mod tests {
 
     #[test]
     fn later_features_are_refused_not_ignored() {
-        for (json, field) in [
-            (
-                r#"{"url":"http://127.0.0.1/","execution_mode":"fanout"}"#,
-                "execution_mode",
-            ),
-            (
-                r#"{"url":"http://127.0.0.1/","regions":["fra"],"region_policy":"strict"}"#,
-                "regions",
-            ),
-        ] {
-            let e = err(json);
-            assert_eq!(
-                (e.code, e.field.as_str()),
-                ("not_supported", field),
-                "{json}"
-            );
-        }
+        let e = err(r#"{"url":"http://127.0.0.1/","execution_mode":"fanout"}"#);
+        assert_eq!(
+            (e.code, e.field.as_str()),
+            ("not_supported", "execution_mode")
+        );
+        // In a cluster fanout is accepted, with regions to fan out to.
+        let limits = Limits::default();
+        let policy = SsrfPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let cx = Context {
+            limits: &limits,
+            ssrf: &policy,
+            local_region: "local",
+            clustered: true,
+            now_ms: 1_000,
+        };
+        let v =
+            parse(br#"{"url":"http://127.0.0.1/","execution_mode":"fanout","regions":["a","b"]}"#)
+                .unwrap()
+                .validate(&cx)
+                .unwrap();
+        assert_eq!(v.spec.execution_mode, ExecutionMode::Fanout);
+        let e = parse(br#"{"url":"http://127.0.0.1/","execution_mode":"fanout"}"#)
+            .unwrap()
+            .validate(&cx)
+            .unwrap_err();
+        assert_eq!((e.code, e.field.as_str()), ("invalid_field", "regions"));
         assert!(
             cx_validate(r#"{"url":"http://127.0.0.1/","webhooks":[],"regions":["fra"]}"#).is_ok(),
             "empty/fallback is fine"
         );
+        let e = err(r#"{"url":"http://127.0.0.1/","regions":["fra"],"region_policy":"strict"}"#);
+        assert_eq!(
+            (e.code, e.field.as_str()),
+            ("region_unavailable", "regions")
+        );
+        assert!(e.message.contains("runs alone"), "{}", e.message);
     }
 
     #[test]
@@ -1808,6 +1834,7 @@ mod tests {
             limits: &limits,
             ssrf: &policy,
             local_region: "local",
+            clustered: false,
             now_ms: 1_000,
         };
         let v = parse_with(r#"{"url":"http://127.0.0.1/"}"#, "h-1")

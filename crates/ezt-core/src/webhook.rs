@@ -224,6 +224,27 @@ pub fn verify_standard(
     })
 }
 
+/// A fanout job's outcome in one region (`execution_mode: fanout`): the latest leg of the
+/// region in the job's attempt series (a region that succeeded keeps its success).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegionOutcome {
+    /// The region.
+    pub region: String,
+    /// The node that made the call (absent when the region had no live node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The target's status, when it answered.
+    pub status_code: Option<u16>,
+    /// Why there is no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The leg's latency, ms.
+    pub latency_ms: u64,
+    /// How the leg was judged: `success`, `retry`, `reroute` or `fail`.
+    pub decision: crate::retry::Verdict,
+}
+
 /// The upstream answer carried in a webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -289,6 +310,9 @@ pub struct Payload {
     pub attempts: u32,
     /// Region of the node that finished the job.
     pub region: String,
+    /// A fanout job: its outcome in each listed region, in `regions` order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionOutcome>,
     /// When the job became final, ms since the epoch.
     pub completed_at: u64,
     /// Standard Webhooks event type: `job.` and the job's final state (`job.succeeded`,
@@ -631,6 +655,7 @@ mod tests {
             error: None,
             attempts: 1,
             region: "local".into(),
+            regions: Vec::new(),
             completed_at: 5,
             event_type: event_type(JobState::Succeeded),
             timestamp: rfc3339_ms(5),

@@ -1783,6 +1783,7 @@ mod tests {
             limits: &limits,
             ssrf: &policy,
             local_region: "local",
+            clustered: false,
             now_ms: 1_000,
         };
         serde_json::from_value::<WorkflowIn>(v)
@@ -2115,6 +2116,7 @@ mod tests {
             limits: &limits,
             ssrf: &policy,
             local_region: "local",
+            clustered: false,
             now_ms: 1_000,
         };
         let spec = crate::job::from_value(v)?.validate(&cx)?.spec;

@@ -9,11 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ezt_core::job::{JobSpec, Trigger};
+use ezt_core::job::{ExecutionMode, JobSpec, Trigger};
 use ezt_core::lane::LaneKey;
 use ezt_core::ratelimit_headers::{self, LimitChange};
 use ezt_core::retry::{plan_next, Counters, Outcome, Plan, Verdict};
 use ezt_core::ssrf::SsrfPolicy;
+use ezt_core::webhook::RegionOutcome;
 use ezt_core::{JobId, JobState, TenantId};
 use ezt_outbound::{log_target, CallError, SsrfResolver};
 use ezt_store::{Attempt, AttemptDone, JobError, Lease, LeasedJob, Next, Response, Store};
@@ -23,8 +24,10 @@ use crate::clock::Clock;
 use crate::events::{Events, JobEvent};
 use crate::fence::NodeFence;
 use crate::followups::{Followups, Transition};
+use crate::handoff::{AttemptSpec, Handoff, LegAnswer};
 use crate::lanes::{AttemptEnd, GateTicket, Ran, Runner};
 use crate::metrics::Metrics;
+use crate::regions::{Placement, Regions, Route};
 use crate::store_retry::until_stored;
 
 /// One link of a fallback chain: its spec, trigger and own key.
@@ -40,6 +43,12 @@ struct CallResult {
     error: Option<CallError>,
     /// Not sent, never retried: a child whose templates could not be rendered.
     unsent: Option<JobError>,
+    /// A hand-off broke after it was sent: the target may have acted on the call.
+    unknown: bool,
+    /// The node that made the call, when another region's node did.
+    node: Option<String>,
+    /// A fanout attempt: each region's leg.
+    legs: Vec<RegionOutcome>,
 }
 
 impl CallResult {
@@ -49,6 +58,9 @@ impl CallResult {
             response: None,
             error: Some(error),
             unsent: None,
+            unknown: false,
+            node: None,
+            legs: Vec::new(),
         }
     }
 
@@ -65,6 +77,9 @@ impl CallResult {
                 code: code.into(),
                 message: message.into(),
             }),
+            unknown: false,
+            node: None,
+            legs: Vec::new(),
         }
     }
 
@@ -90,6 +105,8 @@ pub struct Executor {
     clock: Arc<dyn Clock>,
     /// This node (holder of the leases; its self-fence is checked before sending).
     node: Arc<NodeFence>,
+    /// Cluster mode: where each attempt runs, and the hand-off to other regions' nodes.
+    regions: Option<(Arc<Regions>, Arc<Handoff>)>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -135,7 +152,15 @@ impl Executor {
             sealer,
             clock,
             node: Arc::new(NodeFence::single(ezt_store::NodeId::local())),
+            regions: None,
         })
+    }
+
+    /// Cluster mode: places each attempt in a region of the job's (`regions`) and hands it to
+    /// a live node of that region when it is not this node's.
+    pub(crate) fn with_regions(mut self, regions: Arc<Regions>, handoff: Arc<Handoff>) -> Self {
+        self.regions = Some((regions, handoff));
+        self
     }
 
     /// Names this node as the holder of its leases, under its self-fence.
@@ -172,19 +197,15 @@ impl Executor {
         }
     }
 
-    /// The chain link a job stands at: 0, or where its attempts of this series moved it (a
-    /// link never goes back, so the furthest one named counts; an attempt a crash cut off
-    /// names none).
-    async fn current_link(&self, id: JobId, series: u32) -> usize {
+    /// The job's attempts of this series (empty when it cannot be read).
+    async fn history(&self, id: JobId, series: u32) -> Vec<Attempt> {
         match self.store.get_job(None, id).await {
             Ok(Some(job)) => job
                 .attempts
-                .iter()
+                .into_iter()
                 .filter(|a| a.series == series)
-                .map(|a| a.next_link.unwrap_or(a.link))
-                .max()
-                .unwrap_or(0) as usize,
-            _ => 0,
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -198,11 +219,12 @@ impl Executor {
         links: &'a [Link<'a>],
         k: usize,
         timeout: Duration,
+        route: &'a Route,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (CallResult, usize)> + Send + 'a>> {
         Box::pin(async move {
             let (spec, _, key) = links[k];
             let key = key.unwrap_or(job.idempotent_key.as_str());
-            let primary = self.call(job.tenant_id, spec, key, timeout);
+            let primary = self.call(job.tenant_id, spec, key, timeout, route);
             let race_after = match links.get(k + 1) {
                 Some((_, Some(Trigger::OnTimeout { timeout_ms }), _)) => *timeout_ms,
                 _ => return (primary.await, k),
@@ -216,7 +238,7 @@ impl Executor {
                 link = k + 1,
                 "fallback link started: the previous link is slow"
             );
-            let racer = self.call_chain(job, links, k + 1, timeout);
+            let racer = self.call_chain(job, links, k + 1, timeout, route);
             tokio::pin!(racer);
             let ok =
                 |r: &CallResult| matches!(r.outcome, Outcome::Status(s) if (200..300).contains(&s));
@@ -266,6 +288,7 @@ impl Executor {
             holder: self.node.id().clone(),
             fence: gate.fence(),
         };
+        let lease_expires = lease.expires_at;
         let leased = match self.store.lease(id, lease).await {
             Ok(Some(l)) => l,
             Ok(None) => return (AttemptEnd::Finished, None), // cancelled or already final
@@ -280,15 +303,45 @@ impl Executor {
         });
         let started_ms = self.clock.now_ms();
         let left = leased.deadline_at.saturating_sub(started_ms);
-        // A fallback chain: which link to call (only chained jobs read their history).
+        // A fallback chain: which link to call (only chained jobs, and in a cluster every job
+        // past its first attempt, read their history).
         let links = leased.spec.links();
+        // (A first attempt has no history: no read.)
+        let history = if links.len() > 1 || (self.regions.is_some() && leased.attempt_no > 1) {
+            self.history(id, leased.series).await
+        } else {
+            Vec::new()
+        };
+        // The link a job stands at: 0, or where its attempts of this series moved it (a link
+        // never goes back, so the furthest one named counts; an attempt a crash cut off names
+        // none).
         let current = if links.len() > 1 {
-            self.current_link(id, leased.series)
-                .await
+            (history
+                .iter()
+                .map(|a| a.next_link.unwrap_or(a.link))
+                .max()
+                .unwrap_or(0) as usize)
                 .min(links.len() - 1)
         } else {
             0
         };
+        // Cluster mode: the region (and node) of this attempt.
+        let host = log_target(&links[current].0.url);
+        let fanout = self.regions.is_some() && leased.spec.execution_mode == ExecutionMode::Fanout;
+        let placement: Option<Result<Placement, String>> = match &self.regions {
+            Some((regions, _)) if !fanout => Some(
+                regions
+                    .place(
+                        &host,
+                        &leased.spec.regions,
+                        leased.spec.region_policy,
+                        &rerouted_from(&history),
+                    )
+                    .await,
+            ),
+            _ => None,
+        };
+        let placed = placement.as_ref().and_then(|p| p.as_ref().ok());
         let (call, latency_ms, change, link) = if left == 0 {
             (
                 CallResult::failed(CallError::DeadlinePassed),
@@ -298,6 +351,14 @@ impl Executor {
             )
         } else if let Some(e) = &leased.spec.template_error {
             (CallResult::unsent(e), 0, None, current)
+        } else if let Some(Err(why)) = &placement {
+            // `strict` and none of its regions is live: the job fails, unsent.
+            (
+                CallResult::unsent(&format!("region_unavailable: {why}")),
+                0,
+                None,
+                current,
+            )
         } else {
             let timeout = Duration::from_millis(self.cfg.attempt_timeout_ms.min(left));
             gate.pass().await;
@@ -310,7 +371,13 @@ impl Executor {
                 return (AttemptEnd::Finished, None);
             }
             let t0 = Instant::now();
-            let (r, link) = self.call_chain(&leased, &links, current, timeout).await;
+            let route = placed.map_or(Route::Local, |p| p.route.clone());
+            let (r, link) = if fanout {
+                (self.fanout(&leased, &history, timeout).await, current)
+            } else {
+                self.call_chain(&leased, &links, current, timeout, &route)
+                    .await
+            };
             let latency = t0.elapsed().as_millis() as u64;
             // Only the job's own target paces its lane; a fallback link's host is another.
             let change = r.response.as_ref().filter(|_| link == 0).map(|resp| {
@@ -322,11 +389,26 @@ impl Executor {
             (r, latency, change, link)
         };
         let policy = &links[link].0.retry_policy;
-        let verdict = if call.ssrf() || call.unsent.is_some() {
+        let mut verdict = if call.ssrf() || call.unsent.is_some() {
             Verdict::Fail
         } else {
             policy.judge(&call.outcome)
         };
+        let movable = placed.is_some_and(|p| p.alternatives);
+        if let Some(p) = placed.filter(|_| call.unsent.is_none() && left > 0) {
+            // No connection (or a region's node lost mid-call): another region may do better.
+            if verdict == Verdict::Retry
+                && movable
+                && (call.unknown || matches!(call.error, Some(CallError::Connect(_))))
+            {
+                verdict = Verdict::Reroute;
+            }
+            if let Some((regions, _)) = &self.regions {
+                if regions.observe(&host, &p.region, verdict == Verdict::Reroute) {
+                    tracing::warn!(region = %p.region, target = %host, "region ejected for this host: its calls keep failing");
+                }
+            }
+        }
         let done_ms = self.clock.now_ms();
         let pause = change.as_ref().and_then(|c| c.pause_for_ms);
         // A link that took over starts its own retry counters.
@@ -347,6 +429,18 @@ impl Executor {
                 leased.deadline_at,
                 &mut rand::thread_rng(),
             )
+        };
+        // A reroute to another region goes at once (unless the target asked for a pause).
+        let plan = match plan {
+            Plan::RetryAt { counters, .. }
+                if verdict == Verdict::Reroute && movable && pause.is_none() =>
+            {
+                Plan::RetryAt {
+                    at: done_ms,
+                    counters,
+                }
+            }
+            p => p,
         };
         let mut next_link = (link != current).then_some(link as u32);
         // A link that failed for good with one of the next link's `on_error` codes hands over
@@ -382,7 +476,7 @@ impl Executor {
             n: leased.attempt_no,
             series: leased.series,
             at: started_ms,
-            region: self.region.clone(),
+            region: placed.map_or_else(|| self.region.clone(), |p| p.region.clone()),
             status_code: match call.outcome {
                 Outcome::Status(s) => Some(s),
                 Outcome::NetworkError => None,
@@ -397,6 +491,13 @@ impl Executor {
             wait_ms,
             link: link as u32,
             next_link,
+            node: match (&self.regions, &call.node) {
+                (_, Some(n)) => Some(n.clone()),
+                (Some(_), None) => Some(self.node.id().to_string()),
+                (None, None) => None,
+            },
+            reason: placed.and_then(|p| moved_because(&history, &p.region)),
+            legs: call.legs.clone(),
         };
         let (next, end) = self.next_state(plan, &call, verdict, done_ms);
         let done_next_state = match &next {
@@ -427,6 +528,13 @@ impl Executor {
         };
         self.events
             .publish(id, || JobEvent::Attempt(Box::new(attempt)));
+        if call.unknown {
+            // The hand-off broke after it was sent: the other node may still be calling. The
+            // slot stays held (the lane's limit counts that call) until the lease runs out.
+            let hold = lease_expires.saturating_sub(self.clock.now_ms());
+            tracing::info!(job_id = %id, hold_ms = hold, "hand-off lost mid-call; holding its slot until the lease expires");
+            tokio::time::sleep(Duration::from_millis(hold)).await;
+        }
         let final_state = match &done_next_state {
             Some(state) => leased.spec.child_for(*state).map(|(r, _)| r),
             None => None,
@@ -542,7 +650,13 @@ impl Executor {
         spec: &JobSpec,
         idempotent_key: &str,
         timeout: Duration,
+        route: &Route,
     ) -> CallResult {
+        if let Route::Remote { node, url, region } = route {
+            return self
+                .call_remote(tenant, spec, idempotent_key, timeout, (node, url, region))
+                .await;
+        }
         let target = match ezt_core::ssrf::check_url(&self.policy, &spec.url) {
             Ok(t) => t,
             Err(e) => return CallResult::failed(CallError::ssrf_denied(e)),
@@ -580,6 +694,7 @@ impl Executor {
             headers,
             body: String::from_utf8_lossy(&body.bytes).into_owned(),
             body_truncated: body.truncated,
+            regions: Vec::new(),
         };
         if let Some(err) = read_error {
             // The head arrived but the body did not: the call did not complete.
@@ -588,6 +703,9 @@ impl Executor {
                 response: Some(response),
                 error: Some(err),
                 unsent: None,
+                unknown: false,
+                node: None,
+                legs: Vec::new(),
             };
         }
         CallResult {
@@ -595,8 +713,224 @@ impl Executor {
             response: Some(response),
             error: None,
             unsent: None,
+            unknown: false,
+            node: None,
+            legs: Vec::new(),
         }
     }
+
+    /// Fanout: the call runs at once in every listed region that has not answered 2xx yet in
+    /// this attempt series. The attempt's outcome is the first failing leg's (a non-retryable
+    /// answer first, else a retry/reroute one, else a leg with no answer), else the first
+    /// region's 2xx: the job succeeds once every listed region has answered 2xx (rule "all"),
+    /// and its retries run only the regions still missing. A region without a live node is a
+    /// leg with no answer (retried like a network error).
+    async fn fanout(&self, job: &LeasedJob, history: &[Attempt], timeout: Duration) -> CallResult {
+        let Some((regions, _)) = &self.regions else {
+            return CallResult::unsent("not_supported: fanout needs cluster mode");
+        };
+        let spec = &job.spec;
+        let mut listed: Vec<&String> = Vec::new();
+        for r in &spec.regions {
+            if !listed.contains(&r) {
+                listed.push(r);
+            }
+        }
+        // Each region's latest leg in this series.
+        let mut latest: std::collections::HashMap<&str, &RegionOutcome> =
+            std::collections::HashMap::new();
+        for leg in history.iter().flat_map(|a| a.legs.iter()) {
+            latest.insert(leg.region.as_str(), leg);
+        }
+        let pending: Vec<&String> = listed
+            .iter()
+            .copied()
+            .filter(|r| {
+                latest
+                    .get(r.as_str())
+                    .is_none_or(|l| l.decision != Verdict::Success)
+            })
+            .collect();
+        let me = self.node.id().to_string();
+        let legs = futures::future::join_all(pending.iter().map(|&r| async move {
+            let t0 = Instant::now();
+            let call = match regions.route_to(r).await {
+                Some(route) => {
+                    self.call(job.tenant_id, spec, &job.idempotent_key, timeout, &route)
+                        .await
+                }
+                None => {
+                    CallResult::failed(CallError::Connect(format!("no live node of region {r:?}")))
+                }
+            };
+            (r.to_string(), call, t0.elapsed().as_millis() as u64)
+        }))
+        .await;
+        let judged: Vec<(String, CallResult, RegionOutcome)> = legs
+            .into_iter()
+            .map(|(region, call, ms)| {
+                let decision = if call.ssrf() {
+                    Verdict::Fail
+                } else {
+                    spec.retry_policy.judge(&call.outcome)
+                };
+                let node = match (&call.node, &call.error) {
+                    (Some(n), _) => Some(n.clone()),
+                    (None, Some(CallError::Connect(m))) if m.starts_with("no live node") => None,
+                    (None, _) => Some(me.clone()),
+                };
+                let outcome = RegionOutcome {
+                    region: region.clone(),
+                    node,
+                    status_code: call.response.as_ref().map(|r| r.status_code),
+                    error: call.error.as_ref().map(ToString::to_string),
+                    latency_ms: ms,
+                    decision,
+                };
+                (region, call, outcome)
+            })
+            .collect();
+        let rank = |v: Verdict| match v {
+            Verdict::Fail => 0,
+            Verdict::Reroute | Verdict::Retry | Verdict::Interrupted => 1,
+            Verdict::Success => 2,
+        };
+        let this: Vec<RegionOutcome> = judged.iter().map(|(_, _, o)| o.clone()).collect();
+        // Every listed region's outcome: this attempt's leg, else its earlier success.
+        let all: Vec<RegionOutcome> = listed
+            .iter()
+            .filter_map(|r| {
+                this.iter()
+                    .find(|o| o.region == **r)
+                    .or_else(|| latest.get(r.as_str()).copied())
+                    .cloned()
+            })
+            .collect();
+        let Some(pick) = (0..judged.len()).min_by_key(|&i| rank(judged[i].2.decision)) else {
+            // Every region had answered 2xx already (a crash after the last leg): done.
+            return CallResult {
+                outcome: Outcome::Status(200),
+                response: Some(Response {
+                    status_code: 200,
+                    headers: Vec::new(),
+                    body: String::new(),
+                    body_truncated: false,
+                    regions: all,
+                }),
+                error: None,
+                unsent: None,
+                unknown: false,
+                node: None,
+                legs: Vec::new(),
+            };
+        };
+        let mut judged = judged;
+        let (_, mut call, _) = judged.swap_remove(pick);
+        if let Some(r) = call.response.as_mut() {
+            r.regions = all;
+        }
+        call.unknown = false;
+        call.legs = this;
+        call
+    }
+
+    /// Hands the call to a live node of another region (`handoff`); this node keeps the
+    /// attempt's lease and records the outcome when the leg answers.
+    async fn call_remote(
+        &self,
+        tenant: TenantId,
+        spec: &JobSpec,
+        idempotent_key: &str,
+        timeout: Duration,
+        (node, url, region): (&str, &str, &str),
+    ) -> CallResult {
+        let Some((regions, handoff)) = &self.regions else {
+            return CallResult::failed(CallError::Request("no hand-off in this mode".into()));
+        };
+        let opened = match crate::credentials::open_headers(&self.sealer, tenant, &spec.headers) {
+            Ok(o) => o,
+            Err(e) => return CallResult::failed(CallError::SealedHeader(e.to_string())),
+        };
+        let leg = AttemptSpec {
+            url: spec.url.clone(),
+            method: spec.method.clone(),
+            headers: opened.unwrap_or_else(|| spec.headers.clone()),
+            body: spec.body.clone(),
+            idempotency_key: idempotent_key.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match handoff.send_leg(url, region, node, &leg).await {
+            Err(e) => CallResult::failed(CallError::Connect(e.to_string())),
+            Ok((answer, reached)) => {
+                if answer.error.as_ref().is_some_and(|e| e.code == "handoff") {
+                    regions.stale();
+                }
+                from_leg(answer, reached)
+            }
+        }
+    }
+}
+
+/// A hand-off's leg as a call result: its answer, or its error by kind (a node that was never
+/// reached counts as a connect failure; one lost after the send leaves the outcome unknown).
+fn from_leg(leg: LegAnswer, reached: bool) -> CallResult {
+    let node = Some(leg.node);
+    match (leg.response, leg.error) {
+        (Some(r), _) => CallResult {
+            outcome: Outcome::Status(r.status_code),
+            response: Some(r),
+            error: None,
+            unsent: None,
+            unknown: false,
+            node,
+            legs: Vec::new(),
+        },
+        (None, e) => {
+            let e = e.unwrap_or(crate::handoff::LegError {
+                code: "request".into(),
+                message: "the leg carried neither an answer nor an error".into(),
+            });
+            let unknown = e.code == "handoff" && reached;
+            let error = match e.code.as_str() {
+                "ssrf_denied" => CallError::SsrfDenied(e.message),
+                "connect" => CallError::Connect(e.message),
+                "handoff" if !reached => CallError::Connect(e.message),
+                "timeout" => CallError::Timeout(e.message),
+                "body" => CallError::Body(e.message),
+                _ => CallError::Request(e.message),
+            };
+            CallResult {
+                outcome: Outcome::NetworkError,
+                response: None,
+                error: Some(error),
+                unsent: None,
+                unknown,
+                node,
+                legs: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The regions this attempt series moved away from (their answer was a reroute), in order.
+fn rerouted_from(history: &[Attempt]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in history.iter().filter(|a| a.decision == Verdict::Reroute) {
+        out.retain(|r| *r != a.region);
+        out.push(a.region.clone());
+    }
+    out
+}
+
+/// Why an attempt in `region` runs there: the previous attempt was rerouted from another.
+fn moved_because(history: &[Attempt], region: &str) -> Option<String> {
+    let last = history.last()?;
+    (last.decision == Verdict::Reroute && last.region != region).then(|| {
+        let what = last
+            .status_code
+            .map_or_else(|| "no answer".to_string(), |s| s.to_string());
+        format!("reroute: {what} from {}", last.region)
+    })
 }
 
 impl Runner for Executor {

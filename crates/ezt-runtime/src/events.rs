@@ -353,6 +353,9 @@ mod tests {
             wait_ms: Some(10),
             link: 0,
             next_link: None,
+            node: None,
+            reason: None,
+            legs: Vec::new(),
         }
     }
 

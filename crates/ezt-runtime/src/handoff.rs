@@ -242,6 +242,7 @@ impl Handoff {
             headers,
             body: String::from_utf8_lossy(&body.bytes).into_owned(),
             body_truncated: body.truncated,
+            regions: Vec::new(),
         };
         match read_error {
             Some(e) => (None, Some(e)),
@@ -295,6 +296,22 @@ impl Handoff {
         node: &str,
         spec: &AttemptSpec,
     ) -> Result<LegAnswer, HandoffError> {
+        self.send_leg(base_url, region, node, spec)
+            .await
+            .map(|(leg, _)| leg)
+    }
+
+    /// As [`Handoff::send`], and says whether the target may have seen the call: false when
+    /// the executing node was never reached (no connection) or refused the hand-off with an
+    /// error status; true when the hand-off broke after it was sent (the outcome is unknown)
+    /// or answered a leg.
+    pub async fn send_leg(
+        &self,
+        base_url: &str,
+        region: &str,
+        node: &str,
+        spec: &AttemptSpec,
+    ) -> Result<(LegAnswer, bool), HandoffError> {
         let auth = self.auth.as_ref().ok_or(HandoffError::NoSecret)?;
         let body = serde_json::to_vec(spec).expect("a spec serializes");
         let sig = auth.sign("POST", ATTEMPTS_PATH, &body, self.now_secs());
@@ -323,26 +340,39 @@ impl Handoff {
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                return Ok(failed(format!(
-                    "node {node} unreachable: {}",
-                    ezt_outbound::describe(&e)
-                )))
+                return Ok((
+                    failed(format!(
+                        "node {node} unreachable: {}",
+                        ezt_outbound::describe(&e)
+                    )),
+                    !e.is_connect(),
+                ))
             }
         };
         let status = resp.status();
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                return Ok(failed(format!(
-                    "node {node}: {}",
-                    ezt_outbound::describe(&e)
-                )))
+                return Ok((
+                    failed(format!("node {node}: {}", ezt_outbound::describe(&e))),
+                    true,
+                ))
             }
         };
         if !status.is_success() {
-            return Ok(failed(format!("node {node} answered {}", status.as_u16())));
+            return Ok((
+                failed(format!("node {node} answered {}", status.as_u16())),
+                false,
+            ));
         }
-        Ok(serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| failed(format!("node {node} answered an unreadable leg: {e}"))))
+        Ok(serde_json::from_slice(&bytes).map_or_else(
+            |e| {
+                (
+                    failed(format!("node {node} answered an unreadable leg: {e}")),
+                    true,
+                )
+            },
+            |leg| (leg, true),
+        ))
     }
 }

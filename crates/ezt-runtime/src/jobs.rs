@@ -335,6 +335,7 @@ impl Jobs {
             limits: &self.cfg.limits.job,
             ssrf: &self.ssrf,
             local_region: &self.cfg.region,
+            clustered: self.cfg.clustered(),
             now_ms: now,
         }
     }

@@ -25,6 +25,7 @@ pub mod lanes;
 pub mod membership;
 pub mod metrics;
 pub mod notifier;
+mod regions;
 pub mod retention;
 pub mod sealing;
 pub mod spool;
@@ -202,19 +203,31 @@ async fn start_inner(
         )
         .with_tiers(cfg.tiers),
     );
-    let executor = Arc::new(
-        dispatch::Executor::new(
-            store.clone(),
-            &cfg,
-            ssrf,
-            events.clone(),
-            metrics.clone(),
-            followups.clone(),
-            sealer.clone(),
-            clock.clone(),
-        )?
-        .on_node(node.clone()),
-    );
+    let handoff = Arc::new(handoff::Handoff::new(
+        &cfg,
+        node_id.as_str(),
+        clock.clone(),
+    )?);
+    let executor = dispatch::Executor::new(
+        store.clone(),
+        &cfg,
+        ssrf,
+        events.clone(),
+        metrics.clone(),
+        followups.clone(),
+        sealer.clone(),
+        clock.clone(),
+    )?
+    .on_node(node.clone());
+    // Cluster mode: each attempt is placed in a region of the job's (issue 15).
+    let executor = Arc::new(if cfg.clustered() {
+        executor.with_regions(
+            Arc::new(regions::Regions::new(store.clone(), &cfg, node_id.as_str())),
+            handoff.clone(),
+        )
+    } else {
+        executor
+    });
     let sched = lanes::Scheduler::with_inbox(
         inbox,
         cfg.lanes.clone(),
@@ -332,11 +345,6 @@ async fn start_inner(
         signing_keys,
         clock.clone(),
     ));
-    let handoff = Arc::new(handoff::Handoff::new(
-        &cfg,
-        node_id.as_str(),
-        clock.clone(),
-    )?);
     let torrent = Arc::new(torrent::Torrent::new(
         handoff.clone(),
         store.clone(),

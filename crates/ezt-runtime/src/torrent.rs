@@ -459,6 +459,7 @@ impl Torrent {
             limits: &self.cfg.limits.job,
             ssrf: &self.ssrf,
             local_region: &self.cfg.region,
+            clustered: self.cfg.clustered(),
             now_ms: self.clock.now_ms(),
         };
         let v = input.validate(&cx)?;
@@ -727,11 +728,13 @@ impl Torrent {
                     headers,
                     body,
                     body_truncated,
+                    ..
                 } = a.response.clone().unwrap_or(Response {
                     status_code: 0,
                     headers: Vec::new(),
                     body: String::new(),
                     body_truncated: false,
+                    regions: Vec::new(),
                 });
                 TorrentOut {
                     region: a.region,

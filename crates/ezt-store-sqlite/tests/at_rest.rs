@@ -67,6 +67,9 @@ async fn fill_and_finish(s: &SqliteStore, from: u128, n: u128, now: u64) {
                 wait_ms: None,
                 link: 0,
                 next_link: None,
+                node: None,
+                reason: None,
+                legs: Vec::new(),
             },
             next: ezt_store::Next::Final {
                 state: ezt_core::JobState::Succeeded,

@@ -86,6 +86,10 @@ pub struct Response {
     /// True when the body was cut at the cap.
     #[serde(default)]
     pub body_truncated: bool,
+    /// A fanout job's final answer: its outcome in each listed region (`regions` order); the
+    /// status, headers and body above are one region's (the first failing one, else the first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<ezt_core::webhook::RegionOutcome>,
 }
 
 /// Why a job ended without success.
@@ -145,6 +149,16 @@ pub struct Attempt {
     /// The chain link the job moved to after this attempt, if it moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_link: Option<u32>,
+    /// The node that made the call (absent in histories written before regions routed calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Why this attempt ran where it did, when it moved: `reroute: 502 from r1`, `reroute:
+    /// connect failure from r1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A fanout attempt: each region's leg of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub legs: Vec<ezt_core::webhook::RegionOutcome>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -169,6 +183,9 @@ impl Attempt {
             wait_ms: None,
             link: 0,
             next_link: None,
+            node: None,
+            reason: None,
+            legs: Vec::new(),
         }
     }
 }
@@ -596,6 +613,7 @@ impl Ending<'_> {
             }),
             attempts: self.attempts,
             region: self.region.to_string(),
+            regions: self.response.map(|r| r.regions.clone()).unwrap_or_default(),
             completed_at: self.now_ms,
             event_type: ezt_core::webhook::event_type(self.state),
             timestamp: ezt_core::webhook::rfc3339_ms(self.now_ms),

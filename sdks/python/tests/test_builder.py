@@ -82,7 +82,7 @@ def test_region_policy_and_execution_mode_are_spelled_as_the_server_reads_them(
     # policy naming a region this node is not in is refused *because* of region_policy...
     with pytest.raises(ValidationError) as e:
         Step(client).url(target.unique()).regions(["fra"]).region_policy("strict").execute()
-    assert (e.value.status, e.value.code, e.value.field) == (422, "not_supported", "regions")
+    assert (e.value.status, e.value.code, e.value.field) == (422, "region_unavailable", "regions")
     # ...while the same regions under the default policy are accepted,
     ok = Step(client).url(target.unique()).regions(["fra"]).retry_at(FAR_FUTURE_MS).execute()
     assert "job_id" in ok

@@ -199,6 +199,7 @@ mod tests {
             limits: &limits,
             ssrf: &policy,
             local_region: "local",
+            clustered: false,
             now_ms: 1_000,
         };
         serde_json::from_value::<WorkflowIn>(

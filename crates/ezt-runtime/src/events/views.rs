@@ -174,6 +174,7 @@ pub(crate) fn sample(state: &str) -> JobView {
         limits: &ezt_core::job::Limits::default(),
         ssrf: &ezt_core::ssrf::SsrfPolicy::default(),
         local_region: "local",
+        clustered: false,
         now_ms: 1_700_000_000_000,
     };
     let spec = ezt_core::job::parse(br#"{"url": "https://example.com/"}"#)

@@ -87,6 +87,9 @@ pub(crate) fn attempt(n: u32, decision: Verdict) -> Attempt {
         wait_ms: None,
         link: 0,
         next_link: None,
+        node: None,
+        reason: None,
+        legs: Vec::new(),
     }
 }
 
@@ -111,6 +114,7 @@ pub(crate) fn ok_response() -> Response {
         headers: vec![("content-type".into(), "text/plain".into())],
         body: "ok".into(),
         body_truncated: false,
+        regions: Vec::new(),
     }
 }
 

@@ -469,3 +469,55 @@ pub async fn chain_children_render_their_parents_answer<S: JobStore>(s: S) {
         .expect("why it cannot be sent");
     assert!(e.starts_with("template_unresolved"), "{e}");
 }
+
+/// An attempt keeps the region and node that made it and why it moved there (a reroute).
+pub async fn attempts_keep_region_node_and_reason<S: JobStore>(s: S) {
+    let j = new_job(1, 1, "k", 100);
+    s.insert_jobs(vec![j.clone()], WINDOW).await.unwrap();
+    s.lease(j.id, lease(1, 100)).await.unwrap().unwrap();
+    let mut first = attempt(1, Verdict::Reroute);
+    first.region = "r1".into();
+    first.node = Some("node-a".into());
+    first.status_code = Some(502);
+    let applied = s
+        .complete_attempt(AttemptDone {
+            id: j.id,
+            lease_token: 1,
+            attempt: first.clone(),
+            next: Next::Retry {
+                run_at: 150,
+                counters: Counters {
+                    retries: 0,
+                    reroutes: 1,
+                },
+                response: None,
+            },
+            now_ms: 150,
+        })
+        .await
+        .unwrap();
+    assert_eq!(applied, Some(vec![]));
+    s.lease(j.id, lease(2, 150)).await.unwrap().unwrap();
+    let mut second = attempt(2, Verdict::Success);
+    second.region = "r2".into();
+    second.node = Some("node-b".into());
+    second.reason = Some("reroute: 502 from r1".into());
+    let done = AttemptDone {
+        id: j.id,
+        lease_token: 2,
+        attempt: second.clone(),
+        next: Next::Final {
+            state: JobState::Succeeded,
+            response: Some(ok_response()),
+            error: None,
+        },
+        now_ms: 200,
+    };
+    assert_eq!(s.complete_attempt(done).await.unwrap(), Some(vec![]));
+    let got = s.get_job(None, j.id).await.unwrap().unwrap();
+    assert_eq!(got.attempts, vec![first, second]);
+    assert_eq!(
+        got.attempts[1].reason.as_deref(),
+        Some("reroute: 502 from r1")
+    );
+}

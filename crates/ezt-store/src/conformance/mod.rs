@@ -46,7 +46,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case $make; jobs: jobs_are_tenant_scoped, idempotency_dedups,
             lease_fences_completion, retry_schedules_next_attempt, cancel_wins_over_late_completion,
             replay_and_expire, list_paginates_and_filters, chain_children_are_created_with_the_outcome,
-            chain_children_render_their_parents_answer);
+            chain_children_render_their_parents_answer, attempts_keep_region_node_and_reason);
     };
     (recovery: $make:expr) => {
         $crate::conformance_tests!(@case $make; recovery: recover_releases_running,

@@ -23,9 +23,9 @@ use serde_json::{json, Value};
 use crate::fault_common::record;
 use crate::support::{TestServer, BIN};
 
-const SECRET: &str = "regions-test-secret-0123456789";
-const OPERATOR: &str = "operator-token-0123456789";
-const CONFIG: &str = "[admin]\ntoken = \"operator-token-0123456789\"\n";
+pub const SECRET: &str = "regions-test-secret-0123456789";
+pub const OPERATOR: &str = "operator-token-0123456789";
+pub const CONFIG: &str = "[admin]\ntoken = \"operator-token-0123456789\"\n";
 /// The races of the first cases are not about limits: the target's lanes get room for them
 /// (every TORRENT leg takes a permit of its lane).
 const ROOMY: &str = "[admin]\ntoken = \"operator-token-0123456789\"\n\n[lanes.hosts.\"127.0.0.1\"]\nrate = 1000.0\nburst = 100\nmax_in_flight = 100\n";
@@ -34,32 +34,32 @@ const TIGHT: &str = "[admin]\ntoken = \"operator-token-0123456789\"\n\n[lanes.ho
 
 /// One call the target saw.
 #[derive(Debug, Clone)]
-struct Call {
-    from: IpAddr,
-    key: Option<String>,
-    body: String,
-    start: Instant,
+pub struct Call {
+    pub from: IpAddr,
+    pub key: Option<String>,
+    pub body: String,
+    pub start: Instant,
     /// When the answer was returned, or the handler dropped (the caller closed the connection).
-    end: Option<Instant>,
+    pub end: Option<Instant>,
     /// Whether the handler ran to its answer (false: cut by the caller).
-    answered: bool,
+    pub answered: bool,
 }
 
 #[derive(Default)]
-struct TargetState {
+pub struct TargetState {
     calls: Mutex<Vec<Call>>,
     /// Per source address: (delay ms, status).
     rules: Mutex<HashMap<IpAddr, (u64, u16)>>,
     /// When set, every answer carries this `Retry-After` (seconds).
     retry_after: Mutex<Option<u64>>,
-    notify: tokio::sync::Notify,
+    pub notify: tokio::sync::Notify,
 }
 
 /// A target that answers by source address.
 #[derive(Clone)]
-struct RegionTarget {
-    addr: SocketAddr,
-    state: Arc<TargetState>,
+pub struct RegionTarget {
+    pub addr: SocketAddr,
+    pub state: Arc<TargetState>,
 }
 
 struct EndGuard {
@@ -127,7 +127,7 @@ async fn handle(
 }
 
 impl RegionTarget {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let state = Arc::new(TargetState::default());
         let app = Router::new()
             .route("/{name}", any(handle))
@@ -145,12 +145,12 @@ impl RegionTarget {
         Self { addr, state }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}/work", self.addr)
     }
 
     /// Calls from `ip` answer `status` after `delay_ms`.
-    fn rule(&self, ip: &str, delay_ms: u64, status: u16) {
+    pub fn rule(&self, ip: &str, delay_ms: u64, status: u16) {
         self.state
             .rules
             .lock()
@@ -158,12 +158,12 @@ impl RegionTarget {
             .insert(ip.parse().unwrap(), (delay_ms, status));
     }
 
-    fn calls(&self) -> Vec<Call> {
+    pub fn calls(&self) -> Vec<Call> {
         self.state.calls.lock().unwrap().clone()
     }
 
     /// Waits (on call events) until every call of `body` has ended and there are `n` of them.
-    async fn wait_ended(&self, body: &str, n: usize, timeout: Duration) -> Vec<Call> {
+    pub async fn wait_ended(&self, body: &str, n: usize, timeout: Duration) -> Vec<Call> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.state.notify.notified();
@@ -193,10 +193,10 @@ struct Regions {
     _root: tempfile::TempDir,
 }
 
-const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+pub const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 
 /// A free port on `ip` (bound and released; the node binds it right after).
-fn free_port(ip: &str) -> u16 {
+pub fn free_port(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()

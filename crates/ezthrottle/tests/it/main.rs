@@ -32,5 +32,6 @@ mod fault_disk;
 mod fault_hostile;
 mod fault_kill;
 mod fault_regions;
+mod fault_reroute;
 mod fault_sigterm;
 mod fault_spool;

@@ -35,6 +35,8 @@ import {
   type StreamResponse,
   type SubmitJobParams,
   type SubmitResult,
+  type TorrentResult,
+  type TorrentSpec,
   type WorkflowSpec,
   type WorkflowSubmitted,
   type WorkflowView,
@@ -378,6 +380,13 @@ export class EZThrottle {
   }
 
   /** `POST /api/v1/workflows`: stores a static workflow (a DAG of steps, each a durable job). */
+  /** `POST /api/v1/torrent`: races the call from every listed live region now and answers the
+   * first 2xx (or the last answer); refused with `429 lane_paused` / `lane_busy` when the lane
+   * has no permit for it. Not retried: a race is the caller's to repeat. */
+  async torrent(spec: TorrentSpec): Promise<TorrentResult> {
+    return this.http.json<TorrentResult>({ method: "POST", path: "/api/v1/torrent", json: spec, idempotent: false });
+  }
+
   async submitWorkflow(spec: WorkflowSpec): Promise<WorkflowSubmitted> {
     return this.http.json<WorkflowSubmitted>({ method: "POST", path: "/api/v1/workflows", json: spec, idempotent: false });
   }

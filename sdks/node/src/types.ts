@@ -398,6 +398,45 @@ export interface WorkflowSubmitted {
   status: "running" | "duplicate";
 }
 
+/** `POST /api/v1/torrent`: one call raced from every listed live region now (no queue, no
+ * retries); every leg takes a permit of the call's lane. */
+export interface TorrentSpec {
+  url: string;
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string;
+  /** Regions to race from (default: the answering node's). */
+  regions?: string[];
+  /** A duration (`"2s"`) or milliseconds; default 10 s. */
+  timeout?: string | number;
+  /** Sent as `Idempotency-Key` on every leg (default: a fresh one). */
+  idempotent_key?: string;
+}
+
+/** One leg of a race. */
+export interface TorrentLeg {
+  region: string;
+  node?: string;
+  outcome: "won" | "lost" | "cancelled" | "error";
+  status_code?: number;
+  error?: { code: string; message: string };
+  latency_ms: number;
+}
+
+/** The race's answer: the first 2xx, else the last answer that arrived. */
+export interface TorrentResult {
+  region?: string;
+  node?: string;
+  status_code?: number;
+  headers?: [string, string][];
+  body?: string;
+  body_truncated?: boolean;
+  latency_ms: number;
+  idempotent_key: string;
+  attempts: TorrentLeg[];
+  error?: { code: string; message: string };
+}
+
 /** `GET /api/v1/workflows/{id}`: the run with every step. */
 export interface WorkflowView {
   workflow_id: string;

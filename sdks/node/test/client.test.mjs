@@ -109,6 +109,15 @@ describe("jobs", () => {
     assert.deepEqual((await client.get(answer.job_id)).state, "succeeded");
   });
 
+  test("torrent races the call now and answers the target's response with its legs", async () => {
+    const got = await client.torrent({ url: `${env.target.url}/ok?t=${token()}`, method: "POST", body: "now", idempotent_key: "race-1" });
+    assert.equal(got.status_code, 200);
+    assert.equal(JSON.parse(got.body).body, "now");
+    assert.equal(got.idempotent_key, "race-1");
+    assert.equal(got.attempts.length, 1);
+    assert.equal(got.attempts[0].outcome, "won");
+  });
+
   test("submit with wait answers the final view", async () => {
     const job = await client.submit({ url: `${env.target.url}/ok?t=${token()}` }, { wait: 30 });
     assert.ok("state" in job, JSON.stringify(job));

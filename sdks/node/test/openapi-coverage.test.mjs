@@ -30,6 +30,7 @@ const METHODS = {
   "POST /api/v1/workflows/{id}/cancel": ["cancelWorkflow"],
   "POST /api/v1/workflows/{id}/resume": ["resumeWorkflow"],
   "POST /api/v1/workflows/{id}/restart": ["restartWorkflow"],
+  "POST /api/v1/torrent": ["torrent"],
 };
 // Operator endpoints, not the SDK's business.
 const NOT_SDK = new Set(["GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json"]);

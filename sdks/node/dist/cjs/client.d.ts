@@ -4,7 +4,7 @@
  * secret calls, `forwardOrFallback`, …) keep their names, arguments and results, and go through
  * the hosted proxy envelope when `tracktagsUrl` is set.
  */
-import { type BatchItem, type Duration, type EZThrottleConfig, type Job, type JobEvent, type JobPage, type JobPayload, type JobSpec, type JobState, type Lane, type LanePin, type RawResponse, type StreamOptions, type StreamResponse, type SubmitJobParams, type SubmitResult, type WorkflowSpec, type WorkflowSubmitted, type WorkflowView, type WebhookSecrets } from "./types.js";
+import { type BatchItem, type Duration, type EZThrottleConfig, type Job, type JobEvent, type JobPage, type JobPayload, type JobSpec, type JobState, type Lane, type LanePin, type RawResponse, type StreamOptions, type StreamResponse, type SubmitJobParams, type SubmitResult, type TorrentResult, type TorrentSpec, type WorkflowSpec, type WorkflowSubmitted, type WorkflowView, type WebhookSecrets } from "./types.js";
 /** The HTTP status the server gave a `submitJob` / `Step.execute()` answer (inside the hosted
  * envelope: 201 new job, 200 duplicate; natively 202 / 200). `undefined` for local results. */
 export declare function httpStatusOf(result: object): number | undefined;
@@ -90,6 +90,10 @@ export declare class EZThrottle {
      * `host:port`); `{}` unpins. Answers the lanes as now pinned. */
     pinLaneLimits(host: string, pin: LanePin): Promise<Lane[]>;
     /** `POST /api/v1/workflows`: stores a static workflow (a DAG of steps, each a durable job). */
+    /** `POST /api/v1/torrent`: races the call from every listed live region now and answers the
+     * first 2xx (or the last answer); refused with `429 lane_paused` / `lane_busy` when the lane
+     * has no permit for it. Not retried: a race is the caller's to repeat. */
+    torrent(spec: TorrentSpec): Promise<TorrentResult>;
     submitWorkflow(spec: WorkflowSpec): Promise<WorkflowSubmitted>;
     /** `GET /api/v1/workflows/{id}`: the run with every step, its job, attempts and timings. */
     getWorkflow(workflowId: string): Promise<WorkflowView>;

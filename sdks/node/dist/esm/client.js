@@ -322,6 +322,12 @@ export class EZThrottle {
         return out.lanes;
     }
     /** `POST /api/v1/workflows`: stores a static workflow (a DAG of steps, each a durable job). */
+    /** `POST /api/v1/torrent`: races the call from every listed live region now and answers the
+     * first 2xx (or the last answer); refused with `429 lane_paused` / `lane_busy` when the lane
+     * has no permit for it. Not retried: a race is the caller's to repeat. */
+    async torrent(spec) {
+        return this.http.json({ method: "POST", path: "/api/v1/torrent", json: spec, idempotent: false });
+    }
     async submitWorkflow(spec) {
         return this.http.json({ method: "POST", path: "/api/v1/workflows", json: spec, idempotent: false });
     }

@@ -41,6 +41,8 @@ from .types import (
     WebhookSecrets,
     Workflow,
     WorkflowStep,
+    TorrentLeg,
+    TorrentResult,
     WorkflowSubmitted,
 )
 from .webhooks import (
@@ -100,6 +102,8 @@ __all__ = [
     "Workflow",
     "WorkflowBuilder",
     "WorkflowStep",
+    "TorrentLeg",
+    "TorrentResult",
     "WorkflowSubmitted",
     "auto_forward",
     "sign_standard_webhook",

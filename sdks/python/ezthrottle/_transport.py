@@ -35,6 +35,7 @@ from .errors import (
     WaitTimeoutError,
 )
 from .types import (
+    TorrentResult,
     FINAL_STATES,
     BatchItem,
     Duration,
@@ -408,6 +409,32 @@ def submit_batch(payloads: Iterable[JobPayload]) -> Plan[list[BatchItem]]:
     call = Call("POST", "/api/v1/jobs/batch", json={"jobs": list(payloads)}, idempotent=True)
     out = yield from single(call)
     return cast(list[BatchItem], out["results"])
+
+
+def torrent_payload(
+    url: str,
+    method: str,
+    headers: dict[str, str] | None,
+    body: str | None,
+    regions: list[str] | None,
+    timeout: Duration | None,
+    idempotent_key: str | None,
+) -> dict[str, Any]:
+    """The body of ``POST /api/v1/torrent`` (absent fields take the server's defaults)."""
+    out: dict[str, Any] = {"url": url, "method": method.upper()}
+    for k, v in (("headers", headers), ("body", body), ("regions", regions),
+                 ("idempotent_key", idempotent_key)):  # fmt: skip
+        if v is not None:
+            out[k] = v
+    if timeout is not None:
+        out["timeout"] = wire_duration(timeout)
+    return out
+
+
+def torrent(payload: dict[str, Any]) -> Plan[TorrentResult]:
+    # Never resent: a race is sent from every region at once, the caller decides to repeat it.
+    call = Call("POST", "/api/v1/torrent", json=payload, idempotent=False)
+    return cast(TorrentResult, (yield from single(call)))
 
 
 def submit_workflow(payload: dict[str, Any]) -> Plan[WorkflowSubmitted]:

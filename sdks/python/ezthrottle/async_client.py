@@ -13,6 +13,7 @@ from . import _transport as _t
 from .workflow import WorkflowBuilder
 from .errors import UnreachableError, WaitTimeoutError
 from .types import (
+    TorrentResult,
     WORKFLOW_FINAL,
     WORKFLOW_FINAL_EVENTS,
     Workflow,
@@ -251,6 +252,20 @@ class AsyncEZThrottle:
     async def resume_workflow(self, workflow_id: str) -> Workflow:
         """See ``EZThrottle.resume_workflow``."""
         return await self._run(_t.workflow_action(workflow_id, "resume"))
+
+    async def torrent(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+        regions: list[str] | None = None,
+        timeout: Duration | None = None,
+        idempotent_key: str | None = None,
+    ) -> TorrentResult:
+        """See ``EZThrottle.torrent``."""
+        return await self._run(_t.torrent(_t.torrent_payload(url, method, headers, body, regions, timeout, idempotent_key)))
 
     async def restart_workflow(self, workflow_id: str) -> WorkflowSubmitted:
         """See ``EZThrottle.restart_workflow``."""

@@ -12,6 +12,7 @@ from . import _transport as _t
 from .workflow import WorkflowBuilder
 from .errors import UnreachableError, WaitTimeoutError
 from .types import (
+    TorrentResult,
     WORKFLOW_FINAL,
     WORKFLOW_FINAL_EVENTS,
     Workflow,
@@ -273,6 +274,22 @@ class EZThrottle:
         """Continues a ``failed`` or ``cancelled`` run: steps that succeeded keep their results,
         the others run again (new job ids and keys); ``ConflictError`` otherwise."""
         return self._run(_t.workflow_action(workflow_id, "resume"))
+
+    def torrent(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+        regions: list[str] | None = None,
+        timeout: Duration | None = None,
+        idempotent_key: str | None = None,
+    ) -> TorrentResult:
+        """``POST /api/v1/torrent``: races the call from every listed live region now and answers
+        the first 2xx (or the last answer). No queue, no retries; every leg takes a permit of the
+        call's lane (``RateLimitedError``-style 429 ``lane_paused`` / ``lane_busy`` otherwise)."""
+        return self._run(_t.torrent(_t.torrent_payload(url, method, headers, body, regions, timeout, idempotent_key)))
 
     def restart_workflow(self, workflow_id: str) -> WorkflowSubmitted:
         """Starts a new run of a finished run's definition and input; answers the new id

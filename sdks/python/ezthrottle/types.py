@@ -290,6 +290,32 @@ WorkflowStatus = Literal[
 StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
 
 
+class TorrentLeg(TypedDict, total=False):
+    """One leg of a TORRENT race: its region and node, ``won``/``lost``/``cancelled``/``error``."""
+
+    region: str
+    node: str
+    outcome: Literal["won", "lost", "cancelled", "error"]
+    status_code: int
+    error: dict[str, str]
+    latency_ms: float
+
+
+class TorrentResult(TypedDict, total=False):
+    """``POST /api/v1/torrent``: the first 2xx of the race (or the last answer), with every leg."""
+
+    region: str
+    node: str
+    status_code: int
+    headers: list[list[str]]
+    body: str
+    body_truncated: bool
+    latency_ms: float
+    idempotent_key: str
+    attempts: list[TorrentLeg]
+    error: dict[str, str]
+
+
 class WorkflowSubmitted(TypedDict):
     """``POST /api/v1/workflows`` (202 ``running``; 200 ``duplicate`` when the tenant has a run
     with the same ``idempotent_key``, whose id it is) and ``/restart`` (202, the new run)."""

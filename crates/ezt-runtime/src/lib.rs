@@ -22,6 +22,7 @@ pub mod handoff;
 pub mod internal_auth;
 pub mod jobs;
 pub mod lanes;
+pub mod members;
 pub mod membership;
 pub mod metrics;
 pub mod notifier;
@@ -219,10 +220,16 @@ async fn start_inner(
         clock.clone(),
     )?
     .on_node(node.clone());
+    // One read of the live members every 500 ms at most, for the job path and TORRENT.
+    let members = Arc::new(members::LiveMembers::new(store.clone()));
     // Cluster mode: each attempt is placed in a region of the job's (issue 15).
     let executor = Arc::new(if cfg.clustered() {
         executor.with_regions(
-            Arc::new(regions::Regions::new(store.clone(), &cfg, node_id.as_str())),
+            Arc::new(regions::Regions::new(
+                members.clone(),
+                &cfg,
+                node_id.as_str(),
+            )),
             handoff.clone(),
         )
     } else {
@@ -347,7 +354,7 @@ async fn start_inner(
     ));
     let torrent = Arc::new(torrent::Torrent::new(
         handoff.clone(),
-        store.clone(),
+        members,
         cfg.clone(),
         clock.clone(),
         node_id.to_string(),

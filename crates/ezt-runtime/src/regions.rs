@@ -20,11 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ezt_core::job::RegionPolicy;
-use ezt_store::{NodeRecord, Store};
+use ezt_store::NodeRecord;
 use tokio::time::Instant;
 
-/// How long the live-node list is reused before it is read again.
-const NODES_TTL: Duration = Duration::from_millis(500);
 /// Consecutive reroute-class failures that eject a region for a host (Envoy `consecutive_5xx`).
 pub(crate) const EJECT_AFTER: u32 = 5;
 /// First ejection's length (Envoy `base_ejection_time`); the n-th lasts n times as long.
@@ -65,12 +63,11 @@ struct Outlier {
 
 /// The job path's region router of one node.
 pub(crate) struct Regions {
-    store: Arc<dyn Store>,
+    members: Arc<crate::members::LiveMembers>,
     region: String,
     node: String,
     /// Cluster mode with a cluster secret: other regions can be reached.
     reach: bool,
-    nodes: Mutex<Option<(Instant, Arc<Vec<NodeRecord>>)>>,
     outliers: Mutex<HashMap<(String, String), Outlier>>,
 }
 
@@ -137,41 +134,28 @@ pub(crate) fn pick<'a>(
 }
 
 impl Regions {
-    pub(crate) fn new(store: Arc<dyn Store>, cfg: &crate::config::Config, node: &str) -> Self {
+    pub(crate) fn new(
+        members: Arc<crate::members::LiveMembers>,
+        cfg: &crate::config::Config,
+        node: &str,
+    ) -> Self {
         Self {
-            store,
+            members,
             region: cfg.region.clone(),
             node: node.to_string(),
             reach: cfg.clustered() && cfg.cluster_secret.is_some(),
-            nodes: Mutex::new(None),
             outliers: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Live members, read at most every 500 ms.
-    async fn live_nodes(&self) -> Result<Arc<Vec<NodeRecord>>, ezt_store::Error> {
-        if let Some((at, n)) = &*self.nodes.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < NODES_TTL {
-                return Ok(n.clone());
-            }
-        }
-        let fresh = Arc::new(
-            self.store
-                .nodes()
-                .await?
-                .into_iter()
-                .filter(|n| n.alive && !n.draining && n.id != self.node)
-                .filter(|n| n.advertise_url.is_some())
-                .collect::<Vec<_>>(),
-        );
-        *self.nodes.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), fresh.clone()));
-        Ok(fresh)
+    /// Another member that says how to reach it.
+    fn reachable(&self, n: &NodeRecord) -> bool {
+        n.id != self.node && n.advertise_url.is_some()
     }
 
     /// Forgets the cached member list (a hand-off to one of them failed).
     pub(crate) fn stale(&self) {
-        *self.nodes.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.members.forget();
     }
 
     /// Places one attempt to `host`. `Err` carries the `region_unavailable` message.
@@ -184,12 +168,12 @@ impl Regions {
     ) -> Result<Placement, String> {
         let nodes = if self.reach {
             // A store hiccup: act on what this node knows (its own region).
-            self.live_nodes().await.unwrap_or_default()
+            self.members.get().await.unwrap_or_default()
         } else {
             Arc::new(Vec::new())
         };
         let mut live: Vec<String> = Vec::new();
-        for n in nodes.iter() {
+        for n in nodes.iter().filter(|n| self.reachable(n)) {
             if n.region != self.region && !live.contains(&n.region) {
                 live.push(n.region.clone());
             }
@@ -238,8 +222,11 @@ impl Regions {
         if !self.reach {
             return None;
         }
-        let nodes = self.live_nodes().await.unwrap_or_default();
-        let of: Vec<&NodeRecord> = nodes.iter().filter(|n| n.region == region).collect();
+        let nodes = self.members.get().await.unwrap_or_default();
+        let of: Vec<&NodeRecord> = nodes
+            .iter()
+            .filter(|n| n.region == region && self.reachable(n))
+            .collect();
         if of.is_empty() {
             return None;
         }
@@ -339,9 +326,10 @@ mod tests {
 
     #[tokio::test]
     async fn five_failures_eject_and_a_success_resets() {
-        let store: Arc<dyn Store> = Arc::new(ezt_store::MemoryStore::new());
+        let store: Arc<dyn ezt_store::Store> = Arc::new(ezt_store::MemoryStore::new());
         let cfg = crate::config::Config::default();
-        let r = Regions::new(store, &cfg, "n1");
+        let members = Arc::new(crate::members::LiveMembers::new(store));
+        let r = Regions::new(members, &cfg, "n1");
         for _ in 0..4 {
             assert!(!r.observe("h", "r2", true));
         }

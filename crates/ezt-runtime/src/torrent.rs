@@ -28,7 +28,7 @@ use ezt_core::ssrf::{SsrfPolicy, TargetHost};
 use ezt_core::FieldError;
 use ezt_outbound::resolver::ResolveError;
 use ezt_outbound::SsrfResolver;
-use ezt_store::{NodeRecord, Response, Store};
+use ezt_store::{NodeRecord, Response};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -57,8 +57,6 @@ pub struct ForwardedRace {
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// Longest race budget accepted.
 pub const MAX_TIMEOUT_MS: u64 = 300_000;
-/// How long the live-node list is reused before it is read again.
-const NODES_TTL: Duration = Duration::from_millis(500);
 /// The fields a TORRENT call takes (and the camelCase alias of the key).
 const FIELDS: [&str; 8] = [
     "url",
@@ -152,13 +150,12 @@ enum Plan {
 /// The TORRENT service.
 pub struct Torrent {
     handoff: Arc<Handoff>,
-    store: Arc<dyn Store>,
+    members: Arc<crate::members::LiveMembers>,
     cfg: Arc<crate::config::Config>,
     ssrf: SsrfPolicy,
     resolver: SsrfResolver,
     clock: Arc<dyn Clock>,
     node: String,
-    nodes: Mutex<Option<(Instant, Arc<Vec<NodeRecord>>)>>,
     lanes: SchedulerHandle,
     fingerprint_key: Arc<Vec<u8>>,
 }
@@ -184,7 +181,7 @@ impl Torrent {
     /// with `fingerprint_key`, as jobs' are).
     pub fn new(
         handoff: Arc<Handoff>,
-        store: Arc<dyn Store>,
+        members: Arc<crate::members::LiveMembers>,
         cfg: Arc<crate::config::Config>,
         clock: Arc<dyn Clock>,
         node: String,
@@ -194,36 +191,15 @@ impl Torrent {
         let ssrf = SsrfPolicy::new(cfg.allow_cidrs.clone());
         Self {
             handoff,
-            store,
+            members,
             resolver: SsrfResolver::new(ssrf.clone()),
             ssrf,
             cfg,
             clock,
             node,
-            nodes: Mutex::new(None),
             lanes,
             fingerprint_key,
         }
-    }
-
-    /// Live members, read at most every 500 ms.
-    async fn live_nodes(&self) -> Result<Arc<Vec<NodeRecord>>, ezt_store::Error> {
-        if let Some((at, n)) = &*self.nodes.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < NODES_TTL {
-                return Ok(n.clone());
-            }
-        }
-        let fresh = Arc::new(
-            self.store
-                .nodes()
-                .await?
-                .into_iter()
-                .filter(|n| n.alive && !n.draining)
-                .collect::<Vec<_>>(),
-        );
-        *self.nodes.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), fresh.clone()));
-        Ok(fresh)
     }
 
     /// Parses and checks a TORRENT body (the `Idempotency-Key` request header, if any, in
@@ -335,7 +311,7 @@ impl Torrent {
         owner: Option<String>,
         deadline: Instant,
     ) -> Result<TorrentOut, TorrentError> {
-        let nodes = self.live_nodes().await?;
+        let nodes = self.members.get().await?;
         let name = format!("job:{}", lane.0);
         let to = match owner.as_deref() {
             Some(o) => nodes.iter().find(|n| n.id == o),
@@ -505,7 +481,7 @@ impl Torrent {
     /// Where each region's leg goes: here for this node's region, else a live node of it.
     async fn plan(&self, regions: &[String]) -> Result<Vec<Plan>, TorrentError> {
         let nodes = if self.cfg.clustered() && regions.iter().any(|r| *r != self.cfg.region) {
-            self.live_nodes().await?
+            self.members.get().await?
         } else {
             Arc::new(Vec::new())
         };

@@ -669,33 +669,14 @@ impl Executor {
             Err(e) => return CallResult::failed(CallError::SealedHeader(e.to_string())),
         };
         let headers = opened.as_deref().unwrap_or(&spec.headers);
-        let mut req = self.client.request(method, target.url).timeout(timeout);
-        let mut has_key = false;
-        for (n, v) in headers {
-            has_key |= n.eq_ignore_ascii_case("idempotency-key");
-            req = req.header(n.as_str(), v.as_str());
-        }
-        if !has_key {
-            req = req.header("Idempotency-Key", idempotent_key);
-        }
-        if let Some(b) = &spec.body {
-            req = req.body(b.clone());
-        }
+        let req = self.client.request(method, target.url).timeout(timeout);
+        let req = crate::call::prepare(req, headers, idempotent_key, spec.body.as_ref());
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return CallResult::failed(CallError::from_reqwest(&e)),
         };
-        let status = resp.status().as_u16();
-        let headers = ezt_outbound::headers::header_pairs(resp.headers());
-        let (body, read_error) =
-            ezt_outbound::body::read_capped(resp, self.cfg.max_response_bytes).await;
-        let response = Response {
-            status_code: status,
-            headers,
-            body: String::from_utf8_lossy(&body.bytes).into_owned(),
-            body_truncated: body.truncated,
-            regions: Vec::new(),
-        };
+        let (response, read_error) = crate::call::answer(resp, self.cfg.max_response_bytes).await;
+        let status = response.status_code;
         if let Some(err) = read_error {
             // The head arrived but the body did not: the call did not complete.
             return CallResult {

@@ -218,32 +218,17 @@ impl Handoff {
             .target
             .request(method, target.url)
             .timeout(Duration::from_millis(spec.timeout_ms.max(1)));
-        let mut has_key = false;
-        for (n, v) in &spec.headers {
-            has_key |= n.eq_ignore_ascii_case("idempotency-key");
-            req = req.header(n.as_str(), v.as_str());
-        }
-        if !has_key {
-            req = req.header("Idempotency-Key", spec.idempotency_key.as_str());
-        }
-        if let Some(b) = &spec.body {
-            req = req.body(b.clone());
-        }
+        req = crate::call::prepare(
+            req,
+            &spec.headers,
+            &spec.idempotency_key,
+            spec.body.as_ref(),
+        );
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return (None, Some(CallError::from_reqwest(&e))),
         };
-        let status = resp.status().as_u16();
-        let headers = ezt_outbound::headers::header_pairs(resp.headers());
-        let (body, read_error) =
-            ezt_outbound::body::read_capped(resp, self.max_response_bytes).await;
-        let response = Response {
-            status_code: status,
-            headers,
-            body: String::from_utf8_lossy(&body.bytes).into_owned(),
-            body_truncated: body.truncated,
-            regions: Vec::new(),
-        };
+        let (response, read_error) = crate::call::answer(resp, self.max_response_bytes).await;
         match read_error {
             Some(e) => (None, Some(e)),
             None => (Some(response), None),

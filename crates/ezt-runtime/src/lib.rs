@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod call;
 pub mod clock;
 pub mod config;
 mod credentials;

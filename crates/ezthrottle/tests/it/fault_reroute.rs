@@ -91,26 +91,8 @@ impl Cluster {
         }
     }
 
-    /// Submits to node 0 and polls its view until final: a `/wait` is woken by the node that
-    /// ran the job (its lane's owner), and node 0 may not be it; the store shows the end to
-    /// every node (no event crosses nodes, so polling with a deadline).
-    async fn run(&self, job: Value) -> Value {
-        let id = self.nodes[0].submit(job).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (st, v) = self.nodes[0].get(&format!("/api/v1/jobs/{id}")).await;
-            assert_eq!(st, 200, "{v}");
-            if ["succeeded", "failed", "expired", "cancelled"]
-                .contains(&v["state"].as_str().unwrap_or(""))
-            {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "job never ended: {v}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Submits to node `i` and long-polls it (`/wait`, woken by an event on that node).
+    /// Submits to node `i` and long-polls it (`/wait`: woken at once when that node ran the job,
+    /// within 0.5 s when its lane's owner is another node).
     async fn run_on(&self, i: usize, job: Value) -> Value {
         let id = self.nodes[i].submit(job).await;
         self.nodes[i].wait_final(&id, 30).await
@@ -119,7 +101,7 @@ impl Cluster {
     /// The region of the target's lane owner: a job without `regions` runs in its owner's.
     async fn owner_region(&self, target: &RegionTarget) -> String {
         let v = self
-            .run(json!({"url": target.url(), "body": "warm-up"}))
+            .run_on(0, json!({"url": target.url(), "body": "warm-up"}))
             .await;
         assert_eq!(v["state"], "succeeded", "{v}");
         assert_eq!(
@@ -151,7 +133,7 @@ async fn a_region_answering_500_is_left_after_one_reroute() {
     let owner = c.owner_region(&target).await;
     target.rule(IPS[0], 0, 500);
     let v = c
-        .run(json!({"url": target.url(), "method": "POST", "body": "reroute-1", "idempotent_key": "reroute-key-1", "regions": ["r1", "r2"]}))
+        .run_on(0, json!({"url": target.url(), "method": "POST", "body": "reroute-1", "idempotent_key": "reroute-key-1", "regions": ["r1", "r2"]}))
         .await;
     assert_eq!(v["state"], "succeeded", "{v}");
     let a = attempts(&v);
@@ -247,13 +229,16 @@ async fn a_region_answering_500_is_left_after_one_reroute() {
             // Five 500s in a row: `bad` is ejected for this host, so the next job starts in
             // `good`; yet a job that lists only `bad` still runs there (never the last one).
             let v = c
-                .run(json!({"url": t.url(), "body": "after-ejection", "regions": [bad, good]}))
+                .run_on(
+                    0,
+                    json!({"url": t.url(), "body": "after-ejection", "regions": [bad, good]}),
+                )
                 .await;
             assert_eq!(v["state"], "succeeded", "{v}");
             assert_eq!(attempts(&v).len(), 1, "{v}");
             assert_eq!(attempts(&v)[0]["region"], good.as_str(), "{v}");
             let v = c
-                .run(json!({"url": t.url(), "body": "only-ejected", "regions": [bad], "region_policy": "strict", "retry_policy": {"max_reroutes": 0}}))
+                .run_on(0, json!({"url": t.url(), "body": "only-ejected", "regions": [bad], "region_policy": "strict", "retry_policy": {"max_reroutes": 0}}))
                 .await;
             assert_eq!(v["state"], "failed", "{v}");
             assert_eq!(attempts(&v)[0]["region"], bad.as_str(), "{v}");
@@ -290,7 +275,7 @@ async fn strict_with_its_only_region_down_fails_region_unavailable() {
     c.nodes[2].kill9();
     c.await_alive(2).await;
     let v = c
-        .run(json!({"url": target.url(), "body": "strict-1", "regions": ["r3"], "region_policy": "strict"}))
+        .run_on(0, json!({"url": target.url(), "body": "strict-1", "regions": ["r3"], "region_policy": "strict"}))
         .await;
     assert_eq!(v["state"], "failed", "{v}");
     assert_eq!(v["error"]["code"], "region_unavailable", "{v}");
@@ -305,7 +290,10 @@ async fn strict_with_its_only_region_down_fails_region_unavailable() {
     );
     // `fallback` with the same dead region runs elsewhere.
     let v = c
-        .run(json!({"url": target.url(), "body": "fallback-1", "regions": ["r3"]}))
+        .run_on(
+            0,
+            json!({"url": target.url(), "body": "fallback-1", "regions": ["r3"]}),
+        )
         .await;
     assert_eq!(v["state"], "succeeded", "{v}");
     assert_ne!(attempts(&v)[0]["region"], "r3", "{v}");
@@ -319,7 +307,7 @@ async fn max_reroutes_exhausted_fails_cleanly() {
         target.rule(ip, 0, 502);
     }
     let v = c
-        .run(json!({"url": target.url(), "body": "exhaust-1", "regions": ["r1", "r2", "r3"], "region_policy": "strict", "retry_policy": {"max_reroutes": 1}}))
+        .run_on(0, json!({"url": target.url(), "body": "exhaust-1", "regions": ["r1", "r2", "r3"], "region_policy": "strict", "retry_policy": {"max_reroutes": 1}}))
         .await;
     assert_eq!(v["state"], "failed", "{v}");
     assert_eq!(v["error"]["code"], "retries_exhausted", "{v}");
@@ -447,7 +435,7 @@ async fn fanout_runs_in_every_region_and_reports_each() {
     let c = Cluster::start().await;
     let rx = crate::support::PyReceiver::start(&[], 0);
     let v = c
-        .run(json!({"url": target.url(), "method": "POST", "body": "fan-1", "regions": ["r1", "r2", "r3"], "execution_mode": "fanout", "webhooks": [{"url": rx.url("/fan")}]}))
+        .run_on(0, json!({"url": target.url(), "method": "POST", "body": "fan-1", "regions": ["r1", "r2", "r3"], "execution_mode": "fanout", "webhooks": [{"url": rx.url("/fan")}]}))
         .await;
     assert_eq!(v["state"], "succeeded", "{v}");
     assert_eq!(v["spec"]["execution_mode"], "fanout", "{v}");
@@ -488,7 +476,7 @@ async fn fanout_runs_in_every_region_and_reports_each() {
     // outcome still names every region.
     target.rule(IPS[2], 0, 503);
     let v = c
-        .run(json!({"url": target.url(), "body": "fan-2", "regions": ["r1", "r2", "r3"], "execution_mode": "fanout", "retry_policy": {"max_retries": 1}}))
+        .run_on(0, json!({"url": target.url(), "body": "fan-2", "regions": ["r1", "r2", "r3"], "execution_mode": "fanout", "retry_policy": {"max_retries": 1}}))
         .await;
     assert_eq!(v["state"], "failed", "{v}");
     assert_eq!(v["error"]["code"], "retries_exhausted", "{v}");

@@ -44,6 +44,40 @@ async fn events(s: &TestServer, id: &str) -> Vec<(String, Value)> {
     out
 }
 
+/// Awaits `step`'s `step.started` event on the run's stream; answers its job id.
+async fn started_job(s: &TestServer, id: &str, step: &str) -> String {
+    let mut resp = s
+        .http
+        .get(s.url(&format!("/api/v1/workflows/{id}/events")))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut buf = String::new();
+    let mut name = String::new();
+    loop {
+        while let Some(at) = buf.find('\n') {
+            let line: String = buf.drain(..=at).collect();
+            let line = line.trim_end();
+            if let Some(n) = line.strip_prefix("event: ") {
+                name = n.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                let v: Value = serde_json::from_str(d).unwrap();
+                if name == "step.started" && v["step"] == step {
+                    return v["job_id"].as_str().unwrap().to_string();
+                }
+            }
+        }
+        let chunk = tokio::time::timeout(T, resp.chunk())
+            .await
+            .expect("step.started in time")
+            .unwrap()
+            .unwrap_or_else(|| panic!("the stream ended before {step} started"));
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 /// Awaits the end of the run on its event stream; answers the run's view (the final event's
 /// data).
 async fn wait_done(s: &TestServer, id: &str) -> Value {
@@ -414,15 +448,7 @@ async fn cancelling_a_step_job_fails_the_run_and_compensates() {
     )
     .await;
     // `later` waits for its far-future first attempt: cancel it.
-    let deadline = tokio::time::Instant::now() + T;
-    let job = loop {
-        let (_, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
-        if let Some(j) = step(&v, "later")["job_id"].as_str() {
-            break j.to_string();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let job = started_job(&s, &id, "later").await;
     let (st, b) = s
         .post(&format!("/api/v1/jobs/{job}/cancel"), json!({}))
         .await;
@@ -603,15 +629,7 @@ async fn cancel_stops_the_run_and_nothing_more_is_sent() {
         ]}),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + T;
-    let later_job = loop {
-        let (_, v) = s.get(&format!("/api/v1/workflows/{id}")).await;
-        if let Some(j) = step(&v, "later")["job_id"].as_str() {
-            break j.to_string();
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{v:#}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let later_job = started_job(&s, &id, "later").await;
     let (st, v) = s
         .post(&format!("/api/v1/workflows/{id}/cancel"), json!({}))
         .await;

@@ -370,16 +370,22 @@ impl Membership {
         let owned = self.poll_owned(epoch).await?;
         let nodes = self.store.nodes().await?;
         let live: Vec<&NodeRecord> = nodes.iter().filter(|n| n.alive && !n.draining).collect();
-        self.node
-            .set_members(live.iter().map(|n| NodeId::new(n.id.as_str())).collect());
+        let members: Vec<NodeId> = live.iter().map(|n| NodeId::new(n.id.as_str())).collect();
+        self.node.set_members(members.clone());
         let settled = self.settled(&live);
         // Without this node in the view (a stale read), nothing is decided.
         let in_view = settled.iter().any(|n| n == self.node.id());
+        // A lane's place is its winner over the live members, as claims and adoption decide
+        // it (`NodeFence::preferred`); it moves there only once that member has settled. Placing
+        // moves over the settled members alone disagreed with claims while members settled: a
+        // lane claimed on its live winner moved to the winner of a partial settled set, then
+        // perhaps back (case 1 lost a second of its lane to such a move).
         let moving: Vec<ezt_core::lane::LaneKey> = owned
             .iter()
             .filter(|_| in_view)
             .filter(|l| {
-                crate::fence::rendezvous(l, settled.iter()).is_some_and(|w| w != self.node.id())
+                crate::fence::rendezvous(l, members.iter())
+                    .is_some_and(|w| w != self.node.id() && settled.contains(w))
             })
             .filter_map(|l| l.strip_prefix(JOB_PREFIX))
             .map(|k| ezt_core::lane::LaneKey(k.to_string()))

@@ -435,6 +435,23 @@ def drained(arr: list[tuple[int, int, int, str]], t0: int) -> dict:
             "jobs_per_s": round(len(first) / secs) if secs > 0 else None}
 
 
+def stuck_report(ctx: Ctx, db: str) -> list[dict]:
+    """Lanes with work not yet done, read from the database before it is dropped: state counts,
+    lease holders, the lane's owner and whether that owner is live (for a drain that stalled)."""
+    sql = (
+        "SELECT json_agg(x) FROM (SELECT j.lane, j.state, j.lease_holder, count(*) AS jobs, min(j.run_at) AS run_at, "
+        "l.owner_node, l.owner_node_epoch, l.lane_epoch, n.epoch AS node_epoch, n.expires_at > ezt_now_ms() AS owner_live, "
+        "ezt_now_ms() AS now FROM jobs j LEFT JOIN lanes l ON l.lane = 'job:' || j.lane LEFT JOIN nodes n ON n.id = l.owner_node "
+        "WHERE j.state NOT IN ('succeeded', 'failed', 'cancelled', 'expired') "
+        "GROUP BY 1, 2, 3, 6, 7, 8, 9, 10 ORDER BY 1 LIMIT 50) x")
+    try:
+        outp = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres", "-d", db, "-At", "-c", sql],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        return json.loads(outp) if outp else []
+    except (subprocess.CalledProcessError, json.JSONDecodeError) as e:
+        return [{"error": str(e)}]
+
+
 def phase_drain(ctx: Ctx, res: dict, fast: Target) -> None:
     n, lanes = ctx.args.drain_n, ctx.args.drain_lanes
     log(f"3: drain {n} jobs over {lanes} lanes, 3 nodes")
@@ -462,6 +479,9 @@ def phase_drain(ctx: Ctx, res: dict, fast: Target) -> None:
         c0, p0 = nodes.cpu(), pg_cpu(ctx)
         arr = wait_distinct(fast, n, timeout=900)
         c1, p1 = nodes.cpu(), pg_cpu(ctx)
+        if len({a[3] for a in arr}) < n:
+            out["undispatched"] = stuck_report(ctx, "drain")
+            log(f"3: undispatched work: {json.dumps(out['undispatched'])}")
         fast.dump(reset=True)
         d = drained(arr, at_mono)
         d["cpu_s_per_1k"] = {"nodes": r((c1 - c0) * 1000 / max(1, d["distinct"]), 4),

@@ -260,6 +260,32 @@ impl Executor {
         })
     }
 
+    /// Why a lease was refused: with a fence, a lane this node no longer owns as claimed
+    /// (then the lane is claimed again) — else the job was cancelled or is final. Asked only
+    /// after a refusal, so the common path pays nothing.
+    async fn refused(&self, fence: Option<ezt_store::Fence>) -> AttemptEnd {
+        let Some(f) = fence else {
+            return AttemptEnd::Finished;
+        };
+        match self.store.lane_owners(std::slice::from_ref(&f.lane)).await {
+            Ok(owners) => {
+                let still = owners.iter().any(|o| {
+                    o.owner_alive
+                        && o.owner_node.as_deref() == Some(self.node.id().as_str())
+                        && o.owner_node_epoch == Some(f.node_epoch)
+                        && o.lane_epoch == f.lane_epoch
+                });
+                if still {
+                    AttemptEnd::Finished
+                } else {
+                    AttemptEnd::LaneLost
+                }
+            }
+            // Unknown: the job stays, and the next lease decides.
+            Err(_) => AttemptEnd::RetryAfter(Duration::from_secs(1)),
+        }
+    }
+
     /// Makes one attempt of `id` in `lane`.
     // Debug level: an info span per attempt cost ~14% of dispatch CPU in the B2 profile; the
     // events that matter at info name the job themselves.
@@ -289,9 +315,12 @@ impl Executor {
             fence: gate.fence(),
         };
         let lease_expires = lease.expires_at;
+        let fence = lease.fence.clone();
         let leased = match self.store.lease(id, lease).await {
             Ok(Some(l)) => l,
-            Ok(None) => return (AttemptEnd::Finished, None), // cancelled or already final
+            // Cancelled or already final, or (cluster mode) the lane is not this node's under
+            // the claim the lease named.
+            Ok(None) => return (self.refused(fence).await, None),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot lease; retrying in 1 s");
                 return (AttemptEnd::RetryAfter(Duration::from_secs(1)), None);
@@ -541,7 +570,7 @@ impl Executor {
         };
         let transition = match end {
             AttemptEnd::Finished => Transition::Final { id, deliveries },
-            AttemptEnd::RetryAfter(_) => Transition::Retrying { deliveries },
+            AttemptEnd::RetryAfter(_) | AttemptEnd::LaneLost => Transition::Retrying { deliveries },
         };
         self.followups.after(transition).await;
         // The store created the outcome's child with it; hand it to its lane.

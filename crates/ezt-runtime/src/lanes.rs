@@ -135,6 +135,10 @@ impl LaneStats {
 pub enum AttemptEnd {
     /// The job is final (or was never leased): forget it.
     Finished,
+    /// Cluster mode: the store refused the lease because the lane is no longer this node's
+    /// under the epoch it was claimed with (a concurrent claim or a release won): the lane is
+    /// claimed again, and its work goes to whoever owns it.
+    LaneLost,
     /// Try again after this relative wait (backoff or Retry-After). It is measured on the
     /// monotonic clock, so a step of the wall clock neither shortens nor stretches it.
     RetryAfter(std::time::Duration),
@@ -192,6 +196,12 @@ pub(crate) enum Command<Id> {
     Release {
         lane: usize,
         key: LaneKey,
+    },
+    /// Cluster mode: the release of `key` (owned under `node_epoch`) reached the store (or
+    /// failed: the next sweep hands it over again); the lane may be claimed again.
+    Released {
+        key: LaneKey,
+        node_epoch: u64,
     },
     /// Cluster mode: a tenant pinned (an empty pin: unpinned) this lane on another node; the
     /// owner applies it.
@@ -308,8 +318,15 @@ enum Own {
     /// Cluster mode: this node, under this lane epoch and node epoch.
     Mine { lane_epoch: u64, node_epoch: u64 },
     /// Cluster mode: still this node's in the store, but being handed over: nothing more is
-    /// dispatched; released once its calls in flight have ended.
-    Leaving { node_epoch: u64, since: Instant },
+    /// dispatched; released once its calls in flight have ended. `released`: the release is
+    /// on its way to the store; the lane is not claimed again (nor evicted) until it is stored,
+    /// or a claim in between would find it still this node's, keep it, and then lose it to the
+    /// release (a lane of the drain benchmark stayed undispatched so).
+    Leaving {
+        node_epoch: u64,
+        since: Instant,
+        released: bool,
+    },
     /// Cluster mode: another node, or nobody yet.
     NotMine,
 }
@@ -1438,6 +1455,7 @@ impl<R: Runner> Scheduler<R> {
                     AttemptEnd::Finished => {
                         self.forget(&id);
                     }
+                    AttemptEnd::LaneLost => self.lane_lost(lane, id, now_i),
                     AttemptEnd::RetryAfter(_) if !ours => {
                         // The lane went to another node meanwhile: the stored job is its.
                         self.forget(&id);
@@ -1528,6 +1546,18 @@ impl<R: Runner> Scheduler<R> {
             Command::HandOver { node_epoch, lanes } => {
                 for key in lanes {
                     self.hand_over(key, node_epoch, now_i);
+                }
+            }
+            Command::Released { key, node_epoch } => {
+                if let Some(&i) = self.lane_ids.get(&key) {
+                    let l = self.lane(i);
+                    if matches!(l.owner, Own::Leaving { node_epoch: e, released: true, .. } if e == node_epoch)
+                    {
+                        l.owner = Own::NotMine;
+                        // Work that arrived meanwhile was left to the next owner; anything
+                        // newer claims afresh.
+                        l.elsewhere_at = None;
+                    }
                 }
             }
             Command::Release { lane, key } => {
@@ -1776,6 +1806,31 @@ impl<R: Runner> Scheduler<R> {
         }
     }
 
+    /// A lease under the lane's claim was refused (cluster mode): the lane is not this node's
+    /// as it believed. The job waits (it is still stored), and the lane is claimed again:
+    /// `Owned` under the new epoch dispatches it, `Elsewhere` leaves it to its owner.
+    fn lane_lost(&mut self, lane: usize, id: R::Id, now_i: Instant) {
+        let l = self.lane(lane);
+        if matches!(l.owner, Own::Mine { .. }) {
+            tracing::warn!(lane = %l.key, "the store refused a lease under this lane's claim; claiming it again");
+            l.owner = Own::NotMine;
+            l.owned.store(false, std::sync::atomic::Ordering::Release);
+            l.elsewhere_at = None;
+        }
+        if let Some(e) = self.jobs.get_mut(&id) {
+            e.at = Where::Delayed;
+            e.not_before_ms = 0;
+            e.due = now_i;
+            self.delayed.push(Reverse((e.due, id)));
+        }
+        let l = self.lane(lane);
+        if l.owner == Own::NotMine && !l.loading {
+            l.loading = true;
+            let key = l.key.clone();
+            self.claim(lane, key, None);
+        }
+    }
+
     /// Starts handing the lane `key` (owned under `node_epoch`) over to the node it belongs on
     /// now: nothing more is dispatched in it, its waiting work is left to the next owner (it
     /// stays stored), calls still at the send gate are not sent, and the lane is released once
@@ -1793,6 +1848,7 @@ impl<R: Runner> Scheduler<R> {
         l.owner = Own::Leaving {
             node_epoch,
             since: now_i,
+            released: false,
         };
         l.owned.store(false, std::sync::atomic::Ordering::Release);
         let in_flight = l.in_flight;
@@ -1825,10 +1881,19 @@ impl<R: Runner> Scheduler<R> {
     /// notified and claims it), no longer this node's.
     fn release(&mut self, lane: usize, now_i: Instant) {
         let l = self.lane(lane);
-        let Own::Leaving { node_epoch, since } = l.owner else {
+        let Own::Leaving {
+            node_epoch,
+            since,
+            released: false,
+        } = l.owner
+        else {
             return;
         };
-        l.owner = Own::NotMine;
+        l.owner = Own::Leaving {
+            node_epoch,
+            since,
+            released: true,
+        };
         l.elsewhere_at = None;
         let key = l.key.clone();
         tracing::info!(lane = %key, waited_ms = now_i.saturating_duration_since(since).as_millis() as u64, still_in_flight = l.in_flight, "lane handed over");
@@ -1843,6 +1908,7 @@ impl<R: Runner> Scheduler<R> {
         };
         let _ = self.saves.send(LaneWrite::Release {
             lane: self.stored_name(key),
+            key: key.clone(),
             node: node.id().clone(),
             node_epoch,
         });
@@ -2087,7 +2153,16 @@ impl<R: Runner> Scheduler<R> {
             updated_at_ms: self.clock.now_ms(),
             detail: l.detail.clone(),
         };
-        if self.cluster.is_some() && !matches!(l.owner, Own::Mine { .. } | Own::Leaving { .. }) {
+        if self.cluster.is_some()
+            && !matches!(
+                l.owner,
+                Own::Mine { .. }
+                    | Own::Leaving {
+                        released: false,
+                        ..
+                    }
+            )
+        {
             // Another node's lane (or one handed over): what it learned is its owner's to say.
             return;
         }
@@ -2109,6 +2184,7 @@ impl<R: Runner> Scheduler<R> {
                 && l.permits.is_empty()
                 && l.in_flight == 0
                 && !l.loading
+                && !matches!(l.owner, Own::Leaving { .. })
                 && l.gate.waiting.load(std::sync::atomic::Ordering::Acquire) == 0
                 && l.pause_until.is_none_or(|p| p <= now_i);
             if !idle {
@@ -2377,7 +2453,11 @@ impl<R: Runner> Scheduler<R> {
     /// own) and writes the lane states still queued for saving.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let writer = match (self.memory.clone(), self.saves_rx.take()) {
-            (Some(m), Some(rx)) => Some(tokio::spawn(write_lane_states(m.store, rx))),
+            (Some(m), Some(rx)) => Some(tokio::spawn(write_lane_states(
+                m.store,
+                rx,
+                self.handle.tx.downgrade(),
+            ))),
             _ => None,
         };
         loop {
@@ -2434,9 +2514,11 @@ enum LaneWrite {
         fallback: Box<LaneState>,
         tell: Option<LanePin>,
     },
-    /// Cluster mode: release a lane (stored name) this node owns under `node_epoch`.
+    /// Cluster mode: release a lane (stored name; `key` to tell the scheduler when it is
+    /// done) this node owns under `node_epoch`.
     Release {
         lane: String,
+        key: LaneKey,
         node: ezt_store::NodeId,
         node_epoch: u64,
     },
@@ -2444,7 +2526,14 @@ enum LaneWrite {
 
 /// Writes lane states in order, coalescing a burst to the last state per lane, and releases
 /// handed-over lanes after their last save, until the scheduler drops its sender.
-async fn write_lane_states(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<LaneWrite>) {
+///
+/// Releases are acknowledged to the scheduler through `scheduler` (weak: the writer must not
+/// keep the scheduler's channel open).
+async fn write_lane_states<Id>(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<LaneWrite>,
+    scheduler: mpsc::WeakUnboundedSender<Command<Id>>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch: HashMap<String, LaneState> = HashMap::new();
         let mut releases = Vec::new();
@@ -2463,9 +2552,10 @@ async fn write_lane_states(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceive
                 } => pins.push((lane, pin, fallback, tell)),
                 LaneWrite::Release {
                     lane,
+                    key,
                     node,
                     node_epoch,
-                } => releases.push((lane, node, node_epoch)),
+                } => releases.push((lane, key, node, node_epoch)),
             }
             next = rx.try_recv().ok();
         }
@@ -2490,12 +2580,15 @@ async fn write_lane_states(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceive
                 }
             }
         }
-        for (lane, node, node_epoch) in releases {
+        for (lane, key, node, node_epoch) in releases {
             if let Err(e) = store
                 .release_lanes(&node, node_epoch, std::slice::from_ref(&lane))
                 .await
             {
                 tracing::warn!(lane = %lane, error = %e, "cannot release the lane; it is handed over again at the next sweep");
+            }
+            if let Some(tx) = scheduler.upgrade() {
+                let _ = tx.send(Command::Released { key, node_epoch });
             }
         }
     }

@@ -241,29 +241,36 @@ impl ClusterStore for PgStore {
         )
         .await
         .map_err(pg_err)?;
-        // The row locked, the owner's liveness and this node's own, on one database instant.
+        // The row locked first, in a statement of its own; then, in the next statement (a new
+        // snapshot under READ COMMITTED), the owner's liveness and this node's own on one
+        // database instant. One statement that locked the row and outer-joined the owner's
+        // member row re-checked a row changed by a concurrent claim without re-joining it: it
+        // saw the new owner with no member row, "not alive", and took the lane too (two nodes
+        // claimed one fresh lane 10 ms apart in the drain benchmark).
         let r = tx
             .query_one(
-                "SELECT l.owner_node, l.owner_node_epoch, l.lane_epoch,
-                        (o.id IS NOT NULL AND o.epoch = l.owner_node_epoch AND o.expires_at > db.now),
-                        EXISTS (SELECT 1 FROM nodes m WHERE m.id = $2 AND m.epoch = $3
-                                AND m.expires_at > db.now AND NOT m.draining),
-                        db.now
-                 FROM lanes l
-                 CROSS JOIN (SELECT ezt_now_ms() AS now) db
-                 LEFT JOIN nodes o ON o.id = l.owner_node
-                 WHERE l.lane = $1
-                 FOR UPDATE OF l",
-                &[&lane, &id.as_str(), &(epoch as i64)],
+                "SELECT owner_node, owner_node_epoch, lane_epoch FROM lanes WHERE lane = $1 FOR UPDATE",
+                &[&lane],
             )
             .await
             .map_err(pg_err)?;
         let owner: Option<String> = r.get(0);
         let owner_epoch: Option<i64> = r.get(1);
         let mut lane_epoch: i64 = r.get(2);
-        let owner_alive: bool = r.get(3);
-        let me_alive: bool = r.get(4);
-        let now: i64 = r.get(5);
+        let live = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM nodes o WHERE o.id = $1 AND o.epoch = $2 AND o.expires_at > db.now),
+                        EXISTS (SELECT 1 FROM nodes m WHERE m.id = $3 AND m.epoch = $4
+                                AND m.expires_at > db.now AND NOT m.draining),
+                        db.now
+                 FROM (SELECT ezt_now_ms() AS now) db",
+                &[&owner, &owner_epoch, &id.as_str(), &(epoch as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        let owner_alive: bool = live.get(0);
+        let me_alive: bool = live.get(1);
+        let now: i64 = live.get(2);
         let mine = owner.as_deref() == Some(id.as_str()) && owner_epoch == Some(epoch as i64);
         if !mine {
             if owner_alive {

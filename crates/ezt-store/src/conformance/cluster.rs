@@ -247,6 +247,53 @@ pub async fn an_adopter_is_handed_the_pin<S: LaneStore + ClusterStore>(s: S) {
     assert_eq!(o.state.and_then(|s| s.detail.pin), None, "unpinned");
 }
 
+/// Nodes claiming one ownerless lane at the same moment make exactly one owner, and the
+/// stored owner is the one that was told `Owned`. (PostgreSQL once let two claims both win:
+/// the second re-checked the row the first had just taken without re-reading the first's
+/// membership, and saw an owner "not alive".)
+pub async fn concurrent_claims_make_one_owner<S: ClusterStore>(s: S) {
+    let ids = ["node-a", "node-b", "node-c", "node-d"];
+    let mut nodes = Vec::new();
+    for id in ids {
+        let n = info(id);
+        let e = s.join(&n, TTL).await.unwrap();
+        nodes.push((n.id, e));
+    }
+    let live = s.nodes().await.unwrap().iter().filter(|n| n.alive).count();
+    if live < ids.len() {
+        // An embedded backend: one member at a time (the newest join), nothing to race.
+        return;
+    }
+    for round in 0..20 {
+        let lane = format!("job:fresh-{round}");
+        // A node not placed there asked first: the lane's row exists without an owner (the
+        // case that went wrong: a fresh row serialises claims on its insert).
+        let asked = s
+            .claim_lane(&nodes[0].0, nodes[0].1, &lane, false)
+            .await
+            .unwrap();
+        assert!(
+            matches!(asked, LaneClaim::Elsewhere { owner: None }),
+            "{asked:?}"
+        );
+        let claim = |i: usize| s.claim_lane(&nodes[i].0, nodes[i].1, &lane, true);
+        let (a, b, c, d) = tokio::join!(claim(0), claim(1), claim(2), claim(3));
+        let owned: Vec<usize> = [a, b, c, d]
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r.as_ref().unwrap(), LaneClaim::Owned(_)))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(owned.len(), 1, "round {round}: owners {owned:?}");
+        let stored = s.lane_owners(std::slice::from_ref(&lane)).await.unwrap();
+        assert_eq!(
+            stored[0].owner_node.as_deref(),
+            Some(ids[owned[0]]),
+            "round {round}: the stored owner is the one told"
+        );
+    }
+}
+
 /// Dead members' rows are deleted after the retention, live ones never; an id that joins
 /// again afterwards still gets a larger epoch.
 pub async fn dead_members_are_forgotten_and_epochs_stay_monotonic<S: ClusterStore>(s: S) {

@@ -76,7 +76,7 @@ macro_rules! conformance_tests {
             lane_claims_fence_the_attempt_lease, an_owner_reads_what_the_lane_learned,
             an_adopter_is_handed_the_pin, dead_members_are_forgotten_and_epochs_stay_monotonic,
             dead_holders_are_listed,
-            waiting_jobs_after_an_id);
+            waiting_jobs_after_an_id, concurrent_claims_make_one_owner);
     };
     ($make:expr) => {
         $crate::conformance_tests!(tenants: $make);

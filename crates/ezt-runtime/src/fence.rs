@@ -140,6 +140,18 @@ impl NodeFence {
         *self.members_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
+    /// Sets the members for placement from the store's member rows: those alive and not
+    /// draining.
+    pub fn set_live(&self, nodes: &[ezt_store::NodeRecord]) {
+        self.set_members(
+            nodes
+                .iter()
+                .filter(|n| n.alive && !n.draining)
+                .map(|n| NodeId::new(n.id.as_str()))
+                .collect(),
+        );
+    }
+
     /// Whether the view of members is older than `age` (or was never read).
     pub fn members_older_than(&self, age: std::time::Duration) -> bool {
         self.members_at

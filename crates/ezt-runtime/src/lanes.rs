@@ -1177,13 +1177,7 @@ impl<R: Runner> Scheduler<R> {
                 // sweep read them: a node that just joined gets its lanes from the start
                 // instead of by a hand-over a few seconds later.
                 if let Ok(nodes) = store.nodes().await {
-                    node.set_members(
-                        nodes
-                            .iter()
-                            .filter(|n| n.alive && !n.draining)
-                            .map(|n| ezt_store::NodeId::new(n.id.as_str()))
-                            .collect(),
-                    );
+                    node.set_live(&nodes);
                 }
             }
             let take = node.is_open() && node.preferred(&name);

@@ -148,6 +148,7 @@ impl Membership {
         let (store, poke, stop) = (m.store.clone(), m.poke.clone(), shutdown.clone());
         let pins = m.events.clone();
         let me = m.info.id.to_string();
+        let fence = m.node.clone();
         tokio::spawn(async move {
             loop {
                 let ev = tokio::select! {
@@ -163,6 +164,9 @@ impl Membership {
                                     pin,
                                 });
                             }
+                        }
+                        None if msg == ezt_store::MEMBERS_MESSAGE => {
+                            refresh_members(store.as_ref(), &fence).await;
                         }
                         None if msg.is_empty() => {
                             // The listening session (re)connected: notifications sent while it
@@ -507,6 +511,14 @@ impl Membership {
             }
         }
         out
+    }
+}
+
+/// Re-reads the live members for placement (a member joined, is draining or left).
+async fn refresh_members(store: &dyn Store, node: &NodeFence) {
+    match store.nodes().await {
+        Ok(nodes) => node.set_live(&nodes),
+        Err(e) => tracing::debug!(error = %e, "cannot re-read the members; the next sweep does"),
     }
 }
 

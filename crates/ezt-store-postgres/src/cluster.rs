@@ -55,6 +55,7 @@ impl ClusterStore for PgStore {
                 node.id
             ))),
         }
+        .inspect(|_| self.notifier.tell(MEMBERS_MESSAGE))
     }
 
     /// On a session of its own, not the pool's: a pool saturated by admissions or slow queries
@@ -101,7 +102,9 @@ impl ClusterStore for PgStore {
         .await
         .map_err(pg_err)?;
         release_all(&tx, id, epoch).await?;
-        tx.commit().await.map_err(pg_err)
+        tx.commit().await.map_err(pg_err)?;
+        self.notifier.tell(MEMBERS_MESSAGE);
+        Ok(())
     }
 
     async fn leave(&self, id: &NodeId, epoch: u64) -> Result<()> {
@@ -115,7 +118,9 @@ impl ClusterStore for PgStore {
         )
         .await
         .map_err(pg_err)?;
-        tx.commit().await.map_err(pg_err)
+        tx.commit().await.map_err(pg_err)?;
+        self.notifier.tell(MEMBERS_MESSAGE);
+        Ok(())
     }
 
     async fn nodes(&self) -> Result<Vec<NodeRecord>> {

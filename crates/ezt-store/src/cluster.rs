@@ -127,6 +127,11 @@ pub struct LaneRow {
     pub running: u64,
 }
 
+/// The lane-notification payload that says the members changed (one joined, is draining or
+/// left): every node re-reads them at once, so claims place lanes over the members as they
+/// are, not as the last sweep (up to a second ago) read them.
+pub const MEMBERS_MESSAGE: &str = "members";
+
 /// The lane-notification payload that tells a lane's owner a tenant pinned the lane on
 /// another node (an empty pin: unpinned); see [`parse_pin_message`].
 pub fn pin_message(lane: &str, pin: &crate::LanePin) -> Result<String> {

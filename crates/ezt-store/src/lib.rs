@@ -44,7 +44,7 @@ pub mod conformance;
 
 pub use cluster::{
     parse_pin_message, pin_message, ClusterStore, Fence, LaneClaim, LaneOwner, LaneRow, NodeInfo,
-    NodeRecord, OwnedLane, SoloCluster,
+    NodeRecord, OwnedLane, SoloCluster, MEMBERS_MESSAGE,
 };
 pub use deliveries::DeliveryStore;
 pub use error::{Error, Result};

@@ -165,6 +165,9 @@ async fn start_inner(
         cfg.secret_key.as_ref().map(|k| k.0.as_str()),
         &cfg.data_dir,
     )?);
+    if cfg.clustered() {
+        same_secret_key_as_the_cluster(store.as_ref(), &sealer).await?;
+    }
     let signing_keys = Arc::new(deliver::SigningKeys::new(store.clone(), sealer.clone()));
     let deliverer = Arc::new(
         deliver::Deliverer::new(
@@ -436,5 +439,31 @@ async fn forward_membership(
             membership::Event::HandOver { epoch, lanes } => job_lanes.hand_over(epoch, lanes),
             membership::Event::Pin { lane, pin } => job_lanes.repin(lane, pin),
         }
+    }
+}
+
+/// A cluster's nodes must share one `secret_key`: a job's credentials sealed by the node that
+/// admitted it are opened by its lane's owner. The first node seals a known text into the
+/// database; a node whose key does not open it refuses to start, rather than failing every
+/// job other nodes admitted with "a sealed secret does not open".
+async fn same_secret_key_as_the_cluster(
+    store: &dyn Store,
+    sealer: &sealing::Sealer,
+) -> Result<(), BoxError> {
+    const CHECK: &str = "ezthrottle secret_key check";
+    let stored = store
+        .meta_get_or_init(
+            "secret_key_check",
+            sealer.seal(ezt_core::TenantId(0), CHECK),
+        )
+        .await?;
+    match sealer.open(ezt_core::TenantId(0), &stored) {
+        Ok(text) if text == CHECK => Ok(()),
+        _ => Err(
+            "this node's secret_key is not the one the cluster's other nodes use \
+                  (the database holds a check sealed with theirs): give every node the same \
+                  secret_key (env EZTHROTTLE_SECRET_KEY)"
+                .into(),
+        ),
     }
 }

@@ -284,6 +284,7 @@ async fn nodes_started_together_on_an_empty_database_all_come_up() {
                 Command::new(BIN)
                     .args(crate::support::serve_args(d.path(), ""))
                     .env("EZTHROTTLE_DATABASE_URL", &url)
+                    .env("EZTHROTTLE_SECRET_KEY", crate::support::CLUSTER_SECRET_KEY)
                     .stderr(std::process::Stdio::piped())
                     .stdout(std::process::Stdio::null())
                     .spawn()
@@ -315,4 +316,31 @@ async fn nodes_started_together_on_an_empty_database_all_come_up() {
             "round {round}: {keys_shown} nodes showed a first key"
         );
     }
+}
+
+/// Every node of a cluster must share one `secret_key` (a job's sealed credentials are opened
+/// by its lane's owner): a node started on the cluster's database with another key refuses to
+/// start and says why, instead of failing every job another node admitted.
+#[tokio::test]
+async fn a_node_with_another_secret_key_refuses_to_join() {
+    let url = ezt_store_postgres::testing::database_url().await;
+    let first = tempfile::tempdir().unwrap();
+    let env = [("EZTHROTTLE_DATABASE_URL", url.as_str())];
+    let _running = TestServer::spawn_env(first.path(), "", None, &env);
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(crate::support::serve_args(other.path(), ""))
+        .env("EZTHROTTLE_DATABASE_URL", &url)
+        .env(
+            "EZTHROTTLE_SECRET_KEY",
+            "b3RoZXIta2V5LW5vdC10aGUtY2x1c3RlcnMtMDEyMzQ=",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("secret_key") && err.contains("same"),
+        "the refusal says why: {err}"
+    );
 }

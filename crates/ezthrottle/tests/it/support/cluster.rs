@@ -358,3 +358,70 @@ pub fn skewed(lib: &Path, offset: &str) -> Vec<String> {
         "DONT_FAKE_MONOTONIC=1".into(),
     ]
 }
+
+/// Every lane has one owner: the database names a live node under its current
+/// epoch, and no other node believes it holds the lane (each node's lanes view names itself
+/// only for lanes it schedules).
+pub async fn no_lane_has_two_owners(url: &str, nodes: &[&TestServer], operator: &str) {
+    use ezt_store::prelude::*;
+    let store = ezt_store_postgres::PgStore::connect_without_migrating(url).unwrap();
+    let members = store.nodes().await.unwrap();
+    let mut lanes: Vec<String> = Vec::new();
+    for m in &members {
+        lanes.extend(
+            store
+                .owned_lanes(&ezt_store::NodeId::new(m.id.as_str()), m.epoch)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(
+        !lanes.is_empty(),
+        "the jobs ran in a lane some node owns: {members:?}"
+    );
+    let owners = store.lane_owners(&lanes).await.unwrap();
+    let mut holders: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
+    for n in nodes {
+        let (st, me) = n.get_as(operator, "/api/v1/cluster/nodes").await;
+        assert_eq!(st, 200, "{me}");
+        let me = me["node"].as_str().unwrap().to_string();
+        let (st, view) = n.get("/api/v1/lanes").await;
+        assert_eq!(st, 200, "{view}");
+        for l in view["lanes"].as_array().unwrap() {
+            if l["owner_node"].as_str() == Some(me.as_str()) {
+                holders
+                    .entry(l["lane"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(me.clone());
+            }
+        }
+    }
+    for o in &owners {
+        let Some(owner) = &o.owner_node else { continue };
+        let member = members.iter().find(|m| &m.id == owner);
+        assert!(
+            o.owner_alive && member.is_some_and(|m| m.alive && Some(m.epoch) == o.owner_node_epoch),
+            "lane {} is held by {owner} under epoch {:?}, not a live member's current one: {members:?}",
+            o.lane,
+            o.owner_node_epoch
+        );
+    }
+    for (lane, h) in &holders {
+        assert_eq!(h.len(), 1, "lane {lane} has two owners: {h:?}");
+        let db = owners
+            .iter()
+            .find(|o| o.lane.ends_with(lane.as_str()) || lane.ends_with(&o.lane))
+            .unwrap_or_else(|| panic!("lane {lane} is not in the database: {owners:?}"));
+        assert_eq!(
+            db.owner_node.as_ref(),
+            Some(&h[0]),
+            "lane {lane}: the node and the database disagree"
+        );
+    }
+    assert_eq!(
+        holders.len(),
+        owners.iter().filter(|o| o.owner_node.is_some()).count(),
+        "every owned lane has a node that schedules it: {holders:?} {owners:?}"
+    );
+}

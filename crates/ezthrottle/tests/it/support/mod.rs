@@ -24,6 +24,23 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ezthrottle");
 
 /// The arguments of `ezthrottle serve` every test server uses: any free port, calls to
 /// 127.0.0.1 allowed, `config` written to `dir/config.toml`, data in `dir`.
+/// The `secret_key` every test node on PostgreSQL shares (base64 of 32 bytes), as a cluster's
+/// nodes must.
+pub const CLUSTER_SECRET_KEY: &str = "Y2x1c3Rlci10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGU=";
+
+/// Gives `cmd` the cluster's shared key when it runs a node on PostgreSQL and sets none.
+pub fn share_the_cluster_key(cmd: &mut Command) {
+    let mut clustered = cmd.get_args().any(|a| a == "--database-url");
+    let mut keyed = false;
+    for (k, v) in cmd.get_envs() {
+        clustered |= k == "EZTHROTTLE_DATABASE_URL" && v.is_some();
+        keyed |= k == "EZTHROTTLE_SECRET_KEY";
+    }
+    if clustered && !keyed {
+        cmd.env("EZTHROTTLE_SECRET_KEY", CLUSTER_SECRET_KEY);
+    }
+}
+
 pub fn serve_args(dir: &Path, config: &str) -> Vec<std::ffi::OsString> {
     let cfg = dir.join("config.toml");
     std::fs::write(&cfg, config).expect("write config");
@@ -150,7 +167,10 @@ impl TestServer {
 
     /// Runs `cmd` (an `ezthrottle serve`, possibly wrapped, e.g. in a shell that sets a ulimit)
     /// with its output captured in `dir`, and waits until it listens.
+    /// A node on PostgreSQL gets [`CLUSTER_SECRET_KEY`] unless its command sets a key: every
+    /// node of a cluster must share one (a node with another refuses to start).
     pub fn spawn_command(dir: &Path, mut cmd: Command, key: Option<String>) -> Self {
+        share_the_cluster_key(&mut cmd);
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let log = dir.join(format!("server-{n}.log"));
         let out = dir.join(format!("server-{n}.out"));

@@ -12,6 +12,7 @@ pub mod condition;
 pub mod duration;
 pub mod error;
 pub mod fair_queue;
+pub mod hedge;
 pub mod gcra;
 pub mod idempotency;
 pub mod ids;

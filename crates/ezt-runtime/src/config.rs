@@ -313,6 +313,11 @@ pub struct ExecutorConfig {
     pub attempt_timeout_ms: u64,
     /// Largest response body kept, bytes; the rest is dropped and the response flagged.
     pub max_response_bytes: usize,
+    /// A queued job's race (`execution_mode: race`, several regions) sends POST and PATCH to
+    /// every region at once too; off: they hedge (the next region's leg only after a delay).
+    pub race_unsafe_methods: bool,
+    /// Hedge delay, ms, while the lane's p95 latency in the region is not known yet.
+    pub hedge_delay_ms: u64,
 }
 
 impl Default for ExecutorConfig {
@@ -321,6 +326,8 @@ impl Default for ExecutorConfig {
             connect_timeout_ms: 10_000,
             attempt_timeout_ms: 30_000,
             max_response_bytes: 1024 * 1024,
+            race_unsafe_methods: false,
+            hedge_delay_ms: ezt_core::hedge::DEFAULT_HEDGE_DELAY_MS,
         }
     }
 }

@@ -767,6 +767,7 @@ impl Executor {
                     error: call.error.as_ref().map(ToString::to_string),
                     latency_ms: ms,
                     decision,
+                    outcome: None,
                 };
                 (region, call, outcome)
             })

@@ -27,6 +27,7 @@ pub mod members;
 pub mod membership;
 pub mod metrics;
 pub mod notifier;
+pub(crate) mod race;
 mod regions;
 pub mod retention;
 pub mod sealing;

@@ -64,7 +64,10 @@ fn add(q: &mut VecDeque<(u64, u64)>, sec: u64) {
 
 fn trim(q: &mut VecDeque<(u64, u64)>, now_ms: u64) {
     let oldest = (now_ms.saturating_sub(WINDOW_MS)) / 1000;
-    while q.front().is_some_and(|(s, _)| *s <= oldest && now_ms >= WINDOW_MS) {
+    while q
+        .front()
+        .is_some_and(|(s, _)| *s <= oldest && now_ms >= WINDOW_MS)
+    {
         q.pop_front();
     }
 }

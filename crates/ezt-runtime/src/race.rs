@@ -303,12 +303,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_guard_ends_a_leg_that_never_ends() {
         let t0 = Instant::now();
-        let r = run(
-            vec![leg(0, 100_000, 200)],
-            t0,
-            t0 + Duration::from_secs(5),
-        )
-        .await;
+        let r = run(vec![leg(0, 100_000, 200)], t0, t0 + Duration::from_secs(5)).await;
         assert_eq!(r.winner, None);
         assert!(matches!(r.ends[0], End::Cut));
     }

@@ -544,82 +544,80 @@ impl Torrent {
             let (lanes, lane, pre) = (self.lanes.clone(), lane.clone(), first.take());
             let (refusals, clock) = (refusals.clone(), self.clock.clone());
             let (here_region, here_node) = (self.cfg.region.clone(), self.node.clone());
-            legs.push((Duration::ZERO, Box::pin(async move {
-                let permit = match pre {
-                    Some(p) => Ok(p),
-                    None => lanes.permit(lane, deadline).await,
-                };
-                let mut permit = match permit {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let (region, node) = match &plan {
-                            Plan::Local => (here_region, here_node),
-                            Plan::Remote { region, node, .. } => (region.clone(), node.clone()),
-                        };
-                        let (code, message) = match &e {
-                            PermitRefused::Paused { .. } => ("lane_paused", e.to_string()),
-                            PermitRefused::Busy => (
-                                "lane_busy",
-                                "no permit of the lane within the race's timeout: not sent"
-                                    .to_string(),
-                            ),
-                            _ => ("lane_busy", e.to_string()),
-                        };
-                        refusals.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-                        let ans = LegAnswer {
-                            region,
-                            node,
-                            response: None,
-                            error: Some(LegError {
-                                code: code.into(),
-                                message,
-                            }),
-                            latency_ms: 0.0,
-                        };
-                        return (false, ans);
-                    }
-                };
-                permit.pass().await;
-                // The leg's budget is what is left of the race's.
-                let left = deadline.saturating_duration_since(Instant::now());
-                let mut s = (*s).clone();
-                s.timeout_ms = (left.as_millis() as u64).max(1);
-                let ans = match plan {
-                    Plan::Local => h.execute(&s).await,
-                    Plan::Remote { node, url, region } => {
-                        match h.send(&url, &region, &node, &s).await {
-                            Ok(a) => a,
-                            Err(e) => LegAnswer {
+            legs.push((
+                Duration::ZERO,
+                Box::pin(async move {
+                    let permit = match pre {
+                        Some(p) => Ok(p),
+                        None => lanes.permit(lane, deadline).await,
+                    };
+                    let mut permit = match permit {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let (region, node) = match &plan {
+                                Plan::Local => (here_region, here_node),
+                                Plan::Remote { region, node, .. } => (region.clone(), node.clone()),
+                            };
+                            let (code, message) = match &e {
+                                PermitRefused::Paused { .. } => ("lane_paused", e.to_string()),
+                                PermitRefused::Busy => (
+                                    "lane_busy",
+                                    "no permit of the lane within the race's timeout: not sent"
+                                        .to_string(),
+                                ),
+                                _ => ("lane_busy", e.to_string()),
+                            };
+                            refusals.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                            let ans = LegAnswer {
                                 region,
                                 node,
                                 response: None,
                                 error: Some(LegError {
-                                    code: "handoff".into(),
-                                    message: e.to_string(),
+                                    code: code.into(),
+                                    message,
                                 }),
                                 latency_ms: 0.0,
-                            },
+                            };
+                            return (false, ans);
                         }
+                    };
+                    permit.pass().await;
+                    // The leg's budget is what is left of the race's.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let mut s = (*s).clone();
+                    s.timeout_ms = (left.as_millis() as u64).max(1);
+                    let ans = match plan {
+                        Plan::Local => h.execute(&s).await,
+                        Plan::Remote { node, url, region } => {
+                            match h.send(&url, &region, &node, &s).await {
+                                Ok(a) => a,
+                                Err(e) => LegAnswer {
+                                    region,
+                                    node,
+                                    response: None,
+                                    error: Some(LegError {
+                                        code: "handoff".into(),
+                                        message: e.to_string(),
+                                    }),
+                                    latency_ms: 0.0,
+                                },
+                            }
+                        }
+                    };
+                    if let Some(r) = &ans.response {
+                        permit.learned(ezt_core::ratelimit_headers::parse(
+                            &r.headers,
+                            r.status_code,
+                            clock.now_ms(),
+                        ));
                     }
-                };
-                if let Some(r) = &ans.response {
-                    permit.learned(ezt_core::ratelimit_headers::parse(
-                        &r.headers,
-                        r.status_code,
-                        clock.now_ms(),
-                    ));
-                }
-                drop(permit);
-                (true, ans)
-            })));
+                    drop(permit);
+                    (true, ans)
+                }),
+            ));
         }
         // Every leg has its own timeout; the guard only bounds a leg that never ends.
-        let raced = crate::race::run(
-            legs,
-            t0,
-            deadline + Duration::from_millis(3_000),
-        )
-        .await;
+        let raced = crate::race::run(legs, t0, deadline + Duration::from_millis(3_000)).await;
         let winner = raced.winner;
         let cancelled_at = raced.cut_at.as_secs_f64() * 1000.0;
         let mut done: Vec<Option<(LegAnswer, f64)>> = raced

@@ -990,6 +990,10 @@ impl Executor {
         let kept = raced.winner.or(kept.map(|k| k.0));
         let mut views: Vec<RegionOutcome> = Vec::new();
         let mut result: Option<CallResult> = None;
+        let first_end = match raced.ends.first() {
+            Some(crate::race::End::Done(l, _)) => Some(l.call.unknown),
+            _ => None,
+        };
         for (i, end) in raced.ends.into_iter().enumerate() {
             let (region, route) = &plan[i];
             let route_node = match route {
@@ -1049,6 +1053,9 @@ impl Executor {
             };
             views.push(view);
         }
+        // The first leg runs in the job's lane slot: a hand-off of it lost mid-call may still
+        // be running at the target, so the slot is held as for an unraced attempt.
+        let first_unknown = matches!(&first_end, Some(true));
         let mut call = result.unwrap_or_else(|| {
             CallResult::failed(CallError::Timeout(
                 "no leg of the race ended within the attempt's timeout".into(),
@@ -1057,6 +1064,7 @@ impl Executor {
         if let Some(w) = raced.winner {
             tracing::debug!(winner = %plan[w].0, legs = views.len(), cut_ms, "race won");
         }
+        call.unknown |= first_unknown;
         call.legs = views;
         call
     }

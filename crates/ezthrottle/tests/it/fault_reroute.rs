@@ -4,7 +4,9 @@
 //! left for another after one reroute (the view names both regions and why); `strict` with its
 //! only region down fails `region_unavailable`; `max_reroutes` runs out cleanly; a region's
 //! node SIGKILLed while a rerouted attempt runs there loses nothing and the job ends; on one
-//! node, regions keep their single-node meaning.
+//! node, regions keep their single-node meaning. Jobs listing several regions here are POSTs
+//! and the hedge delay outlasts every attempt, so each attempt runs in one region (racing is
+//! `fault_race`'s).
 
 use std::net::IpAddr;
 use std::process::Command;

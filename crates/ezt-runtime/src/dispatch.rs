@@ -1225,3 +1225,37 @@ impl Runner for Executor {
         Executor::expire(self, id).await
     }
 }
+
+#[cfg(test)]
+mod race_history_tests {
+    use super::*;
+
+    fn leg(region: &str, decision: Verdict, outcome: Option<LegOutcome>) -> RegionOutcome {
+        RegionOutcome {
+            region: region.into(),
+            node: None,
+            status_code: None,
+            error: None,
+            latency_ms: 0,
+            decision,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_race_legs_reroutes_count_as_failed_regions() {
+        let mut a = Attempt::interrupted(1, 1, 0, "r1");
+        a.decision = Verdict::Reroute;
+        a.legs = vec![
+            leg("r1", Verdict::Reroute, Some(LegOutcome::Lost)),
+            leg("r2", Verdict::Reroute, Some(LegOutcome::Lost)),
+            leg("r3", Verdict::Interrupted, Some(LegOutcome::Cancelled)),
+            // A fanout leg (no outcome) is not a race's.
+            leg("r4", Verdict::Reroute, None),
+        ];
+        assert_eq!(rerouted_from(&[a.clone()]), vec!["r2", "r1"]);
+        // A won race moves nothing; its lost legs still count.
+        a.decision = Verdict::Success;
+        assert_eq!(rerouted_from(&[a]), vec!["r2"]);
+    }
+}

@@ -6,7 +6,8 @@
 //! 5 ms of the win, both legs took a permit of the lane and carried the same key and body; a
 //! POST without the operator's allowance hedges (a fast first leg: one call; a slow one: the
 //! second leg only after the hedge delay); with the allowance a POST races at once; a region's
-//! node SIGKILLed during a race loses nothing and the job ends.
+//! node SIGKILLed during a race loses nothing and the job ends; a leg that gets no permit of
+//! the lane is not sent and the race goes on.
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -401,4 +402,38 @@ async fn allowed_posts_race_at_once_and_a_killed_region_loses_nothing() {
         let v = c.nodes[owner].wait_final(&id, 30).await;
         assert_eq!(v["state"], "succeeded", "{v}");
     }
+}
+
+/// Every leg needs a permit of the lane: with one call in flight allowed, the job's own leg
+/// holds it, so the second region's leg is refused (not sent) and the race goes on with the
+/// first, which succeeds; the target sees one call.
+#[tokio::test]
+async fn a_leg_without_a_permit_is_not_sent_and_the_race_goes_on() {
+    let target = RegionTarget::start().await;
+    let c = Cluster::start(&[("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "1")]).await;
+    let owner = c.owner(&target).await;
+    let other = (owner + 1) % 3;
+    target.rule(IPS[owner], 300, 200);
+    target.rule(IPS[other], 0, 200);
+    let v = c
+        .run_on(
+            owner,
+            json!({"url": target.url(), "body": "refused-1", "regions": [region(owner), region(other)]}),
+        )
+        .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["attempts"][0]["region"], region(owner), "{v}");
+    assert_eq!(leg(&v, &region(owner))["outcome"], "won", "{v}");
+    let refused = leg(&v, &region(other));
+    assert_eq!(refused["outcome"], "refused", "{v}");
+    assert!(refused["status_code"].is_null(), "{v}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("no permit"),
+        "{v}"
+    );
+    let calls = target
+        .wait_ended("refused-1", 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(calls.len(), 1, "the refused leg was not sent: {calls:?}");
+    assert_eq!(calls[0].from, ip(owner));
 }

@@ -230,19 +230,6 @@ async fn a_raced_job_is_won_by_the_fast_region_and_the_slow_leg_is_cut() {
         "the slow legs closed a median {:.2} ms after the win: {cut:?}",
         pct(&cut, 0.5)
     );
-    // The webhook carries the winner's region (the attempt's): one more race with a webhook.
-    let hook = crate::support::Target::start().await;
-    let v = c
-        .run_on(
-            owner,
-            json!({"url": target.url(), "body": "race-hook", "regions": [region(slow), region(owner)],
-                   "webhooks": [{"url": hook.url("hook")}]}),
-        )
-        .await;
-    assert_eq!(v["state"], "succeeded", "{v}");
-    let got = hook.wait_for("hook", 1, Duration::from_secs(10)).await;
-    let payload: Value = serde_json::from_str(&got[0].body).unwrap();
-    assert_eq!(payload["region"], region(owner), "{payload}");
     record(
         "regions_race_job",
         json!({
@@ -255,7 +242,8 @@ async fn a_raced_job_is_won_by_the_fast_region_and_the_slow_leg_is_cut() {
 
 /// A POST without `executor.race_unsafe_methods` hedges: a first leg that answers before the
 /// hedge delay is the only call; a slow one gets the second region's leg only after the
-/// delay (250 ms by default: the lane's p95 there is not known yet), and that leg wins.
+/// delay (250 ms by default: the lane's p95 there is not known yet), and that leg wins; the
+/// webhook carries the winner's region.
 #[tokio::test]
 async fn a_post_hedges_without_the_operators_allowance() {
     let target = RegionTarget::start().await;
@@ -307,6 +295,21 @@ async fn a_post_hedges_without_the_operators_allowance() {
         );
         assert!(!first.answered, "the first leg was cut: {calls:?}");
     }
+    // The webhook carries the winner's region (another region's node made the winning call;
+    // the owner, in its own region, ended the job).
+    let hook = crate::support::Target::start().await;
+    let v = c
+        .run_on(
+            owner,
+            json!({"url": target.url(), "method": "POST", "body": "hedge-hook",
+                   "regions": [region(owner), region(other)], "webhooks": [{"url": hook.url("hook")}]}),
+        )
+        .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["attempts"][0]["region"], region(other), "{v}");
+    let got = hook.wait_for("hook", 1, Duration::from_secs(10)).await;
+    let payload: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(payload["region"], region(other), "{payload}");
     gaps.sort_by(|a, b| a.partial_cmp(b).unwrap());
     record(
         "regions_race_hedge",

@@ -439,6 +439,14 @@ impl Executor {
         } else {
             policy.judge(&call.outcome)
         };
+        // A race left with a 409 only (the target says the request is outstanding under its
+        // key: another leg of ours): not a failure, it is retried (the stored result comes).
+        if verdict == Verdict::Fail
+            && matches!(call.outcome, Outcome::Status(409))
+            && call.legs.iter().any(|l| l.outcome.is_some())
+        {
+            verdict = Verdict::Retry;
+        }
         let movable = placed.is_some_and(|p| p.alternatives);
         // The region whose call counts: a race's winner (or kept answer), else the placed one.
         let ran_in = call

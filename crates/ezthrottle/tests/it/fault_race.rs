@@ -230,6 +230,25 @@ async fn a_raced_job_is_won_by_the_fast_region_and_the_slow_leg_is_cut() {
         "the slow legs closed a median {:.2} ms after the win: {cut:?}",
         pct(&cut, 0.5)
     );
+    // Every leg answers 409 (the request is outstanding under its key): not a failure of the
+    // target, so the attempt is judged a retry (with no retries left: retries_exhausted).
+    target.rule(IPS[owner], 0, 409);
+    target.rule(IPS[slow], 30, 409);
+    let v = c
+        .run_on(
+            owner,
+            json!({"url": target.url(), "body": "all-409", "regions": [region(slow), region(owner)],
+                   "retry_policy": {"max_retries": 0}}),
+        )
+        .await;
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["error"]["code"], "retries_exhausted", "{v}");
+    assert_eq!(v["attempts"][0]["decision"], "retry", "{v}");
+    assert_eq!(v["attempts"][0]["status_code"], 409, "{v}");
+    assert!(
+        legs(&v).iter().all(|l| l["outcome"] == "lost"),
+        "409 is not fatal: every leg was awaited: {v}"
+    );
     record(
         "regions_race_job",
         json!({

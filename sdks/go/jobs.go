@@ -162,6 +162,25 @@ type Attempt struct {
 	LatencyMs  int64   `json:"latency_ms"`
 	Decision   string  `json:"decision"` // success retry reroute fail interrupted
 	WaitMs     *int64  `json:"wait_ms"`
+	// Node is the node that made the call (cluster mode; nil on one node).
+	Node *string `json:"node,omitempty"`
+	// Reason says why the attempt ran where it did when it moved ("reroute: 502 from r1").
+	Reason *string `json:"reason,omitempty"`
+	// Legs are a raced attempt's legs (execution_mode race, with Outcome) or a fanout
+	// attempt's, one per region.
+	Legs []AttemptLeg `json:"legs,omitempty"`
+}
+
+// AttemptLeg is one region's leg of a raced or fanout attempt.
+type AttemptLeg struct {
+	Region     string  `json:"region"`
+	Node       *string `json:"node,omitempty"`
+	StatusCode *int    `json:"status_code"`
+	Error      *string `json:"error,omitempty"`
+	LatencyMs  int64   `json:"latency_ms"`
+	Decision   string  `json:"decision"`
+	// Outcome of a raced leg: won lost cancelled error refused ("" for a fanout leg).
+	Outcome string `json:"outcome,omitempty"`
 }
 
 // JobResponse is the target's final answer.

@@ -361,3 +361,31 @@ func TestEventsEndWithTheContext(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A raced attempt in a cluster's job view (as the server writes it) decodes with its region,
+// node, reason and legs.
+func TestAttemptDecodesRegionNodeReasonAndLegs(t *testing.T) {
+	t.Parallel()
+	view := `{"n":2,"series":1,"at":1,"region":"r2","status_code":200,"error":null,"latency_ms":21,
+		"decision":"success","wait_ms":null,"node":"n3","reason":"reroute: 502 from r1",
+		"legs":[{"region":"r1","node":"n2","status_code":null,"error":"cancelled","latency_ms":22,"decision":"interrupted","outcome":"cancelled"},
+		        {"region":"r2","node":"n3","status_code":200,"latency_ms":21,"decision":"success","outcome":"won"}]}`
+	var a ezthrottle.Attempt
+	if err := json.Unmarshal([]byte(view), &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Region != "r2" || a.Node == nil || *a.Node != "n3" || a.Reason == nil || *a.Reason != "reroute: 502 from r1" {
+		t.Fatalf("attempt: %+v", a)
+	}
+	if len(a.Legs) != 2 || a.Legs[0].Outcome != "cancelled" || a.Legs[0].StatusCode != nil ||
+		a.Legs[1].Outcome != "won" || *a.Legs[1].StatusCode != 200 || *a.Legs[1].Node != "n3" {
+		t.Fatalf("legs: %+v", a.Legs)
+	}
+	var single ezthrottle.Attempt
+	if err := json.Unmarshal([]byte(`{"n":1,"series":1,"at":1,"region":"local","status_code":200,"error":null,"latency_ms":1,"decision":"success","wait_ms":null}`), &single); err != nil {
+		t.Fatal(err)
+	}
+	if single.Node != nil || single.Reason != nil || single.Legs != nil {
+		t.Fatalf("one node's attempt has no node, reason or legs: %+v", single)
+	}
+}

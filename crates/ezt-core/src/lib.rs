@@ -13,6 +13,7 @@ pub mod duration;
 pub mod error;
 pub mod fair_queue;
 pub mod gcra;
+pub mod hedge;
 pub mod idempotency;
 pub mod ids;
 pub mod job;

@@ -225,7 +225,8 @@ pub fn verify_standard(
 }
 
 /// A fanout job's outcome in one region (`execution_mode: fanout`): the latest leg of the
-/// region in the job's attempt series (a region that succeeded keeps its success).
+/// region in the job's attempt series (a region that succeeded keeps its success); also one
+/// leg of a raced attempt (`execution_mode: race`, with its `outcome`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegionOutcome {
@@ -243,6 +244,10 @@ pub struct RegionOutcome {
     pub latency_ms: u64,
     /// How the leg was judged: `success`, `retry`, `reroute` or `fail`.
     pub decision: crate::retry::Verdict,
+    /// A raced attempt's leg (`execution_mode: race`): `won`, `lost`, `cancelled`, `error`
+    /// or `refused` (not sent: no lane permit or hedge budget). Absent for fanout legs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::hedge::LegOutcome>,
 }
 
 /// The upstream answer carried in a webhook.

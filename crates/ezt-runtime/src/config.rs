@@ -313,6 +313,11 @@ pub struct ExecutorConfig {
     pub attempt_timeout_ms: u64,
     /// Largest response body kept, bytes; the rest is dropped and the response flagged.
     pub max_response_bytes: usize,
+    /// A queued job's race (`execution_mode: race`, several regions) sends POST and PATCH to
+    /// every region at once too; off: they hedge (the next region's leg only after a delay).
+    pub race_unsafe_methods: bool,
+    /// Hedge delay, ms, while the lane's p95 latency in the region is not known yet.
+    pub hedge_delay_ms: u64,
 }
 
 impl Default for ExecutorConfig {
@@ -321,6 +326,8 @@ impl Default for ExecutorConfig {
             connect_timeout_ms: 10_000,
             attempt_timeout_ms: 30_000,
             max_response_bytes: 1024 * 1024,
+            race_unsafe_methods: false,
+            hedge_delay_ms: ezt_core::hedge::DEFAULT_HEDGE_DELAY_MS,
         }
     }
 }
@@ -771,6 +778,14 @@ impl Flag {
             value: figment::value::Value::from(value.into()),
         }
     }
+    /// A flag setting `path` to a boolean.
+    pub fn boolean(path: &'static str, name: &'static str, value: bool) -> Self {
+        Self {
+            path,
+            name,
+            value: figment::value::Value::from(value),
+        }
+    }
     /// A flag setting `path` to a list of strings.
     pub fn list(path: &'static str, name: &'static str, values: Vec<String>) -> Self {
         Self {
@@ -1110,6 +1125,36 @@ mod tests {
             c.webhooks.timeout_ms, 15_000,
             "untouched keys keep defaults"
         );
+    }
+
+    #[test]
+    fn racing_settings_come_from_file_env_and_flag() {
+        let d = Config::load(None, env(&[]), vec![]).unwrap();
+        assert!(
+            !d.executor.race_unsafe_methods,
+            "off by default: POSTs hedge"
+        );
+        assert_eq!(d.executor.hedge_delay_ms, 250);
+        let f = file("[executor]\nhedge_delay_ms = 100\n");
+        let c = Config::load(
+            Some(f.path()),
+            env(&[("EZTHROTTLE_EXECUTOR_HEDGE_DELAY_MS", "80")]),
+            vec![Flag::boolean(
+                "executor.race_unsafe_methods",
+                "--race-unsafe-methods",
+                true,
+            )],
+        )
+        .unwrap();
+        assert!(c.executor.race_unsafe_methods);
+        assert_eq!(c.executor.hedge_delay_ms, 80, "env beats file");
+        let c = Config::load(
+            None,
+            env(&[("EZTHROTTLE_EXECUTOR_RACE_UNSAFE_METHODS", "true")]),
+            vec![],
+        )
+        .unwrap();
+        assert!(c.executor.race_unsafe_methods);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ezt_core::hedge::LegOutcome;
 use ezt_core::job::{ExecutionMode, JobSpec, Trigger};
 use ezt_core::lane::LaneKey;
 use ezt_core::ratelimit_headers::{self, LimitChange};
@@ -47,8 +48,10 @@ struct CallResult {
     unknown: bool,
     /// The node that made the call, when another region's node did.
     node: Option<String>,
-    /// A fanout attempt: each region's leg.
+    /// A fanout attempt: each region's leg; a raced attempt: each leg that was sent or refused.
     legs: Vec<RegionOutcome>,
+    /// A raced attempt: the region whose call this result is (the winner's).
+    region: Option<String>,
 }
 
 impl CallResult {
@@ -61,6 +64,7 @@ impl CallResult {
             unknown: false,
             node: None,
             legs: Vec::new(),
+            region: None,
         }
     }
 
@@ -80,6 +84,7 @@ impl CallResult {
             unknown: false,
             node: None,
             legs: Vec::new(),
+            region: None,
         }
     }
 
@@ -107,6 +112,8 @@ pub struct Executor {
     node: Arc<NodeFence>,
     /// Cluster mode: where each attempt runs, and the hand-off to other regions' nodes.
     regions: Option<(Arc<Regions>, Arc<Handoff>)>,
+    /// Cluster mode: racing a job over its regions (budget, latencies, extra legs' permits).
+    races: Option<Arc<crate::race::Races>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -153,6 +160,7 @@ impl Executor {
             clock,
             node: Arc::new(NodeFence::single(ezt_store::NodeId::local())),
             regions: None,
+            races: None,
         })
     }
 
@@ -160,6 +168,13 @@ impl Executor {
     /// a live node of that region when it is not this node's.
     pub(crate) fn with_regions(mut self, regions: Arc<Regions>, handoff: Arc<Handoff>) -> Self {
         self.regions = Some((regions, handoff));
+        self
+    }
+
+    /// Cluster mode: a job with `execution_mode: race` and several live listed regions races
+    /// them (see `race_attempt`).
+    pub(crate) fn with_races(mut self, races: Arc<crate::race::Races>) -> Self {
+        self.races = Some(races);
         self
     }
 
@@ -371,6 +386,25 @@ impl Executor {
             _ => None,
         };
         let placed = placement.as_ref().and_then(|p| p.as_ref().ok());
+        // A race: the job's other listed live regions (a chain's links are not raced).
+        let race_legs = match (&self.regions, placed) {
+            (Some((regions, _)), Some(p))
+                if self.races.is_some()
+                    && leased.spec.execution_mode == ExecutionMode::Race
+                    && links.len() == 1
+                    && leased.spec.regions.len() > 1 =>
+            {
+                regions
+                    .race_legs(
+                        &host,
+                        &leased.spec.regions,
+                        &p.region,
+                        &rerouted_from(&history),
+                    )
+                    .await
+            }
+            _ => Vec::new(),
+        };
         let (call, latency_ms, change, link) = if left == 0 {
             (
                 CallResult::failed(CallError::DeadlinePassed),
@@ -403,11 +437,22 @@ impl Executor {
             let route = placed.map_or(Route::Local, |p| p.route.clone());
             let (r, link) = if fanout {
                 (self.fanout(&leased, &history, timeout).await, current)
+            } else if let (Some(p), false) = (placed, race_legs.is_empty()) {
+                (
+                    self.race_attempt(&leased, lane, timeout, (&p.region, &route), race_legs)
+                        .await,
+                    current,
+                )
             } else {
                 self.call_chain(&leased, &links, current, timeout, &route)
                     .await
             };
             let latency = t0.elapsed().as_millis() as u64;
+            if let (Some(races), Some(p), Some(_)) = (&self.races, placed, &r.response) {
+                if r.legs.is_empty() {
+                    races.latency(lane, &p.region, latency);
+                }
+            }
             // Only the job's own target paces its lane; a fallback link's host is another.
             let change = r.response.as_ref().filter(|_| link == 0).map(|resp| {
                 ratelimit_headers::parse(&resp.headers, resp.status_code, self.clock.now_ms())
@@ -423,8 +468,25 @@ impl Executor {
         } else {
             policy.judge(&call.outcome)
         };
+        // A race left with a 409 only (the target says the request is outstanding under its
+        // key: another leg of ours): not a failure, it is retried (the stored result comes).
+        if verdict == Verdict::Fail
+            && matches!(call.outcome, Outcome::Status(409))
+            && call.legs.iter().any(|l| l.outcome.is_some())
+        {
+            verdict = Verdict::Retry;
+        }
         let movable = placed.is_some_and(|p| p.alternatives);
+        // The region whose call counts: a race's winner (or kept answer), else the placed one.
+        let ran_in = call
+            .region
+            .clone()
+            .or_else(|| placed.map(|p| p.region.clone()));
+        if let Some(races) = self.races.as_ref().filter(|_| !fanout && placed.is_some()) {
+            races.first(lane, matches!(verdict, Verdict::Retry | Verdict::Reroute));
+        }
         if let Some(p) = placed.filter(|_| call.unsent.is_none() && left > 0) {
+            let p_region = ran_in.as_deref().unwrap_or(&p.region);
             // No connection (or a region's node lost mid-call): another region may do better.
             if verdict == Verdict::Retry
                 && movable
@@ -433,8 +495,8 @@ impl Executor {
                 verdict = Verdict::Reroute;
             }
             if let Some((regions, _)) = &self.regions {
-                if regions.observe(&host, &p.region, verdict == Verdict::Reroute) {
-                    tracing::warn!(region = %p.region, target = %host, "region ejected for this host: its calls keep failing");
+                if regions.observe(&host, p_region, verdict == Verdict::Reroute) {
+                    tracing::warn!(region = %p_region, target = %host, "region ejected for this host: its calls keep failing");
                 }
             }
         }
@@ -505,7 +567,7 @@ impl Executor {
             n: leased.attempt_no,
             series: leased.series,
             at: started_ms,
-            region: placed.map_or_else(|| self.region.clone(), |p| p.region.clone()),
+            region: ran_in.clone().unwrap_or_else(|| self.region.clone()),
             status_code: match call.outcome {
                 Outcome::Status(s) => Some(s),
                 Outcome::NetworkError => None,
@@ -525,7 +587,10 @@ impl Executor {
                 (Some(_), None) => Some(self.node.id().to_string()),
                 (None, None) => None,
             },
-            reason: placed.and_then(|p| moved_because(&history, &p.region)),
+            reason: ran_in
+                .as_deref()
+                .filter(|_| placed.is_some())
+                .and_then(|r| moved_because(&history, r)),
             legs: call.legs.clone(),
         };
         let (next, end) = self.next_state(plan, &call, verdict, done_ms);
@@ -716,6 +781,7 @@ impl Executor {
                 unknown: false,
                 node: None,
                 legs: Vec::new(),
+                region: None,
             };
         }
         CallResult {
@@ -726,6 +792,7 @@ impl Executor {
             unknown: false,
             node: None,
             legs: Vec::new(),
+            region: None,
         }
     }
 
@@ -796,6 +863,7 @@ impl Executor {
                     error: call.error.as_ref().map(ToString::to_string),
                     latency_ms: ms,
                     decision,
+                    outcome: None,
                 };
                 (region, call, outcome)
             })
@@ -832,6 +900,7 @@ impl Executor {
                 unknown: false,
                 node: None,
                 legs: Vec::new(),
+                region: None,
             };
         };
         let mut judged = judged;
@@ -841,6 +910,199 @@ impl Executor {
         }
         call.unknown = false;
         call.legs = this;
+        call
+    }
+
+    /// A raced attempt (`execution_mode: race`, issue 15): the first leg (`first`: its region
+    /// and route, under the job's lease and lane slot) and one leg per other region in
+    /// `others`, each sent with the job's key and byte-identical body. GET, HEAD, PUT, DELETE
+    /// and OPTIONS (and every method with `executor.race_unsafe_methods`) start every leg at
+    /// once; POST and PATCH hedge: each next leg only after the lane's p95 latency in the
+    /// previous leg's region (else `executor.hedge_delay_ms`), and only if no leg has ended
+    /// meanwhile. Each extra leg takes one unit of the lane's hedge budget and one permit of
+    /// the lane (rate and in-flight) before it is sent, else it is refused (not sent) and the
+    /// race goes on. The first 2xx wins and the legs still running are dropped (connections
+    /// closed); without a winner the attempt's result is the last HTTP answer other than 409,
+    /// else the last 409, else the last error.
+    async fn race_attempt(
+        &self,
+        job: &LeasedJob,
+        lane: &LaneKey,
+        timeout: Duration,
+        first: (&str, &Route),
+        others: Vec<(String, Route)>,
+    ) -> CallResult {
+        let Some(races) = &self.races else {
+            return self
+                .call(
+                    job.tenant_id,
+                    &job.spec,
+                    &job.idempotent_key,
+                    timeout,
+                    first.1,
+                )
+                .await;
+        };
+        let spec = &job.spec;
+        let parallel = races.parallel(&spec.method);
+        let t0 = Instant::now();
+        let mut plan: Vec<(String, Route)> = vec![(first.0.to_string(), first.1.clone())];
+        plan.extend(others);
+        let mut legs: Vec<(Duration, futures::future::BoxFuture<'_, RaceLeg>)> = Vec::new();
+        let mut at = Duration::ZERO;
+        for (i, (region, route)) in plan.iter().enumerate() {
+            if i > 0 && !parallel {
+                at += races.hedge_delay(lane, &plan[i - 1].0);
+            }
+            let fut = async move {
+                let refused = |why: String| RaceLeg {
+                    call: CallResult::failed(CallError::Request(why)),
+                    sent: false,
+                    ms: 0,
+                };
+                let mut permit = None;
+                if i > 0 {
+                    if !races.try_extra(lane) {
+                        return refused(
+                            "not sent: the lane's hedge budget is spent (or the lane is failing)"
+                                .into(),
+                        );
+                    }
+                    match races.permit(lane).await {
+                        Ok(mut p) => {
+                            p.pass().await;
+                            permit = Some(p);
+                        }
+                        Err(e) => return refused(format!("not sent: no permit of the lane ({e})")),
+                    }
+                }
+                let started = Instant::now();
+                let left = timeout
+                    .saturating_sub(t0.elapsed())
+                    .max(Duration::from_millis(1));
+                let call = self
+                    .call(job.tenant_id, spec, &job.idempotent_key, left, route)
+                    .await;
+                let ms = started.elapsed().as_millis() as u64;
+                if let (Some(p), Some(r)) = (permit.as_mut(), &call.response) {
+                    p.learned(ratelimit_headers::parse(
+                        &r.headers,
+                        r.status_code,
+                        self.clock.now_ms(),
+                    ));
+                }
+                if call.response.is_some() {
+                    races.latency(lane, region, ms);
+                }
+                // The permit is dropped with the leg: its in-flight slot is freed now.
+                drop(permit);
+                RaceLeg {
+                    call,
+                    sent: true,
+                    ms,
+                }
+            };
+            legs.push((at, Box::pin(fut)));
+        }
+        let guard = t0 + timeout + Duration::from_secs(3);
+        let raced = crate::race::run(legs, t0, guard).await;
+        let cut_ms = raced.cut_at.as_millis() as u64;
+        let me = self.node.id().to_string();
+        // The result kept: the winner, else the best answer (later beats earlier).
+        let rank = |l: &RaceLeg| match (&l.call.response, l.sent) {
+            (Some(r), _) if r.status_code != 409 => 3,
+            (Some(_), _) => 2,
+            (None, true) => 1,
+            (None, false) => 0,
+        };
+        let mut kept: Option<(usize, u8, Duration)> = None;
+        for (i, e) in raced.ends.iter().enumerate() {
+            if let crate::race::End::Done(l, d) = e {
+                let r = rank(l);
+                if kept.is_none_or(|(_, kr, kd)| (r, *d) >= (kr, kd)) {
+                    kept = Some((i, r, *d));
+                }
+            }
+        }
+        let kept = raced.winner.or(kept.map(|k| k.0));
+        let mut views: Vec<RegionOutcome> = Vec::new();
+        let mut result: Option<CallResult> = None;
+        let first_end = match raced.ends.first() {
+            Some(crate::race::End::Done(l, _)) => Some(l.call.unknown),
+            _ => None,
+        };
+        for (i, end) in raced.ends.into_iter().enumerate() {
+            let (region, route) = &plan[i];
+            let route_node = match route {
+                Route::Local => me.clone(),
+                Route::Remote { node, .. } => node.clone(),
+            };
+            let view = match end {
+                crate::race::End::NotSent => continue,
+                crate::race::End::Cut => RegionOutcome {
+                    region: region.clone(),
+                    node: Some(route_node),
+                    status_code: None,
+                    error: Some(if raced.winner.is_some() {
+                        "cancelled: another region won; the connection was closed".into()
+                    } else {
+                        "the leg did not end within the attempt's timeout".into()
+                    }),
+                    latency_ms: cut_ms,
+                    decision: Verdict::Interrupted,
+                    outcome: Some(if raced.winner.is_some() {
+                        LegOutcome::Cancelled
+                    } else {
+                        LegOutcome::Error
+                    }),
+                },
+                crate::race::End::Done(leg, _) => {
+                    let outcome = if Some(i) == raced.winner {
+                        LegOutcome::Won
+                    } else if !leg.sent {
+                        LegOutcome::Refused
+                    } else if leg.call.response.is_some() {
+                        LegOutcome::Lost
+                    } else {
+                        LegOutcome::Error
+                    };
+                    let decision = if call_is_ssrf(&leg.call) {
+                        Verdict::Fail
+                    } else {
+                        spec.retry_policy.judge(&leg.call.outcome)
+                    };
+                    let view = RegionOutcome {
+                        region: region.clone(),
+                        node: Some(leg.call.node.clone().unwrap_or(route_node)),
+                        status_code: leg.call.response.as_ref().map(|r| r.status_code),
+                        error: leg.call.error.as_ref().map(ToString::to_string),
+                        latency_ms: leg.ms,
+                        decision,
+                        outcome: Some(outcome),
+                    };
+                    if Some(i) == kept {
+                        let mut c = leg.call;
+                        c.region = Some(region.clone());
+                        result = Some(c);
+                    }
+                    view
+                }
+            };
+            views.push(view);
+        }
+        // The first leg runs in the job's lane slot: a hand-off of it lost mid-call may still
+        // be running at the target, so the slot is held as for an unraced attempt.
+        let first_unknown = matches!(&first_end, Some(true));
+        let mut call = result.unwrap_or_else(|| {
+            CallResult::failed(CallError::Timeout(
+                "no leg of the race ended within the attempt's timeout".into(),
+            ))
+        });
+        if let Some(w) = raced.winner {
+            tracing::debug!(winner = %plan[w].0, legs = views.len(), cut_ms, "race won");
+        }
+        call.unknown |= first_unknown;
+        call.legs = views;
         call
     }
 
@@ -881,6 +1143,28 @@ impl Executor {
     }
 }
 
+/// One leg of a raced attempt, for the racer.
+struct RaceLeg {
+    call: CallResult,
+    /// False: refused (no budget or permit), not sent.
+    sent: bool,
+    /// The leg's own latency (from its send), ms.
+    ms: u64,
+}
+
+impl crate::race::Leg for RaceLeg {
+    fn won(&self) -> bool {
+        matches!(self.call.outcome, Outcome::Status(s) if (200..300).contains(&s))
+    }
+    fn ended_sent(&self) -> bool {
+        self.sent
+    }
+}
+
+fn call_is_ssrf(c: &CallResult) -> bool {
+    c.ssrf()
+}
+
 /// A hand-off's leg as a call result: its answer, or its error by kind (a node that was never
 /// reached counts as a connect failure; one lost after the send leaves the outcome unknown).
 fn from_leg(leg: LegAnswer, reached: bool) -> CallResult {
@@ -894,6 +1178,7 @@ fn from_leg(leg: LegAnswer, reached: bool) -> CallResult {
             unknown: false,
             node,
             legs: Vec::new(),
+            region: None,
         },
         (None, e) => {
             let e = e.unwrap_or(crate::handoff::LegError {
@@ -917,6 +1202,7 @@ fn from_leg(leg: LegAnswer, reached: bool) -> CallResult {
                 unknown,
                 node,
                 legs: Vec::new(),
+                region: None,
             }
         }
     }
@@ -925,9 +1211,20 @@ fn from_leg(leg: LegAnswer, reached: bool) -> CallResult {
 /// The regions this attempt series moved away from (their answer was a reroute), in order.
 fn rerouted_from(history: &[Attempt]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for a in history.iter().filter(|a| a.decision == Verdict::Reroute) {
-        out.retain(|r| *r != a.region);
-        out.push(a.region.clone());
+    for a in history.iter() {
+        // A raced attempt's legs that answered a reroute code (or no answer) count too.
+        let legs = a
+            .legs
+            .iter()
+            .filter(|l| {
+                l.outcome.is_some() && l.decision == Verdict::Reroute && l.region != a.region
+            })
+            .map(|l| &l.region);
+        let own = (a.decision == Verdict::Reroute).then_some(&a.region);
+        for r in legs.chain(own) {
+            out.retain(|o| o != r);
+            out.push(r.clone());
+        }
     }
     out
 }
@@ -963,5 +1260,39 @@ impl Runner for Executor {
 
     async fn expire(&self, id: JobId) {
         Executor::expire(self, id).await
+    }
+}
+
+#[cfg(test)]
+mod race_history_tests {
+    use super::*;
+
+    fn leg(region: &str, decision: Verdict, outcome: Option<LegOutcome>) -> RegionOutcome {
+        RegionOutcome {
+            region: region.into(),
+            node: None,
+            status_code: None,
+            error: None,
+            latency_ms: 0,
+            decision,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_race_legs_reroutes_count_as_failed_regions() {
+        let mut a = Attempt::interrupted(1, 1, 0, "r1");
+        a.decision = Verdict::Reroute;
+        a.legs = vec![
+            leg("r1", Verdict::Reroute, Some(LegOutcome::Lost)),
+            leg("r2", Verdict::Reroute, Some(LegOutcome::Lost)),
+            leg("r3", Verdict::Interrupted, Some(LegOutcome::Cancelled)),
+            // A fanout leg (no outcome) is not a race's.
+            leg("r4", Verdict::Reroute, None),
+        ];
+        assert_eq!(rerouted_from(&[a.clone()]), vec!["r2", "r1"]);
+        // A won race moves nothing; its lost legs still count.
+        a.decision = Verdict::Success;
+        assert_eq!(rerouted_from(&[a]), vec!["r2"]);
     }
 }

@@ -27,6 +27,7 @@ pub mod members;
 pub mod membership;
 pub mod metrics;
 pub mod notifier;
+pub(crate) mod race;
 mod regions;
 pub mod retention;
 pub mod sealing;
@@ -228,14 +229,16 @@ async fn start_inner(
     let members = Arc::new(members::LiveMembers::new(store.clone()));
     // Cluster mode: each attempt is placed in a region of the job's (issue 15).
     let executor = Arc::new(if cfg.clustered() {
-        executor.with_regions(
-            Arc::new(regions::Regions::new(
-                members.clone(),
-                &cfg,
-                node_id.as_str(),
-            )),
-            handoff.clone(),
-        )
+        executor
+            .with_regions(
+                Arc::new(regions::Regions::new(
+                    members.clone(),
+                    &cfg,
+                    node_id.as_str(),
+                )),
+                handoff.clone(),
+            )
+            .with_races(Arc::new(race::Races::new(job_lanes.clone(), &cfg)))
     } else {
         executor
     });

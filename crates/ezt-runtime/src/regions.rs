@@ -238,6 +238,34 @@ impl Regions {
         })
     }
 
+    /// The other legs of a raced attempt whose first leg runs in `first`: each region of
+    /// `listed` (in order, once) that is live, has not failed in this series and is not
+    /// ejected for `host`, with where its call goes. `fallback` adds no region outside the
+    /// list: a race is over the listed live regions only.
+    pub(crate) async fn race_legs(
+        &self,
+        host: &str,
+        listed: &[String],
+        first: &str,
+        failed: &[String],
+    ) -> Vec<(String, Route)> {
+        let mut out: Vec<(String, Route)> = Vec::new();
+        let now = Instant::now();
+        for r in listed {
+            if r == first
+                || failed.contains(r)
+                || out.iter().any(|(o, _)| o == r)
+                || self.ejected(host, r, now)
+            {
+                continue;
+            }
+            if let Some(route) = self.route_to(r).await {
+                out.push((r.clone(), route));
+            }
+        }
+        out
+    }
+
     fn ejected(&self, host: &str, region: &str, now: Instant) -> bool {
         let o = self.outliers.lock().unwrap_or_else(|p| p.into_inner());
         o.get(&(host.to_string(), region.to_string()))

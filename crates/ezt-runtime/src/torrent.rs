@@ -29,7 +29,6 @@ use ezt_core::FieldError;
 use ezt_outbound::resolver::ResolveError;
 use ezt_outbound::SsrfResolver;
 use ezt_store::{NodeRecord, Response};
-use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -69,20 +68,9 @@ const FIELDS: [&str; 8] = [
     "idempotentKey",
 ];
 
-/// How a leg ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum LegOutcome {
-    /// Its 2xx is the answer.
-    Won,
-    /// It answered, not 2xx (or after the race had no winner, not the answer returned).
-    Lost,
-    /// Dropped when another leg won: its connection was closed.
-    Cancelled,
-    /// No HTTP answer (connect failure, timeout, SSRF refusal, failed hand-off).
-    Error,
-}
+/// How a leg ended (`won`, `lost`, `cancelled`, `error`; a TORRENT leg refused a permit is
+/// an `error` with code `lane_busy` or `lane_paused`).
+pub use ezt_core::hedge::LegOutcome;
 
 /// One leg of a race, as the answer shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -548,111 +536,110 @@ impl Torrent {
         refusals: Arc<Mutex<Vec<PermitRefused>>>,
     ) -> TorrentOut {
         let spec = Arc::new(spec);
-        let mut legs = FuturesUnordered::new();
+        let mut legs: Vec<(Duration, futures::future::BoxFuture<'_, (bool, LegAnswer)>)> =
+            Vec::new();
         let mut first = Some(first);
-        for (i, plan) in plans.iter().cloned().enumerate() {
+        for plan in plans.iter().cloned() {
             let (h, s) = (self.handoff.clone(), spec.clone());
             let (lanes, lane, pre) = (self.lanes.clone(), lane.clone(), first.take());
             let (refusals, clock) = (refusals.clone(), self.clock.clone());
             let (here_region, here_node) = (self.cfg.region.clone(), self.node.clone());
-            legs.push(async move {
-                let permit = match pre {
-                    Some(p) => Ok(p),
-                    None => lanes.permit(lane, deadline).await,
-                };
-                let mut permit = match permit {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let (region, node) = match &plan {
-                            Plan::Local => (here_region, here_node),
-                            Plan::Remote { region, node, .. } => (region.clone(), node.clone()),
-                        };
-                        let (code, message) = match &e {
-                            PermitRefused::Paused { .. } => ("lane_paused", e.to_string()),
-                            PermitRefused::Busy => (
-                                "lane_busy",
-                                "no permit of the lane within the race's timeout: not sent"
-                                    .to_string(),
-                            ),
-                            _ => ("lane_busy", e.to_string()),
-                        };
-                        refusals.lock().unwrap_or_else(|p| p.into_inner()).push(e);
-                        let ans = LegAnswer {
-                            region,
-                            node,
-                            response: None,
-                            error: Some(LegError {
-                                code: code.into(),
-                                message,
-                            }),
-                            latency_ms: 0.0,
-                        };
-                        return (i, ans);
-                    }
-                };
-                permit.pass().await;
-                // The leg's budget is what is left of the race's.
-                let left = deadline.saturating_duration_since(Instant::now());
-                let mut s = (*s).clone();
-                s.timeout_ms = (left.as_millis() as u64).max(1);
-                let ans = match plan {
-                    Plan::Local => h.execute(&s).await,
-                    Plan::Remote { node, url, region } => {
-                        match h.send(&url, &region, &node, &s).await {
-                            Ok(a) => a,
-                            Err(e) => LegAnswer {
+            legs.push((
+                Duration::ZERO,
+                Box::pin(async move {
+                    let permit = match pre {
+                        Some(p) => Ok(p),
+                        None => lanes.permit(lane, deadline).await,
+                    };
+                    let mut permit = match permit {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let (region, node) = match &plan {
+                                Plan::Local => (here_region, here_node),
+                                Plan::Remote { region, node, .. } => (region.clone(), node.clone()),
+                            };
+                            let (code, message) = match &e {
+                                PermitRefused::Paused { .. } => ("lane_paused", e.to_string()),
+                                PermitRefused::Busy => (
+                                    "lane_busy",
+                                    "no permit of the lane within the race's timeout: not sent"
+                                        .to_string(),
+                                ),
+                                _ => ("lane_busy", e.to_string()),
+                            };
+                            refusals.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                            let ans = LegAnswer {
                                 region,
                                 node,
                                 response: None,
                                 error: Some(LegError {
-                                    code: "handoff".into(),
-                                    message: e.to_string(),
+                                    code: code.into(),
+                                    message,
                                 }),
                                 latency_ms: 0.0,
-                            },
+                            };
+                            return (false, ans);
                         }
+                    };
+                    permit.pass().await;
+                    // The leg's budget is what is left of the race's.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let mut s = (*s).clone();
+                    s.timeout_ms = (left.as_millis() as u64).max(1);
+                    let ans = match plan {
+                        Plan::Local => h.execute(&s).await,
+                        Plan::Remote { node, url, region } => {
+                            match h.send(&url, &region, &node, &s).await {
+                                Ok(a) => a,
+                                Err(e) => LegAnswer {
+                                    region,
+                                    node,
+                                    response: None,
+                                    error: Some(LegError {
+                                        code: "handoff".into(),
+                                        message: e.to_string(),
+                                    }),
+                                    latency_ms: 0.0,
+                                },
+                            }
+                        }
+                    };
+                    if let Some(r) = &ans.response {
+                        permit.learned(ezt_core::ratelimit_headers::parse(
+                            &r.headers,
+                            r.status_code,
+                            clock.now_ms(),
+                        ));
                     }
-                };
-                if let Some(r) = &ans.response {
-                    permit.learned(ezt_core::ratelimit_headers::parse(
-                        &r.headers,
-                        r.status_code,
-                        clock.now_ms(),
-                    ));
-                }
-                drop(permit);
-                (i, ans)
-            });
+                    drop(permit);
+                    (true, ans)
+                }),
+            ));
         }
-        let mut done: Vec<Option<(LegAnswer, f64)>> = vec![None; plans.len()];
-        let mut winner: Option<usize> = None;
-        let mut last_answer: Option<usize> = None;
-        let mut last: Option<usize> = None;
-        // Every leg has its own timeout; this bound only guards against a leg that never ends.
-        let guard = tokio::time::sleep_until(deadline + Duration::from_millis(3_000));
-        tokio::pin!(guard);
-        loop {
-            tokio::select! {
-                next = legs.next() => {
-                    let Some((i, ans)) = next else { break };
-                    let at = t0.elapsed().as_secs_f64() * 1000.0;
-                    let ok = ans.is_success();
-                    if ans.response.is_some() {
-                        last_answer = Some(i);
-                    }
-                    last = Some(i);
-                    done[i] = Some((ans, at));
-                    if ok {
-                        winner = Some(i);
-                        break;
-                    }
-                }
-                _ = &mut guard => break,
-            }
-        }
-        // The losers still running are dropped here: their connections close now.
-        drop(legs);
-        let cancelled_at = t0.elapsed().as_secs_f64() * 1000.0;
+        // Every leg has its own timeout; the guard only bounds a leg that never ends.
+        let raced = crate::race::run(legs, t0, deadline + Duration::from_millis(3_000)).await;
+        let winner = raced.winner;
+        let cancelled_at = raced.cut_at.as_secs_f64() * 1000.0;
+        let mut done: Vec<Option<(LegAnswer, f64)>> = raced
+            .ends
+            .into_iter()
+            .map(|e| match e {
+                crate::race::End::Done((_, a), at) => Some((a, at.as_secs_f64() * 1000.0)),
+                _ => None,
+            })
+            .collect();
+        // The last leg to end, and the last with an HTTP answer (in order of ending).
+        let mut order: Vec<usize> = (0..done.len()).filter(|i| done[*i].is_some()).collect();
+        order.sort_by(|a, b| {
+            let at = |i: &usize| done[*i].as_ref().map_or(0.0, |d| d.1);
+            at(a).total_cmp(&at(b))
+        });
+        let last = order.last().copied();
+        let last_answer = order
+            .iter()
+            .rev()
+            .copied()
+            .find(|i| done[*i].as_ref().is_some_and(|d| d.0.response.is_some()));
         let pick = winner.or(last_answer).or(last);
         let attempts: Vec<LegView> = plans
             .iter()
@@ -741,6 +728,16 @@ impl Torrent {
                 }),
             },
         }
+    }
+}
+
+/// A TORRENT leg for the shared racer: whether it was sent, and what it produced.
+impl crate::race::Leg for (bool, LegAnswer) {
+    fn won(&self) -> bool {
+        self.1.is_success()
+    }
+    fn ended_sent(&self) -> bool {
+        self.0
     }
 }
 

@@ -75,6 +75,11 @@ enum Cmd {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
+        /// A queued job racing several regions sends POST and PATCH from every region at once
+        /// too, instead of hedging (only for targets that honour Idempotency-Key) [env:
+        /// EZTHROTTLE_EXECUTOR_RACE_UNSAFE_METHODS].
+        #[arg(long)]
+        race_unsafe_methods: bool,
     },
     /// Bring the database's schema up to date, then exit (`serve` also does this at start).
     Migrate,
@@ -272,9 +277,17 @@ fn load_config(g: &Global, cmd: &Cmd) -> Result<Config> {
         node_id,
         outbound_source_ip,
         allow_cidr,
+        race_unsafe_methods,
         ..
     } = cmd
     {
+        if *race_unsafe_methods {
+            flags.push(Flag::boolean(
+                "executor.race_unsafe_methods",
+                "--race-unsafe-methods",
+                true,
+            ));
+        }
         if let Some(ip) = outbound_source_ip {
             flags.push(Flag::string(
                 "outbound.source_ip",

@@ -25,6 +25,7 @@ from .step import IdempotentStrategy, Step, StepResult, StepType
 from .workflow import WorkflowBuilder
 from .types import (
     Attempt,
+    AttemptLeg,
     BatchItem,
     Job,
     JobOptions,
@@ -65,6 +66,7 @@ __all__ = [
     "AsyncEZThrottle",
     "AsyncStream",
     "Attempt",
+    "AttemptLeg",
     "AuthenticationError",
     "BatchItem",
     "ConflictError",

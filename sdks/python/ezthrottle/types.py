@@ -121,6 +121,21 @@ class BatchItemError(TypedDict):
 BatchItem = Union[SubmitResult, BatchItemError]
 
 
+class AttemptLeg(TypedDict):
+    """One region's leg of a raced (``execution_mode: race``) or fanout attempt."""
+
+    region: str
+    #: The node that made the call (absent: the region had no live node).
+    node: NotRequired[str]
+    status_code: int | None
+    error: NotRequired[str]
+    latency_ms: int
+    decision: Literal["success", "retry", "reroute", "fail", "interrupted"]
+    #: A raced leg's outcome (absent for a fanout leg): ``refused`` was not sent (no lane
+    #: permit or hedge budget); ``cancelled`` was cut when another region won.
+    outcome: NotRequired[Literal["won", "lost", "cancelled", "error", "refused"]]
+
+
 class Attempt(TypedDict):
     n: int
     series: int
@@ -136,6 +151,12 @@ class Attempt(TypedDict):
     link: NotRequired[int]
     #: The chain link the job moved to after this attempt, if it moved.
     next_link: NotRequired[int]
+    #: Cluster mode: the node that made the call (a raced attempt: the winner's).
+    node: NotRequired[str]
+    #: Why the attempt ran where it did, when it moved (``reroute: 502 from r1``).
+    reason: NotRequired[str]
+    #: A raced or fanout attempt: each region's leg.
+    legs: NotRequired[list[AttemptLeg]]
 
 
 class StoredResponse(TypedDict):

@@ -4,7 +4,9 @@
 //! left for another after one reroute (the view names both regions and why); `strict` with its
 //! only region down fails `region_unavailable`; `max_reroutes` runs out cleanly; a region's
 //! node SIGKILLed while a rerouted attempt runs there loses nothing and the job ends; on one
-//! node, regions keep their single-node meaning.
+//! node, regions keep their single-node meaning. Jobs listing several regions here are POSTs
+//! and the hedge delay outlasts every attempt, so each attempt runs in one region (racing is
+//! `fault_race`'s).
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -60,6 +62,10 @@ impl Cluster {
                 // A hand-off lost mid-call holds its slot until the attempt lease expires
                 // (attempt timeout + 2 s): keep it short here.
                 .env("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "5000")
+                // These cases are about reroutes, one region per attempt: their jobs listing
+                // several regions are POSTs, which hedge rather than race (fault_race), and
+                // the hedge waits longer than any attempt here, so it is never sent.
+                .env("EZTHROTTLE_EXECUTOR_HEDGE_DELAY_MS", "60000")
                 .env("EZTHROTTLE_LANES_DEFAULT_RATE", "500")
                 .env("EZTHROTTLE_LANES_DEFAULT_BURST", "20")
                 .env("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "20")
@@ -214,7 +220,7 @@ async fn a_region_answering_500_is_left_after_one_reroute() {
             let v = c
                 .run_on(
                     index_of(&o),
-                    json!({"url": t.url(), "body": format!("rr-{k}-{i}"), "regions": [bad, good]}),
+                    json!({"url": t.url(), "method": "POST", "body": format!("rr-{k}-{i}"), "regions": [bad, good]}),
                 )
                 .await;
             rerouted.push(tm.elapsed().as_secs_f64() * 1000.0);
@@ -307,7 +313,7 @@ async fn max_reroutes_exhausted_fails_cleanly() {
         target.rule(ip, 0, 502);
     }
     let v = c
-        .run_on(0, json!({"url": target.url(), "body": "exhaust-1", "regions": ["r1", "r2", "r3"], "region_policy": "strict", "retry_policy": {"max_reroutes": 1}}))
+        .run_on(0, json!({"url": target.url(), "method": "POST", "body": "exhaust-1", "regions": ["r1", "r2", "r3"], "region_policy": "strict", "retry_policy": {"max_reroutes": 1}}))
         .await;
     assert_eq!(v["state"], "failed", "{v}");
     assert_eq!(v["error"]["code"], "retries_exhausted", "{v}");
@@ -339,7 +345,7 @@ async fn a_region_killed_during_a_reroute_loses_nothing() {
     // The job is submitted to the owner (node 0 may be the node that dies).
     let entry = &c.nodes[index_of(&owner)];
     let id = entry
-        .submit(json!({"url": target.url(), "body": "kill-reroute", "regions": [bad, slow, owner], "retry_policy": {"max_reroutes": 3}}))
+        .submit(json!({"url": target.url(), "method": "POST", "body": "kill-reroute", "regions": [bad, slow, owner], "retry_policy": {"max_reroutes": 3}}))
         .await;
     let from_slow = ip(index_of(&slow));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);

@@ -31,6 +31,7 @@ mod fault_common;
 mod fault_disk;
 mod fault_hostile;
 mod fault_kill;
+mod fault_race;
 mod fault_regions;
 mod fault_reroute;
 mod fault_sigterm;

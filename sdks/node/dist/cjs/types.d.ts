@@ -181,6 +181,30 @@ export interface Attempt {
     latency_ms: number | null;
     decision: "success" | "retry" | "reroute" | "fail" | "interrupted" | (string & {});
     wait_ms: number | null;
+    /** Which link of a `fallback_job` chain made the call (absent: the job itself). */
+    link?: number;
+    /** The chain link the job moved to after this attempt, if it moved. */
+    next_link?: number;
+    /** Cluster mode: the node that made the call (a raced attempt: the winner's). */
+    node?: string;
+    /** Why the attempt ran where it did, when it moved (`reroute: 502 from r1`). */
+    reason?: string;
+    /** A raced (`execution_mode: "race"`) or fanout attempt: each region's leg. */
+    legs?: AttemptLeg[];
+}
+/** How a raced leg ended; `refused` was not sent (no lane permit or hedge budget). */
+export type LegOutcome = "won" | "lost" | "cancelled" | "error" | "refused";
+/** One region's leg of a raced or fanout attempt. */
+export interface AttemptLeg {
+    region: string;
+    /** The node that made the call (absent: the region had no live node). */
+    node?: string;
+    status_code: number | null;
+    error?: string;
+    latency_ms: number;
+    decision: "success" | "retry" | "reroute" | "fail" | "interrupted" | (string & {});
+    /** A raced leg's outcome (absent for a fanout leg). */
+    outcome?: LegOutcome;
 }
 /** The target's final answer; headers are `[name, value]` pairs in order. */
 export interface JobResponse {

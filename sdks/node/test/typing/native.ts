@@ -8,8 +8,10 @@ import {
   StepType,
   TimeoutError,
   ValidationError,
+  type AttemptLeg,
   type BatchItem,
   type Job,
+  type LegOutcome,
   type JobEvent,
   type SubmitResult,
 } from "ezthrottle";
@@ -35,6 +37,10 @@ export async function native(): Promise<void> {
   const job: Job = await client.wait(answer.job_id, { timeoutS: 30 });
   const first = job.attempts[0];
   console.log(job.state, job.spec.method, job.spec.headers[0]?.[1], first?.decision, job.webhook_quorum?.state);
+  // Cluster mode: where an attempt ran, why it moved, and a race's legs.
+  const legs: AttemptLeg[] = first?.legs ?? [];
+  const won: LegOutcome | undefined = legs.find((l) => l.outcome === "won")?.outcome;
+  console.log(first?.region, first?.node, first?.reason, won, legs[0]?.status_code, legs[0]?.latency_ms);
   for await (const ev of client.events(answer.job_id)) {
     const e: JobEvent = ev;
     console.log(e.event);
@@ -70,5 +76,8 @@ export function refused(): void {
   new Step(client).type("fast");
   // @ts-expect-error region policy is fallback | strict
   new Step(client).regionPolicy("nearest");
+  // @ts-expect-error a leg's outcome is a closed set
+  const outcome: LegOutcome = "winner";
+  void outcome;
   void new Step(client).type(StepType.FRUGAL);
 }

@@ -9,6 +9,8 @@ def use(client: EZThrottle) -> None:
     client.submit_job("https://x.example", region_policy="nearest")  # E: Literal
     job = client.get_job("job_1")
     job["stat"]  # E: TypedDict key
+    job["attempts"][0]["legs"][0]["outcom"]  # E: TypedDict key
+    won: int = job["attempts"][0]["legs"][0]["outcome"]  # E: str literal, not int
     Step(client).region_policy("nearest")  # E: Literal
     client.stream.post("https://x.example", jsn={})  # E: unexpected kwarg
     client.submit_job("https://x.example")["state"]  # E: no wait, no job view

@@ -18,6 +18,12 @@ def use(client: EZThrottle) -> None:
     code: int | None = job["response"]["status_code"] if job["response"] else None
     resp: StreamResponse = client.stream.post("https://api.example.com", json={"a": 1})
     print(state, code, resp.status_code, resp.headers.get("content-type"))
+    for a in job["attempts"]:
+        # Cluster mode: where each attempt ran, why it moved, and a race's legs.
+        where: str = a["region"] + a.get("node", "") + a.get("reason", "")
+        for leg in a.get("legs", []):
+            outcome: str | None = leg.get("outcome")
+            print(where, leg["region"], leg["status_code"], leg["latency_ms"], outcome)
     r = Step(client).url("https://x.example").type(StepType.FRUGAL).execute()
     print(r["status"])
     for e in client.events(out["job_id"]):

@@ -184,14 +184,6 @@ pub(crate) fn latest_deliveries(c: &Connection, job: JobId) -> Result<Vec<Delive
     rows.map(|r| r.map_err(map_err)?).collect()
 }
 
-/// The `regions` column of a delivery: a JSON array, NULL when the webhook lists none.
-pub(crate) fn regions_column(regions: &[String]) -> Result<Option<String>> {
-    if regions.is_empty() {
-        return Ok(None);
-    }
-    json_encode(&regions).map(Some)
-}
-
 pub(crate) fn lease(
     c: &Connection,
     id: DeliveryId,

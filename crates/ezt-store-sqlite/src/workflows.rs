@@ -117,7 +117,7 @@ pub(crate) fn insert_run_outcomes(
                     url,
                     voting,
                     now_ms as i64,
-                    crate::deliveries::regions_column(regions)?
+                    regions_column(regions)?
                 ])
                 .map_err(map_err)?;
         }

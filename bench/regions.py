@@ -18,9 +18,10 @@ the lane's owner, so no measurement includes a forward to the owner.
 a. TORRENT vs a direct call to the same target, interleaved, from one client (Python
    http.client, one keep-alive connection to the target and one to n2): TORRENT with
    `regions: ["r1"]` (the call made by n2 itself); added latency p50/p99 (goal: <= 1 ms p99).
-   Also TORRENT over r1,r2,r3 (all fast). Loser cancellation: TORRENT over r1,r2,r3 with r2
-   and r3 answering after 300 ms: from the winner's answer (at the target) to the moment each
-   slow leg's connection was closed (at the target), p50/p99.
+   Also TORRENT over r1,r2,r3 (all fast). Loser cancellation: TORRENT over r1,r2,r3 with r1
+   answering after 20 ms (so every leg reaches the target first) and r2 and r3 after 300 ms:
+   from the winner's answer (at the target) to the moment each slow leg's connection was
+   closed (at the target), p50/p99.
 b. Tail latency when one region (r2) adds a random 50-500 ms: queued jobs submitted with
    `?wait=30s` (submit -> final), `--concurrency` clients: a single-region job in r2, one in r1,
    and a raced job (`regions: [r2, r1, r3]`, `execution_mode: race`, r2 first) p50/p99/p999. The
@@ -318,7 +319,7 @@ def phase_torrent(ctx: Ctx, nodes: cluster.Nodes, plain: Target, slow: Target, r
     out["goal_added_p99_le_1ms"] = {"value": out["added_p99_ms"], "target": 1.0,
                                     "met": out["added_p99_ms"] is not None and out["added_p99_ms"] <= 1.0}
 
-    log(f"a: loser cancellation, {n_cancel} races (r2, r3 answer after 300 ms)")
+    log(f"a: loser cancellation, {n_cancel} races (r1 answers after 20 ms, r2 and r3 after 300 ms)")
     slow.dump()
     won_by = {}
     for i in range(n_cancel):
@@ -515,7 +516,7 @@ def main() -> None:
                  "binary_version": subprocess.run([args.bin, "--version"], capture_output=True, text=True).stdout.strip(),
                  "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "quick": q, "only": sorted(only),
                  "host": {"cpus": os.cpu_count(), "load1_at_start": cluster.load1()},
-                 "ports": {"plain": pa, "slow_r2_r3_300ms": pb, "jittery_r2_50_500ms": pc},
+                 "ports": {"plain": pa, "slow_r1_20ms_r2_r3_300ms": pb, "jittery_r2_50_500ms": pc},
                  "notes": ("One run on a shared 2-core machine: absolute numbers are one noisy sample; the "
                            "differences measured side by side, interleaved, in the same run are what counts. "
                            "Client and targets are Python (the same client for both sides of each comparison). "
@@ -524,11 +525,12 @@ def main() -> None:
     targets: list[Target] = []
     nodes = None
     try:
-        log(f"work dir {work}; targets on {pa} (plain), {pb} (r2/r3 +300 ms), {pc} (r2 +50-500 ms)")
+        log(f"work dir {work}; targets on {pa} (plain), {pb} (r1 +20 ms, r2/r3 +300 ms), {pc} (r2 +50-500 ms)")
         ctx.pg.init()
         ctx.pg.start()
         plain = Target(pa)
-        slow = Target(pb, [f"{IPS[1]}=300", f"{IPS[2]}=300"])
+        # r1 answers after 20 ms, so the other legs reach the target before the win.
+        slow = Target(pb, [f"{IPS[0]}=20", f"{IPS[1]}=300", f"{IPS[2]}=300"])
         jittery = Target(pc, [f"{IPS[1]}=50-500"])
         targets = [plain, slow, jittery]
         nodes = cluster.Nodes(ctx, "regions", 3, regions=REGIONS)  # type: ignore[arg-type]

@@ -227,6 +227,60 @@ async fn webhooks_are_delivered_from_their_regions() {
         "only the listed regions sent it: {raced:?}"
     );
 
+    // The internal route: signed calls only; the executing node re-checks the SSRF rules.
+    let path = "/internal/v1/deliveries";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let auth = ezt_runtime::internal_auth::NodeAuth::new(SECRET);
+    let http = reqwest::Client::new();
+    let call = |url: &str| {
+        serde_json::to_vec(
+            &json!({"url": url, "headers": [["content-type", "application/json"]],
+            "body": "{}", "timeout_ms": 5000}),
+        )
+        .unwrap()
+    };
+    let post = |sig: Option<String>, body: Vec<u8>| {
+        let mut r = http
+            .post(nodes[2].url(path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = sig {
+            r = r.header("x-ezt-node-auth", s);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let body = call(&rx.url("/internal"));
+    let (st, v) = post(None, body.clone()).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
+    let (st, v) = post(Some(auth.sign("POST", path, &body, now)), body).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["region"].as_str(), v["node"].as_str()),
+        (Some("r3"), Some("n4"))
+    );
+    // Unsigned for the receiver: it answers 401, and the leg carries that status.
+    assert_eq!(v["status"], 401, "{v}");
+    let internal = lines_for(&rx, &mut seen, "/internal").await;
+    assert_eq!(internal[0]["from"], IPS[2]);
+    let body = call("http://169.254.169.254/latest/meta-data");
+    let (st, v) = post(Some(auth.sign("POST", path, &body, now)), body).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["error"]["code"], "ssrf_denied",
+        "the executing node applies its own rules: {v}"
+    );
+    assert!(v["status"].is_null(), "{v}");
+
     // 3. r3's node SIGKILLed: still delivered, by another node, and the attempt says why.
     nodes[2].kill9();
     let id = nodes[0]

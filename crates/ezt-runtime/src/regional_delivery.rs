@@ -37,6 +37,10 @@ pub const DELIVERIES_PATH: &str = "/internal/v1/deliveries";
 /// The longest POST a node may be asked to make for another.
 pub const MAX_DELIVERY_MS: u64 = 300_000;
 
+/// An attempt whose hand-offs all failed may still send from this node until `timeout_ms` +
+/// this margin after it started (the delivery's lease lasts `timeout_ms` + 30 s).
+const FALLBACK_MARGIN: Duration = Duration::from_secs(25);
+
 /// One webhook POST, as the node holding the delivery built it (already signed).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -295,8 +299,11 @@ impl RegionalRouter {
         }
     }
 
-    /// Sends `call` as the webhook's `regions` ask (see the module's rules).
+    /// Sends `call` as the webhook's `regions` ask (see the module's rules). The whole attempt,
+    /// a fallback included, ends within `timeout_ms` + [`FALLBACK_MARGIN`] (inside the
+    /// delivery's lease, which lasts `timeout_ms` + 30 s).
     pub(crate) async fn send(&self, regions: &[String], call: &DeliveryCall) -> Routed {
+        let t0 = Instant::now();
         if regions.is_empty() {
             return Routed {
                 leg: self.sender.execute(call).await,
@@ -338,13 +345,29 @@ impl RegionalRouter {
             if let Some(m) = &self.members {
                 m.forget();
             }
-            let why = leg.error.as_ref().map(|e| e.message.clone());
+            let why = leg
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default();
+            let budget = Duration::from_millis(call.timeout_ms) + FALLBACK_MARGIN;
+            let left = budget.saturating_sub(t0.elapsed());
+            if left < Duration::from_secs(1) {
+                notes.push(format!(
+                    "hand-off failed ({why}); no time left in this attempt to send it from this node"
+                ));
+                return Routed {
+                    leg,
+                    note: Some(notes.join("; ")),
+                };
+            }
             notes.push(format!(
-                "hand-off failed ({}); sent from this node (region {own:?}) instead",
-                why.unwrap_or_default()
+                "hand-off failed ({why}); sent from this node (region {own:?}) instead"
             ));
+            let mut local = call.clone();
+            local.timeout_ms = local.timeout_ms.min(left.as_millis() as u64);
             return Routed {
-                leg: self.sender.execute(call).await,
+                leg: self.sender.execute(&local).await,
                 note: Some(notes.join("; ")),
             };
         }

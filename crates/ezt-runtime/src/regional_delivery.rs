@@ -178,9 +178,10 @@ impl WebhookSender {
             Ok(t) => t,
             Err(e) => return (None, Vec::new(), Some(CallError::ssrf_denied(e))),
         };
-        let mut req = self.client.post(target.url).timeout(Duration::from_millis(
-            call.timeout_ms.clamp(1, MAX_DELIVERY_MS),
-        ));
+        let mut req = self
+            .client
+            .post(target.url)
+            .timeout(Duration::from_millis(call.timeout_ms.max(1)));
         for (k, v) in &call.headers {
             req = req.header(k.as_str(), v.as_str());
         }

@@ -62,6 +62,7 @@ CALL_NS = 350_000_000  # the slow target answers after 350 ms
 IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 ADMIN = "bench-operator-token-0123456789"
 SECRET = base64.b64encode(os.urandom(32)).decode()  # the same on every node of a run
+CLUSTER_SECRET = base64.b64encode(os.urandom(24)).decode()  # node-to-node calls (regions only)
 PAYLOAD = "x" * 280
 
 
@@ -100,16 +101,22 @@ def post_job(base: str, key: str, spec: dict) -> int:
 
 
 class Nodes:
-    """n EZThrottle nodes on 127.0.0.2.. sharing database `db`."""
+    """n EZThrottle nodes on 127.0.0.2.. sharing database `db`. All of region r1, or with
+    `regions` node i in regions[i] and a cluster secret (node-to-node hand-offs; bench/regions.py).
+    `ctx` needs `pg`, `work`, `bin` and `config`."""
 
-    def __init__(self, ctx: "Ctx", db: str, n: int, config: Path | None = None):
+    def __init__(self, ctx: "Ctx", db: str, n: int, config: Path | None = None,
+                 regions: list[str] | None = None):
         self.ctx, self.db, self.n = ctx, db, n
         self.config = config or ctx.config
+        self.regions = regions or ["r1"] * n
         ctx.pg.recreate_db(db)
         self.url = f"postgres://postgres@127.0.0.1:{PG_PORT}/{db}"
         self.env = dict(os.environ, EZTHROTTLE_DATABASE_URL=self.url, EZTHROTTLE_SECRET_KEY=SECRET,
                         EZTHROTTLE_ADMIN_TOKEN=ADMIN, NO_COLOR="1",
                         EZTHROTTLE_LOG=os.environ.get("EZT_BENCH_LOG", "warn"))
+        if regions:
+            self.env["EZTHROTTLE_CLUSTER_SECRET"] = CLUSTER_SECRET
         subprocess.run([ctx.bin, "migrate"], env=self.env, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         self.procs: list[subprocess.Popen | None] = []
@@ -136,7 +143,7 @@ class Nodes:
         data.mkdir(parents=True)
         self.procs.append(subprocess.Popen(
             [self.ctx.bin, "serve", "--listen", f"{ip}:{NODE_PORT}", "--data-dir", str(data),
-             "--config", str(self.config), "--node-id", f"n{i + 2}", "--region", "r1",
+             "--config", str(self.config), "--node-id", f"n{i + 2}", "--region", self.regions[i],
              "--advertise-url", f"http://{ip}:{NODE_PORT}", "--outbound-source-ip", ip,
              "--allow-cidr", "127.0.0.1/32"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=open(data / "server.log", "w")))

@@ -33,7 +33,9 @@ use crate::JobState;
 pub struct Webhook {
     /// Where the outcome is POSTed (checked against the SSRF rules at submit and connect time).
     pub url: String,
-    /// Regions allowed to deliver it (one node delivers from its own region).
+    /// Regions to deliver it from: in a cluster, a live node of each listed region sends it
+    /// (raced; the first 2xx wins); with none live, the node holding the delivery does. Empty:
+    /// from the node holding the delivery.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
     /// Whether its acknowledgement counts towards the job's webhook quorum.

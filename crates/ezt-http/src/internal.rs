@@ -12,6 +12,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use ezt_runtime::handoff::{AttemptSpec, ATTEMPTS_PATH};
 use ezt_runtime::internal_auth::HEADER;
+use ezt_runtime::regional_delivery::{DeliveryCall, DELIVERIES_PATH, MAX_DELIVERY_MS};
 use ezt_runtime::torrent::{ForwardedRace, TORRENT_PATH};
 
 use crate::body::{parse_json, read_limited};
@@ -26,6 +27,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route(ATTEMPTS_PATH, post(attempt))
         .route(TORRENT_PATH, post(torrent))
+        .route(DELIVERIES_PATH, post(delivery))
 }
 
 fn refused() -> ApiError {
@@ -74,4 +76,25 @@ async fn torrent(
         Ok(out) => Ok(Json(out).into_response()),
         Err(e) => Err(crate::v1::torrent::torrent_error(e)),
     }
+}
+
+/// `POST /internal/v1/deliveries`: sends one webhook POST, built and signed by the node that
+/// holds the delivery, from this node (SSRF rules re-checked here, at connect time), and
+/// answers status, headers and latency. It records nothing: the asking node does. Dropping
+/// the request cancels the POST.
+async fn delivery(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_limited(&st, body).await?;
+    let sig = headers.get(HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = st.rt.handoff.verify("POST", DELIVERIES_PATH, &bytes, sig) {
+        tracing::warn!(reason = %e, "refused a node-to-node call");
+        return Err(refused());
+    }
+    let mut call: DeliveryCall = parse_json(&bytes)?;
+    call.timeout_ms = call.timeout_ms.clamp(1, MAX_DELIVERY_MS);
+    let answer = st.rt.webhook_sender.execute(&call).await;
+    Ok(Json(answer).into_response())
 }

@@ -15,7 +15,7 @@ use ezt_core::lane::LaneKey;
 use ezt_core::ratelimit_headers;
 use ezt_core::webhook::{self, DeliveryPlan, RetrySchedule};
 use ezt_core::{DeliveryId, TenantId};
-use ezt_outbound::{log_target, CallError, SsrfResolver};
+use ezt_outbound::{log_target, CallError};
 use ezt_store::{
     DeliveryAttempt, DeliveryDone, DeliveryNext, Lease, LeasedDelivery, PendingDelivery, Store,
 };
@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::fence::NodeFence;
 use crate::lanes::{AttemptEnd, GateTicket, Item, Ran, Runner, SchedulerHandle};
 use crate::metrics::Metrics;
+use crate::regional_delivery::{DeliveryCall, RegionalRouter, WebhookSender};
 use crate::sealing::Sealer;
 use crate::store_retry::until_stored;
 use crate::ttl_cache::TtlCache;
@@ -56,7 +57,8 @@ pub fn enqueue(deliveries: &Deliveries, pending: Vec<PendingDelivery>) {
 /// Runs delivery attempts.
 pub struct Deliverer {
     store: Arc<dyn Store>,
-    client: reqwest::Client,
+    /// Sends each attempt: from this node, or from the webhook's regions.
+    router: RegionalRouter,
     timeout: Duration,
     schedule: RetrySchedule,
     keys: Arc<SigningKeys>,
@@ -133,11 +135,15 @@ impl std::fmt::Debug for Deliverer {
     }
 }
 
-/// What one POST produced.
+/// What one POST produced (from whichever node sent it).
 struct Sent {
     status: Option<u16>,
     error: Option<CallError>,
     change: Option<ratelimit_headers::LimitChange>,
+    /// The region and node that sent it, and why them when not as asked.
+    region: String,
+    node: String,
+    note: Option<String>,
 }
 
 /// How one delivery attempt ended (stored as its `outcome`).
@@ -163,84 +169,90 @@ impl DeliveryOutcome {
 }
 
 impl Deliverer {
-    /// Builds the deliverer's HTTP client: rustls, pooled, no redirects (a 3xx is a failure, as
-    /// Standard Webhooks says), connecting only to addresses the SSRF rules allow, through
-    /// `outbound.proxy` only (never the environment's).
+    /// A deliverer sending from this node with `sender` (see [`WebhookSender::new`]).
     pub fn new(
         store: Arc<dyn Store>,
         cfg: &crate::config::WebhooksConfig,
-        outbound: &crate::config::OutboundConfig,
-        resolver: SsrfResolver,
+        sender: Arc<WebhookSender>,
         keys: Arc<SigningKeys>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, reqwest::Error> {
-        let client = ezt_outbound::client::build(ezt_outbound::client::ClientOptions {
-            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
-            resolver,
-            user_agent: concat!("ezthrottle-webhooks/", env!("CARGO_PKG_VERSION")),
-            proxy: outbound.proxy.as_deref(),
-            source_ip: outbound.source_ip,
-        })?;
-        Ok(Self {
+    ) -> Self {
+        Self {
             store,
-            client,
+            router: RegionalRouter::local(sender, ezt_store::NodeId::LOCAL),
             timeout: Duration::from_millis(cfg.timeout_ms),
             schedule: cfg.schedule(),
             keys,
             metrics,
             clock,
             node: Arc::new(NodeFence::single(ezt_store::NodeId::local())),
-        })
+        }
     }
 
     /// Names this node as the holder of its leases, under its self-fence.
     pub fn on_node(mut self, node: Arc<NodeFence>) -> Self {
+        self.router.set_node(node.id().as_str());
         self.node = node;
         self
     }
 
+    /// Cluster mode: a webhook with `regions` is sent by live nodes of those regions
+    /// (`regional_delivery`), reached through `handoff`.
+    pub fn with_regions(
+        mut self,
+        members: Arc<crate::members::LiveMembers>,
+        handoff: Arc<crate::handoff::Handoff>,
+    ) -> Self {
+        self.router = self.router.clustered(members, handoff);
+        self
+    }
+
+    /// Signs the POST once (every leg carries the same `webhook-id`, timestamp, signatures and
+    /// body) and sends it from this node or from the webhook's regions.
     async fn send(&self, d: &LeasedDelivery, secrets: &[String]) -> Sent {
         let t = self.clock.now_ms() / 1000;
         let id = d.id.to_string();
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        let mut req = self
-            .client
-            .post(&d.url)
-            .timeout(self.timeout)
-            .header("content-type", "application/json")
-            .header("x-ezthrottle-job-id", d.job_id.to_string())
-            .header("x-ezthrottle-delivery-id", &id)
-            .header("x-ezthrottle-delivery-attempt", d.attempt_no.to_string())
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", t.to_string());
+        let mut headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-ezthrottle-job-id".into(), d.job_id.to_string()),
+            ("x-ezthrottle-delivery-id".into(), id.clone()),
+            (
+                "x-ezthrottle-delivery-attempt".into(),
+                d.attempt_no.to_string(),
+            ),
+            ("webhook-id".into(), id.clone()),
+            ("webhook-timestamp".into(), t.to_string()),
+        ];
         if !refs.is_empty() {
-            req = req
-                .header(
-                    "x-ezthrottle-signature",
-                    webhook::ezthrottle_signature(&refs, t, &d.payload),
-                )
-                .header(
-                    "webhook-signature",
-                    webhook::standard_signature(&refs, &id, t, &d.payload),
-                );
+            headers.push((
+                "x-ezthrottle-signature".into(),
+                webhook::ezthrottle_signature(&refs, t, &d.payload),
+            ));
+            headers.push((
+                "webhook-signature".into(),
+                webhook::standard_signature(&refs, &id, t, &d.payload),
+            ));
         }
-        match req.body(d.payload.clone()).send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let headers = ezt_outbound::headers::header_pairs(resp.headers());
-                let change = ratelimit_headers::parse(&headers, status, self.clock.now_ms());
-                Sent {
-                    status: Some(status),
-                    error: None,
-                    change: Some(change),
-                }
-            }
-            Err(e) => Sent {
-                status: None,
-                error: Some(CallError::from_reqwest(&e)),
-                change: None,
-            },
+        let call = DeliveryCall {
+            url: d.url.clone(),
+            headers,
+            // Payloads are serialized JSON: UTF-8.
+            body: String::from_utf8_lossy(&d.payload).into_owned(),
+            timeout_ms: self.timeout.as_millis() as u64,
+        };
+        let routed = self.router.send(&d.regions, &call).await;
+        let leg = routed.leg;
+        Sent {
+            status: leg.status,
+            error: leg.call_error(),
+            change: leg
+                .status
+                .map(|s| ratelimit_headers::parse(&leg.headers, s, self.clock.now_ms())),
+            region: leg.region,
+            node: leg.node,
+            note: routed.note,
         }
     }
 }
@@ -343,6 +355,9 @@ impl Runner for Deliverer {
                 DeliveryNext::RetryAt(t) => Some(t.saturating_sub(done_ms)),
                 _ => None,
             },
+            region: Some(sent.region.clone()),
+            node: Some(sent.node.clone()),
+            note: sent.note.clone(),
         };
         let done = DeliveryDone {
             id,
@@ -356,7 +371,7 @@ impl Runner for Deliverer {
         if outcome == DeliveryOutcome::Delivered {
             tracing::debug!(job_id = %d.job_id, attempt = d.attempt_no, status = ?sent.status, "delivery attempt");
         } else {
-            tracing::info!(delivery_id = %id, job_id = %d.job_id, receiver = %log_target(&d.url), attempt = d.attempt_no, status = ?sent.status, error = ?sent.error.as_ref().map(ToString::to_string), outcome = outcome.as_str(), "delivery attempt");
+            tracing::info!(delivery_id = %id, job_id = %d.job_id, receiver = %log_target(&d.url), attempt = d.attempt_no, region = %sent.region, status = ?sent.status, error = ?sent.error.as_ref().map(ToString::to_string), outcome = outcome.as_str(), "delivery attempt");
         }
         let m = &self.metrics;
         match (plan, sent.status) {

@@ -28,6 +28,7 @@ pub mod membership;
 pub mod metrics;
 pub mod notifier;
 pub(crate) mod race;
+pub mod regional_delivery;
 mod regions;
 pub mod retention;
 pub mod sealing;
@@ -43,7 +44,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ezt_core::ssrf::SsrfPolicy;
-use ezt_outbound::SsrfResolver;
 use ezt_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,6 +85,9 @@ pub struct Runtime {
     pub handoff: Arc<handoff::Handoff>,
     /// TORRENT: a call raced from several regions.
     pub torrent: Arc<torrent::Torrent>,
+    /// Webhook POSTs made by this node, for its deliveries and other nodes' (the internal
+    /// API's `POST /internal/v1/deliveries`).
+    pub webhook_sender: Arc<regional_delivery::WebhookSender>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -170,18 +173,36 @@ async fn start_inner(
         same_secret_key_as_the_cluster(store.as_ref(), &sealer).await?;
     }
     let signing_keys = Arc::new(deliver::SigningKeys::new(store.clone(), sealer.clone()));
-    let deliverer = Arc::new(
-        deliver::Deliverer::new(
-            store.clone(),
-            &cfg.webhooks,
-            &cfg.outbound,
-            SsrfResolver::new(ssrf.clone()),
-            signing_keys.clone(),
-            metrics.clone(),
-            clock.clone(),
-        )?
-        .on_node(node.clone()),
-    );
+    let handoff = Arc::new(handoff::Handoff::new(
+        &cfg,
+        node_id.as_str(),
+        clock.clone(),
+    )?);
+    // One read of the live members every 500 ms at most, for the job path, TORRENT and
+    // webhooks from regions.
+    let members = Arc::new(members::LiveMembers::new(store.clone()));
+    let webhook_sender = Arc::new(regional_delivery::WebhookSender::new(
+        &cfg.webhooks,
+        &cfg.outbound,
+        ssrf.clone(),
+        &cfg.region,
+        node_id.as_str(),
+    )?);
+    let deliverer = deliver::Deliverer::new(
+        store.clone(),
+        &cfg.webhooks,
+        webhook_sender.clone(),
+        signing_keys.clone(),
+        metrics.clone(),
+        clock.clone(),
+    )
+    .on_node(node.clone());
+    // Cluster mode: a webhook with `regions` is sent from those regions' nodes (issue 15).
+    let deliverer = Arc::new(if cfg.clustered() {
+        deliverer.with_regions(members.clone(), handoff.clone())
+    } else {
+        deliverer
+    });
     let (webhook_sched, deliveries) = lanes::Scheduler::new(
         config::LanesConfig {
             idle_evict_after_ms: cfg.lanes.idle_evict_after_ms,
@@ -209,11 +230,6 @@ async fn start_inner(
         )
         .with_tiers(cfg.tiers),
     );
-    let handoff = Arc::new(handoff::Handoff::new(
-        &cfg,
-        node_id.as_str(),
-        clock.clone(),
-    )?);
     let executor = dispatch::Executor::new(
         store.clone(),
         &cfg,
@@ -225,8 +241,6 @@ async fn start_inner(
         clock.clone(),
     )?
     .on_node(node.clone());
-    // One read of the live members every 500 ms at most, for the job path and TORRENT.
-    let members = Arc::new(members::LiveMembers::new(store.clone()));
     // Cluster mode: each attempt is placed in a region of the job's (issue 15).
     let executor = Arc::new(if cfg.clustered() {
         executor
@@ -383,6 +397,7 @@ async fn start_inner(
         membership,
         handoff,
         torrent,
+        webhook_sender,
     };
     Ok((rt, sched_task))
 }

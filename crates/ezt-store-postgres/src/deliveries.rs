@@ -116,8 +116,9 @@ impl DeliveryStore for PgStore {
                    UPDATE webhook_deliveries SET lease_token = $2, lease_holder = $3
                    WHERE id = $1 AND state = 'pending' AND lease_token IS NULL
                    RETURNING job_id, tenant_id, series, url, jsonb_array_length(attempts) AS made,
-                             failed_in_run, created_at, acked_at IS NOT NULL AS acked)
-                 SELECT l.job_id, l.tenant_id, l.url, l.made, l.failed_in_run, l.created_at, l.acked, p.payload
+                             failed_in_run, created_at, acked_at IS NOT NULL AS acked, regions)
+                 SELECT l.job_id, l.tenant_id, l.url, l.made, l.failed_in_run, l.created_at, l.acked, p.payload,
+                        l.regions::text
                  FROM l JOIN webhook_payloads p ON p.job_id = l.job_id AND p.series = l.series",
             )
             .await
@@ -146,6 +147,12 @@ impl DeliveryStore for PgStore {
             created_at: r.get::<_, i64>(5) as u64,
             acked_before: r.get(6),
             payload: r.get(7),
+            regions: r
+                .get::<_, Option<String>>(8)
+                .map(|t| serde_json::from_str(&t))
+                .transpose()
+                .map_err(|e| Error::Other(format!("a delivery's regions: {e}")))?
+                .unwrap_or_default(),
         }))
     }
 

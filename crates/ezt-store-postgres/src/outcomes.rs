@@ -34,11 +34,17 @@ pub(crate) async fn insert_outcome(
     let idx: Vec<i32> = outcome.deliveries.iter().map(|d| d.1 as i32).collect();
     let urls: Vec<&str> = outcome.deliveries.iter().map(|d| d.2.as_str()).collect();
     let voting: Vec<bool> = outcome.deliveries.iter().map(|d| d.3).collect();
+    // A webhook's `regions` as a JSON array text; NULL when it lists none.
+    let regions: Vec<Option<String>> = outcome
+        .deliveries
+        .iter()
+        .map(|d| (!d.4.is_empty()).then(|| serde_json::to_string(&d.4).expect("strings serialize")))
+        .collect();
     let st = c
         .prepare_cached(
-            "INSERT INTO webhook_deliveries (id, job_id, tenant_id, series, idx, url, voting, state, created_at, next_at)
-             SELECT id, $2, $3, $4, idx, url, voting, 'pending', $8, $8
-             FROM unnest($1::bytea[], $5::int4[], $6::text[], $7::bool[]) AS t(id, idx, url, voting)",
+            "INSERT INTO webhook_deliveries (id, job_id, tenant_id, series, idx, url, voting, state, created_at, next_at, regions)
+             SELECT id, $2, $3, $4, idx, url, voting, 'pending', $8, $8, regions::jsonb
+             FROM unnest($1::bytea[], $5::int4[], $6::text[], $7::bool[], $9::text[]) AS t(id, idx, url, voting, regions)",
         )
         .await
         .map_err(pg_err)?;
@@ -53,6 +59,7 @@ pub(crate) async fn insert_outcome(
             &urls,
             &voting,
             &(now_ms as i64),
+            &regions,
         ],
     )
     .await

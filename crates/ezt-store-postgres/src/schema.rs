@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "workflow_keys",
         include_str!("../migrations/0005_workflow_keys.sql"),
     ),
+    (
+        6,
+        "webhook_regions",
+        include_str!("../migrations/0006_webhook_regions.sql"),
+    ),
 ];
 
 /// The advisory lock migrations run under, with the schema's hash as its second half (one

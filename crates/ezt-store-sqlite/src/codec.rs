@@ -100,3 +100,11 @@ pub(crate) fn job_row(r: &Row<'_>) -> rusqlite::Result<Result<JobRecord>> {
         })
     })())
 }
+
+/// The `regions` column of a delivery: a JSON array, NULL when the webhook lists none.
+pub(crate) fn regions_column(regions: &[String]) -> Result<Option<String>> {
+    if regions.is_empty() {
+        return Ok(None);
+    }
+    json_encode(&regions).map(Some)
+}

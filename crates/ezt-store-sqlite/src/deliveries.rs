@@ -83,11 +83,11 @@ pub(crate) fn record_outcome(
     .map_err(map_err)?;
     let mut insert = c
         .prepare_cached(
-            "INSERT INTO webhook_deliveries (id, job_id, tenant_id, series, idx, url, voting, state, created_at, next_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+            "INSERT INTO webhook_deliveries (id, job_id, tenant_id, series, idx, url, voting, state, created_at, next_at, regions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9)",
         )
         .map_err(map_err)?;
-    for (did, idx, url, voting) in &outcome.deliveries {
+    for (did, idx, url, voting, regions) in &outcome.deliveries {
         insert
             .execute(params![
                 id_blob(did.0),
@@ -97,7 +97,8 @@ pub(crate) fn record_outcome(
                 idx,
                 url,
                 voting,
-                now_ms as i64
+                now_ms as i64,
+                regions_column(regions)?
             ])
             .map_err(map_err)?;
     }
@@ -191,7 +192,7 @@ pub(crate) fn lease(
     let row = c
         .prepare_cached(
             "UPDATE webhook_deliveries SET lease_token = ?2, lease_holder = ?3 WHERE id = ?1 AND state = 'pending' AND lease_token IS NULL
-             RETURNING job_id, tenant_id, series, url, json_array_length(attempts), failed_in_run, created_at, acked_at IS NOT NULL",
+             RETURNING job_id, tenant_id, series, url, json_array_length(attempts), failed_in_run, created_at, acked_at IS NOT NULL, regions",
         )
         .and_then(|mut st| {
             st.query_row(params![id_blob(id.0), lease.token as i64, lease.holder.as_str()], |r| {
@@ -204,12 +205,14 @@ pub(crate) fn lease(
                     r.get::<_, u32>(5)?,
                     r.get::<_, i64>(6)? as u64,
                     r.get::<_, bool>(7)?,
+                    r.get::<_, Option<String>>(8)?,
                 ))
             })
             .optional()
         })
         .map_err(map_err)?;
-    let Some((job, tenant, series, url, made, failed_in_run, created_at, acked_before)) = row
+    let Some((job, tenant, series, url, made, failed_in_run, created_at, acked_before, regions)) =
+        row
     else {
         return Ok(None);
     };
@@ -227,6 +230,11 @@ pub(crate) fn lease(
         failed_in_run,
         created_at,
         acked_before,
+        regions: regions
+            .as_deref()
+            .map(json_decode)
+            .transpose()?
+            .unwrap_or_default(),
     }))
 }
 

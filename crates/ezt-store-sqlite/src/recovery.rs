@@ -144,6 +144,7 @@ mod tests {
         c.execute_batch(&format!(
             "ALTER TABLE jobs DROP COLUMN lease_holder;
              ALTER TABLE webhook_deliveries DROP COLUMN lease_holder;
+             ALTER TABLE webhook_deliveries DROP COLUMN regions;
              DROP TABLE IF EXISTS workflows;
              PRAGMA user_version = {version};"
         ))

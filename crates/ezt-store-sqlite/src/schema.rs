@@ -44,6 +44,8 @@ UPDATE webhook_deliveries SET lease_holder = 'local' WHERE lease_token IS NOT NU
 "#,
     crate::workflows::MIGRATION,
     crate::workflows::KEY_MIGRATION,
+    // A webhook's `regions` (JSON array; NULL: deliver from anywhere).
+    "ALTER TABLE webhook_deliveries ADD COLUMN regions TEXT;",
 ];
 
 /// Opens a connection with the durability settings a 202 relies on. The writer connection

@@ -102,11 +102,11 @@ pub(crate) fn insert_run_outcomes(
         .map_err(map_err)?;
         let mut insert = c
             .prepare_cached(
-                "INSERT INTO webhook_deliveries (id, job_id, tenant_id, series, idx, url, voting, state, created_at, next_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8)",
+                "INSERT INTO webhook_deliveries (id, job_id, tenant_id, series, idx, url, voting, state, created_at, next_at, regions)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?9)",
             )
             .map_err(map_err)?;
-        for (did, idx, url, voting) in &o.outcome.deliveries {
+        for (did, idx, url, voting, regions) in &o.outcome.deliveries {
             insert
                 .execute(params![
                     id_blob(did.0),
@@ -116,7 +116,8 @@ pub(crate) fn insert_run_outcomes(
                     idx,
                     url,
                     voting,
-                    now_ms as i64
+                    now_ms as i64,
+                    regions_column(regions)?
                 ])
                 .map_err(map_err)?;
         }

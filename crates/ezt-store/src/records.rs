@@ -472,6 +472,17 @@ pub struct DeliveryAttempt {
     pub outcome: String,
     /// Wait before the next attempt, ms.
     pub wait_ms: Option<u64>,
+    /// The region whose node sent this attempt (absent in attempts recorded before webhooks
+    /// were delivered from regions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The node that sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// How the sender was chosen when it was not as asked: e.g. no live node of the webhook's
+    /// `regions`, so another node delivered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What the webhook scheduler keeps of a waiting delivery.
@@ -508,6 +519,8 @@ pub struct LeasedDelivery {
     pub created_at: u64,
     /// Whether it was acknowledged before (a redelivery).
     pub acked_before: bool,
+    /// The webhook's `regions`: deliver from a node of one of them (empty: from anywhere).
+    pub regions: Vec<String>,
 }
 
 /// After a delivery attempt.
@@ -566,8 +579,9 @@ pub struct WebhookSecrets {
 pub struct Outcome {
     /// The body every delivery sends.
     pub payload: Vec<u8>,
-    /// New deliveries, in webhook order: (id, index, url, has_quorum_vote).
-    pub deliveries: Vec<(DeliveryId, u32, String, bool)>,
+    /// New deliveries, in webhook order: (id, index, url, has_quorum_vote, regions to deliver
+    /// from: empty for anywhere).
+    pub deliveries: Vec<(DeliveryId, u32, String, bool, Vec<String>)>,
 }
 
 /// The facts of a job that has just become final.
@@ -629,6 +643,7 @@ impl Ending<'_> {
                     i as u32,
                     w.url.clone(),
                     w.has_quorum_vote,
+                    w.regions.clone(),
                 )
             })
             .collect();
@@ -699,7 +714,7 @@ impl Outcome {
     pub fn pending(&self, tenant_id: TenantId, now_ms: u64) -> Vec<PendingDelivery> {
         self.deliveries
             .iter()
-            .map(|(id, _, url, _)| PendingDelivery {
+            .map(|(id, _, url, _, _)| PendingDelivery {
                 id: *id,
                 tenant_id,
                 url: url.clone(),

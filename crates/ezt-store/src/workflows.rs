@@ -156,6 +156,7 @@ pub fn run_outcomes(
                         i as u32,
                         w.url.clone(),
                         w.has_quorum_vote,
+                        w.regions.clone(),
                     )
                 })
                 .collect();

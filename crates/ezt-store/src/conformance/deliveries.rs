@@ -268,3 +268,56 @@ pub async fn deliveries_end_and_redeliver<S: JobStore + DeliveryStore>(s: S) {
         (2, 0, false)
     );
 }
+
+/// A webhook's `regions` come back with its leased delivery (the deliverer sends it from a
+/// node of one of them); a webhook without them leases with none; an attempt's region, node
+/// and note are stored and shown in the job's view.
+pub async fn delivery_regions_round_trip<S: JobStore + DeliveryStore>(s: S) {
+    let mut a = hooked_job(
+        1,
+        1,
+        "a",
+        100,
+        &[
+            ("http://127.0.0.1:7/a", true),
+            ("http://127.0.0.1:7/b", true),
+        ],
+        1,
+    );
+    a.spec.webhooks[0].regions = vec!["r3".into(), "r2".into()];
+    s.insert_jobs(vec![a.clone()], WINDOW).await.unwrap();
+    s.lease(a.id, lease(1, 110)).await.unwrap().unwrap();
+    let created = s
+        .complete_attempt(succeeded(a.id, 1, 120))
+        .await
+        .unwrap()
+        .unwrap();
+    let d0 = s
+        .lease_delivery(created[0].id, lease(2, 130))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d0.regions, vec!["r3".to_string(), "r2".to_string()]);
+    let d1 = s
+        .lease_delivery(created[1].id, lease(3, 130))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(d1.regions.is_empty(), "no regions: from anywhere");
+    let mut attempt = delivery_attempt(1, 200, "delivered");
+    attempt.region = Some("r2".into());
+    attempt.node = Some("n2".into());
+    attempt.note = Some("no live node of r3".into());
+    assert!(s
+        .complete_delivery(DeliveryDone {
+            id: d0.id,
+            lease_token: 2,
+            attempt: attempt.clone(),
+            next: DeliveryNext::Delivered,
+            now_ms: 140,
+        })
+        .await
+        .unwrap());
+    let view = s.get_job(Some(TenantId(1)), a.id).await.unwrap().unwrap();
+    assert_eq!(view.deliveries[0].attempts, vec![attempt]);
+}

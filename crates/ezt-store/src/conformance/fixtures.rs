@@ -149,6 +149,9 @@ pub(crate) fn delivery_attempt(n: u32, status: u16, outcome: &str) -> DeliveryAt
         latency_ms: 1,
         outcome: outcome.into(),
         wait_ms: None,
+        region: None,
+        node: None,
+        note: None,
     }
 }
 

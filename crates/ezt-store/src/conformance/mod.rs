@@ -54,7 +54,7 @@ macro_rules! conformance_tests {
     };
     (deliveries: $make:expr) => {
         $crate::conformance_tests!(@case $make; deliveries: final_states_create_webhook_deliveries,
-            deliveries_end_and_redeliver);
+            deliveries_end_and_redeliver, delivery_regions_round_trip);
     };
     (secrets: $make:expr) => {
         $crate::conformance_tests!(@case $make; secrets: webhook_secrets_rotate, meta_is_set_once);

@@ -33,6 +33,7 @@ impl DeliveryStore for MemoryStore {
             failed_in_run: d.failed_in_run,
             created_at: d.created_at,
             acked_before: d.acked_at.is_some(),
+            regions: g.delivery_regions.get(&id).cloned().unwrap_or_default(),
         };
         g.delivery_leases.insert(id, (lease.token, lease.holder));
         Ok(Some(leased))

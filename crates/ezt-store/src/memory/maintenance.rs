@@ -49,6 +49,7 @@ impl MaintenanceStore for MemoryStore {
                 .collect();
             for d in gone {
                 g.deliveries.remove(&d);
+                g.delivery_regions.remove(&d);
                 g.delivery_leases.remove(&d);
             }
         }

@@ -33,6 +33,8 @@ struct Inner {
     wakeups: Vec<JobId>,
     payloads: HashMap<(JobId, u32), Vec<u8>>,
     deliveries: BTreeMap<DeliveryId, DeliveryRecord>,
+    /// The webhook `regions` of deliveries that have some.
+    delivery_regions: HashMap<DeliveryId, Vec<String>>,
     /// Delivery leases: (fencing token, holder).
     delivery_leases: HashMap<DeliveryId, (u64, NodeId)>,
     secrets: HashMap<TenantId, WebhookSecrets>,
@@ -84,7 +86,10 @@ impl Inner {
         let (tenant_id, series) = (j.tenant_id, j.series);
         let pending = outcome.pending(tenant_id, now_ms);
         self.payloads.insert((id, series), outcome.payload);
-        for (did, index, url, voting) in outcome.deliveries {
+        for (did, index, url, voting, regions) in outcome.deliveries {
+            if !regions.is_empty() {
+                self.delivery_regions.insert(did, regions);
+            }
             self.deliveries.insert(
                 did,
                 DeliveryRecord {
@@ -124,7 +129,10 @@ impl Inner {
             let series = o.event.series;
             pending.extend(o.pending(tenant_id, now_ms));
             self.payloads.insert((key, series), o.outcome.payload);
-            for (did, index, url, voting) in o.outcome.deliveries {
+            for (did, index, url, voting, regions) in o.outcome.deliveries {
+                if !regions.is_empty() {
+                    self.delivery_regions.insert(did, regions);
+                }
                 self.deliveries.insert(
                     did,
                     DeliveryRecord {

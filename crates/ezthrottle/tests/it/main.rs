@@ -36,3 +36,4 @@ mod fault_regions;
 mod fault_reroute;
 mod fault_sigterm;
 mod fault_spool;
+mod fault_webhook_regions;

@@ -3,12 +3,13 @@
 Python's hmac for X-EZThrottle-Signature and the `standardwebhooks` package for the Standard
 Webhooks headers.
 
-    webhook_receiver.py --secret S [--secret S2] [--port P]
+    webhook_receiver.py --secret S [--secret S2] [--port P] [--delay-from IP=MS ...]
 
-Prints `PORT <n>` once listening, then one JSON line per request:
-{"path", "delivery_id", "job_id", "ezt_ok", "std_ok", "status", "signature", "body"}.
-Answers 200 when both schemes verify with one of its secrets (or when it has no secret and the
-request is unsigned), else 401.
+Prints `PORT <n>` once listening, then one JSON line per request, as it arrives:
+{"path", "delivery_id", "webhook_id", "job_id", "ezt_ok", "std_ok", "status", "signature",
+"body", "from"} (`from`: the sender's address). Answers 200 when both schemes verify with one of
+its secrets (or when it has no secret and the request is unsigned), else 401; a request from
+an address given with --delay-from is answered that many milliseconds later.
 """
 import argparse
 import hashlib
@@ -55,7 +56,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--secret", action="append", default=[])
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--delay-from", action="append", default=[])
     args = ap.parse_args()
+    delays = {ip: int(ms) for ip, ms in (d.split("=", 1) for d in args.delay_from)}
     # Requests are handled on several threads; one line per request must stay whole (print()
     # writes the text and the newline separately, so concurrent lines could interleave).
     out_lock = threading.Lock()
@@ -72,9 +75,6 @@ def main():
             else:
                 ezt_ok = std_ok = False
                 status = 200 if sig is None and "webhook-signature" not in headers else 401
-            self.send_response(status)
-            self.send_header("content-length", "0")
-            self.end_headers()
             line = {
                 "path": self.path,
                 "delivery_id": headers.get("x-ezthrottle-delivery-id"),
@@ -85,10 +85,20 @@ def main():
                 "status": status,
                 "signature": sig,
                 "body": body.decode(),
+                "from": self.client_address[0],
             }
             with out_lock:
                 sys.stdout.write(json.dumps(line) + "\n")
                 sys.stdout.flush()
+            delay = delays.get(self.client_address[0], 0)
+            if delay:
+                time.sleep(delay / 1000)
+            try:
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+            except OSError:
+                pass  # the sender went away (a raced leg that lost)
 
         def log_message(self, *a):
             pass

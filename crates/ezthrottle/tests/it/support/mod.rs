@@ -496,12 +496,21 @@ impl PyReceiver {
     /// Starts a receiver that accepts deliveries signed with any of `secrets` (unsigned ones
     /// when empty); `port` 0 picks a free port.
     pub fn start(secrets: &[&str], port: u16) -> Self {
+        Self::start_with_delays(secrets, port, &[])
+    }
+
+    /// As [`PyReceiver::start`]; requests from each `(address, ms)` of `delays` are answered
+    /// that much later (they are logged on arrival).
+    pub fn start_with_delays(secrets: &[&str], port: u16, delays: &[(&str, u64)]) -> Self {
         use std::io::BufRead;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/webhook_receiver.py");
         let mut cmd = Command::new("python3");
         cmd.arg(script).arg("--port").arg(port.to_string());
         for s in secrets {
             cmd.arg("--secret").arg(s);
+        }
+        for (ip, ms) in delays {
+            cmd.arg("--delay-from").arg(format!("{ip}={ms}"));
         }
         let mut child = cmd
             .stdout(Stdio::piped())

@@ -1194,12 +1194,16 @@ impl<R: Runner> Scheduler<R> {
         });
     }
 
-    /// Tells a lane's owner (whoever it is) that the lane has new work.
-    fn tell_owner(&self, key: &LaneKey) {
+    /// Tells a lane's owner (whoever it is) that the lane has new work, none older than
+    /// `floor`.
+    fn tell_owner(&self, key: &LaneKey, floor: R::Id) {
         if let Some(m) = &self.memory {
-            let (store, name) = (m.store.clone(), self.stored_name(key));
+            let (store, msg) = (
+                m.store.clone(),
+                ezt_store::work_message(&self.stored_name(key), floor),
+            );
             tokio::spawn(async move {
-                let _ = store.notify_lane(&name).await;
+                let _ = store.notify_lane(&msg).await;
             });
         }
     }
@@ -1362,7 +1366,7 @@ impl<R: Runner> Scheduler<R> {
                     .is_some_and(|t| now_i.saturating_duration_since(t) < OWNER_FRESH)
             {
                 let key = l.key.clone();
-                self.tell_owner(&key);
+                self.tell_owner(&key, e.id);
                 return;
             }
             if l.owner == Own::NotMine && !l.loading {
@@ -1791,10 +1795,10 @@ impl<R: Runner> Scheduler<R> {
                 for id in &ids {
                     self.forget(id);
                 }
-                if !ids.is_empty() {
+                if let Some(&floor) = ids.iter().min() {
                     self.lane(lane).queue.remove_where(|j| ids.contains(j));
                     tracing::debug!(lane = %key, owner = owner.as_deref().unwrap_or("-"), jobs = ids.len(), "lane is another node's: its work is left to it");
-                    self.tell_owner(&key);
+                    self.tell_owner(&key, floor);
                 }
             }
         }

@@ -43,11 +43,18 @@ pub const FRESH: Duration = Duration::from_millis(1500);
 pub const DEAD_NODE_RETENTION: Duration = Duration::from_secs(3600);
 /// How often a node looks for members past [`DEAD_NODE_RETENTION`].
 const FORGET_EVERY: Duration = Duration::from_secs(60);
-/// A notification's read starts this far below the newest waiting job's id seen: ids carry
-/// their admitting node's clock and a job commits a little after it is named (group commit).
-/// Anything older (a spooled job forwarded late, a node whose clock is far behind) is found by
-/// the full read of every sweep, once a second.
+/// An owner's read of new work starts this far below the newest waiting job's id it has seen
+/// (capped at its own clock): ids carry their admitting node's clock and a job commits a little
+/// after it is named (group commit). Work with older ids (a child of an old job, a spooled job
+/// forwarded late, a recovered lease, a node whose clock is behind) comes with a notification
+/// naming its lowest id, and the owner reads from there.
 const NEW_WORK_MARGIN: Duration = Duration::from_secs(1);
+/// How often an owner reads the whole backlog of its lanes: the safety net for a notification
+/// lost (its session reconnecting also asks for one). Otherwise a lane's backlog is read whole
+/// only when the lane is (re)claimed; a read per second of every backlog made a node's database
+/// cost grow with its queue (three nodes admitting 100k delayed jobs into one lane re-read
+/// ~50k rows a second, five times one node's database CPU per job).
+const FULL_READ_EVERY: Duration = Duration::from_secs(10);
 
 /// What membership tells the rest of the runtime (`lib.rs` forwards it to the lanes).
 #[derive(Debug)]
@@ -86,6 +93,20 @@ struct Seen {
     epochs: std::collections::HashMap<String, u64>,
 }
 
+/// What an owner has read of its lanes' waiting work, so that it reads only what is new.
+#[derive(Debug, Default)]
+struct Reads {
+    /// The newest waiting job's id read so far.
+    newest: Option<ezt_core::JobId>,
+    /// The lowest job id notifications named since the last read (work older than `newest`).
+    floor: Option<ezt_core::JobId>,
+    /// The lanes owned at the last read, with their epochs: a lane not among them (or under
+    /// another epoch) is read whole.
+    lanes: std::collections::HashMap<String, u64>,
+    /// When every lane was last read whole (`None`: now).
+    full_at: Option<Instant>,
+}
+
 /// This node's membership: joins, heartbeats, sweeps, hands over at shutdown.
 pub struct Membership {
     store: Arc<dyn Store>,
@@ -102,9 +123,8 @@ pub struct Membership {
     /// they must stay to count ([`SETTLE`] or [`REJOIN_SETTLE`]); and the last epoch seen of
     /// each id.
     seen: std::sync::Mutex<Seen>,
-    /// The newest waiting job's id read so far: notifications read only what is newer (less
-    /// [`NEW_WORK_MARGIN`]), not every owned lane's whole backlog.
-    newest: std::sync::Mutex<Option<ezt_core::JobId>>,
+    /// What this node has read of its lanes' waiting work (see [`Reads`]).
+    reads: Arc<std::sync::Mutex<Reads>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -141,7 +161,7 @@ impl Membership {
             poke: Arc::default(),
             task: Default::default(),
             seen: Default::default(),
-            newest: Default::default(),
+            reads: Default::default(),
         });
         // Notifications (another node admitted work, or released lanes) wake the sweep at once;
         // polling every second stays the safety net.
@@ -149,6 +169,7 @@ impl Membership {
         let pins = m.events.clone();
         let me = m.info.id.to_string();
         let fence = m.node.clone();
+        let reads = m.reads.clone();
         tokio::spawn(async move {
             loop {
                 let ev = tokio::select! {
@@ -170,12 +191,19 @@ impl Membership {
                         }
                         None if msg.is_empty() => {
                             // The listening session (re)connected: notifications sent while it
-                            // was down are lost. Look for work, and re-read the pins of this
-                            // node's lanes (one set on another node meanwhile).
+                            // was down are lost. Read every lane whole, and re-read the pins of
+                            // this node's lanes (one set on another node meanwhile).
+                            reads.lock().unwrap_or_else(|p| p.into_inner()).full_at = None;
                             poke.notify_one();
                             resync_pins(store.as_ref(), &me, &pins).await;
                         }
-                        None => poke.notify_one(),
+                        None => {
+                            if let Some((_, floor)) = ezt_store::parse_work_message(&msg) {
+                                let mut r = reads.lock().unwrap_or_else(|p| p.into_inner());
+                                r.floor = Some(r.floor.map_or(floor, |f| f.min(floor)));
+                            }
+                            poke.notify_one();
+                        }
                     },
                     Ok(None) => return,
                     Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -437,45 +465,89 @@ impl Membership {
         Ok(())
     }
 
-    /// Indexes the waiting work of this node's lanes (admitted on other nodes meanwhile);
-    /// answers the lanes it owns (stored names).
+    /// Indexes the waiting work of this node's lanes (admitted on other nodes meanwhile):
+    /// lanes (re)claimed since the last read whole, every lane whole each
+    /// [`FULL_READ_EVERY`], else what is new; answers the lanes it owns (stored names).
     async fn poll_owned(&self, epoch: u64) -> ezt_store::Result<Vec<String>> {
-        let owned = self.store.owned_lanes(&self.info.id, epoch).await?;
-        if owned.is_empty() {
-            return Ok(owned);
-        }
-        let jobs = self.store.waiting_jobs(JOB_PREFIX, &owned).await?;
-        self.index(jobs);
-        Ok(owned)
+        self.read_owned(epoch, true).await
     }
 
-    /// What a notification brought: the waiting work of this node's lanes newer than what it
-    /// read before (less the margin); the whole backlog when it has read nothing yet.
+    /// What a notification brought: the new waiting work of this node's lanes (and the whole
+    /// backlog of lanes claimed since the last read).
     async fn poll_new(&self, epoch: u64) -> ezt_store::Result<()> {
-        let floor = *self.newest.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(newest) = floor else {
-            self.poll_owned(epoch).await?;
-            return Ok(());
-        };
+        self.read_owned(epoch, false).await.map(|_| ())
+    }
+
+    async fn read_owned(&self, epoch: u64, sweep: bool) -> ezt_store::Result<Vec<String>> {
         let owned = self.store.owned_lanes(&self.info.id, epoch).await?;
-        if owned.is_empty() {
-            return Ok(());
+        let names: Vec<String> = owned.iter().map(|(l, _)| l.clone()).collect();
+        let (whole, fresh, after, floor) = {
+            let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            let whole = r.newest.is_none()
+                || r.full_at.is_none()
+                || (sweep && r.full_at.is_some_and(|t| t.elapsed() >= FULL_READ_EVERY));
+            let fresh: Vec<String> = owned
+                .iter()
+                .filter(|(l, e)| r.lanes.get(l) != Some(e))
+                .map(|(l, _)| l.clone())
+                .collect();
+            let margin = NEW_WORK_MARGIN.as_millis() as u64;
+            let newest = r
+                .newest
+                .map_or(0, |n| n.timestamp_ms().min(self.clock.now_ms()));
+            let floor = r.floor.take();
+            let from = floor.map_or(newest.saturating_sub(margin), |f| {
+                newest
+                    .saturating_sub(margin)
+                    .min(f.timestamp_ms().saturating_sub(1))
+            });
+            (whole, fresh, ezt_core::JobId::new(from, 0), floor)
+        };
+        let read = async {
+            if names.is_empty() {
+                return Ok(());
+            }
+            if whole {
+                let jobs = self.store.waiting_jobs(JOB_PREFIX, &names).await?;
+                self.index(jobs);
+                return Ok(());
+            }
+            if !fresh.is_empty() {
+                let jobs = self.store.waiting_jobs(JOB_PREFIX, &fresh).await?;
+                self.index(jobs);
+            }
+            let jobs = self
+                .store
+                .waiting_jobs_after(JOB_PREFIX, &names, after)
+                .await?;
+            self.index(jobs);
+            Ok(())
         }
-        let margin = NEW_WORK_MARGIN.as_millis() as u64;
-        let after = ezt_core::JobId::new(newest.timestamp_ms().saturating_sub(margin), 0);
-        let jobs = self
-            .store
-            .waiting_jobs_after(JOB_PREFIX, &owned, after)
-            .await?;
-        self.index(jobs);
-        Ok(())
+        .await;
+        let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        match read {
+            Ok(()) => {
+                r.lanes = owned.into_iter().collect();
+                if whole {
+                    r.full_at = Some(Instant::now());
+                }
+                Ok(names)
+            }
+            Err(e) => {
+                // Asked again next time.
+                if let Some(f) = floor {
+                    r.floor = Some(r.floor.map_or(f, |g| g.min(f)));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Hands waiting jobs to the lanes (which skip those they know) and remembers the newest.
     fn index(&self, jobs: Vec<ezt_store::PendingJob>) {
         if let Some(max) = jobs.iter().map(|j| j.id).max() {
-            let mut n = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-            *n = Some(n.map_or(max, |m| m.max(max)));
+            let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            r.newest = Some(r.newest.map_or(max, |m| m.max(max)));
         }
         if !jobs.is_empty() {
             let _ = self.events.send(Event::Jobs(jobs));

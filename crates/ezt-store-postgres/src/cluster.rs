@@ -411,16 +411,16 @@ impl ClusterStore for PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>> {
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<(String, u64)>> {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT lane FROM lanes WHERE owner_node = $1 AND owner_node_epoch = $2 ORDER BY lane",
+                "SELECT lane, lane_epoch FROM lanes WHERE owner_node = $1 AND owner_node_epoch = $2 ORDER BY lane",
                 &[&id.as_str(), &(epoch as i64)],
             )
             .await
             .map_err(pg_err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| (r.get(0), to_u64(r.get(1)))).collect())
     }
 
     async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<PendingJob>> {
@@ -491,7 +491,10 @@ impl ClusterStore for PgStore {
     }
 
     async fn notify_lane(&self, lane: &str) -> Result<()> {
-        self.notifier.tell(lane);
+        match parse_work_message(lane) {
+            Some((name, floor)) => self.notifier.tell_work(name, floor),
+            None => self.notifier.tell(lane),
+        }
         Ok(())
     }
 

@@ -106,8 +106,13 @@ impl JobStore for PgStore {
     async fn recover(&self, holder: &NodeId, now_ms: u64, region: &str) -> Result<Recovered> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_err)?;
-        let deliveries = recovery::release(&tx, holder.as_str(), now_ms, region).await?;
+        let (deliveries, released) =
+            recovery::release(&tx, holder.as_str(), now_ms, region).await?;
         tx.commit().await.map_err(pg_err)?;
+        // Their owners read them from their ids (older than what an owner reads as new).
+        for (lane, floor) in released {
+            self.notifier.tell_work(&format!("job:{lane}"), floor);
+        }
         let jobs = recovery::waiting_jobs(&c).await?;
         Ok(Recovered { jobs, deliveries })
     }

@@ -5,9 +5,12 @@
 //! queue lock: three nodes admitted less than one (the cluster bench: 0.29 × one node's rate,
 //! ten times the database CPU per job). Here every lane asked for is kept once in a set, and one
 //! task sends the whole set in one statement while the next set fills: under load a lane is
-//! notified once per round trip, however many jobs arrived for it.
+//! notified once per round trip, however many jobs arrived for it. New work keeps the lowest
+//! job id told for its lane (the owner reads from there).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use ezt_core::JobId;
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::Pool;
@@ -15,10 +18,33 @@ use tokio::sync::Notify;
 
 use crate::cluster::LANE_CHANNEL;
 
+/// Payloads waiting to be sent: messages as they are, and new work per lane with its lowest job.
+#[derive(Default)]
+struct Pending {
+    messages: BTreeSet<String>,
+    work: BTreeMap<String, JobId>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.work.is_empty()
+    }
+
+    fn payloads(self) -> Vec<String> {
+        let mut out: Vec<String> = self.messages.into_iter().collect();
+        out.extend(
+            self.work
+                .iter()
+                .map(|(lane, floor)| ezt_store::work_message(lane, *floor)),
+        );
+        out
+    }
+}
+
 /// Lanes waiting for their notification; the sender task.
 #[derive(Clone)]
 pub(crate) struct LaneNotifier {
-    pending: Arc<Mutex<BTreeSet<String>>>,
+    pending: Arc<Mutex<Pending>>,
     wake: Arc<Notify>,
 }
 
@@ -36,12 +62,26 @@ impl LaneNotifier {
     /// Asks for `lane`'s notification; returns at once. The set holds each lane once, so it is
     /// bounded by the number of lanes even while the database is unreachable.
     pub(crate) fn tell(&self, lane: &str) {
-        let fresh = self
-            .pending
-            .lock()
-            .expect("notifier lock")
-            .insert(lane.to_string());
-        if fresh {
+        let mut p = self.pending.lock().expect("notifier lock");
+        let was_empty = p.is_empty();
+        p.messages.insert(lane.to_string());
+        drop(p);
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks for a notification of new work in `lane` from job `floor` on (the lowest asked
+    /// for a lane is sent, once).
+    pub(crate) fn tell_work(&self, lane: &str, floor: JobId) {
+        let mut p = self.pending.lock().expect("notifier lock");
+        let was_empty = p.is_empty();
+        p.work
+            .entry(lane.to_string())
+            .and_modify(|f| *f = (*f).min(floor))
+            .or_insert(floor);
+        drop(p);
+        if was_empty {
             self.wake.notify_one();
         }
     }
@@ -50,9 +90,7 @@ impl LaneNotifier {
         loop {
             self.wake.notified().await;
             let lanes: Vec<String> =
-                std::mem::take(&mut *self.pending.lock().expect("notifier lock"))
-                    .into_iter()
-                    .collect();
+                std::mem::take(&mut *self.pending.lock().expect("notifier lock")).payloads();
             if lanes.is_empty() {
                 continue;
             }

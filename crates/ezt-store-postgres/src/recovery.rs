@@ -11,24 +11,33 @@ use crate::codec::*;
 /// Releases `holder`'s job and delivery leases inside the caller's transaction. Each released
 /// job gets its `interrupted` attempt (number and time from its lease) and goes back to
 /// `queued` (or `scheduled` if its next run is still ahead). Returns the pending deliveries no
-/// one holds now.
+/// one holds now, and the lanes (keys) whose jobs went back to waiting with the lowest of their
+/// ids (their owners are told: the ids are older than what an owner reads as new).
 pub(crate) async fn release(
     c: &impl GenericClient,
     holder: &str,
     now_ms: u64,
     region: &str,
-) -> Result<Vec<PendingDelivery>> {
+) -> Result<(Vec<PendingDelivery>, Vec<(String, JobId)>)> {
     let cut = c
         .query(
             // SKIP LOCKED: a row locked by a paused node's open transaction (a zombie stopped
             // mid-write) must not hold up the recovery of everything else; the server ends such
             // a transaction (`idle_in_transaction_session_timeout`) and a later sweep takes it.
-            "SELECT id, attempt_count, series, updated_at FROM jobs
+            "SELECT id, attempt_count, series, updated_at, lane FROM jobs
              WHERE state = 'running' AND lease_holder = $1 FOR UPDATE SKIP LOCKED",
             &[&holder],
         )
         .await
         .map_err(pg_err)?;
+    let mut released: std::collections::BTreeMap<String, JobId> = Default::default();
+    for r in &cut {
+        let id = JobId(bytes_id(r.get(0)));
+        released
+            .entry(r.get(4))
+            .and_modify(|f| *f = (*f).min(id))
+            .or_insert(id);
+    }
     if !cut.is_empty() {
         let mut ids = Vec::with_capacity(cut.len());
         let mut ns = Vec::with_capacity(cut.len());
@@ -81,7 +90,7 @@ pub(crate) async fn release(
         )
         .await
         .map_err(pg_err)?;
-    Ok(rows
+    let deliveries = rows
         .iter()
         .map(|r| PendingDelivery {
             id: DeliveryId(bytes_id(r.get(0))),
@@ -89,7 +98,8 @@ pub(crate) async fn release(
             url: r.get(2),
             next_at: r.get::<_, i64>(3) as u64,
         })
-        .collect())
+        .collect();
+    Ok((deliveries, released.into_iter().collect()))
 }
 
 /// Jobs not yet final that no one holds (a job running under a live holder's lease is that

@@ -88,7 +88,7 @@ impl ClusterStore for SqliteStore {
             .collect())
     }
 
-    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>> {
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<(String, u64)>> {
         Ok(self.solo.owned_lanes(id, epoch))
     }
 

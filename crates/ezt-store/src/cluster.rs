@@ -132,6 +132,20 @@ pub struct LaneRow {
 /// are, not as the last sweep (up to a second ago) read them.
 pub const MEMBERS_MESSAGE: &str = "members";
 
+/// The lane-notification payload that tells a lane's owner of new work in `lane` (stored
+/// name), none of it older than the job `floor`: the owner reads the lane's waiting work from
+/// there, so work whose id is old (a child of an old job, a spooled job forwarded late, a lease
+/// recovered, a job named by a clock behind) is found at once, not by the next full read.
+pub fn work_message(lane: &str, floor: impl std::fmt::Display) -> String {
+    format!("{lane}\t{floor}")
+}
+
+/// A [`work_message`]'s lane and floor.
+pub fn parse_work_message(payload: &str) -> Option<(&str, ezt_core::JobId)> {
+    let (lane, floor) = payload.split_once('\t')?;
+    Some((lane, floor.parse().ok()?))
+}
+
 /// The lane-notification payload that tells a lane's owner a tenant pinned the lane on
 /// another node (an empty pin: unpinned); see [`parse_pin_message`].
 pub fn pin_message(lane: &str, pin: &crate::LanePin) -> Result<String> {
@@ -196,8 +210,9 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Lanes (stored names, `prefix` + key) that have waiting jobs (queued or scheduled, not
     /// leased) and no live owner.
     async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>>;
-    /// Lanes (stored names) this membership owns.
-    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>>;
+    /// Lanes (stored names) this membership owns, each with its lane epoch (a new epoch: the
+    /// lane was claimed again, and its owner reads its whole backlog afresh).
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<(String, u64)>>;
     /// Waiting jobs (queued or scheduled, not leased) of the given lanes (stored names,
     /// `prefix` + key), for their owner's index.
     async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<crate::PendingJob>>;
@@ -218,7 +233,8 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Holders of job or delivery leases that are no live member (dead nodes, or the single
     /// node's `local` from before cluster mode).
     async fn dead_holders(&self) -> Result<Vec<NodeId>>;
-    /// Tells the owner of `lane` that it has new work (a speed-up only: owners also poll).
+    /// Sends a lane notification (a lane released, a [`work_message`], a pin, the members
+    /// changed); a speed-up only: owners also poll.
     async fn notify_lane(&self, lane: &str) -> Result<()>;
     /// Waits for the next "new work / lane released" notification (its lane name). `Ok(None)`:
     /// this store has no push channel (owners rely on polling alone); stop asking. One caller
@@ -438,13 +454,16 @@ impl SoloCluster {
     }
 
     /// See [`ClusterStore::owned_lanes`].
-    pub fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Vec<String> {
+    pub fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Vec<(String, u64)> {
         let g = self.lock();
-        g.lanes
+        let mut out: Vec<(String, u64)> = g
+            .lanes
             .iter()
             .filter(|(_, (o, oe, _))| o == id.as_str() && *oe == epoch)
-            .map(|(l, _)| l.clone())
-            .collect()
+            .map(|(l, (_, _, le))| (l.clone(), *le))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Whether `holder` may lease under `fence` now.
@@ -472,5 +491,30 @@ impl SoloCluster {
         g.lanes
             .get(lane)
             .is_some_and(|(o, oe, _)| self.alive(&g, o, *oe, now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_work_message_names_its_lane_and_floor_and_nothing_else_parses_as_one() {
+        let floor = ezt_core::JobId::new(1_700_000_000_000, 7);
+        let msg = work_message("job:api.example.com:443#00ff", floor);
+        assert_eq!(
+            parse_work_message(&msg),
+            Some(("job:api.example.com:443#00ff", floor))
+        );
+        let pin = pin_message("job:x", &crate::LanePin::default()).unwrap();
+        for other in [
+            "job:x",
+            "",
+            MEMBERS_MESSAGE,
+            pin.as_str(),
+            "job:x\tnot-an-id",
+        ] {
+            assert_eq!(parse_work_message(other), None, "{other:?}");
+        }
     }
 }

@@ -43,8 +43,8 @@ mod workflows;
 pub mod conformance;
 
 pub use cluster::{
-    parse_pin_message, pin_message, ClusterStore, Fence, LaneClaim, LaneOwner, LaneRow, NodeInfo,
-    NodeRecord, OwnedLane, SoloCluster, MEMBERS_MESSAGE,
+    parse_pin_message, parse_work_message, pin_message, work_message, ClusterStore, Fence,
+    LaneClaim, LaneOwner, LaneRow, NodeInfo, NodeRecord, OwnedLane, SoloCluster, MEMBERS_MESSAGE,
 };
 pub use deliveries::DeliveryStore;
 pub use error::{Error, Result};

@@ -79,7 +79,7 @@ impl ClusterStore for MemoryStore {
         Ok(out)
     }
 
-    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<String>> {
+    async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<(String, u64)>> {
         Ok(self.solo.owned_lanes(id, epoch))
     }
 

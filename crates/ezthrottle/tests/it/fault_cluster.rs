@@ -855,7 +855,7 @@ impl EpochHistory {
                         .owned_lanes(&ezt_store::NodeId::new(m.id.as_str()), m.epoch)
                         .await
                     {
-                        names.extend(l);
+                        names.extend(l.into_iter().map(|(lane, _)| lane));
                     }
                 }
                 names.extend(lanes.keys().cloned());

@@ -372,7 +372,9 @@ pub async fn no_lane_has_two_owners(url: &str, nodes: &[&TestServer], operator: 
             store
                 .owned_lanes(&ezt_store::NodeId::new(m.id.as_str()), m.epoch)
                 .await
-                .unwrap(),
+                .unwrap()
+                .into_iter()
+                .map(|(lane, _)| lane),
         );
     }
     assert!(

@@ -45,14 +45,23 @@ pub enum LegOutcome {
 }
 
 /// One lane's hedge budget (see the module).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HedgeBudget {
+    /// Extra legs allowed per first leg in the window ([`EXTRA_RATIO`] unless the operator
+    /// set `executor.hedge_budget_percent`).
+    ratio: f64,
     /// First legs, (second bucket, count), oldest first.
     firsts: VecDeque<(u64, u64)>,
     /// Extra legs, (second bucket, count), oldest first.
     extras: VecDeque<(u64, u64)>,
     /// First legs in a row that failed.
     failing: u32,
+}
+
+impl Default for HedgeBudget {
+    fn default() -> Self {
+        Self::with_ratio(EXTRA_RATIO)
+    }
 }
 
 fn add(q: &mut VecDeque<(u64, u64)>, sec: u64) {
@@ -77,6 +86,16 @@ fn sum(q: &VecDeque<(u64, u64)>) -> u64 {
 }
 
 impl HedgeBudget {
+    /// A budget allowing `ratio` extra legs per first leg (plus the floor).
+    pub fn with_ratio(ratio: f64) -> Self {
+        Self {
+            ratio: ratio.max(0.0),
+            firsts: VecDeque::new(),
+            extras: VecDeque::new(),
+            failing: 0,
+        }
+    }
+
     /// Counts one first leg (every attempt of a job of the lane, raced or not).
     pub fn first(&mut self, now_ms: u64) {
         trim(&mut self.firsts, now_ms);
@@ -100,7 +119,7 @@ impl HedgeBudget {
     /// Extra legs the window allows in all.
     pub fn allowance(&mut self, now_ms: u64) -> u64 {
         trim(&mut self.firsts, now_ms);
-        let ratio = (sum(&self.firsts) as f64 * EXTRA_RATIO).floor() as u64;
+        let ratio = (sum(&self.firsts) as f64 * self.ratio).floor() as u64;
         ratio + FLOOR_PER_S * (WINDOW_MS / 1000)
     }
 
@@ -166,6 +185,18 @@ pub fn parallel_by_default(method: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_operators_ratio_sets_the_allowance() {
+        let mut b = HedgeBudget::with_ratio(2.0);
+        for _ in 0..100 {
+            b.first(20_000);
+        }
+        assert_eq!(b.allowance(20_000), 200 + 100, "2 per first leg plus the floor");
+        let allowed = (0..1000).filter(|_| b.try_extra(20_000)).count();
+        assert_eq!(allowed, 300);
+        assert_eq!(HedgeBudget::with_ratio(-1.0).allowance(20_000), 100, "never below the floor");
+    }
     use super::*;
     use proptest::prelude::*;
 

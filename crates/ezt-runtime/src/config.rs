@@ -318,6 +318,10 @@ pub struct ExecutorConfig {
     pub race_unsafe_methods: bool,
     /// Hedge delay, ms, while the lane's p95 latency in the region is not known yet.
     pub hedge_delay_ms: u64,
+    /// A lane's race legs beyond the first may add this share of its first legs (percent,
+    /// over 10 s, plus a floor of 10 a second); 200 lets every job of a busy lane race three
+    /// regions.
+    pub hedge_budget_percent: u32,
 }
 
 impl Default for ExecutorConfig {
@@ -328,6 +332,7 @@ impl Default for ExecutorConfig {
             max_response_bytes: 1024 * 1024,
             race_unsafe_methods: false,
             hedge_delay_ms: ezt_core::hedge::DEFAULT_HEDGE_DELAY_MS,
+            hedge_budget_percent: (ezt_core::hedge::EXTRA_RATIO * 100.0) as u32,
         }
     }
 }

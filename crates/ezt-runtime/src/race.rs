@@ -136,6 +136,8 @@ pub(crate) struct Races {
     pub(crate) unsafe_methods: bool,
     /// Hedge delay before a lane's p95 in a region is known, ms.
     pub(crate) default_delay_ms: u64,
+    /// Extra legs per first leg a lane's budget allows.
+    budget_ratio: f64,
     state: Mutex<HashMap<LaneKey, LaneRace>>,
     origin: Instant,
 }
@@ -146,6 +148,7 @@ impl Races {
             lanes,
             unsafe_methods: cfg.executor.race_unsafe_methods,
             default_delay_ms: cfg.executor.hedge_delay_ms,
+            budget_ratio: f64::from(cfg.executor.hedge_budget_percent) / 100.0,
             state: Mutex::new(HashMap::new()),
             origin: Instant::now(),
         }
@@ -161,7 +164,10 @@ impl Races {
         if s.len() >= LANES_MAX && !s.contains_key(lane) {
             s.clear();
         }
-        f(s.entry(lane.clone()).or_default())
+        f(s.entry(lane.clone()).or_insert_with(|| LaneRace {
+            budget: HedgeBudget::with_ratio(self.budget_ratio),
+            latencies: HashMap::new(),
+        }))
     }
 
     /// A job's attempt in `lane` ended (its first leg): counted for the budget; `failed` for a

@@ -185,6 +185,8 @@ pub fn parallel_by_default(method: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn an_operators_ratio_sets_the_allowance() {
@@ -192,13 +194,19 @@ mod tests {
         for _ in 0..100 {
             b.first(20_000);
         }
-        assert_eq!(b.allowance(20_000), 200 + 100, "2 per first leg plus the floor");
+        assert_eq!(
+            b.allowance(20_000),
+            200 + 100,
+            "2 per first leg plus the floor"
+        );
         let allowed = (0..1000).filter(|_| b.try_extra(20_000)).count();
         assert_eq!(allowed, 300);
-        assert_eq!(HedgeBudget::with_ratio(-1.0).allowance(20_000), 100, "never below the floor");
+        assert_eq!(
+            HedgeBudget::with_ratio(-1.0).allowance(20_000),
+            100,
+            "never below the floor"
+        );
     }
-    use super::*;
-    use proptest::prelude::*;
 
     #[test]
     fn the_floor_allows_ten_extra_per_second_of_the_window() {

@@ -10,14 +10,13 @@
 //! the lane is not sent and the race goes on.
 
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::fault_common::record;
-use crate::fault_regions::{free_port, Call, RegionTarget, IPS, OPERATOR, SECRET};
-use crate::support::{TestServer, BIN};
+use crate::fault_regions::{await_alive, start_region_node, Call, RegionTarget, IPS, SECRET};
+use crate::support::TestServer;
 
 const CONFIG: &str =
     "[admin]\ntoken = \"operator-token-0123456789\"\n[metrics]\nbearer_token = \"scrape-me\"\n";
@@ -44,56 +43,27 @@ impl Cluster {
         let url = ezt_store_postgres::testing::database_url().await;
         let root = tempfile::tempdir().unwrap();
         let mut nodes: Vec<TestServer> = Vec::new();
-        for (i, ip) in IPS.iter().enumerate() {
-            let name = format!("n{}", i + 2);
-            let dir = root.path().join(&name);
-            std::fs::create_dir_all(&dir).unwrap();
-            let cfg = dir.join("config.toml");
-            std::fs::write(&cfg, CONFIG).unwrap();
-            let port = free_port(ip);
-            let mut cmd = Command::new(BIN);
-            cmd.args(["serve", "--listen", &format!("{ip}:{port}")])
-                .args(["--allow-cidr", "127.0.0.1/32"])
-                .arg("--config")
-                .arg(&cfg)
-                .arg("--data-dir")
-                .arg(&dir)
-                .args(["--node-id", &name, "--region", &region(i)])
-                .args(["--outbound-source-ip", ip])
-                .args(["--advertise-url", &format!("http://{ip}:{port}")])
-                .env("EZTHROTTLE_DATABASE_URL", &url)
-                .env("EZTHROTTLE_CLUSTER_SECRET", SECRET)
-                .env("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "5000")
-                .env("EZTHROTTLE_LANES_DEFAULT_RATE", "500")
-                .env("EZTHROTTLE_LANES_DEFAULT_BURST", "20")
-                .env("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "20")
-                .env("EZTHROTTLE_LOG", "info,ezt_runtime::dispatch=debug")
-                .envs(env.iter().copied());
+        for i in 0..IPS.len() {
             let key = nodes.first().map(|n| n.key.clone());
-            nodes.push(TestServer::spawn_command(&dir, cmd, key));
+            let mut all = vec![
+                ("EZTHROTTLE_CLUSTER_SECRET", SECRET),
+                ("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "5000"),
+                ("EZTHROTTLE_LANES_DEFAULT_RATE", "500"),
+                ("EZTHROTTLE_LANES_DEFAULT_BURST", "20"),
+                ("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "20"),
+                ("EZTHROTTLE_LOG", "info,ezt_runtime::dispatch=debug"),
+            ];
+            all.extend_from_slice(env);
+            let (node, _) = start_region_node(root.path(), i, &url, key, true, CONFIG, &all);
+            nodes.push(node);
         }
         let c = Self { nodes, _root: root };
         c.await_alive(3).await;
         c
     }
 
-    /// Polls the members on node 0 until exactly `n` are alive (membership has no event).
     async fn await_alive(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (st, v) = self.nodes[0]
-                .get_as(OPERATOR, "/api/v1/cluster/nodes")
-                .await;
-            let alive = v["nodes"]
-                .as_array()
-                .map(|a| a.iter().filter(|n| n["alive"] == true).count())
-                .unwrap_or(0);
-            if st == 200 && alive == n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never {n} members alive: {v}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        await_alive(&self.nodes[0], n).await;
     }
 
     async fn run_on(&self, i: usize, job: Value) -> Value {

@@ -224,6 +224,31 @@ fn start_node_with(
     secret: Option<&str>,
     config: &str,
 ) -> Node {
+    let mut env = vec![("EZTHROTTLE_LOG", "info")];
+    if let Some(s) = secret {
+        env.push(("EZTHROTTLE_CLUSTER_SECRET", s));
+    }
+    let (server, dir) = start_region_node(root, i, url, key, allow_target, config, &env);
+    Node {
+        server,
+        ip: IPS[i],
+        dir,
+    }
+}
+
+/// Starts node `i` of a regions cluster on database `url`: `n{i+2}`, region `r{i+1}`, on
+/// `IPS[i]` sending from that address, advertising its own URL, its data dir under `root`;
+/// `allow_target`: it may call our targets (127.0.0.1); `env` last (it overrides). Answers the
+/// server and its data dir.
+pub fn start_region_node(
+    root: &Path,
+    i: usize,
+    url: &str,
+    key: Option<String>,
+    allow_target: bool,
+    config: &str,
+    env: &[(&str, &str)],
+) -> (TestServer, std::path::PathBuf) {
     let ip = IPS[i];
     let name = format!("n{}", i + 2);
     let dir = root.join(&name);
@@ -244,14 +269,24 @@ fn start_node_with(
         .args(["--outbound-source-ip", ip])
         .args(["--advertise-url", &format!("http://{ip}:{port}")])
         .env("EZTHROTTLE_DATABASE_URL", url)
-        .env("EZTHROTTLE_LOG", "info");
-    if let Some(s) = secret {
-        cmd.env("EZTHROTTLE_CLUSTER_SECRET", s);
-    }
-    Node {
-        server: TestServer::spawn_command(&dir, cmd, key),
-        ip,
-        dir,
+        .envs(env.iter().copied());
+    (TestServer::spawn_command(&dir, cmd, key), dir)
+}
+
+/// Polls the members on `s` until exactly `n` are alive (membership has no event to await).
+pub async fn await_alive(s: &TestServer, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, v) = s.get_as(OPERATOR, "/api/v1/cluster/nodes").await;
+        let alive = v["nodes"]
+            .as_array()
+            .map(|a| a.iter().filter(|n| n["alive"] == true).count())
+            .unwrap_or(0);
+        if st == 200 && alive == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {n} members alive: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -283,24 +318,8 @@ impl Regions {
         r
     }
 
-    /// Polls the members on node 0 until `n` are alive (membership has no event to await).
     async fn await_members(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (st, v) = self.nodes[0]
-                .server
-                .get_as(OPERATOR, "/api/v1/cluster/nodes")
-                .await;
-            let alive = v["nodes"]
-                .as_array()
-                .map(|a| a.iter().filter(|n| n["alive"] == true).count())
-                .unwrap_or(0);
-            if st == 200 && alive >= n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{n} members never alive: {v}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        await_alive(&self.nodes[0].server, n).await;
     }
 
     async fn torrent(&self, i: usize, body: Value) -> (u16, Value) {

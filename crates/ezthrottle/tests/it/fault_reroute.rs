@@ -9,14 +9,13 @@
 //! `fault_race`'s).
 
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::fault_common::record;
-use crate::fault_regions::{free_port, RegionTarget, CONFIG, IPS, OPERATOR, SECRET};
-use crate::support::{TestServer, BIN};
+use crate::fault_regions::{await_alive, start_region_node, RegionTarget, CONFIG, IPS, SECRET};
+use crate::support::TestServer;
 
 struct Cluster {
     nodes: Vec<TestServer>,
@@ -41,60 +40,32 @@ impl Cluster {
         let url = ezt_store_postgres::testing::database_url().await;
         let root = tempfile::tempdir().unwrap();
         let mut nodes: Vec<TestServer> = Vec::new();
-        for (i, ip) in IPS.iter().enumerate() {
-            let dir = root.path().join(node_name(i));
-            std::fs::create_dir_all(&dir).unwrap();
-            let cfg = dir.join("config.toml");
-            std::fs::write(&cfg, CONFIG).unwrap();
-            let port = free_port(ip);
-            let mut cmd = Command::new(BIN);
-            cmd.args(["serve", "--listen", &format!("{ip}:{port}")])
-                .args(["--allow-cidr", "127.0.0.1/32"])
-                .arg("--config")
-                .arg(&cfg)
-                .arg("--data-dir")
-                .arg(&dir)
-                .args(["--node-id", &node_name(i), "--region", &region(i)])
-                .args(["--outbound-source-ip", ip])
-                .args(["--advertise-url", &format!("http://{ip}:{port}")])
-                .env("EZTHROTTLE_DATABASE_URL", &url)
-                .env("EZTHROTTLE_CLUSTER_SECRET", SECRET)
+        for i in 0..IPS.len() {
+            let key = nodes.first().map(|n| n.key.clone());
+            let env = [
+                ("EZTHROTTLE_CLUSTER_SECRET", SECRET),
                 // A hand-off lost mid-call holds its slot until the attempt lease expires
                 // (attempt timeout + 2 s): keep it short here.
-                .env("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "5000")
+                ("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "5000"),
                 // These cases are about reroutes, one region per attempt: their jobs listing
                 // several regions are POSTs, which hedge rather than race (fault_race), and
                 // the hedge waits longer than any attempt here, so it is never sent.
-                .env("EZTHROTTLE_EXECUTOR_HEDGE_DELAY_MS", "60000")
-                .env("EZTHROTTLE_LANES_DEFAULT_RATE", "500")
-                .env("EZTHROTTLE_LANES_DEFAULT_BURST", "20")
-                .env("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "20")
-                .env("EZTHROTTLE_LOG", "info");
-            let key = nodes.first().map(|n| n.key.clone());
-            nodes.push(TestServer::spawn_command(&dir, cmd, key));
+                ("EZTHROTTLE_EXECUTOR_HEDGE_DELAY_MS", "60000"),
+                ("EZTHROTTLE_LANES_DEFAULT_RATE", "500"),
+                ("EZTHROTTLE_LANES_DEFAULT_BURST", "20"),
+                ("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "20"),
+                ("EZTHROTTLE_LOG", "info"),
+            ];
+            let (node, _) = start_region_node(root.path(), i, &url, key, true, CONFIG, &env);
+            nodes.push(node);
         }
         let c = Self { nodes, _root: root };
         c.await_alive(3).await;
         c
     }
 
-    /// Polls the members on node 0 until exactly `n` are alive (membership has no event).
     async fn await_alive(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (st, v) = self.nodes[0]
-                .get_as(OPERATOR, "/api/v1/cluster/nodes")
-                .await;
-            let alive = v["nodes"]
-                .as_array()
-                .map(|a| a.iter().filter(|n| n["alive"] == true).count())
-                .unwrap_or(0);
-            if st == 200 && alive == n {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never {n} members alive: {v}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        await_alive(&self.nodes[0], n).await;
     }
 
     /// Submits to node `i` and long-polls it (`/wait`: woken at once when that node ran the job,

@@ -9,13 +9,12 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::fault_regions::{free_port, IPS, OPERATOR, SECRET};
-use crate::support::{PyReceiver, Target, TestServer, BIN};
+use crate::fault_regions::{await_alive, start_region_node, IPS, SECRET};
+use crate::support::{PyReceiver, Target, TestServer};
 
 const HOOK_SECRET: &str = "regional-hook-secret-0123456789";
 /// One sealing key for every node: any node may sign a delivery with the tenant's secret.
@@ -24,45 +23,12 @@ const CONFIG: &str = "[admin]\ntoken = \"operator-token-0123456789\"\n\n[lanes.h
 const T: Duration = Duration::from_secs(20);
 
 fn start_node(root: &Path, i: usize, url: &str, key: Option<String>) -> TestServer {
-    let ip = IPS[i];
-    let name = format!("n{}", i + 2);
-    let dir = root.join(&name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("config.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    let port = free_port(ip);
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", &format!("{ip}:{port}")])
-        .args(["--allow-cidr", "127.0.0.1/32"])
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["--node-id", &name, "--region", &format!("r{}", i + 1)])
-        .args(["--outbound-source-ip", ip])
-        .args(["--advertise-url", &format!("http://{ip}:{port}")])
-        .env("EZTHROTTLE_DATABASE_URL", url)
-        .env("EZTHROTTLE_CLUSTER_SECRET", SECRET)
-        .env("EZTHROTTLE_SECRET_KEY", SEAL_KEY)
-        .env("EZTHROTTLE_LOG", "info,ezt_runtime=debug");
-    TestServer::spawn_command(&dir, cmd, key)
-}
-
-/// Polls the members on `s` until `n` are alive (membership has no event to await).
-async fn await_members(s: &TestServer, n: usize) {
-    let deadline = Instant::now() + T;
-    loop {
-        let (st, v) = s.get_as(OPERATOR, "/api/v1/cluster/nodes").await;
-        let alive = v["nodes"]
-            .as_array()
-            .map(|a| a.iter().filter(|n| n["alive"] == true).count())
-            .unwrap_or(0);
-        if st == 200 && alive >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{n} members never alive: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let env = [
+        ("EZTHROTTLE_CLUSTER_SECRET", SECRET),
+        ("EZTHROTTLE_SECRET_KEY", SEAL_KEY),
+        ("EZTHROTTLE_LOG", "info,ezt_runtime=debug"),
+    ];
+    start_region_node(root, i, url, key, true, CONFIG, &env).0
 }
 
 /// A target whose lane is placed on n2 (r1) while the three nodes live: the jobs end there,
@@ -123,7 +89,7 @@ async fn webhooks_are_delivered_from_their_regions() {
     for i in 1..3 {
         nodes.push(start_node(root.path(), i, &url, Some(key.clone())));
     }
-    await_members(&nodes[0], 3).await;
+    await_alive(&nodes[0], 3).await;
     let (st, b) = nodes[0]
         .post(
             "/api/v1/webhook-secrets",

@@ -30,6 +30,23 @@ pub(crate) fn router() -> Router<AppState> {
         .route(DELIVERIES_PATH, post(delivery))
 }
 
+/// The body of a node-to-node `POST` to `path`, once its signature (made with the cluster
+/// secret over method, path, time, nonce and body) holds; else 401.
+async fn signed_body(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    path: &str,
+) -> Result<axum::body::Bytes, ApiError> {
+    let bytes = read_limited(st, body).await?;
+    let sig = headers.get(HEADER).and_then(|v| v.to_str().ok());
+    if let Err(e) = st.rt.handoff.verify("POST", path, &bytes, sig) {
+        tracing::warn!(reason = %e, "refused a node-to-node call");
+        return Err(refused());
+    }
+    Ok(bytes)
+}
+
 fn refused() -> ApiError {
     ApiError::new(
         ErrorCode::Unauthorized,
@@ -44,12 +61,7 @@ async fn attempt(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(&st, body).await?;
-    let sig = headers.get(HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = st.rt.handoff.verify("POST", ATTEMPTS_PATH, &bytes, sig) {
-        tracing::warn!(reason = %e, "refused a node-to-node call");
-        return Err(refused());
-    }
+    let bytes = signed_body(&st, &headers, body, ATTEMPTS_PATH).await?;
     let mut spec: AttemptSpec = parse_json(&bytes)?;
     spec.timeout_ms = spec.timeout_ms.clamp(1, MAX_ATTEMPT_MS);
     let answer = st.rt.handoff.execute(&spec).await;
@@ -65,12 +77,7 @@ async fn torrent(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(&st, body).await?;
-    let sig = headers.get(HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = st.rt.handoff.verify("POST", TORRENT_PATH, &bytes, sig) {
-        tracing::warn!(reason = %e, "refused a node-to-node call");
-        return Err(refused());
-    }
+    let bytes = signed_body(&st, &headers, body, TORRENT_PATH).await?;
     let race: ForwardedRace = parse_json(&bytes)?;
     match st.rt.torrent.run_forwarded(race).await {
         Ok(out) => Ok(Json(out).into_response()),
@@ -87,12 +94,7 @@ async fn delivery(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(&st, body).await?;
-    let sig = headers.get(HEADER).and_then(|v| v.to_str().ok());
-    if let Err(e) = st.rt.handoff.verify("POST", DELIVERIES_PATH, &bytes, sig) {
-        tracing::warn!(reason = %e, "refused a node-to-node call");
-        return Err(refused());
-    }
+    let bytes = signed_body(&st, &headers, body, DELIVERIES_PATH).await?;
     let mut call: DeliveryCall = parse_json(&bytes)?;
     call.timeout_ms = call.timeout_ms.clamp(1, MAX_DELIVERY_MS);
     let answer = st.rt.webhook_sender.execute(&call).await;

@@ -98,8 +98,9 @@ struct Seen {
 struct Reads {
     /// The newest waiting job's id read so far.
     newest: Option<ezt_core::JobId>,
-    /// The lowest job id notifications named since the last read (work older than `newest`).
-    floor: Option<ezt_core::JobId>,
+    /// Per lane (stored name), the lowest job id notifications named since the last read: a
+    /// notification's read covers those lanes from there, nothing more.
+    floors: std::collections::HashMap<String, ezt_core::JobId>,
     /// The lanes owned at the last read, with their epochs: a lane not among them (or under
     /// another epoch) is read whole.
     lanes: std::collections::HashMap<String, u64>,
@@ -198,9 +199,12 @@ impl Membership {
                             resync_pins(store.as_ref(), &me, &pins).await;
                         }
                         None => {
-                            if let Some((_, floor)) = ezt_store::parse_work_message(&msg) {
+                            if let Some((lane, floor)) = ezt_store::parse_work_message(&msg) {
                                 let mut r = reads.lock().unwrap_or_else(|p| p.into_inner());
-                                r.floor = Some(r.floor.map_or(floor, |f| f.min(floor)));
+                                r.floors
+                                    .entry(lane.to_string())
+                                    .and_modify(|f| *f = (*f).min(floor))
+                                    .or_insert(floor);
                             }
                             poke.notify_one();
                         }
@@ -478,10 +482,15 @@ impl Membership {
         self.read_owned(epoch, false).await.map(|_| ())
     }
 
+    /// Reads this node's lanes' waiting work into the index: whole when due (see
+    /// [`Reads`]); lanes (re)claimed since the last read whole; then, for a notification that
+    /// named its lanes' lowest new jobs, those lanes from there — else (a sweep, or a
+    /// notification without ids) every lane's work newer than the newest read less
+    /// [`NEW_WORK_MARGIN`] (and than any id notified).
     async fn read_owned(&self, epoch: u64, sweep: bool) -> ezt_store::Result<Vec<String>> {
         let owned = self.store.owned_lanes(&self.info.id, epoch).await?;
         let names: Vec<String> = owned.iter().map(|(l, _)| l.clone()).collect();
-        let (whole, fresh, after, floor) = {
+        let (whole, fresh, newest, floors) = {
             let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
             let whole = r.newest.is_none()
                 || r.full_at.is_none()
@@ -491,18 +500,12 @@ impl Membership {
                 .filter(|(l, e)| r.lanes.get(l) != Some(e))
                 .map(|(l, _)| l.clone())
                 .collect();
-            let margin = NEW_WORK_MARGIN.as_millis() as u64;
             let newest = r
                 .newest
                 .map_or(0, |n| n.timestamp_ms().min(self.clock.now_ms()));
-            let floor = r.floor.take();
-            let from = floor.map_or(newest.saturating_sub(margin), |f| {
-                newest
-                    .saturating_sub(margin)
-                    .min(f.timestamp_ms().saturating_sub(1))
-            });
-            (whole, fresh, ezt_core::JobId::new(from, 0), floor)
+            (whole, fresh, newest, std::mem::take(&mut r.floors))
         };
+        let lowest = floors.values().min().map(|f| f.timestamp_ms());
         let read = async {
             if names.is_empty() {
                 return Ok(());
@@ -516,9 +519,29 @@ impl Membership {
                 let jobs = self.store.waiting_jobs(JOB_PREFIX, &fresh).await?;
                 self.index(jobs);
             }
+            let (lanes, from): (Vec<String>, u64) = match lowest {
+                Some(low) if !sweep => (
+                    names
+                        .iter()
+                        .filter(|l| floors.contains_key(*l))
+                        .cloned()
+                        .collect(),
+                    low.saturating_sub(1),
+                ),
+                _ => {
+                    let from = newest.saturating_sub(NEW_WORK_MARGIN.as_millis() as u64);
+                    (
+                        names.clone(),
+                        lowest.map_or(from, |l| from.min(l.saturating_sub(1))),
+                    )
+                }
+            };
+            if lanes.is_empty() {
+                return Ok(());
+            }
             let jobs = self
                 .store
-                .waiting_jobs_after(JOB_PREFIX, &names, after)
+                .waiting_jobs_after(JOB_PREFIX, &lanes, ezt_core::JobId::new(from, 0))
                 .await?;
             self.index(jobs);
             Ok(())
@@ -535,8 +558,11 @@ impl Membership {
             }
             Err(e) => {
                 // Asked again next time.
-                if let Some(f) = floor {
-                    r.floor = Some(r.floor.map_or(f, |g| g.min(f)));
+                for (lane, f) in floors {
+                    r.floors
+                        .entry(lane)
+                        .and_modify(|g| *g = (*g).min(f))
+                        .or_insert(f);
                 }
                 Err(e)
             }

@@ -442,6 +442,19 @@ def drained(arr: list[tuple[int, int, int, str]], t0: int) -> dict:
             "jobs_per_s": round(len(first) / secs) if secs > 0 else None}
 
 
+def top_statements(db: str, n: int = 12) -> list[dict]:
+    """The statements that took the most database time since the last reset (EZT_BENCH_PG_STATS=1)."""
+    sql = ("SELECT json_agg(x) FROM (SELECT calls, round(total_exec_time::numeric, 1) AS total_ms, "
+           "round((total_exec_time / GREATEST(calls, 1))::numeric, 4) AS mean_ms, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS query "
+           f"FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT {n}) x")
+    try:
+        outp = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres", "-d", db, "-At", "-c", sql],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        return json.loads(outp) if outp else []
+    except (subprocess.CalledProcessError, json.JSONDecodeError) as e:
+        return [{"error": str(e)}]
+
+
 def stuck_report(ctx: Ctx, db: str) -> list[dict]:
     """Lanes with work not yet done, read from the database before it is dropped: state counts,
     lease holders, the lane's owner and whether that owner is live (for a drain that stalled)."""
@@ -484,8 +497,12 @@ def phase_drain(ctx: Ctx, res: dict, fast: Target) -> None:
         while time.clock_gettime_ns(time.CLOCK_MONOTONIC) < at_mono - 200_000_000:
             time.sleep(0.05)
         c0, p0 = nodes.cpu(), pg_cpu(ctx)
+        if os.environ.get("EZT_BENCH_PG_STATS"):
+            ctx.pg.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()", db="drain")
         arr = wait_distinct(fast, n, timeout=900)
         c1, p1 = nodes.cpu(), pg_cpu(ctx)
+        if os.environ.get("EZT_BENCH_PG_STATS"):
+            out["pg_statements"] = top_statements("drain")
         if len({a[3] for a in arr}) < n:
             out["undispatched"] = stuck_report(ctx, "drain")
             log(f"3: undispatched work: {json.dumps(out['undispatched'])}")

@@ -324,7 +324,11 @@ class Postgres:
         self.p = subprocess.Popen(["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(self.dir / "data"),
                                    "-p", str(PG_PORT), "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
                                    "-c", "synchronous_commit=on", "-c", "fsync=on", "-c", "full_page_writes=on",
-                                   "-c", "max_connections=400", "-c", "shared_buffers=256MB", "-c", "logging_collector=off"],
+                                   "-c", "max_connections=400", "-c", "shared_buffers=256MB", "-c", "logging_collector=off",
+                                   # EZT_BENCH_PG_STATS=1: per-statement database time (pg_stat_statements), for
+                                   # profiling runs only (it costs a little on every statement)
+                                   *(["-c", "shared_preload_libraries=pg_stat_statements"]
+                                     if os.environ.get("EZT_BENCH_PG_STATS") else [])],
                                   stdout=subprocess.DEVNULL, stderr=open(self.dir / "pg.log", "a"), start_new_session=True)
         t = time.time() + 120
         while time.time() < t:

@@ -126,6 +126,9 @@ pub struct Membership {
     seen: std::sync::Mutex<Seen>,
     /// What this node has read of its lanes' waiting work (see [`Reads`]).
     reads: Arc<std::sync::Mutex<Reads>>,
+    /// When orphan lanes were last looked for among every lane with waiting work (else only
+    /// among the lanes with a row): every [`FULL_READ_EVERY`].
+    thorough_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -163,6 +166,7 @@ impl Membership {
             task: Default::default(),
             seen: Default::default(),
             reads: Default::default(),
+            thorough_at: Default::default(),
         });
         // Notifications (another node admitted work, or released lanes) wake the sweep at once;
         // polling every second stays the safety net.
@@ -450,13 +454,21 @@ impl Membership {
                 let _ = self.events.send(Event::Deliveries(rec.deliveries));
             }
         }
+        let thorough = self
+            .thorough_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|t| t.elapsed() >= FULL_READ_EVERY);
         let orphans: Vec<String> = self
             .store
-            .orphan_lanes(JOB_PREFIX)
+            .orphan_lanes(JOB_PREFIX, thorough)
             .await?
             .into_iter()
             .filter(|l| self.node.preferred(l))
             .collect();
+        if thorough {
+            *self.thorough_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
         if !orphans.is_empty() {
             let jobs = self.store.waiting_jobs(JOB_PREFIX, &orphans).await?;
             tracing::info!(

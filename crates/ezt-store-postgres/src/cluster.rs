@@ -392,22 +392,30 @@ impl ClusterStore for PgStore {
             .collect())
     }
 
-    async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn orphan_lanes(&self, prefix: &str, thorough: bool) -> Result<Vec<String>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT w.name FROM (
-                    SELECT DISTINCT $1 || lane AS name FROM jobs
-                    WHERE state IN ('queued', 'scheduled') AND lease_token IS NULL) w
-                 LEFT JOIN lanes l ON l.lane = w.name
-                 LEFT JOIN nodes o ON o.id = l.owner_node AND o.epoch = l.owner_node_epoch
-                      AND o.expires_at > ezt_now_ms()
-                 WHERE o.id IS NULL
-                 ORDER BY w.name",
-                &[&prefix],
-            )
-            .await
-            .map_err(pg_err)?;
+        let sql = if thorough {
+            // Every lane with waiting work: a read of every waiting job.
+            "SELECT w.name FROM (
+                SELECT DISTINCT $1 || lane AS name FROM jobs
+                WHERE state IN ('queued', 'scheduled') AND lease_token IS NULL) w
+             LEFT JOIN lanes l ON l.lane = w.name
+             LEFT JOIN nodes o ON o.id = l.owner_node AND o.epoch = l.owner_node_epoch
+                  AND o.expires_at > ezt_now_ms()
+             WHERE o.id IS NULL
+             ORDER BY w.name"
+        } else {
+            // The lanes with a row and no live owner, each probed for waiting work (one index
+            // lookup each): the cost follows the lanes, not the backlog.
+            "SELECT l.lane FROM lanes l
+             LEFT JOIN nodes o ON o.id = l.owner_node AND o.epoch = l.owner_node_epoch
+                  AND o.expires_at > ezt_now_ms()
+             WHERE starts_with(l.lane, $1) AND o.id IS NULL
+               AND EXISTS (SELECT 1 FROM jobs j WHERE j.lane = substr(l.lane, length($1) + 1)
+                           AND j.state IN ('queued', 'scheduled') AND j.lease_token IS NULL)
+             ORDER BY l.lane"
+        };
+        let rows = c.query(sql, &[&prefix]).await.map_err(pg_err)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 

@@ -63,7 +63,7 @@ impl ClusterStore for SqliteStore {
         Ok(self.solo.lane_owners(lanes, SoloCluster::wall_ms()))
     }
 
-    async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn orphan_lanes(&self, prefix: &str, _thorough: bool) -> Result<Vec<String>> {
         let prefix = prefix.to_string();
         let lanes: Vec<String> = self
             .read(move |c| {

@@ -208,8 +208,12 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Owners of the given lanes (unknown lanes are free, epoch 0).
     async fn lane_owners(&self, lanes: &[String]) -> Result<Vec<LaneOwner>>;
     /// Lanes (stored names, `prefix` + key) that have waiting jobs (queued or scheduled, not
-    /// leased) and no live owner.
-    async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>>;
+    /// leased) and no live owner. `thorough`: every lane with waiting jobs is considered (a read
+    /// of every waiting job); else a backend may consider only the lanes it has a row for (a
+    /// lane gets one when it is first claimed or asked for, which admission does at once): a
+    /// read of the lanes, not of the whole backlog. A lane whose work was committed but never
+    /// asked for (its admitting node died in between) is found by a thorough call.
+    async fn orphan_lanes(&self, prefix: &str, thorough: bool) -> Result<Vec<String>>;
     /// Lanes (stored names) this membership owns, each with its lane epoch (a new epoch: the
     /// lane was claimed again, and its owner reads its whole backlog afresh).
     async fn owned_lanes(&self, id: &NodeId, epoch: u64) -> Result<Vec<(String, u64)>>;

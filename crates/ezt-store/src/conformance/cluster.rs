@@ -76,7 +76,7 @@ pub async fn lane_claims_fence_the_attempt_lease<S: JobStore + ClusterStore>(s: 
     let n = info("node-a");
     let e = s.join(&n, TTL).await.unwrap();
     assert_eq!(
-        s.orphan_lanes("job:").await.unwrap(),
+        s.orphan_lanes("job:", true).await.unwrap(),
         vec![lane.clone()],
         "waiting work, no owner"
     );
@@ -97,7 +97,8 @@ pub async fn lane_claims_fence_the_attempt_lease<S: JobStore + ClusterStore>(s: 
         again.lane_epoch, o.lane_epoch,
         "owning again keeps the epoch"
     );
-    assert!(s.orphan_lanes("job:").await.unwrap().is_empty());
+    assert!(s.orphan_lanes("job:", true).await.unwrap().is_empty());
+    assert!(s.orphan_lanes("job:", false).await.unwrap().is_empty());
     let owners = s.lane_owners(std::slice::from_ref(&lane)).await.unwrap();
     assert_eq!(owners[0].owner_node.as_deref(), Some("node-a"));
     assert!(owners[0].owner_alive);
@@ -140,6 +141,13 @@ pub async fn lane_claims_fence_the_attempt_lease<S: JobStore + ClusterStore>(s: 
     assert_eq!(again.attempt_no, 1, "the undone lease is not an attempt");
 
     s.drain(&n.id, e).await.unwrap();
+    for thorough in [true, false] {
+        assert_eq!(
+            s.orphan_lanes("job:", thorough).await.unwrap(),
+            vec![lane.clone()],
+            "released with work waiting: ownerless (thorough: {thorough})"
+        );
+    }
     assert!(
         s.lease(b.id, fenced(3, "node-a", o.lane_epoch, e))
             .await

@@ -60,7 +60,7 @@ impl ClusterStore for MemoryStore {
         Ok(self.solo.lane_owners(lanes, SoloCluster::wall_ms()))
     }
 
-    async fn orphan_lanes(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn orphan_lanes(&self, prefix: &str, _thorough: bool) -> Result<Vec<String>> {
         let now = SoloCluster::wall_ms();
         let g = self.lock();
         let mut out: Vec<String> = g

@@ -31,8 +31,6 @@ pub struct NodeFence {
     left: AtomicBool,
     /// The live, non-draining members as last read (ids), for placement.
     members: std::sync::RwLock<Vec<NodeId>>,
-    /// When the members were last read.
-    members_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl NodeFence {
@@ -46,7 +44,6 @@ impl NodeFence {
             deadline_ms: AtomicU64::new(u64::MAX),
             left: AtomicBool::new(false),
             members: Default::default(),
-            members_at: Default::default(),
         }
     }
 
@@ -60,7 +57,6 @@ impl NodeFence {
             deadline_ms: AtomicU64::new(0),
             left: AtomicBool::new(false),
             members: Default::default(),
-            members_at: Default::default(),
         }
     }
 
@@ -137,7 +133,6 @@ impl NodeFence {
     pub fn set_members(&self, mut ids: Vec<NodeId>) {
         ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         *self.members.write().unwrap_or_else(|p| p.into_inner()) = ids;
-        *self.members_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// Sets the members for placement from the store's member rows: those alive and not
@@ -150,14 +145,6 @@ impl NodeFence {
                 .map(|n| NodeId::new(n.id.as_str()))
                 .collect(),
         );
-    }
-
-    /// Whether the view of members is older than `age` (or was never read).
-    pub fn members_older_than(&self, age: std::time::Duration) -> bool {
-        self.members_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none_or(|t| t.elapsed() > age)
     }
 
     /// The live members as last read.

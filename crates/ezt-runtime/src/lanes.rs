@@ -686,9 +686,6 @@ struct Entry {
 /// (lease write, then the send gate); an adopter counts each as that much more recent.
 const LEDGER_SEND_LAG: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Cluster mode: a claim re-reads the members first when the view is older than this.
-const MEMBERS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// Cluster mode: how long "another node owns this lane" is trusted before asking again.
 const OWNER_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -1172,14 +1169,8 @@ impl<R: Runner> Scheduler<R> {
                 tokio::time::sleep(d).await;
             }
             let node_epoch = node.epoch();
-            if node.is_open() && node.members_older_than(MEMBERS_FRESH) {
-                // Placement over the members as the database has them now, not as the last
-                // sweep read them: a node that just joined gets its lanes from the start
-                // instead of by a hand-over a few seconds later.
-                if let Ok(nodes) = store.nodes().await {
-                    node.set_live(&nodes);
-                }
-            }
+            // Placement over the members as membership keeps them: re-read on every sweep and
+            // at once when a member joins, drains or leaves (its notification).
             let take = node.is_open() && node.preferred(&name);
             let claim = store
                 .claim_lane(node.id(), node_epoch, &name, take)

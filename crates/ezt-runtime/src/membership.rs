@@ -410,8 +410,8 @@ impl Membership {
         let owned = self.poll_owned(epoch).await?;
         let nodes = self.store.nodes().await?;
         let live: Vec<&NodeRecord> = nodes.iter().filter(|n| n.alive && !n.draining).collect();
-        let members: Vec<NodeId> = live.iter().map(|n| NodeId::new(n.id.as_str())).collect();
-        self.node.set_members(members.clone());
+        self.node.set_live(&nodes);
+        let members = self.node.members();
         let settled = self.settled(&live);
         // Without this node in the view (a stale read), nothing is decided.
         let in_view = settled.iter().any(|n| n == self.node.id());

@@ -11,6 +11,7 @@ use ezt_core::JobId;
 use ezt_store::*;
 
 use crate::codec::*;
+use crate::lanes::learned_state;
 use crate::PgStore;
 
 /// How far back the ledger an adopter rebuilds its limiter from reaches.
@@ -189,22 +190,7 @@ impl ClusterStore for PgStore {
             .map_err(pg_err)?;
         rows.iter()
             .map(|r| {
-                let rate: Option<f64> = r.get(3);
-                let state = match rate {
-                    Some(rate) => Some(LaneState {
-                        rate,
-                        burst: r.get::<_, Option<i32>>(4).unwrap_or(0) as u32,
-                        max_in_flight: r.get::<_, Option<i32>>(5).unwrap_or(0) as u32,
-                        paused_until_ms: r.get::<_, Option<i64>>(6).map(to_u64),
-                        updated_at_ms: r.get::<_, Option<i64>>(7).map_or(0, to_u64),
-                        detail: r
-                            .get::<_, Option<&str>>(8)
-                            .map(json_decode)
-                            .transpose()?
-                            .unwrap_or_default(),
-                    }),
-                    None => None,
-                };
+                let state = learned_state(r, 3)?;
                 Ok(LaneRow {
                     lane: r.get(0),
                     owner_node: r.get(1),
@@ -299,26 +285,15 @@ impl ClusterStore for PgStore {
         }
         let st = tx
             .query_one(
-                "SELECT rate, burst, max_in_flight, paused_until_ms, learned_at_ms, paused_until_db, detail
+                "SELECT rate, burst, max_in_flight, paused_until_ms, learned_at_ms, detail, paused_until_db
                  FROM lanes WHERE lane = $1",
                 &[&lane],
             )
             .await
             .map_err(pg_err)?;
-        let rate: Option<f64> = st.get(0);
-        let state = rate.map(|rate| LaneState {
-            rate,
-            burst: st.get::<_, Option<i32>>(1).unwrap_or(0) as u32,
-            max_in_flight: st.get::<_, Option<i32>>(2).unwrap_or(0) as u32,
-            paused_until_ms: st.get::<_, Option<i64>>(3).map(to_u64),
-            updated_at_ms: st.get::<_, Option<i64>>(4).map_or(0, to_u64),
-            detail: st
-                .get::<_, Option<&str>>(6)
-                .and_then(|d| serde_json::from_str(d).ok())
-                .unwrap_or_default(),
-        });
+        let state = learned_state(&st, 0)?;
         let pause_left_ms = st
-            .get::<_, Option<i64>>(5)
+            .get::<_, Option<i64>>(6)
             .filter(|&p| p > now)
             .map(|p| to_u64(p - now));
         let key = lane.strip_prefix("job:").unwrap_or(lane);

@@ -120,6 +120,15 @@ impl LaneStore for PgStore {
     }
 }
 
+/// [`lane_state_of`], or `None` for a row that has learned nothing yet (`rate` NULL: made by
+/// an ownership claim alone).
+pub(crate) fn learned_state(r: &tokio_postgres::Row, at: usize) -> Result<Option<LaneState>> {
+    match r.get::<_, Option<f64>>(at) {
+        Some(_) => lane_state_of(r, at).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// A lane state from the columns `rate, burst, max_in_flight, paused_until_ms, learned_at_ms,
 /// detail` starting at `at`.
 fn lane_state_of(r: &tokio_postgres::Row, at: usize) -> Result<LaneState> {

@@ -55,16 +55,33 @@ struct CallResult {
 }
 
 impl CallResult {
-    fn failed(error: CallError) -> Self {
+    /// A result with only its outcome: no answer, error, node or legs.
+    fn of(outcome: Outcome) -> Self {
         Self {
-            outcome: Outcome::NetworkError,
+            outcome,
             response: None,
-            error: Some(error),
+            error: None,
             unsent: None,
             unknown: false,
             node: None,
             legs: Vec::new(),
             region: None,
+        }
+    }
+
+    /// The target answered.
+    fn answered(response: Response) -> Self {
+        let outcome = Outcome::Status(response.status_code);
+        Self {
+            response: Some(response),
+            ..Self::of(outcome)
+        }
+    }
+
+    fn failed(error: CallError) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::of(Outcome::NetworkError)
         }
     }
 
@@ -74,17 +91,11 @@ impl CallResult {
             .split_once(": ")
             .unwrap_or(("template_unresolved", template_error));
         Self {
-            outcome: Outcome::NetworkError,
-            response: None,
-            error: None,
             unsent: Some(JobError {
                 code: code.into(),
                 message: message.into(),
             }),
-            unknown: false,
-            node: None,
-            legs: Vec::new(),
-            region: None,
+            ..Self::of(Outcome::NetworkError)
         }
     }
 
@@ -770,30 +781,14 @@ impl Executor {
             Err(e) => return CallResult::failed(CallError::from_reqwest(&e)),
         };
         let (response, read_error) = crate::call::answer(resp, self.cfg.max_response_bytes).await;
-        let status = response.status_code;
         if let Some(err) = read_error {
             // The head arrived but the body did not: the call did not complete.
             return CallResult {
-                outcome: Outcome::NetworkError,
                 response: Some(response),
-                error: Some(err),
-                unsent: None,
-                unknown: false,
-                node: None,
-                legs: Vec::new(),
-                region: None,
+                ..CallResult::failed(err)
             };
         }
-        CallResult {
-            outcome: Outcome::Status(status),
-            response: Some(response),
-            error: None,
-            unsent: None,
-            unknown: false,
-            node: None,
-            legs: Vec::new(),
-            region: None,
-        }
+        CallResult::answered(response)
     }
 
     /// Fanout: the call runs at once in every listed region that has not answered 2xx yet in
@@ -886,22 +881,13 @@ impl Executor {
             .collect();
         let Some(pick) = (0..judged.len()).min_by_key(|&i| rank(judged[i].2.decision)) else {
             // Every region had answered 2xx already (a crash after the last leg): done.
-            return CallResult {
-                outcome: Outcome::Status(200),
-                response: Some(Response {
-                    status_code: 200,
-                    headers: Vec::new(),
-                    body: String::new(),
-                    body_truncated: false,
-                    regions: all,
-                }),
-                error: None,
-                unsent: None,
-                unknown: false,
-                node: None,
-                legs: Vec::new(),
-                region: None,
-            };
+            return CallResult::answered(Response {
+                status_code: 200,
+                headers: Vec::new(),
+                body: String::new(),
+                body_truncated: false,
+                regions: all,
+            });
         };
         let mut judged = judged;
         let (_, mut call, _) = judged.swap_remove(pick);
@@ -1171,14 +1157,8 @@ fn from_leg(leg: LegAnswer, reached: bool) -> CallResult {
     let node = Some(leg.node);
     match (leg.response, leg.error) {
         (Some(r), _) => CallResult {
-            outcome: Outcome::Status(r.status_code),
-            response: Some(r),
-            error: None,
-            unsent: None,
-            unknown: false,
             node,
-            legs: Vec::new(),
-            region: None,
+            ..CallResult::answered(r)
         },
         (None, e) => {
             let e = e.unwrap_or(crate::handoff::LegError {
@@ -1195,14 +1175,9 @@ fn from_leg(leg: LegAnswer, reached: bool) -> CallResult {
                 _ => CallError::Request(e.message),
             };
             CallResult {
-                outcome: Outcome::NetworkError,
-                response: None,
-                error: Some(error),
-                unsent: None,
                 unknown,
                 node,
-                legs: Vec::new(),
-                region: None,
+                ..CallResult::failed(error)
             }
         }
     }

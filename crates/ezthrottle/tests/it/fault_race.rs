@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fault_common::record;
-use crate::fault_regions::{await_alive, start_region_node, Call, RegionTarget, IPS, SECRET};
+use crate::fault_regions::{await_alive, start_region_node, Call, RegionTarget, IPS, JOB_PATH_ENV};
 use crate::support::TestServer;
 
 const CONFIG: &str =
@@ -45,14 +45,8 @@ impl Cluster {
         let mut nodes: Vec<TestServer> = Vec::new();
         for i in 0..IPS.len() {
             let key = nodes.first().map(|n| n.key.clone());
-            let mut all = vec![
-                ("EZTHROTTLE_CLUSTER_SECRET", SECRET),
-                ("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "5000"),
-                ("EZTHROTTLE_LANES_DEFAULT_RATE", "500"),
-                ("EZTHROTTLE_LANES_DEFAULT_BURST", "20"),
-                ("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "20"),
-                ("EZTHROTTLE_LOG", "info,ezt_runtime::dispatch=debug"),
-            ];
+            let mut all = JOB_PATH_ENV.to_vec();
+            all.push(("EZTHROTTLE_LOG", "info,ezt_runtime::dispatch=debug"));
             all.extend_from_slice(env);
             let (node, _) = start_region_node(root.path(), i, &url, key, true, CONFIG, &all);
             nodes.push(node);

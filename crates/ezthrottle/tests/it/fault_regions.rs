@@ -273,6 +273,17 @@ pub fn start_region_node(
     (TestServer::spawn_command(&dir, cmd, key), dir)
 }
 
+/// What the job-path cases' nodes (reroute, race) share: the cluster secret, a short attempt
+/// timeout (a hand-off lost mid-call holds its slot until the attempt lease expires: timeout +
+/// 2 s) and roomy lanes.
+pub const JOB_PATH_ENV: [(&str, &str); 5] = [
+    ("EZTHROTTLE_CLUSTER_SECRET", SECRET),
+    ("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "5000"),
+    ("EZTHROTTLE_LANES_DEFAULT_RATE", "500"),
+    ("EZTHROTTLE_LANES_DEFAULT_BURST", "20"),
+    ("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "20"),
+];
+
 /// Polls the members on `s` until exactly `n` are alive (membership has no event to await).
 pub async fn await_alive(s: &TestServer, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fault_common::record;
-use crate::fault_regions::{await_alive, start_region_node, RegionTarget, CONFIG, IPS, SECRET};
+use crate::fault_regions::{
+    await_alive, start_region_node, RegionTarget, CONFIG, IPS, JOB_PATH_ENV,
+};
 use crate::support::TestServer;
 
 struct Cluster {
@@ -42,20 +44,14 @@ impl Cluster {
         let mut nodes: Vec<TestServer> = Vec::new();
         for i in 0..IPS.len() {
             let key = nodes.first().map(|n| n.key.clone());
-            let env = [
-                ("EZTHROTTLE_CLUSTER_SECRET", SECRET),
-                // A hand-off lost mid-call holds its slot until the attempt lease expires
-                // (attempt timeout + 2 s): keep it short here.
-                ("EZTHROTTLE_EXECUTOR_ATTEMPT_TIMEOUT_MS", "5000"),
+            let mut env = JOB_PATH_ENV.to_vec();
+            env.extend([
                 // These cases are about reroutes, one region per attempt: their jobs listing
                 // several regions are POSTs, which hedge rather than race (fault_race), and
                 // the hedge waits longer than any attempt here, so it is never sent.
                 ("EZTHROTTLE_EXECUTOR_HEDGE_DELAY_MS", "60000"),
-                ("EZTHROTTLE_LANES_DEFAULT_RATE", "500"),
-                ("EZTHROTTLE_LANES_DEFAULT_BURST", "20"),
-                ("EZTHROTTLE_LANES_DEFAULT_MAX_IN_FLIGHT", "20"),
                 ("EZTHROTTLE_LOG", "info"),
-            ];
+            ]);
             let (node, _) = start_region_node(root.path(), i, &url, key, true, CONFIG, &env);
             nodes.push(node);
         }

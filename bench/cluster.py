@@ -332,10 +332,15 @@ def phase_admission(ctx: Ctx, res: dict) -> None:
             servers = ",".join(nodes.bases)
             ser = ctx.run_json([ctx.lg, "admit", "--server", nodes.bases[-1], "--key", nodes.key, "--n", str(serial_n),
                                 "--c", "1", "--target-url", target_url, "--prefix", f"s{k}"])
+            if os.environ.get("EZT_BENCH_PG_STATS"):
+                ctx.pg.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
+                            db=f"adm{k}")
             c0, p0, t0 = nodes.cpu(), pg_cpu(ctx), time.monotonic()
             con = ctx.run_json([ctx.lg, "admit", "--server", servers, "--key", nodes.key, "--n", str(n), "--c", "64",
                                 "--target-url", target_url, "--prefix", f"c{k}"])
             c1, p1 = nodes.cpu(), pg_cpu(ctx)
+            if os.environ.get("EZT_BENCH_PG_STATS"):
+                out[f"pg_statements_{k}node"] = top_statements(f"adm{k}")
             acc = con.get("accepted_202") or n
             out[f"ezt_{k}node"] = {
                 "serial": {"jobs_per_s": ser.get("jobs_per_s"), "ack": ser.get("ack")},

@@ -1185,13 +1185,13 @@ impl<R: Runner> Scheduler<R> {
         });
     }
 
-    /// Tells a lane's owner (whoever it is) that the lane has new work, none older than
-    /// `floor`.
-    fn tell_owner(&self, key: &LaneKey, floor: R::Id) {
+    /// Tells a lane's owner (whoever it is) that the lane has new work, its ids from `floor`
+    /// to `ceiling`.
+    fn tell_owner(&self, key: &LaneKey, floor: R::Id, ceiling: R::Id) {
         if let Some(m) = &self.memory {
             let (store, msg) = (
                 m.store.clone(),
-                ezt_store::work_message(&self.stored_name(key), floor),
+                ezt_store::work_message(&self.stored_name(key), floor, ceiling),
             );
             tokio::spawn(async move {
                 let _ = store.notify_lane(&msg).await;
@@ -1357,7 +1357,7 @@ impl<R: Runner> Scheduler<R> {
                     .is_some_and(|t| now_i.saturating_duration_since(t) < OWNER_FRESH)
             {
                 let key = l.key.clone();
-                self.tell_owner(&key, e.id);
+                self.tell_owner(&key, e.id, e.id);
                 return;
             }
             if l.owner == Own::NotMine && !l.loading {
@@ -1786,10 +1786,10 @@ impl<R: Runner> Scheduler<R> {
                 for id in &ids {
                     self.forget(id);
                 }
-                if let Some(&floor) = ids.iter().min() {
+                if let (Some(&floor), Some(&ceiling)) = (ids.iter().min(), ids.iter().max()) {
                     self.lane(lane).queue.remove_where(|j| ids.contains(j));
                     tracing::debug!(lane = %key, owner = owner.as_deref().unwrap_or("-"), jobs = ids.len(), "lane is another node's: its work is left to it");
-                    self.tell_owner(&key, floor);
+                    self.tell_owner(&key, floor, ceiling);
                 }
             }
         }

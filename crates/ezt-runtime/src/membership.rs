@@ -98,14 +98,27 @@ struct Seen {
 struct Reads {
     /// The newest waiting job's id read so far.
     newest: Option<ezt_core::JobId>,
-    /// Per lane (stored name), the lowest job id notifications named since the last read: a
-    /// notification's read covers those lanes from there, nothing more.
-    floors: std::collections::HashMap<String, ezt_core::JobId>,
+    /// A notification without ids came since the last read (a lane released): the next
+    /// notification's read looks at every lane's new work.
+    plain: bool,
+    /// Per lane (stored name), the range of job ids notifications named since the last read:
+    /// a notification's read covers those lanes' ranges, nothing more.
+    floors: std::collections::HashMap<String, (ezt_core::JobId, ezt_core::JobId)>,
     /// The lanes owned at the last read, with their epochs: a lane not among them (or under
     /// another epoch) is read whole.
     lanes: std::collections::HashMap<String, u64>,
     /// When every lane was last read whole (`None`: now).
     full_at: Option<Instant>,
+}
+
+impl Reads {
+    /// A notification named new work in `lane`, ids `floor` to `ceiling`.
+    fn notified(&mut self, lane: &str, floor: ezt_core::JobId, ceiling: ezt_core::JobId) {
+        self.floors
+            .entry(lane.to_string())
+            .and_modify(|(lo, hi)| (*lo, *hi) = ((*lo).min(floor), (*hi).max(ceiling)))
+            .or_insert((floor, ceiling));
+    }
 }
 
 /// This node's membership: joins, heartbeats, sweeps, hands over at shutdown.
@@ -203,13 +216,13 @@ impl Membership {
                             resync_pins(store.as_ref(), &me, &pins).await;
                         }
                         None => {
-                            if let Some((lane, floor)) = ezt_store::parse_work_message(&msg) {
-                                let mut r = reads.lock().unwrap_or_else(|p| p.into_inner());
-                                r.floors
-                                    .entry(lane.to_string())
-                                    .and_modify(|f| *f = (*f).min(floor))
-                                    .or_insert(floor);
+                            let mut r = reads.lock().unwrap_or_else(|p| p.into_inner());
+                            match ezt_store::parse_work_message(&msg) {
+                                Some((lane, floor, ceiling)) => r.notified(lane, floor, ceiling),
+                                // A lane released (or other news): look at what is new.
+                                None => r.plain = true,
                             }
+                            drop(r);
                             poke.notify_one();
                         }
                     },
@@ -502,7 +515,7 @@ impl Membership {
     async fn read_owned(&self, epoch: u64, sweep: bool) -> ezt_store::Result<Vec<String>> {
         let owned = self.store.owned_lanes(&self.info.id, epoch).await?;
         let names: Vec<String> = owned.iter().map(|(l, _)| l.clone()).collect();
-        let (whole, fresh, newest, floors) = {
+        let (whole, fresh, newest, floors, plain) = {
             let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
             let whole = r.newest.is_none()
                 || r.full_at.is_none()
@@ -515,9 +528,11 @@ impl Membership {
             let newest = r
                 .newest
                 .map_or(0, |n| n.timestamp_ms().min(self.clock.now_ms()));
-            (whole, fresh, newest, std::mem::take(&mut r.floors))
+            let plain = std::mem::take(&mut r.plain);
+            (whole, fresh, newest, std::mem::take(&mut r.floors), plain)
         };
-        let lowest = floors.values().min().map(|f| f.timestamp_ms());
+        let lowest = floors.values().map(|(f, _)| f.timestamp_ms()).min();
+        let highest = floors.values().map(|(_, c)| *c).max();
         let read = async {
             if names.is_empty() {
                 return Ok(());
@@ -531,7 +546,11 @@ impl Membership {
                 let jobs = self.store.waiting_jobs(JOB_PREFIX, &fresh).await?;
                 self.index(jobs);
             }
-            let (lanes, from): (Vec<String>, u64) = match lowest {
+            if !sweep && floors.is_empty() && !plain {
+                // Woken for ranges an earlier read took already: nothing new to look at.
+                return Ok(());
+            }
+            let (lanes, from, until): (Vec<String>, u64, _) = match lowest {
                 Some(low) if !sweep => (
                     names
                         .iter()
@@ -539,12 +558,14 @@ impl Membership {
                         .cloned()
                         .collect(),
                     low.saturating_sub(1),
+                    highest,
                 ),
                 _ => {
                     let from = newest.saturating_sub(NEW_WORK_MARGIN.as_millis() as u64);
                     (
                         names.clone(),
                         lowest.map_or(from, |l| from.min(l.saturating_sub(1))),
+                        None,
                     )
                 }
             };
@@ -553,7 +574,7 @@ impl Membership {
             }
             let jobs = self
                 .store
-                .waiting_jobs_after(JOB_PREFIX, &lanes, ezt_core::JobId::new(from, 0))
+                .waiting_jobs_after(JOB_PREFIX, &lanes, ezt_core::JobId::new(from, 0), until)
                 .await?;
             self.index(jobs);
             Ok(())
@@ -570,11 +591,9 @@ impl Membership {
             }
             Err(e) => {
                 // Asked again next time.
-                for (lane, f) in floors {
-                    r.floors
-                        .entry(lane)
-                        .and_modify(|g| *g = (*g).min(f))
-                        .or_insert(f);
+                r.plain |= plain;
+                for (lane, (floor, ceiling)) in floors {
+                    r.notified(&lane, floor, ceiling);
                 }
                 Err(e)
             }

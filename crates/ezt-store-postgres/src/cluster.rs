@@ -433,6 +433,7 @@ impl ClusterStore for PgStore {
         prefix: &str,
         lanes: &[String],
         after: ezt_core::JobId,
+        until: Option<ezt_core::JobId>,
     ) -> Result<Vec<PendingJob>> {
         let keys: Vec<&str> = lanes
             .iter()
@@ -442,14 +443,17 @@ impl ClusterStore for PgStore {
         let st = c
             .prepare_cached(
                 "SELECT id, tenant_id, lane, run_at, deadline_at FROM jobs
-                 WHERE lane = ANY($1) AND id > $2
+                 WHERE lane = ANY($1) AND id > $2 AND ($3::bytea IS NULL OR id <= $3)
                    AND state IN ('queued', 'scheduled') AND lease_token IS NULL
                  ORDER BY id",
             )
             .await
             .map_err(pg_err)?;
         let rows = c
-            .query(&st, &[&keys, &id_bytes(after.0)])
+            .query(
+                &st,
+                &[&keys, &id_bytes(after.0), &until.map(|u| id_bytes(u.0))],
+            )
             .await
             .map_err(pg_err)?;
         Ok(rows.iter().map(pending_row).collect())
@@ -479,7 +483,7 @@ impl ClusterStore for PgStore {
 
     async fn notify_lane(&self, lane: &str) -> Result<()> {
         match parse_work_message(lane) {
-            Some((name, floor)) => self.notifier.tell_work(name, floor),
+            Some((name, floor, ceiling)) => self.notifier.tell_work(name, floor, ceiling),
             None => self.notifier.tell(lane),
         }
         Ok(())

@@ -110,8 +110,9 @@ impl JobStore for PgStore {
             recovery::release(&tx, holder.as_str(), now_ms, region).await?;
         tx.commit().await.map_err(pg_err)?;
         // Their owners read them from their ids (older than what an owner reads as new).
-        for (lane, floor) in released {
-            self.notifier.tell_work(&format!("job:{lane}"), floor);
+        for (lane, (floor, ceiling)) in released {
+            self.notifier
+                .tell_work(&format!("job:{lane}"), floor, ceiling);
         }
         let jobs = recovery::waiting_jobs(&c).await?;
         Ok(Recovered { jobs, deliveries })

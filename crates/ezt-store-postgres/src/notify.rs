@@ -22,7 +22,7 @@ use crate::cluster::LANE_CHANNEL;
 #[derive(Default)]
 struct Pending {
     messages: BTreeSet<String>,
-    work: BTreeMap<String, JobId>,
+    work: BTreeMap<String, (JobId, JobId)>,
 }
 
 impl Pending {
@@ -35,7 +35,7 @@ impl Pending {
         out.extend(
             self.work
                 .iter()
-                .map(|(lane, floor)| ezt_store::work_message(lane, *floor)),
+                .map(|(lane, (floor, ceiling))| ezt_store::work_message(lane, floor, ceiling)),
         );
         out
     }
@@ -71,15 +71,15 @@ impl LaneNotifier {
         }
     }
 
-    /// Asks for a notification of new work in `lane` from job `floor` on (the lowest asked
-    /// for a lane is sent, once).
-    pub(crate) fn tell_work(&self, lane: &str, floor: JobId) {
+    /// Asks for a notification of new work in `lane`, its ids from `floor` to `ceiling` (one
+    /// notification per lane covers every range asked for it meanwhile).
+    pub(crate) fn tell_work(&self, lane: &str, floor: JobId, ceiling: JobId) {
         let mut p = self.pending.lock().expect("notifier lock");
         let was_empty = p.is_empty();
         p.work
             .entry(lane.to_string())
-            .and_modify(|f| *f = (*f).min(floor))
-            .or_insert(floor);
+            .and_modify(|(lo, hi)| (*lo, *hi) = ((*lo).min(floor), (*hi).max(ceiling)))
+            .or_insert((floor, ceiling));
         drop(p);
         if was_empty {
             self.wake.notify_one();

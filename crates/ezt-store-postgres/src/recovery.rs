@@ -11,14 +11,15 @@ use crate::codec::*;
 /// Releases `holder`'s job and delivery leases inside the caller's transaction. Each released
 /// job gets its `interrupted` attempt (number and time from its lease) and goes back to
 /// `queued` (or `scheduled` if its next run is still ahead). Returns the pending deliveries no
-/// one holds now, and the lanes (keys) whose jobs went back to waiting with the lowest of their
-/// ids (their owners are told: the ids are older than what an owner reads as new).
+/// one holds now, and the lanes (keys) whose jobs went back to waiting with the lowest and
+/// highest of their ids (their owners are told: the ids are older than what an owner reads as
+/// new).
 pub(crate) async fn release(
     c: &impl GenericClient,
     holder: &str,
     now_ms: u64,
     region: &str,
-) -> Result<(Vec<PendingDelivery>, Vec<(String, JobId)>)> {
+) -> Result<(Vec<PendingDelivery>, Vec<(String, (JobId, JobId))>)> {
     let cut = c
         .query(
             // SKIP LOCKED: a row locked by a paused node's open transaction (a zombie stopped
@@ -30,13 +31,13 @@ pub(crate) async fn release(
         )
         .await
         .map_err(pg_err)?;
-    let mut released: std::collections::BTreeMap<String, JobId> = Default::default();
+    let mut released: std::collections::BTreeMap<String, (JobId, JobId)> = Default::default();
     for r in &cut {
         let id = JobId(bytes_id(r.get(0)));
         released
             .entry(r.get(4))
-            .and_modify(|f| *f = (*f).min(id))
-            .or_insert(id);
+            .and_modify(|(lo, hi)| (*lo, *hi) = ((*lo).min(id), (*hi).max(id)))
+            .or_insert((id, id));
     }
     if !cut.is_empty() {
         let mut ids = Vec::with_capacity(cut.len());

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "webhook_regions",
         include_str!("../migrations/0006_webhook_regions.sql"),
     ),
+    (
+        7,
+        "waiting_by_lane_and_id",
+        include_str!("../migrations/0007_waiting_by_lane_and_id.sql"),
+    ),
 ];
 
 /// The advisory lock migrations run under, with the schema's hash as its second half (one

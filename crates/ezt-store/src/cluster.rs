@@ -133,17 +133,23 @@ pub struct LaneRow {
 pub const MEMBERS_MESSAGE: &str = "members";
 
 /// The lane-notification payload that tells a lane's owner of new work in `lane` (stored
-/// name), none of it older than the job `floor`: the owner reads the lane's waiting work from
-/// there, so work whose id is old (a child of an old job, a spooled job forwarded late, a lease
-/// recovered, a job named by a clock behind) is found at once, not by the next full read.
-pub fn work_message(lane: &str, floor: impl std::fmt::Display) -> String {
-    format!("{lane}\t{floor}")
+/// name), its job ids between `floor` and `ceiling`: the owner reads just that range of the
+/// lane's waiting work, so work whose id is old (a child of an old job, a spooled job forwarded
+/// late, a lease recovered, a job named by a clock behind) is found at once, and work it has
+/// read already is not read again.
+pub fn work_message(
+    lane: &str,
+    floor: impl std::fmt::Display,
+    ceiling: impl std::fmt::Display,
+) -> String {
+    format!("{lane}\t{floor}\t{ceiling}")
 }
 
-/// A [`work_message`]'s lane and floor.
-pub fn parse_work_message(payload: &str) -> Option<(&str, ezt_core::JobId)> {
-    let (lane, floor) = payload.split_once('\t')?;
-    Some((lane, floor.parse().ok()?))
+/// A [`work_message`]'s lane, floor and ceiling.
+pub fn parse_work_message(payload: &str) -> Option<(&str, ezt_core::JobId, ezt_core::JobId)> {
+    let (lane, range) = payload.split_once('\t')?;
+    let (floor, ceiling) = range.split_once('\t')?;
+    Some((lane, floor.parse().ok()?, ceiling.parse().ok()?))
 }
 
 /// The lane-notification payload that tells a lane's owner a tenant pinned the lane on
@@ -220,18 +226,19 @@ pub trait ClusterStore: Send + Sync + 'static {
     /// Waiting jobs (queued or scheduled, not leased) of the given lanes (stored names,
     /// `prefix` + key), for their owner's index.
     async fn waiting_jobs(&self, prefix: &str, lanes: &[String]) -> Result<Vec<crate::PendingJob>>;
-    /// [`waiting_jobs`](Self::waiting_jobs) whose id is greater than `after`: what a
-    /// notification brought, without reading a lane's whole backlog again. Ids are time-ordered
-    /// by their admitting node's clock, so callers pass a margin below the newest id they saw,
-    /// and keep a full read as the safety net.
+    /// [`waiting_jobs`](Self::waiting_jobs) whose id is greater than `after` (and at most
+    /// `until`): what a notification brought, without reading a lane's whole backlog again.
+    /// Ids are time-ordered by their admitting node's clock, so callers pass a margin below the
+    /// newest id they saw, and keep a full read as the safety net.
     async fn waiting_jobs_after(
         &self,
         prefix: &str,
         lanes: &[String],
         after: ezt_core::JobId,
+        until: Option<ezt_core::JobId>,
     ) -> Result<Vec<crate::PendingJob>> {
         let mut jobs = self.waiting_jobs(prefix, lanes).await?;
-        jobs.retain(|j| j.id > after);
+        jobs.retain(|j| j.id > after && until.is_none_or(|u| j.id <= u));
         Ok(jobs)
     }
     /// Holders of job or delivery leases that are no live member (dead nodes, or the single
@@ -505,10 +512,11 @@ mod tests {
     #[test]
     fn a_work_message_names_its_lane_and_floor_and_nothing_else_parses_as_one() {
         let floor = ezt_core::JobId::new(1_700_000_000_000, 7);
-        let msg = work_message("job:api.example.com:443#00ff", floor);
+        let ceiling = ezt_core::JobId::new(1_700_000_000_050, 3);
+        let msg = work_message("job:api.example.com:443#00ff", floor, ceiling);
         assert_eq!(
             parse_work_message(&msg),
-            Some(("job:api.example.com:443#00ff", floor))
+            Some(("job:api.example.com:443#00ff", floor, ceiling))
         );
         let pin = pin_message("job:x", &crate::LanePin::default()).unwrap();
         for other in [

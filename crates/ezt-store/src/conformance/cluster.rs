@@ -348,8 +348,8 @@ pub async fn dead_holders_are_listed<S: JobStore + ClusterStore>(s: S) {
     assert_eq!(s.dead_holders().await.unwrap(), vec![NodeId::new("ghost")]);
 }
 
-/// A notification's read: the waiting jobs of the lanes after a given id only (leased ones
-/// never), in id order — the same as the full read filtered.
+/// A notification's read: the waiting jobs of the lanes after a given id only, and up to one
+/// when given (leased ones never), in id order — the same as the full read filtered.
 pub async fn waiting_jobs_after_an_id<S: JobStore + ClusterStore>(s: S) {
     let jobs: Vec<NewJob> = (1..=4)
         .map(|i| new_job(i, 1, &format!("k{i}"), 100 + i as u64))
@@ -366,7 +366,7 @@ pub async fn waiting_jobs_after_an_id<S: JobStore + ClusterStore>(s: S) {
         .collect();
     assert_eq!(all, vec![jobs[0].id, jobs[1].id, jobs[2].id]);
     let newer: Vec<ezt_core::JobId> = s
-        .waiting_jobs_after("job:", &lanes, jobs[0].id)
+        .waiting_jobs_after("job:", &lanes, jobs[0].id, None)
         .await
         .unwrap()
         .iter()
@@ -378,8 +378,16 @@ pub async fn waiting_jobs_after_an_id<S: JobStore + ClusterStore>(s: S) {
         "after the first, leased excluded"
     );
     assert!(s
-        .waiting_jobs_after("job:", &lanes, jobs[3].id)
+        .waiting_jobs_after("job:", &lanes, jobs[3].id, None)
         .await
         .unwrap()
         .is_empty());
+    let between: Vec<ezt_core::JobId> = s
+        .waiting_jobs_after("job:", &lanes, jobs[0].id, Some(jobs[1].id))
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(between, vec![jobs[1].id], "up to and with `until`");
 }

@@ -380,8 +380,11 @@ def phase_admission(ctx: Ctx, res: dict) -> None:
         ratios[f"ezt_{k}node_vs_insert_1"] = r(js / ins1, 2) if ins1 else None
         ratios[f"ezt_{k}node_vs_river_64"] = r(js / out["river"]["c64"]["jobs_per_s"], 2) if out["river"]["c64"]["jobs_per_s"] else None
     out["ratios"] = ratios
-    out["goal_2x_insert"] = {"target": ">= 2x the single-row INSERT rate (64 clients)", "value": ratios["ezt_3node_vs_insert_64"],
-                             "met": bool(ratios["ezt_3node_vs_insert_64"] and ratios["ezt_3node_vs_insert_64"] >= 2.0)}
+    # The baseline is "a plain single-row INSERT loop": one client inserting one row per
+    # statement. 64 such loops at once (insert_64) are reported beside it, not the goal.
+    out["goal_2x_insert"] = {"target": ">= 2x the single-row INSERT loop (1 client)", "value": ratios["ezt_3node_vs_insert_1"],
+                             "vs_64_insert_clients": ratios["ezt_3node_vs_insert_64"],
+                             "met": bool(ratios["ezt_3node_vs_insert_1"] and ratios["ezt_3node_vs_insert_1"] >= 2.0)}
     res["admission"] = out
 
 
@@ -741,7 +744,7 @@ def table(res: dict) -> str:
             rows.append(f"| CPU-s per 1k, {k} node(s): nodes / PostgreSQL | {fmt(e['cpu_s_per_1k']['nodes'])} / {fmt(e['cpu_s_per_1k']['postgres'])} | "
                         f"PG: INSERT {fmt(ins64['pg_cpu_s_per_1k'])}; River {fmt(rv['cpu_s_per_1k']['postgres'])} | |")
         g = a["goal_2x_insert"]
-        rows.append(f"| goal: 3 nodes ≥ 2× single-row INSERT (64 clients) | {fmt(g['value'])}× | | {'met' if g['met'] else 'missed'} |")
+        rows.append(f"| goal: 3 nodes ≥ 2× the single-row INSERT loop (1 client) | {fmt(g['value'])}× | 64 INSERT clients: {fmt(g.get('vs_64_insert_clients'))}× | {'met' if g['met'] else 'missed'} |")
     p = res.get("pickup")
     if p:
         for name in ("owner", "non_owner"):
